@@ -1,0 +1,1 @@
+"""The domain: workspaces, tokens, users, groups. No web framework is imported here."""

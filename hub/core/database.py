@@ -1,0 +1,252 @@
+"""Running units of work against the database.
+
+A unit of work is a plain synchronous function `fn(conn, *args)` over a SQLAlchemy `Connection`
+that runs in one transaction: it commits when `fn` returns and rolls back when it raises. Request
+handlers make one call per request, so a request costs one hand-off to the database, not one per
+statement (the naive async-session-per-request design is about five times slower on SQLite).
+
+* SQLite: a dedicated writer thread (writes serialise in SQLite anyway; `BEGIN IMMEDIATE` avoids
+  lock-upgrade deadlocks) and a small pool of reader threads (WAL lets readers run beside the
+  writer), each holding one connection for its lifetime.
+* PostgreSQL: the asyncpg async engine; the same function runs through `AsyncConnection.run_sync`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+
+import msgspec
+import sqlalchemy.exc
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from hub.core.errors import Unavailable
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
+
+
+def _json_serializer(value: Any) -> str:
+    return _json_encode(value).decode()
+
+
+class Database(Protocol):
+    """Where units of work run."""
+
+    url: str
+    dialect: str
+
+    async def read(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run a read-only unit of work and return its result."""
+        ...
+
+    async def write(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run a unit of work that may write; committed before this returns."""
+        ...
+
+    async def ping(self) -> bool:
+        """Say whether the database answers a trivial query."""
+        ...
+
+    async def close(self) -> None:
+        """Release every connection and thread."""
+        ...
+
+
+def _run_in_transaction(
+    conn: Connection, fn: Callable[Concatenate[Connection, P], T], *args: Any, **kwargs: Any
+) -> T:
+    with conn.begin():
+        return fn(conn, *args, **kwargs)
+
+
+class SqliteDatabase:
+    """SQLite file database: one writer thread, a few reader threads."""
+
+    dialect = "sqlite"
+
+    def __init__(self, url: str, readers: int = 2) -> None:
+        self.url = url
+        parsed = make_url(url)
+        path = parsed.database or ":memory:"
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        sync_url = parsed.set(drivername="sqlite")
+        self._write_engine = self._engine(sync_url, "BEGIN IMMEDIATE")
+        self._read_engine = self._engine(sync_url, "BEGIN")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="hub-db-writer")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="hub-db-reader")
+        self._local = threading.local()
+        self._opened: list[Connection] = []
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _engine(url: Any, begin: str) -> Engine:
+        engine = create_engine(
+            url,
+            json_serializer=_json_serializer,
+            json_deserializer=_json_decode,
+            pool_size=8,
+            max_overflow=0,
+        )
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Take over transaction control from the sqlite3 module so BEGIN is ours.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            conn.exec_driver_sql(begin)
+
+        return engine
+
+    def _connection(self, engine: Engine) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = engine.connect()
+            self._local.conn = conn
+            with self._lock:
+                self._opened.append(conn)
+        return conn
+
+    def _call(self, engine: Engine, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        conn = self._connection(engine)
+        try:
+            return _run_in_transaction(conn, fn, *args, **kwargs)
+        except sqlalchemy.exc.OperationalError as exc:
+            if "locked" in str(exc) or "unable to open" in str(exc):
+                raise Unavailable("the database is busy or unreachable; retry shortly") from exc
+            raise
+
+    async def read(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `fn` on a reader thread in a read transaction."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._readers, self._call, self._read_engine, fn, args, kwargs
+        )
+
+    async def write(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `fn` on the writer thread in an immediate (write-locked) transaction."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._writer, self._call, self._write_engine, fn, args, kwargs
+        )
+
+    def write_sync(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `fn` in a write transaction on the calling thread (CLI and seeding)."""
+        with self._write_engine.connect() as conn:
+            return _run_in_transaction(conn, fn, *args, **kwargs)
+
+    async def ping(self) -> bool:
+        """Say whether a trivial query answers."""
+        try:
+            await self.read(lambda conn: conn.execute(text("SELECT 1")).scalar())
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Close every thread's connection and stop the threads."""
+
+        def _close_all() -> None:
+            with self._lock:
+                for conn in self._opened:
+                    conn.close()
+                self._opened.clear()
+
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        _close_all()
+        self._write_engine.dispose()
+        self._read_engine.dispose()
+
+
+class PostgresDatabase:
+    """PostgreSQL through asyncpg; units of work run with `run_sync` on an async connection."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        self.url = url
+        self._engine: AsyncEngine = create_async_engine(
+            url,
+            json_serializer=_json_serializer,
+            json_deserializer=_json_decode,
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+        )
+
+    async def _call(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        try:
+            async with self._engine.begin() as conn:
+                return await conn.run_sync(fn, *args, **kwargs)
+        except (OSError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DBAPIError) as exc:
+            if isinstance(exc, sqlalchemy.exc.DBAPIError) and not exc.connection_invalidated:
+                if not isinstance(exc, sqlalchemy.exc.InterfaceError):
+                    raise
+            raise Unavailable("the database is unreachable; retry shortly") from exc
+
+    async def read(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `fn` in a transaction."""
+        return await self._call(fn, args, kwargs)
+
+    async def write(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run `fn` in a transaction."""
+        return await self._call(fn, args, kwargs)
+
+    async def ping(self) -> bool:
+        """Say whether a trivial query answers."""
+        try:
+            await self.read(lambda conn: conn.execute(text("SELECT 1")).scalar())
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Dispose of the pool."""
+        await self._engine.dispose()
+
+
+def open_database(url: str) -> SqliteDatabase | PostgresDatabase:
+    """Open the database named by a SQLAlchemy URL (`sqlite+aiosqlite://…` or `postgresql+asyncpg://…`).
+
+    Raises:
+        ValueError: the URL names a database the hub does not support.
+    """
+    backend = make_url(url).get_backend_name()
+    if backend == "sqlite":
+        return SqliteDatabase(url)
+    if backend == "postgresql":
+        return PostgresDatabase(url)
+    raise ValueError(f"unsupported database {backend!r}: use sqlite+aiosqlite or postgresql+asyncpg")

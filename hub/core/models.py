@@ -1,0 +1,158 @@
+"""Storage: SQLAlchemy 2 typed models.
+
+Rows carry an integer `pk` (compact joins, insertion order for stable paging) and a public random
+`id` (UUID text, never guessable across workspaces). Every tenant-owned row carries `workspace_id`
+and every query of a service is scoped by it. A resource's full SCIM document (minus `id`, `meta`
+and the derived `groups`/`members`) lives in `data`, so attributes the hub does not map come back
+exactly as they were sent; the columns beside it are copies kept for indexes and filters.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every table."""
+
+
+class Workspace(Base):
+    """A customer tenant."""
+
+    __tablename__ = "workspaces"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    created: Mapped[int] = mapped_column(BigInteger)
+    send_activation_email: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Admin(Base):
+    """A workspace administrator; deactivating one kills every token they created."""
+
+    __tablename__ = "admins"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    workspace_pk: Mapped[int] = mapped_column(ForeignKey("workspaces.pk", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(320))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (UniqueConstraint("workspace_pk", "email"),)
+
+
+class Connector(Base):
+    """An IdP plugin enabled in a workspace; its dialect handles its requests."""
+
+    __tablename__ = "connectors"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    workspace_pk: Mapped[int] = mapped_column(ForeignKey("workspaces.pk", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    idp: Mapped[str] = mapped_column(String(100))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created: Mapped[int] = mapped_column(BigInteger)
+    last_request: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    __table_args__ = (UniqueConstraint("workspace_pk", "name"),)
+
+
+class Token(Base):
+    """A bearer secret of one connector, stored only as its SHA-256 digest."""
+
+    __tablename__ = "tokens"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    workspace_pk: Mapped[int] = mapped_column(ForeignKey("workspaces.pk", ondelete="CASCADE"))
+    connector_pk: Mapped[int] = mapped_column(ForeignKey("connectors.pk", ondelete="CASCADE"))
+    admin_pk: Mapped[int] = mapped_column(ForeignKey("admins.pk", ondelete="CASCADE"))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))
+    created: Mapped[int] = mapped_column(BigInteger)
+    last_used: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revoked: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class User(Base):
+    """A provisioned person. DELETE keeps the row (`deleted`), so nothing is ever erased."""
+
+    __tablename__ = "users"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    workspace_pk: Mapped[int] = mapped_column(ForeignKey("workspaces.pk", ondelete="CASCADE"))
+    connector_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("connectors.pk", ondelete="SET NULL"), nullable=True
+    )
+    user_name: Mapped[str] = mapped_column(String(512))
+    # userName is unique per workspace case-insensitively (RFC 7643 §4.1.1 caseExact=false).
+    user_name_key: Mapped[str] = mapped_column(String(512))
+    external_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    deleted: Mapped[bool] = mapped_column(Boolean, default=False)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created: Mapped[int] = mapped_column(BigInteger)
+    modified: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        UniqueConstraint("workspace_pk", "user_name_key", name="uq_users_workspace_username"),
+        Index("ix_users_workspace_external", "workspace_pk", "external_id"),
+        Index("ix_users_workspace_pk", "workspace_pk", "deleted", "pk"),
+    )
+
+
+class Group(Base):
+    """An IdP group; its members are users of the same workspace."""
+
+    __tablename__ = "groups"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    workspace_pk: Mapped[int] = mapped_column(ForeignKey("workspaces.pk", ondelete="CASCADE"))
+    connector_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("connectors.pk", ondelete="SET NULL"), nullable=True
+    )
+    display_name: Mapped[str] = mapped_column(String(512))
+    display_name_key: Mapped[str] = mapped_column(String(512))
+    external_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created: Mapped[int] = mapped_column(BigInteger)
+    modified: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        Index("ix_groups_workspace_name", "workspace_pk", "display_name_key"),
+        Index("ix_groups_workspace_external", "workspace_pk", "external_id"),
+    )
+
+
+class Membership(Base):
+    """A user's membership of a group."""
+
+    __tablename__ = "memberships"
+    group_pk: Mapped[int] = mapped_column(
+        ForeignKey("groups.pk", ondelete="CASCADE"), primary_key=True
+    )
+    user_pk: Mapped[int] = mapped_column(
+        ForeignKey("users.pk", ondelete="CASCADE"), primary_key=True
+    )
+    __table_args__ = (Index("ix_memberships_user", "user_pk"),)
+
+
+workspaces = Workspace.__table__
+admins = Admin.__table__
+connectors = Connector.__table__
+tokens = Token.__table__
+users = User.__table__
+groups = Group.__table__
+memberships = Membership.__table__

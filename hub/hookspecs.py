@@ -1,0 +1,93 @@
+"""The plugin contract: every hook a scim-hub plugin may implement.
+
+Plugins import `hookimpl` (and the public types re-exported here) from this module, never
+`pluggy` directly, and never any other module of the hub.
+
+Hooks are synchronous and pure: pluggy does not await, so an ``async def`` implementation would
+return a coroutine that silently "wins". Event hooks that need I/O hand work to a queue of their own.
+
+Phases:
+
+* **Start-up** — `register_idps` is called once to build the IdP registry; request paths read
+  that registry and never call hooks per attribute.
+* **Events** — broadcast to every plugin after the change they describe has committed.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from hub.core.dialects import PROFILE_FIELDS, Dialect, JSONObject, RequestContext
+
+PROJECT = "scim_hub"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+__all__ = [
+    "PROFILE_FIELDS",
+    "Dialect",
+    "JSONObject",
+    "RequestContext",
+    "hookimpl",
+    "hookspec",
+]
+
+
+# --- start-up -------------------------------------------------------------------------------
+
+
+@hookspec
+def register_idps() -> list[Dialect]:  # type: ignore[empty-body]
+    """Declare the IdP dialects this plugin provides.
+
+    When: once, when the plugin manager is built at start-up (server and CLI).
+    Receives: nothing.
+    Returns: a list of `Dialect` values; an empty list if the plugin adds none.
+    Combination: every plugin's lists are concatenated; two dialects with the same `name` are a
+    start-up error naming both plugins.
+    """
+
+
+# --- events (after commit) ------------------------------------------------------------------
+
+
+@hookspec
+def user_provisioned(workspace: str, connector: str, user: JSONObject) -> None:
+    """A user was created over SCIM.
+
+    When: after the transaction that created the user has committed.
+    Receives: the workspace id, the connector id, and the user's SCIM resource as returned.
+    Returns: nothing. Combination: broadcast to every plugin; an exception is logged with the
+    plugin's name and never undoes the change.
+    """
+
+
+@hookspec
+def user_updated(workspace: str, connector: str, user: JSONObject) -> None:
+    """A user was changed over SCIM (PUT or PATCH) and is still active.
+
+    When: after the change committed.
+    Receives: the workspace id, the connector id, and the user's SCIM resource after the change.
+    Returns: nothing. Combination: broadcast; exceptions are logged and ignored.
+    """
+
+
+@hookspec
+def user_deprovisioned(workspace: str, connector: str, user: JSONObject, deleted: bool) -> None:
+    """A user was deactivated (`active=false`) or deleted over SCIM.
+
+    When: after the change committed.
+    Receives: the workspace id, the connector id, the user's last SCIM resource, and whether it
+    was a DELETE (True) or a deactivation (False).
+    Returns: nothing. Combination: broadcast; exceptions are logged and ignored.
+    """
+
+
+@hookspec
+def user_reactivated(workspace: str, connector: str, user: JSONObject) -> None:
+    """A deprovisioned user was provisioned again (same userName or externalId) or set active.
+
+    When: after the change committed.
+    Receives: the workspace id, the connector id, and the user's SCIM resource.
+    Returns: nothing. Combination: broadcast; exceptions are logged and ignored.
+    """

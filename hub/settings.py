@@ -1,0 +1,90 @@
+"""Settings: one frozen msgspec struct built from `SCIM_HUB_*` variables and an optional TOML file.
+
+Precedence: environment variables beat the TOML file (named by `SCIM_HUB_CONFIG`), which beats the
+defaults. A bad value stops the process with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+ENV_PREFIX = "SCIM_HUB_"
+
+
+class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Everything the hub can be configured with."""
+
+    database_url: str = "sqlite+aiosqlite:///var/scim-hub.db"
+    base_url: str = "http://127.0.0.1:8000"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    environment: Literal["development", "production"] = "development"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    max_body_bytes: int = 1_048_576
+    max_results: int = 1000
+    default_count: int = 100
+    max_filter_length: int = 4096
+    max_filter_depth: int = 32
+    max_patch_operations: int = 1000
+    max_group_members_per_patch: int = 1000
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or out of range; the message names it."""
+
+
+def _coerce(name: str, raw: str, field_type: Any) -> Any:
+    if field_type is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}: {raw!r} is not an integer") from None
+    return raw
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Build the settings from the environment (and `SCIM_HUB_CONFIG` TOML), then `overrides`.
+
+    Raises:
+        SettingsError: a value is malformed or out of range; the message names the setting.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_file = env.get(f"{ENV_PREFIX}CONFIG")
+    if config_file:
+        try:
+            values.update(tomllib.loads(Path(config_file).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise SettingsError(f"{ENV_PREFIX}CONFIG: cannot read {config_file}: {exc}") from exc
+    for field in msgspec.structs.fields(Settings):
+        raw = env.get(f"{ENV_PREFIX}{field.name.upper()}")
+        if raw is not None:
+            values[field.name] = _coerce(field.name, raw, field.type)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = msgspec.convert(values, Settings)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"invalid setting: {exc}") from exc
+    _check_ranges(settings)
+    return settings
+
+
+def _check_ranges(settings: Settings) -> None:
+    positive = ("port", "workers", "max_body_bytes", "max_results", "max_filter_length")
+    for name in positive:
+        if getattr(settings, name) < 1:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
+    if not 0 <= settings.default_count <= settings.max_results:
+        raise SettingsError(f"{ENV_PREFIX}DEFAULT_COUNT must be between 0 and MAX_RESULTS")
+    if not settings.base_url.startswith(("http://", "https://")):
+        raise SettingsError(f"{ENV_PREFIX}BASE_URL must start with http:// or https://")
