@@ -1,0 +1,234 @@
+"""Response projection: the ``attributes`` and ``excludedAttributes`` parameters (RFC 7644 §3.9).
+
+A request's lists are parsed once into a `Projection` plan, which list pages then apply to every
+resource; `project` is the one-shot convenience.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hub.core.schema import Attribute, ResourceType
+
+_CORE = ""  # scope key of the core schema and the common attributes
+
+Find = Callable[[str], Attribute | None]
+
+
+def parse_attribute_list(text: str | None) -> tuple[str, ...]:
+    """Split an ``attributes``/``excludedAttributes`` query value (RFC 7644 §3.4.2.5).
+
+    Args:
+        text: comma-separated attribute paths, possibly URN-qualified or with sub-attributes.
+
+    Returns:
+        The trimmed, non-empty paths in order; ``()`` for ``None`` or an empty value.
+    """
+    if not text:
+        return ()
+    return tuple(part for part in (piece.strip() for piece in text.split(",")) if part)
+
+
+@dataclass(slots=True)
+class _Scope:
+    """Selected attributes of one schema: names map to sub-attribute names, ``None`` = whole."""
+
+    whole: bool = False
+    names: dict[str, frozenset[str] | None] = field(default_factory=dict)
+
+    def add(self, name: str, sub: str | None) -> None:
+        if not name:
+            self.whole = True
+        elif sub is None or self.names.get(name, frozenset()) is None:
+            self.names[name] = None
+        else:
+            self.names[name] = (self.names.get(name) or frozenset()) | {sub}
+
+
+def _scopes(resource_type: ResourceType, paths: Iterable[str]) -> dict[str, _Scope]:
+    scopes: dict[str, _Scope] = {}
+    for path in paths:
+        scope, name, sub = _split(resource_type, path)
+        scopes.setdefault(scope, _Scope()).add(name, sub)
+    return scopes
+
+
+def _split(resource_type: ResourceType, path: str) -> tuple[str, str, str | None]:
+    """Lower-cased ``(scope, name, sub)``; an empty ``name`` selects a whole schema."""
+    lowered = path.strip().lower()
+    scope = _CORE
+    if lowered.startswith("urn:"):
+        for schema_id in sorted(resource_type.schema_ids, key=len, reverse=True):
+            urn = schema_id.lower()
+            if lowered == urn or lowered.startswith(urn + ":"):
+                scope = _CORE if urn == resource_type.schema.id.lower() else urn
+                lowered = lowered[len(urn) + 1 :]
+                break
+        else:  # an unknown schema: it can only match an unknown key spelled exactly so
+            return lowered, "", None
+    name, _, sub = lowered.partition(".")
+    return scope, name, sub or None
+
+
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """A parsed ``attributes``/``excludedAttributes`` pair for one resource type and request.
+
+    RFC 7643 §7 ``returned``: ``always`` attributes (and ``schemas``) are kept whatever the lists
+    say, ``never`` ones are always dropped, ``request`` ones appear only when named in
+    ``attributes``. Names are case-insensitive (RFC 7643 §2.1). Build with `plan`.
+    """
+
+    resource_type: ResourceType
+    include: dict[str, _Scope]
+    exclude: dict[str, _Scope]
+    extensions: dict[str, Find]
+
+    def apply(self, resource: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the projected resource (RFC 7644 §3.4.2.5).
+
+        The result is a new top-level dict; nested values it keeps unfiltered are shared with
+        ``resource``, so copy before mutating them.
+        """
+        result: dict[str, Any] = {}
+        for key, value in resource.items():
+            lowered = key.lower()
+            if lowered == "schemas":
+                result[key] = value
+            elif lowered in self.extensions and isinstance(value, Mapping):
+                kept = self._extension(lowered, value, self.extensions[lowered])
+                if kept:
+                    result[key] = kept
+            else:
+                self._member(result, key, value, self.resource_type.attribute, _CORE)
+        return result
+
+    def _extension(self, urn: str, value: Mapping[str, Any], find: Find) -> dict[str, Any]:
+        if self.include and urn not in self.include:
+            return {}
+        excluded = self.exclude.get(urn)
+        if excluded is not None and excluded.whole:
+            return {}
+        kept: dict[str, Any] = {}
+        for key, item in value.items():
+            self._member(kept, key, item, find, urn)
+        return kept
+
+    def _member(self, out: dict[str, Any], key: str, value: Any, find: Find, scope: str) -> None:
+        attribute = find(key)
+        returned = attribute.returned if attribute is not None else "default"
+        if returned == "never":
+            return
+        if returned == "always":
+            out[key] = _without_never(attribute, value)
+            return
+        name = key.lower()
+        kept = _select(self.include.get(scope), name, attribute, value, bool(self.include))
+        if kept is None:
+            return
+        if returned == "request" and not _named(self.include.get(scope), name):
+            return
+        kept = _unselect(self.exclude.get(scope), name, attribute, kept)
+        if kept is not None and kept != [] and kept != {}:
+            out[key] = kept
+
+
+def _named(scope: _Scope | None, name: str) -> bool:
+    return scope is not None and (scope.whole or name in scope.names)
+
+
+def _select(
+    scope: _Scope | None, name: str, attribute: Attribute | None, value: Any, restricted: bool
+) -> Any:
+    """Apply ``attributes``: the value, its listed sub-attributes, or ``None`` when not listed."""
+    if not restricted:
+        return _without_never(attribute, value)
+    if scope is None or not (scope.whole or name in scope.names):
+        return None
+    subs = None if scope.whole else scope.names[name]
+    if subs is None:
+        return _without_never(attribute, value)
+    return _filter_subs(attribute, value, lambda sub, returned: sub in subs or returned == "always")
+
+
+def _unselect(scope: _Scope | None, name: str, attribute: Attribute | None, value: Any) -> Any:
+    """Apply ``excludedAttributes`` to a kept value; ``always`` sub-attributes survive."""
+    if scope is None:
+        return value
+    if scope.whole or (name in scope.names and scope.names[name] is None):
+        return None
+    subs = scope.names.get(name)
+    if not subs:
+        return value
+    return _filter_subs(
+        attribute, value, lambda sub, returned: sub not in subs or returned == "always"
+    )
+
+
+def _filter_subs(attribute: Attribute | None, value: Any, keep: Callable[[str, str], bool]) -> Any:
+    """Keep the sub-attributes of a complex value (or of each element) that `keep` accepts."""
+
+    def one(item: Any) -> Any:
+        if not isinstance(item, Mapping):
+            return None
+        kept = {}
+        for key, sub_value in item.items():
+            sub = attribute.sub(key) if attribute is not None else None
+            returned = sub.returned if sub is not None else "default"
+            if returned != "never" and keep(key.lower(), returned):
+                kept[key] = sub_value
+        return kept or None
+
+    if isinstance(value, list):
+        return [kept for kept in map(one, value) if kept is not None]
+    return one(value)
+
+
+def _without_never(attribute: Attribute | None, value: Any) -> Any:
+    if attribute is None or not any(s.returned == "never" for s in attribute.sub_attributes):
+        return value
+    return _filter_subs(attribute, value, lambda _sub, _returned: True)
+
+
+def plan(
+    resource_type: ResourceType, attributes: tuple[str, ...] = (), excluded: tuple[str, ...] = ()
+) -> Projection:
+    """Parse the ``attributes``/``excludedAttributes`` lists once per request (RFC 7644 §3.9).
+
+    Args:
+        resource_type: the type of the resources to be projected.
+        attributes: paths to return (plus every ``returned: always`` one); empty means all
+            ``default`` ones.
+        excluded: paths to leave out (``always`` ones are never left out).
+
+    Returns:
+        A plan whose `Projection.apply` projects one resource.
+    """
+    return Projection(
+        resource_type,
+        _scopes(resource_type, attributes),
+        _scopes(resource_type, excluded),
+        {e.id.lower(): e.attribute for e in resource_type.extensions},
+    )
+
+
+def project(
+    resource: Mapping[str, Any],
+    resource_type: ResourceType,
+    attributes: tuple[str, ...] = (),
+    excluded: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Project one rendered resource; see `plan` (RFC 7644 §3.4.2.5, §3.9).
+
+    Args:
+        resource: the fully rendered resource (with ``id``, ``meta``, ``schemas``...).
+        resource_type: its resource type.
+        attributes: paths to return.
+        excluded: paths to leave out.
+
+    Returns:
+        The projected resource.
+    """
+    return plan(resource_type, attributes, excluded).apply(resource)
