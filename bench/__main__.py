@@ -1,0 +1,250 @@
+"""``python -m bench``: hub vs peer vs floor, side by side in one run.
+
+For each server in turn: start it as a real process on 127.0.0.1, start the load generator
+(``python -m bench.load``) as another process, and run the phases in order, reading the server's CPU
+counters right before and after each one. Servers and the load generator are always stopped, Ctrl-C
+included. Prints a text table, the hub/peer and hub/floor ratios and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import selectors
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from bench import report, servers
+from bench.load import PHASES, REQUEST_TIMEOUT_S
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--users", type=int, default=None, help="users created (default 2000)")
+    parser.add_argument("--concurrency", type=int, default=None, help="requests in flight (16)")
+    parser.add_argument(
+        "--servers", default=",".join(servers.SERVER_NAMES), help="comma list of hub,peer,floor"
+    )
+    parser.add_argument(
+        "--phases", default=",".join(PHASES), help=f"comma list, in order: {','.join(PHASES)}"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny run: 100 users, concurrency 4, no targets"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="append the JSON line to PATH")
+    parser.add_argument(
+        "--database-url", default=None, help="bench the hub on this database (e.g. PostgreSQL)"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="hub worker processes")
+    parser.add_argument(
+        "--phase-timeout", type=float, default=300.0, help="seconds a phase may take at most"
+    )
+    parser.add_argument("--tmpdir", type=Path, default=None, help="where the database files go")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    args.users = args.users if args.users is not None else (100 if args.smoke else 2000)
+    args.concurrency = (
+        args.concurrency if args.concurrency is not None else (4 if args.smoke else 16)
+    )
+    args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
+    args.phase_list = [p.strip() for p in args.phases.split(",") if p.strip()]
+    for name in args.server_list:
+        if name not in servers.SERVER_NAMES:
+            parser.error(f"unknown server {name!r}")
+    for phase in args.phase_list:
+        if phase not in PHASES:
+            parser.error(f"unknown phase {phase!r}")
+    if args.phase_list != [p for p in PHASES if p in args.phase_list]:
+        parser.error(f"phases run in this order: {','.join(PHASES)}")
+    if args.phase_list and args.phase_list[0] != "create":
+        parser.error("the other phases need the ids of the create phase: include create")
+    if args.users < 1 or args.concurrency < 1:
+        parser.error("--users and --concurrency must be at least 1")
+    return args
+
+
+class LoadProcess:
+    """The load generator process and its line protocol (one phase in, one JSON line out)."""
+
+    def __init__(self, server: servers.Server, args: argparse.Namespace, tag: str) -> None:
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.load",
+            "--base-url",
+            server.base_url,
+            "--users",
+            str(args.users),
+            "--concurrency",
+            str(args.concurrency),
+            "--tag",
+            tag,
+            "--phase-timeout",
+            str(args.phase_timeout),
+        ]
+        env = dict(os.environ)
+        if server.token:
+            cmd += ["--token", server.token]
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(servers.REPO), env.get("PYTHONPATH")])
+        )
+        self.reply_timeout_s = args.phase_timeout + REQUEST_TIMEOUT_S + 30
+        self.process = subprocess.Popen(
+            cmd,
+            cwd=servers.REPO,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.selector = selectors.DefaultSelector()
+        assert self.process.stdout is not None
+        self.selector.register(self.process.stdout, selectors.EVENT_READ)
+        self._read_line(60.0)  # {"ready": true}
+
+    def _read_line(self, timeout_s: float) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        if not self.selector.select(timeout_s):
+            raise TimeoutError(f"the load generator did not answer within {timeout_s:.0f}s")
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the load generator exited ({self.process.wait()})")
+        value: dict[str, Any] = json.loads(line)
+        return value
+
+    def run(self, phase: str) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(phase.encode() + b"\n")
+        self.process.stdin.flush()
+        return self._read_line(self.reply_timeout_s)
+
+    def stop(self) -> None:
+        self.selector.close()
+        if self.process.poll() is None:
+            try:
+                assert self.process.stdin is not None
+                self.process.stdin.write(b"quit\n")
+                self.process.stdin.close()
+                self.process.wait(5)
+            except (OSError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+def bench_server(name: str, args: argparse.Namespace, workdir: Path, tag: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    server = servers.start(name, workdir, args.database_url, args.workers)
+    print(f"[{name}] up in {time.perf_counter() - started:.1f}s at {server.base_url}", flush=True)
+    out: dict[str, Any] = {"base_url": server.base_url, "notes": server.notes, "phases": {}}
+    with server:
+        load = LoadProcess(server, args, tag)
+        try:
+            for phase in args.phase_list:
+                cpu_before = server.cpu_seconds()
+                summary = load.run(phase)
+                cpu = server.cpu_seconds() - cpu_before
+                summary["cpu_s"] = round(cpu, 3)
+                requests = summary.get("requests", 0)
+                summary["cpu_ms_per_req"] = round(cpu * 1000 / requests, 4) if requests else 0.0
+                out["phases"][phase] = summary
+                print(
+                    f"[{name}] {phase:<10} {summary['rps']:>9,.1f} req/s"
+                    f"  p99 {summary['p99_ms']:.1f} ms  errors {summary['errors']}"
+                    f"  cpu {cpu:.2f}s",
+                    flush=True,
+                )
+                for sample in summary.get("error_samples", []):
+                    print(f"[{name}]   error: {sample}", file=sys.stderr, flush=True)
+                if server.process.poll() is not None:
+                    raise servers.ServerError(f"{name} died during {phase}:\n{server.log_tail()}")
+            out["rss_mb"] = round(server.rss_bytes() / 2**20, 1)
+        finally:
+            load.stop()
+    return out
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    tag = f"r{int(time.time())}"
+    result: dict[str, Any] = {
+        "kind": "scim-hub-bench",
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": report.machine(),
+        "command": "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "args": {
+            "users": args.users,
+            "concurrency": args.concurrency,
+            "servers": args.server_list,
+            "phases": args.phase_list,
+            "smoke": args.smoke,
+            "workers": args.workers,
+            "database": "postgresql"
+            if (args.database_url or "").startswith("postgres")
+            else "sqlite",
+        },
+        "servers": {},
+    }
+    tmp = tempfile.mkdtemp(prefix="scim-bench-", dir=args.tmpdir)
+    try:
+        for name in args.server_list:
+            workdir = Path(tmp) / name
+            workdir.mkdir()
+            try:
+                result["servers"][name] = bench_server(name, args, workdir, tag)
+            except (servers.ServerError, TimeoutError, RuntimeError) as exc:
+                print(f"[{name}] FAILED: {exc}", file=sys.stderr, flush=True)
+                result["servers"][name] = {"error": str(exc)}
+    except KeyboardInterrupt:
+        print("interrupted: servers stopped", file=sys.stderr)
+        return 130
+    finally:
+        if args.keep:
+            print(f"work directory kept: {tmp}", file=sys.stderr)
+        else:
+            _rmtree(Path(tmp))
+    result["ratios"] = report.ratios(result["servers"])
+    errors = sum(
+        phase["errors"]
+        for s in result["servers"].values()
+        for phase in s.get("phases", {}).values()
+    )
+    failed = [name for name, s in result["servers"].items() if "error" in s]
+    result["errors_total"] = errors
+    result["failed_servers"] = failed
+    print()
+    print(report.text_table(result))
+    print()
+    print(report.json_line(result), flush=True)
+    if args.json is not None:
+        report.write_json(result, args.json, append=True)
+    if not args.smoke:
+        report.write_json(result, RESULTS / "latest.json", append=False)
+    return 1 if failed or errors else 0
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Turning phase results into the text table, the ratios and the JSON line."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+# Issue 5 targets, hub req/s relative to the peer and the floor (informative here, never asserted).
+PEER_TARGET = {"list": 10.0}
+PEER_TARGET_DEFAULT = 2.5
+FLOOR_TARGET = {"get": 0.5, "filter": 0.5, "create": 0.4, "patch": 0.4, "deactivate": 0.4}
+P99_TARGET_MS = 50.0
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def ratios(servers: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """hub/peer and hub/floor req/s per phase, for the phases both ran without error."""
+    out: dict[str, dict[str, float]] = {}
+    hub = servers.get("hub", {}).get("phases", {})
+    for other in ("peer", "floor"):
+        theirs = servers.get(other, {}).get("phases", {})
+        pair: dict[str, float] = {}
+        for phase, mine in hub.items():
+            if phase in theirs and theirs[phase]["rps"] > 0:
+                pair[phase] = round(mine["rps"] / theirs[phase]["rps"], 3)
+        if pair:
+            out[f"hub/{other}"] = pair
+    return out
+
+
+def _fmt(value: float, digits: int = 1) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def text_table(result: dict[str, Any]) -> str:
+    header = (
+        f"{'server':<6} {'phase':<10} {'req':>6} {'req/s':>9} {'p50 ms':>8} {'p95 ms':>8}"
+        f" {'p99 ms':>8} {'errors':>6} {'cpu s':>7} {'cpu ms/req':>10}"
+    )
+    lines = [header, "-" * len(header)]
+    for name, server in result["servers"].items():
+        if "error" in server:
+            lines.append(f"{name:<6} FAILED: {server['error'].splitlines()[0]}")
+            continue
+        for phase, r in server["phases"].items():
+            lines.append(
+                f"{name:<6} {phase:<10} {r['requests']:>6} {_fmt(r['rps']):>9}"
+                f" {r['p50_ms']:>8.2f} {r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f}"
+                f" {r['errors']:>6} {r['cpu_s']:>7.2f} {r['cpu_ms_per_req']:>10.3f}"
+            )
+    pairs = result.get("ratios", {})
+    if pairs:
+        lines.append("")
+        smoke = result["args"].get("smoke", False)
+        head = f"{'phase':<10} {'hub/peer':>9} {'target':>7} {'hub/floor':>10} {'target':>7}"
+        lines += [head, "-" * len(head)]
+        phases = list(dict.fromkeys(p for pair in pairs.values() for p in pair))
+        for phase in phases:
+            cells = [f"{phase:<10}"]
+            for other, targets, default in (
+                ("peer", PEER_TARGET, PEER_TARGET_DEFAULT),
+                ("floor", FLOOR_TARGET, None),
+            ):
+                value = pairs.get(f"hub/{other}", {}).get(phase)
+                target = targets.get(phase, default)
+                width = 9 if other == "peer" else 10
+                cells.append(f"{'-' if value is None else f'{value:.2f}x':>{width}}")
+                if target is None or value is None:
+                    cells.append(f"{'':>7}")
+                else:
+                    mark = "" if smoke else (" ok" if value >= target else " LOW")
+                    cells.append(f"{f'{target:g}x{mark}':>7}")
+            lines.append(" ".join(cells))
+        if not smoke:
+            lines.append(
+                f"(targets from issue 5; p99 target < {P99_TARGET_MS:g} ms in every phase)"
+            )
+    return "\n".join(lines)
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The same figures as Markdown, for BENCHMARKS.md."""
+    rows = [
+        "| server | phase | requests | req/s | p50 ms | p95 ms | p99 ms | errors | CPU s"
+        " | CPU ms/req |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, server in result["servers"].items():
+        if "error" in server:
+            rows.append(f"| {name} | failed: {server['error'].splitlines()[0]} |||||||||")
+            continue
+        for phase, r in server["phases"].items():
+            rows.append(
+                f"| {name} | {phase} | {r['requests']} | {_fmt(r['rps'])} | {r['p50_ms']:.2f}"
+                f" | {r['p95_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | {r['cpu_s']:.2f}"
+                f" | {r['cpu_ms_per_req']:.3f} |"
+            )
+    pairs = result.get("ratios", {})
+    if pairs:
+        rows += ["", "| phase | hub/peer | hub/floor |", "|---|---:|---:|"]
+        for phase in dict.fromkeys(p for pair in pairs.values() for p in pair):
+            peer = pairs.get("hub/peer", {}).get(phase)
+            floor = pairs.get("hub/floor", {}).get(phase)
+            rows.append(
+                f"| {phase} | {'-' if peer is None else f'{peer:.2f}x'}"
+                f" | {'-' if floor is None else f'{floor:.2f}x'} |"
+            )
+    return "\n".join(rows)
+
+
+def json_line(result: dict[str, Any]) -> str:
+    return json.dumps(result, separators=(",", ":"), sort_keys=False)
+
+
+def write_json(result: dict[str, Any], path: Path, append: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a" if append else "w") as f:
+        f.write(json_line(result) + "\n")

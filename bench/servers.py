@@ -1,0 +1,309 @@
+"""Starting, watching and stopping the server processes under test.
+
+Every server is a real process (own session, so Ctrl-C in the terminal reaches only the harness,
+which then stops it), listening on a free port of 127.0.0.1, with its output in a log file. Its CPU
+use is read from ``/proc/<pid>/stat`` (utime + stime) summed over the process and its live
+descendants, plus what reaped children left in cutime + cstime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+from urllib.parse import urlsplit
+
+REPO = Path(__file__).resolve().parent.parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+SERVER_NAMES = ("hub", "peer", "floor")
+
+
+class ServerError(RuntimeError):
+    """A server would not start; the message carries the tail of its log."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        tree.setdefault(ppid, []).append(int(entry.name))
+    return tree
+
+
+def _own_ticks(pid: int) -> int:
+    """utime + stime + cutime + cstime of one process, in clock ticks (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0
+    # Fields after "(comm)": state(3) ppid(4) ... utime(14) stime(15) cutime(16) cstime(17).
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and all its live descendants."""
+    tree = _children()
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        total += _own_ticks(current)
+        stack.extend(tree.get(current, ()))
+    return total / CLK_TCK
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+@dataclass
+class Server:
+    """A running server: where to send requests, how, and its process."""
+
+    name: str
+    base_url: str
+    token: str | None
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def rss_bytes(self) -> int:
+        tree = _children()
+        total, stack = 0, [self.pid]
+        while stack:
+            current = stack.pop()
+            total += _rss_bytes(current)
+            stack.extend(tree.get(current, ()))
+        return total
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        """SIGTERM the server's process group, then SIGKILL it if it lingers."""
+        if self.process.poll() is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(STOP_TIMEOUT_S)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _spawn(cmd: list[str], env: dict[str, str], log: IO[bytes]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _wait_ready(server: Server, path: str, timeout_s: float = START_TIMEOUT_S) -> None:
+    """Poll ``path`` until the server answers with any HTTP status (bounded in time)."""
+    try:
+        _poll_ready(server, path, timeout_s)
+    except BaseException:
+        server.stop()  # also on Ctrl-C while waiting
+        raise
+
+
+def _poll_ready(server: Server, path: str, timeout_s: float) -> None:
+    url = f"http://{HOST}:{urlsplit(server.base_url).port}{path}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise ServerError(
+                f"{server.name} exited with {server.process.returncode}:\n{server.log_tail()}"
+            )
+        try:
+            with urllib.request.urlopen(url, timeout=1.0):
+                return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except OSError:
+            time.sleep(0.05)
+    raise ServerError(f"{server.name} not ready after {timeout_s:.0f}s:\n{server.log_tail()}")
+
+
+def _uvicorn(app: str, port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+
+
+def _base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def start_floor(workdir: Path) -> Server:
+    port = free_port()
+    env = _base_env()
+    env["BENCH_FLOOR_DB"] = str(workdir / "floor.db")
+    log_path = workdir / "floor.log"
+    with log_path.open("wb") as log:
+        process = _spawn(_uvicorn("bench.floor:app", port), env, log)
+    server = Server("floor", f"http://{HOST}:{port}/scim/v2", None, process, log_path)
+    _wait_ready(server, "/healthz")
+    server.notes.append("raw sqlite3, WAL, synchronous=NORMAL, one connection on the event loop")
+    return server
+
+
+def start_peer(workdir: Path) -> Server:
+    port = free_port()
+    log_path = workdir / "peer.log"
+    with log_path.open("wb") as log:
+        process = _spawn(_uvicorn("bench.peer:app", port), _base_env(), log)
+    server = Server("peer", f"http://{HOST}:{port}/v2", None, process, log_path)
+    _wait_ready(server, "/v2/ServiceProviderConfig")
+    server.notes.append("scim2-server ASGI app, AsyncInMemoryStorage (not durable)")
+    return server
+
+
+def _hub_cli() -> list[str]:
+    script = Path(sys.executable).parent / "scim-hub"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("scim-hub")
+    if found is None:
+        raise ServerError("the scim-hub command is not installed (pip install -e .)")
+    return [found]
+
+
+def start_hub(workdir: Path, database_url: str | None = None, workers: int = 1) -> Server:
+    """Migrate a fresh database, create a workspace + token with ``init --json``, then serve."""
+    port = free_port()
+    env = _base_env()
+    env["SCIM_HUB_DATABASE_URL"] = database_url or f"sqlite+aiosqlite:///{workdir / 'hub.db'}"
+    env["SCIM_HUB_BASE_URL"] = f"http://{HOST}:{port}"
+    env["SCIM_HUB_LOG_LEVEL"] = "warning"
+    env.setdefault("SCIM_HUB_ENVIRONMENT", "production")
+    cli = _hub_cli()
+    for args in (["db", "upgrade"], ["init", "--json"]):
+        done = subprocess.run(
+            [*cli, *args], cwd=REPO, env=env, capture_output=True, timeout=120, check=False
+        )
+        if done.returncode != 0:
+            raise ServerError(
+                f"scim-hub {' '.join(args)} failed ({done.returncode}):\n"
+                f"{done.stdout.decode(errors='replace')}\n{done.stderr.decode(errors='replace')}"
+            )
+    init = _last_json_object(done.stdout.decode())
+    tenant_path = urlsplit(str(init["tenant_url"])).path.rstrip("/") or "/scim/v2"
+    log_path = workdir / "hub.log"
+    cmd = [*cli, "serve", "--host", HOST, "--port", str(port)]
+    if workers != 1:
+        cmd += ["--workers", str(workers)]
+    with log_path.open("wb") as log:
+        process = _spawn(cmd, env, log)
+    server = Server(
+        "hub", f"http://{HOST}:{port}{tenant_path}", str(init["token"]), process, log_path
+    )
+    _wait_ready(server, "/healthz")
+    kind = "PostgreSQL" if database_url and database_url.startswith("postgres") else "SQLite"
+    server.notes.append(f"scim-hub on {kind}, {workers} worker(s)")
+    return server
+
+
+def _last_json_object(text: str) -> dict[str, object]:
+    for line in reversed(text.strip().splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            value = json.loads(line)
+            if isinstance(value, dict):
+                return value
+    value = json.loads(text)  # pretty-printed over several lines
+    if not isinstance(value, dict):
+        raise ServerError(f"scim-hub init --json printed no JSON object:\n{text}")
+    return value
+
+
+def start(name: str, workdir: Path, database_url: str | None = None, workers: int = 1) -> Server:
+    if name == "hub":
+        return start_hub(workdir, database_url, workers)
+    if name == "peer":
+        return start_peer(workdir)
+    if name == "floor":
+        return start_floor(workdir)
+    raise ValueError(f"unknown server {name!r}; expected one of {', '.join(SERVER_NAMES)}")
