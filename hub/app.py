@@ -1,0 +1,105 @@
+"""The Litestar application factory: `create_app(settings)` is the only way the app is built."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from litestar import Litestar, Request, Response, get
+from litestar.exceptions import HTTPException
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from hub.core.database import open_database
+from hub.core.errors import ScimError
+from hub.core.tenants import tenant_url
+from hub.plugins import Registry, build_registry
+from hub.scim.errors import handle_http_exception, handle_scim_error, handle_unexpected
+from hub.scim.routes import Hub, scim_routes
+from hub.settings import Settings
+
+log = structlog.get_logger("hub.http")
+
+
+@get("/healthz", sync_to_thread=False, include_in_schema=False)
+def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@get("/readyz", sync_to_thread=False, include_in_schema=False)
+async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
+    """Readiness: the database answers."""
+    hub: Hub = request.app.state.hub
+    if await hub.db.ping():
+        return Response({"status": "ready"})
+    return Response({"status": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
+
+
+def request_log_middleware(app: ASGIApp) -> ASGIApp:
+    """Bind a request id to every log line and emit one line per request."""
+
+    async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex[:16]
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await app(scope, receive, send_wrapper)
+        finally:
+            state = scope.get("state", {})
+            caller = state.get("caller") if isinstance(state, dict) else None
+            log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 2),
+                workspace=getattr(caller, "workspace_id", None),
+                connector=getattr(caller, "connector_id", None),
+            )
+
+    return middleware
+
+
+def create_app(settings: Settings, registry: Registry | None = None) -> Litestar:
+    """Build the hub's ASGI app: SCIM routes, health probes, SCIM error handling, logging."""
+    plugins = registry if registry is not None else build_registry()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        db = open_database(settings.database_url)
+        app.state.hub = Hub(settings, db, plugins, tenant_url(settings.base_url))
+        try:
+            yield
+        finally:
+            await db.close()
+
+    return Litestar(
+        route_handlers=[healthz, readyz, *scim_routes()],
+        lifespan=[lifespan],
+        exception_handlers={
+            ScimError: handle_scim_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        middleware=[request_log_middleware],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=None,
+        debug=False,
+    )

@@ -1,0 +1,274 @@
+"""The `scim-hub` command: serve, init, db upgrade, plugins, and the operator's admin tasks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import msgspec
+from sqlalchemy import Connection
+
+from hub.core import tenants, tokens
+from hub.core.clock import to_iso
+from hub.core.database import open_database
+from hub.core.errors import ScimError
+from hub.settings import Settings, SettingsError, load_settings
+
+T = TypeVar("T")
+
+
+class CliError(Exception):
+    """A problem the operator can fix; printed without a traceback."""
+
+
+def _run_unit(settings: Settings, fn: Callable[..., T], /, **kwargs: Any) -> T:
+    async def go() -> T:
+        db = open_database(settings.database_url)
+        try:
+            return await db.write(fn, **kwargs)
+        finally:
+            await db.close()
+
+    return asyncio.run(go())
+
+
+def _workspace_pk(conn: Connection, name: str) -> int:
+    return tenants.require_workspace(conn, name).pk
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Serve the hub with uvicorn (uvloop, httptools)."""
+    import uvicorn
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    workers = args.workers or settings.workers
+    os.environ["SCIM_HUB_DATABASE_URL"] = settings.database_url
+    print(f"scim-hub serving on http://{host}:{port} (SCIM at {settings.base_url}/scim/v2)")
+    uvicorn.run(
+        "hub.asgi:create",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+    )
+    return 0
+
+
+def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    """Migrate the database to the latest schema."""
+    from hub.migrate import upgrade
+
+    upgrade(settings.database_url)
+    print(f"database is up to date ({_safe_url(settings.database_url)})")
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
+    """Create a workspace, its first admin, a connector and a token (printed once)."""
+    from hub.plugins import build_registry
+
+    registry = build_registry()
+    if registry.dialect(args.idp) is None:
+        known = ", ".join(sorted(registry.dialects)) or "none"
+        raise CliError(f"--idp {args.idp!r} is not an installed IdP plugin (installed: {known})")
+
+    def unit(conn: Connection) -> tenants.InitResult | None:
+        if args.if_missing and tenants.find_workspace(conn, args.workspace) is not None:
+            return None
+        return tenants.init_workspace(
+            conn,
+            workspace=args.workspace,
+            base_url=settings.base_url,
+            idp=args.idp,
+            admin_email=args.admin_email,
+        )
+
+    result = _run_unit(settings, unit)
+    if result is None:
+        print(f"workspace {args.workspace!r} exists; tenant URL: {tenants.tenant_url(settings.base_url)}")
+        print("its token was shown when it was created; `scim-hub token regenerate` makes a new one")
+        return 0
+    if args.json:
+        print(msgspec.json.encode(result).decode())
+        return 0
+    print(f"workspace:  {result.workspace}")
+    print(f"admin:      {result.admin}")
+    print(f"connector:  {result.connector} ({result.idp})")
+    print(f"tenant URL: {result.tenant_url}")
+    print(f"token:      {result.token}")
+    print("the token is shown only now; store it in your IdP's provisioning settings")
+    return 0
+
+
+def cmd_plugins(settings: Settings, args: argparse.Namespace) -> int:
+    """List installed plugins, their versions, hooks and IdPs."""
+    from hub.plugins import build_registry
+
+    registry = build_registry()
+    for info in registry.plugins:
+        idps = [d.name for d in registry.dialects.values() if d.plugin == info.name]
+        status = f"BROKEN: {info.error}" if info.error else "ok"
+        print(f"{info.name} {info.version} [{status}]")
+        print(f"  hooks: {', '.join(info.hooks) or '-'}")
+        print(f"  idps:  {', '.join(idps) or '-'}")
+    return 0
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    """List, regenerate or revoke tokens."""
+    if args.token_command == "list":
+        rows = _run_unit(
+            settings,
+            lambda conn: tokens.list_tokens(conn, workspace_pk=_workspace_pk(conn, args.workspace)),
+        )
+        for info in rows:
+            used = to_iso(info.last_used) if info.last_used else "never"
+            state = "active" if info.alive else f"dead ({info.reason})"
+            print(
+                f"{info.id}  connector={info.connector}  created_by={info.created_by}  "
+                f"…{info.hint}  created={to_iso(info.created)}  last_used={used}  {state}"
+            )
+        return 0
+    if args.token_command == "regenerate":
+
+        def regenerate(conn: Connection) -> tokens.NewToken:
+            ws = _workspace_pk(conn, args.workspace)
+            admin = (
+                tenants.admin_pk(conn, ws, args.admin)
+                if args.admin
+                else tenants.first_admin_pk(conn, ws)
+            )
+            return tokens.regenerate(conn, workspace_pk=ws, connector=args.connector, admin_pk=admin)
+
+        new = _run_unit(settings, regenerate)
+        print(f"token:      {new.token}")
+        print("the old token no longer works; this one is shown only now")
+        return 0
+    _run_unit(
+        settings,
+        lambda conn: tokens.revoke(
+            conn, workspace_pk=_workspace_pk(conn, args.workspace), token_id=args.token_id
+        ),
+    )
+    print(f"token {args.token_id} revoked")
+    return 0
+
+
+def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
+    """Activate or deactivate an admin."""
+    active = args.admin_command == "activate"
+    _run_unit(
+        settings,
+        lambda conn: tenants.set_admin_active(
+            conn, workspace_pk=_workspace_pk(conn, args.workspace), email=args.email, active=active
+        ),
+    )
+    print(f"admin {args.email} {'activated' if active else 'deactivated; their tokens no longer work'}")
+    return 0
+
+
+def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
+    """Enable or disable a connector."""
+    enabled = args.connector_command == "enable"
+    _run_unit(
+        settings,
+        lambda conn: tenants.set_connector_enabled(
+            conn, workspace_pk=_workspace_pk(conn, args.workspace), name=args.name, enabled=enabled
+        ),
+    )
+    print(f"connector {args.name} {'enabled' if enabled else 'disabled; its tokens no longer work'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `scim-hub`."""
+    parser = argparse.ArgumentParser(prog="scim-hub", description="SCIM 2.0 provisioning hub")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve the hub over HTTP")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+    serve.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="database tasks")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="migrate to the latest schema").set_defaults(func=cmd_db)
+
+    init = sub.add_parser("init", help="create a workspace, admin, connector and token")
+    init.add_argument("--workspace", default="demo")
+    init.add_argument("--idp", default="generic_scim")
+    init.add_argument("--admin-email")
+    init.add_argument("--json", action="store_true", help="print one JSON object")
+    init.add_argument("--if-missing", action="store_true", help="do nothing if it exists")
+    init.set_defaults(func=cmd_init)
+
+    sub.add_parser("plugins", help="list installed plugins").set_defaults(func=cmd_plugins)
+
+    token = sub.add_parser("token", help="list, regenerate or revoke tokens")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    token_list = token_sub.add_parser("list")
+    token_list.add_argument("--workspace", required=True)
+    token_regen = token_sub.add_parser("regenerate")
+    token_regen.add_argument("--workspace", required=True)
+    token_regen.add_argument("--connector", required=True)
+    token_regen.add_argument("--admin", help="email of the admin creating it (default: first)")
+    token_revoke = token_sub.add_parser("revoke")
+    token_revoke.add_argument("token_id")
+    token_revoke.add_argument("--workspace", required=True)
+    token.set_defaults(func=cmd_token)
+
+    admin = sub.add_parser("admin", help="activate or deactivate an admin")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    for name in ("activate", "deactivate"):
+        action = admin_sub.add_parser(name)
+        action.add_argument("email")
+        action.add_argument("--workspace", required=True)
+    admin.set_defaults(func=cmd_admin)
+
+    connector = sub.add_parser("connector", help="enable or disable a connector")
+    connector_sub = connector.add_subparsers(dest="connector_command", required=True)
+    for name in ("enable", "disable"):
+        action = connector_sub.add_parser(name)
+        action.add_argument("name")
+        action.add_argument("--workspace", required=True)
+    connector.set_defaults(func=cmd_connector)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `scim-hub`; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        from hub.logging import configure_logging
+
+        configure_logging(settings)
+        result: int = args.func(settings, args)
+        return result
+    except SettingsError as exc:
+        print(f"scim-hub: bad setting: {exc}", file=sys.stderr)
+        return 2
+    except (CliError, ScimError) as exc:
+        print(f"scim-hub: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

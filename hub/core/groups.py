@@ -1,0 +1,414 @@
+"""Groups over SCIM (RFC 7643 §4.2, RFC 7644 §3.3-§3.6); members are users of the same workspace.
+
+Membership lives in its own table, so a PATCH that adds or removes members (what Entra ID and
+Okta send, often hundreds at a time) is a set of row inserts and deletes, never a rewrite of the
+whole member list; every other attribute goes through the generic PATCH engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import rules
+from sqlalchemy import Connection, Row, delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from hub.core.attributes import canonicalise, describe_for, merge_put, required_missing
+from hub.core.clock import now_us, to_iso
+from hub.core.errors import InvalidPath, InvalidValue, Mutability, NotFound
+from hub.core.ids import new_id
+from hub.core.models import groups, memberships, users
+from hub.core.patch import apply_patch
+from hub.core.resources import (
+    JSON,
+    ListQuery,
+    Outcome,
+    Page,
+    check_if_match,
+    etag,
+    filter_clause,
+    order_clause,
+)
+from hub.core.schema import GROUP_TYPE
+from hub.core.tokens import Caller
+
+_COLUMNS = (
+    groups.c.pk,
+    groups.c.id,
+    groups.c.data,
+    groups.c.version,
+    groups.c.created,
+    groups.c.modified,
+)
+_DESCRIBE = describe_for(GROUP_TYPE)
+
+Member = tuple[str, str]  # (user id, display)
+
+
+def render(row: Row[Any], base: str, members: Sequence[Member] | None) -> JSON:
+    """Render a stored group as its SCIM resource (RFC 7643 §4.2)."""
+    data: JSON = row.data
+    resource: JSON = {"schemas": data.get("schemas", [GROUP_TYPE.schema.id]), "id": row.id}
+    resource.update(data)
+    if members:
+        resource["members"] = [
+            {"value": uid, "display": display, "$ref": f"{base}/Users/{uid}", "type": "User"}
+            for uid, display in members
+        ]
+    resource["meta"] = {
+        "resourceType": "Group",
+        "created": to_iso(row.created),
+        "lastModified": to_iso(row.modified),
+        "location": f"{base}/Groups/{row.id}",
+        "version": etag(row.version),
+    }
+    return resource
+
+
+def _members_of(conn: Connection, group_pks: Sequence[int]) -> dict[int, list[Member]]:
+    result: dict[int, list[Member]] = {}
+    if not group_pks:
+        return result
+    rows = conn.execute(
+        select(memberships.c.group_pk, users.c.id, users.c.data, users.c.user_name)
+        .join(users, users.c.pk == memberships.c.user_pk)
+        .where(memberships.c.group_pk.in_(group_pks), users.c.deleted.is_(False))
+        .order_by(memberships.c.group_pk, users.c.pk)
+    )
+    for group_pk, user_id, data, user_name in rows:
+        display = data.get("displayName") or user_name
+        result.setdefault(group_pk, []).append((user_id, display))
+    return result
+
+
+def _where_id(caller: Caller, group_id: str) -> tuple[Any, ...]:
+    return (groups.c.workspace_pk == caller.workspace_pk, groups.c.id == group_id)
+
+
+def _load(conn: Connection, caller: Caller, group_id: str, *, lock: bool = False) -> Row[Any]:
+    stmt = select(*_COLUMNS).where(*_where_id(caller, group_id))
+    row = conn.execute(stmt.with_for_update() if lock else stmt).first()
+    if row is None:
+        raise NotFound(f"no Group with id {group_id!r}")
+    return row
+
+
+def _member_ids(value: Any) -> list[str]:
+    """The user ids of a `members` value (a list of {"value": id} objects)."""
+    if value is None:
+        return []
+    items = value if isinstance(value, list) else [value]
+    ids = []
+    for item in items:
+        if not isinstance(item, dict):
+            raise InvalidValue("members must be objects with a 'value' holding a User id")
+        member = {k.lower(): v for k, v in item.items()}
+        member_type = member.get("type")
+        if member_type is not None and str(member_type).lower() != "user":
+            raise InvalidValue(f"members of type {member_type!r} are not supported; only User")
+        member_id = member.get("value")
+        if not isinstance(member_id, str) or not member_id:
+            raise InvalidValue("each member needs a 'value' holding a User id")
+        ids.append(member_id)
+    return ids
+
+
+def _user_pks(conn: Connection, caller: Caller, user_ids: Sequence[str]) -> list[int]:
+    """Resolve user ids of the caller's workspace; an unknown id is an error (RFC 7644 §3.12)."""
+    wanted = list(dict.fromkeys(user_ids))
+    if not wanted:
+        return []
+    found: dict[str, int] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        for pk, uid in conn.execute(
+            select(users.c.pk, users.c.id).where(
+                users.c.workspace_pk == caller.workspace_pk,
+                users.c.id.in_(chunk),
+                users.c.deleted.is_(False),
+            )
+        ):
+            found[uid] = pk
+    missing = [uid for uid in wanted if uid not in found]
+    if missing:
+        raise InvalidValue(f"members refer to unknown User ids: {', '.join(missing[:5])}")
+    return [found[uid] for uid in wanted]
+
+
+def _add_members(conn: Connection, group_pk: int, user_pks: Sequence[int]) -> None:
+    if not user_pks:
+        return
+    rows = [{"group_pk": group_pk, "user_pk": pk} for pk in user_pks]
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(insert(memberships).on_conflict_do_nothing(), rows)
+
+
+def _remove_members(conn: Connection, group_pk: int, user_pks: Sequence[int] | None) -> None:
+    stmt = delete(memberships).where(memberships.c.group_pk == group_pk)
+    if user_pks is not None:
+        stmt = stmt.where(memberships.c.user_pk.in_(list(user_pks)))
+    conn.execute(stmt)
+
+
+def _split_members(doc: JSON) -> tuple[JSON, list[str] | None]:
+    members = doc.pop("members", None)
+    return doc, None if members is None else _member_ids(members)
+
+
+def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
+    """Create a group with its members (RFC 7644 §3.3).
+
+    Raises:
+        InvalidValue: not a valid Group, or a member is not a user of this workspace.
+    """
+    doc, member_ids = _split_members(canonicalise(body, GROUP_TYPE))
+    required_missing(doc, GROUP_TYPE)
+    user_pks = _user_pks(conn, caller, member_ids or [])
+    now = now_us()
+    pk = conn.execute(
+        groups.insert()
+        .values(
+            id=new_id(),
+            workspace_pk=caller.workspace_pk,
+            connector_pk=caller.connector_pk,
+            data=doc,
+            version=1,
+            created=now,
+            modified=now,
+            **_columns(doc),
+        )
+        .returning(groups.c.pk)
+    ).scalar_one()
+    _add_members(conn, pk, user_pks)
+    return _outcome(conn, pk, base, "provisioned", with_members=True)
+
+
+def _columns(doc: JSON) -> dict[str, Any]:
+    external_id = doc.get("externalId")
+    return {
+        "display_name": doc["displayName"],
+        "display_name_key": doc["displayName"].lower(),
+        "external_id": external_id if isinstance(external_id, str) else None,
+    }
+
+
+def _outcome(conn: Connection, pk: int, base: str, event: Any, *, with_members: bool) -> Outcome:
+    row = conn.execute(select(*_COLUMNS).where(groups.c.pk == pk)).one()
+    members = _members_of(conn, [pk]).get(pk) if with_members else None
+    return Outcome(render(row, base, members), row.version, event)
+
+
+def get(
+    conn: Connection, caller: Caller, group_id: str, base: str, with_members: bool = True
+) -> Outcome:
+    """Read one group (RFC 7644 §3.4.1); `with_members=False` skips loading members.
+
+    Raises:
+        NotFound: no such group in this workspace.
+    """
+    row = _load(conn, caller, group_id)
+    members = _members_of(conn, [row.pk]).get(row.pk) if with_members else None
+    return Outcome(render(row, base, members), row.version, "none")
+
+
+def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Page:
+    """List the workspace's groups matching a query (RFC 7644 §3.4.2).
+
+    Raises:
+        InvalidFilter: the filter or sortBy is not valid for Groups.
+    """
+    where = [groups.c.workspace_pk == caller.workspace_pk]
+    clause = filter_clause(query, GROUP_TYPE, conn.dialect.name)
+    if clause is not None:
+        where.append(clause)
+    order = order_clause(query, GROUP_TYPE, conn.dialect.name, groups.c.pk)
+    rows: Sequence[Row[Any]] = []
+    if query.count > 0:
+        rows = conn.execute(
+            select(*_COLUMNS)
+            .where(*where)
+            .order_by(*order)
+            .limit(query.count)
+            .offset(query.start_index - 1)
+        ).all()
+    if query.start_index == 1 and len(rows) < query.count and query.count > 0:
+        total = len(rows)
+    else:
+        total = conn.execute(select(func.count()).select_from(groups).where(*where)).scalar_one()
+    members = _members_of(conn, [r.pk for r in rows]) if query.with_members else {}
+    return Page(total, query.start_index, [render(r, base, members.get(r.pk)) for r in rows])
+
+
+def _touch(conn: Connection, row: Row[Any], doc: JSON | None) -> None:
+    values: dict[str, Any] = {"version": row.version + 1, "modified": now_us()}
+    if doc is not None:
+        values.update(data=doc, **_columns(doc))
+    conn.execute(update(groups).where(groups.c.pk == row.pk).values(**values))
+
+
+def replace(
+    conn: Connection,
+    caller: Caller,
+    group_id: str,
+    body: JSON,
+    base: str,
+    if_match: str | None = None,
+) -> Outcome:
+    """Replace a group, members included (RFC 7644 §3.5.1).
+
+    Raises:
+        NotFound, PreconditionFailed, InvalidValue, Mutability.
+    """
+    row = _load(conn, caller, group_id, lock=True)
+    check_if_match(row.version, if_match)
+    sent_id = next((v for k, v in body.items() if k.lower() == "id"), None)
+    if sent_id is not None and sent_id != row.id:
+        raise Mutability(f"id is readOnly: {sent_id!r} does not match {row.id!r}")
+    incoming, member_ids = _split_members(canonicalise(body, GROUP_TYPE))
+    doc = merge_put(dict(row.data), incoming, GROUP_TYPE)
+    doc.pop("members", None)
+    required_missing(doc, GROUP_TYPE)
+    user_pks = _user_pks(conn, caller, member_ids or [])
+    _remove_members(conn, row.pk, None)
+    _add_members(conn, row.pk, user_pks)
+    _touch(conn, row, doc)
+    return _outcome(conn, row.pk, base, "updated", with_members=True)
+
+
+def patch(
+    conn: Connection,
+    caller: Caller,
+    group_id: str,
+    operations: list[Any],
+    base: str,
+    if_match: str | None = None,
+    max_operations: int = 1000,
+    max_members: int = 1000,
+    with_members: bool = True,
+) -> Outcome:
+    """Apply a PatchOp to a group (RFC 7644 §3.5.2), all operations or none.
+
+    Membership operations (`add`/`replace`/`remove` on `members`, with a value list or a
+    `members[value eq "…"]` filter) change rows; the others go through the PATCH engine.
+
+    Raises:
+        NotFound, PreconditionFailed, InvalidValue, InvalidPath, NoTarget, Mutability.
+    """
+    row = _load(conn, caller, group_id, lock=True)
+    check_if_match(row.version, if_match)
+    if not isinstance(operations, list):
+        raise InvalidValue("Operations must be a list")
+    if len(operations) > max_operations:
+        raise InvalidValue(f"at most {max_operations} operations per PATCH request")
+    other_ops: list[Any] = []
+    member_ops: list[tuple[str, list[str] | None]] = []
+    for operation in operations:
+        other_ops.extend(_split_operation(operation, member_ops))
+    if sum(len(ids or ()) for _, ids in member_ops) > max_members:
+        raise InvalidValue(f"at most {max_members} members may change in one PATCH request")
+    doc: JSON | None = None
+    if other_ops:
+        patched = apply_patch(dict(row.data), other_ops, GROUP_TYPE, max_operations=max_operations)
+        doc = canonicalise(patched, GROUP_TYPE)
+        doc.pop("members", None)
+        required_missing(doc, GROUP_TYPE)
+    for op, ids in member_ops:
+        pks = None if ids is None else _user_pks_lenient(conn, caller, ids, strict=op != "remove")
+        if op in ("replace", "remove"):
+            _remove_members(conn, row.pk, pks if op == "remove" else None)
+        if op in ("add", "replace"):
+            _add_members(conn, row.pk, pks or [])
+    if doc is not None or member_ops:
+        _touch(conn, row, doc if doc is not None else None)
+    return _outcome(conn, row.pk, base, "updated", with_members=with_members)
+
+
+def _user_pks_lenient(
+    conn: Connection, caller: Caller, ids: list[str], *, strict: bool
+) -> list[int]:
+    if strict:
+        return _user_pks(conn, caller, ids)
+    # Removing someone who is not (or no longer) a member is a no-op: IdPs retry removals.
+    rows = conn.execute(
+        select(users.c.pk).where(users.c.workspace_pk == caller.workspace_pk, users.c.id.in_(ids))
+    )
+    return [pk for (pk,) in rows]
+
+
+def _split_operation(operation: Any, member_ops: list[tuple[str, list[str] | None]]) -> list[Any]:
+    """Take membership changes out of one operation; return what is left for the PATCH engine."""
+    if not isinstance(operation, dict):
+        raise InvalidValue("each operation must be an object with 'op'")
+    fields = {k.lower(): v for k, v in operation.items()}
+    op = str(fields.get("op", "")).lower()
+    path = fields.get("path")
+    value = fields.get("value")
+    if op not in ("add", "replace", "remove"):
+        return [operation]
+    if path is None:
+        if op == "remove" or not isinstance(value, dict):
+            return [operation]
+        rest = {k: v for k, v in value.items() if k.lower() != "members"}
+        member_value = next((v for k, v in value.items() if k.lower() == "members"), None)
+        if member_value is not None or len(rest) != len(value):
+            member_ops.append((op, _member_ids(member_value)))
+        return [{**operation, "value": rest}] if rest else []
+    if not isinstance(path, str):
+        raise InvalidPath("path must be a string")
+    try:
+        parsed = rules.parse_path(path)
+    except rules.FilterSyntaxError as exc:
+        raise InvalidPath(f"invalid path {path!r}: {exc}") from exc
+    if parsed.attr.urn is not None or parsed.attr.name.lower() != "members":
+        return [operation]
+    if parsed.attr.sub is not None or parsed.sub is not None:
+        raise InvalidPath("member sub-attributes cannot be changed; add or remove the member")
+    if parsed.filter is None:
+        member_ops.append((op, None if op == "remove" and value is None else _member_ids(value)))
+        return []
+    if op != "remove":
+        raise InvalidPath("add/replace of members takes the path 'members' and a value list")
+    member_ops.append(("remove", _filtered_member_ids(parsed.filter)))
+    return []
+
+
+def _filtered_member_ids(flt: rules.Filter) -> list[str]:
+    """Member ids selected by `members[value eq "…" or value eq "…"]`."""
+    ids: list[str] = []
+    pending: list[rules.Filter] = [flt]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, rules.Or):
+            pending.extend((node.left, node.right))
+        elif (
+            isinstance(node, rules.Compare)
+            and node.op == "eq"
+            and node.path.name.lower() == "value"
+            and node.path.sub is None
+            and isinstance(node.value, str)
+        ):
+            ids.append(node.value)
+        else:
+            raise InvalidPath(
+                'members can be selected for removal by value only, e.g. members[value eq "id"]'
+            )
+    return ids
+
+
+def remove(conn: Connection, caller: Caller, group_id: str, if_match: str | None = None) -> Outcome:
+    """DELETE a group and its memberships (RFC 7644 §3.6).
+
+    Raises:
+        NotFound, PreconditionFailed.
+    """
+    row = _load(conn, caller, group_id, lock=True)
+    check_if_match(row.version, if_match)
+    conn.execute(delete(memberships).where(memberships.c.group_pk == row.pk))
+    conn.execute(delete(groups).where(groups.c.pk == row.pk))
+    return Outcome({"id": row.id, **row.data}, row.version, "deleted")
+
+
+__all__ = ["create", "get", "patch", "remove", "render", "replace", "search"]
+_ = _DESCRIBE

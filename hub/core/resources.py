@@ -1,0 +1,115 @@
+"""What Users and Groups share: list queries, versions (ETags), rendering helpers, outcomes."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+import rules
+from sqlalchemy import ColumnElement
+
+from hub.core.errors import InvalidFilter, PreconditionFailed
+from hub.core.filtering import compile_filter, sort_key
+from hub.core.schema import ResourceType
+
+JSON = dict[str, Any]
+
+
+class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A list or `.search` request, already bounded by the HTTP layer (RFC 7644 §3.4.2)."""
+
+    filter: str | None = None
+    start_index: int = 1
+    count: int = 100
+    sort_by: str | None = None
+    descending: bool = False
+    #: False when the response will not show `groups`/`members`, so they need not be loaded.
+    with_members: bool = True
+    max_filter_length: int = 4096
+    max_filter_depth: int = 32
+
+
+class Page(msgspec.Struct, frozen=True):
+    """One page of a list response."""
+
+    total: int
+    start_index: int
+    resources: list[JSON]
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """The result of a write: the resource as now stored, and what happened to it."""
+
+    resource: JSON
+    version: int
+    event: Literal["provisioned", "updated", "deprovisioned", "reactivated", "deleted", "none"]
+
+
+def etag(version: int) -> str:
+    """Render a version as a weak entity tag (RFC 7644 §3.14)."""
+    return f'W/"{version}"'
+
+
+def check_if_match(version: int, if_match: str | None) -> None:
+    """Enforce `If-Match` (RFC 7644 §3.14, RFC 9110 §13.1.1).
+
+    Raises:
+        PreconditionFailed: none of the listed tags is the current version.
+    """
+    if if_match is None:
+        return
+    current = etag(version)
+    tags = [tag.strip() for tag in if_match.split(",")]
+    if "*" in tags:
+        return
+    if not any(_weak_equal(tag, current) for tag in tags):
+        raise PreconditionFailed(
+            f"If-Match {if_match} does not match the current version {current}; "
+            "GET the resource again and retry with its ETag"
+        )
+
+
+def matches_if_none_match(version: int, if_none_match: str | None) -> bool:
+    """Say whether `If-None-Match` names the current version (a GET then answers 304)."""
+    if if_none_match is None:
+        return False
+    current = etag(version)
+    tags = [tag.strip() for tag in if_none_match.split(",")]
+    return "*" in tags or any(_weak_equal(tag, current) for tag in tags)
+
+
+def _weak_equal(a: str, b: str) -> bool:
+    return a.removeprefix("W/") == b.removeprefix("W/")
+
+
+def filter_clause(
+    query: ListQuery, resource_type: ResourceType, dialect: str
+) -> ColumnElement[bool] | None:
+    """Parse and compile the query's filter, if any.
+
+    Raises:
+        InvalidFilter: the filter is malformed, too long, too deep, or names an unknown attribute.
+    """
+    if query.filter is None:
+        return None
+    try:
+        parsed = rules.parse_filter(
+            query.filter,
+            max_length=query.max_filter_length,
+            max_depth=query.max_filter_depth,
+        )
+    except rules.FilterSyntaxError as exc:
+        raise InvalidFilter(f"invalid filter: {exc}") from exc
+    return compile_filter(parsed, resource_type, dialect)
+
+
+def order_clause(
+    query: ListQuery, resource_type: ResourceType, dialect: str, default: Any
+) -> list[Any]:
+    """ORDER BY for the query: its `sortBy` (RFC 7644 §3.4.2.3), then insertion order."""
+    if query.sort_by is None:
+        return [default.desc() if query.descending else default]
+    key = sort_key(query.sort_by, resource_type, dialect)
+    if query.descending:
+        return [key.desc().nulls_last(), default.desc()]
+    return [key.asc().nulls_last(), default]

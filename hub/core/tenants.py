@@ -1,0 +1,179 @@
+"""Workspaces, their admins and connectors: creating a tenant and switching things off."""
+
+from __future__ import annotations
+
+import msgspec
+from sqlalchemy import Connection, select, update
+
+from hub.core.clock import now_us
+from hub.core.errors import Conflict, InvalidValue, NotFound
+from hub.core.ids import new_id
+from hub.core.models import admins, connectors, workspaces
+from hub.core.tokens import create_token
+
+
+class InitResult(msgspec.Struct, frozen=True):
+    """What `scim-hub init` prints: the token appears here and nowhere else, ever."""
+
+    workspace: str
+    workspace_id: str
+    connector: str
+    connector_id: str
+    idp: str
+    admin: str
+    admin_id: str
+    tenant_url: str
+    token: str
+
+
+class WorkspaceRef(msgspec.Struct, frozen=True):
+    """A workspace's keys."""
+
+    pk: int
+    id: str
+    name: str
+
+
+def tenant_url(base_url: str) -> str:
+    """The SCIM base URL an IdP is given: one endpoint for every workspace; the token picks it."""
+    return base_url.rstrip("/") + "/scim/v2"
+
+
+def find_workspace(conn: Connection, name: str) -> WorkspaceRef | None:
+    """Return the workspace called `name`, if any."""
+    row = conn.execute(
+        select(workspaces.c.pk, workspaces.c.id, workspaces.c.name).where(
+            workspaces.c.name == name
+        )
+    ).first()
+    return None if row is None else WorkspaceRef(row.pk, row.id, row.name)
+
+
+def require_workspace(conn: Connection, name: str) -> WorkspaceRef:
+    """Return the workspace called `name`.
+
+    Raises:
+        NotFound: there is no such workspace.
+    """
+    found = find_workspace(conn, name)
+    if found is None:
+        raise NotFound(f"no workspace named {name!r}")
+    return found
+
+
+def init_workspace(
+    conn: Connection,
+    *,
+    workspace: str,
+    base_url: str,
+    idp: str = "generic_scim",
+    admin_email: str | None = None,
+    connector_name: str | None = None,
+) -> InitResult:
+    """Create a workspace with its first admin, a connector for `idp`, and a token.
+
+    Raises:
+        Conflict: a workspace with that name exists already.
+        InvalidValue: the workspace name is empty or too long.
+    """
+    name = workspace.strip()
+    if not name or len(name) > 200:
+        raise InvalidValue("workspace name must be 1 to 200 characters")
+    if find_workspace(conn, name) is not None:
+        raise Conflict(f"workspace {name!r} exists already")
+    now = now_us()
+    ws_id = new_id()
+    ws_pk = conn.execute(
+        workspaces.insert()
+        .values(id=ws_id, name=name, created=now, send_activation_email=True)
+        .returning(workspaces.c.pk)
+    ).scalar_one()
+    email = admin_email or f"admin@{name.lower().replace(' ', '-')}.example"
+    admin_id = new_id()
+    admin_pk = conn.execute(
+        admins.insert()
+        .values(id=admin_id, workspace_pk=ws_pk, email=email, active=True, created=now)
+        .returning(admins.c.pk)
+    ).scalar_one()
+    connector = connector_name or idp
+    connector_id = new_id()
+    connector_pk = conn.execute(
+        connectors.insert()
+        .values(
+            id=connector_id,
+            workspace_pk=ws_pk,
+            name=connector,
+            idp=idp,
+            enabled=True,
+            created=now,
+        )
+        .returning(connectors.c.pk)
+    ).scalar_one()
+    token = create_token(conn, connector_pk=connector_pk, admin_pk=admin_pk)
+    return InitResult(
+        name, ws_id, connector, connector_id, idp, email, admin_id, tenant_url(base_url), token.token
+    )
+
+
+def admin_pk(conn: Connection, workspace_pk: int, email: str) -> int:
+    """Return the pk of the workspace's admin with `email`.
+
+    Raises:
+        NotFound: no such admin in this workspace.
+    """
+    pk = conn.execute(
+        select(admins.c.pk).where(admins.c.workspace_pk == workspace_pk, admins.c.email == email)
+    ).scalar()
+    if pk is None:
+        raise NotFound(f"no admin {email!r} in this workspace")
+    return int(pk)
+
+
+def first_admin_pk(conn: Connection, workspace_pk: int) -> int:
+    """Return the pk of the workspace's earliest active admin.
+
+    Raises:
+        NotFound: the workspace has no active admin.
+    """
+    pk = conn.execute(
+        select(admins.c.pk)
+        .where(admins.c.workspace_pk == workspace_pk, admins.c.active.is_(True))
+        .order_by(admins.c.pk)
+        .limit(1)
+    ).scalar()
+    if pk is None:
+        raise NotFound("the workspace has no active admin")
+    return int(pk)
+
+
+def set_admin_active(conn: Connection, *, workspace_pk: int, email: str, active: bool) -> None:
+    """Activate or deactivate an admin; a deactivated admin's tokens stop working at once."""
+    pk = admin_pk(conn, workspace_pk, email)
+    conn.execute(update(admins).where(admins.c.pk == pk).values(active=active))
+
+
+def set_connector_enabled(conn: Connection, *, workspace_pk: int, name: str, enabled: bool) -> None:
+    """Enable or disable a connector; a disabled connector's tokens stop working at once.
+
+    Raises:
+        NotFound: no connector with that name in this workspace.
+    """
+    result = conn.execute(
+        update(connectors)
+        .where(connectors.c.workspace_pk == workspace_pk, connectors.c.name == name)
+        .values(enabled=enabled)
+    )
+    if result.rowcount == 0:
+        raise NotFound(f"no connector named {name!r} in this workspace")
+
+
+def connector_exists(conn: Connection, workspace_pk: int, name: str) -> bool:
+    """Say whether the workspace has a connector called `name`."""
+    return (
+        conn.execute(
+            select(connectors.c.pk).where(
+                connectors.c.workspace_pk == workspace_pk, connectors.c.name == name
+            )
+        ).first()
+        is not None
+    )

@@ -1,0 +1,363 @@
+"""Users over SCIM: create, read, list, replace, patch, delete (RFC 7644 §3.3-§3.6).
+
+Every function is a unit of work: `fn(conn, caller, …)`, run in one transaction by
+`hub.core.database`. Nothing is erased: DELETE marks the user deleted and inactive, and a later
+create of the same userName (or externalId) brings the same user back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Row, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from hub.core.attributes import canonicalise, merge_put, required_missing
+from hub.core.clock import now_us, to_iso
+from hub.core.errors import InvalidValue, Mutability, NotFound, Uniqueness
+from hub.core.ids import new_id
+from hub.core.models import groups, memberships, users
+from hub.core.patch import apply_patch
+from hub.core.resources import (
+    JSON,
+    ListQuery,
+    Outcome,
+    Page,
+    check_if_match,
+    etag,
+    filter_clause,
+    order_clause,
+)
+from hub.core.schema import USER_TYPE
+from hub.core.tokens import Caller
+
+_COLUMNS = (
+    users.c.pk,
+    users.c.id,
+    users.c.data,
+    users.c.active,
+    users.c.version,
+    users.c.created,
+    users.c.modified,
+)
+
+
+def _location(base: str, user_id: str) -> str:
+    return f"{base}/Users/{user_id}"
+
+
+def render(row: Row[Any], base: str, member_of: Sequence[tuple[str, str]] | None) -> JSON:
+    """Render a stored user as its SCIM resource (RFC 7643 §4.1)."""
+    data: JSON = row.data
+    resource: JSON = {"schemas": data.get("schemas", [USER_TYPE.schema.id]), "id": row.id}
+    resource.update(data)
+    resource["active"] = row.active
+    if member_of:
+        resource["groups"] = [
+            {"value": gid, "display": name, "$ref": f"{base}/Groups/{gid}", "type": "direct"}
+            for gid, name in member_of
+        ]
+    resource["meta"] = {
+        "resourceType": "User",
+        "created": to_iso(row.created),
+        "lastModified": to_iso(row.modified),
+        "location": _location(base, row.id),
+        "version": etag(row.version),
+    }
+    return resource
+
+
+def _groups_of(conn: Connection, user_pks: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
+    result: dict[int, list[tuple[str, str]]] = {}
+    pks = list(user_pks)
+    if not pks:
+        return result
+    rows = conn.execute(
+        select(memberships.c.user_pk, groups.c.id, groups.c.display_name)
+        .join(groups, groups.c.pk == memberships.c.group_pk)
+        .where(memberships.c.user_pk.in_(pks))
+        .order_by(groups.c.pk)
+    )
+    for user_pk, group_id, name in rows:
+        result.setdefault(user_pk, []).append((group_id, name))
+    return result
+
+
+def _load(conn: Connection, caller: Caller, user_id: str) -> Row[Any]:
+    row = conn.execute(
+        select(*_COLUMNS).where(
+            users.c.workspace_pk == caller.workspace_pk,
+            users.c.id == user_id,
+            users.c.deleted.is_(False),
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"no User with id {user_id!r}")
+    return row
+
+
+def _load_for_update(conn: Connection, caller: Caller, user_id: str) -> Row[Any]:
+    row = conn.execute(
+        select(*_COLUMNS)
+        .where(
+            users.c.workspace_pk == caller.workspace_pk,
+            users.c.id == user_id,
+            users.c.deleted.is_(False),
+        )
+        .with_for_update()
+    ).first()
+    if row is None:
+        raise NotFound(f"no User with id {user_id!r}")
+    return row
+
+
+def _rendered(conn: Connection, caller: Caller, pk: int, base: str) -> tuple[JSON, int]:
+    row = conn.execute(select(*_COLUMNS).where(users.c.pk == pk)).one()
+    return render(row, base, _groups_of(conn, [pk]).get(pk)), row.version
+
+
+def _split(doc: JSON) -> tuple[JSON, bool]:
+    """Take `active` out of the document: the column is its one home."""
+    active = doc.pop("active", True)
+    if not isinstance(active, bool):
+        raise InvalidValue("active must be a boolean")
+    return doc, active
+
+
+def _taken(user_name: str) -> Uniqueness:
+    return Uniqueness(f"userName {user_name!r} is already in use in this workspace")
+
+
+def _columns(doc: JSON) -> dict[str, Any]:
+    external_id = doc.get("externalId")
+    return {
+        "user_name": doc["userName"],
+        "user_name_key": doc["userName"].lower(),
+        "external_id": external_id if isinstance(external_id, str) else None,
+    }
+
+
+def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
+    """Create a user (RFC 7644 §3.3), or bring back the deprovisioned user with that name.
+
+    Raises:
+        Uniqueness: an active user already has this userName (case-insensitive).
+        InvalidValue: the document is not a valid User.
+    """
+    doc, active = _split(canonicalise(body, USER_TYPE))
+    required_missing(doc, USER_TYPE)
+    cols = _columns(doc)
+    existing = conn.execute(
+        select(users.c.pk, users.c.deleted).where(
+            users.c.workspace_pk == caller.workspace_pk,
+            users.c.user_name_key == cols["user_name_key"],
+        )
+    ).first()
+    if existing is None and cols["external_id"] is not None:
+        existing = conn.execute(
+            select(users.c.pk, users.c.deleted).where(
+                users.c.workspace_pk == caller.workspace_pk,
+                users.c.external_id == cols["external_id"],
+                users.c.deleted.is_(True),
+            )
+        ).first()
+    now = now_us()
+    if existing is not None:
+        if not existing.deleted:
+            raise _taken(doc["userName"])
+        _revive(conn, caller, existing.pk, doc, active, cols, now)
+        resource, version = _rendered(conn, caller, existing.pk, base)
+        return Outcome(resource, version, "reactivated")
+    try:
+        pk = conn.execute(
+            users.insert()
+            .values(
+                id=new_id(),
+                workspace_pk=caller.workspace_pk,
+                connector_pk=caller.connector_pk,
+                active=active,
+                deleted=False,
+                data=doc,
+                version=1,
+                created=now,
+                modified=now,
+                **cols,
+            )
+            .returning(users.c.pk)
+        ).scalar_one()
+    except IntegrityError as exc:
+        raise _taken(doc["userName"]) from exc
+    row = conn.execute(select(*_COLUMNS).where(users.c.pk == pk)).one()
+    return Outcome(render(row, base, None), 1, "provisioned")
+
+
+def _revive(
+    conn: Connection, caller: Caller, pk: int, doc: JSON, active: bool, cols: dict[str, Any], now: int
+) -> None:
+    conn.execute(
+        update(users)
+        .where(users.c.pk == pk)
+        .values(
+            deleted=False,
+            active=active,
+            data=doc,
+            connector_pk=caller.connector_pk,
+            version=users.c.version + 1,
+            modified=now,
+            **cols,
+        )
+    )
+
+
+def get(conn: Connection, caller: Caller, user_id: str, base: str, with_groups: bool = True) -> Outcome:
+    """Read one user of the caller's workspace (RFC 7644 §3.4.1).
+
+    Raises:
+        NotFound: no such user in this workspace (deleted users included).
+    """
+    row = _load(conn, caller, user_id)
+    member_of = _groups_of(conn, [row.pk]).get(row.pk) if with_groups else None
+    return Outcome(render(row, base, member_of), row.version, "none")
+
+
+def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Page:
+    """List the workspace's users matching a query (RFC 7644 §3.4.2).
+
+    Raises:
+        InvalidFilter: the filter or sortBy is not valid for Users.
+    """
+    where = [users.c.workspace_pk == caller.workspace_pk, users.c.deleted.is_(False)]
+    clause = filter_clause(query, USER_TYPE, conn.dialect.name)
+    if clause is not None:
+        where.append(clause)
+    order = order_clause(query, USER_TYPE, conn.dialect.name, users.c.pk)
+    rows: Sequence[Row[Any]] = []
+    if query.count > 0:
+        rows = conn.execute(
+            select(*_COLUMNS)
+            .where(*where)
+            .order_by(*order)
+            .limit(query.count)
+            .offset(query.start_index - 1)
+        ).all()
+    if query.start_index == 1 and 0 < len(rows) < query.count:
+        total = len(rows)
+    elif query.count > 0 and query.start_index == 1 and not rows:
+        total = 0
+    else:
+        total = conn.execute(select(func.count()).select_from(users).where(*where)).scalar_one()
+    member_of = _groups_of(conn, [r.pk for r in rows]) if query.with_members else {}
+    return Page(total, query.start_index, [render(r, base, member_of.get(r.pk)) for r in rows])
+
+
+def _save(
+    conn: Connection, caller: Caller, row: Row[Any], doc: JSON, active: bool, base: str
+) -> Outcome:
+    cols = _columns(doc)
+    clash = conn.execute(
+        select(users.c.pk, users.c.deleted).where(
+            users.c.workspace_pk == caller.workspace_pk,
+            users.c.user_name_key == cols["user_name_key"],
+            users.c.pk != row.pk,
+        )
+    ).first()
+    if clash is not None:
+        if not clash.deleted:
+            raise _taken(doc["userName"])
+        # A deleted user's name is free again; free its key so the unique index allows the rename.
+        conn.execute(
+            update(users)
+            .where(users.c.pk == clash.pk)
+            .values(user_name_key=users.c.id + ":" + users.c.user_name_key)
+        )
+    conn.execute(
+        update(users)
+        .where(users.c.pk == row.pk)
+        .values(
+            data=doc, active=active, version=row.version + 1, modified=now_us(), **cols
+        )
+    )
+    resource, version = _rendered(conn, caller, row.pk, base)
+    if row.active and not active:
+        return Outcome(resource, version, "deprovisioned")
+    if active and not row.active:
+        return Outcome(resource, version, "reactivated")
+    return Outcome(resource, version, "updated")
+
+
+def replace(
+    conn: Connection,
+    caller: Caller,
+    user_id: str,
+    body: JSON,
+    base: str,
+    if_match: str | None = None,
+    unmanaged: tuple[str, ...] = (),
+) -> Outcome:
+    """Replace a user (RFC 7644 §3.5.1); attributes in `unmanaged` keep their stored value.
+
+    Raises:
+        NotFound, PreconditionFailed, Uniqueness, InvalidValue, Mutability.
+    """
+    row = _load_for_update(conn, caller, user_id)
+    check_if_match(row.version, if_match)
+    incoming = canonicalise(body, USER_TYPE)
+    _reject_id_change(incoming, body, row.id)
+    existing = dict(row.data)
+    existing["active"] = row.active
+    doc, active = _split(merge_put(existing, incoming, USER_TYPE, unmanaged))
+    required_missing(doc, USER_TYPE)
+    return _save(conn, caller, row, doc, active, base)
+
+
+def _reject_id_change(incoming: JSON, body: JSON, user_id: str) -> None:
+    sent = next((v for k, v in body.items() if k.lower() == "id"), None)
+    if sent is not None and sent != user_id:
+        raise Mutability(f"id is readOnly: {sent!r} does not match {user_id!r}")
+
+
+def patch(
+    conn: Connection,
+    caller: Caller,
+    user_id: str,
+    operations: list[Any],
+    base: str,
+    if_match: str | None = None,
+    max_operations: int = 1000,
+) -> Outcome:
+    """Apply a PatchOp to a user (RFC 7644 §3.5.2), all operations or none.
+
+    Raises:
+        NotFound, PreconditionFailed, Uniqueness, InvalidValue, InvalidPath, NoTarget, Mutability.
+    """
+    row = _load_for_update(conn, caller, user_id)
+    check_if_match(row.version, if_match)
+    current = dict(row.data)
+    current["active"] = row.active
+    patched = apply_patch(current, operations, USER_TYPE, max_operations=max_operations)
+    doc, active = _split(canonicalise(patched, USER_TYPE))
+    required_missing(doc, USER_TYPE)
+    if doc == row.data and active == row.active:
+        resource, version = _rendered(conn, caller, row.pk, base)
+        return Outcome(resource, version, "none")
+    return _save(conn, caller, row, doc, active, base)
+
+
+def remove(conn: Connection, caller: Caller, user_id: str, if_match: str | None = None) -> Outcome:
+    """DELETE a user (RFC 7644 §3.6): it answers 404 from now on, but is kept, inactive.
+
+    Group memberships end; a later create of the same userName brings the user back.
+
+    Raises:
+        NotFound, PreconditionFailed.
+    """
+    row = _load_for_update(conn, caller, user_id)
+    check_if_match(row.version, if_match)
+    conn.execute(delete(memberships).where(memberships.c.user_pk == row.pk))
+    conn.execute(
+        update(users)
+        .where(users.c.pk == row.pk)
+        .values(deleted=True, active=False, version=row.version + 1, modified=now_us())
+    )
+    return Outcome({"id": row.id, **row.data}, row.version + 1, "deleted")

@@ -1,0 +1,38 @@
+"""structlog set-up: JSON lines in production, a readable console on a terminal."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from hub.settings import Settings
+
+
+def configure_logging(settings: Settings) -> None:
+    """Configure structlog and the standard library once, from the settings."""
+    level = getattr(logging, settings.log_level.upper())
+    use_json = settings.log_format == "json" or (
+        settings.log_format == "auto"
+        and (settings.environment == "production" or not sys.stderr.isatty())
+    )
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, force=True)

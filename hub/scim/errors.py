@@ -1,0 +1,61 @@
+"""Every failure as a SCIM Error document (RFC 7644 §3.12), including Litestar's own 404/405/413."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import structlog
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+from hub.core.errors import ScimError
+from hub.core.schema import ERROR_SCHEMA
+
+SCIM_JSON = "application/scim+json"
+log = structlog.get_logger("hub.http")
+_encode = msgspec.json.Encoder().encode
+
+_HTTP_DETAIL = {
+    404: "no such endpoint; SCIM resources live under /scim/v2 (Users, Groups, Schemas, "
+    "ResourceTypes, ServiceProviderConfig)",
+    405: "this method is not allowed on this endpoint",
+    413: "the request body is larger than the server accepts",
+}
+
+
+def error_response(
+    status: int, detail: str, scim_type: str | None = None, headers: dict[str, str] | None = None
+) -> Response[bytes]:
+    """Build a SCIM Error response; `status` is rendered as a string, as RFC 7644 §3.12 shows."""
+    body: dict[str, Any] = {"schemas": [ERROR_SCHEMA], "status": str(status)}
+    if scim_type:
+        body["scimType"] = scim_type
+    body["detail"] = detail
+    all_headers = dict(headers or {})
+    if status == 401:
+        all_headers["WWW-Authenticate"] = 'Bearer realm="scim-hub"'
+    if status == 503:
+        all_headers.setdefault("Retry-After", "5")
+    return Response(_encode(body), status_code=status, media_type=SCIM_JSON, headers=all_headers)
+
+
+def handle_scim_error(_request: Request[Any, Any, Any], exc: ScimError) -> Response[bytes]:
+    """Render a domain error."""
+    return error_response(exc.status, exc.detail, exc.scim_type)
+
+
+def handle_http_exception(
+    _request: Request[Any, Any, Any], exc: HTTPException
+) -> Response[bytes]:
+    """Render Litestar's own errors (unknown route, wrong method, body too large…) the SCIM way."""
+    status = exc.status_code
+    detail = _HTTP_DETAIL.get(status) or str(exc.detail)
+    headers = dict(exc.headers or {})
+    return error_response(status, detail, "invalidSyntax" if status == 400 else None, headers)
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """Log an unexpected error once, with its traceback, and answer a SCIM 500."""
+    log.exception("unexpected error", path=request.url.path, method=request.method)
+    return error_response(500, "internal error; the request was not applied")

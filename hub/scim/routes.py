@@ -1,0 +1,461 @@
+"""SCIM endpoints under /scim/v2 (RFC 7644 §3): a thin layer over `hub.core`.
+
+Each request is one unit of work: authentication (the bearer token names workspace and
+connector), the connector's dialect normalising the body, and the core operation all run in a
+single database call, so a request costs one hand-off to the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgspec
+from litestar import Request, Response, delete, get, patch, post, put
+from litestar.handlers import HTTPRouteHandler
+from sqlalchemy import Connection
+
+from hub.core import groups, users
+from hub.core.clock import now_us
+from hub.core.database import Database
+from hub.core.dialects import Dialect, RequestContext
+from hub.core.errors import InvalidSyntax, InvalidValue, NotFound, PluginFailure, ScimError, Unauthorized
+from hub.core.projection import plan
+from hub.core.resources import JSON, Outcome, Page, etag, matches_if_none_match
+from hub.core.schema import GROUP_TYPE, LIST_RESPONSE, PATCH_OP, USER_TYPE, ResourceType
+from hub.core.tokens import Caller, authenticate, digest, needs_touch, touch
+from hub.plugins import Registry
+from hub.scim import discovery
+from hub.scim.errors import SCIM_JSON
+from hub.scim.wire import check_accept, list_params, projection_params, read_json, wants
+from hub.settings import Settings
+
+T = TypeVar("T")
+_encode = msgspec.json.Encoder().encode
+_EVENTS = {
+    "provisioned": "user_provisioned",
+    "updated": "user_updated",
+    "deprovisioned": "user_deprovisioned",
+    "deleted": "user_deprovisioned",
+    "reactivated": "user_reactivated",
+}
+
+
+class NotImplementedFeature(ScimError):
+    """An optional SCIM feature the hub does not offer (RFC 7644 §3.7 Bulk)."""
+
+    status = 501
+
+
+@dataclass
+class Hub:
+    """What every SCIM request needs: settings, database, plugins; built once at start-up."""
+
+    settings: Settings
+    db: Database
+    registry: Registry
+    base: str
+    _touching: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def dialect(self, caller: Caller) -> Dialect | None:
+        """The dialect of the caller's connector (None: its plugin is not installed)."""
+        return self.registry.dialect(caller.idp)
+
+    def remember_use(self, caller: Caller) -> None:
+        """Refresh the token's last-used time in the background, at most once a minute."""
+        when = now_us()
+        if not needs_touch(caller, when):
+            return
+        task = asyncio.get_running_loop().create_task(self.db.write(touch, caller, when))
+        self._touching.add(task)
+        task.add_done_callback(self._touching.discard)
+
+
+def _hub(request: Request[Any, Any, Any]) -> Hub:
+    hub: Hub = request.app.state.hub
+    return hub
+
+
+def _bearer_digest(request: Request[Any, Any, Any]) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send 'Authorization: Bearer <token>' with a connector token")
+    return digest(token.strip())
+
+
+def _authenticated(
+    conn: Connection, token_digest: str, work: Callable[[Connection, Caller], T], writes: bool
+) -> tuple[Caller, T]:
+    caller = authenticate(conn, token_digest)
+    if caller is None:
+        raise Unauthorized("the token is unknown, revoked, or its connector or admin is disabled")
+    if writes and needs_touch(caller, now := now_us()):
+        touch(conn, caller, now)
+        caller = msgspec.structs.replace(caller, last_used=now)
+    return caller, work(conn, caller)
+
+
+async def _run(
+    request: Request[Any, Any, Any], work: Callable[[Connection, Caller], T], *, writes: bool
+) -> tuple[Caller, T]:
+    hub = _hub(request)
+    token_digest = _bearer_digest(request)
+    run = hub.db.write if writes else hub.db.read
+    caller, result = await run(_authenticated, token_digest, work, writes)
+    if not writes:
+        hub.remember_use(caller)
+    request.state.caller = caller
+    return caller, result
+
+
+def _normalise(
+    hub: Hub, caller: Caller, body: JSON, request: Request[Any, Any, Any], rt: ResourceType
+) -> JSON:
+    dialect = hub.dialect(caller)
+    if dialect is None:
+        return body
+    context = RequestContext(method=request.method, resource_type=rt.name, operation="request")
+    try:
+        result = dialect.normalise(body, context)
+    except Exception as exc:
+        raise PluginFailure(dialect.plugin, exc) from exc
+    if not isinstance(result, dict):
+        raise PluginFailure(dialect.plugin, TypeError("normalise must return a JSON object"))
+    return result
+
+
+def _render_for(hub: Hub, caller: Caller, resource: JSON, method: str, rt: ResourceType) -> JSON:
+    dialect = hub.dialect(caller)
+    if dialect is None:
+        return resource
+    context = RequestContext(method=method, resource_type=rt.name, operation="response")
+    try:
+        return dialect.render(resource, context)
+    except Exception as exc:
+        raise PluginFailure(dialect.plugin, exc) from exc
+
+
+def _response(
+    body: JSON, status: int = 200, version: int | None = None, location: str | None = None
+) -> Response[bytes]:
+    headers = {}
+    if version is not None:
+        headers["ETag"] = etag(version)
+    if location is not None:
+        headers["Location"] = location
+    return Response(_encode(body), status_code=status, media_type=SCIM_JSON, headers=headers)
+
+
+def _resource_response(
+    request: Request[Any, Any, Any],
+    caller: Caller,
+    outcome: Outcome,
+    rt: ResourceType,
+    status: int = 200,
+) -> Response[bytes]:
+    hub = _hub(request)
+    attributes, excluded = projection_params(request)
+    resource = plan(rt, attributes, excluded).apply(outcome.resource)
+    resource = _render_for(hub, caller, resource, request.method, rt)
+    location = outcome.resource["meta"]["location"] if status == 201 else None
+    return _response(resource, status, outcome.version, location)
+
+
+def _announce(hub: Hub, caller: Caller, outcome: Outcome, rt: ResourceType) -> None:
+    """Broadcast the user event hooks after commit."""
+    hook = _EVENTS.get(outcome.event)
+    if rt is not USER_TYPE or hook is None:
+        return
+    kwargs: dict[str, Any] = {
+        "workspace": caller.workspace_id,
+        "connector": caller.connector_id,
+        "user": outcome.resource,
+    }
+    if hook == "user_deprovisioned":
+        kwargs["deleted"] = outcome.event == "deleted"
+    hub.registry.broadcast(hook, **kwargs)
+
+
+def _service(rt: ResourceType) -> Any:
+    return users if rt is USER_TYPE else groups
+
+
+def _members_attr(rt: ResourceType) -> str:
+    return "groups" if rt is USER_TYPE else "members"
+
+
+# --- handlers shared by Users and Groups -------------------------------------------------------
+
+
+async def _create(request: Request[Any, Any, Any], rt: ResourceType) -> Response[bytes]:
+    check_accept(request)
+    hub = _hub(request)
+    body = await read_json(request)
+    service = _service(rt)
+
+    def work(conn: Connection, caller: Caller) -> Outcome:
+        doc = _normalise(hub, caller, body, request, rt)
+        result: Outcome = service.create(conn, caller, doc, hub.base)
+        return result
+
+    caller, outcome = await _run(request, work, writes=True)
+    _announce(hub, caller, outcome, rt)
+    return _resource_response(request, caller, outcome, rt, 201)
+
+
+async def _get(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
+    check_accept(request)
+    hub = _hub(request)
+    attributes, excluded = projection_params(request)
+    with_members = wants(_members_attr(rt), attributes, excluded)
+    service = _service(rt)
+
+    def work(conn: Connection, caller: Caller) -> Outcome:
+        result: Outcome = service.get(conn, caller, rid, hub.base, with_members)
+        return result
+
+    caller, outcome = await _run(request, work, writes=False)
+    if matches_if_none_match(outcome.version, request.headers.get("if-none-match")):
+        return Response(b"", status_code=304, headers={"ETag": etag(outcome.version)})
+    return _resource_response(request, caller, outcome, rt)
+
+
+async def _search(
+    request: Request[Any, Any, Any], rt: ResourceType, values: dict[str, Any]
+) -> Response[bytes]:
+    hub = _hub(request)
+    params = list_params(values, hub.settings, _members_attr(rt))
+    service = _service(rt)
+
+    def work(conn: Connection, caller: Caller) -> Page:
+        result: Page = service.search(conn, caller, params.query, hub.base)
+        return result
+
+    caller, page = await _run(request, work, writes=False)
+    projection = plan(rt, params.attributes, params.excluded)
+    resources = [
+        _render_for(hub, caller, projection.apply(r), request.method, rt) for r in page.resources
+    ]
+    body = {
+        "schemas": [LIST_RESPONSE],
+        "totalResults": page.total,
+        "itemsPerPage": len(resources),
+        "startIndex": page.start_index,
+        "Resources": resources,
+    }
+    return _response(body)
+
+
+async def _list(request: Request[Any, Any, Any], rt: ResourceType) -> Response[bytes]:
+    check_accept(request)
+    return await _search(request, rt, dict(request.query_params.items()))
+
+
+async def _post_search(request: Request[Any, Any, Any], rt: ResourceType) -> Response[bytes]:
+    check_accept(request)
+    body = await read_json(request)
+    schemas = body.get("schemas")
+    if schemas is not None and (
+        not isinstance(schemas, list)
+        or "urn:ietf:params:scim:api:messages:2.0:SearchRequest" not in schemas
+    ):
+        raise InvalidValue("a SearchRequest lists urn:ietf:params:scim:api:messages:2.0:SearchRequest")
+    values = {k: v for k, v in body.items() if k != "schemas"}
+    return await _search(request, rt, values)
+
+
+async def _put(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
+    check_accept(request)
+    hub = _hub(request)
+    body = await read_json(request)
+    if_match = request.headers.get("if-match")
+
+    def work(conn: Connection, caller: Caller) -> Outcome:
+        doc = _normalise(hub, caller, body, request, rt)
+        if rt is USER_TYPE:
+            dialect = hub.dialect(caller)
+            unmanaged = dialect.unmanaged if dialect is not None else ()
+            return users.replace(conn, caller, rid, doc, hub.base, if_match, unmanaged)
+        return groups.replace(conn, caller, rid, doc, hub.base, if_match)
+
+    caller, outcome = await _run(request, work, writes=True)
+    _announce(hub, caller, outcome, rt)
+    return _resource_response(request, caller, outcome, rt)
+
+
+def _operations(body: JSON) -> list[Any]:
+    schemas = body.get("schemas")
+    if not isinstance(schemas, list) or PATCH_OP not in schemas:
+        raise InvalidValue(f"a PATCH body lists {PATCH_OP} in 'schemas'")
+    operations = next((v for k, v in body.items() if k.lower() == "operations"), None)
+    if not isinstance(operations, list) or not operations:
+        raise InvalidSyntax("a PATCH body needs a non-empty 'Operations' list")
+    return operations
+
+
+async def _patch(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
+    check_accept(request)
+    hub = _hub(request)
+    body = await read_json(request)
+    if_match = request.headers.get("if-match")
+    settings = hub.settings
+    attributes, excluded = projection_params(request)
+    with_members = wants(_members_attr(rt), attributes, excluded)
+
+    def work(conn: Connection, caller: Caller) -> Outcome:
+        doc = _normalise(hub, caller, body, request, rt)
+        operations = _operations(doc)
+        if rt is USER_TYPE:
+            return users.patch(
+                conn, caller, rid, operations, hub.base, if_match, settings.max_patch_operations
+            )
+        return groups.patch(
+            conn,
+            caller,
+            rid,
+            operations,
+            hub.base,
+            if_match,
+            settings.max_patch_operations,
+            settings.max_group_members_per_patch,
+            with_members,
+        )
+
+    caller, outcome = await _run(request, work, writes=True)
+    _announce(hub, caller, outcome, rt)
+    return _resource_response(request, caller, outcome, rt)
+
+
+async def _delete(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
+    hub = _hub(request)
+    if_match = request.headers.get("if-match")
+    service = _service(rt)
+
+    def work(conn: Connection, caller: Caller) -> Outcome:
+        result: Outcome = service.remove(conn, caller, rid, if_match)
+        return result
+
+    caller, outcome = await _run(request, work, writes=True)
+    _announce(hub, caller, outcome, rt)
+    return Response(b"", status_code=204)
+
+
+# --- routes ------------------------------------------------------------------------------------
+
+_OPTS: dict[str, Any] = {"sync_to_thread": False, "media_type": SCIM_JSON}
+
+
+def _resource_routes(rt: ResourceType) -> list[HTTPRouteHandler]:
+    path = f"/scim/v2{rt.endpoint}"
+    item = f"{path}/{{rid:str}}"
+    name = rt.name.lower()
+
+    async def create(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return await _create(request, rt)
+
+    async def read_list(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return await _list(request, rt)
+
+    async def search(request: Request[Any, Any, Any]) -> Response[bytes]:
+        return await _post_search(request, rt)
+
+    async def read(request: Request[Any, Any, Any], rid: str) -> Response[bytes]:
+        return await _get(request, rt, rid)
+
+    async def replace(request: Request[Any, Any, Any], rid: str) -> Response[bytes]:
+        return await _put(request, rt, rid)
+
+    async def modify(request: Request[Any, Any, Any], rid: str) -> Response[bytes]:
+        return await _patch(request, rt, rid)
+
+    async def remove(request: Request[Any, Any, Any], rid: str) -> Response[bytes]:
+        return await _delete(request, rt, rid)
+
+    return [
+        post(path, name=f"{name}-create", status_code=201, **_OPTS)(create),
+        get(path, name=f"{name}-list", **_OPTS)(read_list),
+        post(f"{path}/.search", name=f"{name}-search", status_code=200, **_OPTS)(search),
+        get(item, name=f"{name}-get", **_OPTS)(read),
+        put(item, name=f"{name}-replace", **_OPTS)(replace),
+        patch(item, name=f"{name}-patch", **_OPTS)(modify),
+        delete(item, name=f"{name}-delete", status_code=204, **_OPTS)(remove),
+    ]
+
+
+async def _discovery(request: Request[Any, Any, Any], build: Callable[[Hub], JSON]) -> Response[bytes]:
+    check_accept(request)
+    hub = _hub(request)
+
+    def work(conn: Connection, caller: Caller) -> None:
+        return None
+
+    await _run(request, work, writes=False)
+    return _response(build(hub))
+
+
+@get("/scim/v2/ServiceProviderConfig", name="service-provider-config", **_OPTS)
+async def service_provider_config(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """RFC 7644 §4: what the hub supports."""
+    return await _discovery(request, lambda hub: discovery.service_provider_config(hub.settings, hub.base))
+
+
+@get("/scim/v2/ResourceTypes", name="resource-types", **_OPTS)
+async def resource_types(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """RFC 7644 §4: the resource types served."""
+    return await _discovery(request, lambda hub: discovery.list_response(discovery.resource_types(hub.base)))
+
+
+@get("/scim/v2/ResourceTypes/{name:str}", name="resource-type", **_OPTS)
+async def resource_type(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+    """One resource type by name."""
+
+    def build(hub: Hub) -> JSON:
+        for doc in discovery.resource_types(hub.base):
+            if doc["id"].lower() == name.lower():
+                return doc
+        raise NotFound(f"no ResourceType {name!r}; there are User and Group")
+
+    return await _discovery(request, build)
+
+
+@get("/scim/v2/Schemas", name="schemas", **_OPTS)
+async def schemas(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """RFC 7644 §4: the schemas supported."""
+    return await _discovery(request, lambda hub: discovery.list_response(discovery.schemas(hub.base)))
+
+
+@get("/scim/v2/Schemas/{urn:str}", name="schema", **_OPTS)
+async def schema(request: Request[Any, Any, Any], urn: str) -> Response[bytes]:
+    """One schema by URN."""
+
+    def build(hub: Hub) -> JSON:
+        for doc in discovery.schemas(hub.base):
+            if doc["id"].lower() == urn.lower():
+                return doc
+        raise NotFound(f"no Schema {urn!r}")
+
+    return await _discovery(request, build)
+
+
+@post("/scim/v2/Bulk", name="bulk", status_code=501, **_OPTS)
+async def bulk(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Bulk is not supported (ServiceProviderConfig says so); RFC 7644 §3.7 asks for 501."""
+    await _discovery(request, lambda hub: {})
+    raise NotImplementedFeature("Bulk operations are not supported; send one request per change")
+
+
+def scim_routes() -> list[HTTPRouteHandler]:
+    """Every SCIM route handler."""
+    return [
+        *_resource_routes(USER_TYPE),
+        *_resource_routes(GROUP_TYPE),
+        service_provider_config,
+        resource_types,
+        resource_type,
+        schemas,
+        schema,
+        bulk,
+    ]
