@@ -135,3 +135,17 @@ def write_json(result: dict[str, Any], path: Path, append: bool) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a" if append else "w") as f:
         f.write(json_line(result) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bench.report [FILE]``: the Markdown tables of the last JSON line of FILE."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    path = Path(args[0]) if args else Path(__file__).resolve().parent / "results" / "latest.json"
+    result = json.loads(path.read_text().strip().splitlines()[-1])
+    print(markdown_table(result))
+
+
+if __name__ == "__main__":
+    main()

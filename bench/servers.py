@@ -254,11 +254,12 @@ def _hub_cli() -> list[str]:
 def start_hub(workdir: Path, database_url: str | None = None, workers: int = 1) -> Server:
     """Migrate a fresh database, create a workspace + token with ``init --json``, then serve."""
     port = free_port()
-    env = _base_env()
+    # A developer's own SCIM_HUB_* settings must not leak into the benchmark.
+    env = {k: v for k, v in _base_env().items() if not k.startswith("SCIM_HUB_")}
     env["SCIM_HUB_DATABASE_URL"] = database_url or f"sqlite+aiosqlite:///{workdir / 'hub.db'}"
     env["SCIM_HUB_BASE_URL"] = f"http://{HOST}:{port}"
     env["SCIM_HUB_LOG_LEVEL"] = "warning"
-    env.setdefault("SCIM_HUB_ENVIRONMENT", "production")
+    env["SCIM_HUB_LOG_FORMAT"] = "json"
     cli = _hub_cli()
     for args in (["db", "upgrade"], ["init", "--json"]):
         done = subprocess.run(
