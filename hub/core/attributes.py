@@ -1,0 +1,392 @@
+"""Inbound SCIM resource documents: canonical names, type checks, PUT replacement (RFC 7643/7644).
+
+Every function here is pure: it takes JSON-shaped dicts and returns new ones, never mutating its
+input, so a request that fails leaves stored state untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, Final
+
+from hub.core.errors import InvalidPath, InvalidValue, Mutability
+from hub.core.schema import Attribute, ResourceType, Schema
+from rules import AttrInfo, Describe, FilterSyntaxError, parse_path
+
+#: Server-managed attributes dropped from inbound documents on top of every `readOnly` one.
+#: `password` is writeOnly + returned=never (RFC 7643 §4.1.1); the hub never keeps passwords.
+_NEVER_STORED: Final = frozenset({"password"})
+
+_URN_PREFIX: Final = "urn:"
+
+
+def lookup(
+    resource_type: ResourceType, urn: str | None, names: tuple[str, ...]
+) -> Attribute | None:
+    """Find the definition of an attribute path in the resource type's schemas.
+
+    Names are case-insensitive (RFC 7643 §2.1). ``urn`` selects an extension schema; ``None`` or
+    the core schema URN selects the core schema plus the common attributes (RFC 7643 §3.1).
+
+    Args:
+        resource_type: the resource type whose schemas are searched.
+        urn: schema URN qualifying the path, if any.
+        names: the attribute name followed by sub-attribute names, e.g. ``("emails", "type")``.
+
+    Returns:
+        The attribute definition, or ``None`` when the path is not in the schema.
+    """
+    if not names:
+        return None
+    found = _top_level(resource_type, urn, names[0])
+    for name in names[1:]:
+        if found is None:
+            return None
+        found = found.sub(name)
+    return found
+
+
+def _top_level(resource_type: ResourceType, urn: str | None, name: str) -> Attribute | None:
+    if urn is None or urn.lower() == resource_type.schema.id.lower():
+        return resource_type.attribute(name)
+    extension = resource_type.extension(urn)
+    return extension.attribute(name) if extension is not None else None
+
+
+def describe_for(resource_type: ResourceType) -> Describe:
+    """Build the attribute oracle the `rules` evaluator needs for one resource type.
+
+    The evaluator passes full name tuples, also for element-relative lookups inside value paths
+    (``emails[type eq "work"]`` asks for ``("emails", "type")``), so plain `lookup` suffices.
+
+    The same function object is returned for the same resource type, so the `rules` compile
+    cache (keyed on the filter and the describe function) keeps hitting across requests.
+
+    Args:
+        resource_type: the resource type filters and PATCH paths are evaluated against.
+
+    Returns:
+        A function mapping ``(urn, names)`` to the attribute's type, caseExact and multiValued
+        characteristics (RFC 7643 §2.3, §7), or ``None`` for an unknown attribute.
+    """
+    cached = _DESCRIBERS.get(id(resource_type))
+    if cached is not None and cached[0] is resource_type:
+        return cached[1]
+
+    def describe(urn: str | None, names: tuple[str, ...]) -> AttrInfo | None:
+        found = lookup(resource_type, urn, names)
+        if found is None:
+            return None
+        return AttrInfo(found.type, found.case_exact, found.multi_valued)
+
+    _DESCRIBERS[id(resource_type)] = (resource_type, describe)
+    return describe
+
+
+_DESCRIBERS: dict[int, tuple[ResourceType, Describe]] = {}
+
+
+def canonicalise(body: Mapping[str, Any], resource_type: ResourceType) -> dict[str, Any]:
+    """Validate an inbound resource and spell every known attribute name canonically.
+
+    RFC 7643 §2.1 makes attribute names case-insensitive, so ``USERNAME`` becomes ``userName``,
+    extension keys get the schema's spelling, and so on at every depth. Unknown attributes are kept
+    exactly as sent so that a GET returns what was PUT. Server-managed attributes (every
+    ``readOnly`` one: ``id``, ``meta``, User ``groups``, ``manager.displayName``, member
+    ``display``) are dropped, as RFC 7644 §3.3 and §3.5.1 let the server ignore them; so is
+    ``password`` (returned=never, RFC 7643 §4.1.1), which the hub never keeps. A null value, an
+    empty list and an empty object all mean "unassigned" (RFC 7643 §2.5) and are removed.
+
+    A missing or malformed ``schemas`` is reported as `InvalidValue` ("a required value was
+    missing", RFC 7644 §3.12) rather than `InvalidSyntax`: the body parsed and is a SCIM message,
+    one required attribute is wrong. Every URN in ``schemas`` and every extension key must belong
+    to this resource type, and every extension key must be listed in ``schemas`` (RFC 7643 §3).
+
+    Args:
+        body: the decoded JSON object from the request.
+        resource_type: the type of resource it describes.
+
+    Returns:
+        A new dict in canonical form.
+
+    Raises:
+        InvalidValue: a value has the wrong type, ``schemas`` is missing or wrong, or an extension
+            is unknown or unlisted.
+    """
+    if not isinstance(body, Mapping):
+        raise InvalidValue(f"a {resource_type.name} must be a JSON object")
+    schemas = _canonical_schemas(body, resource_type)
+    listed = {urn.lower() for urn in schemas}
+    result: dict[str, Any] = {"schemas": schemas}
+    seen: set[str] = {"schemas"}
+    for key, value in body.items():
+        lowered = key.lower()
+        if lowered == "schemas":
+            continue
+        if lowered in seen:
+            raise InvalidValue(f"attribute {key!r} is given twice (names are case-insensitive)")
+        seen.add(lowered)
+        if lowered.startswith(_URN_PREFIX):
+            extension = _listed_extension(key, resource_type, listed)
+            _store(result, extension.id, _canonical_extension(extension, value))
+            continue
+        attribute = resource_type.attribute(key)
+        if attribute is None:
+            _store(result, key, copy.deepcopy(value))
+        elif _is_stored(attribute):
+            _store(result, attribute.name, canonical_value(attribute, value, attribute.name))
+    return result
+
+
+def _canonical_schemas(body: Mapping[str, Any], resource_type: ResourceType) -> list[str]:
+    schemas = next((v for k, v in body.items() if k.lower() == "schemas"), None)
+    if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
+        raise InvalidValue(
+            f"'schemas' must be a list of schema URNs including {resource_type.schema.id!r}"
+        )
+    known = {urn.lower(): urn for urn in resource_type.schema_ids}
+    canonical: list[str] = []
+    for urn in schemas:
+        spelled = known.get(urn.lower())
+        if spelled is None:
+            raise InvalidValue(
+                f"'schemas' lists {urn!r}, which is not a {resource_type.name} schema"
+            )
+        if spelled not in canonical:
+            canonical.append(spelled)
+    if resource_type.schema.id not in canonical:
+        raise InvalidValue(f"'schemas' must include {resource_type.schema.id!r}")
+    return canonical
+
+
+def _listed_extension(key: str, resource_type: ResourceType, listed: set[str]) -> Schema:
+    extension = resource_type.extension(key)
+    if extension is None:
+        raise InvalidValue(f"{key!r} is not an extension of {resource_type.name}")
+    if key.lower() not in listed:
+        raise InvalidValue(f"extension {extension.id!r} is present but not listed in 'schemas'")
+    return extension
+
+
+def _canonical_extension(extension: Schema, value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidValue(f"extension {extension.id!r} must be a JSON object")
+    return _canonical_object(value, extension.attribute, extension.id)
+
+
+def _canonical_object(
+    value: Mapping[str, Any], find: Callable[[str], Attribute | None], where: str
+) -> dict[str, Any]:
+    """Canonicalise the keys of a complex value or extension object (unknown keys kept as sent)."""
+    result: dict[str, Any] = {}
+    for key, item in value.items():
+        attribute = find(key)
+        if attribute is None:
+            _store(result, key, copy.deepcopy(item))
+        elif _is_stored(attribute):
+            # Extension attributes are named "urn:...:User:department", sub-attributes "name.x".
+            joiner = ":" if where.startswith(_URN_PREFIX) else "."
+            label = f"{where}{joiner}{attribute.name}"
+            _store(result, attribute.name, canonical_value(attribute, item, label))
+    return result
+
+
+def _is_stored(attribute: Attribute) -> bool:
+    return attribute.mutability != "readOnly" and attribute.name not in _NEVER_STORED
+
+
+def _store(target: dict[str, Any], key: str, value: Any) -> None:
+    """Keep `value` unless it is unassigned: null, [] or {} (RFC 7643 §2.5)."""
+    if value is None or value == [] or value == {}:
+        return
+    if key in target:
+        raise InvalidValue(f"attribute {key!r} is given twice (names are case-insensitive)")
+    target[key] = value
+
+
+def canonical_value(attribute: Attribute, value: Any, where: str) -> Any:
+    """Type-check one attribute value and return it in canonical form.
+
+    Args:
+        attribute: the attribute's definition.
+        value: the value as sent; ``None`` means unassigned.
+        where: the attribute path named in error details.
+
+    Returns:
+        A new canonical value, or ``None`` when the value is unassigned.
+
+    Raises:
+        InvalidValue: the value does not match the attribute's type (RFC 7643 §2.3).
+    """
+    if value is None:
+        return None
+    if not attribute.multi_valued:
+        return _canonical_single(attribute, value, where)
+    if not isinstance(value, list):
+        raise InvalidValue(f"{where!r} is multi-valued and must be a list")
+    items = (_canonical_single(attribute, item, where) for item in value)
+    return [item for item in items if item is not None and item != {}]
+
+
+def _canonical_single(attribute: Attribute, value: Any, where: str) -> Any:
+    if value is None:
+        return None
+    if attribute.type == "complex":
+        if not isinstance(value, Mapping):
+            raise InvalidValue(f"{where!r} must be a JSON object")
+        return _canonical_object(value, attribute.sub, where)
+    _check_simple(attribute, value, where)
+    return value
+
+
+def _check_simple(attribute: Attribute, value: Any, where: str) -> None:
+    kind = attribute.type
+    if kind == "boolean":
+        ok = isinstance(value, bool)
+    elif kind == "integer":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind == "decimal":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif kind == "dateTime":
+        ok = isinstance(value, str) and _is_datetime(value)
+    else:  # string, reference, binary: JSON strings (RFC 7643 §2.3.1, §2.3.6, §2.3.7)
+        ok = isinstance(value, str)
+    if not ok:
+        raise InvalidValue(f"{where!r} must be a {kind}, got {type(value).__name__} {value!r}")
+
+
+def _is_datetime(text: str) -> bool:
+    """RFC 7643 §2.3.5: xsd:dateTime, which `fromisoformat` accepts (including a trailing Z)."""
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
+def required_missing(doc: Mapping[str, Any], resource_type: ResourceType) -> None:
+    """Reject a resource whose required core attributes are missing or blank.
+
+    RFC 7643 §4.1.1 (``userName``) and §4.2 (``displayName``) mark these ``required``.
+
+    Args:
+        doc: a canonical document (see `canonicalise`).
+        resource_type: its resource type.
+
+    Raises:
+        InvalidValue: a required attribute is absent, not a string, or only whitespace.
+    """
+    for attribute in resource_type.schema.attributes:
+        if not attribute.required:
+            continue
+        value = doc.get(attribute.name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            raise InvalidValue(f"{attribute.name!r} is required for a {resource_type.name}")
+
+
+def merge_put(
+    existing: Mapping[str, Any],
+    incoming: Mapping[str, Any],
+    resource_type: ResourceType,
+    unmanaged: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Build the document a PUT stores: the incoming one, minus what PUT may not touch.
+
+    RFC 7644 §3.5.1: PUT replaces the resource; ``readOnly`` values sent are ignored and
+    ``immutable`` ones must match what is stored. ``unmanaged`` are attribute paths an IdP never
+    sends (e.g. Entra ID and ``photos``, DESIGN.md): when the incoming document lacks one, the
+    stored value is kept rather than erased.
+
+    Args:
+        existing: the stored canonical document.
+        incoming: the canonical replacement (see `canonicalise`).
+        resource_type: the type of both documents.
+        unmanaged: SCIM attribute paths (``"photos"``, ``"name.givenName"``, URN-qualified) kept
+            from ``existing`` when ``incoming`` does not carry them.
+
+    Returns:
+        A new document.
+
+    Raises:
+        Mutability: an ``immutable`` attribute would change.
+        InvalidPath: an ``unmanaged`` entry is not a valid attribute path.
+    """
+    result = {
+        key: copy.deepcopy(value)
+        for key, value in incoming.items()
+        if (found := resource_type.attribute(key)) is None or found.mutability != "readOnly"
+    }
+    _check_immutable(existing, result, resource_type.schema.attributes, "")
+    for path in unmanaged:
+        _keep_unmanaged(existing, result, resource_type, path)
+    return result
+
+
+def _check_immutable(
+    existing: Mapping[str, Any],
+    incoming: Mapping[str, Any],
+    attributes: tuple[Attribute, ...],
+    where: str,
+) -> None:
+    for attribute in attributes:
+        old, new = existing.get(attribute.name), incoming.get(attribute.name)
+        name = f"{where}{attribute.name}"
+        if attribute.mutability == "immutable" and old is not None and old != new:
+            raise Mutability(f"{name!r} is immutable and cannot be changed")
+        nested = attribute.type == "complex" and not attribute.multi_valued
+        if nested and isinstance(old, Mapping) and isinstance(new, Mapping):
+            _check_immutable(old, new, attribute.sub_attributes, f"{name}.")
+
+
+def _keep_unmanaged(
+    existing: Mapping[str, Any], result: dict[str, Any], resource_type: ResourceType, path: str
+) -> None:
+    try:
+        parsed = parse_path(path)
+    except FilterSyntaxError as error:
+        raise InvalidPath(f"unmanaged path {path!r}: {error}") from error
+    keys = _stored_keys(resource_type, parsed.attr.urn, parsed.attr.name, parsed.attr.sub)
+    old_parent: Any = existing
+    new_parent: Any = result
+    for key in keys[:-1]:
+        if not isinstance(old_parent, Mapping) or key not in old_parent:
+            return
+        old_parent = old_parent[key]
+        new_parent = new_parent.setdefault(key, {})
+        if not isinstance(new_parent, dict):
+            return
+    last = keys[-1]
+    if isinstance(old_parent, Mapping) and last in old_parent and last not in new_parent:
+        new_parent[last] = copy.deepcopy(old_parent[last])
+    _drop_empty(result, keys[0])
+    if keys[0] in result and keys[0] in resource_type.schema_ids:
+        # A kept extension object must stay listed in `schemas` (RFC 7643 §3).
+        schemas = result.setdefault("schemas", [resource_type.schema.id])
+        if keys[0] not in schemas:
+            schemas.append(keys[0])
+
+
+def _stored_keys(
+    resource_type: ResourceType, urn: str | None, name: str, sub: str | None
+) -> list[str]:
+    """Canonical dict keys of an attribute path, e.g. ``[ENTERPRISE, "manager", "value"]``."""
+    keys: list[str] = []
+    if urn is not None and urn.lower() != resource_type.schema.id.lower():
+        extension = resource_type.extension(urn)
+        keys.append(extension.id if extension is not None else urn)
+    attribute = _top_level(resource_type, urn, name) if name else None
+    if name:
+        keys.append(attribute.name if attribute is not None else name)
+    if sub is not None:
+        found = attribute.sub(sub) if attribute is not None else None
+        keys.append(found.name if found is not None else sub)
+    return keys
+
+
+def _drop_empty(doc: dict[str, Any], key: str) -> None:
+    if doc.get(key) == {}:
+        del doc[key]

@@ -1,0 +1,318 @@
+"""Inbound documents: canonical names, type checks, required attributes, PUT merge."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from hub.core.attributes import canonicalise, describe_for, lookup, merge_put, required_missing
+from hub.core.errors import InvalidValue, Mutability
+from hub.core.schema import (
+    ENTERPRISE_SCHEMA,
+    GROUP_SCHEMA,
+    GROUP_TYPE,
+    USER_SCHEMA,
+    USER_TYPE,
+    Attribute,
+    ResourceType,
+    Schema,
+)
+from rules import AttrInfo
+
+
+def user(**extra: Any) -> dict[str, Any]:
+    return {"schemas": [USER_SCHEMA], "userName": "bjensen", **extra}
+
+
+# -- lookup / describe_for ------------------------------------------------------------------
+
+
+def test_lookup_core_common_extension_and_sub() -> None:
+    assert lookup(USER_TYPE, None, ("USERNAME",)) is USER_TYPE.attribute("userName")
+    assert lookup(USER_TYPE, None, ("id",)) is USER_TYPE.attribute("id")
+    sub = lookup(USER_TYPE, None, ("emails", "TYPE"))
+    assert sub is not None
+    assert sub.name == "type"
+    manager = lookup(USER_TYPE, ENTERPRISE_SCHEMA.lower(), ("manager", "value"))
+    assert manager is not None
+    assert manager.name == "value"
+    assert lookup(USER_TYPE, USER_SCHEMA, ("displayName",)) is USER_TYPE.attribute("displayName")
+
+
+@pytest.mark.parametrize(
+    ("urn", "names"),
+    [
+        (None, ()),
+        (None, ("nope",)),
+        (None, ("emails", "nope")),
+        (None, ("userName", "x")),
+        ("urn:example:unknown", ("department",)),
+        (ENTERPRISE_SCHEMA, ("userName",)),
+    ],
+)
+def test_lookup_unknown(urn: str | None, names: tuple[str, ...]) -> None:
+    assert lookup(USER_TYPE, urn, names) is None
+
+
+def test_describe_for() -> None:
+    describe = describe_for(USER_TYPE)
+    assert describe(None, ("emails",)) == AttrInfo("complex", False, True)
+    assert describe(None, ("emails", "type")) == AttrInfo("string", False, False)
+    assert describe(None, ("id",)) == AttrInfo("string", True, False)
+    assert describe(None, ("meta", "lastModified")) == AttrInfo("dateTime", False, False)
+    assert describe(ENTERPRISE_SCHEMA, ("department",)) == AttrInfo("string", False, False)
+    assert describe(None, ("nope",)) is None
+    assert describe_for(USER_TYPE) is describe  # stable, so the rules compile cache hits
+
+
+# -- canonicalise ---------------------------------------------------------------------------
+
+
+def test_canonical_names_at_every_depth() -> None:
+    body = {
+        "SCHEMAS": [USER_SCHEMA.upper(), ENTERPRISE_SCHEMA.lower()],
+        "USERNAME": "bjensen",
+        "Name": {"GIVENNAME": "Barbara"},
+        "emails": [{"VALUE": "b@example.com", "Type": "work", "PRIMARY": True}],
+        ENTERPRISE_SCHEMA.upper(): {"DEPARTMENT": "Sales", "Manager": {"VALUE": "m1"}},
+    }
+    assert canonicalise(body, USER_TYPE) == {
+        "schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA],
+        "userName": "bjensen",
+        "name": {"givenName": "Barbara"},
+        "emails": [{"value": "b@example.com", "type": "work", "primary": True}],
+        ENTERPRISE_SCHEMA: {"department": "Sales", "manager": {"value": "m1"}},
+    }
+
+
+def test_unknown_attributes_kept_as_sent() -> None:
+    body = user(
+        xCustom={"Deep": [1, {"A": None}]},
+        name={"givenName": "B", "Nick": "x"},
+        emails=[{"value": "a@b", "Label": "L"}],
+        **{ENTERPRISE_SCHEMA: {"Shoe": 42}},
+    )
+    body["schemas"] = [USER_SCHEMA, ENTERPRISE_SCHEMA]
+    doc = canonicalise(body, USER_TYPE)
+    assert doc["xCustom"] == {"Deep": [1, {"A": None}]}
+    assert doc["name"] == {"givenName": "B", "Nick": "x"}
+    assert doc["emails"] == [{"value": "a@b", "Label": "L"}]
+    assert doc[ENTERPRISE_SCHEMA] == {"Shoe": 42}
+
+
+def test_server_managed_and_password_dropped() -> None:
+    body = user(
+        id="client-id",
+        meta={"version": "x"},
+        groups=[{"value": "g1"}],
+        password="secret",
+        **{ENTERPRISE_SCHEMA: {"manager": {"value": "m1", "displayName": "Boss"}}},
+    )
+    body["schemas"].append(ENTERPRISE_SCHEMA)
+    doc = canonicalise(body, USER_TYPE)
+    assert doc == {
+        "schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA],
+        "userName": "bjensen",
+        ENTERPRISE_SCHEMA: {"manager": {"value": "m1"}},
+    }
+
+
+def test_group_members_kept_and_display_dropped() -> None:
+    body = {
+        "schemas": [GROUP_SCHEMA],
+        "displayName": "Staff",
+        "Members": [{"Value": "u1", "display": "Babs"}],
+    }
+    assert canonicalise(body, GROUP_TYPE)["members"] == [{"value": "u1"}]
+
+
+def test_nulls_and_empties_mean_absent() -> None:
+    body = user(
+        displayName=None,
+        name={"givenName": None},
+        emails=[None, {"value": None}],
+        phoneNumbers=[],
+        title="",
+    )
+    assert canonicalise(body, USER_TYPE) == {
+        "schemas": [USER_SCHEMA],
+        "userName": "bjensen",
+        "title": "",
+    }
+
+
+def test_input_not_mutated() -> None:
+    body = user(NAME={"GivenName": "B"}, emails=[{"Value": "x"}])
+    before = json.dumps(body, sort_keys=True)
+    doc = canonicalise(body, USER_TYPE)
+    doc["name"]["givenName"] = "changed"
+    assert json.dumps(body, sort_keys=True) == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"userName": 5}, "userName"),
+        ({"active": "true"}, "active"),
+        ({"name": "Barbara"}, "name"),
+        ({"name": {"givenName": 1}}, "name.givenName"),
+        ({"emails": {"value": "a@b"}}, "emails"),
+        ({"emails": ["a@b"]}, "emails"),
+        ({"emails": [{"primary": "yes"}]}, "emails.primary"),
+        ({"x509Certificates": [{"value": 5}]}, "x509Certificates.value"),
+    ],
+)
+def test_wrong_types_rejected_naming_the_attribute(extra: dict[str, Any], named: str) -> None:
+    with pytest.raises(InvalidValue, match=named.replace(".", r"\.")):
+        canonicalise(user(**extra), USER_TYPE)
+
+
+def test_extension_attribute_type_error_named_with_urn() -> None:
+    body = user(**{ENTERPRISE_SCHEMA: {"department": ["Sales"]}})
+    body["schemas"].append(ENTERPRISE_SCHEMA)
+    with pytest.raises(InvalidValue, match="User:department"):
+        canonicalise(body, USER_TYPE)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"userName": "b"},
+        {"schemas": USER_SCHEMA, "userName": "b"},
+        {"schemas": [USER_SCHEMA, 5], "userName": "b"},
+        {"schemas": [GROUP_SCHEMA], "userName": "b"},
+        {"schemas": [ENTERPRISE_SCHEMA], "userName": "b"},
+        {"schemas": [USER_SCHEMA, "urn:example:custom"], "userName": "b"},
+    ],
+)
+def test_bad_schemas_rejected(body: dict[str, Any]) -> None:
+    with pytest.raises(InvalidValue, match="schemas"):
+        canonicalise(body, USER_TYPE)
+
+
+def test_extension_must_be_listed_and_known() -> None:
+    with pytest.raises(InvalidValue, match="not listed"):
+        canonicalise(user(**{ENTERPRISE_SCHEMA: {"department": "x"}}), USER_TYPE)
+    custom = "urn:ietf:params:scim:schemas:extension:Custom:2.0:User"
+    with pytest.raises(InvalidValue, match="Custom"):
+        canonicalise(user(**{custom: {"x": 1}}), USER_TYPE)
+    body = user(**{ENTERPRISE_SCHEMA: "Sales"})
+    body["schemas"].append(ENTERPRISE_SCHEMA)
+    with pytest.raises(InvalidValue, match="JSON object"):
+        canonicalise(body, USER_TYPE)
+
+
+def test_duplicate_spellings_rejected() -> None:
+    with pytest.raises(InvalidValue, match="twice"):
+        canonicalise(user(USERNAME="other"), USER_TYPE)
+
+
+def test_duplicate_schemas_collapsed() -> None:
+    body = user()
+    body["schemas"] = [USER_SCHEMA, USER_SCHEMA.upper()]
+    assert canonicalise(body, USER_TYPE)["schemas"] == [USER_SCHEMA]
+
+
+def test_body_must_be_object() -> None:
+    with pytest.raises(InvalidValue):
+        canonicalise([], USER_TYPE)  # type: ignore[arg-type]
+
+
+def test_datetime_and_numbers_checked() -> None:
+    numbers = Schema(
+        "urn:example:n",
+        "N",
+        "N",
+        (
+            Attribute("count", "integer"),
+            Attribute("ratio", "decimal"),
+            Attribute("when", "dateTime"),
+        ),
+    )
+    kind = ResourceType("N", "/N", numbers)
+    ok = {"schemas": ["urn:example:n"], "count": 3, "ratio": 1.5, "when": "2024-01-01T00:00:00Z"}
+    assert canonicalise(ok, kind) == ok
+    for bad in ({"count": True}, {"count": 1.5}, {"ratio": "1"}, {"when": "yesterday"}):
+        with pytest.raises(InvalidValue):
+            canonicalise({"schemas": ["urn:example:n"], **bad}, kind)
+
+
+# -- required_missing -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_required_missing(value: str | None) -> None:
+    doc = {"schemas": [USER_SCHEMA]} if value is None else {"userName": value}
+    with pytest.raises(InvalidValue, match="userName"):
+        required_missing(doc, USER_TYPE)
+    with pytest.raises(InvalidValue, match="displayName"):
+        required_missing({"displayName": value} if value is not None else {}, GROUP_TYPE)
+
+
+def test_required_present() -> None:
+    required_missing({"userName": "b"}, USER_TYPE)
+    required_missing({"displayName": "Staff"}, GROUP_TYPE)
+
+
+# -- merge_put ------------------------------------------------------------------------------
+
+EXISTING: dict[str, Any] = {
+    "schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA],
+    "userName": "bjensen",
+    "title": "Boss",
+    "name": {"givenName": "Barbara", "familyName": "Jensen"},
+    "photos": [{"value": "https://example.com/p.jpg", "type": "photo"}],
+    ENTERPRISE_SCHEMA: {"department": "Sales", "costCenter": "42"},
+}
+
+
+def test_put_replaces_everything() -> None:
+    incoming = {"schemas": [USER_SCHEMA], "userName": "bjensen", "displayName": "Babs"}
+    assert merge_put(EXISTING, incoming, USER_TYPE) == incoming
+
+
+def test_put_keeps_unmanaged_when_not_sent() -> None:
+    incoming = {"schemas": [USER_SCHEMA], "userName": "bjensen", "name": {"givenName": "B"}}
+    result = merge_put(
+        EXISTING,
+        incoming,
+        USER_TYPE,
+        unmanaged=("PHOTOS", "name.familyName", f"{ENTERPRISE_SCHEMA}:costCenter"),
+    )
+    assert result == {
+        "schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA],
+        "userName": "bjensen",
+        "name": {"givenName": "B", "familyName": "Jensen"},
+        "photos": EXISTING["photos"],
+        ENTERPRISE_SCHEMA: {"costCenter": "42"},
+    }
+    assert "photos" not in incoming  # inputs untouched
+
+
+def test_put_sent_unmanaged_value_wins() -> None:
+    photos = [{"value": "https://example.com/new.jpg"}]
+    incoming = {"schemas": [USER_SCHEMA], "userName": "b", "photos": photos}
+    assert merge_put(EXISTING, incoming, USER_TYPE, ("photos",))["photos"] == photos
+
+
+def test_put_unmanaged_absent_everywhere() -> None:
+    incoming = {"schemas": [USER_SCHEMA], "userName": "b"}
+    assert merge_put({}, incoming, USER_TYPE, ("photos", "name.givenName")) == incoming
+
+
+def test_put_ignores_read_only() -> None:
+    incoming = {"schemas": [USER_SCHEMA], "userName": "b", "id": "x", "groups": [{"value": "g"}]}
+    assert merge_put(EXISTING, incoming, USER_TYPE) == {"schemas": [USER_SCHEMA], "userName": "b"}
+
+
+def test_put_immutable_must_match() -> None:
+    kind = ResourceType(
+        "T", "/T", Schema("urn:example:t", "T", "T", (Attribute("serial", mutability="immutable"),))
+    )
+    existing = {"schemas": ["urn:example:t"], "serial": "A"}
+    assert merge_put(existing, existing, kind) == existing
+    assert merge_put({}, existing, kind) == existing
+    with pytest.raises(Mutability, match="serial"):
+        merge_put(existing, {"schemas": ["urn:example:t"], "serial": "B"}, kind)
