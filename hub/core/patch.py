@@ -1,0 +1,555 @@
+"""PATCH semantics (RFC 7644 §3.5.2) as a pure function over a stored resource document.
+
+`apply_patch` deep-copies the stored document and applies each operation to the copy, so a PATCH
+that fails half-way leaves the stored state unchanged. The caller re-validates the result with
+`hub.core.attributes.canonicalise`.
+
+Decisions on points the RFC leaves open or that IdPs rely on:
+
+* ``op`` and the operation's member names are case-insensitive: Entra ID sends ``"Replace"``.
+* add/replace through a value filter that matches no element creates the element from the
+  filter's ``eq`` clauses plus the value, e.g. ``addresses[type eq "work"].streetAddress``
+  creates ``{"type": "work", "streetAddress": ...}``. RFC 7644 §3.5.2.3 asks for ``noTarget``
+  here, but Entra ID sends exactly these paths for users that have no such element yet and
+  treats the error as a failed export. A filter that is not a conjunction of ``eq`` clauses
+  cannot describe a new element and still gives ``noTarget``.
+* remove through a filter that matches nothing, or of an attribute that has no value, succeeds
+  without change. RFC 7644 §3.5.2.2 only requires ``noTarget`` for a missing path; Entra ID and
+  Okta retry removals (``members[value eq "id"]``) and must not see an error once the member is
+  already gone, and a retried DELETE-like operation being idempotent is what clients expect.
+* a null ``value`` on add/replace means "unassigned" (RFC 7643 §2.5): the target is cleared.
+* replace of a complex attribute merges sub-attributes (RFC 7644 §3.5.2.3: "sub-attributes that
+  are not specified in the value parameter are left unchanged"), as add does.
+* Entra ID sends ``urn:...:enterprise:2.0:User:manager`` with a bare string: it is taken as
+  ``{"value": <string>}``.
+* ``readOnly`` sub-attributes inside a value object (Okta sends member ``display``) are ignored
+  as on PUT; a *path* naming a ``readOnly`` attribute is a ``mutability`` error.
+* errors in path syntax and in the path's filter (unknown attribute, bad comparison) are all
+  ``invalidPath``: the client must fix the path.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hub.core.attributes import canonical_value, describe_for
+from hub.core.errors import (
+    InvalidPath,
+    InvalidSyntax,
+    InvalidValue,
+    Mutability,
+    NoTarget,
+    ScimError,
+)
+from hub.core.schema import Attribute, ResourceType, Schema
+from rules import (
+    And,
+    AttrPath,
+    Compare,
+    Describe,
+    Filter,
+    FilterSyntaxError,
+    InvalidComparison,
+    UnknownAttribute,
+    ValuePath,
+    evaluate,
+    parse_path,
+)
+
+_OPS = ("add", "remove", "replace")
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Operation:
+    op: str
+    path: str | None
+    value: Any  # _MISSING when the operation has no "value" member
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A resolved PATCH path: where it lives in the document and what the schema says of it."""
+
+    text: str
+    extension: Schema | None
+    attribute: Attribute | None  # None: the whole extension object
+    filter: Filter | None
+    sub: Attribute | None
+
+
+def apply_patch(
+    resource: Mapping[str, Any],
+    operations: list[Any],
+    resource_type: ResourceType,
+    *,
+    max_operations: int = 1000,
+) -> dict[str, Any]:
+    """Apply a PatchOp's ``Operations`` to a stored resource (RFC 7644 §3.5.2).
+
+    See the module docstring for the decisions taken where the RFC and IdP behaviour differ.
+    After every operation at most one element of a multi-valued attribute keeps
+    ``primary: true`` (RFC 7643 §2.4); the element the operation wrote wins.
+
+    Args:
+        resource: the stored canonical document (without ``id``/``meta``/``groups``/``members``
+            that the service renders). Never mutated.
+        operations: the raw ``Operations`` list of the PatchOp body.
+        resource_type: the resource's type.
+        max_operations: the most operations one request may carry.
+
+    Returns:
+        A new document with every operation applied.
+
+    Raises:
+        InvalidSyntax: ``Operations`` is not a non-empty list, or an operation is malformed.
+        InvalidValue: too many operations, a missing or mistyped value.
+        InvalidPath: a path does not parse or names nothing in the schema.
+        NoTarget: remove without a path, or a filter that cannot create the missing element.
+        Mutability: the operation would change a ``readOnly`` or set ``immutable`` attribute.
+    """
+    if not isinstance(operations, list) or not operations:
+        raise InvalidSyntax("'Operations' must be a non-empty list of operations")
+    if len(operations) > max_operations:
+        raise InvalidValue(f"a PATCH may carry at most {max_operations} operations")
+    patcher = _Patcher(copy.deepcopy(dict(resource)), resource_type)
+    for index, raw in enumerate(operations):
+        try:
+            patcher.apply(_operation(raw))
+        except ScimError as error:
+            raise type(error)(f"Operations[{index}]: {error.detail}") from error
+    return patcher.doc
+
+
+def _operation(raw: Any) -> _Operation:
+    if not isinstance(raw, Mapping):
+        raise InvalidSyntax("an operation must be a JSON object")
+    members = {str(key).lower(): value for key, value in raw.items()}
+    op = members.get("op")
+    if not isinstance(op, str) or op.lower() not in _OPS:
+        raise InvalidSyntax(f"op must be add, remove or replace, got {op!r}")
+    path = members.get("path")
+    if path is not None and not isinstance(path, str):
+        raise InvalidPath(f"path must be a string, got {path!r}")
+    text = path.strip() if path else ""
+    return _Operation(op.lower(), text or None, members.get("value", _MISSING))
+
+
+class _Patcher:
+    """Applies operations, one at a time, to a document it owns."""
+
+    def __init__(self, doc: dict[str, Any], resource_type: ResourceType) -> None:
+        self.doc = doc
+        self.type = resource_type
+        self.describe: Describe = describe_for(resource_type)
+
+    def apply(self, operation: _Operation) -> None:
+        if operation.op == "remove":
+            if operation.path is None:
+                raise NoTarget("remove requires a path (RFC 7644 §3.5.2.2)")
+            self.remove(self.resolve(operation.path), operation.value)
+            return
+        if operation.value is _MISSING:
+            raise InvalidValue(f"{operation.op} requires a value")
+        if operation.path is not None:
+            self.write(operation.op, self.resolve(operation.path), operation.value)
+            return
+        if not isinstance(operation.value, Mapping):
+            raise InvalidValue(f"{operation.op} without a path needs an object value")
+        for key, item in operation.value.items():
+            self.pathless(operation.op, str(key), item)
+
+    # -- paths ------------------------------------------------------------------------------
+
+    def pathless(self, op: str, key: str, value: Any) -> None:
+        """One member of a path-less add/replace value (RFC 7644 §3.5.2.1, §3.5.2.3)."""
+        lowered = key.lower()
+        if lowered == "schemas":
+            return  # kept in step with the extensions present; clients cannot edit it
+        head = re.split(r"[.\[]", lowered, maxsplit=1)[0]
+        if lowered.startswith("urn:") or self.type.attribute(head) is not None:
+            self.write(op, self.resolve(key), value)
+        else:  # unknown attributes are stored as sent, like on POST/PUT
+            _put_raw(self.doc, key, value)
+
+    def resolve(self, text: str) -> _Target:
+        try:
+            parsed = parse_path(text)
+        except FilterSyntaxError as error:
+            raise InvalidPath(f"invalid path {text!r}: {error}") from error
+        urn, name = parsed.attr.urn, parsed.attr.name
+        extension = None
+        if urn is not None and urn.lower() != self.type.schema.id.lower():
+            extension = self.type.extension(urn)
+            if extension is None:
+                raise InvalidPath(f"{urn!r} is not a schema of {self.type.name}")
+        if not name:
+            if extension is None:
+                raise InvalidPath(f"path {text!r} names no attribute")
+            return _Target(text, extension, None, None, None)
+        attribute = (extension or self.type.schema).attribute(name)
+        if extension is None and attribute is None:
+            attribute = self.type.attribute(name)
+        if attribute is None:
+            raise InvalidPath(f"path {text!r}: no attribute {name!r} in the schema")
+        return _Target(
+            text, extension, attribute, parsed.filter, self._sub(text, attribute, parsed)
+        )
+
+    def _sub(self, text: str, attribute: Attribute, parsed: Any) -> Attribute | None:
+        if parsed.filter is not None and not attribute.multi_valued:
+            raise InvalidPath(f"path {text!r}: {attribute.name!r} is not multi-valued")
+        name = parsed.attr.sub or parsed.sub
+        if name is None:
+            return None
+        sub = attribute.sub(name)
+        if sub is None:
+            raise InvalidPath(f"path {text!r}: {attribute.name!r} has no sub-attribute {name!r}")
+        return sub
+
+    def container(self, target: _Target, *, create: bool) -> dict[str, Any] | None:
+        if target.extension is None:
+            return self.doc
+        key = _key_of(self.doc, target.extension.id)
+        found = self.doc.get(key)
+        if isinstance(found, dict):
+            return found
+        if not create:
+            return None
+        created: dict[str, Any] = {}
+        self.doc[target.extension.id] = created
+        schemas = self.doc.setdefault("schemas", [self.type.schema.id])
+        if isinstance(schemas, list) and target.extension.id not in schemas:
+            schemas.append(target.extension.id)  # an extension present must be listed (RFC 7643 §3)
+        return created
+
+    # -- add / replace --------------------------------------------------------------------
+
+    def write(self, op: str, target: _Target, value: Any) -> None:
+        if value is None:
+            self.remove(target, _MISSING)  # null means unassigned (RFC 7643 §2.5)
+            return
+        if target.attribute is None:
+            self._write_extension(op, target, value)
+            return
+        _check_writable(target)
+        holder = self.container(target, create=True)
+        assert holder is not None
+        if target.filter is not None:
+            self._write_filtered(op, target, target.attribute, holder, value)
+        elif target.sub is not None:
+            self._write_sub(target, target.attribute, target.sub, holder, value)
+        elif target.attribute.multi_valued:
+            self._write_multi(op, target, target.attribute, holder, value)
+        else:
+            self._write_single(target.attribute, holder, value, target.text)
+
+    def _write_extension(self, op: str, target: _Target, value: Any) -> None:
+        assert target.extension is not None
+        if not isinstance(value, Mapping):
+            raise InvalidValue(f"{target.extension.id!r} must be a JSON object")
+        for key, item in value.items():
+            if target.extension.attribute(str(key)) is None:
+                holder = self.container(target, create=True)
+                assert holder is not None
+                _put_raw(holder, str(key), item)
+            else:
+                self.write(op, self.resolve(f"{target.extension.id}:{key}"), item)
+
+    def _write_single(
+        self, attribute: Attribute, holder: dict[str, Any], value: Any, where: str
+    ) -> None:
+        if attribute.type == "complex" and isinstance(value, str) and attribute.sub("value"):
+            value = {"value": value}  # Entra ID's manager: a bare id for a complex attribute
+        new = canonical_value(attribute, value, where)
+        key = _key_of(holder, attribute.name)
+        if attribute.type != "complex":
+            _assign(holder, key, attribute, new)
+            return
+        merged = _dict_at(holder, key)
+        for sub_key, sub_value in (new or {}).items():
+            sub = attribute.sub(sub_key)
+            if sub is None:
+                merged[sub_key] = sub_value
+            else:
+                _assign(merged, _key_of(merged, sub.name), sub, sub_value)
+        _put(holder, key, merged)
+
+    def _write_multi(
+        self, op: str, target: _Target, attribute: Attribute, holder: dict[str, Any], value: Any
+    ) -> None:
+        items = canonical_value(
+            attribute, value if isinstance(value, list) else [value], target.text
+        )
+        _check_one_primary(items, target.text)
+        key = _key_of(holder, attribute.name)
+        # RFC 7644 §3.5.2.3: replace without a filter replaces the attribute and all its values.
+        elements = list(items) if op == "replace" else _append_new(_list_at(holder, key), items)
+        _one_primary(elements, items)
+        _put(holder, key, elements)
+
+    def _write_sub(
+        self,
+        target: _Target,
+        attribute: Attribute,
+        sub: Attribute,
+        holder: dict[str, Any],
+        value: Any,
+    ) -> None:
+        new = canonical_value(sub, value, target.text)
+        key = _key_of(holder, attribute.name)
+        if not attribute.multi_valued:
+            current = _dict_at(holder, key)
+            _assign(current, _key_of(current, sub.name), sub, new)
+            _put(holder, key, current)
+            return
+        # No filter on a multi-valued attribute: every element is the target.
+        elements = [e for e in holder.get(key) or [] if isinstance(e, dict)] or [{}]
+        for element in elements:
+            _assign(element, _key_of(element, sub.name), sub, new)
+        _one_primary(elements, elements[-1:])
+        _put(holder, key, elements)
+
+    def _write_filtered(
+        self, op: str, target: _Target, attribute: Attribute, holder: dict[str, Any], value: Any
+    ) -> None:
+        key = _key_of(holder, attribute.name)
+        elements = list(holder.get(key) or [])
+        matches = [e for e in elements if self._matches(target, e)]
+        created = not matches
+        if created:
+            matches = [self._new_element(target)]
+            elements.append(matches[0])
+        for element in matches:
+            if target.sub is not None:
+                new = canonical_value(target.sub, value, target.text)
+                _assign(element, _key_of(element, target.sub.name), target.sub, new)
+            else:
+                replace = op == "replace" and not created
+                _write_element(attribute, element, value, target.text, replace=replace)
+        _one_primary(elements, matches)
+        _put(holder, key, [e for e in elements if e != {}])
+
+    def _new_element(self, target: _Target) -> dict[str, Any]:
+        assert target.attribute is not None
+        template = _eq_template(target.filter)
+        if template is None:
+            raise NoTarget(f"path {target.text!r} matches no value and cannot create one")
+        element = canonical_value(target.attribute, [template], target.text)
+        return dict(element[0]) if element else {}
+
+    def _matches(self, target: _Target, element: Any) -> bool:
+        if not isinstance(element, Mapping) or target.filter is None or target.attribute is None:
+            return False
+        # Evaluate `attr[filter]` against a resource holding just this element: the evaluator
+        # then resolves the element-relative names through the full ("emails", "type") tuple.
+        path = AttrPath(
+            target.extension.id if target.extension else None, target.attribute.name, None
+        )
+        probe: dict[str, Any] = {target.attribute.name: [element]}
+        if target.extension is not None:
+            probe = {target.extension.id: probe}
+        try:
+            return evaluate(ValuePath(path, target.filter), probe, self.describe)
+        except (UnknownAttribute, InvalidComparison) as error:
+            raise InvalidPath(f"path {target.text!r}: {error}") from error
+
+    # -- remove ---------------------------------------------------------------------------
+
+    def remove(self, target: _Target, value: Any) -> None:
+        if target.attribute is None:
+            self._remove_extension(target)
+            return
+        _check_writable(target)
+        holder = self.container(target, create=False)
+        if holder is None:
+            return
+        key = _key_of(holder, target.attribute.name)
+        if key not in holder:
+            return  # removing what is absent changes nothing (see the module docstring)
+        if target.filter is not None or target.sub is not None:
+            self._remove_inside(target, target.attribute, holder, key)
+        elif target.attribute.multi_valued and value is not _MISSING and value is not None:
+            _remove_listed(target.attribute, holder, key, value)
+        else:
+            _check_removable(target.attribute, holder.get(key), target.text)
+            del holder[key]
+        self._drop_empty_extension(target)
+
+    def _remove_inside(
+        self, target: _Target, attribute: Attribute, holder: dict[str, Any], key: str
+    ) -> None:
+        current = holder[key]
+        elements = current if isinstance(current, list) else [current]
+        kept = []
+        for element in elements:
+            selected = target.filter is None or self._matches(target, element)
+            if selected and target.sub is None:
+                continue  # the whole element goes
+            if selected and isinstance(element, dict):
+                sub_key = _key_of(element, target.sub.name) if target.sub else ""
+                _check_removable(target.sub, element.get(sub_key), target.text)
+                element.pop(sub_key, None)
+            kept.append(element)
+        kept = [e for e in kept if e != {}]
+        if not kept:
+            del holder[key]  # no values left: unassigned (RFC 7644 §3.5.2.2)
+        else:
+            holder[key] = kept if attribute.multi_valued else kept[0]
+
+    def _remove_extension(self, target: _Target) -> None:
+        assert target.extension is not None
+        self.doc.pop(_key_of(self.doc, target.extension.id), None)
+        schemas = self.doc.get("schemas")
+        if isinstance(schemas, list) and target.extension.id in schemas:
+            schemas.remove(target.extension.id)
+
+    def _drop_empty_extension(self, target: _Target) -> None:
+        if target.extension is not None and self.container(target, create=False) == {}:
+            self._remove_extension(target)
+
+
+def _check_writable(target: _Target) -> None:
+    """RFC 7643 §2.2: a ``readOnly`` attribute cannot be changed by a client (``mutability``)."""
+    for attribute in (target.attribute, target.sub):
+        if attribute is not None and attribute.mutability == "readOnly":
+            raise Mutability(f"{target.text!r} is readOnly")
+
+
+def _check_removable(attribute: Attribute | None, current: Any, where: str) -> None:
+    if attribute is not None and attribute.mutability == "immutable" and current is not None:
+        raise Mutability(f"{where!r} is immutable and already set")
+
+
+def _assign(holder: dict[str, Any], key: str, attribute: Attribute, value: Any) -> None:
+    """Set one value; an ``immutable`` one may be set once (RFC 7643 §2.2)."""
+    current = holder.get(key)
+    if attribute.mutability == "immutable" and current is not None and current != value:
+        raise Mutability(f"{attribute.name!r} is immutable and already set")
+    _put(holder, key, value)
+
+
+def _dict_at(holder: Mapping[str, Any], key: str) -> dict[str, Any]:
+    found = holder.get(key)
+    return found if isinstance(found, dict) else {}
+
+
+def _list_at(holder: Mapping[str, Any], key: str) -> list[Any]:
+    found = holder.get(key)
+    return found if isinstance(found, list) else []
+
+
+def _put(holder: dict[str, Any], key: str, value: Any) -> None:
+    if value is None or value == [] or value == {}:
+        holder.pop(key, None)  # unassigned (RFC 7643 §2.5)
+    else:
+        holder[key] = value
+
+
+def _put_raw(holder: dict[str, Any], key: str, value: Any) -> None:
+    """Store an attribute the schema does not know, as sent, replacing any spelling of it."""
+    holder.pop(_key_of(holder, key), None)
+    if value is not None:
+        holder[key] = copy.deepcopy(value)
+
+
+def _key_of(holder: Mapping[str, Any], name: str) -> str:
+    """The key under which `name` is stored (names are case-insensitive, RFC 7643 §2.1)."""
+    if name in holder:
+        return name
+    lowered = name.lower()
+    return next((key for key in holder if key.lower() == lowered), name)
+
+
+def _remove_listed(attribute: Attribute, holder: dict[str, Any], key: str, value: Any) -> None:
+    """Remove only the elements listed in ``value`` (``members`` removal by Entra ID and Okta)."""
+    listed = canonical_value(attribute, value if isinstance(value, list) else [value], key)
+    kept = [e for e in holder[key] if not any(_contains(attribute, e, item) for item in listed)]
+    _put(holder, key, kept)
+
+
+def _contains(attribute: Attribute, element: Any, item: Any) -> bool:
+    """Whether `element` carries every sub-attribute of `item`, compared per ``caseExact``."""
+    if not isinstance(element, Mapping) or not isinstance(item, Mapping):
+        return bool(element == item)
+    for sub_key, wanted in item.items():
+        have = element.get(_key_of(element, sub_key))
+        sub = attribute.sub(sub_key)
+        if isinstance(have, str) and isinstance(wanted, str) and not (sub and sub.case_exact):
+            have, wanted = have.lower(), wanted.lower()
+        if have != wanted:
+            return False
+    return True
+
+
+def _append_new(current: list[Any], items: list[Any]) -> list[Any]:
+    """Append the items not already present (RFC 7644 §3.5.2.1: an existing value is no change)."""
+    seen = {json.dumps(e, sort_keys=True) for e in current}
+    elements = list(current)
+    for item in items:
+        fingerprint = json.dumps(item, sort_keys=True)
+        if fingerprint not in seen:
+            seen.add(fingerprint)
+            elements.append(item)
+    return elements
+
+
+def _check_one_primary(items: list[Any], where: str) -> None:
+    if sum(1 for i in items if isinstance(i, Mapping) and i.get("primary") is True) > 1:
+        raise InvalidValue(f"{where!r}: at most one value may be primary (RFC 7643 §2.4)")
+
+
+def _one_primary(elements: list[Any], written: list[Any]) -> None:
+    """RFC 7643 §2.4: one ``primary`` at most; the most recently written primary element wins."""
+    primaries = [e for e in elements if isinstance(e, dict) and e.get("primary") is True]
+    if len(primaries) < 2:
+        return
+    fresh = [e for e in primaries if any(e is w for w in written)]
+    winner = (fresh or primaries)[-1]
+    for element in primaries:
+        if element is not winner:
+            element["primary"] = False
+
+
+def _write_element(
+    attribute: Attribute, element: dict[str, Any], value: Any, where: str, *, replace: bool
+) -> None:
+    """Write an object into one matched element: merged on add, replacing it on replace.
+
+    RFC 7644 §3.5.2.3: "all matching record values SHALL be replaced". Immutable sub-attributes
+    are checked before anything changes.
+    """
+    new = canonical_value(attribute, [value], where)
+    incoming: dict[str, Any] = new[0] if new else {}
+    for sub_key, sub_value in incoming.items():
+        sub = attribute.sub(sub_key)
+        if sub is None:
+            element[sub_key] = sub_value
+        else:
+            _assign(element, _key_of(element, sub.name), sub, sub_value)
+    if replace:
+        for stale in [k for k in element if k not in incoming]:
+            _check_removable(attribute.sub(stale), element[stale], where)
+            del element[stale]
+
+
+def _eq_template(node: Filter | None) -> dict[str, Any] | None:
+    """The element a filter of ``eq`` clauses joined by ``and`` describes, else ``None``.
+
+    ``type eq "work" and primary eq true`` gives ``{"type": "work", "primary": True}``.
+    """
+    if isinstance(node, Compare) and node.op == "eq" and node.path.urn is None:
+        if node.path.sub is None and node.value is not None:
+            return {node.path.name: node.value}
+        return None
+    if isinstance(node, And):
+        left, right = _eq_template(node.left), _eq_template(node.right)
+        if left is None or right is None:
+            return None
+        return {**left, **right}
+    return None
