@@ -108,6 +108,7 @@ class LoadProcess:
             stdout=subprocess.PIPE,
             start_new_session=True,
         )
+        self.busy = False
         self.selector = selectors.DefaultSelector()
         assert self.process.stdout is not None
         self.selector.register(self.process.stdout, selectors.EVENT_READ)
@@ -127,10 +128,16 @@ class LoadProcess:
         assert self.process.stdin is not None
         self.process.stdin.write(phase.encode() + b"\n")
         self.process.stdin.flush()
-        return self._read_line(self.reply_timeout_s)
+        self.busy = True
+        reply = self._read_line(self.reply_timeout_s)
+        self.busy = False
+        return reply
 
     def stop(self) -> None:
+        """Quit between phases; terminate at once if interrupted in the middle of one."""
         self.selector.close()
+        if self.busy and self.process.poll() is None:
+            self.process.terminate()
         if self.process.poll() is None:
             try:
                 assert self.process.stdin is not None
@@ -183,6 +190,7 @@ def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
     tag = f"r{int(time.time())}"
     result: dict[str, Any] = {
         "kind": "scim-hub-bench",
