@@ -261,7 +261,9 @@ def start_hub(workdir: Path, database_url: str | None = None, workers: int = 1) 
     env["SCIM_HUB_LOG_LEVEL"] = "warning"
     env["SCIM_HUB_LOG_FORMAT"] = "json"
     cli = _hub_cli()
-    for args in (["db", "upgrade"], ["init", "--json"]):
+    # A workspace of its own, so that a reused database (PostgreSQL) can be benched again.
+    workspace = f"bench-{int(time.time())}-{os.getpid()}"
+    for args in (["db", "upgrade"], ["init", "--workspace", workspace, "--json"]):
         done = subprocess.run(
             [*cli, *args], cwd=REPO, env=env, capture_output=True, timeout=120, check=False
         )
