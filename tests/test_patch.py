@@ -156,6 +156,11 @@ def test_replace_null_clears() -> None:
     assert result["name"] == {"familyName": "Jensen"}
 
 
+def test_replace_complex_with_null_sub_attribute_clears_it() -> None:
+    result = patch(USER, {"op": "replace", "path": "name", "value": {"familyName": None}})
+    assert result["name"] == {"givenName": "Barbara"}
+
+
 def test_replace_multi_valued_filter_with_and_clause() -> None:
     path = 'emails[type eq "home" and value ew "example"].display'
     result = patch(USER, {"op": "replace", "path": path, "value": "Home"})

@@ -278,6 +278,10 @@ class _Patcher:
                 merged[sub_key] = sub_value
             else:
                 _assign(merged, _key_of(merged, sub.name), sub, sub_value)
+        for cleared in _null_keys(value):  # {"givenName": null} unassigns it (RFC 7643 §2.5)
+            sub = attribute.sub(cleared)
+            _check_removable(sub, merged.get(_key_of(merged, cleared)), where)
+            merged.pop(_key_of(merged, sub.name if sub else cleared), None)
         _put(holder, key, merged)
 
     def _write_multi(
@@ -319,7 +323,7 @@ class _Patcher:
         self, op: str, target: _Target, attribute: Attribute, holder: dict[str, Any], value: Any
     ) -> None:
         key = _key_of(holder, attribute.name)
-        elements = list(holder.get(key) or [])
+        elements = list(_list_at(holder, key))
         matches = [e for e in elements if self._matches(target, e)]
         created = not matches
         if created:
@@ -432,6 +436,10 @@ def _assign(holder: dict[str, Any], key: str, attribute: Attribute, value: Any) 
     if attribute.mutability == "immutable" and current is not None and current != value:
         raise Mutability(f"{attribute.name!r} is immutable and already set")
     _put(holder, key, value)
+
+
+def _null_keys(value: Any) -> list[str]:
+    return [str(k) for k, v in value.items() if v is None] if isinstance(value, Mapping) else []
 
 
 def _dict_at(holder: Mapping[str, Any], key: str) -> dict[str, Any]:
