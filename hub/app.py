@@ -30,7 +30,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", sync_to_thread=False, include_in_schema=False)
+@get("/readyz", include_in_schema=False)
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     """Readiness: the database answers."""
     hub: Hub = request.app.state.hub

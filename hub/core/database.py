@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from hub.core.errors import Unavailable
+from hub.core.filtering import register_sqlite_functions
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -113,6 +114,7 @@ class SqliteDatabase:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=10000")
             cursor.close()
+            register_sqlite_functions(dbapi_conn)
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:

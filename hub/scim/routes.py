@@ -345,7 +345,7 @@ async def _delete(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -
 
 # --- routes ------------------------------------------------------------------------------------
 
-_OPTS: dict[str, Any] = {"sync_to_thread": False, "media_type": SCIM_JSON}
+_OPTS: dict[str, Any] = {"media_type": SCIM_JSON}
 
 
 def _resource_routes(rt: ResourceType) -> list[HTTPRouteHandler]:
@@ -362,16 +362,20 @@ def _resource_routes(rt: ResourceType) -> list[HTTPRouteHandler]:
     async def search(request: Request[Any, Any, Any]) -> Response[bytes]:
         return await _post_search(request, rt)
 
-    async def read(request: Request[Any, Any, Any], rid: str) -> Response[bytes]:
+    async def read(request: Request[Any, Any, Any]) -> Response[bytes]:
+        rid = request.path_params["rid"]
         return await _get(request, rt, rid)
 
-    async def replace(request: Request[Any, Any, Any], rid: str) -> Response[bytes]:
+    async def replace(request: Request[Any, Any, Any]) -> Response[bytes]:
+        rid = request.path_params["rid"]
         return await _put(request, rt, rid)
 
-    async def modify(request: Request[Any, Any, Any], rid: str) -> Response[bytes]:
+    async def modify(request: Request[Any, Any, Any]) -> Response[bytes]:
+        rid = request.path_params["rid"]
         return await _patch(request, rt, rid)
 
-    async def remove(request: Request[Any, Any, Any], rid: str) -> Response[bytes]:
+    async def remove(request: Request[Any, Any, Any]) -> Response[bytes]:
+        rid = request.path_params["rid"]
         return await _delete(request, rt, rid)
 
     return [
@@ -381,7 +385,7 @@ def _resource_routes(rt: ResourceType) -> list[HTTPRouteHandler]:
         get(item, name=f"{name}-get", **_OPTS)(read),
         put(item, name=f"{name}-replace", **_OPTS)(replace),
         patch(item, name=f"{name}-patch", **_OPTS)(modify),
-        delete(item, name=f"{name}-delete", status_code=204, **_OPTS)(remove),
+        delete(item, name=f"{name}-delete", status_code=200, **_OPTS)(remove),
     ]
 
 
@@ -409,8 +413,9 @@ async def resource_types(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 @get("/scim/v2/ResourceTypes/{name:str}", name="resource-type", **_OPTS)
-async def resource_type(request: Request[Any, Any, Any], name: str) -> Response[bytes]:
+async def resource_type(request: Request[Any, Any, Any]) -> Response[bytes]:
     """One resource type by name."""
+    name: str = request.path_params["name"]
 
     def build(hub: Hub) -> JSON:
         for doc in discovery.resource_types(hub.base):
@@ -428,8 +433,9 @@ async def schemas(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 @get("/scim/v2/Schemas/{urn:str}", name="schema", **_OPTS)
-async def schema(request: Request[Any, Any, Any], urn: str) -> Response[bytes]:
+async def schema(request: Request[Any, Any, Any]) -> Response[bytes]:
     """One schema by URN."""
+    urn: str = request.path_params["urn"]
 
     def build(hub: Hub) -> JSON:
         for doc in discovery.schemas(hub.base):

@@ -1,0 +1,109 @@
+"""Groups and membership over real HTTP (RFC 7643 §4.2, RFC 7644 §3.5.2), SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import ScimClient, assert_scim_error, group_body, user_body
+
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+def ops(*operations: dict[str, Any]) -> dict[str, Any]:
+    return {"schemas": [PATCH_OP], "Operations": list(operations)}
+
+
+async def make_users(scim: ScimClient, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        response = await scim.post("/Users", user_body())
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+def member_ids(group: dict[str, Any]) -> set[str]:
+    return {m["value"] for m in group.get("members", [])}
+
+
+async def test_group_lifecycle_with_members(scim: ScimClient) -> None:
+    a, b, c = await make_users(scim, 3)
+    created = await scim.post("/Groups", group_body("Sales", members=[{"value": a}, {"value": b}]))
+    assert created.status_code == 201, created.text
+    group = created.json()
+    gid = group["id"]
+    assert member_ids(group) == {a, b}
+    assert group["meta"]["resourceType"] == "Group"
+    member = group["members"][0]
+    assert member["type"] == "User"
+    assert member["$ref"].endswith(f"/Users/{member['value']}")
+
+    added = await scim.patch(
+        f"/Groups/{gid}", ops({"op": "Add", "path": "members", "value": [{"value": c}]})
+    )
+    assert member_ids(added.json()) == {a, b, c}
+    removed = await scim.patch(
+        f"/Groups/{gid}", ops({"op": "Remove", "path": f'members[value eq "{a}"]'})
+    )
+    assert member_ids(removed.json()) == {b, c}
+    listed = await scim.patch(
+        f"/Groups/{gid}", ops({"op": "remove", "path": "members", "value": [{"value": b}]})
+    )
+    assert member_ids(listed.json()) == {c}
+    renamed = await scim.patch(
+        f"/Groups/{gid}", ops({"op": "replace", "value": {"displayName": "Sales EU"}})
+    )
+    assert renamed.json()["displayName"] == "Sales EU"
+    user = (await scim.get(f"/Users/{c}")).json()
+    assert user["groups"] == [
+        {"value": gid, "display": "Sales EU", "$ref": user["groups"][0]["$ref"], "type": "direct"}
+    ]
+    assert (await scim.delete(f"/Groups/{gid}")).status_code == 204
+    assert_scim_error(await scim.get(f"/Groups/{gid}"), 404)
+    assert "groups" not in (await scim.get(f"/Users/{c}")).json()
+
+
+async def test_excluded_members_and_filters(scim: ScimClient) -> None:
+    (a,) = await make_users(scim, 1)
+    gid = (await scim.post("/Groups", group_body("Ops", members=[{"value": a}]))).json()["id"]
+    plain = await scim.get(f"/Groups/{gid}", params={"excludedAttributes": "members"})
+    assert "members" not in plain.json()
+    by_name = await scim.get("/Groups", params={"filter": 'displayName eq "ops"'})
+    assert [g["id"] for g in by_name.json()["Resources"]] == [gid]
+    by_member = await scim.get("/Groups", params={"filter": f'members[value eq "{a}"]'})
+    assert by_member.json()["totalResults"] == 1
+    users_in = await scim.get("/Users", params={"filter": f'groups.value eq "{gid}"'})
+    assert [u["id"] for u in users_in.json()["Resources"]] == [a]
+
+
+async def test_put_replaces_members(scim: ScimClient) -> None:
+    a, b = await make_users(scim, 2)
+    gid = (await scim.post("/Groups", group_body("G", members=[{"value": a}]))).json()["id"]
+    replaced = await scim.put(f"/Groups/{gid}", group_body("G2", members=[{"value": b}]))
+    assert replaced.status_code == 200, replaced.text
+    assert member_ids(replaced.json()) == {b}
+    assert replaced.json()["displayName"] == "G2"
+
+
+async def test_unknown_member_is_refused_and_changes_nothing(scim: ScimClient) -> None:
+    (a,) = await make_users(scim, 1)
+    gid = (await scim.post("/Groups", group_body("G", members=[{"value": a}]))).json()["id"]
+    before = (await scim.get(f"/Groups/{gid}")).json()
+    bad = await scim.patch(
+        f"/Groups/{gid}",
+        ops(
+            {"op": "replace", "path": "displayName", "value": "changed"},
+            {"op": "add", "path": "members", "value": [{"value": "no-such-user"}]},
+        ),
+    )
+    assert_scim_error(bad, 400, "invalidValue")
+    assert (await scim.get(f"/Groups/{gid}")).json() == before
+
+
+async def test_deleting_a_user_removes_their_memberships(scim: ScimClient) -> None:
+    a, b = await make_users(scim, 2)
+    gid = (
+        await scim.post("/Groups", group_body("G", members=[{"value": a}, {"value": b}]))
+    ).json()["id"]
+    assert (await scim.delete(f"/Users/{a}")).status_code == 204
+    assert member_ids((await scim.get(f"/Groups/{gid}")).json()) == {b}

@@ -1,0 +1,250 @@
+"""Users over real HTTP (RFC 7644 §3.3-§3.6), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import ScimClient, assert_scim_error, user_body
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+def full_user(user_name: str = "bjensen@example.com") -> dict[str, Any]:
+    return {
+        "schemas": [USER, ENTERPRISE],
+        "userName": user_name,
+        "externalId": "ext-" + user_name,
+        "name": {
+            "givenName": "Barbara",
+            "familyName": "Jensen",
+            "formatted": "Ms. Barbara J Jensen",
+        },
+        "displayName": "Babs Jensen",
+        "title": "Tour Guide",
+        "emails": [
+            {"value": user_name, "type": "work", "primary": True},
+            {"value": "babs@jensen.org", "type": "home"},
+        ],
+        "phoneNumbers": [{"value": "555-555-5555", "type": "work"}],
+        "active": True,
+        "x-unmapped": {"kept": ["as", "sent"]},
+        ENTERPRISE: {"department": "Tours", "manager": {"value": "m-1"}},
+    }
+
+
+def ops(*operations: dict[str, Any]) -> dict[str, Any]:
+    return {"schemas": [PATCH_OP], "Operations": list(operations)}
+
+
+async def test_create_returns_the_resource_with_meta(scim: ScimClient) -> None:
+    response = await scim.post("/Users", full_user())
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert response.headers["content-type"].startswith("application/scim+json")
+    assert response.headers["location"] == body["meta"]["location"]
+    assert response.headers["etag"] == body["meta"]["version"]
+    assert body["meta"]["resourceType"] == "User"
+    assert body["meta"]["location"].endswith(f"/scim/v2/Users/{body['id']}")
+    assert body["meta"]["created"] == body["meta"]["lastModified"]
+    assert body["name"]["givenName"] == "Barbara"
+    assert body[ENTERPRISE]["department"] == "Tours"
+    assert body["x-unmapped"] == {"kept": ["as", "sent"]}
+    assert "password" not in body
+
+
+async def test_get_returns_what_was_put(scim: ScimClient) -> None:
+    created = (await scim.post("/Users", user_body("a@example.com"))).json()
+    document = full_user("a@example.com")
+    document["id"] = created["id"]
+    put = await scim.put(f"/Users/{created['id']}", document)
+    assert put.status_code == 200, put.text
+    got = (await scim.get(f"/Users/{created['id']}")).json()
+    for key, value in full_user("a@example.com").items():
+        assert got[key] == value, key
+    assert got["meta"]["version"] != created["meta"]["version"]
+
+
+async def test_attribute_names_are_case_insensitive_on_input(scim: ScimClient) -> None:
+    body = {"schemas": [USER], "USERNAME": "Case@Example.com", "Name": {"GIVENNAME": "C"}}
+    created = await scim.post("/Users", body)
+    assert created.status_code == 201, created.text
+    assert created.json()["userName"] == "Case@Example.com"
+    assert created.json()["name"] == {"givenName": "C"}
+
+
+async def test_username_is_unique_case_insensitively(scim: ScimClient) -> None:
+    assert (await scim.post("/Users", user_body("Dup@Example.com"))).status_code == 201
+    again = await scim.post("/Users", user_body("dup@example.COM"))
+    body = assert_scim_error(again, 409, "uniqueness")
+    assert "dup@example.COM" in body["detail"]
+
+
+async def test_password_is_accepted_but_never_stored_or_returned(scim: ScimClient) -> None:
+    created = await scim.post("/Users", user_body(password="hunter2-Secret!"))
+    assert created.status_code == 201
+    assert "password" not in created.json()
+    got = await scim.get(f"/Users/{created.json()['id']}")
+    assert "hunter2" not in got.text
+
+
+async def test_list_filter_paging_and_sorting(scim: ScimClient) -> None:
+    for index in range(7):
+        body = user_body(f"u{index}@example.com", title="Engineer" if index % 2 else "Designer")
+        assert (await scim.post("/Users", body)).status_code == 201
+    page = (await scim.get("/Users", params={"startIndex": "3", "count": "2"})).json()
+    assert page["totalResults"] == 7
+    assert page["startIndex"] == 3
+    assert page["itemsPerPage"] == 2
+    assert [r["userName"] for r in page["Resources"]] == ["u2@example.com", "u3@example.com"]
+    filtered = (await scim.get("/Users", params={"filter": 'title eq "engineer"'})).json()
+    assert filtered["totalResults"] == 3
+    ordered = (
+        await scim.get("/Users", params={"sortBy": "userName", "sortOrder": "descending"})
+    ).json()
+    names = [r["userName"] for r in ordered["Resources"]]
+    assert names == sorted(names, reverse=True)
+    zero = (await scim.get("/Users", params={"count": "0"})).json()
+    assert zero["totalResults"] == 7
+    assert zero["Resources"] == []
+
+
+async def test_filter_with_no_match_is_an_empty_list_response(scim: ScimClient) -> None:
+    response = await scim.get("/Users", params={"filter": 'userName eq "nobody@example.com"'})
+    assert response.status_code == 200
+    assert response.json()["totalResults"] == 0
+    assert response.json()["Resources"] == []
+
+
+async def test_value_path_and_urn_filters(scim: ScimClient) -> None:
+    await scim.post("/Users", full_user("x@example.com"))
+    await scim.post("/Users", user_body("y@example.com"))
+    for expression in (
+        'emails[type eq "work" and value co "x@example"]',
+        f'{ENTERPRISE}:department eq "Tours"',
+        'name.familyName sw "jen"',
+        "x509Certificates pr or title pr",
+        'not (userName eq "y@example.com")',
+    ):
+        found = (await scim.get("/Users", params={"filter": expression})).json()
+        assert [r["userName"] for r in found["Resources"]] == ["x@example.com"], expression
+
+
+async def test_post_search(scim: ScimClient) -> None:
+    await scim.post("/Users", user_body("s@example.com"))
+    response = await scim.post(
+        "/Users/.search",
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+            "filter": 'userName eq "S@EXAMPLE.COM"',
+            "attributes": ["userName"],
+        },
+    )
+    assert response.status_code == 200, response.text
+    resource = response.json()["Resources"][0]
+    assert set(resource) == {"schemas", "id", "userName"}
+
+
+async def test_attributes_and_excluded_attributes(scim: ScimClient) -> None:
+    created = (await scim.post("/Users", full_user())).json()
+    only = (
+        await scim.get(f"/Users/{created['id']}", params={"attributes": "name.givenName"})
+    ).json()
+    assert only["name"] == {"givenName": "Barbara"}
+    assert "emails" not in only
+    assert only["id"] == created["id"]
+    without = (
+        await scim.get(f"/Users/{created['id']}", params={"excludedAttributes": "emails,name"})
+    ).json()
+    assert "emails" not in without
+    assert "name" not in without
+    assert without["userName"] == created["userName"]
+
+
+async def test_etags(scim: ScimClient) -> None:
+    created = await scim.post("/Users", user_body())
+    tag = created.headers["etag"]
+    uid = created.json()["id"]
+    cached = await scim.get(f"/Users/{uid}", headers={"If-None-Match": tag})
+    assert cached.status_code == 304
+    stale = await scim.patch(
+        f"/Users/{uid}",
+        ops({"op": "replace", "path": "title", "value": "x"}),
+        headers={"If-Match": 'W/"999"'},
+    )
+    assert_scim_error(stale, 412)
+    fresh = await scim.patch(
+        f"/Users/{uid}",
+        ops({"op": "replace", "path": "title", "value": "x"}),
+        headers={"If-Match": tag},
+    )
+    assert fresh.status_code == 200
+    assert fresh.headers["etag"] != tag
+    assert_scim_error(await scim.delete(f"/Users/{uid}", headers={"If-Match": tag}), 412)
+    assert (await scim.get(f"/Users/{uid}")).json()["title"] == "x"
+
+
+async def test_patch_entra_style_operations(scim: ScimClient) -> None:
+    uid = (await scim.post("/Users", full_user())).json()["id"]
+    response = await scim.patch(
+        f"/Users/{uid}",
+        ops(
+            {"op": "Replace", "path": 'emails[type eq "work"].value', "value": "new@example.com"},
+            {"op": "Add", "path": 'addresses[type eq "work"].locality', "value": "Oslo"},
+            {
+                "op": "Replace",
+                "value": {"name.familyName": "Smith", f"{ENTERPRISE}:department": "Ops"},
+            },
+            {"op": "Remove", "path": 'phoneNumbers[type eq "work"]'},
+        ),
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["emails"][0]["value"] == "new@example.com"
+    assert body["addresses"] == [{"type": "work", "locality": "Oslo"}]
+    assert body["name"]["familyName"] == "Smith"
+    assert body[ENTERPRISE]["department"] == "Ops"
+    assert "phoneNumbers" not in body
+
+
+async def test_patch_primary_rule(scim: ScimClient) -> None:
+    uid = (await scim.post("/Users", full_user())).json()["id"]
+    response = await scim.patch(
+        f"/Users/{uid}",
+        ops({"op": "add", "path": "emails", "value": [{"value": "p@x.org", "primary": True}]}),
+    )
+    primaries = [e for e in response.json()["emails"] if e.get("primary")]
+    assert primaries == [{"value": "p@x.org", "primary": True}]
+
+
+async def test_failed_patch_changes_nothing(scim: ScimClient) -> None:
+    created = (await scim.post("/Users", full_user())).json()
+    bad = await scim.patch(
+        f"/Users/{created['id']}",
+        ops(
+            {"op": "replace", "path": "title", "value": "changed"},
+            {"op": "replace", "path": "id", "value": "other"},
+        ),
+    )
+    assert_scim_error(bad, 400, "mutability")
+    after = (await scim.get(f"/Users/{created['id']}")).json()
+    assert after == created
+
+
+async def test_deactivate_then_delete_keeps_user_for_reprovisioning(scim: ScimClient) -> None:
+    created = (await scim.post("/Users", full_user("keep@example.com"))).json()
+    uid = created["id"]
+    off = await scim.patch(
+        f"/Users/{uid}", ops({"op": "replace", "path": "active", "value": False})
+    )
+    assert off.json()["active"] is False
+    assert (await scim.get(f"/Users/{uid}")).json()["active"] is False
+    assert (await scim.delete(f"/Users/{uid}")).status_code == 204
+    assert_scim_error(await scim.get(f"/Users/{uid}"), 404)
+    gone = await scim.get("/Users", params={"filter": 'userName eq "keep@example.com"'})
+    assert gone.json()["totalResults"] == 0
+    again = await scim.post("/Users", full_user("keep@example.com"))
+    assert again.status_code == 201
+    assert again.json()["id"] == uid
+    assert again.json()["active"] is True
