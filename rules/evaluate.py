@@ -164,6 +164,10 @@ def _compile(
             return _subvalues(whole(obj), "value")
 
     matches = compile_match(flt.op, flt.value, info, _dotted(urn, names))
+    if flt.value is None:  # `eq null` is "not present", `ne null` is "present"
+        if flt.op == "eq":
+            return lambda obj: not any(_present(v) for v in values(obj))
+        return lambda obj: any(_present(v) for v in values(obj))
     if flt.op == "ne":
         return lambda obj: not any(matches(v) for v in values(obj))
     return lambda obj: any(matches(v) for v in values(obj))
@@ -186,7 +190,8 @@ def _compile_value_path(flt: ValuePath, describe: Describe) -> _Predicate:
 def compile_match(op: str, value: Value, info: AttrInfo, where: str) -> _Match:
     """Return a test of one attribute value against `op value` (`ne` is tested as `eq`).
 
-    `eq null` and `ne null` test presence, see `evaluate`.
+    `eq null` and `ne null` test presence of all the values, which the caller does; the
+    returned test then matches nothing.
 
     Raises:
         InvalidComparison: the comparison is not allowed for the attribute's type.
@@ -199,9 +204,8 @@ def compile_match(op: str, value: Value, info: AttrInfo, where: str) -> _Match:
     if value is None:
         if op not in ("eq", "ne"):
             raise InvalidComparison(f"null can only be compared with 'eq' or 'ne' ('{where}')")
-        # Callers wrap `ne` in a negation, so both test "no value": the absent-value case is
-        # covered by any() over an empty list, present values never equal null.
-        return lambda v: not _present(v)
+        # Presence is a property of all the values together; the caller tests it.
+        return _never
     if kind == "dateTime":
         return _datetime_match(op, value, where)
     test = _ORDER["eq" if op == "ne" else op] if op not in SUBSTRING_OPS else None

@@ -1,0 +1,725 @@
+"""Compile SCIM filters (RFC 7644 §3.4.2.2) and `sortBy` (§3.4.2.3) to SQL.
+
+The SQL selects exactly the rows whose *rendered* resource `rules.evaluate` would match, so the
+two implementations can be checked against each other (tests/test_filtering_sql.py). How a
+resource is stored decides where each attribute is read:
+
+* indexed columns for `id`, `userName` / `displayName` (through their lowered `*_key` copies),
+  `externalId`, `active`, `meta.created` and `meta.lastModified`; `meta.resourceType` is a
+  constant and `meta.version` is derived from the `version` column;
+* `EXISTS` over `memberships` for a user's `groups` and a group's `members`;
+* JSON (`data`) for everything else, with `json_each`/`jsonb_array_elements` for multi-valued
+  attributes.
+
+Semantics shared with `rules.evaluate`: `ne` is `not eq`, `eq null` is "not present", and
+every leaf is made two-valued under `not` (SQL's NULL would otherwise turn `not (title eq "x")`
+into "unknown" for a user without a title, where the evaluator says true).
+
+Only bound parameters carry filter values. Case-insensitive comparisons lower both sides with
+Python's `str.lower()` semantics: the filter value in Python, the column with `hub_lower` on
+SQLite (see `register_sqlite_functions`) and `lower()` on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Numeric,
+    String,
+    and_,
+    case,
+    cast,
+    collate,
+    exists,
+    false,
+    func,
+    literal,
+    literal_column,
+    not_,
+    or_,
+    select,
+    true,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.selectable import Exists
+
+import rules
+from hub.core.errors import InvalidFilter
+from hub.core.models import groups, memberships, users
+from hub.core.schema import Attribute, ResourceType
+from rules.evaluate import STRING_TYPES, AttrInfo, compile_match, parse_datetime
+
+Predicate = ColumnElement[bool]
+
+_ORDERING: Final = ("gt", "ge", "lt", "le")
+# PostgreSQL: any scalar leaf that is not null and not "" makes a JSON value present.
+_PG_PRESENT: Final[ColumnElement[Any]] = literal_column(
+    '\'strict $.** ? ((@.type() == "string" && @ != "") || @.type() == "number" '
+    '|| @.type() == "boolean")\'::jsonpath'
+)
+
+
+def register_sqlite_functions(dbapi_connection: Any) -> None:
+    """Register the SQL functions the compiled filters use on a SQLite connection.
+
+    SQLite's built-in `lower()` folds ASCII only; `hub_lower` applies Python's `str.lower()` so
+    SQL and `rules.evaluate` agree on every string. Call it from the engine's "connect" hook.
+
+    Args:
+        dbapi_connection: a `sqlite3.Connection`.
+    """
+    dbapi_connection.create_function("hub_lower", 1, _py_lower, deterministic=True)
+
+
+def _py_lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+def compile_filter(flt: rules.Filter, resource_type: ResourceType, dialect: str) -> Predicate:
+    """Compile a parsed filter to a WHERE clause over `users` or `groups`.
+
+    Args:
+        flt: the parsed filter (`rules.parse_filter`).
+        resource_type: `USER_TYPE` (rows of `users`) or `GROUP_TYPE` (rows of `groups`).
+        dialect: "sqlite" or "postgresql".
+
+    Returns:
+        A boolean SQL expression true exactly for the rows `rules.evaluate` matches.
+
+    Raises:
+        InvalidFilter: an unknown attribute, a comparison its type forbids (`gt` on a boolean),
+            an unparseable dateTime, or an attribute the hub cannot filter on (`meta.location`).
+    """
+    return _Compiler(resource_type, dialect).filter(flt, _root_scope(resource_type, dialect), None)
+
+
+def sort_key(path_text: str, resource_type: ResourceType, dialect: str) -> ColumnElement[Any]:
+    """The ORDER BY expression for `sortBy` (RFC 7644 §3.4.2.3).
+
+    A multi-valued attribute sorts by its primary value, else its first one; case-insensitive
+    strings sort by their lowered value, in code-point order on both databases.
+
+    Raises:
+        InvalidFilter: the path is malformed or names an unknown or unsortable attribute.
+    """
+    try:
+        parsed = rules.parse_path(path_text)
+    except rules.FilterSyntaxError as exc:
+        raise InvalidFilter(f"invalid sortBy: {exc}") from exc
+    if parsed.filter is not None or not parsed.attr.name:
+        raise InvalidFilter(f"invalid sortBy {path_text!r}: name one attribute")
+    compiler = _Compiler(resource_type, dialect)
+    scope = _root_scope(resource_type, dialect)
+    keys, top, sub = compiler.resolve(parsed.attr, None)
+    if top.multi_valued:
+        leaf = sub or top.sub("value")
+        if leaf is None:
+            raise InvalidFilter(f"cannot sort by {path_text!r}: name a sub-attribute")
+        return scope.sort_multi(keys, leaf, compiler.info(leaf))
+    leaf = sub or top
+    if sub is not None:
+        keys = (*keys, sub.name)
+    if leaf.type == "complex":
+        value = leaf.sub("value")
+        if value is None:
+            raise InvalidFilter(f"cannot sort by {path_text!r}: name a sub-attribute")
+        keys, leaf = (*keys, "value"), value
+    return scope.target(keys, path_text).sort(compiler.info(leaf))
+
+
+# --------------------------------------------------------------------------- the compiler
+
+
+class _Compiler:
+    def __init__(self, resource_type: ResourceType, dialect: str) -> None:
+        if dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported dialect {dialect!r}")
+        self.rt = resource_type
+        self.dialect = dialect
+
+    def info(self, attr: Attribute) -> AttrInfo:
+        return AttrInfo(attr.type, attr.case_exact, attr.multi_valued)
+
+    def resolve(
+        self, path: rules.AttrPath, parent: Attribute | None
+    ) -> tuple[tuple[str, ...], Attribute, Attribute | None]:
+        """Canonical JSON keys of the top attribute, its definition and the sub-attribute's."""
+        where = path.dotted()
+        top: Attribute | None
+        if parent is not None:
+            top = parent.sub(path.name)
+            if path.sub is not None:  # SCIM sub-attributes have no sub-attributes
+                top = None
+            keys: tuple[str, ...] = ()
+        elif path.urn is None or path.urn.lower() == self.rt.schema.id.lower():
+            top = self.rt.attribute(path.name)
+            keys = ()
+        else:
+            extension = self.rt.extension(path.urn)
+            top = extension.attribute(path.name) if extension is not None else None
+            keys = (extension.id,) if extension is not None else ()
+        if top is None:
+            raise InvalidFilter(f"unknown attribute {where!r} in filter")
+        sub: Attribute | None = None
+        if path.sub is not None:
+            sub = top.sub(path.sub)
+            if sub is None:
+                raise InvalidFilter(f"unknown attribute {where!r} in filter")
+        return (*keys, top.name), top, sub
+
+    def filter(self, flt: rules.Filter, scope: _Scope, parent: Attribute | None) -> Predicate:
+        if isinstance(flt, rules.And):
+            return and_(self.filter(flt.left, scope, parent), self.filter(flt.right, scope, parent))
+        if isinstance(flt, rules.Or):
+            return or_(self.filter(flt.left, scope, parent), self.filter(flt.right, scope, parent))
+        if isinstance(flt, rules.Not):
+            return _negate(self.filter(flt.operand, scope, parent))
+        if isinstance(flt, rules.ValuePath):
+            return self.value_path(flt, scope)
+        keys, top, sub = self.resolve(flt.path, parent)
+        where = flt.path.dotted()
+        if isinstance(flt, rules.Present):
+            return self.present(scope, keys, top, sub, where)
+        return self.compare(scope, keys, top, sub, flt, where)
+
+    def value_path(self, flt: rules.ValuePath, scope: _Scope) -> Predicate:
+        keys, top, _ = self.resolve(flt.path, None)
+        if top.type != "complex":
+            raise InvalidFilter(
+                f"'{flt.path.dotted()}' is not complex; a value filter '[…]' needs a complex "
+                "attribute"
+            )
+        if top.multi_valued:
+            element, wrap = scope.elements(keys, flt.path.dotted())
+            return wrap(self.filter(flt.filter, element, top))
+        return self.filter(flt.filter, _PrefixScope(scope, keys), top)
+
+    def present(
+        self,
+        scope: _Scope,
+        keys: tuple[str, ...],
+        top: Attribute,
+        sub: Attribute | None,
+        where: str,
+    ) -> Predicate:
+        if top.multi_valued:
+            element, wrap = scope.elements(keys, where)
+            if sub is None:
+                return wrap(element.whole_present())
+            return wrap(element.target((sub.name,), where).present())
+        return scope.target(keys if sub is None else (*keys, sub.name), where).present()
+
+    def compare(
+        self,
+        scope: _Scope,
+        keys: tuple[str, ...],
+        top: Attribute,
+        sub: Attribute | None,
+        flt: rules.Compare,
+        where: str,
+    ) -> Predicate:
+        leaf = sub or top
+        leaf_keys = (sub.name,) if sub is not None else ()
+        if leaf.type == "complex":
+            # RFC 7644 §3.4.2.2: a complex attribute without a sub-attribute compares "value".
+            value_attr = leaf.sub("value")
+            if value_attr is None:
+                raise InvalidFilter(f"'{where}' is complex; compare one of its sub-attributes")
+            leaf, leaf_keys = value_attr, ("value",)
+        info = self.info(leaf)
+        try:  # the evaluator's own checks, so both refuse the same filters
+            compile_match(flt.op, flt.value, info, where)
+        except rules.InvalidComparison as exc:
+            raise InvalidFilter(str(exc)) from exc
+        op = "eq" if flt.op == "ne" else flt.op
+
+        def leaf_predicate(target: _Target) -> Predicate:
+            if flt.value is None:
+                return target.present()
+            if not _value_fits(info, flt.value):
+                return false()  # a value of the wrong type matches nothing, like the evaluator
+            return target.compare(op, flt.value, info)
+
+        if top.multi_valued:
+            element, wrap = scope.elements(keys, where)
+            found = wrap(leaf_predicate(element.target(leaf_keys, where)))
+        else:
+            found = leaf_predicate(scope.target((*keys, *leaf_keys), where))
+        # `ne x` is `not (eq x)` and `eq null` is "not present" (see rules.evaluate).
+        negated = (flt.op == "ne") != (flt.value is None)
+        return _negate(found) if negated else found
+
+
+def _value_fits(info: AttrInfo, value: rules.Value) -> bool:
+    if info.type in STRING_TYPES or info.type == "dateTime":
+        return isinstance(value, str)
+    if info.type == "boolean":
+        return isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _negate(predicate: Predicate) -> Predicate:
+    """`NOT p` that is true when `p` is NULL: SQL NULL means "no value", i.e. no match."""
+    if isinstance(predicate, Exists):
+        return not_(predicate)
+    coalesced: Predicate = func.coalesce(predicate, false(), type_=Boolean)
+    return not_(coalesced)
+
+
+# --------------------------------------------------------------------------- targets
+
+
+class _Target(Protocol):
+    """One single-valued location a filter can test."""
+
+    def present(self) -> Predicate: ...
+
+    def compare(self, op: str, value: rules.Value, info: AttrInfo) -> Predicate: ...
+
+    def sort(self, info: AttrInfo) -> ColumnElement[Any]: ...
+
+
+def _lower(expr: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
+    if dialect == "sqlite":
+        return func.hub_lower(expr, type_=String)
+    return func.lower(expr, type_=String)
+
+
+def _string_compare(expr: ColumnElement[Any], op: str, value: str, dialect: str) -> Predicate:
+    """Compare a text expression with a string in code-point order."""
+    if op == "eq":
+        return expr == value
+    if op in _ORDERING:
+        if dialect == "postgresql":
+            # The database's collation may order "a" < "B"; Python compares code points.
+            expr = collate(expr, "C")
+        return {"gt": expr > value, "ge": expr >= value, "lt": expr < value, "le": expr <= value}[
+            op
+        ]
+    if dialect == "postgresql":
+        if op == "co":
+            return expr.contains(value, autoescape=True)
+        if op == "sw":
+            return expr.startswith(value, autoescape=True)
+        return expr.endswith(value, autoescape=True)
+    # SQLite's LIKE folds ASCII case, which would break caseExact attributes, so substring
+    # tests use instr/substr (no pattern, so no wildcard can be smuggled in either).
+    if op == "co":
+        return func.instr(expr, value) > 0
+    if not value:
+        return expr.is_not(None)
+    if op == "sw":
+        return func.substr(expr, 1, len(value)) == value
+    return func.substr(expr, -len(value)) == value
+
+
+@dataclass(frozen=True)
+class _StringColumn:
+    expr: ColumnElement[Any]
+    dialect: str
+    nullable: bool = False
+    # The column already holds `str.lower()` of the value (users.user_name_key).
+    lowered: bool = False
+
+    def present(self) -> Predicate:
+        return and_(self.expr.is_not(None), self.expr != "")
+
+    def compare(self, op: str, value: rules.Value, info: AttrInfo) -> Predicate:
+        assert isinstance(value, str)
+        expr = self.expr
+        if not info.case_exact:
+            value = value.lower()
+            if not self.lowered:
+                expr = _lower(expr, self.dialect)
+        return _string_compare(expr, op, value, self.dialect)
+
+    def sort(self, info: AttrInfo) -> ColumnElement[Any]:
+        expr = self.expr
+        if not info.case_exact and not self.lowered:
+            expr = _lower(expr, self.dialect)
+        return collate(expr, "C") if self.dialect == "postgresql" else expr
+
+
+@dataclass(frozen=True)
+class _BoolColumn:
+    expr: ColumnElement[Any]
+
+    def present(self) -> Predicate:
+        return true()
+
+    def compare(self, op: str, value: rules.Value, info: AttrInfo) -> Predicate:
+        return self.expr == value
+
+    def sort(self, info: AttrInfo) -> ColumnElement[Any]:
+        return self.expr
+
+
+@dataclass(frozen=True)
+class _TimeColumn:
+    """A dateTime kept as integer microseconds since the epoch."""
+
+    expr: ColumnElement[Any]
+
+    def present(self) -> Predicate:
+        return true()
+
+    def compare(self, op: str, value: rules.Value, info: AttrInfo) -> Predicate:
+        assert isinstance(value, str)
+        # rules.parse_datetime (not clock.parse_iso) so SQL and the evaluator accept the same
+        # texts, and in nanoseconds so sub-microsecond filter values still order exactly.
+        nanos = parse_datetime(value)
+        floor, ceil = nanos // 1000, -(-nanos // 1000)
+        if op == "eq":
+            return self.expr == floor if floor == ceil else false()
+        return {
+            "gt": self.expr > floor,
+            "ge": self.expr >= ceil,
+            "lt": self.expr < ceil,
+            "le": self.expr <= floor,
+        }[op]
+
+    def sort(self, info: AttrInfo) -> ColumnElement[Any]:
+        return self.expr
+
+
+@dataclass(frozen=True)
+class _Constant:
+    value: str
+
+    def present(self) -> Predicate:
+        return true() if self.value else false()
+
+    def compare(self, op: str, value: rules.Value, info: AttrInfo) -> Predicate:
+        return true() if compile_match(op, value, info, "")(self.value) else false()
+
+    def sort(self, info: AttrInfo) -> ColumnElement[Any]:
+        return literal(self.value)
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """An attribute the hub renders but cannot filter on (its value depends on the base URL)."""
+
+    where: str
+
+    def _refuse(self) -> InvalidFilter:
+        return InvalidFilter(f"filtering or sorting on '{self.where}' is not supported")
+
+    def present(self) -> Predicate:
+        raise self._refuse()
+
+    def compare(self, op: str, value: rules.Value, info: AttrInfo) -> Predicate:
+        raise self._refuse()
+
+    def sort(self, info: AttrInfo) -> ColumnElement[Any]:
+        raise self._refuse()
+
+
+@dataclass(frozen=True)
+class _Json:
+    """A value inside a JSON document: `doc` at `keys`."""
+
+    doc: ColumnElement[Any]
+    keys: tuple[str, ...]
+    dialect: str
+    where: str
+
+    def _sqlite_path(self) -> str:
+        return "$" + "".join(f'."{key}"' for key in self.keys)
+
+    def _type(self) -> ColumnElement[Any]:
+        if self.dialect == "sqlite":
+            return func.json_type(self.doc, self._sqlite_path(), type_=String)
+        return func.jsonb_typeof(self.jsonb(), type_=String)
+
+    def jsonb(self) -> ColumnElement[Any]:
+        if not self.keys:
+            return self.doc
+        return func.jsonb_extract_path(self.doc, *self.keys, type_=JSONB)
+
+    def _text(self) -> ColumnElement[Any]:
+        if self.dialect == "sqlite":
+            return func.json_extract(self.doc, self._sqlite_path(), type_=String)
+        if not self.keys:
+            return func.jsonb_build_array(self.doc).op("->>")(0)
+        return func.jsonb_extract_path_text(self.doc, *self.keys, type_=String)
+
+    def present(self) -> Predicate:
+        if self.dialect == "postgresql":
+            return func.jsonb_path_exists(self.jsonb(), _PG_PRESENT, type_=Boolean)
+        tree = func.json_tree(self.doc, self._sqlite_path()).table_valued("type", "atom")
+        leaf = and_(
+            tree.c.type.not_in(("object", "array", "null")),
+            not_(and_(tree.c.type == "text", tree.c.atom == "")),
+        )
+        return exists(select(literal(1)).select_from(tree).where(leaf))
+
+    def compare(self, op: str, value: rules.Value, info: AttrInfo) -> Predicate:
+        kind = info.type
+        jtype = self._type()
+        sqlite = self.dialect == "sqlite"
+        if kind in STRING_TYPES:
+            assert isinstance(value, str)
+            text = self._text()
+            if not info.case_exact:
+                text, value = _lower(text, self.dialect), value.lower()
+            is_string = jtype == ("text" if sqlite else "string")
+            return and_(is_string, _string_compare(text, op, value, self.dialect))
+        if kind == "boolean":
+            if sqlite:
+                return jtype == ("true" if value else "false")
+            return and_(jtype == "boolean", self._text() == ("true" if value else "false"))
+        if kind in ("integer", "decimal"):
+            is_number: Predicate
+            number: ColumnElement[Any]
+            if sqlite:
+                number = func.json_extract(self.doc, self._sqlite_path())
+                is_number = jtype.in_(("integer", "real"))
+            else:
+                is_number = jtype == "number"
+                # CASE keeps PostgreSQL from casting a non-number (evaluation order is free).
+                number = cast(case((is_number, self._text())), type_=Numeric())
+            test = {
+                "eq": number == value,
+                "gt": number > value,
+                "ge": number >= value,
+                "lt": number < value,
+                "le": number <= value,
+            }[op]
+            return and_(is_number, test)
+        raise InvalidFilter(f"filtering on the {kind} attribute '{self.where}' is not supported")
+
+    def sort(self, info: AttrInfo) -> ColumnElement[Any]:
+        text = self._text()
+        if info.type in STRING_TYPES and not info.case_exact:
+            text = _lower(text, self.dialect)
+        return collate(text, "C") if self.dialect == "postgresql" else text
+
+
+# --------------------------------------------------------------------------- scopes
+
+_Wrap = Callable[[Predicate], Predicate]
+
+
+class _Scope(Protocol):
+    """Where attribute keys are resolved: a resource row, one array element, a prefix."""
+
+    def target(self, keys: tuple[str, ...], where: str) -> _Target: ...
+
+    def elements(self, keys: tuple[str, ...], where: str) -> tuple[_Scope, _Wrap]: ...
+
+    def whole_present(self) -> Predicate: ...
+
+    def sort_multi(
+        self, keys: tuple[str, ...], leaf: Attribute, info: AttrInfo
+    ) -> ColumnElement[Any]: ...
+
+
+@dataclass(frozen=True)
+class _JsonScope:
+    """Keys resolved inside a JSON document (a row's `data` or one array element)."""
+
+    doc: ColumnElement[Any]
+    dialect: str
+
+    def target(self, keys: tuple[str, ...], where: str) -> _Target:
+        return _Json(self.doc, keys, self.dialect, where)
+
+    def whole_present(self) -> Predicate:
+        return _Json(self.doc, (), self.dialect, "").present()
+
+    def _array(self, keys: tuple[str, ...]) -> tuple[Any, ColumnElement[Any]]:
+        """The elements of the array at `keys` as a table, and the element's JSON value."""
+        if self.dialect == "sqlite":
+            path = "$" + "".join(f'."{key}"' for key in keys)
+            each = func.json_each(self.doc, path).table_valued("value", "type", "key")
+            # json_each yields a string element as bare text, which json_extract would reject
+            # as malformed JSON; only objects are complex values.
+            return each, case((each.c.type == "object", each.c.value))
+        array = _Json(self.doc, keys, self.dialect, "").jsonb()
+        guarded = case((func.jsonb_typeof(array) == "array", array))
+        each = (
+            func.jsonb_array_elements(guarded)
+            .table_valued("value", with_ordinality="ordinality")
+            .render_derived()
+        )
+        return each, type_coerce(each.c.value, JSONB)
+
+    def elements(self, keys: tuple[str, ...], where: str) -> tuple[_Scope, _Wrap]:
+        each, element = self._array(keys)
+
+        def wrap(predicate: Predicate) -> Predicate:
+            return exists(select(literal(1)).select_from(each).where(predicate))
+
+        return _JsonScope(element, self.dialect), wrap
+
+    def sort_multi(
+        self, keys: tuple[str, ...], leaf: Attribute, info: AttrInfo
+    ) -> ColumnElement[Any]:
+        each, element = self._array(keys)
+        value = _Json(element, (leaf.name,), self.dialect, "").sort(info)
+        primary = _Json(element, ("primary",), self.dialect, "").compare(
+            "eq", True, AttrInfo("boolean", False, False)
+        )
+        position = each.c.key if self.dialect == "sqlite" else each.c.ordinality
+        first = (
+            select(value)
+            .select_from(each)
+            .order_by(case((primary, 0), else_=1), position)
+            .limit(1)
+            .scalar_subquery()
+        )
+        return first
+
+
+@dataclass(frozen=True)
+class _PrefixScope:
+    """`name[filter]` on a single-valued complex attribute: keys are relative to `name`."""
+
+    parent: _Scope
+    prefix: tuple[str, ...]
+
+    def target(self, keys: tuple[str, ...], where: str) -> _Target:
+        return self.parent.target((*self.prefix, *keys), where)
+
+    def elements(self, keys: tuple[str, ...], where: str) -> tuple[_Scope, _Wrap]:
+        return self.parent.elements((*self.prefix, *keys), where)
+
+    def whole_present(self) -> Predicate:
+        return self.parent.target(self.prefix, "").present()
+
+    def sort_multi(
+        self, keys: tuple[str, ...], leaf: Attribute, info: AttrInfo
+    ) -> ColumnElement[Any]:
+        return self.parent.sort_multi((*self.prefix, *keys), leaf, info)
+
+
+@dataclass(frozen=True)
+class _RelationScope:
+    """One row of a membership join: a user's group or a group's member."""
+
+    columns: dict[str, _Target]
+    joined: Any
+    correlate: Predicate
+
+    def target(self, keys: tuple[str, ...], where: str) -> _Target:
+        found = self.columns.get(keys[0]) if len(keys) == 1 else None
+        return found if found is not None else _Refused(where)
+
+    def elements(self, keys: tuple[str, ...], where: str) -> tuple[_Scope, _Wrap]:
+        raise InvalidFilter(f"unknown attribute {where!r} in filter")
+
+    def whole_present(self) -> Predicate:
+        return true()  # every element has an id as its value
+
+    def sort_multi(
+        self, keys: tuple[str, ...], leaf: Attribute, info: AttrInfo
+    ) -> ColumnElement[Any]:
+        raise InvalidFilter("cannot sort by a nested multi-valued attribute")
+
+    def exists(self, predicate: Predicate) -> Predicate:
+        return exists(select(literal(1)).select_from(self.joined).where(self.correlate, predicate))
+
+    def sort_first(self, leaf: Attribute, info: AttrInfo) -> ColumnElement[Any]:
+        # Memberships have no order or primary flag: the smallest value is a stable choice.
+        value = self.target((leaf.name,), leaf.name).sort(info)
+        return (
+            select(func.min(value)).select_from(self.joined).where(self.correlate).scalar_subquery()
+        )
+
+
+@dataclass(frozen=True)
+class _RowScope:
+    """A `users` or `groups` row: indexed columns and relations first, then `data`."""
+
+    columns: dict[tuple[str, ...], _Target]
+    relations: dict[str, _RelationScope]
+    data: _JsonScope
+
+    def target(self, keys: tuple[str, ...], where: str) -> _Target:
+        found = self.columns.get(keys)
+        return found if found is not None else self.data.target(keys, where)
+
+    def elements(self, keys: tuple[str, ...], where: str) -> tuple[_Scope, _Wrap]:
+        relation = self.relations.get(keys[0]) if len(keys) == 1 else None
+        if relation is not None:
+            return relation, relation.exists
+        return self.data.elements(keys, where)
+
+    def whole_present(self) -> Predicate:
+        return true()
+
+    def sort_multi(
+        self, keys: tuple[str, ...], leaf: Attribute, info: AttrInfo
+    ) -> ColumnElement[Any]:
+        relation = self.relations.get(keys[0]) if len(keys) == 1 else None
+        if relation is not None:
+            return relation.sort_first(leaf, info)
+        return self.data.sort_multi(keys, leaf, info)
+
+
+def _version_tag(version: ColumnElement[Any]) -> ColumnElement[Any]:
+    # The rendered meta.version is the weak ETag W/"<version>" (hub.core.resources.etag).
+    return literal('W/"') + cast(version, String) + literal('"')
+
+
+def _root_scope(resource_type: ResourceType, dialect: str) -> _RowScope:
+    if resource_type.name == "User":
+        table = users
+        columns: dict[tuple[str, ...], _Target] = {
+            ("userName",): _StringColumn(users.c.user_name_key, dialect, lowered=True),
+            ("active",): _BoolColumn(users.c.active),
+        }
+        group_display = _StringColumn(groups.c.display_name, dialect)
+        relations = {
+            "groups": _RelationScope(
+                {
+                    "value": _StringColumn(groups.c.id, dialect),
+                    "display": group_display,
+                    "type": _Constant("direct"),
+                },
+                memberships.join(groups, groups.c.pk == memberships.c.group_pk),
+                memberships.c.user_pk == users.c.pk,
+            )
+        }
+    elif resource_type.name == "Group":
+        table = groups
+        columns = {
+            ("displayName",): _StringColumn(groups.c.display_name_key, dialect, lowered=True)
+        }
+        member_name = _Json(users.c.data, ("displayName",), dialect, "")._text()
+        # Rendered like hub.core.groups: the user's displayName, else their userName.
+        display = func.coalesce(func.nullif(member_name, ""), users.c.user_name, type_=String)
+        relations = {
+            "members": _RelationScope(
+                {
+                    "value": _StringColumn(users.c.id, dialect),
+                    "display": _StringColumn(display, dialect),
+                    "type": _Constant("User"),
+                },
+                memberships.join(users, users.c.pk == memberships.c.user_pk),
+                and_(memberships.c.group_pk == groups.c.pk, users.c.deleted.is_(False)),
+            )
+        }
+    else:
+        raise ValueError(f"no table for resource type {resource_type.name!r}")
+    columns |= {
+        ("id",): _StringColumn(table.c.id, dialect),
+        ("externalId",): _StringColumn(table.c.external_id, dialect, nullable=True),
+        ("meta",): _Constant(resource_type.name),  # present; its own comparisons are refused
+        ("meta", "resourceType"): _Constant(resource_type.name),
+        ("meta", "created"): _TimeColumn(table.c.created),
+        ("meta", "lastModified"): _TimeColumn(table.c.modified),
+        ("meta", "location"): _Refused("meta.location"),
+        ("meta", "version"): _StringColumn(_version_tag(table.c.version), dialect),
+    }
+    return _RowScope(columns, relations, _JsonScope(table.c.data, dialect))
+
+
+__all__ = ["compile_filter", "register_sqlite_functions", "sort_key"]
