@@ -76,9 +76,12 @@ def parse_datetime(text: str) -> int:
     if match is None:
         raise ValueError(f"{text!r} is not an xsd:dateTime such as 2011-05-13T04:42:34Z")
     year, month, day, hour, minute, second, fraction, offset = match.groups()
-    moment = datetime(
-        int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC
-    )
+    try:
+        moment = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), tzinfo=UTC
+        )
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a valid xsd:dateTime: {exc}") from None
     delta = moment - _EPOCH
     seconds = delta.days * 86_400 + delta.seconds
     if offset and offset not in "Zz":

@@ -212,12 +212,14 @@ class _Parser:
 
     def expect_end(self) -> None:
         token = self.peek()
-        if token.kind != END:
-            if token.kind == WORD:
-                message = f"expected 'and', 'or' or the end of the filter, found '{token.text}'"
-            else:
-                message = f"unexpected {_show(token)}"
-            raise self.error(message, token.position)
+        if token.kind == END:
+            return
+        if token.kind in (RPAREN, RBRACKET):
+            opening = "(" if token.kind == RPAREN else "["
+            message = f"found '{token.text}' without a matching '{opening}'"
+        else:
+            message = f"expected 'and', 'or' or the end of the filter, found {_show(token)}"
+        raise self.error(message, token.position)
 
 
 def _show(token: Token) -> str:
