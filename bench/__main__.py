@@ -95,7 +95,7 @@ class LoadProcess:
         ]
         env = dict(os.environ)
         if server.token:
-            cmd += ["--token", server.token]
+            env["BENCH_TOKEN"] = server.token  # not on the command line, where ps shows it
         env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(servers.REPO), env.get("PYTHONPATH")])
         )
@@ -196,7 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         "kind": "scim-hub-bench",
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": report.machine(),
-        "command": "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(
+            ["python -m bench", shlex.join(sys.argv[1:] if argv is None else argv)]
+        ).strip(),
         "args": {
             "users": args.users,
             "concurrency": args.concurrency,

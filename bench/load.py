@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -332,7 +333,9 @@ async def amain(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__)
     parser.add_argument("--base-url", required=True, help="SCIM root, http://127.0.0.1:PORT/...")
-    parser.add_argument("--token", default=None)
+    parser.add_argument(
+        "--token", default=os.environ.get("BENCH_TOKEN"), help="bearer token ($BENCH_TOKEN)"
+    )
     parser.add_argument("--users", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--tag", default="bench")
