@@ -10,6 +10,7 @@ from typing import Any
 
 import structlog
 from litestar import Litestar, Request, Response, get
+from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,14 +37,16 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
     hub: Hub = request.app.state.hub
     if await hub.db.ping():
         return Response({"status": "ready"})
-    return Response({"status": "database unavailable"}, status_code=503, headers={"Retry-After": "5"})
+    return Response(
+        {"status": "database unavailable"}, status_code=503, headers={"Retry-After": "5"}
+    )
 
 
 def request_log_middleware(app: ASGIApp) -> ASGIApp:
     """Bind a request id to every log line and emit one line per request."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
         request_id = uuid.uuid4().hex[:16]
@@ -56,7 +59,10 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
             await send(message)
 
         try:
@@ -66,7 +72,7 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
             caller = state.get("caller") if isinstance(state, dict) else None
             log.info(
                 "request",
-                method=scope["method"],
+                method=scope.get("method"),
                 path=scope["path"],
                 status=status,
                 ms=round((time.perf_counter() - started) * 1000, 2),

@@ -101,8 +101,13 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
 
     result = _run_unit(settings, unit)
     if result is None:
-        print(f"workspace {args.workspace!r} exists; tenant URL: {tenants.tenant_url(settings.base_url)}")
-        print("its token was shown when it was created; `scim-hub token regenerate` makes a new one")
+        print(
+            f"workspace {args.workspace!r} exists; "
+            f"tenant URL: {tenants.tenant_url(settings.base_url)}"
+        )
+        print(
+            "its token was shown when it was created; `scim-hub token regenerate` makes a new one"
+        )
         return 0
     if args.json:
         print(msgspec.json.encode(result).decode())
@@ -154,7 +159,9 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
                 if args.admin
                 else tenants.first_admin_pk(conn, ws)
             )
-            return tokens.regenerate(conn, workspace_pk=ws, connector=args.connector, admin_pk=admin)
+            return tokens.regenerate(
+                conn, workspace_pk=ws, connector=args.connector, admin_pk=admin
+            )
 
         new = _run_unit(settings, regenerate)
         print(f"token:      {new.token}")
@@ -179,7 +186,10 @@ def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
             conn, workspace_pk=_workspace_pk(conn, args.workspace), email=args.email, active=active
         ),
     )
-    print(f"admin {args.email} {'activated' if active else 'deactivated; their tokens no longer work'}")
+    print(
+        f"admin {args.email} "
+        f"{'activated' if active else 'deactivated; their tokens no longer work'}"
+    )
     return 0
 
 
@@ -192,7 +202,9 @@ def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
             conn, workspace_pk=_workspace_pk(conn, args.workspace), name=args.name, enabled=enabled
         ),
     )
-    print(f"connector {args.name} {'enabled' if enabled else 'disabled; its tokens no longer work'}")
+    print(
+        f"connector {args.name} {'enabled' if enabled else 'disabled; its tokens no longer work'}"
+    )
     return 0
 
 

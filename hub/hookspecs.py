@@ -4,7 +4,8 @@ Plugins import `hookimpl` (and the public types re-exported here) from this modu
 `pluggy` directly, and never any other module of the hub.
 
 Hooks are synchronous and pure: pluggy does not await, so an ``async def`` implementation would
-return a coroutine that silently "wins". Event hooks that need I/O hand work to a queue of their own.
+return a coroutine that silently "wins". Event hooks that need I/O hand work to a queue of their
+own.
 
 Phases:
 

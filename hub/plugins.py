@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pluggy
 import structlog
@@ -94,7 +94,7 @@ def _hooks_of(manager: pluggy.PluginManager, name: str) -> tuple[str, ...]:
 def _collect_dialects(registry: Registry) -> None:
     for impl in registry.manager.hook.register_idps.get_hookimpls():
         try:
-            dialects = impl.function()
+            dialects = cast(list[Dialect], impl.function())
         except Exception as exc:
             log.error("plugin failed in register_idps", plugin=impl.plugin_name, error=repr(exc))
             continue

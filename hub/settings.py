@@ -50,9 +50,7 @@ def _coerce(name: str, raw: str, field_type: Any) -> Any:
     return raw
 
 
-def load_settings(
-    environ: Mapping[str, str] | None = None, **overrides: Any
-) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build the settings from the environment (and `SCIM_HUB_CONFIG` TOML), then `overrides`.
 
     Raises:

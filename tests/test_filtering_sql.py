@@ -144,7 +144,11 @@ def store(db: Db, people: list[dict[str, Any]], teams: list[dict[str, Any]]) -> 
                 )
             )
             for user_pk in team["members"]:
-                conn.execute(insert(memberships).values(group_pk=pk, user_pk=user_pk))
+                # Members carry the display their IdP sent (here: the user's displayName).
+                display = people[user_pk - 1]["data"].get("displayName")
+                conn.execute(
+                    insert(memberships).values(group_pk=pk, user_pk=user_pk, display=display)
+                )
 
     db.run(write)
 
@@ -164,15 +168,15 @@ def rendered(db: Db, resource_type: ResourceType) -> dict[str, dict[str, Any]]:
                 member_of.setdefault(user_pk, []).append((gid, name))
             found = conn.execute(select(users).where(users.c.deleted.is_(False))).all()
             return {r.id: user_service.render(r, BASE, member_of.get(r.pk)) for r in found}
-        members: dict[int, list[tuple[str, str]]] = {}
+        members: dict[int, list[tuple[str, str | None]]] = {}
         rows = conn.execute(
-            select(memberships.c.group_pk, users.c.id, users.c.data, users.c.user_name)
+            select(memberships.c.group_pk, users.c.id, memberships.c.display)
             .join(users, users.c.pk == memberships.c.user_pk)
             .where(users.c.deleted.is_(False))
             .order_by(users.c.pk)
         )
-        for group_pk, uid, data, user_name in rows:
-            members.setdefault(group_pk, []).append((uid, data.get("displayName") or user_name))
+        for group_pk, uid, display in rows:
+            members.setdefault(group_pk, []).append((uid, display))
         found = conn.execute(select(groups)).all()
         return {r.id: group_service.render(r, BASE, members.get(r.pk)) for r in found}
 

@@ -210,9 +210,11 @@ class PostgresDatabase:
             async with self._engine.begin() as conn:
                 return await conn.run_sync(fn, *args, **kwargs)
         except (OSError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DBAPIError) as exc:
-            if isinstance(exc, sqlalchemy.exc.DBAPIError) and not exc.connection_invalidated:
-                if not isinstance(exc, sqlalchemy.exc.InterfaceError):
-                    raise
+            lost = isinstance(exc, OSError | sqlalchemy.exc.InterfaceError) or (
+                isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
+            )
+            if not lost:
+                raise
             raise Unavailable("the database is unreachable; retry shortly") from exc
 
     async def read(
@@ -251,4 +253,6 @@ def open_database(url: str) -> SqliteDatabase | PostgresDatabase:
         return SqliteDatabase(url)
     if backend == "postgresql":
         return PostgresDatabase(url)
-    raise ValueError(f"unsupported database {backend!r}: use sqlite+aiosqlite or postgresql+asyncpg")
+    raise ValueError(
+        f"unsupported database {backend!r}: use sqlite+aiosqlite or postgresql+asyncpg"
+    )

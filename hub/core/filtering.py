@@ -351,7 +351,7 @@ class _BoolColumn:
     expr: ColumnElement[Any]
 
     def present(self) -> Predicate:
-        return true()
+        return self.expr.is_not(None)
 
     def compare(self, op: str, value: rules.Value, info: AttrInfo) -> Predicate:
         return self.expr == value
@@ -693,14 +693,11 @@ def _root_scope(resource_type: ResourceType, dialect: str) -> _RowScope:
         columns = {
             ("displayName",): _StringColumn(groups.c.display_name_key, dialect, lowered=True)
         }
-        member_name = _Json(users.c.data, ("displayName",), dialect, "")._text()
-        # Rendered like hub.core.groups: the user's displayName, else their userName.
-        display = func.coalesce(func.nullif(member_name, ""), users.c.user_name, type_=String)
         relations = {
             "members": _RelationScope(
                 {
                     "value": _StringColumn(users.c.id, dialect),
-                    "display": _StringColumn(display, dialect),
+                    "display": _StringColumn(memberships.c.display, dialect, nullable=True),
                     "type": _Constant("User"),
                 },
                 memberships.join(users, users.c.pk == memberships.c.user_pk),

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import rules
-from sqlalchemy import Connection, Row, delete, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from hub.core.attributes import canonicalise, describe_for, merge_put, required_missing
+import rules
+from hub.core.attributes import canonicalise, merge_put, required_missing
 from hub.core.clock import now_us, to_iso
 from hub.core.errors import InvalidPath, InvalidValue, Mutability, NotFound
 from hub.core.ids import new_id
@@ -42,21 +42,17 @@ _COLUMNS = (
     groups.c.created,
     groups.c.modified,
 )
-_DESCRIBE = describe_for(GROUP_TYPE)
 
-Member = tuple[str, str]  # (user id, display)
+Member = tuple[str, str | None]  # (user id, display as the client sent it)
 
 
-def render(row: Row[Any], base: str, members: Sequence[Member] | None) -> JSON:
+def render(row: Any, base: str, members: Sequence[Member] | None) -> JSON:
     """Render a stored group as its SCIM resource (RFC 7643 §4.2)."""
     data: JSON = row.data
     resource: JSON = {"schemas": data.get("schemas", [GROUP_TYPE.schema.id]), "id": row.id}
     resource.update(data)
     if members:
-        resource["members"] = [
-            {"value": uid, "display": display, "$ref": f"{base}/Users/{uid}", "type": "User"}
-            for uid, display in members
-        ]
+        resource["members"] = [_member(base, uid, display) for uid, display in members]
     resource["meta"] = {
         "resourceType": "Group",
         "created": to_iso(row.created),
@@ -67,18 +63,24 @@ def render(row: Row[Any], base: str, members: Sequence[Member] | None) -> JSON:
     return resource
 
 
+def _member(base: str, user_id: str, display: str | None) -> JSON:
+    member: JSON = {"value": user_id, "$ref": f"{base}/Users/{user_id}", "type": "User"}
+    if display is not None:
+        member["display"] = display
+    return member
+
+
 def _members_of(conn: Connection, group_pks: Sequence[int]) -> dict[int, list[Member]]:
     result: dict[int, list[Member]] = {}
     if not group_pks:
         return result
     rows = conn.execute(
-        select(memberships.c.group_pk, users.c.id, users.c.data, users.c.user_name)
+        select(memberships.c.group_pk, users.c.id, memberships.c.display)
         .join(users, users.c.pk == memberships.c.user_pk)
         .where(memberships.c.group_pk.in_(group_pks), users.c.deleted.is_(False))
         .order_by(memberships.c.group_pk, users.c.pk)
     )
-    for group_pk, user_id, data, user_name in rows:
-        display = data.get("displayName") or user_name
+    for group_pk, user_id, display in rows:
         result.setdefault(group_pk, []).append((user_id, display))
     return result
 
@@ -87,7 +89,7 @@ def _where_id(caller: Caller, group_id: str) -> tuple[Any, ...]:
     return (groups.c.workspace_pk == caller.workspace_pk, groups.c.id == group_id)
 
 
-def _load(conn: Connection, caller: Caller, group_id: str, *, lock: bool = False) -> Row[Any]:
+def _load(conn: Connection, caller: Caller, group_id: str, *, lock: bool = False) -> Any:
     stmt = select(*_COLUMNS).where(*_where_id(caller, group_id))
     row = conn.execute(stmt.with_for_update() if lock else stmt).first()
     if row is None:
@@ -95,8 +97,8 @@ def _load(conn: Connection, caller: Caller, group_id: str, *, lock: bool = False
     return row
 
 
-def _member_ids(value: Any) -> list[str]:
-    """The user ids of a `members` value (a list of {"value": id} objects)."""
+def _member_ids(value: Any) -> list[Member]:
+    """The (user id, display) pairs of a `members` value (a list of {"value": id} objects)."""
     if value is None:
         return []
     items = value if isinstance(value, list) else [value]
@@ -111,13 +113,17 @@ def _member_ids(value: Any) -> list[str]:
         member_id = member.get("value")
         if not isinstance(member_id, str) or not member_id:
             raise InvalidValue("each member needs a 'value' holding a User id")
-        ids.append(member_id)
+        display = member.get("display")
+        ids.append((member_id, display if isinstance(display, str) else None))
     return ids
 
 
-def _user_pks(conn: Connection, caller: Caller, user_ids: Sequence[str]) -> list[int]:
+def _user_pks(
+    conn: Connection, caller: Caller, members: Sequence[Member]
+) -> list[tuple[int, str | None]]:
     """Resolve user ids of the caller's workspace; an unknown id is an error (RFC 7644 §3.12)."""
-    wanted = list(dict.fromkeys(user_ids))
+    displays = dict(members)
+    wanted = list(displays)
     if not wanted:
         return []
     found: dict[str, int] = {}
@@ -134,13 +140,15 @@ def _user_pks(conn: Connection, caller: Caller, user_ids: Sequence[str]) -> list
     missing = [uid for uid in wanted if uid not in found]
     if missing:
         raise InvalidValue(f"members refer to unknown User ids: {', '.join(missing[:5])}")
-    return [found[uid] for uid in wanted]
+    return [(found[uid], displays[uid]) for uid in wanted]
 
 
-def _add_members(conn: Connection, group_pk: int, user_pks: Sequence[int]) -> None:
-    if not user_pks:
+def _add_members(
+    conn: Connection, group_pk: int, members: Sequence[tuple[int, str | None]]
+) -> None:
+    if not members:
         return
-    rows = [{"group_pk": group_pk, "user_pk": pk} for pk in user_pks]
+    rows = [{"group_pk": group_pk, "user_pk": pk, "display": display} for pk, display in members]
     insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     conn.execute(insert(memberships).on_conflict_do_nothing(), rows)
 
@@ -152,7 +160,7 @@ def _remove_members(conn: Connection, group_pk: int, user_pks: Sequence[int] | N
     conn.execute(stmt)
 
 
-def _split_members(doc: JSON) -> tuple[JSON, list[str] | None]:
+def _split_members(doc: JSON) -> tuple[JSON, list[Member] | None]:
     members = doc.pop("members", None)
     return doc, None if members is None else _member_ids(members)
 
@@ -224,7 +232,7 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
     if clause is not None:
         where.append(clause)
     order = order_clause(query, GROUP_TYPE, conn.dialect.name, groups.c.pk)
-    rows: Sequence[Row[Any]] = []
+    rows: Sequence[Any] = []
     if query.count > 0:
         rows = conn.execute(
             select(*_COLUMNS)
@@ -241,7 +249,7 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
     return Page(total, query.start_index, [render(r, base, members.get(r.pk)) for r in rows])
 
 
-def _touch(conn: Connection, row: Row[Any], doc: JSON | None) -> None:
+def _touch(conn: Connection, row: Any, doc: JSON | None) -> None:
     values: dict[str, Any] = {"version": row.version + 1, "modified": now_us()}
     if doc is not None:
         values.update(data=doc, **_columns(doc))
@@ -303,7 +311,7 @@ def patch(
     if len(operations) > max_operations:
         raise InvalidValue(f"at most {max_operations} operations per PATCH request")
     other_ops: list[Any] = []
-    member_ops: list[tuple[str, list[str] | None]] = []
+    member_ops: list[tuple[str, list[Member] | None]] = []
     for operation in operations:
         other_ops.extend(_split_operation(operation, member_ops))
     if sum(len(ids or ()) for _, ids in member_ops) > max_members:
@@ -314,30 +322,32 @@ def patch(
         doc = canonicalise(patched, GROUP_TYPE)
         doc.pop("members", None)
         required_missing(doc, GROUP_TYPE)
-    for op, ids in member_ops:
-        pks = None if ids is None else _user_pks_lenient(conn, caller, ids, strict=op != "remove")
-        if op in ("replace", "remove"):
-            _remove_members(conn, row.pk, pks if op == "remove" else None)
-        if op in ("add", "replace"):
-            _add_members(conn, row.pk, pks or [])
+    for op, members in member_ops:
+        if op == "remove":
+            gone = None if members is None else _known_pks(conn, caller, members)
+            _remove_members(conn, row.pk, gone)
+            continue
+        resolved = _user_pks(conn, caller, members or [])
+        if op == "replace":
+            _remove_members(conn, row.pk, None)
+        _add_members(conn, row.pk, resolved)
     if doc is not None or member_ops:
         _touch(conn, row, doc if doc is not None else None)
     return _outcome(conn, row.pk, base, "updated", with_members=with_members)
 
 
-def _user_pks_lenient(
-    conn: Connection, caller: Caller, ids: list[str], *, strict: bool
-) -> list[int]:
-    if strict:
-        return _user_pks(conn, caller, ids)
-    # Removing someone who is not (or no longer) a member is a no-op: IdPs retry removals.
+def _known_pks(conn: Connection, caller: Caller, members: Sequence[Member]) -> list[int]:
+    """Pks of the listed users; unknown ids are skipped, since IdPs retry removals."""
+    ids = [uid for uid, _ in members]
     rows = conn.execute(
         select(users.c.pk).where(users.c.workspace_pk == caller.workspace_pk, users.c.id.in_(ids))
     )
     return [pk for (pk,) in rows]
 
 
-def _split_operation(operation: Any, member_ops: list[tuple[str, list[str] | None]]) -> list[Any]:
+def _split_operation(
+    operation: Any, member_ops: list[tuple[str, list[Member] | None]]
+) -> list[Any]:
     """Take membership changes out of one operation; return what is left for the PATCH engine."""
     if not isinstance(operation, dict):
         raise InvalidValue("each operation must be an object with 'op'")
@@ -374,9 +384,9 @@ def _split_operation(operation: Any, member_ops: list[tuple[str, list[str] | Non
     return []
 
 
-def _filtered_member_ids(flt: rules.Filter) -> list[str]:
+def _filtered_member_ids(flt: rules.Filter) -> list[Member]:
     """Member ids selected by `members[value eq "…" or value eq "…"]`."""
-    ids: list[str] = []
+    ids: list[Member] = []
     pending: list[rules.Filter] = [flt]
     while pending:
         node = pending.pop()
@@ -389,7 +399,7 @@ def _filtered_member_ids(flt: rules.Filter) -> list[str]:
             and node.path.sub is None
             and isinstance(node.value, str)
         ):
-            ids.append(node.value)
+            ids.append((node.value, None))
         else:
             raise InvalidPath(
                 'members can be selected for removal by value only, e.g. members[value eq "id"]'
@@ -408,7 +418,3 @@ def remove(conn: Connection, caller: Caller, group_id: str, if_match: str | None
     conn.execute(delete(memberships).where(memberships.c.group_pk == row.pk))
     conn.execute(delete(groups).where(groups.c.pk == row.pk))
     return Outcome({"id": row.id, **row.data}, row.version, "deleted")
-
-
-__all__ = ["create", "get", "patch", "remove", "render", "replace", "search"]
-_ = _DESCRIBE

@@ -9,7 +9,7 @@ exactly as they were sent; the columns beside it are copies kept for indexes and
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -19,6 +19,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -100,7 +101,8 @@ class User(Base):
     # userName is unique per workspace case-insensitively (RFC 7643 §4.1.1 caseExact=false).
     user_name_key: Mapped[str] = mapped_column(String(512))
     external_id: Mapped[str | None] = mapped_column(String(512), nullable=True)
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # NULL when a client removed `active` (RFC 7644 §3.5.2.2); a user without it counts as active.
+    active: Mapped[bool | None] = mapped_column(Boolean, nullable=True, default=True)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)
     data: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     version: Mapped[int] = mapped_column(Integer, default=1)
@@ -146,13 +148,16 @@ class Membership(Base):
     user_pk: Mapped[int] = mapped_column(
         ForeignKey("users.pk", ondelete="CASCADE"), primary_key=True
     )
+    #: `display` as the client sent it (readOnly in RFC 7643 §4.2, echoed back, never derived).
+    display: Mapped[str | None] = mapped_column(String(512), nullable=True)
     __table_args__ = (Index("ix_memberships_user", "user_pk"),)
 
 
-workspaces = Workspace.__table__
-admins = Admin.__table__
-connectors = Connector.__table__
-tokens = Token.__table__
-users = User.__table__
-groups = Group.__table__
-memberships = Membership.__table__
+# Core tables for the hot paths (statements without ORM overhead).
+workspaces = cast(Table, Workspace.__table__)
+admins = cast(Table, Admin.__table__)
+connectors = cast(Table, Connector.__table__)
+tokens = cast(Table, Token.__table__)
+users = cast(Table, User.__table__)
+groups = cast(Table, Group.__table__)
+memberships = cast(Table, Membership.__table__)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
-import rules
 from sqlalchemy import ColumnElement
 
+import rules
 from hub.core.errors import InvalidFilter, PreconditionFailed
 from hub.core.filtering import compile_filter, sort_key
 from hub.core.schema import ResourceType

@@ -42,9 +42,7 @@ def tenant_url(base_url: str) -> str:
 def find_workspace(conn: Connection, name: str) -> WorkspaceRef | None:
     """Return the workspace called `name`, if any."""
     row = conn.execute(
-        select(workspaces.c.pk, workspaces.c.id, workspaces.c.name).where(
-            workspaces.c.name == name
-        )
+        select(workspaces.c.pk, workspaces.c.id, workspaces.c.name).where(workspaces.c.name == name)
     ).first()
     return None if row is None else WorkspaceRef(row.pk, row.id, row.name)
 
@@ -111,7 +109,15 @@ def init_workspace(
     ).scalar_one()
     token = create_token(conn, connector_pk=connector_pk, admin_pk=admin_pk)
     return InitResult(
-        name, ws_id, connector, connector_id, idp, email, admin_id, tenant_url(base_url), token.token
+        name,
+        ws_id,
+        connector,
+        connector_id,
+        idp,
+        email,
+        admin_id,
+        tenant_url(base_url),
+        token.token,
     )
 
 

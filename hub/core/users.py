@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from hub.core.attributes import canonicalise, merge_put, required_missing
@@ -47,12 +47,13 @@ def _location(base: str, user_id: str) -> str:
     return f"{base}/Users/{user_id}"
 
 
-def render(row: Row[Any], base: str, member_of: Sequence[tuple[str, str]] | None) -> JSON:
+def render(row: Any, base: str, member_of: Sequence[tuple[str, str]] | None) -> JSON:
     """Render a stored user as its SCIM resource (RFC 7643 §4.1)."""
     data: JSON = row.data
     resource: JSON = {"schemas": data.get("schemas", [USER_TYPE.schema.id]), "id": row.id}
     resource.update(data)
-    resource["active"] = row.active
+    if row.active is not None:
+        resource["active"] = row.active
     if member_of:
         resource["groups"] = [
             {"value": gid, "display": name, "$ref": f"{base}/Groups/{gid}", "type": "direct"}
@@ -84,7 +85,7 @@ def _groups_of(conn: Connection, user_pks: Iterable[int]) -> dict[int, list[tupl
     return result
 
 
-def _load(conn: Connection, caller: Caller, user_id: str) -> Row[Any]:
+def _load(conn: Connection, caller: Caller, user_id: str) -> Any:
     row = conn.execute(
         select(*_COLUMNS).where(
             users.c.workspace_pk == caller.workspace_pk,
@@ -97,7 +98,7 @@ def _load(conn: Connection, caller: Caller, user_id: str) -> Row[Any]:
     return row
 
 
-def _load_for_update(conn: Connection, caller: Caller, user_id: str) -> Row[Any]:
+def _load_for_update(conn: Connection, caller: Caller, user_id: str) -> Any:
     row = conn.execute(
         select(*_COLUMNS)
         .where(
@@ -117,10 +118,10 @@ def _rendered(conn: Connection, caller: Caller, pk: int, base: str) -> tuple[JSO
     return render(row, base, _groups_of(conn, [pk]).get(pk)), row.version
 
 
-def _split(doc: JSON) -> tuple[JSON, bool]:
-    """Take `active` out of the document: the column is its one home."""
-    active = doc.pop("active", True)
-    if not isinstance(active, bool):
+def _split(doc: JSON, absent: bool | None) -> tuple[JSON, bool | None]:
+    """Take `active` out of the document (the column is its one home); `absent` if not sent."""
+    active = doc.pop("active", absent)
+    if active is not None and not isinstance(active, bool):
         raise InvalidValue("active must be a boolean")
     return doc, active
 
@@ -145,7 +146,7 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
         Uniqueness: an active user already has this userName (case-insensitive).
         InvalidValue: the document is not a valid User.
     """
-    doc, active = _split(canonicalise(body, USER_TYPE))
+    doc, active = _split(canonicalise(body, USER_TYPE), True)
     required_missing(doc, USER_TYPE)
     cols = _columns(doc)
     existing = conn.execute(
@@ -193,7 +194,13 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
 
 
 def _revive(
-    conn: Connection, caller: Caller, pk: int, doc: JSON, active: bool, cols: dict[str, Any], now: int
+    conn: Connection,
+    caller: Caller,
+    pk: int,
+    doc: JSON,
+    active: bool | None,
+    cols: dict[str, Any],
+    now: int,
 ) -> None:
     conn.execute(
         update(users)
@@ -210,7 +217,9 @@ def _revive(
     )
 
 
-def get(conn: Connection, caller: Caller, user_id: str, base: str, with_groups: bool = True) -> Outcome:
+def get(
+    conn: Connection, caller: Caller, user_id: str, base: str, with_groups: bool = True
+) -> Outcome:
     """Read one user of the caller's workspace (RFC 7644 §3.4.1).
 
     Raises:
@@ -232,7 +241,7 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
     if clause is not None:
         where.append(clause)
     order = order_clause(query, USER_TYPE, conn.dialect.name, users.c.pk)
-    rows: Sequence[Row[Any]] = []
+    rows: Sequence[Any] = []
     if query.count > 0:
         rows = conn.execute(
             select(*_COLUMNS)
@@ -252,7 +261,7 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
 
 
 def _save(
-    conn: Connection, caller: Caller, row: Row[Any], doc: JSON, active: bool, base: str
+    conn: Connection, caller: Caller, row: Any, doc: JSON, active: bool | None, base: str
 ) -> Outcome:
     cols = _columns(doc)
     clash = conn.execute(
@@ -274,14 +283,13 @@ def _save(
     conn.execute(
         update(users)
         .where(users.c.pk == row.pk)
-        .values(
-            data=doc, active=active, version=row.version + 1, modified=now_us(), **cols
-        )
+        .values(data=doc, active=active, version=row.version + 1, modified=now_us(), **cols)
     )
     resource, version = _rendered(conn, caller, row.pk, base)
-    if row.active and not active:
+    was_active, is_active = row.active is not False, active is not False
+    if was_active and not is_active:
         return Outcome(resource, version, "deprovisioned")
-    if active and not row.active:
+    if is_active and not was_active:
         return Outcome(resource, version, "reactivated")
     return Outcome(resource, version, "updated")
 
@@ -305,8 +313,10 @@ def replace(
     incoming = canonicalise(body, USER_TYPE)
     _reject_id_change(incoming, body, row.id)
     existing = dict(row.data)
-    existing["active"] = row.active
-    doc, active = _split(merge_put(existing, incoming, USER_TYPE, unmanaged))
+    if row.active is not None:
+        existing["active"] = row.active
+    # A PUT without `active` leaves it as it was: no IdP means "deactivate" by omission.
+    doc, active = _split(merge_put(existing, incoming, USER_TYPE, unmanaged), row.active)
     required_missing(doc, USER_TYPE)
     return _save(conn, caller, row, doc, active, base)
 
@@ -334,9 +344,10 @@ def patch(
     row = _load_for_update(conn, caller, user_id)
     check_if_match(row.version, if_match)
     current = dict(row.data)
-    current["active"] = row.active
+    if row.active is not None:
+        current["active"] = row.active
     patched = apply_patch(current, operations, USER_TYPE, max_operations=max_operations)
-    doc, active = _split(canonicalise(patched, USER_TYPE))
+    doc, active = _split(canonicalise(patched, USER_TYPE), None)
     required_missing(doc, USER_TYPE)
     if doc == row.data and active == row.active:
         resource, version = _rendered(conn, caller, row.pk, base)

@@ -45,9 +45,7 @@ def handle_scim_error(_request: Request[Any, Any, Any], exc: ScimError) -> Respo
     return error_response(exc.status, exc.detail, exc.scim_type)
 
 
-def handle_http_exception(
-    _request: Request[Any, Any, Any], exc: HTTPException
-) -> Response[bytes]:
+def handle_http_exception(_request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
     """Render Litestar's own errors (unknown route, wrong method, body too large…) the SCIM way."""
     status = exc.status_code
     detail = _HTTP_DETAIL.get(status) or str(exc.detail)

@@ -17,14 +17,28 @@ from litestar import Request, Response, delete, get, patch, post, put
 from litestar.handlers import HTTPRouteHandler
 from sqlalchemy import Connection
 
-from hub.core import groups, users
+from hub.core import directory, groups, users
 from hub.core.clock import now_us
 from hub.core.database import Database
 from hub.core.dialects import Dialect, RequestContext
-from hub.core.errors import InvalidSyntax, InvalidValue, NotFound, PluginFailure, ScimError, Unauthorized
+from hub.core.errors import (
+    InvalidSyntax,
+    InvalidValue,
+    NotFound,
+    PluginFailure,
+    ScimError,
+    Unauthorized,
+)
 from hub.core.projection import plan
 from hub.core.resources import JSON, Outcome, Page, etag, matches_if_none_match
-from hub.core.schema import GROUP_TYPE, LIST_RESPONSE, PATCH_OP, USER_TYPE, ResourceType
+from hub.core.schema import (
+    GROUP_TYPE,
+    LIST_RESPONSE,
+    PATCH_OP,
+    SEARCH_REQUEST,
+    USER_TYPE,
+    ResourceType,
+)
 from hub.core.tokens import Caller, authenticate, digest, needs_touch, touch
 from hub.plugins import Registry
 from hub.scim import discovery
@@ -239,14 +253,23 @@ async def _search(
     resources = [
         _render_for(hub, caller, projection.apply(r), request.method, rt) for r in page.resources
     ]
-    body = {
+    return _response(_list_body(page, resources))
+
+
+def _list_body(page: Page, resources: list[JSON]) -> JSON:
+    return {
         "schemas": [LIST_RESPONSE],
         "totalResults": page.total,
         "itemsPerPage": len(resources),
         "startIndex": page.start_index,
         "Resources": resources,
     }
-    return _response(body)
+
+
+def _check_search_schemas(body: JSON) -> None:
+    schemas = body.get("schemas")
+    if schemas is not None and (not isinstance(schemas, list) or SEARCH_REQUEST not in schemas):
+        raise InvalidValue(f"a SearchRequest lists {SEARCH_REQUEST} in 'schemas'")
 
 
 async def _list(request: Request[Any, Any, Any], rt: ResourceType) -> Response[bytes]:
@@ -257,12 +280,7 @@ async def _list(request: Request[Any, Any, Any], rt: ResourceType) -> Response[b
 async def _post_search(request: Request[Any, Any, Any], rt: ResourceType) -> Response[bytes]:
     check_accept(request)
     body = await read_json(request)
-    schemas = body.get("schemas")
-    if schemas is not None and (
-        not isinstance(schemas, list)
-        or "urn:ietf:params:scim:api:messages:2.0:SearchRequest" not in schemas
-    ):
-        raise InvalidValue("a SearchRequest lists urn:ietf:params:scim:api:messages:2.0:SearchRequest")
+    _check_search_schemas(body)
     values = {k: v for k, v in body.items() if k != "schemas"}
     return await _search(request, rt, values)
 
@@ -389,7 +407,9 @@ def _resource_routes(rt: ResourceType) -> list[HTTPRouteHandler]:
     ]
 
 
-async def _discovery(request: Request[Any, Any, Any], build: Callable[[Hub], JSON]) -> Response[bytes]:
+async def _discovery(
+    request: Request[Any, Any, Any], build: Callable[[Hub], JSON]
+) -> Response[bytes]:
     check_accept(request)
     hub = _hub(request)
 
@@ -403,13 +423,17 @@ async def _discovery(request: Request[Any, Any, Any], build: Callable[[Hub], JSO
 @get("/scim/v2/ServiceProviderConfig", name="service-provider-config", **_OPTS)
 async def service_provider_config(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7644 §4: what the hub supports."""
-    return await _discovery(request, lambda hub: discovery.service_provider_config(hub.settings, hub.base))
+    return await _discovery(
+        request, lambda hub: discovery.service_provider_config(hub.settings, hub.base)
+    )
 
 
 @get("/scim/v2/ResourceTypes", name="resource-types", **_OPTS)
 async def resource_types(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7644 §4: the resource types served."""
-    return await _discovery(request, lambda hub: discovery.list_response(discovery.resource_types(hub.base)))
+    return await _discovery(
+        request, lambda hub: discovery.list_response(discovery.resource_types(hub.base))
+    )
 
 
 @get("/scim/v2/ResourceTypes/{name:str}", name="resource-type", **_OPTS)
@@ -429,7 +453,9 @@ async def resource_type(request: Request[Any, Any, Any]) -> Response[bytes]:
 @get("/scim/v2/Schemas", name="schemas", **_OPTS)
 async def schemas(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7644 §4: the schemas supported."""
-    return await _discovery(request, lambda hub: discovery.list_response(discovery.schemas(hub.base)))
+    return await _discovery(
+        request, lambda hub: discovery.list_response(discovery.schemas(hub.base))
+    )
 
 
 @get("/scim/v2/Schemas/{urn:str}", name="schema", **_OPTS)
@@ -444,6 +470,30 @@ async def schema(request: Request[Any, Any, Any]) -> Response[bytes]:
         raise NotFound(f"no Schema {urn!r}")
 
     return await _discovery(request, build)
+
+
+@post("/scim/v2/.search", name="root-search", status_code=200, **_OPTS)
+async def root_search(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """RFC 7644 §3.4.3: search Users and Groups at once."""
+    check_accept(request)
+    hub = _hub(request)
+    body = await read_json(request)
+    _check_search_schemas(body)
+    params = list_params({k: v for k, v in body.items() if k != "schemas"}, hub.settings, "members")
+
+    def work(conn: Connection, caller: Caller) -> Page:
+        return directory.search_all(conn, caller, params.query, hub.base)
+
+    caller, page = await _run(request, work, writes=False)
+    plans = {
+        rt.name: plan(rt, params.attributes, params.excluded) for rt in (USER_TYPE, GROUP_TYPE)
+    }
+    resources = []
+    for resource in page.resources:
+        rt = USER_TYPE if resource["meta"]["resourceType"] == "User" else GROUP_TYPE
+        projected = plans[rt.name].apply(resource)
+        resources.append(_render_for(hub, caller, projected, request.method, rt))
+    return _response(_list_body(page, resources))
 
 
 @post("/scim/v2/Bulk", name="bulk", status_code=501, **_OPTS)
@@ -463,5 +513,6 @@ def scim_routes() -> list[HTTPRouteHandler]:
         resource_type,
         schemas,
         schema,
+        root_search,
         bulk,
     ]

@@ -1,4 +1,7 @@
-"""Reading SCIM requests off the wire: content types, bodies, list parameters (RFC 7644 §3.1, §3.4)."""
+"""Reading SCIM requests off the wire: content types, bodies, list parameters.
+
+RFC 7644 §3.1 (media types) and §3.4 (query parameters).
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-29 21:59:36.727036
+Create Date: 2026-11-29 22:10:31.062607
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def upgrade() -> None:
         sa.Column("user_name", sa.String(length=512), nullable=False),
         sa.Column("user_name_key", sa.String(length=512), nullable=False),
         sa.Column("external_id", sa.String(length=512), nullable=True),
-        sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("active", sa.Boolean(), nullable=True),
         sa.Column("deleted", sa.Boolean(), nullable=False),
         sa.Column(
             "data",
@@ -144,6 +144,7 @@ def upgrade() -> None:
         "memberships",
         sa.Column("group_pk", sa.Integer(), nullable=False),
         sa.Column("user_pk", sa.Integer(), nullable=False),
+        sa.Column("display", sa.String(length=512), nullable=True),
         sa.ForeignKeyConstraint(["group_pk"], ["groups.pk"], ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["user_pk"], ["users.pk"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("group_pk", "user_pk"),
