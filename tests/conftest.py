@@ -12,7 +12,7 @@ Databases
     `fresh_postgres_url`     a new empty (not migrated) database on that server, dropped afterwards.
 
 The app
-    `settings`   `load_settings(environ={}, database_url=db_url, base_url="http://testserver")`.
+    `settings`   `load_settings(environ={}, database_url=db_url, base_url="http://testserver.local")`.
     `app`        `create_app(settings)`.
     `client`     `litestar.testing.AsyncTestClient` over `app`, started (lifespan ran) and stopped.
 
@@ -24,6 +24,8 @@ Workspaces and SCIM calls
                                `.delete`, `.request(method, path, ...)`; paths are relative to
                                `/scim/v2`; bearer token and `application/scim+json` are set.
     `make_user_body`, `make_group_body`   helpers building minimal valid SCIM documents.
+    `scim_error`   `scim_error(response, status, scim_type=None)` asserts a SCIM Error document
+                   (RFC 7644 §3.12) and returns its body.
 
 A real server
     `live_server`   (session) `tests.server.LiveServer` — `(base_url, tenant_url, token, process)`
@@ -71,7 +73,7 @@ ERROR_URN = "urn:ietf:params:scim:api:messages:2.0:Error"
 USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-TEST_BASE_URL = "http://testserver"
+TEST_BASE_URL = "http://testserver.local"
 
 
 # --------------------------------------------------------------------------- markers
@@ -257,6 +259,25 @@ class ScimClient:
         return await self.request("DELETE", path, **kwargs)
 
 
+def assert_scim_error(response: httpx.Response, status: int, scim_type: str | None = None) -> dict:
+    """Assert `response` is a SCIM Error document (RFC 7644 §3.12) and return its body.
+
+    Checks the HTTP status, the SCIM media type, `schemas`, `status` as a JSON string, `scimType`
+    (absent when `scim_type` is None) and a non-empty `detail`.
+    """
+    assert response.status_code == status, (
+        f"expected {status}, got {response.status_code}: {response.text[:1000]}"
+    )
+    assert response.headers.get("content-type", "").startswith(SCIM_JSON), response.headers
+    body = response.json()
+    assert body.get("schemas") == [ERROR_URN], body
+    assert body.get("status") == str(status), body
+    assert body.get("scimType") == scim_type, body
+    assert isinstance(body.get("detail"), str), body
+    assert body["detail"].strip(), body
+    return body
+
+
 @pytest.fixture
 def scim(client: httpx.AsyncClient, tenant: InitResult) -> ScimClient:
     """SCIM calls as workspace "acme" (`tenant`)."""
@@ -285,6 +306,12 @@ def group_body(display_name: str | None = None, **attributes: Any) -> dict[str, 
         "displayName": display_name or f"group-{uuid.uuid4().hex[:10]}",
         **attributes,
     }
+
+
+@pytest.fixture
+def scim_error() -> Any:
+    """`scim_error(response, status, scim_type=None)`: see `assert_scim_error`."""
+    return assert_scim_error
 
 
 @pytest.fixture

@@ -1,0 +1,345 @@
+"""The `scim-hub` command, checked over HTTP against the same database.
+
+Each effect an operator relies on is observed where it matters: a token the CLI regenerates,
+revokes, or whose admin or connector it switches off answers 401 on the SCIM API (an app built
+with `create_app` on the same database), and 200 again when switched back on.
+
+A few tests run the installed console script as a real process; the rest call `hub.cli.main`
+with the same arguments and environment on a thread of its own (the process start-up costs half a
+second, and there are dozens of calls).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import subprocess
+import threading
+import traceback
+from collections.abc import Mapping, Sequence
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.server import hub_environ, run_cli
+
+BASE_URL = "http://testserver.local"
+USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
+
+
+_environ_lock = threading.Lock()
+
+
+def main_in_thread(
+    args: Sequence[str], env: Mapping[str, str], *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run `hub.cli.main(args)` as the process would: with `env` as the whole environment.
+
+    A thread of its own, so the CLI's `asyncio.run` works inside async tests; an uncaught
+    exception ends up on stderr as a traceback with status 1, as the interpreter would do.
+    """
+    from hub.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    status: list[int] = []
+
+    def run() -> None:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                status.append(main(list(args)))
+            except SystemExit as exc:
+                status.append(exc.code if isinstance(exc.code, int) else 1)
+            except BaseException:
+                traceback.print_exc()
+                status.append(1)
+
+    with _environ_lock:
+        saved = dict(os.environ)
+        os.environ.clear()
+        os.environ.update(env)
+        try:
+            worker = threading.Thread(target=run, name="scim-hub-cli")
+            worker.start()
+            worker.join()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+    result = subprocess.CompletedProcess(
+        ["scim-hub", *args], status[0], out.getvalue(), err.getvalue()
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"scim-hub {' '.join(args)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result
+
+
+class Cli:
+    """`scim-hub` against one database, plus SCIM calls through an app on that database.
+
+    `process=True` runs the installed console script; otherwise `hub.cli.main` in a thread.
+    """
+
+    def __init__(self, database_url: str, *, process: bool = False) -> None:
+        self.database_url = database_url
+        self.env = hub_environ(database_url, BASE_URL)
+        self.process = process
+
+    def __call__(
+        self, *args: str, check: bool = True, **env: str
+    ) -> subprocess.CompletedProcess[str]:
+        run = run_cli if self.process else main_in_thread
+        return run(args, {**self.env, **env}, check=check)
+
+    def init(self, workspace: str, *extra: str) -> dict[str, Any]:
+        result = self("init", "--workspace", workspace, "--json", *extra)
+        return json.loads(result.stdout)
+
+    def token_ids(self, workspace: str) -> list[str]:
+        lines = self("token", "list", "--workspace", workspace).stdout.splitlines()
+        return [line.split()[0] for line in lines if line.strip()]
+
+    async def calls(self, *requests: tuple[str, str, str, Any]) -> list[Any]:
+        """Run `(token, method, path, body)` SCIM requests; return the responses."""
+        from litestar.testing import AsyncTestClient
+
+        from hub.app import create_app
+        from hub.settings import load_settings
+
+        settings = load_settings(environ={}, database_url=self.database_url, base_url=BASE_URL)
+        responses = []
+        async with AsyncTestClient(app=create_app(settings), base_url=BASE_URL) as client:
+            for token, method, path, body in requests:
+                responses.append(
+                    await client.request(
+                        method,
+                        f"/scim/v2{path}",
+                        headers={
+                            "Authorization": f"Bearer {token}",
+                            "Content-Type": "application/scim+json",
+                        },
+                        content=None if body is None else json.dumps(body),
+                    )
+                )
+        return responses
+
+    async def statuses(self, *tokens: str) -> list[int]:
+        """The status of `GET /scim/v2/Users` with each token."""
+        responses = await self.calls(*[(token, "GET", "/Users", None) for token in tokens])
+        return [response.status_code for response in responses]
+
+
+@pytest.fixture(
+    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
+)
+def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
+    """The CLI on a fresh, migrated database (SQLite file or PostgreSQL)."""
+    from hub.migrate import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+    else:
+        url = request.getfixturevalue("fresh_postgres_url")
+    upgrade(url)  # in-process: quicker; `scim-hub db upgrade` has a test of its own
+    return Cli(url)
+
+
+@pytest.fixture
+def sqlite_cli(tmp_path: Path) -> Cli:
+    """The CLI on a fresh, migrated SQLite file (for tests whose subject is not storage)."""
+    from hub.migrate import upgrade
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+    upgrade(url)
+    return Cli(url)
+
+
+def _printed_token(output: str) -> str:
+    match = re.search(r"^token:\s+(\S+)\s*$", output, re.M)
+    assert match, output
+    return match.group(1)
+
+
+def _leaks(secret: str, output: str, window: int = 12) -> bool:
+    """Say whether any `window`-long piece of `secret` shows in `output`."""
+    return any(secret[i : i + window] in output for i in range(len(secret) - window + 1))
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+async def test_db_upgrade_then_init(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'new' / 'hub.db'}"
+    else:
+        url = request.getfixturevalue("fresh_postgres_url")
+    runner = Cli(url, process=True)
+    upgraded = runner("db", "upgrade")
+    assert "up to date" in upgraded.stdout
+    assert runner("db", "upgrade").returncode == 0  # idempotent
+    init = runner.init("acme")
+    assert await runner.statuses(init["token"]) == [200]
+
+
+async def test_init_json_prints_one_object_with_a_working_token(cli: Cli) -> None:
+    cli.process = True
+    result = cli("init", "--workspace", "acme", "--json")
+    [line] = result.stdout.strip().splitlines()
+    init = json.loads(line)
+    assert {"workspace", "connector", "tenant_url", "token", "admin", "idp"} <= init.keys()
+    assert init["workspace"] == "acme"
+    assert init["idp"] == "generic_scim"
+    assert init["tenant_url"] == f"{BASE_URL}/scim/v2"
+    assert len(init["token"]) >= 32
+    assert not _leaks(init["token"], result.stderr)
+    assert await cli.statuses(init["token"]) == [200]
+
+
+async def test_init_text_output_shows_the_token_once(sqlite_cli: Cli) -> None:
+    result = sqlite_cli("init", "--workspace", "acme", "--idp", "okta")
+    token = _printed_token(result.stdout)
+    assert result.stdout.count(token) == 1
+    assert f"{BASE_URL}/scim/v2" in result.stdout
+    assert await sqlite_cli.statuses(token) == [200]
+
+
+async def test_second_workspace_is_separate(cli: Cli) -> None:
+    acme = cli.init("acme")
+    other = cli.init("other")
+    assert other["workspace"] == "other"
+    assert other["workspace_id"] != acme["workspace_id"]
+    assert other["token"] != acme["token"]
+    created, mine, theirs = await cli.calls(
+        (acme["token"], "POST", "/Users", {"schemas": [USER_URN], "userName": "a@example.com"}),
+        (acme["token"], "GET", "/Users", None),
+        (other["token"], "GET", "/Users", None),
+    )
+    assert created.status_code == 201, created.text
+    assert mine.json()["totalResults"] == 1
+    assert theirs.json()["totalResults"] == 0
+
+
+async def test_init_if_missing_leaves_an_existing_workspace_alone(sqlite_cli: Cli) -> None:
+    first = sqlite_cli.init("acme")
+    tokens_before = sqlite_cli.token_ids("acme")
+    assert len(tokens_before) == 1
+
+    again = sqlite_cli("init", "--workspace", "acme", "--if-missing")
+    assert not re.search(r"^token:", again.stdout, re.M), again.stdout
+    assert "shub_" not in again.stdout
+    assert sqlite_cli.token_ids("acme") == tokens_before
+    assert await sqlite_cli.statuses(first["token"]) == [200]
+
+    # Without --if-missing it is an error that names the workspace, not a traceback.
+    refused = sqlite_cli("init", "--workspace", "acme", check=False)
+    assert refused.returncode != 0
+    assert "acme" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert sqlite_cli.token_ids("acme") == tokens_before
+
+
+async def test_token_list_never_prints_the_secret(sqlite_cli: Cli) -> None:
+    init = sqlite_cli.init("acme")
+    listed = sqlite_cli("token", "list", "--workspace", "acme")
+    assert not _leaks(init["token"], listed.stdout + listed.stderr)
+    [line] = listed.stdout.strip().splitlines()
+    assert "generic_scim" in line
+    assert "active" in line
+    # After use it is still not printed, and the list says when it was last used.
+    assert await sqlite_cli.statuses(init["token"]) == [200]
+    listed = sqlite_cli("token", "list", "--workspace", "acme")
+    assert not _leaks(init["token"], listed.stdout + listed.stderr)
+    assert "last_used=never" not in listed.stdout
+
+
+async def test_token_regenerate_kills_the_old_token(cli: Cli) -> None:
+    init = cli.init("acme")
+    old = init["token"]
+    regenerated = cli("token", "regenerate", "--workspace", "acme", "--connector", "generic_scim")
+    new = _printed_token(regenerated.stdout)
+    assert new != old
+    assert await cli.statuses(old, new) == [401, 200]
+    listed = cli("token", "list", "--workspace", "acme").stdout
+    assert not _leaks(new, listed)
+    assert sum("active" in line.split()[-1] for line in listed.splitlines()) == 1
+
+
+async def test_token_revoke(cli: Cli) -> None:
+    acme = cli.init("acme")
+    other = cli.init("other")
+    [acme_token_id] = cli.token_ids("acme")
+
+    # Another workspace cannot revoke acme's token.
+    refused = cli("token", "revoke", acme_token_id, "--workspace", "other", check=False)
+    assert refused.returncode != 0
+    assert "Traceback" not in refused.stderr
+    assert await cli.statuses(acme["token"]) == [200]
+
+    cli("token", "revoke", acme_token_id, "--workspace", "acme")
+    assert await cli.statuses(acme["token"], other["token"]) == [401, 200]
+
+
+async def test_admin_deactivate_kills_every_token_they_created(sqlite_cli: Cli) -> None:
+    acme = sqlite_cli.init("acme", "--admin-email", "ops@acme.example")
+    other = sqlite_cli.init("other", "--admin-email", "ops@acme.example")
+    regenerated = sqlite_cli(
+        "token", "regenerate", "--workspace", "acme", "--connector", "generic_scim"
+    )
+    current = _printed_token(regenerated.stdout)
+    assert await sqlite_cli.statuses(acme["token"], current, other["token"]) == [401, 200, 200]
+
+    sqlite_cli("admin", "deactivate", "ops@acme.example", "--workspace", "acme")
+    # Only acme's admin: the same e-mail in another workspace is another admin.
+    assert await sqlite_cli.statuses(current, other["token"]) == [401, 200]
+
+    unknown = sqlite_cli(
+        "admin", "deactivate", "nobody@acme.example", "--workspace", "acme", check=False
+    )
+    assert unknown.returncode != 0
+    assert "nobody@acme.example" in unknown.stderr
+
+
+async def test_connector_disable_and_enable(cli: Cli) -> None:
+    init = cli.init("acme")
+    other = cli.init("other")
+    cli("connector", "disable", init["connector"], "--workspace", "acme")
+    assert await cli.statuses(init["token"], other["token"]) == [401, 200]
+    cli("connector", "enable", init["connector"], "--workspace", "acme")
+    assert await cli.statuses(init["token"]) == [200]
+
+    unknown = cli("connector", "disable", "nope", "--workspace", "acme", check=False)
+    assert unknown.returncode != 0
+    assert "nope" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("SCIM_HUB_PORT", "eighty"),
+        ("SCIM_HUB_PORT", "0"),
+        ("SCIM_HUB_BASE_URL", "ftp://example.com"),
+        ("SCIM_HUB_ENVIRONMENT", "staging"),
+        ("SCIM_HUB_LOG_LEVEL", "loud"),
+        ("SCIM_HUB_MAX_RESULTS", "-5"),
+        ("SCIM_HUB_DATABASE_URL", "mysql://db.example.com/hub"),
+        ("SCIM_HUB_DATABASE_URL", "not a url"),
+    ],
+)
+def test_bad_setting_stops_with_a_message_naming_it(
+    tmp_path: Path, variable: str, value: str
+) -> None:
+    database = tmp_path / "hub.db"
+    runner = Cli(f"sqlite+aiosqlite:///{database}", process=True)
+    result = runner("init", "--workspace", "acme", check=False, **{variable: value})
+    assert result.returncode != 0
+    assert variable in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert not database.exists(), "nothing is created when a setting is bad"

@@ -1,0 +1,403 @@
+"""SCIM error responses (RFC 7644 §3.12) and HTTP preconditions, on SQLite and PostgreSQL.
+
+Every failing request answers a SCIM Error document — `schemas` the Error URN, `status` the HTTP
+status as a JSON string, the right `scimType`, a `detail` saying what to fix — and changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+if TYPE_CHECKING:
+    from tests.conftest import ScimClient
+
+USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"
+PATCH_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+MAX_BODY_BYTES = 64 * 1024
+ScimError = Callable[..., dict[str, Any]]
+
+
+@pytest.fixture
+def settings(settings: Any) -> Any:
+    """The shared settings with a small body limit, so the 413 test sends little."""
+    import msgspec
+
+    return msgspec.structs.replace(settings, max_body_bytes=MAX_BODY_BYTES)
+
+
+async def snapshot(scim: ScimClient) -> tuple[Any, Any]:
+    """Every user and group of the workspace, as the list endpoints show them."""
+    users = await scim.get("/Users", params={"count": "1000"})
+    groups = await scim.get("/Groups", params={"count": "1000"})
+    assert users.status_code == 200, users.text
+    assert groups.status_code == 200, groups.text
+    return users.json(), groups.json()
+
+
+@pytest.fixture
+async def alice(scim: ScimClient) -> httpx.Response:
+    """A user of workspace "acme"; the response carries the body and the ETag."""
+    response = await scim.post(
+        "/Users",
+        {
+            "schemas": [USER_URN],
+            "userName": "Alice@Example.com",
+            "name": {"givenName": "Alice", "familyName": "Liddell"},
+            "displayName": "Alice Liddell",
+            "emails": [{"value": "alice@example.com", "type": "work", "primary": True}],
+        },
+    )
+    assert response.status_code == 201, response.text
+    return response
+
+
+async def current(scim: ScimClient, resource: httpx.Response) -> httpx.Response:
+    """GET the resource again."""
+    response = await scim.get(f"/Users/{resource.json()['id']}")
+    assert response.status_code == 200, response.text
+    return response
+
+
+# --------------------------------------------------------------------------- request bodies
+
+
+BAD_BODIES = [
+    pytest.param("/Users", b'{"schemas": [', "invalidSyntax", id="malformed-json"),
+    pytest.param("/Users", b"[]", "invalidSyntax", id="json-array-not-object"),
+    pytest.param(
+        "/Users",
+        json.dumps({"schemas": USER_URN, "userName": "bob"}),
+        "invalidSyntax",
+        id="schemas-not-a-list",
+    ),
+    pytest.param(
+        "/Users",
+        json.dumps({"schemas": [USER_URN], "displayName": "No Username"}),
+        "invalidValue",
+        id="missing-userName",
+    ),
+    pytest.param(
+        "/Users",
+        json.dumps({"schemas": [USER_URN], "userName": 42}),
+        "invalidValue",
+        id="userName-wrong-type",
+    ),
+    pytest.param(
+        "/Users",
+        json.dumps({"schemas": [USER_URN], "userName": "bob", "active": "yes"}),
+        "invalidValue",
+        id="active-wrong-type",
+    ),
+    pytest.param(
+        "/Groups",
+        json.dumps({"schemas": [GROUP_URN]}),
+        "invalidValue",
+        id="group-missing-displayName",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "content", "scim_type"), BAD_BODIES)
+async def test_bad_create_bodies(
+    scim: ScimClient,
+    alice: httpx.Response,
+    path: str,
+    content: bytes | str,
+    scim_type: str,
+    scim_error: ScimError,
+) -> None:
+    before = await snapshot(scim)
+    response = await scim.post(path, content=content)
+    scim_error(response, 400, scim_type)
+    assert await snapshot(scim) == before
+
+
+@pytest.mark.parametrize(("path", "content", "scim_type"), BAD_BODIES[:3])
+async def test_bad_replace_bodies(
+    scim: ScimClient,
+    alice: httpx.Response,
+    path: str,
+    content: bytes | str,
+    scim_type: str,
+    scim_error: ScimError,
+) -> None:
+    before = await current(scim, alice)
+    response = await scim.put(f"/Users/{alice.json()['id']}", content=content)
+    scim_error(response, 400, scim_type)
+    assert (await current(scim, alice)).json() == before.json()
+
+
+# --------------------------------------------------------------------------- filters
+
+
+@pytest.mark.parametrize(
+    "bad_filter",
+    [
+        pytest.param('userName eq "unterminated', id="unterminated-string"),
+        pytest.param("userName eq", id="missing-value"),
+        pytest.param('userName zz "x"', id="unknown-operator"),
+        pytest.param('(userName eq "x"', id="unbalanced-parenthesis"),
+        pytest.param('noSuchAttribute eq "x"', id="unknown-attribute"),
+    ],
+)
+async def test_invalid_filters(
+    scim: ScimClient, alice: httpx.Response, bad_filter: str, scim_error: ScimError
+) -> None:
+    response = await scim.get("/Users", params={"filter": bad_filter})
+    scim_error(response, 400, "invalidFilter")
+    search = await scim.post(
+        "/Users/.search",
+        {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "filter": bad_filter},
+    )
+    scim_error(search, 400, "invalidFilter")
+
+
+# --------------------------------------------------------------------------- PATCH
+
+
+def patch_body(*operations: dict[str, Any]) -> dict[str, Any]:
+    return {"schemas": [PATCH_URN], "Operations": list(operations)}
+
+
+@pytest.mark.parametrize(
+    ("operation", "scim_type"),
+    [
+        pytest.param(
+            {"op": "replace", "path": "name..givenName", "value": "x"},
+            "invalidPath",
+            id="invalidPath-double-dot",
+        ),
+        pytest.param(
+            {"op": "replace", "path": 'emails[type eq "work"', "value": "x"},
+            None,  # unterminated value filter: invalidPath or invalidFilter, see the test
+            id="invalidPath-unterminated-filter",
+        ),
+        pytest.param({"op": "remove"}, "noTarget", id="noTarget-remove-without-path"),
+        pytest.param(
+            {"op": "replace", "path": "id", "value": str(uuid.uuid4())},
+            "mutability",
+            id="mutability-id",
+        ),
+        pytest.param(
+            {"op": "replace", "path": "meta", "value": {"resourceType": "Group"}},
+            "mutability",
+            id="mutability-meta",
+        ),
+        pytest.param(
+            {"op": "replace", "path": "meta.created", "value": "2001-01-01T00:00:00Z"},
+            "mutability",
+            id="mutability-meta-created",
+        ),
+    ],
+)
+async def test_bad_patch_operations(
+    scim: ScimClient,
+    alice: httpx.Response,
+    operation: dict[str, Any],
+    scim_type: str | None,
+    scim_error: ScimError,
+) -> None:
+    before = await current(scim, alice)
+    # A valid operation first: the request is one unit, so it must not be applied either.
+    body = patch_body({"op": "replace", "path": "displayName", "value": "Changed"}, operation)
+    response = await scim.patch(f"/Users/{alice.json()['id']}", body)
+    if scim_type is None:
+        assert response.json().get("scimType") in ("invalidPath", "invalidFilter"), response.text
+        scim_error(response, 400, response.json()["scimType"])
+    else:
+        scim_error(response, 400, scim_type)
+    after = await current(scim, alice)
+    assert after.json() == before.json()
+    assert after.headers.get("etag") == before.headers.get("etag")
+
+
+# --------------------------------------------------------------------------- uniqueness
+
+
+@pytest.mark.parametrize(
+    "user_name", ["Alice@Example.com", "alice@example.com", "ALICE@EXAMPLE.COM"]
+)
+async def test_user_name_is_unique_case_insensitively(
+    scim: ScimClient, alice: httpx.Response, user_name: str, scim_error: ScimError
+) -> None:
+    before = await snapshot(scim)
+    response = await scim.post("/Users", {"schemas": [USER_URN], "userName": user_name})
+    scim_error(response, 409, "uniqueness")
+    assert await snapshot(scim) == before
+
+
+async def test_renaming_onto_a_taken_user_name_is_a_conflict(
+    scim: ScimClient, alice: httpx.Response, scim_error: ScimError
+) -> None:
+    bob = await scim.post("/Users", {"schemas": [USER_URN], "userName": "bob@example.com"})
+    assert bob.status_code == 201, bob.text
+    before = await snapshot(scim)
+    path = f"/Users/{bob.json()['id']}"
+    put = await scim.put(path, {"schemas": [USER_URN], "userName": "ALICE@example.com"})
+    scim_error(put, 409, "uniqueness")
+    patch = await scim.patch(
+        path, patch_body({"op": "replace", "path": "userName", "value": "alice@EXAMPLE.com"})
+    )
+    scim_error(patch, 409, "uniqueness")
+    assert await snapshot(scim) == before
+
+
+# --------------------------------------------------------------------------- 401 / 404 / 405
+
+
+async def test_missing_or_wrong_credentials(
+    scim: ScimClient, alice: httpx.Response, scim_error: ScimError
+) -> None:
+    for who in (scim.with_token(None), scim.with_token("not-a-token"), scim.with_token("")):
+        response = await who.get("/Users")
+        scim_error(response, 401)
+        assert response.headers.get("www-authenticate", "").startswith("Bearer"), response.headers
+        created = await who.post("/Users", {"schemas": [USER_URN], "userName": "mallory"})
+        scim_error(created, 401)
+    basic = await scim.get("/Users", headers={"Authorization": f"Basic {scim.token}"})
+    scim_error(basic, 401)
+    listing = (await snapshot(scim))[0]
+    assert [u["userName"] for u in listing["Resources"]] == ["Alice@Example.com"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/Users/{uuid.uuid4()}",
+        f"/Groups/{uuid.uuid4()}",
+        "/Users/not-even-a-uuid",
+        "/NoSuchResource",
+        f"/NoSuchResource/{uuid.uuid4()}",
+        "/Users/x/y",
+    ],
+)
+async def test_not_found(scim: ScimClient, path: str, scim_error: ScimError) -> None:
+    scim_error(await scim.get(path), 404)
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+async def test_not_found_on_writes(scim: ScimClient, method: str, scim_error: ScimError) -> None:
+    before = await snapshot(scim)
+    body = (
+        patch_body({"op": "replace", "path": "displayName", "value": "x"})
+        if method == "PATCH"
+        else {"schemas": [USER_URN], "userName": "ghost"}
+    )
+    response = await scim.request(
+        method, f"/Users/{uuid.uuid4()}", None if method == "DELETE" else body
+    )
+    scim_error(response, 404)
+    assert await snapshot(scim) == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("DELETE", "/Users"),
+        ("PUT", "/Users"),
+        ("PATCH", "/Groups"),
+        ("POST", "/ServiceProviderConfig"),
+        ("DELETE", "/Schemas"),
+        ("PUT", "/ResourceTypes"),
+    ],
+)
+async def test_method_not_allowed(
+    scim: ScimClient, method: str, path: str, scim_error: ScimError
+) -> None:
+    before = await snapshot(scim)
+    response = await scim.request(method, path, {"schemas": [USER_URN], "userName": "x"})
+    scim_error(response, 405)
+    # RFC 9110 §15.5.6: a 405 response MUST carry Allow.
+    assert response.headers.get("allow"), response.headers
+    assert method not in response.headers["allow"]
+    assert await snapshot(scim) == before
+
+
+# --------------------------------------------------------------------------- ETags
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+async def test_if_match_mismatch_is_412(
+    scim: ScimClient, alice: httpx.Response, method: str, scim_error: ScimError
+) -> None:
+    etag = alice.headers.get("etag")
+    assert etag, "a created resource carries an ETag (RFC 7644 §3.14)"
+    assert alice.json()["meta"]["version"] == etag
+    path = f"/Users/{alice.json()['id']}"
+    body = {
+        "PUT": {"schemas": [USER_URN], "userName": "Alice@Example.com", "displayName": "New"},
+        "PATCH": patch_body({"op": "replace", "path": "displayName", "value": "New"}),
+        "DELETE": None,
+    }[method]
+    stale = 'W/"not-the-current-version"'
+    response = await scim.request(method, path, body, headers={"If-Match": stale})
+    scim_error(response, 412)
+    after = await current(scim, alice)
+    assert after.json() == alice.json()
+
+    # The same request with the current ETag succeeds.
+    response = await scim.request(method, path, body, headers={"If-Match": etag})
+    assert response.status_code in (200, 204), response.text
+
+
+async def test_if_none_match_current_etag_is_304(scim: ScimClient, alice: httpx.Response) -> None:
+    path = f"/Users/{alice.json()['id']}"
+    etag = alice.headers["etag"]
+    not_modified = await scim.get(path, headers={"If-None-Match": etag})
+    assert not_modified.status_code == 304, not_modified.text
+    assert not_modified.content == b""
+    assert not_modified.headers.get("etag") == etag
+    changed = await scim.get(path, headers={"If-None-Match": 'W/"something-else"'})
+    assert changed.status_code == 200
+    assert changed.json() == alice.json()
+
+
+# --------------------------------------------------------------------------- wire level
+
+
+async def test_body_over_the_limit_is_413(
+    scim: ScimClient, alice: httpx.Response, scim_error: ScimError
+) -> None:
+    before = await snapshot(scim)
+    body = {
+        "schemas": [USER_URN],
+        "userName": "big@example.com",
+        "displayName": "x" * (MAX_BODY_BYTES + 1),
+    }
+    response = await scim.post("/Users", body)
+    scim_error(response, 413)
+    assert await snapshot(scim) == before
+    # Just under the limit is fine: the limit is the advertised one, not something smaller.
+    body["displayName"] = "x" * (MAX_BODY_BYTES // 2)
+    assert (await scim.post("/Users", body)).status_code == 201
+
+
+async def test_unsupported_content_type_is_415(scim: ScimClient, scim_error: ScimError) -> None:
+    before = await snapshot(scim)
+    body = json.dumps({"schemas": [USER_URN], "userName": "carol@example.com"})
+    response = await scim.post("/Users", content=body, headers={"Content-Type": "text/plain"})
+    scim_error(response, 415)
+    assert await snapshot(scim) == before
+    # application/json is accepted as well as application/scim+json (RFC 7644 §3.1).
+    plain_json = await scim.post(
+        "/Users", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert plain_json.status_code == 201, plain_json.text
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_unacceptable_accept_is_406(
+    scim: ScimClient, method: str, scim_error: ScimError
+) -> None:
+    before = await snapshot(scim)
+    body = {"schemas": [USER_URN], "userName": "dave@example.com"} if method == "POST" else None
+    response = await scim.request(method, "/Users", body, headers={"Accept": "application/xml"})
+    scim_error(response, 406)
+    assert await snapshot(scim) == before
