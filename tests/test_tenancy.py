@@ -9,6 +9,8 @@ this file.
 
 from __future__ import annotations
 
+import itertools
+import json
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -294,15 +296,23 @@ async def test_every_scim_route_needs_a_valid_token(
         for method in ("GET", "PUT", "PATCH", "DELETE"):
             assert (method, f"/scim/v2/{kind}/{{id}}") in with_id
 
-    body = {"schemas": [USER_URN], "userName": "intruder@example.com"}
+    # Credentials are checked before the body is even read: a valid-looking body and a broken
+    # one both get 401, so an unauthenticated caller learns nothing about the API.
+    bodies = [json.dumps({"schemas": [USER_URN], "userName": "intruder@example.com"}), "{broken"]
+    credentials = [{}, {"Authorization": "Bearer wrong-token"}, {"Authorization": "Basic x"}]
     failures = []
     for method, path in calls:
-        for headers in ({}, {"Authorization": "Bearer wrong-token"}, {"Authorization": "Basic x"}):
+        with_body = method in ("POST", "PUT", "PATCH")
+        for headers, body in itertools.product(credentials, bodies if with_body else [None]):
             response = await client.request(
                 method,
                 path,
-                json=body if method in ("POST", "PUT", "PATCH") else None,
-                headers={"Accept": "application/scim+json", **headers},
+                content=body,
+                headers={
+                    "Accept": "application/scim+json",
+                    "Content-Type": "application/scim+json",
+                    **headers,
+                },
             )
             try:
                 scim_error(response, 401)
@@ -310,7 +320,7 @@ async def test_every_scim_route_needs_a_valid_token(
                     response.headers
                 )
             except AssertionError as exc:
-                failures.append(f"{method} {path} {headers}: {exc}")
+                failures.append(f"{method} {path} {headers} body={body!r}: {exc}")
     assert not failures, "\n".join(failures)
     # Nothing was created on the way.
     listing = await scim.get("/Users")
