@@ -7,7 +7,9 @@ reasons to `test-artifacts/conformance-skipped.txt`, which the README refers to.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 from scim2_client import BaseSyncSCIMClient
 from scim2_tester import CheckResult, Status, check_server
 
-from tests.server import LiveServer
+from tests.server import LiveServer, running_server
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 FAILED = {Status.ERROR, Status.CRITICAL}
@@ -82,15 +84,16 @@ def _describe(result: CheckResult) -> str:
 def test_scim2_tester_reports_no_failures(conformance_results: list[CheckResult]) -> None:
     results = conformance_results
     noted = [r for r in results if r.status in NOTED]
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / "conformance-skipped.txt").write_text(
-        "# scim2-tester checks the hub did not pass outright (SKIPPED / DEVIATION), with reasons\n"
-        + "".join(_describe(r) + "\n" for r in noted)
-    )
     summary: dict[str, int] = {}
     for result in results:
         summary[result.status.name] = summary.get(result.status.name, 0) + 1
-    print(f"\nscim2-tester: {len(results)} checks {summary}")
+    headline = f"scim2-tester {version('scim2-tester')}: {len(results)} checks {summary}"
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "conformance-skipped.txt").write_text(
+        "# scim2-tester checks the hub did not pass outright (SKIPPED / DEVIATION), with reasons\n"
+        f"# {headline}\n" + ("".join(_describe(r) + "\n" for r in noted) or "(none)\n")
+    )
+    print(f"\n{headline}")
     for result in noted:
         print("  " + _describe(result))
 
@@ -113,3 +116,21 @@ def test_scim2_tester_exercised_users_and_groups(conformance_results: list[Check
     for resource_type in ("User", "Group"):
         for check in ("object_creation", "object_query", "object_replacement", "object_deletion"):
             assert (resource_type, check) in exercised, f"{check} did not pass for {resource_type}"
+
+
+def test_server_helper_starts_and_stops_the_process(tmp_path: Path) -> None:
+    """`running_server` serves real sockets and leaves no process behind."""
+    with running_server(tmp_path, workspace="helper") as server:
+        assert server.tenant_url == f"{server.base_url}/scim/v2"
+        ready = httpx.get(f"{server.base_url}/readyz", timeout=5)
+        assert ready.status_code == 200, ready.text
+        config = httpx.get(
+            f"{server.tenant_url}/ServiceProviderConfig",
+            headers={"Authorization": f"Bearer {server.token}"},
+            timeout=5,
+        )
+        assert config.status_code == 200, config.text
+    # Stopped by SIGTERM, not SIGKILL: uvicorn shuts down, then re-raises the signal it caught.
+    assert server.process.returncode in (0, -signal.SIGTERM)
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"{server.base_url}/healthz", timeout=2)
