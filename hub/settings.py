@@ -72,9 +72,34 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     try:
         settings = msgspec.convert(values, Settings)
     except msgspec.ValidationError as exc:
-        raise SettingsError(f"invalid setting: {exc}") from exc
+        raise SettingsError(_name_setting(str(exc))) from exc
     _check_ranges(settings)
+    _check_database_url(settings.database_url)
     return settings
+
+
+def _name_setting(message: str) -> str:
+    """Turn msgspec's "… - at `$.log_level`" into a message naming SCIM_HUB_LOG_LEVEL."""
+    text, _, where = message.rpartition(" - at `$.")
+    if not where:
+        return f"invalid setting: {message}"
+    name = where.rstrip("`").split(".", 1)[0].split("[", 1)[0]
+    return f"{ENV_PREFIX}{name.upper()}: {text}"
+
+
+def _check_database_url(url: str) -> None:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        backend = make_url(url).get_backend_name()
+    except ArgumentError:
+        raise SettingsError(f"{ENV_PREFIX}DATABASE_URL: {url!r} is not a database URL") from None
+    if backend not in ("sqlite", "postgresql"):
+        raise SettingsError(
+            f"{ENV_PREFIX}DATABASE_URL: {backend!r} is not supported; use "
+            "sqlite+aiosqlite:///path/to/hub.db or postgresql+asyncpg://user@host/db"
+        )
 
 
 def _check_ranges(settings: Settings) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from hub.core.attributes import canonicalise, describe_for, lookup, merge_put, required_missing
-from hub.core.errors import InvalidValue, Mutability
+from hub.core.errors import InvalidSyntax, InvalidValue, Mutability
 from hub.core.schema import (
     ENTERPRISE_SCHEMA,
     GROUP_SCHEMA,
@@ -180,16 +180,28 @@ def test_extension_attribute_type_error_named_with_urn() -> None:
     "body",
     [
         {"userName": "b"},
-        {"schemas": USER_SCHEMA, "userName": "b"},
-        {"schemas": [USER_SCHEMA, 5], "userName": "b"},
         {"schemas": [GROUP_SCHEMA], "userName": "b"},
         {"schemas": [ENTERPRISE_SCHEMA], "userName": "b"},
-        {"schemas": [USER_SCHEMA, "urn:example:custom"], "userName": "b"},
     ],
 )
 def test_bad_schemas_rejected(body: dict[str, Any]) -> None:
     with pytest.raises(InvalidValue, match="schemas"):
         canonicalise(body, USER_TYPE)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"schemas": USER_SCHEMA, "userName": "b"}, {"schemas": [USER_SCHEMA, 5], "userName": "b"}],
+)
+def test_malformed_schemas_is_invalid_syntax(body: dict[str, Any]) -> None:
+    with pytest.raises(InvalidSyntax, match="schemas"):
+        canonicalise(body, USER_TYPE)
+
+
+def test_listed_custom_extension_is_kept_as_sent() -> None:
+    custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+    body = {"schemas": [USER_SCHEMA, custom], "userName": "b", custom: {"CostCode": "X1"}}
+    assert canonicalise(body, USER_TYPE) == body
 
 
 def test_extension_must_be_listed_and_known() -> None:

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
-from hub.core.errors import InvalidPath, InvalidValue, Mutability
+from hub.core.errors import InvalidPath, InvalidSyntax, InvalidValue, Mutability
 from hub.core.schema import Attribute, ResourceType, Schema
 from rules import AttrInfo, Describe, FilterSyntaxError, parse_path
 
@@ -99,10 +99,10 @@ def canonicalise(body: Mapping[str, Any], resource_type: ResourceType) -> dict[s
     ``password`` (returned=never, RFC 7643 §4.1.1), which the hub never keeps. A null value, an
     empty list and an empty object all mean "unassigned" (RFC 7643 §2.5) and are removed.
 
-    A missing or malformed ``schemas`` is reported as `InvalidValue` ("a required value was
-    missing", RFC 7644 §3.12) rather than `InvalidSyntax`: the body parsed and is a SCIM message,
-    one required attribute is wrong. Every URN in ``schemas`` and every extension key must belong
-    to this resource type, and every extension key must be listed in ``schemas`` (RFC 7643 §3).
+    A missing ``schemas`` is `InvalidValue` ("a required value was missing", RFC 7644 §3.12); one
+    that is not a list of strings is `InvalidSyntax` (the message does not have the request's
+    structure). Every extension key must be listed in ``schemas`` (RFC 7643 §3). An extension the
+    hub has no schema for (an IdP's custom extension) is kept exactly as sent when it is listed.
 
     Args:
         body: the decoded JSON object from the request.
@@ -129,6 +129,9 @@ def canonicalise(body: Mapping[str, Any], resource_type: ResourceType) -> dict[s
             raise InvalidValue(f"attribute {key!r} is given twice (names are case-insensitive)")
         seen.add(lowered)
         if lowered.startswith(_URN_PREFIX):
+            if resource_type.extension(key) is None and lowered in listed:
+                _store(result, key, copy.deepcopy(value))
+                continue
             extension = _listed_extension(key, resource_type, listed)
             _store(result, extension.id, _canonical_extension(extension, value))
             continue
@@ -142,18 +145,17 @@ def canonicalise(body: Mapping[str, Any], resource_type: ResourceType) -> dict[s
 
 def _canonical_schemas(body: Mapping[str, Any], resource_type: ResourceType) -> list[str]:
     schemas = next((v for k, v in body.items() if k.lower() == "schemas"), None)
+    if schemas is None:
+        raise InvalidValue(f"'schemas' is missing; it must include {resource_type.schema.id!r}")
     if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
-        raise InvalidValue(
+        raise InvalidSyntax(
             f"'schemas' must be a list of schema URNs including {resource_type.schema.id!r}"
         )
     known = {urn.lower(): urn for urn in resource_type.schema_ids}
     canonical: list[str] = []
     for urn in schemas:
-        spelled = known.get(urn.lower())
-        if spelled is None:
-            raise InvalidValue(
-                f"'schemas' lists {urn!r}, which is not a {resource_type.name} schema"
-            )
+        # An extension the hub does not know (e.g. an Entra custom extension) is kept as sent.
+        spelled: str = known.get(urn.lower()) or urn
         if spelled not in canonical:
             canonical.append(spelled)
     if resource_type.schema.id not in canonical:

@@ -8,7 +8,7 @@ single database call, so a request costs one hand-off to the database.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -43,7 +43,14 @@ from hub.core.tokens import Caller, authenticate, digest, needs_touch, touch
 from hub.plugins import Registry
 from hub.scim import discovery
 from hub.scim.errors import SCIM_JSON
-from hub.scim.wire import check_accept, list_params, projection_params, read_json, wants
+from hub.scim.wire import (
+    ListParams,
+    check_accept,
+    list_params,
+    projection_params,
+    read_json,
+    wants,
+)
 from hub.settings import Settings
 
 T = TypeVar("T")
@@ -101,11 +108,18 @@ def _bearer_digest(request: Request[Any, Any, Any]) -> str:
 
 
 def _authenticated(
-    conn: Connection, token_digest: str, work: Callable[[Connection, Caller], T], writes: bool
+    conn: Connection,
+    token_digest: str,
+    work: Callable[[Connection, Caller], T],
+    writes: bool,
+    problem: ScimError | None,
 ) -> tuple[Caller, T]:
     caller = authenticate(conn, token_digest)
     if caller is None:
         raise Unauthorized("the token is unknown, revoked, or its connector or admin is disabled")
+    if problem is not None:
+        # Only now: a client without valid credentials learns nothing about its request.
+        raise problem
     if writes and needs_touch(caller, now := now_us()):
         touch(conn, caller, now)
         caller = msgspec.structs.replace(caller, last_used=now)
@@ -113,21 +127,43 @@ def _authenticated(
 
 
 async def _run(
-    request: Request[Any, Any, Any], work: Callable[[Connection, Caller], T], *, writes: bool
+    request: Request[Any, Any, Any],
+    work: Callable[[Connection, Caller], T],
+    *,
+    writes: bool,
+    problem: ScimError | None = None,
 ) -> tuple[Caller, T]:
+    """Authenticate and run `work` in one unit of work; `problem` is raised once authenticated."""
     hub = _hub(request)
     token_digest = _bearer_digest(request)
-    run = hub.db.write if writes else hub.db.read
-    caller, result = await run(_authenticated, token_digest, work, writes)
+    run = hub.db.write if writes and problem is None else hub.db.read
+    caller, result = await run(_authenticated, token_digest, work, writes, problem)
     if not writes:
         hub.remember_use(caller)
     request.state.caller = caller
     return caller, result
 
 
+async def _parse(parse: Callable[[], Awaitable[T]]) -> tuple[T | None, ScimError | None]:
+    """Run a request parser, keeping its error for after authentication."""
+    try:
+        return await parse(), None
+    except ScimError as exc:
+        return None, exc
+
+
+def _accepting(request: Request[Any, Any, Any]) -> Callable[[], Awaitable[None]]:
+    async def check() -> None:
+        check_accept(request)
+
+    return check
+
+
 def _normalise(
-    hub: Hub, caller: Caller, body: JSON, request: Request[Any, Any, Any], rt: ResourceType
+    hub: Hub, caller: Caller, body: JSON | None, request: Request[Any, Any, Any], rt: ResourceType
 ) -> JSON:
+    if body is None:  # unreachable: a parse problem is raised before the work runs
+        raise InvalidSyntax("the request body could not be read")
     dialect = hub.dialect(caller)
     if dialect is None:
         return body
@@ -205,23 +241,26 @@ def _members_attr(rt: ResourceType) -> str:
 
 
 async def _create(request: Request[Any, Any, Any], rt: ResourceType) -> Response[bytes]:
-    check_accept(request)
     hub = _hub(request)
-    body = await read_json(request)
     service = _service(rt)
+
+    async def parse() -> JSON:
+        check_accept(request)
+        return await read_json(request)
+
+    body, problem = await _parse(parse)
 
     def work(conn: Connection, caller: Caller) -> Outcome:
         doc = _normalise(hub, caller, body, request, rt)
         result: Outcome = service.create(conn, caller, doc, hub.base)
         return result
 
-    caller, outcome = await _run(request, work, writes=True)
+    caller, outcome = await _run(request, work, writes=True, problem=problem)
     _announce(hub, caller, outcome, rt)
     return _resource_response(request, caller, outcome, rt, 201)
 
 
 async def _get(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
-    check_accept(request)
     hub = _hub(request)
     attributes, excluded = projection_params(request)
     with_members = wants(_members_attr(rt), attributes, excluded)
@@ -231,24 +270,35 @@ async def _get(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
         result: Outcome = service.get(conn, caller, rid, hub.base, with_members)
         return result
 
-    caller, outcome = await _run(request, work, writes=False)
+    _, problem = await _parse(_accepting(request))
+    caller, outcome = await _run(request, work, writes=False, problem=problem)
     if matches_if_none_match(outcome.version, request.headers.get("if-none-match")):
         return Response(b"", status_code=304, headers={"ETag": etag(outcome.version)})
     return _resource_response(request, caller, outcome, rt)
 
 
 async def _search(
-    request: Request[Any, Any, Any], rt: ResourceType, values: dict[str, Any]
+    request: Request[Any, Any, Any],
+    rt: ResourceType,
+    values: JSON,
+    problem: ScimError | None,
 ) -> Response[bytes]:
     hub = _hub(request)
-    params = list_params(values, hub.settings, _members_attr(rt))
+    params = None
+    if problem is None:
+        try:
+            params = list_params(values, hub.settings, _members_attr(rt))
+        except ScimError as exc:
+            problem = exc
     service = _service(rt)
 
     def work(conn: Connection, caller: Caller) -> Page:
+        assert params is not None
         result: Page = service.search(conn, caller, params.query, hub.base)
         return result
 
-    caller, page = await _run(request, work, writes=False)
+    caller, page = await _run(request, work, writes=False, problem=problem)
+    assert params is not None
     projection = plan(rt, params.attributes, params.excluded)
     resources = [
         _render_for(hub, caller, projection.apply(r), request.method, rt) for r in page.resources
@@ -272,24 +322,32 @@ def _check_search_schemas(body: JSON) -> None:
         raise InvalidValue(f"a SearchRequest lists {SEARCH_REQUEST} in 'schemas'")
 
 
-async def _list(request: Request[Any, Any, Any], rt: ResourceType) -> Response[bytes]:
-    check_accept(request)
-    return await _search(request, rt, dict(request.query_params.items()))
-
-
-async def _post_search(request: Request[Any, Any, Any], rt: ResourceType) -> Response[bytes]:
+async def _search_request(request: Request[Any, Any, Any]) -> JSON:
     check_accept(request)
     body = await read_json(request)
     _check_search_schemas(body)
-    values = {k: v for k, v in body.items() if k != "schemas"}
-    return await _search(request, rt, values)
+    return {k: v for k, v in body.items() if k != "schemas"}
+
+
+async def _list(request: Request[Any, Any, Any], rt: ResourceType) -> Response[bytes]:
+    _, problem = await _parse(_accepting(request))
+    return await _search(request, rt, dict(request.query_params.items()), problem)
+
+
+async def _post_search(request: Request[Any, Any, Any], rt: ResourceType) -> Response[bytes]:
+    values, problem = await _parse(lambda: _search_request(request))
+    return await _search(request, rt, values or {}, problem)
 
 
 async def _put(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
-    check_accept(request)
     hub = _hub(request)
-    body = await read_json(request)
     if_match = request.headers.get("if-match")
+
+    async def parse() -> JSON:
+        check_accept(request)
+        return await read_json(request)
+
+    body, problem = await _parse(parse)
 
     def work(conn: Connection, caller: Caller) -> Outcome:
         doc = _normalise(hub, caller, body, request, rt)
@@ -299,7 +357,7 @@ async def _put(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
             return users.replace(conn, caller, rid, doc, hub.base, if_match, unmanaged)
         return groups.replace(conn, caller, rid, doc, hub.base, if_match)
 
-    caller, outcome = await _run(request, work, writes=True)
+    caller, outcome = await _run(request, work, writes=True, problem=problem)
     _announce(hub, caller, outcome, rt)
     return _resource_response(request, caller, outcome, rt)
 
@@ -315,13 +373,17 @@ def _operations(body: JSON) -> list[Any]:
 
 
 async def _patch(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
-    check_accept(request)
     hub = _hub(request)
-    body = await read_json(request)
     if_match = request.headers.get("if-match")
     settings = hub.settings
     attributes, excluded = projection_params(request)
     with_members = wants(_members_attr(rt), attributes, excluded)
+
+    async def parse() -> JSON:
+        check_accept(request)
+        return await read_json(request)
+
+    body, problem = await _parse(parse)
 
     def work(conn: Connection, caller: Caller) -> Outcome:
         doc = _normalise(hub, caller, body, request, rt)
@@ -342,7 +404,7 @@ async def _patch(request: Request[Any, Any, Any], rt: ResourceType, rid: str) ->
             with_members,
         )
 
-    caller, outcome = await _run(request, work, writes=True)
+    caller, outcome = await _run(request, work, writes=True, problem=problem)
     _announce(hub, caller, outcome, rt)
     return _resource_response(request, caller, outcome, rt)
 
@@ -410,13 +472,13 @@ def _resource_routes(rt: ResourceType) -> list[HTTPRouteHandler]:
 async def _discovery(
     request: Request[Any, Any, Any], build: Callable[[Hub], JSON]
 ) -> Response[bytes]:
-    check_accept(request)
     hub = _hub(request)
 
     def work(conn: Connection, caller: Caller) -> None:
         return None
 
-    await _run(request, work, writes=False)
+    _, problem = await _parse(_accepting(request))
+    await _run(request, work, writes=False, problem=problem)
     return _response(build(hub))
 
 
@@ -475,16 +537,20 @@ async def schema(request: Request[Any, Any, Any]) -> Response[bytes]:
 @post("/scim/v2/.search", name="root-search", status_code=200, **_OPTS)
 async def root_search(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7644 §3.4.3: search Users and Groups at once."""
-    check_accept(request)
     hub = _hub(request)
-    body = await read_json(request)
-    _check_search_schemas(body)
-    params = list_params({k: v for k, v in body.items() if k != "schemas"}, hub.settings, "members")
+
+    async def parse() -> ListParams:
+        return list_params(await _search_request(request), hub.settings, "members")
+
+    parsed, problem = await _parse(parse)
 
     def work(conn: Connection, caller: Caller) -> Page:
-        return directory.search_all(conn, caller, params.query, hub.base)
+        assert parsed is not None
+        return directory.search_all(conn, caller, parsed.query, hub.base)
 
-    caller, page = await _run(request, work, writes=False)
+    caller, page = await _run(request, work, writes=False, problem=problem)
+    assert parsed is not None
+    params = parsed
     plans = {
         rt.name: plan(rt, params.attributes, params.excluded) for rt in (USER_TYPE, GROUP_TYPE)
     }

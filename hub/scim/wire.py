@@ -9,8 +9,9 @@ from typing import Any
 
 import msgspec
 from litestar import Request
+from litestar.exceptions import HTTPException
 
-from hub.core.errors import InvalidSyntax, InvalidValue, ScimError
+from hub.core.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError
 from hub.core.resources import ListQuery
 from hub.settings import Settings
 
@@ -61,7 +62,13 @@ async def read_json(request: Request[Any, Any, Any]) -> JSON:
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not supported; send application/scim+json"
         )
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except HTTPException as exc:
+        if exc.status_code == 413:
+            limit = request.route_handler.resolve_request_max_body_size()
+            raise PayloadTooLarge(f"the request body is larger than {limit} bytes") from exc
+        raise
     if not raw.strip():
         raise InvalidSyntax("the request body is empty; send a JSON object")
     try:
