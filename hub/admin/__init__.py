@@ -1,0 +1,1 @@
+"""Admin REST API and dashboard for workspace admins (built in the cards and dashboard issues)."""
