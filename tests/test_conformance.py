@@ -118,6 +118,7 @@ def test_scim2_tester_exercised_users_and_groups(conformance_results: list[Check
             assert (resource_type, check) in exercised, f"{check} did not pass for {resource_type}"
 
 
+@pytest.mark.server
 def test_server_helper_starts_and_stops_the_process(tmp_path: Path) -> None:
     """`running_server` serves real sockets and leaves no process behind."""
     with running_server(tmp_path, workspace="helper") as server:
