@@ -14,6 +14,7 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from hub.admin.routes import admin_router, owner_router
 from hub.core.database import open_database
 from hub.core.errors import ScimError
 from hub.core.tenants import tenant_url
@@ -97,7 +98,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
             await db.close()
 
     return Litestar(
-        route_handlers=[healthz, readyz, *scim_routes()],
+        route_handlers=[healthz, readyz, *scim_routes(), admin_router(), owner_router()],
         lifespan=[lifespan],
         exception_handlers={
             ScimError: handle_scim_error,

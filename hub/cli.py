@@ -193,6 +193,25 @@ def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin_key(settings: Settings, args: argparse.Namespace) -> int:
+    """Make an admin API key (shown once)."""
+    from hub.core.admins import create_key
+
+    def unit(conn: Connection) -> str:
+        ws = _workspace_pk(conn, args.workspace)
+        admin = (
+            tenants.admin_pk(conn, ws, args.email)
+            if args.email
+            else tenants.first_admin_pk(conn, ws)
+        )
+        return create_key(conn, admin_pk=admin)
+
+    key = _run_unit(settings, unit)
+    print(f"admin key: {key}")
+    print("shown only now; send it as 'Authorization: Bearer <key>' to /api/v1/workspaces/…")
+    return 0
+
+
 def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
     """Enable or disable a connector."""
     enabled = args.connector_command == "enable"
@@ -252,7 +271,11 @@ def build_parser() -> argparse.ArgumentParser:
         action = admin_sub.add_parser(name)
         action.add_argument("email")
         action.add_argument("--workspace", required=True)
-    admin.set_defaults(func=cmd_admin)
+        action.set_defaults(func=cmd_admin)
+    key = admin_sub.add_parser("key", help="make an admin API key")
+    key.add_argument("--workspace", required=True)
+    key.add_argument("--email", help="the admin (default: the workspace's first admin)")
+    key.set_defaults(func=cmd_admin_key)
 
     connector = sub.add_parser("connector", help="enable or disable a connector")
     connector_sub = connector.add_subparsers(dest="connector_command", required=True)

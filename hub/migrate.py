@@ -20,7 +20,7 @@ def alembic_config(database_url: str) -> Config:
     return config
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def upgrade(database_url: str, revision: str = "heads") -> None:
     """Migrate the database at `database_url` to `revision` (creating the SQLite file if needed).
 
     Alembic's async environment calls `asyncio.run`, so when an event loop is already running in

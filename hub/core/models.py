@@ -87,6 +87,19 @@ class Token(Base):
     revoked: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
+class AdminKey(Base):
+    """An admin API key, stored only as its SHA-256 digest; it dies with its admin."""
+
+    __tablename__ = "admin_keys"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    admin_pk: Mapped[int] = mapped_column(ForeignKey("admins.pk", ondelete="CASCADE"))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    hint: Mapped[str] = mapped_column(String(16))
+    created: Mapped[int] = mapped_column(BigInteger)
+    revoked: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
 class User(Base):
     """A provisioned person. DELETE keeps the row (`deleted`), so nothing is ever erased."""
 
@@ -158,6 +171,7 @@ workspaces = cast(Table, Workspace.__table__)
 admins = cast(Table, Admin.__table__)
 connectors = cast(Table, Connector.__table__)
 tokens = cast(Table, Token.__table__)
+admin_keys = cast(Table, AdminKey.__table__)
 users = cast(Table, User.__table__)
 groups = cast(Table, Group.__table__)
 memberships = cast(Table, Membership.__table__)

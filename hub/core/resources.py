@@ -9,6 +9,7 @@ from sqlalchemy import ColumnElement
 
 import rules
 from hub.core.errors import InvalidFilter, PreconditionFailed
+from hub.core.events import Event
 from hub.core.filtering import compile_filter, sort_key
 from hub.core.schema import ResourceType
 
@@ -38,11 +39,12 @@ class Page(msgspec.Struct, frozen=True):
 
 
 class Outcome(msgspec.Struct, frozen=True):
-    """The result of a write: the resource as now stored, and what happened to it."""
+    """The result of a write: the resource as now stored, what happened, events to broadcast."""
 
     resource: JSON
     version: int
     event: Literal["provisioned", "updated", "deprovisioned", "reactivated", "deleted", "none"]
+    events: list[Event] = msgspec.field(default_factory=list)
 
 
 def etag(version: int) -> str:

@@ -19,6 +19,7 @@ from hub.core.errors import InvalidValue, Mutability, NotFound, Uniqueness
 from hub.core.ids import new_id
 from hub.core.models import groups, memberships, users
 from hub.core.patch import apply_patch
+from hub.core.provisioning import Provisioning, UserEvent, user_written
 from hub.core.resources import (
     JSON,
     ListQuery,
@@ -139,7 +140,12 @@ def _columns(doc: JSON) -> dict[str, Any]:
     }
 
 
-def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
+_PLAIN = Provisioning()
+
+
+def create(
+    conn: Connection, caller: Caller, body: JSON, base: str, provisioning: Provisioning = _PLAIN
+) -> Outcome:
     """Create a user (RFC 7644 §3.3), or bring back the deprovisioned user with that name.
 
     Raises:
@@ -169,7 +175,8 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
             raise _taken(doc["userName"])
         _revive(conn, caller, existing.pk, doc, active, cols, now)
         resource, version = _rendered(conn, caller, existing.pk, base)
-        return Outcome(resource, version, "reactivated")
+        events = user_written(conn, caller, existing.pk, resource, "reactivated", provisioning)
+        return Outcome(resource, version, "reactivated", events)
     try:
         pk = conn.execute(
             users.insert()
@@ -190,7 +197,9 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
     except IntegrityError as exc:
         raise _taken(doc["userName"]) from exc
     row = conn.execute(select(*_COLUMNS).where(users.c.pk == pk)).one()
-    return Outcome(render(row, base, None), 1, "provisioned")
+    resource = render(row, base, None)
+    events = user_written(conn, caller, pk, resource, "provisioned", provisioning)
+    return Outcome(resource, 1, "provisioned", events)
 
 
 def _revive(
@@ -261,7 +270,13 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
 
 
 def _save(
-    conn: Connection, caller: Caller, row: Any, doc: JSON, active: bool | None, base: str
+    conn: Connection,
+    caller: Caller,
+    row: Any,
+    doc: JSON,
+    active: bool | None,
+    base: str,
+    provisioning: Provisioning,
 ) -> Outcome:
     cols = _columns(doc)
     clash = conn.execute(
@@ -287,11 +302,13 @@ def _save(
     )
     resource, version = _rendered(conn, caller, row.pk, base)
     was_active, is_active = row.active is not False, active is not False
+    event: UserEvent = "updated"
     if was_active and not is_active:
-        return Outcome(resource, version, "deprovisioned")
-    if is_active and not was_active:
-        return Outcome(resource, version, "reactivated")
-    return Outcome(resource, version, "updated")
+        event = "deprovisioned"
+    elif is_active and not was_active:
+        event = "reactivated"
+    events = user_written(conn, caller, row.pk, resource, event, provisioning)
+    return Outcome(resource, version, event, events)
 
 
 def replace(
@@ -301,7 +318,7 @@ def replace(
     body: JSON,
     base: str,
     if_match: str | None = None,
-    unmanaged: tuple[str, ...] = (),
+    provisioning: Provisioning = _PLAIN,
 ) -> Outcome:
     """Replace a user (RFC 7644 §3.5.1); attributes in `unmanaged` keep their stored value.
 
@@ -316,9 +333,10 @@ def replace(
     if row.active is not None:
         existing["active"] = row.active
     # A PUT without `active` leaves it as it was: no IdP means "deactivate" by omission.
-    doc, active = _split(merge_put(existing, incoming, USER_TYPE, unmanaged), row.active)
+    merged = merge_put(existing, incoming, USER_TYPE, provisioning.unmanaged)
+    doc, active = _split(merged, row.active)
     required_missing(doc, USER_TYPE)
-    return _save(conn, caller, row, doc, active, base)
+    return _save(conn, caller, row, doc, active, base, provisioning)
 
 
 def _reject_id_change(incoming: JSON, body: JSON, user_id: str) -> None:
@@ -335,6 +353,7 @@ def patch(
     base: str,
     if_match: str | None = None,
     max_operations: int = 1000,
+    provisioning: Provisioning = _PLAIN,
 ) -> Outcome:
     """Apply a PatchOp to a user (RFC 7644 §3.5.2), all operations or none.
 
@@ -352,10 +371,17 @@ def patch(
     if doc == row.data and active == row.active:
         resource, version = _rendered(conn, caller, row.pk, base)
         return Outcome(resource, version, "none")
-    return _save(conn, caller, row, doc, active, base)
+    return _save(conn, caller, row, doc, active, base, provisioning)
 
 
-def remove(conn: Connection, caller: Caller, user_id: str, if_match: str | None = None) -> Outcome:
+def remove(
+    conn: Connection,
+    caller: Caller,
+    user_id: str,
+    if_match: str | None = None,
+    provisioning: Provisioning = _PLAIN,
+    base: str = "",
+) -> Outcome:
     """DELETE a user (RFC 7644 §3.6): it answers 404 from now on, but is kept, inactive.
 
     Group memberships end; a later create of the same userName brings the user back.
@@ -371,4 +397,6 @@ def remove(conn: Connection, caller: Caller, user_id: str, if_match: str | None 
         .where(users.c.pk == row.pk)
         .values(deleted=True, active=False, version=row.version + 1, modified=now_us())
     )
-    return Outcome({"id": row.id, **row.data}, row.version + 1, "deleted")
+    resource = render(row, base, None)
+    events = user_written(conn, caller, row.pk, resource, "deleted", provisioning)
+    return Outcome(resource, row.version + 1, "deleted", events)

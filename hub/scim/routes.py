@@ -30,6 +30,7 @@ from hub.core.errors import (
     Unauthorized,
 )
 from hub.core.projection import plan
+from hub.core.provisioning import Provisioning
 from hub.core.resources import JSON, Outcome, Page, etag, matches_if_none_match
 from hub.core.schema import (
     GROUP_TYPE,
@@ -83,6 +84,13 @@ class Hub:
     def dialect(self, caller: Caller) -> Dialect | None:
         """The dialect of the caller's connector (None: its plugin is not installed)."""
         return self.registry.dialect(caller.idp)
+
+    def provisioning(self, caller: Caller) -> Provisioning:
+        """What the caller's dialect says about user writes: its mapping and unmanaged paths."""
+        dialect = self.dialect(caller)
+        if dialect is None:
+            return Provisioning()
+        return Provisioning(mapping=dialect.mapping, unmanaged=dialect.unmanaged)
 
     def remember_use(self, caller: Caller) -> None:
         """Refresh the token's last-used time in the background, at most once a minute."""
@@ -215,7 +223,9 @@ def _resource_response(
 
 
 def _announce(hub: Hub, caller: Caller, outcome: Outcome, rt: ResourceType) -> None:
-    """Broadcast the user event hooks after commit."""
+    """Broadcast the event hooks of a committed write."""
+    for event in outcome.events:
+        hub.registry.broadcast(event.hook, **event.kwargs)
     hook = _EVENTS.get(outcome.event)
     if rt is not USER_TYPE or hook is None:
         return
@@ -242,7 +252,6 @@ def _members_attr(rt: ResourceType) -> str:
 
 async def _create(request: Request[Any, Any, Any], rt: ResourceType) -> Response[bytes]:
     hub = _hub(request)
-    service = _service(rt)
 
     async def parse() -> JSON:
         check_accept(request)
@@ -252,8 +261,9 @@ async def _create(request: Request[Any, Any, Any], rt: ResourceType) -> Response
 
     def work(conn: Connection, caller: Caller) -> Outcome:
         doc = _normalise(hub, caller, body, request, rt)
-        result: Outcome = service.create(conn, caller, doc, hub.base)
-        return result
+        if rt is USER_TYPE:
+            return users.create(conn, caller, doc, hub.base, hub.provisioning(caller))
+        return groups.create(conn, caller, doc, hub.base)
 
     caller, outcome = await _run(request, work, writes=True, problem=problem)
     _announce(hub, caller, outcome, rt)
@@ -352,9 +362,9 @@ async def _put(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
     def work(conn: Connection, caller: Caller) -> Outcome:
         doc = _normalise(hub, caller, body, request, rt)
         if rt is USER_TYPE:
-            dialect = hub.dialect(caller)
-            unmanaged = dialect.unmanaged if dialect is not None else ()
-            return users.replace(conn, caller, rid, doc, hub.base, if_match, unmanaged)
+            return users.replace(
+                conn, caller, rid, doc, hub.base, if_match, hub.provisioning(caller)
+            )
         return groups.replace(conn, caller, rid, doc, hub.base, if_match)
 
     caller, outcome = await _run(request, work, writes=True, problem=problem)
@@ -390,7 +400,14 @@ async def _patch(request: Request[Any, Any, Any], rt: ResourceType, rid: str) ->
         operations = _operations(doc)
         if rt is USER_TYPE:
             return users.patch(
-                conn, caller, rid, operations, hub.base, if_match, settings.max_patch_operations
+                conn,
+                caller,
+                rid,
+                operations,
+                hub.base,
+                if_match,
+                settings.max_patch_operations,
+                hub.provisioning(caller),
             )
         return groups.patch(
             conn,
@@ -412,11 +429,11 @@ async def _patch(request: Request[Any, Any, Any], rt: ResourceType, rid: str) ->
 async def _delete(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
     hub = _hub(request)
     if_match = request.headers.get("if-match")
-    service = _service(rt)
 
     def work(conn: Connection, caller: Caller) -> Outcome:
-        result: Outcome = service.remove(conn, caller, rid, if_match)
-        return result
+        if rt is USER_TYPE:
+            return users.remove(conn, caller, rid, if_match, hub.provisioning(caller), hub.base)
+        return groups.remove(conn, caller, rid, if_match)
 
     caller, outcome = await _run(request, work, writes=True)
     _announce(hub, caller, outcome, rt)

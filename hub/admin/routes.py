@@ -1,0 +1,24 @@
+"""The admin REST API under /api/v1: one router assembled from the per-noun modules."""
+
+from __future__ import annotations
+
+from litestar import Router
+from litestar.handlers import HTTPRouteHandler
+
+from hub.admin import cards, connectors, emails, owner, templates
+
+
+def admin_router() -> Router:
+    """Every admin API route, under /api/v1."""
+    handlers: list[HTTPRouteHandler] = [
+        *connectors.ROUTES,
+        *cards.ROUTES,
+        *templates.ROUTES,
+        *emails.ROUTES,
+    ]
+    return Router(path="/api/v1", route_handlers=handlers)
+
+
+def owner_router() -> Router:
+    """The card owner's API (authenticated by the session started on activation)."""
+    return Router(path="/api/v1/me", route_handlers=list(owner.ROUTES))
