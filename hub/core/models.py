@@ -175,3 +175,81 @@ admin_keys = cast(Table, AdminKey.__table__)
 users = cast(Table, User.__table__)
 groups = cast(Table, Group.__table__)
 memberships = cast(Table, Membership.__table__)
+
+
+# --------------------------------------------------------------------------- activation emails
+
+
+class OwnerSession(Base):
+    """A card owner's session, started by following an activation link; stored as its digest."""
+
+    __tablename__ = "owner_sessions"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    workspace_pk: Mapped[int] = mapped_column(ForeignKey("workspaces.pk", ondelete="CASCADE"))
+    user_pk: Mapped[int] = mapped_column(ForeignKey("users.pk", ondelete="CASCADE"), index=True)
+    created: Mapped[int] = mapped_column(BigInteger)
+    expires: Mapped[int] = mapped_column(BigInteger)
+    revoked: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class ActivationLink(Base):
+    """A one-time activation link; only its digest is kept.
+
+    `expires` is set when its email goes out (a link nobody has received cannot expire);
+    `used` marks the account activated; `invalidated` kills it (resend, deprovisioning).
+    """
+
+    __tablename__ = "activation_links"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    workspace_pk: Mapped[int] = mapped_column(ForeignKey("workspaces.pk", ondelete="CASCADE"))
+    user_pk: Mapped[int] = mapped_column(ForeignKey("users.pk", ondelete="CASCADE"))
+    generation: Mapped[int] = mapped_column(Integer)
+    created: Mapped[int] = mapped_column(BigInteger)
+    expires: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    used: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    invalidated: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    __table_args__ = (
+        UniqueConstraint("user_pk", "generation", name="uq_activation_links_user_generation"),
+    )
+
+
+class OutboxMessage(Base):
+    """An email waiting to go out, queued in the transaction that decided to send it.
+
+    `dedupe_key` (purpose:user:generation) makes queueing idempotent; `claimed_until` is the
+    sender's lease; `payload` holds what the email is rendered from at delivery time.
+    """
+
+    __tablename__ = "outbox_messages"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    workspace_pk: Mapped[int] = mapped_column(ForeignKey("workspaces.pk", ondelete="CASCADE"))
+    user_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("users.pk", ondelete="SET NULL"), nullable=True
+    )
+    link_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("activation_links.pk", ondelete="SET NULL"), nullable=True
+    )
+    purpose: Mapped[str] = mapped_column(String(32))
+    dedupe_key: Mapped[str] = mapped_column(String(200), unique=True)
+    status: Mapped[str] = mapped_column(String(16))
+    recipient: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt: Mapped[int] = mapped_column(BigInteger)
+    claimed_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    created: Mapped[int] = mapped_column(BigInteger)
+    finished: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    __table_args__ = (
+        Index("ix_outbox_due", "status", "next_attempt"),
+        Index("ix_outbox_workspace", "workspace_pk", "pk"),
+        Index("ix_outbox_user", "user_pk"),
+    )
+
+
+owner_sessions = cast(Table, OwnerSession.__table__)
+activation_links = cast(Table, ActivationLink.__table__)
+outbox_messages = cast(Table, OutboxMessage.__table__)
