@@ -35,6 +35,22 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     max_filter_depth: int = 32
     max_patch_operations: int = 1000
     max_group_members_per_patch: int = 1000
+    # Activation emails (hub.core.outbox / hub.core.mailer). No smtp_host: write .eml files.
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_security: Literal["none", "starttls", "tls"] = "starttls"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_timeout_seconds: int = 30
+    mail_from: str = "scim-hub <no-reply@localhost>"
+    outbox_dir: str = "var/outbox"
+    activation_link_ttl_hours: int = 168
+    mail_max_attempts: int = 10
+    mail_retry_base_ms: int = 5_000
+    mail_retry_max_ms: int = 3_600_000
+    mail_poll_ms: int = 1_000
+    mail_lease_ms: int = 120_000
+    mail_batch_size: int = 20
 
 
 class SettingsError(ValueError):
@@ -74,6 +90,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     except msgspec.ValidationError as exc:
         raise SettingsError(_name_setting(str(exc))) from exc
     _check_ranges(settings)
+    _check_mail(settings)
     _check_database_url(settings.database_url)
     return settings
 
@@ -111,3 +128,22 @@ def _check_ranges(settings: Settings) -> None:
         raise SettingsError(f"{ENV_PREFIX}DEFAULT_COUNT must be between 0 and MAX_RESULTS")
     if not settings.base_url.startswith(("http://", "https://")):
         raise SettingsError(f"{ENV_PREFIX}BASE_URL must start with http:// or https://")
+
+
+def _check_mail(settings: Settings) -> None:
+    positive = (
+        "smtp_port",
+        "smtp_timeout_seconds",
+        "activation_link_ttl_hours",
+        "mail_max_attempts",
+        "mail_retry_base_ms",
+        "mail_retry_max_ms",
+        "mail_poll_ms",
+        "mail_lease_ms",
+        "mail_batch_size",
+    )
+    for name in positive:
+        if getattr(settings, name) < 1:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
+    if "@" not in settings.mail_from:
+        raise SettingsError(f"{ENV_PREFIX}MAIL_FROM must be an email address")
