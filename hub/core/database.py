@@ -123,10 +123,12 @@ class SqliteDatabase:
         return engine
 
     def _connection(self, engine: Engine) -> Connection:
-        conn: Connection | None = getattr(self._local, "conn", None)
+        # One connection per (thread, engine).
+        key = "write" if engine is self._write_engine else "read"
+        conn: Connection | None = getattr(self._local, key, None)
         if conn is None or conn.closed:
             conn = engine.connect()
-            self._local.conn = conn
+            setattr(self._local, key, conn)
             with self._lock:
                 self._opened.append(conn)
         return conn

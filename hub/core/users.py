@@ -7,17 +7,18 @@ create of the same userName (or externalId) brings the same user back.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from hub.core.attributes import canonicalise, merge_put, required_missing
 from hub.core.clock import now_us, to_iso
 from hub.core.errors import InvalidValue, Mutability, NotFound, Uniqueness
 from hub.core.ids import new_id
-from hub.core.models import groups, memberships, users
+from hub.core.models import connectors, groups, memberships, users
 from hub.core.patch import apply_patch
 from hub.core.provisioning import Provisioning, UserEvent, user_written
 from hub.core.resources import (
@@ -31,6 +32,7 @@ from hub.core.resources import (
     order_clause,
 )
 from hub.core.schema import USER_TYPE
+from hub.core.sql import Prepared
 from hub.core.tokens import Caller
 
 _COLUMNS = (
@@ -41,6 +43,70 @@ _COLUMNS = (
     users.c.version,
     users.c.created,
     users.c.modified,
+)
+
+
+_BY_ID = (
+    users.c.workspace_pk == bindparam("b_ws"),
+    users.c.id == bindparam("b_id"),
+    users.c.deleted.is_(False),
+)
+_LOAD = Prepared(select(*_COLUMNS).where(*_BY_ID))
+_LOAD_FOR_UPDATE = Prepared(select(*_COLUMNS).where(*_BY_ID).with_for_update())
+_GROUPS_OF_ONE = Prepared(
+    select(groups.c.id, groups.c.display_name)
+    .join(groups, groups.c.pk == memberships.c.group_pk)
+    .where(memberships.c.user_pk == bindparam("b_pk"))
+    .order_by(groups.c.pk)
+)
+_SAME_NAME = Prepared(
+    select(users.c.pk, users.c.deleted, connectors.c.name)
+    .outerjoin(connectors, connectors.c.pk == users.c.connector_pk)
+    .where(users.c.workspace_pk == bindparam("b_ws"), users.c.user_name_key == bindparam("b_key"))
+)
+_DELETED_SAME_EXTERNAL = Prepared(
+    select(users.c.pk, users.c.deleted, connectors.c.name)
+    .outerjoin(connectors, connectors.c.pk == users.c.connector_pk)
+    .where(
+        users.c.workspace_pk == bindparam("b_ws"),
+        users.c.external_id == bindparam("b_ext"),
+        users.c.deleted.is_(True),
+    )
+    .limit(1)
+)
+_INSERT = Prepared(
+    users.insert()
+    .values(
+        id=bindparam("b_id"),
+        workspace_pk=bindparam("b_ws"),
+        connector_pk=bindparam("b_connector"),
+        active=bindparam("b_active"),
+        deleted=False,
+        data=bindparam("b_data", type_=users.c.data.type),
+        version=1,
+        created=bindparam("b_now"),
+        modified=bindparam("b_now"),
+        user_name=bindparam("b_name"),
+        user_name_key=bindparam("b_key"),
+        external_id=bindparam("b_ext"),
+    )
+    .returning(users.c.pk),
+    json_params=("b_data",),
+)
+_BY_PK = Prepared(select(*_COLUMNS).where(users.c.pk == bindparam("b_pk")))
+_SAVE = Prepared(
+    update(users)
+    .where(users.c.pk == bindparam("b_pk"))
+    .values(
+        data=bindparam("b_data", type_=users.c.data.type),
+        active=bindparam("b_active"),
+        version=bindparam("b_version"),
+        modified=bindparam("b_now"),
+        user_name=bindparam("b_name"),
+        user_name_key=bindparam("b_key"),
+        external_id=bindparam("b_ext"),
+    ),
+    json_params=("b_data",),
 )
 
 
@@ -86,37 +152,35 @@ def _groups_of(conn: Connection, user_pks: Iterable[int]) -> dict[int, list[tupl
     return result
 
 
-def _load(conn: Connection, caller: Caller, user_id: str) -> Any:
-    row = conn.execute(
-        select(*_COLUMNS).where(
-            users.c.workspace_pk == caller.workspace_pk,
-            users.c.id == user_id,
-            users.c.deleted.is_(False),
-        )
-    ).first()
+def _load(conn: Connection, caller: Caller, user_id: str, *, lock: bool = False) -> Any:
+    statement = _LOAD_FOR_UPDATE if lock else _LOAD
+    row = statement.first(conn, b_ws=caller.workspace_pk, b_id=user_id)
     if row is None:
         raise NotFound(f"no User with id {user_id!r}")
     return row
 
 
-def _load_for_update(conn: Connection, caller: Caller, user_id: str) -> Any:
-    row = conn.execute(
-        select(*_COLUMNS)
-        .where(
-            users.c.workspace_pk == caller.workspace_pk,
-            users.c.id == user_id,
-            users.c.deleted.is_(False),
-        )
-        .with_for_update()
-    ).first()
-    if row is None:
-        raise NotFound(f"no User with id {user_id!r}")
-    return row
+def _groups_of_one(conn: Connection, pk: int) -> list[tuple[str, str]]:
+    return [(gid, name) for gid, name in _GROUPS_OF_ONE.all(conn, b_pk=pk)]
 
 
-def _rendered(conn: Connection, caller: Caller, pk: int, base: str) -> tuple[JSON, int]:
-    row = conn.execute(select(*_COLUMNS).where(users.c.pk == pk)).one()
-    return render(row, base, _groups_of(conn, [pk]).get(pk)), row.version
+class _Stored:
+    """A user row as just written, so a write needs no read-back."""
+
+    __slots__ = ("active", "created", "data", "id", "modified", "pk", "version")
+
+    def __init__(
+        self,
+        pk: int,
+        user_id: str,
+        data: JSON,
+        active: bool | None,
+        version: int,
+        created: int,
+        modified: int,
+    ) -> None:
+        self.pk, self.id, self.data, self.active = pk, user_id, data, active
+        self.version, self.created, self.modified = version, created, modified
 
 
 def _split(doc: JSON, absent: bool | None) -> tuple[JSON, bool | None]:
@@ -127,8 +191,9 @@ def _split(doc: JSON, absent: bool | None) -> tuple[JSON, bool | None]:
     return doc, active
 
 
-def _taken(user_name: str) -> Uniqueness:
-    return Uniqueness(f"userName {user_name!r} is already in use in this workspace")
+def _taken(user_name: str, connector: str | None) -> Uniqueness:
+    owner = f" (provisioned by connector {connector!r})" if connector else ""
+    return Uniqueness(f"userName {user_name!r} is already in use in this workspace{owner}")
 
 
 def _columns(doc: JSON) -> dict[str, Any]:
@@ -155,49 +220,39 @@ def create(
     doc, active = _split(canonicalise(body, USER_TYPE), True)
     required_missing(doc, USER_TYPE)
     cols = _columns(doc)
-    existing = conn.execute(
-        select(users.c.pk, users.c.deleted).where(
-            users.c.workspace_pk == caller.workspace_pk,
-            users.c.user_name_key == cols["user_name_key"],
-        )
-    ).first()
+    existing = _SAME_NAME.first(conn, b_ws=caller.workspace_pk, b_key=cols["user_name_key"])
     if existing is None and cols["external_id"] is not None:
-        existing = conn.execute(
-            select(users.c.pk, users.c.deleted).where(
-                users.c.workspace_pk == caller.workspace_pk,
-                users.c.external_id == cols["external_id"],
-                users.c.deleted.is_(True),
-            )
-        ).first()
+        existing = _DELETED_SAME_EXTERNAL.first(
+            conn, b_ws=caller.workspace_pk, b_ext=cols["external_id"]
+        )
     now = now_us()
     if existing is not None:
         if not existing.deleted:
-            raise _taken(doc["userName"])
+            raise _taken(doc["userName"], existing.name)
         _revive(conn, caller, existing.pk, doc, active, cols, now)
-        resource, version = _rendered(conn, caller, existing.pk, base)
-        events = user_written(conn, caller, existing.pk, resource, "reactivated", provisioning)
-        return Outcome(resource, version, "reactivated", events)
+        row = _BY_PK.first(conn, b_pk=existing.pk)
+        resource = render(row, base, _groups_of_one(conn, row.pk))
+        events = user_written(conn, caller, row.pk, resource, "reactivated", provisioning)
+        return Outcome(resource, row.version, "reactivated", events)
+    user_id = new_id()
     try:
-        pk = conn.execute(
-            users.insert()
-            .values(
-                id=new_id(),
-                workspace_pk=caller.workspace_pk,
-                connector_pk=caller.connector_pk,
-                active=active,
-                deleted=False,
-                data=doc,
-                version=1,
-                created=now,
-                modified=now,
-                **cols,
-            )
-            .returning(users.c.pk)
-        ).scalar_one()
+        pk = _INSERT.scalar(
+            conn,
+            b_id=user_id,
+            b_ws=caller.workspace_pk,
+            b_connector=caller.connector_pk,
+            b_active=active,
+            b_data=doc,
+            b_now=now,
+            b_name=cols["user_name"],
+            b_key=cols["user_name_key"],
+            b_ext=cols["external_id"],
+        )
     except IntegrityError as exc:
-        raise _taken(doc["userName"]) from exc
-    row = conn.execute(select(*_COLUMNS).where(users.c.pk == pk)).one()
-    resource = render(row, base, None)
+        raise _taken(doc["userName"], None) from exc
+    except sqlite3.IntegrityError as exc:
+        raise _taken(doc["userName"], None) from exc
+    resource = render(_Stored(pk, user_id, doc, active, 1, now, now), base, None)
     events = user_written(conn, caller, pk, resource, "provisioned", provisioning)
     return Outcome(resource, 1, "provisioned", events)
 
@@ -235,7 +290,7 @@ def get(
         NotFound: no such user in this workspace (deleted users included).
     """
     row = _load(conn, caller, user_id)
-    member_of = _groups_of(conn, [row.pk]).get(row.pk) if with_groups else None
+    member_of = _groups_of_one(conn, row.pk) if with_groups else None
     return Outcome(render(row, base, member_of), row.version, "none")
 
 
@@ -279,28 +334,23 @@ def _save(
     provisioning: Provisioning,
 ) -> Outcome:
     cols = _columns(doc)
-    clash = conn.execute(
-        select(users.c.pk, users.c.deleted).where(
-            users.c.workspace_pk == caller.workspace_pk,
-            users.c.user_name_key == cols["user_name_key"],
-            users.c.pk != row.pk,
-        )
-    ).first()
-    if clash is not None:
-        if not clash.deleted:
-            raise _taken(doc["userName"])
-        # A deleted user's name is free again; free its key so the unique index allows the rename.
-        conn.execute(
-            update(users)
-            .where(users.c.pk == clash.pk)
-            .values(user_name_key=users.c.id + ":" + users.c.user_name_key)
-        )
-    conn.execute(
-        update(users)
-        .where(users.c.pk == row.pk)
-        .values(data=doc, active=active, version=row.version + 1, modified=now_us(), **cols)
+    if cols["user_name_key"] != row.data["userName"].lower():
+        _claim_name(conn, caller, row.pk, doc["userName"], cols["user_name_key"])
+    now = now_us()
+    version = row.version + 1
+    _SAVE.run(
+        conn,
+        b_pk=row.pk,
+        b_data=doc,
+        b_active=active,
+        b_version=version,
+        b_now=now,
+        b_name=cols["user_name"],
+        b_key=cols["user_name_key"],
+        b_ext=cols["external_id"],
     )
-    resource, version = _rendered(conn, caller, row.pk, base)
+    stored = _Stored(row.pk, row.id, doc, active, version, row.created, now)
+    resource = render(stored, base, _groups_of_one(conn, row.pk))
     was_active, is_active = row.active is not False, active is not False
     event: UserEvent = "updated"
     if was_active and not is_active:
@@ -309,6 +359,21 @@ def _save(
         event = "reactivated"
     events = user_written(conn, caller, row.pk, resource, event, provisioning)
     return Outcome(resource, version, event, events)
+
+
+def _claim_name(conn: Connection, caller: Caller, pk: int, user_name: str, key: str) -> None:
+    """Make sure a renamed user's new userName is free (a deleted user's name is)."""
+    clash = _SAME_NAME.first(conn, b_ws=caller.workspace_pk, b_key=key)
+    if clash is None or clash.pk == pk:
+        return
+    if not clash.deleted:
+        raise _taken(user_name, clash.name)
+    # Free the deleted user's key so the unique index allows the rename.
+    conn.execute(
+        update(users)
+        .where(users.c.pk == clash.pk)
+        .values(user_name_key=users.c.id + ":" + users.c.user_name_key)
+    )
 
 
 def replace(
@@ -325,7 +390,7 @@ def replace(
     Raises:
         NotFound, PreconditionFailed, Uniqueness, InvalidValue, Mutability.
     """
-    row = _load_for_update(conn, caller, user_id)
+    row = _load(conn, caller, user_id, lock=True)
     check_if_match(row.version, if_match)
     incoming = canonicalise(body, USER_TYPE)
     _reject_id_change(incoming, body, row.id)
@@ -360,7 +425,7 @@ def patch(
     Raises:
         NotFound, PreconditionFailed, Uniqueness, InvalidValue, InvalidPath, NoTarget, Mutability.
     """
-    row = _load_for_update(conn, caller, user_id)
+    row = _load(conn, caller, user_id, lock=True)
     check_if_match(row.version, if_match)
     current = dict(row.data)
     if row.active is not None:
@@ -369,8 +434,8 @@ def patch(
     doc, active = _split(canonicalise(patched, USER_TYPE), None)
     required_missing(doc, USER_TYPE)
     if doc == row.data and active == row.active:
-        resource, version = _rendered(conn, caller, row.pk, base)
-        return Outcome(resource, version, "none")
+        resource = render(row, base, _groups_of_one(conn, row.pk))
+        return Outcome(resource, row.version, "none")
     return _save(conn, caller, row, doc, active, base, provisioning)
 
 
@@ -389,7 +454,7 @@ def remove(
     Raises:
         NotFound, PreconditionFailed.
     """
-    row = _load_for_update(conn, caller, user_id)
+    row = _load(conn, caller, user_id, lock=True)
     check_if_match(row.version, if_match)
     conn.execute(delete(memberships).where(memberships.c.user_pk == row.pk))
     conn.execute(
