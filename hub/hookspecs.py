@@ -92,3 +92,27 @@ def user_reactivated(workspace: str, connector: str, user: JSONObject) -> None:
     Receives: the workspace id, the connector id, and the user's SCIM resource.
     Returns: nothing. Combination: broadcast; exceptions are logged and ignored.
     """
+
+
+@hookspec
+def card_created(workspace: str, connector: str, user: JSONObject, card: JSONObject) -> None:
+    """A user's business card was created (at provisioning, in the user's transaction).
+
+    When: after the transaction that created the user and the card has committed.
+    Receives: the workspace id, the connector id, the user's SCIM resource, and the card as the
+    admin API shows it (`id`, `user`, `active`, `template`, `fields` with each field's `value`,
+    `source`, `locked` and `linked`).
+    Returns: nothing. Combination: broadcast; exceptions are logged and ignored.
+    """
+
+
+@hookspec
+def template_applied(workspace: str, user: JSONObject, template: JSONObject) -> None:
+    """A template was applied to a user's card.
+
+    When: after commit, when the first matching template applied at provisioning, or when an
+    admin assigned a template to a card by hand.
+    Receives: the workspace id, the user's SCIM resource, and the template as the admin API shows
+    it (`id`, `name`, `rule`, `position`, `fields`).
+    Returns: nothing. Combination: broadcast; exceptions are logged and ignored.
+    """

@@ -1,14 +1,85 @@
-"""Cards: every provisioned user's business card (filled in by the cards issue, #3)."""
+"""Cards: every provisioned user's business card, kept true to the IdP profile.
+
+Each card field has a value, a `source` (idp / template / manual), `locked` (the owner may not
+edit it) and `linked` (it follows its upstream: the card's template if that sets the field, else
+the IdP). Fields the connector maps are IdP-managed: locked and linked from the start, and the
+IdP's last value is kept beside the shown one so relinking needs no call to the IdP.
+
+* Provisioning creates the card in the user's transaction; the first matching template applies.
+* Updates flow into linked fields only; an IdP that stops sending a value clears it.
+* Deprovisioning deactivates the card; reactivation brings the same card back, edits intact.
+* An admin edit or unlock unlinks a field; lock locks it; relink restores upstream's value.
+* The owner may edit unlocked fields only; an owner edit unlinks too.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Final, NamedTuple
 
-from sqlalchemy import Connection
+import msgspec
+from sqlalchemy import Connection, bindparam, case, exists, func, or_, select, update
 
+from hub.core import templates
+from hub.core.clock import now_us, to_iso
+from hub.core.dialects import PROFILE_FIELDS
+from hub.core.errors import Conflict, Forbidden, InvalidValue, NotFound
 from hub.core.events import Event
+from hub.core.ids import new_id
+from hub.core.models import activation_links, card_fields, cards, users
+from hub.core.models import templates as templates_table
+from hub.core.profile import Profile, effective_mapping, read_profile, rule_input
 from hub.core.tokens import Caller
+
+JSON = dict[str, Any]
+STATUSES: Final = ("active", "inactive", "activated", "not_activated")
+MAX_PAGE: Final = 500
+
+_CARD = (
+    select(
+        cards.c.pk,
+        cards.c.id,
+        cards.c.active,
+        cards.c.created,
+        cards.c.modified,
+        cards.c.template_pk,
+        users.c.id.label("user_id"),
+        users.c.user_name,
+        templates_table.c.id.label("template_id"),
+        templates_table.c.name.label("template_name"),
+        templates_table.c.fields.label("template_fields"),
+    )
+    .join(users, users.c.pk == cards.c.user_pk)
+    .outerjoin(templates_table, templates_table.c.pk == cards.c.template_pk)
+)
+
+
+class FieldState(NamedTuple):
+    """One card field as stored (without its card)."""
+
+    value: str | None
+    source: str
+    locked: bool
+    linked: bool
+    managed: bool
+    idp_value: str | None
+
+
+class CardQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """How an admin lists team cards.
+
+    `q` searches names, email and userName (case-insensitive substring); `status` is active,
+    inactive, activated or not_activated; `template` is a template id or "none".
+    """
+
+    limit: int = 50
+    offset: int = 0
+    q: str | None = None
+    status: str | None = None
+    template: str | None = None
+
+
+# --- provisioning ----------------------------------------------------------------------------
 
 
 def sync_user(
@@ -19,5 +90,492 @@ def sync_user(
     event: str,
     mapping: Mapping[str, str],
 ) -> list[Event]:
-    """Create or update the user's card from their SCIM resource; return events to broadcast."""
+    """Create or update the user's card from their SCIM resource; return events to broadcast.
+
+    Runs inside the user write's transaction. A user without a card gets one (templates apply
+    only when `event` is "provisioned"); otherwise linked fields take the IdP's values and the
+    card's active flag follows the user's.
+    """
+    profile = read_profile(resource, effective_mapping(mapping))
+    document = rule_input(profile, str(resource.get("userName", "")))
+    active = event != "deleted" and resource.get("active") is not False
+    card = _card_row(conn, cards.c.user_pk == user_pk, lock=True)
+    if card is None:
+        return _create(conn, caller, user_pk, resource, profile, document, active, event)
+    _refresh(conn, card, profile, document, active)
     return []
+
+
+def _create(
+    conn: Connection,
+    caller: Caller,
+    user_pk: int,
+    resource: JSON,
+    profile: Profile,
+    document: JSON,
+    active: bool,
+    event: str,
+) -> list[Event]:
+    template = None
+    if event == "provisioned":
+        template = templates.first_match(conn, caller.workspace_pk, document)
+    now = now_us()
+    card_pk = conn.execute(
+        cards.insert()
+        .values(
+            id=new_id(),
+            workspace_pk=caller.workspace_pk,
+            user_pk=user_pk,
+            template_pk=None if template is None else template.pk,
+            active=active,
+            profile=document,
+            created=now,
+            modified=now,
+        )
+        .returning(cards.c.pk)
+    ).scalar_one()
+    fields = _initial_fields(profile, {} if template is None else template.fields)
+    conn.execute(
+        card_fields.insert(),
+        [{"card_pk": card_pk, "name": name, **state._asdict()} for name, state in fields.items()],
+    )
+    card = _render_one(conn, cards.c.pk == card_pk)
+    events = [
+        Event(
+            "card_created",
+            {
+                "workspace": caller.workspace_id,
+                "connector": caller.connector_id,
+                "user": resource,
+                "card": card,
+            },
+        )
+    ]
+    if template is not None:
+        events.append(
+            Event(
+                "template_applied",
+                {
+                    "workspace": caller.workspace_id,
+                    "user": resource,
+                    "template": templates.render(template),
+                },
+            )
+        )
+    return events
+
+
+def _initial_fields(profile: Profile, template_fields: Mapping[str, str]) -> dict[str, FieldState]:
+    """A new card: mapped fields locked and linked to the IdP, template values over them."""
+    fields: dict[str, FieldState] = {}
+    for name in PROFILE_FIELDS:
+        managed = name in profile
+        value = profile.get(name)
+        fields[name] = FieldState(value, "idp" if managed else "manual", *(managed,) * 3, value)
+    for name, value in template_fields.items():
+        base = fields.get(name)
+        managed = base is not None and base.managed
+        idp_value = None if base is None else base.idp_value
+        fields[name] = FieldState(value, "template", True, True, managed, idp_value)
+    return fields
+
+
+_UPDATE_FIELD = (
+    update(card_fields)
+    .where(card_fields.c.card_pk == bindparam("f_card"), card_fields.c.name == bindparam("f_name"))
+    .values(
+        value=bindparam("f_value"),
+        source=bindparam("f_source"),
+        managed=True,
+        idp_value=bindparam("f_idp"),
+    )
+)
+
+
+def _refresh(conn: Connection, card: Any, profile: Profile, document: JSON, active: bool) -> None:
+    """Linked fields the card's template does not set take the IdP's values (set or cleared)."""
+    stored = {row.name: row for row in conn.execute(_fields_query([card.pk]))}
+    template_fields: Mapping[str, str] = card.template_fields or {}
+    changes: list[JSON] = []
+    inserts: list[JSON] = []
+    for name, idp_value in profile.items():
+        row = stored.get(name)
+        if row is None:
+            state = FieldState(idp_value, "idp", True, True, True, idp_value)
+            inserts.append({"card_pk": card.pk, "name": name, **state._asdict()})
+            continue
+        follows_idp = row.linked and name not in template_fields
+        value, source = (idp_value, "idp") if follows_idp else (row.value, row.source)
+        if (value, source, idp_value, True) != (row.value, row.source, row.idp_value, row.managed):
+            changes.append(
+                {"f_card": card.pk, "f_name": name, "f_value": value, "f_source": source}
+                | {"f_idp": idp_value}
+            )
+    if changes:
+        conn.execute(_UPDATE_FIELD, changes)
+    if inserts:
+        conn.execute(card_fields.insert(), inserts)
+    conn.execute(
+        update(cards)
+        .where(cards.c.pk == card.pk)
+        .values(active=active, profile=document, modified=now_us())
+    )
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def _card_row(conn: Connection, where: Any, *, lock: bool = False) -> Any | None:
+    stmt = _CARD.where(where)
+    if lock:
+        # Serialise writers of one card (IdP sync, admin, owner) on PostgreSQL.
+        stmt = stmt.with_for_update(of=cards)
+    return conn.execute(stmt).first()
+
+
+def _fields_query(card_pks: Sequence[int]) -> Any:
+    return (
+        select(card_fields)
+        .where(card_fields.c.card_pk.in_(card_pks))
+        .order_by(card_fields.c.card_pk, card_fields.c.name)
+    )
+
+
+def _field_order(name: str) -> int:
+    return templates.CARD_FIELDS.index(name) if name in templates.CARD_FIELDS else 999
+
+
+def _render(card: Any, field_rows: Sequence[Any]) -> JSON:
+    ordered = sorted(field_rows, key=lambda row: _field_order(row.name))
+    template = None
+    if card.template_id is not None:
+        template = {"id": card.template_id, "name": card.template_name}
+    return {
+        "id": card.id,
+        "user": {"id": card.user_id, "userName": card.user_name},
+        "active": card.active,
+        "template": template,
+        "fields": {
+            row.name: {
+                "value": row.value,
+                "source": row.source,
+                "locked": row.locked,
+                "linked": row.linked,
+            }
+            for row in ordered
+        },
+        "created": to_iso(card.created),
+        "modified": to_iso(card.modified),
+    }
+
+
+def _render_one(conn: Connection, where: Any) -> JSON:
+    card = _card_row(conn, where)
+    if card is None:
+        raise NotFound("no such card")
+    return _render(card, conn.execute(_fields_query([card.pk])).all())
+
+
+def _ref(workspace_pk: int, card_ref: str) -> Any:
+    """A card of the workspace by card id or by its user's id."""
+    return (cards.c.workspace_pk == workspace_pk) & or_(
+        cards.c.id == card_ref, users.c.id == card_ref
+    )
+
+
+def _load(conn: Connection, workspace_pk: int, card_ref: str) -> Any:
+    card = _card_row(conn, _ref(workspace_pk, card_ref), lock=True)
+    if card is None:
+        raise NotFound(f"no card with id {card_ref!r} (card id or user id)")
+    return card
+
+
+def get_card(conn: Connection, workspace_pk: int, card_ref: str) -> JSON:
+    """Read one card by card id or user id.
+
+    Raises:
+        NotFound: no such card in this workspace.
+    """
+    card = _card_row(conn, _ref(workspace_pk, card_ref))
+    if card is None:
+        raise NotFound(f"no card with id {card_ref!r} (card id or user id)")
+    return _render(card, conn.execute(_fields_query([card.pk])).all())
+
+
+def _activated() -> Any:
+    return exists().where(
+        activation_links.c.user_pk == cards.c.user_pk, activation_links.c.used.is_not(None)
+    )
+
+
+def _filters(conn: Connection, workspace_pk: int, query: CardQuery) -> list[Any]:
+    where: list[Any] = [cards.c.workspace_pk == workspace_pk]
+    status = query.status
+    if status is not None and status not in STATUSES:
+        raise InvalidValue(f"status must be one of {', '.join(STATUSES)}")
+    if status in ("active", "inactive"):
+        where.append(cards.c.active.is_(status == "active"))
+    elif status in ("activated", "not_activated"):
+        where.append(_activated() if status == "activated" else ~_activated())
+    if query.template == "none":
+        where.append(cards.c.template_pk.is_(None))
+    elif query.template is not None:
+        where.append(cards.c.template_pk == templates.load(conn, workspace_pk, query.template).pk)
+    if query.q:
+        where.append(_search(query.q))
+    return where
+
+
+_SEARCHED: Final = ("display_name", "first_name", "last_name", "email")
+
+
+def _search(text: str) -> Any:
+    in_fields = exists().where(
+        card_fields.c.card_pk == cards.c.pk,
+        card_fields.c.name.in_(_SEARCHED),
+        func.lower(card_fields.c.value).contains(text.lower(), autoescape=True),
+    )
+    return or_(in_fields, users.c.user_name_key.contains(text.lower(), autoescape=True))
+
+
+def list_cards(conn: Connection, workspace_pk: int, query: CardQuery) -> JSON:
+    """A page of the workspace's cards, oldest first.
+
+    Raises:
+        InvalidValue: bad paging or status. NotFound: unknown template id.
+    """
+    if not 1 <= query.limit <= MAX_PAGE or query.offset < 0:
+        raise InvalidValue(f"limit must be 1 to {MAX_PAGE} and offset at least 0")
+    where = _filters(conn, workspace_pk, query)
+    rows = conn.execute(
+        _CARD.where(*where).order_by(cards.c.pk).limit(query.limit).offset(query.offset)
+    ).all()
+    total = conn.execute(
+        select(func.count())
+        .select_from(cards.join(users, users.c.pk == cards.c.user_pk))
+        .where(*where)
+    ).scalar_one()
+    by_card: dict[int, list[Any]] = {}
+    for field in conn.execute(_fields_query([row.pk for row in rows])):
+        by_card.setdefault(field.card_pk, []).append(field)
+    return {
+        "total": total,
+        "limit": query.limit,
+        "offset": query.offset,
+        "cards": [_render(row, by_card.get(row.pk, [])) for row in rows],
+    }
+
+
+def stats(conn: Connection, workspace_pk: int) -> JSON:
+    """Seat count (active users) and user counts by status, in one query."""
+    is_active = (users.c.deleted.is_(False)) & or_(users.c.active.is_(None), users.c.active)
+    activated = exists().where(
+        activation_links.c.user_pk == users.c.pk, activation_links.c.used.is_not(None)
+    )
+
+    def count(condition: Any) -> Any:
+        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+
+    row = conn.execute(
+        select(
+            func.count(),
+            count(is_active),
+            count(users.c.deleted),
+            count(is_active & activated),
+        ).where(users.c.workspace_pk == workspace_pk)
+    ).one()
+    total, active, deleted, active_activated = (int(v) for v in row)
+    return {
+        "seats": active,
+        "users": {
+            "total": total,
+            "active": active,
+            "inactive": total - active,
+            "deprovisioned": total - active - deleted,
+            "deleted": deleted,
+            "activated": active_activated,
+        },
+    }
+
+
+def user_row(conn: Connection, user_id: str) -> Any:
+    """The stored user behind a card, as `hub.core.users.render` takes it."""
+    return conn.execute(
+        select(
+            users.c.pk,
+            users.c.id,
+            users.c.data,
+            users.c.active,
+            users.c.version,
+            users.c.created,
+            users.c.modified,
+        ).where(users.c.id == user_id)
+    ).one()
+
+
+# --- admin edits -----------------------------------------------------------------------------
+
+
+def _stored_field(conn: Connection, card_pk: int, name: str) -> Any | None:
+    return conn.execute(
+        select(card_fields).where(card_fields.c.card_pk == card_pk, card_fields.c.name == name)
+    ).first()
+
+
+def _put_field(conn: Connection, card_pk: int, name: str, **values: Any) -> None:
+    """Update a field; a card without it gets it (unmanaged, unlocked unless said otherwise)."""
+    result = conn.execute(
+        update(card_fields)
+        .where(card_fields.c.card_pk == card_pk, card_fields.c.name == name)
+        .values(**values)
+    )
+    if result.rowcount == 0:
+        row = {"locked": False, "linked": False, "managed": False, "idp_value": None, **values}
+        conn.execute(card_fields.insert().values(card_pk=card_pk, name=name, **row))
+    conn.execute(update(cards).where(cards.c.pk == card_pk).values(modified=now_us()))
+
+
+def edit_field(
+    conn: Connection, workspace_pk: int, card_ref: str, name: str, value: str | None
+) -> JSON:
+    """Admin edit of one field's value: it becomes manual and unlinked (lock unchanged).
+
+    Raises:
+        NotFound: no such card. InvalidValue: unknown field or value too long.
+    """
+    templates.check_value(templates.check_field_name(name), value)
+    card = _load(conn, workspace_pk, card_ref)
+    _put_field(conn, card.pk, name, value=value, source="manual", linked=False)
+    return _render_one(conn, cards.c.pk == card.pk)
+
+
+def _existing(conn: Connection, workspace_pk: int, card_ref: str, name: str) -> Any:
+    templates.check_field_name(name)
+    card = _load(conn, workspace_pk, card_ref)
+    if _stored_field(conn, card.pk, name) is None:
+        raise NotFound(f"the card has no field {name!r}")
+    return card
+
+
+def unlock_field(conn: Connection, workspace_pk: int, card_ref: str, name: str) -> JSON:
+    """Unlock a field for the owner; it stops following the IdP or template (unlinked).
+
+    Raises:
+        NotFound: no such card or field. InvalidValue: unknown field.
+    """
+    card = _existing(conn, workspace_pk, card_ref, name)
+    _put_field(conn, card.pk, name, locked=False, linked=False)
+    return _render_one(conn, cards.c.pk == card.pk)
+
+
+def lock_field(conn: Connection, workspace_pk: int, card_ref: str, name: str) -> JSON:
+    """Lock a field against the owner (its value and link stay as they are).
+
+    Raises:
+        NotFound: no such card or field. InvalidValue: unknown field.
+    """
+    card = _existing(conn, workspace_pk, card_ref, name)
+    _put_field(conn, card.pk, name, locked=True)
+    return _render_one(conn, cards.c.pk == card.pk)
+
+
+def relink_field(conn: Connection, workspace_pk: int, card_ref: str, name: str) -> JSON:
+    """Link a field again: it takes its upstream's current value and is locked and linked.
+
+    Upstream is the card's template if that sets the field, else the IdP's last value (kept
+    on the field, so no call to the IdP is needed).
+
+    Raises:
+        NotFound: no such card. InvalidValue: unknown field.
+        Conflict: neither the IdP nor the card's template provides this field.
+    """
+    templates.check_field_name(name)
+    card = _load(conn, workspace_pk, card_ref)
+    template_fields: Mapping[str, str] = card.template_fields or {}
+    stored = _stored_field(conn, card.pk, name)
+    if name in template_fields:
+        value, source = template_fields[name], "template"
+    elif stored is not None and stored.managed:
+        value, source = stored.idp_value, "idp"
+    else:
+        raise Conflict(f"{name} is neither mapped from the IdP nor set by the card's template")
+    _put_field(conn, card.pk, name, value=value, source=source, locked=True, linked=True)
+    return _render_one(conn, cards.c.pk == card.pk)
+
+
+def assign_template(
+    conn: Connection, workspace_pk: int, card_ref: str, template_id: str
+) -> tuple[JSON, JSON]:
+    """Make a card inherit a template by hand; returns the card and the template.
+
+    A previous template is undone first (see `unassign_template`). Linked fields take the
+    template's values; unlinked fields (admin or owner edits) keep theirs.
+
+    Raises:
+        NotFound: no such card or template.
+    """
+    template = templates.load(conn, workspace_pk, template_id)
+    card = _load(conn, workspace_pk, card_ref)
+    this_card = cards.c.pk == card.pk
+    templates.revert_fields(conn, this_card, list(card.template_fields or {}))
+    templates.apply_fields(conn, this_card, template.fields)
+    conn.execute(update(cards).where(this_card).values(template_pk=template.pk, modified=now_us()))
+    return _render_one(conn, this_card), templates.render(template)
+
+
+def unassign_template(conn: Connection, workspace_pk: int, card_ref: str) -> JSON:
+    """Undo a card's template by hand; edited (unlinked) fields keep their value.
+
+    Linked template fields go back to the IdP's last value, or away for fields the IdP does not
+    provide.
+
+    Raises:
+        NotFound: no such card.
+    """
+    card = _load(conn, workspace_pk, card_ref)
+    this_card = cards.c.pk == card.pk
+    templates.revert_fields(conn, this_card, list(card.template_fields or {}))
+    conn.execute(update(cards).where(this_card).values(template_pk=None, modified=now_us()))
+    return _render_one(conn, this_card)
+
+
+# --- the owner -------------------------------------------------------------------------------
+
+
+def owner_card(conn: Connection, workspace_pk: int, user_pk: int) -> JSON:
+    """The card of the signed-in owner.
+
+    Raises:
+        NotFound: the user has no card.
+    """
+    return _render_one(conn, (cards.c.workspace_pk == workspace_pk) & (cards.c.user_pk == user_pk))
+
+
+def owner_edit(
+    conn: Connection, workspace_pk: int, user_pk: int, values: Mapping[str, str | None]
+) -> JSON:
+    """The owner edits their own card: unlocked fields only, all of them or none.
+
+    Edited fields become manual and unlinked, so the IdP's next update leaves them alone.
+
+    Raises:
+        Forbidden: a field is locked (the detail names every locked field); nothing changes.
+        InvalidValue: unknown field or value too long. NotFound: the user has no card.
+    """
+    for name, value in values.items():
+        templates.check_value(templates.check_field_name(name), value)
+    card = _card_row(
+        conn, (cards.c.workspace_pk == workspace_pk) & (cards.c.user_pk == user_pk), lock=True
+    )
+    if card is None:
+        raise NotFound("you have no card")
+    stored = {row.name: row for row in conn.execute(_fields_query([card.pk]))}
+    locked = [name for name in values if name in stored and stored[name].locked]
+    if locked:
+        raise Forbidden(
+            f"locked by your workspace admin: {', '.join(locked)}; ask an admin to unlock "
+            f"{'it' if len(locked) == 1 else 'them'}. Nothing was changed"
+        )
+    for name, value in values.items():
+        _put_field(conn, card.pk, name, value=value, source="manual", linked=False)
+    return _render_one(conn, cards.c.pk == card.pk)

@@ -253,3 +253,80 @@ class OutboxMessage(Base):
 owner_sessions = cast(Table, OwnerSession.__table__)
 activation_links = cast(Table, ActivationLink.__table__)
 outbox_messages = cast(Table, OutboxMessage.__table__)
+
+
+# --------------------------------------------------------------------------- cards and templates
+
+
+class Template(Base):
+    """Shared card fields and the rule (SCIM filter over the card profile) choosing who gets them.
+
+    `position` is the admin's order: at provisioning the first matching template applies.
+    `fields` maps card field -> value.
+    """
+
+    __tablename__ = "templates"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    workspace_pk: Mapped[int] = mapped_column(ForeignKey("workspaces.pk", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    rule: Mapped[str | None] = mapped_column(String, nullable=True)
+    position: Mapped[int] = mapped_column(Integer)
+    fields: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    created: Mapped[int] = mapped_column(BigInteger)
+    modified: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        UniqueConstraint("workspace_pk", "name", name="uq_templates_workspace_name"),
+        Index("ix_templates_workspace_position", "workspace_pk", "position"),
+    )
+
+
+class Card(Base):
+    """A user's business card; inactive while its user is deprovisioned, never erased.
+
+    `profile` holds the IdP's last profile values (plus `userName`): what template rules see.
+    """
+
+    __tablename__ = "cards"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(36), unique=True)
+    workspace_pk: Mapped[int] = mapped_column(ForeignKey("workspaces.pk", ondelete="CASCADE"))
+    user_pk: Mapped[int] = mapped_column(ForeignKey("users.pk", ondelete="CASCADE"), unique=True)
+    template_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("templates.pk", ondelete="SET NULL"), nullable=True
+    )
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    profile: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    created: Mapped[int] = mapped_column(BigInteger)
+    modified: Mapped[int] = mapped_column(BigInteger)
+    __table_args__ = (
+        Index("ix_cards_workspace", "workspace_pk", "active", "pk"),
+        Index("ix_cards_template", "template_pk"),
+    )
+
+
+class CardField(Base):
+    """One value on a card: where it came from, whether the owner may edit it, what it follows.
+
+    `source` is idp / template / manual; `locked` keeps the owner out; `linked` means it follows
+    its upstream (the card's template if that sets the field, else the IdP). `managed` says the
+    connector maps the field and `idp_value` keeps the IdP's last value, so relinking needs no
+    call to the IdP.
+    """
+
+    __tablename__ = "card_fields"
+    card_pk: Mapped[int] = mapped_column(
+        ForeignKey("cards.pk", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str | None] = mapped_column(String, nullable=True)
+    source: Mapped[str] = mapped_column(String(16))
+    locked: Mapped[bool] = mapped_column(Boolean)
+    linked: Mapped[bool] = mapped_column(Boolean)
+    managed: Mapped[bool] = mapped_column(Boolean)
+    idp_value: Mapped[str | None] = mapped_column(String, nullable=True)
+
+
+templates = cast(Table, Template.__table__)
+cards = cast(Table, Card.__table__)
+card_fields = cast(Table, CardField.__table__)

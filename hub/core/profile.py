@@ -1,0 +1,165 @@
+"""The card profile: profile fields read out of a SCIM User through a dialect's mapping.
+
+A dialect maps each card profile field (`PROFILE_FIELDS`) to the SCIM attribute path it is read
+from, in PATCH path syntax (RFC 7644 §3.5.2): `title`, `name.givenName`,
+`urn:…:enterprise:2.0:User:organization`, `phoneNumbers[type eq "work"].value`. Paths are parsed
+once and cached; reading a profile is then a few dictionary lookups.
+
+The profile is also what template rules see (`describe_profile`): the profile field names plus
+`userName`, all single-valued, case-insensitive strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from functools import lru_cache
+from typing import Any, Final
+
+import rules
+from hub.core.attributes import describe_for
+from hub.core.dialects import PROFILE_FIELDS
+from hub.core.schema import USER_TYPE
+
+Profile = dict[str, str | None]
+
+#: What a dialect without a mapping reads: the RFC 7643 §4.1 / §4.3 attributes.
+STANDARD_MAPPING: Final[Mapping[str, str]] = {
+    "display_name": "displayName",
+    "first_name": "name.givenName",
+    "last_name": "name.familyName",
+    "job_title": "title",
+    "department": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+    "company_name": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:organization",
+    "office_phone": 'phoneNumbers[type eq "work"].value',
+    "mobile_phone": 'phoneNumbers[type eq "mobile"].value',
+    "email": "emails[primary eq true].value",
+    "photo_url": 'photos[type eq "photo"].value',
+}
+
+#: Attribute names a template rule may use, lower-cased -> the profile key they read.
+RULE_ATTRIBUTES: Final[Mapping[str, str]] = {
+    **{name: name for name in PROFILE_FIELDS},
+    "username": "userName",
+}
+
+_STRING = rules.AttrInfo("string", False, False)
+_Reader = Callable[[Mapping[str, Any]], str | None]
+
+
+def effective_mapping(mapping: Mapping[str, str]) -> Mapping[str, str]:
+    """The mapping a card is filled through: the dialect's, or the standard one if it has none.
+
+    Only an empty mapping falls back: a dialect that leaves a field out on purpose (an IdP that
+    never sends photos) means "the IdP does not manage this field".
+    """
+    known = {field: path for field, path in mapping.items() if field in PROFILE_FIELDS}
+    return known or STANDARD_MAPPING
+
+
+def read_profile(resource: Mapping[str, Any], mapping: Mapping[str, str]) -> Profile:
+    """Read every mapped profile field out of a rendered SCIM User.
+
+    Args:
+        resource: the user's SCIM resource (canonical attribute names, extensions under URNs).
+        mapping: profile field -> SCIM attribute path, as `effective_mapping` returns it.
+
+    Returns:
+        One entry per mapped field: its value as a string, or None when the IdP sent none.
+
+    Raises:
+        rules.FilterSyntaxError: a mapping path is not a valid SCIM attribute path.
+    """
+    return {field: _reader(path)(resource) for field, path in mapping.items()}
+
+
+def rule_input(profile: Mapping[str, str | None], user_name: str) -> dict[str, str | None]:
+    """The document a template rule is evaluated against: the profile plus `userName`."""
+    return {**profile, "userName": user_name}
+
+
+def describe_profile(urn: str | None, names: tuple[str, ...]) -> rules.AttrInfo | None:
+    """Describe the attributes a template rule may name (see `RULE_ATTRIBUTES`).
+
+    Every one is a single-valued string compared case-insensitively, like most SCIM strings
+    (RFC 7643 §2.1 caseExact=false).
+    """
+    if urn is None and len(names) == 1 and names[0].lower() in RULE_ATTRIBUTES:
+        return _STRING
+    return None
+
+
+@lru_cache(maxsize=256)
+def _reader(path_text: str) -> _Reader:
+    path = rules.parse_path(path_text)
+    attr = path.attr
+    if path.filter is None:
+        return _plain_reader(attr.urn, attr.name, attr.sub)
+    element_describe = _element_describe(attr.urn, attr.name)
+    matches = rules.compile_predicate(path.filter, element_describe)
+    primary_only = path.filter == rules.Compare(rules.AttrPath(None, "primary", None), "eq", True)
+    return _filtered_reader(attr.urn, attr.name, path.sub or "value", matches, primary_only)
+
+
+def _plain_reader(urn: str | None, name: str, sub: str | None) -> _Reader:
+    def read(resource: Mapping[str, Any]) -> str | None:
+        found = _lookup(_container(resource, urn), name)
+        if sub is not None:
+            found = _lookup(found, sub)
+        return _text(found)
+
+    return read
+
+
+def _filtered_reader(
+    urn: str | None,
+    name: str,
+    sub: str,
+    matches: Callable[[Mapping[str, Any]], bool],
+    primary_only: bool,
+) -> _Reader:
+    def read(resource: Mapping[str, Any]) -> str | None:
+        values = _lookup(_container(resource, urn), name)
+        elements = [v for v in values if isinstance(v, Mapping)] if isinstance(values, list) else []
+        chosen = next((e for e in elements if matches(e)), None)
+        if chosen is None and primary_only and elements:
+            # RFC 7643 §2.4: "primary" marks the preferred value; clients that send a single
+            # email often leave the flag out, and that one value is then the preferred one.
+            chosen = elements[0]
+        return None if chosen is None else _text(_lookup(chosen, sub))
+
+    return read
+
+
+@lru_cache(maxsize=64)
+def _element_describe(urn: str | None, parent: str) -> rules.Describe:
+    """Describe sub-attributes of one multi-valued attribute, for filters inside `[...]`."""
+    user = describe_for(USER_TYPE)
+
+    def describe(_urn: str | None, names: tuple[str, ...]) -> rules.AttrInfo | None:
+        return user(urn, (parent, *names))
+
+    return describe
+
+
+def _container(resource: Mapping[str, Any], urn: str | None) -> Any:
+    if urn is None or urn.lower().startswith("urn:ietf:params:scim:schemas:core:"):
+        return resource
+    return _lookup(resource, urn)
+
+
+def _lookup(obj: Any, key: str) -> Any:
+    """Case-insensitive `obj[key]` (RFC 7643 §2.1), None when absent or `obj` is no object."""
+    if not isinstance(obj, Mapping):
+        return None
+    if key in obj:
+        return obj[key]
+    lowered = key.lower()
+    return next((v for k, v in obj.items() if isinstance(k, str) and k.lower() == lowered), None)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or value == "" or isinstance(value, Mapping | list):
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
