@@ -47,6 +47,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
+    from hub.migrate import is_current
+
+    if not is_current(settings.database_url):
+        raise CliError(
+            f"the database {_safe_url(settings.database_url)} is not migrated to this version; "
+            "run `scim-hub db upgrade` first"
+        )
     os.environ["SCIM_HUB_DATABASE_URL"] = settings.database_url
     print(f"scim-hub serving on http://{host}:{port} (SCIM at {settings.base_url}/scim/v2)")
     uvicorn.run(
@@ -122,12 +129,16 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(settings: Settings, args: argparse.Namespace) -> int:
-    """List installed plugins, their versions, hooks and IdPs."""
+    """List installed plugins, their versions, hooks and IdPs (broken ones say why)."""
     from hub.plugins import build_registry
 
     registry = build_registry()
     for info in registry.plugins:
-        idps = [d.name for d in registry.dialects.values() if d.plugin == info.name]
+        idps = [
+            f"{d.name} ({d.display_name})"
+            for d in registry.dialects.values()
+            if d.plugin == info.name
+        ]
         status = f"BROKEN: {info.error}" if info.error else "ok"
         print(f"{info.name} {info.version} [{status}]")
         print(f"  hooks: {', '.join(info.hooks) or '-'}")
@@ -213,12 +224,50 @@ def cmd_admin_key(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
-    """Enable or disable a connector."""
-    enabled = args.connector_command == "enable"
+    """List, create, enable, disable or delete connectors."""
+    from hub.core import connectors
+
+    command = args.connector_command
+    if command == "list":
+        infos = _run_unit(
+            settings,
+            lambda conn: connectors.list_connectors(conn, _workspace_pk(conn, args.workspace)),
+        )
+        for info in infos:
+            state = "enabled" if info.enabled else "disabled"
+            print(f"{info.id}  {info.name}  idp={info.idp}  {state}  users={info.users}")
+        return 0
+    if command == "create":
+        from hub.plugins import build_registry
+
+        installed = build_registry().dialects
+        info = _run_unit(
+            settings,
+            lambda conn: connectors.create_connector(
+                conn,
+                _workspace_pk(conn, args.workspace),
+                name=args.name,
+                idp=args.idp,
+                installed=installed,
+            ),
+        )
+        print(f"connector {info.name} ({info.idp}) created; make its token with")
+        print(f"  scim-hub token regenerate --workspace {args.workspace} --connector {info.name!r}")
+        return 0
+    if command == "delete":
+        _run_unit(
+            settings,
+            lambda conn: connectors.delete_connector(
+                conn, _workspace_pk(conn, args.workspace), args.name
+            ),
+        )
+        print(f"connector {args.name} deleted; its tokens no longer work, its users stay")
+        return 0
+    enabled = command == "enable"
     _run_unit(
         settings,
-        lambda conn: tenants.set_connector_enabled(
-            conn, workspace_pk=_workspace_pk(conn, args.workspace), name=args.name, enabled=enabled
+        lambda conn: connectors.set_enabled(
+            conn, _workspace_pk(conn, args.workspace), args.name, enabled
         ),
     )
     print(
@@ -277,11 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
     key.add_argument("--email", help="the admin (default: the workspace's first admin)")
     key.set_defaults(func=cmd_admin_key)
 
-    connector = sub.add_parser("connector", help="enable or disable a connector")
+    connector = sub.add_parser("connector", help="list, create, enable, disable, delete")
     connector_sub = connector.add_subparsers(dest="connector_command", required=True)
-    for name in ("enable", "disable"):
+    connector_sub.add_parser("list").add_argument("--workspace", required=True)
+    create = connector_sub.add_parser("create")
+    create.add_argument("name")
+    create.add_argument("--idp", required=True, help="an installed IdP (see `scim-hub plugins`)")
+    create.add_argument("--workspace", required=True)
+    for name in ("enable", "disable", "delete"):
         action = connector_sub.add_parser(name)
-        action.add_argument("name")
+        action.add_argument("name", help="the connector's name or id")
         action.add_argument("--workspace", required=True)
     connector.set_defaults(func=cmd_connector)
     return parser

@@ -42,3 +42,32 @@ def upgrade(database_url: str, revision: str = "heads") -> None:
     worker.join()
     if errors:
         raise errors[0]
+
+
+def is_current(database_url: str) -> bool:
+    """Say whether the database is migrated to every head revision."""
+    import asyncio
+
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import Connection
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    wanted = set(ScriptDirectory.from_config(alembic_config(database_url)).get_heads())
+
+    def heads(conn: Connection) -> set[str]:
+        return set(MigrationContext.configure(conn).get_current_heads())
+
+    async def current() -> set[str]:
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(heads)
+        finally:
+            await engine.dispose()
+
+    found: list[set[str]] = []
+    worker = threading.Thread(target=lambda: found.append(asyncio.run(current())))
+    worker.start()
+    worker.join()
+    return bool(found) and found[0] == wanted

@@ -14,6 +14,7 @@ statement (the naive async-session-per-request design is about five times slower
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -137,7 +138,7 @@ class SqliteDatabase:
         conn = self._connection(engine)
         try:
             return _run_in_transaction(conn, fn, *args, **kwargs)
-        except sqlalchemy.exc.OperationalError as exc:
+        except (sqlalchemy.exc.OperationalError, sqlite3.OperationalError) as exc:
             if "locked" in str(exc) or "unable to open" in str(exc):
                 raise Unavailable("the database is busy or unreachable; retry shortly") from exc
             raise

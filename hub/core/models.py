@@ -68,6 +68,8 @@ class Connector(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created: Mapped[int] = mapped_column(BigInteger)
     last_request: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    overrides: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument, nullable=True)  # 0005
+    deleted: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # 0005: soft delete
     __table_args__ = (UniqueConstraint("workspace_pk", "name"),)
 
 
