@@ -9,9 +9,19 @@ own.
 
 Phases:
 
-* **Start-up** — `register_idps` is called once to build the IdP registry; request paths read
-  that registry and never call hooks per attribute.
-* **Events** — broadcast to every plugin after the change they describe has committed.
+* **Start-up** — `register_idps` is called once to build the typed IdP registry. The *dialect
+  hooks* are the callables of each returned `Dialect` (``normalise``, ``normalise_query``,
+  ``render``) plus its data (``mapping``, ``unmanaged``, ``settings``): for every SCIM request the
+  hub asks only the dialect of the connector that made it, never every plugin, and never calls a
+  hook per attribute. An exception in a dialect hook fails only that request, with a SCIM 500
+  naming the plugin.
+* **Events** — broadcast to every plugin after the change they describe has committed. An
+  exception in one is logged with the plugin's name and never undoes the change nor stops the
+  other plugins from hearing it.
+
+A plugin that fails to import, implements a hook not defined here, or returns something invalid
+from `register_idps` is reported as broken (`scim-hub plugins`) and left out; the rest of the hub
+keeps working.
 """
 
 from __future__ import annotations
@@ -43,9 +53,14 @@ def register_idps() -> list[Dialect]:  # type: ignore[empty-body]
 
     When: once, when the plugin manager is built at start-up (server and CLI).
     Receives: nothing.
-    Returns: a list of `Dialect` values; an empty list if the plugin adds none.
-    Combination: every plugin's lists are concatenated; two dialects with the same `name` are a
-    start-up error naming both plugins.
+    Returns: a list of `Dialect` values; an empty list if the plugin adds none. Each names the
+    IdP (``name``, ``display_name``), maps card profile fields to SCIM attribute paths
+    (``mapping``), lists the attributes the IdP does not manage (``unmanaged``), and may supply
+    ``normalise`` / ``normalise_query`` (requests into RFC form), ``render`` (responses into what
+    the IdP expects) and a ``settings`` struct read from ``SCIM_HUB_PLUGIN_<PLUGIN>_<FIELD>``.
+    Combination: every plugin's lists are concatenated into the registry; two dialects with the
+    same `name` are a start-up error naming both plugins. A list that is not valid (unknown
+    profile field, unparsable path) marks the plugin broken and leaves all its dialects out.
     """
 
 

@@ -1,24 +1,44 @@
 """The plugin manager and the IdP registry.
 
 Built-in plugins load exactly as a partner's do: through the `scim_hub` entry-point group. A plugin
-that fails to import, or whose `register_idps` raises, is reported by name and left out; the hub
-and every other plugin keep working.
+that fails to import, implements a hook the contract does not define, or whose `register_idps`
+raises or returns something that is not a valid list of `Dialect` values, is reported by name
+(logged, and shown as broken by `scim-hub plugins`) and left out; the hub and every other plugin
+keep working.
+
+Plugin settings are the exception: a plugin that declares a settings struct and is given a bad
+value stops the start-up with a `PluginSettingsError` naming the plugin and the variable, like
+any other bad setting (STYLE.md "Configuration").
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar
 
+import msgspec
 import pluggy
 import structlog
 
 from hub import hookspecs
-from hub.core.dialects import Dialect
+from hub.core.dialects import PROFILE_FIELDS, Dialect, RequestContext
+from hub.settings import SettingsError
+from rules import FilterSyntaxError, parse_path
 
 log = structlog.get_logger("hub.plugins")
+
+#: Environment variables of plugin settings: SCIM_HUB_PLUGIN_<PLUGIN>_<FIELD>.
+PLUGIN_ENV_PREFIX = "SCIM_HUB_PLUGIN_"
+_IDP_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+class PluginSettingsError(SettingsError):
+    """A plugin's settings are malformed; the message names the plugin and the variable."""
 
 
 @dataclass(frozen=True)
@@ -38,10 +58,30 @@ class Registry:
     manager: pluggy.PluginManager
     dialects: dict[str, Dialect] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
+    #: plugin name -> its validated settings struct instance.
+    settings: dict[str, msgspec.Struct] = field(default_factory=dict)
 
     def dialect(self, name: str) -> Dialect | None:
         """Return the dialect registered under `name`, if its plugin is installed and healthy."""
         return self.dialects.get(name)
+
+    def context(
+        self,
+        dialect: Dialect,
+        *,
+        method: str,
+        resource_type: str,
+        operation: str,
+        query: Mapping[str, str] | None = None,
+    ) -> RequestContext:
+        """Build the `RequestContext` a dialect hook receives (with its plugin's settings)."""
+        return RequestContext(
+            method=method,
+            resource_type=resource_type,
+            operation=operation,
+            query=dict(query or {}),
+            settings=self.settings.get(dialect.plugin),
+        )
 
     def broadcast(self, hook: str, **kwargs: Any) -> None:
         """Call an event hook on every plugin; a failing plugin is logged by name and skipped."""
@@ -58,31 +98,65 @@ def _distribution_version(entry_point: importlib.metadata.EntryPoint) -> str:
     return dist.version if dist is not None else "unknown"
 
 
-def build_registry(extra_plugins: Mapping[str, object] | None = None) -> Registry:
-    """Load every `scim_hub` entry point (plus `extra_plugins`) and build the IdP registry."""
+def build_registry(
+    extra_plugins: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Registry:
+    """Load every `scim_hub` entry point (plus `extra_plugins`) and build the IdP registry.
+
+    Args:
+        extra_plugins: plugin name -> module or object with hookimpls, registered after the
+            entry points (tests, embedding).
+        environ: where plugin settings are read from (default: `os.environ`).
+
+    Raises:
+        PluginSettingsError: a plugin's settings variable is malformed.
+    """
     manager = pluggy.PluginManager(hookspecs.PROJECT)
     manager.add_hookspecs(hookspecs)
     registry = Registry(manager)
     versions: dict[str, str] = {}
+    broken: dict[str, PluginInfo] = {}
     for entry_point in importlib.metadata.entry_points(group=hookspecs.PROJECT):
+        version = _distribution_version(entry_point)
         try:
             module = entry_point.load()
             manager.register(module, name=entry_point.name)
-            versions[entry_point.name] = _distribution_version(entry_point)
+            versions[entry_point.name] = version
         except Exception as exc:
             log.error("plugin failed to load", plugin=entry_point.name, error=repr(exc))
-            registry.plugins.append(
-                PluginInfo(entry_point.name, _distribution_version(entry_point), (), repr(exc))
-            )
+            broken[entry_point.name] = PluginInfo(entry_point.name, version, (), repr(exc))
     for name, plugin in (extra_plugins or {}).items():
-        manager.register(plugin, name=name)
-        versions[name] = "local"
-    manager.check_pending()
+        try:
+            manager.register(plugin, name=name)
+            versions[name] = "local"
+        except Exception as exc:
+            log.error("plugin failed to load", plugin=name, error=repr(exc))
+            broken[name] = PluginInfo(name, "local", (), repr(exc))
+    _check_pending(manager, versions, broken)
+    _collect_dialects(registry, versions, broken)
+    _load_settings(registry, os.environ if environ is None else environ)
     for name, version in versions.items():
         registry.plugins.append(PluginInfo(name, version, _hooks_of(manager, name)))
-    _collect_dialects(registry)
+    registry.plugins.extend(broken.values())
     registry.plugins.sort(key=lambda info: info.name)
     return registry
+
+
+def _check_pending(
+    manager: pluggy.PluginManager, versions: dict[str, str], broken: dict[str, PluginInfo]
+) -> None:
+    """`check_pending()`, one plugin at a time: a misspelt hook breaks only its own plugin."""
+    while True:
+        try:
+            manager.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            name = manager.get_name(exc.plugin) or repr(exc.plugin)
+            log.error("plugin implements an unknown hook", plugin=name, error=str(exc))
+            hooks = _hooks_of(manager, name)
+            manager.unregister(exc.plugin)
+            broken[name] = PluginInfo(name, versions.pop(name, "unknown"), hooks, str(exc))
 
 
 def _hooks_of(manager: pluggy.PluginManager, name: str) -> tuple[str, ...]:
@@ -91,23 +165,87 @@ def _hooks_of(manager: pluggy.PluginManager, name: str) -> tuple[str, ...]:
     return tuple(sorted(caller.name for caller in callers))
 
 
-def _collect_dialects(registry: Registry) -> None:
+def _collect_dialects(
+    registry: Registry, versions: dict[str, str], broken: dict[str, PluginInfo]
+) -> None:
     for impl in registry.manager.hook.register_idps.get_hookimpls():
+        name = impl.plugin_name
         try:
-            dialects = cast(list[Dialect], impl.function())
+            dialects = _checked(impl.function())
         except Exception as exc:
-            log.error("plugin failed in register_idps", plugin=impl.plugin_name, error=repr(exc))
+            log.error("plugin failed in register_idps", plugin=name, error=repr(exc))
+            hooks = _hooks_of(registry.manager, name)
+            broken[name] = PluginInfo(name, versions.pop(name, "unknown"), hooks, repr(exc))
+            registry.manager.unregister(name=name)
             continue
         for dialect in dialects:
             if dialect.name in registry.dialects:
                 other = registry.dialects[dialect.name].plugin
                 raise RuntimeError(
-                    f"IdP {dialect.name!r} is registered by both {other!r} and {impl.plugin_name!r}"
+                    f"IdP {dialect.name!r} is registered by both {other!r} and {name!r}"
                 )
-            registry.dialects[dialect.name] = _with_plugin(dialect, impl.plugin_name)
+            registry.dialects[dialect.name] = msgspec.structs.replace(dialect, plugin=name)
 
 
-def _with_plugin(dialect: Dialect, plugin: str) -> Dialect:
-    import msgspec
+def _checked(result: object) -> list[Dialect]:
+    """Validate what `register_idps` returned: a list of well-formed dialects."""
+    if not isinstance(result, list):
+        raise TypeError(f"register_idps must return a list of Dialect, got {type(result).__name__}")
+    for dialect in result:
+        if not isinstance(dialect, Dialect):
+            raise TypeError(f"register_idps returned {type(dialect).__name__}, not a Dialect")
+        if not _IDP_NAME.fullmatch(dialect.name):
+            raise ValueError(f"IdP name {dialect.name!r} must be lower-case letters, digits, '_'")
+        for profile_field, path in dialect.mapping.items():
+            if profile_field not in PROFILE_FIELDS:
+                raise ValueError(f"{dialect.name}: {profile_field!r} is not a card profile field")
+            _check_path(dialect.name, path)
+        for path in dialect.unmanaged:
+            _check_path(dialect.name, path)
+        if dialect.settings is not None and not (
+            isinstance(dialect.settings, type) and issubclass(dialect.settings, msgspec.Struct)
+        ):
+            raise TypeError(f"{dialect.name}: settings must be a msgspec.Struct type")
+    return result
 
-    return msgspec.structs.replace(dialect, plugin=plugin)
+
+def _check_path(idp: str, path: str) -> None:
+    try:
+        parse_path(path)
+    except FilterSyntaxError as exc:
+        raise ValueError(f"{idp}: {path!r} is not a SCIM attribute path: {exc}") from exc
+
+
+def _load_settings(registry: Registry, environ: Mapping[str, str]) -> None:
+    """Validate every plugin's settings struct from `SCIM_HUB_PLUGIN_<PLUGIN>_<FIELD>`."""
+    for dialect in registry.dialects.values():
+        struct = dialect.settings
+        if struct is None or dialect.plugin in registry.settings:
+            continue
+        registry.settings[dialect.plugin] = plugin_settings(dialect.plugin, struct, environ)
+
+
+def plugin_settings(plugin: str, struct: type[S], environ: Mapping[str, str]) -> S:
+    """Build one plugin's settings from the environment.
+
+    Raises:
+        PluginSettingsError: a value is malformed or a required one is missing; the message
+            names the plugin and the variable.
+    """
+    prefix = f"{PLUGIN_ENV_PREFIX}{plugin.upper()}_"
+    values: dict[str, Any] = {}
+    for info in msgspec.structs.fields(struct):
+        raw = environ.get(prefix + info.name.upper())
+        if raw is not None:
+            values[info.name] = raw
+    try:
+        return msgspec.convert(values, struct, strict=False)
+    except msgspec.ValidationError as exc:
+        text, _, where = str(exc).rpartition(" - at `$.")
+        name = where.rstrip("`").split(".", 1)[0].split("[", 1)[0] if where else ""
+        if not where:
+            text = str(exc)
+            missing = re.search(r"missing required field `(\w+)`", text)
+            name = missing.group(1) if missing else ""
+        variable = prefix + name.upper() if name else prefix + "*"
+        raise PluginSettingsError(f"plugin {plugin!r}: {variable}: {text}") from exc

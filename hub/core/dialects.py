@@ -31,30 +31,57 @@ def _identity(body: JSONObject, context: RequestContext) -> JSONObject:
     return body
 
 
+def _query_identity(query: dict[str, str], context: RequestContext) -> dict[str, str]:
+    return query
+
+
 def _render_identity(resource: JSONObject, context: RequestContext) -> JSONObject:
     return resource
 
 
 class RequestContext(msgspec.Struct, frozen=True, kw_only=True):
-    """What a dialect hook learns of the request it is normalising or rendering for."""
+    """What a dialect hook learns of the request it is normalising or rendering for.
+
+    Attributes:
+        method: the HTTP method (``"POST"``, ``"PATCH"``…).
+        resource_type: ``"User"`` or ``"Group"``.
+        operation: ``"request"`` (normalising a body), ``"query"`` (normalising list query
+            parameters) or ``"response"`` (rendering).
+        query: the request's query-string parameters as sent (e.g. Entra's
+            ``aadOptscim062020`` flag appears here when the tenant URL carries it).
+        settings: the plugin's settings, an instance of `Dialect.settings`, validated at
+            start-up; None when the dialect declares no settings struct.
+    """
 
     method: str
     resource_type: str
     operation: str
     query: Mapping[str, str] = msgspec.field(default_factory=dict)
+    settings: Any = None
 
 
 class Dialect(msgspec.Struct, frozen=True, kw_only=True):
     """One IdP's dialect of SCIM, registered by a plugin through `register_idps`.
 
+    Every callable must be synchronous and pure (no I/O): it runs inside the request's database
+    transaction. An exception in one is reported to that request as a SCIM 500 naming the plugin.
+
     Attributes:
-        name: stable identifier stored on connectors (e.g. ``"azure_ad"``).
+        name: stable identifier stored on connectors (e.g. ``"azure_ad"``); lower-case letters,
+            digits and underscores.
         display_name: what admins see (e.g. ``"Microsoft Entra ID"``).
-        mapping: card profile field -> SCIM attribute path it is read from.
-        unmanaged: SCIM attribute paths the IdP never sends; a PUT leaves them as they are.
-        normalise: rewrites a request body into RFC form before the SCIM layer parses it.
+        mapping: card profile field (one of `PROFILE_FIELDS`) -> SCIM attribute path it is read
+            from, e.g. ``{"mobile_phone": 'phoneNumbers[type eq "mobile"].value'}``.
+        unmanaged: SCIM attribute paths the IdP never manages (e.g. ``"photos"`` for Entra ID).
+            The hub ignores them in this IdP's requests and a PUT leaves their stored value alone.
+        normalise: rewrites a request body (a resource for POST/PUT, a PatchOp for PATCH) into
+            RFC form before the SCIM layer parses it. Returns a JSON object; may return its input.
+        normalise_query: rewrites the query-string parameters of a list request (``filter``,
+            ``startIndex``…) into RFC form. Returns the parameters to use.
         render: rewrites an outgoing resource into what this IdP expects.
-        settings: the plugin's own settings struct type, validated at start-up, if any.
+        settings: the plugin's own settings struct type (a frozen `msgspec.Struct` whose fields
+            all have defaults or are given in the environment), validated at start-up. Values
+            come from ``SCIM_HUB_PLUGIN_<PLUGIN>_<FIELD>`` environment variables.
         plugin: the name of the plugin that registered it (filled in by the registry).
     """
 
@@ -63,6 +90,7 @@ class Dialect(msgspec.Struct, frozen=True, kw_only=True):
     mapping: Mapping[str, str] = msgspec.field(default_factory=dict)
     unmanaged: tuple[str, ...] = ()
     normalise: Callable[[JSONObject, RequestContext], JSONObject] = _identity
+    normalise_query: Callable[[dict[str, str], RequestContext], dict[str, str]] = _query_identity
     render: Callable[[JSONObject, RequestContext], JSONObject] = _render_identity
     settings: type[msgspec.Struct] | None = None
     plugin: str = ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from typing import Final
+from typing import Any, Final
 
 import msgspec
 from sqlalchemy import Connection, select, update
@@ -35,6 +35,8 @@ class Caller(msgspec.Struct, frozen=True):
     idp: str
     token_pk: int
     last_used: int | None
+    #: the connector's mapping overrides as saved (see `hub.core.connectors.Overrides`).
+    overrides: dict[str, Any] | None = None
 
 
 class TokenInfo(msgspec.Struct, frozen=True):
@@ -97,6 +99,7 @@ _AUTH = (
         connectors.c.pk,
         connectors.c.id,
         connectors.c.idp,
+        connectors.c.overrides,
     )
     .join(connectors, connectors.c.pk == tokens.c.connector_pk)
     .join(admins, admins.c.pk == tokens.c.admin_pk)
@@ -114,7 +117,7 @@ def authenticate(conn: Connection, token_digest: str) -> Caller | None:
     row = conn.execute(_AUTH.where(tokens.c.digest == token_digest)).first()
     if row is None or not hmac.compare_digest(row[1], token_digest):
         return None
-    return Caller(row[3], row[4], row[5], row[6], row[7], row[0], row[2])
+    return Caller(row[3], row[4], row[5], row[6], row[7], row[0], row[2], row[8])
 
 
 def touch(conn: Connection, caller: Caller, when: int) -> None:
@@ -133,7 +136,9 @@ def needs_touch(caller: Caller, when: int) -> bool:
 def _connector_pk(conn: Connection, workspace_pk: int, connector: str) -> int:
     pk = conn.execute(
         select(connectors.c.pk).where(
-            connectors.c.workspace_pk == workspace_pk, connectors.c.name == connector
+            connectors.c.workspace_pk == workspace_pk,
+            connectors.c.name == connector,
+            connectors.c.deleted.is_(None),
         )
     ).scalar()
     if pk is None:
@@ -171,8 +176,27 @@ def revoke(conn: Connection, *, workspace_pk: int, token_id: str) -> None:
         raise NotFound(f"no live token {token_id!r} in this workspace")
 
 
-def list_tokens(conn: Connection, *, workspace_pk: int) -> list[TokenInfo]:
-    """List the workspace's unrevoked tokens, saying for each whether it still works and why not."""
+def generate(conn: Connection, *, workspace_pk: int, connector: str, admin_pk: int) -> NewToken:
+    """Make one more token for a connector (its other tokens keep working).
+
+    Raises:
+        NotFound: no such connector in this workspace.
+    """
+    return create_token(
+        conn, connector_pk=_connector_pk(conn, workspace_pk, connector), admin_pk=admin_pk
+    )
+
+
+def list_tokens(
+    conn: Connection, *, workspace_pk: int, connector_pk: int | None = None
+) -> list[TokenInfo]:
+    """List the workspace's unrevoked tokens, saying for each whether it still works and why not.
+
+    `connector_pk` narrows the list to one connector's tokens.
+    """
+    scope = [tokens.c.workspace_pk == workspace_pk, tokens.c.revoked.is_(None)]
+    if connector_pk is not None:
+        scope.append(tokens.c.connector_pk == connector_pk)
     rows = conn.execute(
         select(
             tokens.c.id,
@@ -186,7 +210,7 @@ def list_tokens(conn: Connection, *, workspace_pk: int) -> list[TokenInfo]:
         )
         .join(connectors, connectors.c.pk == tokens.c.connector_pk)
         .join(admins, admins.c.pk == tokens.c.admin_pk)
-        .where(tokens.c.workspace_pk == workspace_pk, tokens.c.revoked.is_(None))
+        .where(*scope)
         .order_by(tokens.c.pk)
     ).all()
     result = []

@@ -19,8 +19,9 @@ from sqlalchemy import Connection
 
 from hub.core import directory, groups, users
 from hub.core.clock import now_us
+from hub.core.connectors import effective_mapping, ignored_paths, overrides_of, strip_ignored
 from hub.core.database import Database
-from hub.core.dialects import Dialect, RequestContext
+from hub.core.dialects import Dialect
 from hub.core.errors import (
     InvalidSyntax,
     InvalidValue,
@@ -88,9 +89,11 @@ class Hub:
     def provisioning(self, caller: Caller) -> Provisioning:
         """What the caller's dialect says about user writes: its mapping and unmanaged paths."""
         dialect = self.dialect(caller)
-        if dialect is None:
-            return Provisioning()
-        return Provisioning(mapping=dialect.mapping, unmanaged=dialect.unmanaged)
+        overrides = overrides_of(caller.overrides)
+        return Provisioning(
+            mapping=effective_mapping(dialect, overrides),
+            unmanaged=ignored_paths(dialect, overrides),
+        )
 
     def remember_use(self, caller: Caller) -> None:
         """Refresh the token's last-used time in the background, at most once a minute."""
@@ -173,15 +176,48 @@ def _normalise(
     if body is None:  # unreachable: a parse problem is raised before the work runs
         raise InvalidSyntax("the request body could not be read")
     dialect = hub.dialect(caller)
+    result = body
+    if dialect is not None:
+        context = hub.registry.context(
+            dialect,
+            method=request.method,
+            resource_type=rt.name,
+            operation="request",
+            query=dict(request.query_params.items()),
+        )
+        try:
+            result = dialect.normalise(body, context)
+        except Exception as exc:
+            raise PluginFailure(dialect.plugin, exc) from exc
+        if not isinstance(result, dict):
+            raise PluginFailure(dialect.plugin, TypeError("normalise must return a JSON object"))
+    if rt is not USER_TYPE:
+        return result
+    # What the connector does not manage (its dialect's `unmanaged`, its admin's `drop`) is
+    # ignored here, so neither a PUT nor any PATCH form can change or clear it.
+    kind = "patch" if request.method == "PATCH" else "resource"
+    return strip_ignored(result, kind, ignored_paths(dialect, overrides_of(caller.overrides)))
+
+
+def _normalise_query(
+    hub: Hub,
+    caller: Caller,
+    values: dict[str, str],
+    request: Request[Any, Any, Any],
+    rt: ResourceType,
+) -> dict[str, str]:
+    dialect = hub.dialect(caller)
     if dialect is None:
-        return body
-    context = RequestContext(method=request.method, resource_type=rt.name, operation="request")
+        return values
+    context = hub.registry.context(
+        dialect, method=request.method, resource_type=rt.name, operation="query", query=values
+    )
     try:
-        result = dialect.normalise(body, context)
+        result = dialect.normalise_query(dict(values), context)
     except Exception as exc:
         raise PluginFailure(dialect.plugin, exc) from exc
     if not isinstance(result, dict):
-        raise PluginFailure(dialect.plugin, TypeError("normalise must return a JSON object"))
+        raise PluginFailure(dialect.plugin, TypeError("normalise_query must return a dict"))
     return result
 
 
@@ -189,7 +225,9 @@ def _render_for(hub: Hub, caller: Caller, resource: JSON, method: str, rt: Resou
     dialect = hub.dialect(caller)
     if dialect is None:
         return resource
-    context = RequestContext(method=method, resource_type=rt.name, operation="response")
+    context = hub.registry.context(
+        dialect, method=method, resource_type=rt.name, operation="response"
+    )
     try:
         return dialect.render(resource, context)
     except Exception as exc:
@@ -294,21 +332,17 @@ async def _search(
     problem: ScimError | None,
 ) -> Response[bytes]:
     hub = _hub(request)
-    params = None
-    if problem is None:
-        try:
-            params = list_params(values, hub.settings, _members_attr(rt))
-        except ScimError as exc:
-            problem = exc
     service = _service(rt)
 
-    def work(conn: Connection, caller: Caller) -> Page:
-        assert params is not None
+    def work(conn: Connection, caller: Caller) -> tuple[Page, ListParams]:
+        # Parsed once the caller is known: its dialect may rewrite the query (normalise_query).
+        params = list_params(
+            _normalise_query(hub, caller, values, request, rt), hub.settings, _members_attr(rt)
+        )
         result: Page = service.search(conn, caller, params.query, hub.base)
-        return result
+        return result, params
 
-    caller, page = await _run(request, work, writes=False, problem=problem)
-    assert params is not None
+    caller, (page, params) = await _run(request, work, writes=False, problem=problem)
     projection = plan(rt, params.attributes, params.excluded)
     resources = [
         _render_for(hub, caller, projection.apply(r), request.method, rt) for r in page.resources

@@ -1,11 +1,150 @@
-"""Microsoft Entra ID (Azure AD) dialect. Its quirks arrive with the IdP plugins issue (#4)."""
+"""Microsoft Entra ID (Azure AD) dialect: its default attribute mapping and its quirks.
+
+Sources (Microsoft Learn):
+
+* [TUTORIAL] "Tutorial: Develop and plan provisioning for a SCIM endpoint in Microsoft Entra ID"
+  — the requests the provisioning service sends (test connection, create, get by query, update
+  multi- and single-valued attributes, disable, delete; group create/update/members/delete) and
+  its default attribute mapping.
+* [KNOWN-ISSUES] "Known issues and resolutions with SCIM 2.0 protocol compliance of the Microsoft
+  Entra user provisioning service" — the ``aadOptscim062020`` flag appended to the tenant URL and
+  the PATCH forms sent with and without it.
+
+What the hub core already does the RFC way and Entra relies on (tested by replay in
+``tests/test_entra_replay.py``): every list query answers 200 with a ListResponse, zero results
+included (a 404 on a query quarantines the job); value-filter paths (``emails[type eq "work"]
+.value``) on Add/Replace create the element when none matches; ``members[value eq "…"]`` and a
+``members`` Remove carrying a value list drop only those members; ``excludedAttributes=members``;
+lookups by ``externalId``; DELETE keeps the user, inactive.
+"""
 
 from __future__ import annotations
 
-from hub.hookspecs import Dialect, hookimpl
+from typing import Any
+
+from hub.hookspecs import Dialect, JSONObject, RequestContext, hookimpl
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+#: Card profile field -> the SCIM attribute Entra fills by default ([TUTORIAL], "Design your user
+#: and group schema": userPrincipalName, displayName, givenName, surname, jobTitle, department,
+#: companyName -> organization, telephoneNumber -> work phone, mobile -> mobile phone, mail).
+#: Entra sends no photo, so ``photo_url`` is not mapped: a card photo is never fed by Entra.
+ENTRA_MAPPING = {
+    "display_name": "displayName",
+    "first_name": "name.givenName",
+    "last_name": "name.familyName",
+    "job_title": "title",
+    "department": f"{ENTERPRISE}:department",
+    "company_name": f"{ENTERPRISE}:organization",
+    "office_phone": 'phoneNumbers[type eq "work"].value',
+    "mobile_phone": 'phoneNumbers[type eq "mobile"].value',
+    "email": 'emails[type eq "work"].value',
+}
+
+#: Entra never sends profile photos (DESIGN.md): the hub ignores ``photos`` in Entra requests and a
+#: PUT keeps the stored value, so an Entra update can never erase an uploaded photo.
+ENTRA_UNMANAGED = ("photos",)
+
+_BOOLEAN_NAMES = frozenset({"active", "primary"})
+_STRING_BOOLEANS = {"true": True, "false": False}
+
+
+def _boolean(value: Any) -> Any:
+    """``"True"``/``"False"`` (any case) -> bool; anything else unchanged."""
+    if isinstance(value, str):
+        return _STRING_BOOLEANS.get(value.lower(), value)
+    return value
+
+
+def _fix_booleans(value: Any) -> Any:
+    """Turn Entra's string booleans into JSON booleans wherever a boolean attribute is named.
+
+    [KNOWN-ISSUES], "Flags to alter the SCIM behavior": without ``aadOptscim062020`` Entra
+    disables a user with ``{"op": "Replace", "path": "active", "value": "False"}``; it also
+    sends ``"primary": "True"`` in multi-valued elements. ``active`` and ``primary`` are the
+    boolean attributes of the User schema Entra maps.
+    """
+    if isinstance(value, dict):
+        return {
+            key: _boolean(item) if _names_boolean(key) else _fix_booleans(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_fix_booleans(item) for item in value]
+    return value
+
+
+def _names_boolean(path: str) -> bool:
+    """Does this key or path end in a boolean attribute (``active``, ``emails[…].primary``)?"""
+    last = path.rsplit(".", 1)[-1].rsplit(":", 1)[-1]
+    return last.lower() in _BOOLEAN_NAMES
+
+
+def _fix_manager(body: JSONObject) -> JSONObject:
+    """Wrap a bare manager id as ``{"value": id}`` in a POST/PUT body.
+
+    [TUTORIAL] maps ``manager`` to ``urn:…:enterprise:2.0:User:manager`` and sends the manager's
+    id; RFC 7643 §4.3 makes ``manager`` complex. (PATCH forms are handled by the core engine.)
+    """
+    for key, extension in body.items():
+        if key.lower() == ENTERPRISE.lower() and isinstance(extension, dict):
+            for name, value in extension.items():
+                if name.lower() == "manager" and isinstance(value, str):
+                    body[key] = {**extension, name: {"value": value}}
+                    break
+    return body
+
+
+def _fix_operation(operation: Any) -> Any:
+    """Normalise one PATCH operation: lower-case ``op``, string booleans to booleans.
+
+    [KNOWN-ISSUES]: without the flag Entra sends ``"op": "Replace"``/``"Add"``/``"Remove"``
+    (capitalised) and ``"value": "False"`` for ``active``; with the flag it sends
+    ``{"op": "replace", "value": {"active": false}}`` — both forms land here as RFC 7644 §3.5.2.
+    """
+    if not isinstance(operation, dict):
+        return operation
+    fixed = dict(operation)
+    path = None
+    for key, value in operation.items():
+        lowered = key.lower()
+        if lowered == "op" and isinstance(value, str):
+            fixed[key] = value.lower()
+        elif lowered == "path" and isinstance(value, str):
+            path = value
+    for key, value in operation.items():
+        if key.lower() != "value":
+            continue
+        if path is not None and _names_boolean(path.split("[", 1)[0] + path.rsplit("]", 1)[-1]):
+            fixed[key] = _boolean(value)
+        else:
+            fixed[key] = _fix_booleans(value)
+    return fixed
+
+
+def normalise(body: JSONObject, context: RequestContext) -> JSONObject:
+    """Rewrite an Entra request body into RFC 7643/7644 form (see the module docstring)."""
+    if context.method == "PATCH":
+        return {
+            key: [_fix_operation(op) for op in value]
+            if key.lower() == "operations" and isinstance(value, list)
+            else value
+            for key, value in body.items()
+        }
+    fixed = _fix_booleans(body)
+    return _fix_manager(fixed) if context.resource_type == "User" else fixed
 
 
 @hookimpl
 def register_idps() -> list[Dialect]:
     """Provide the Entra ID dialect."""
-    return [Dialect(name="azure_ad", display_name="Microsoft Entra ID")]
+    return [
+        Dialect(
+            name="azure_ad",
+            display_name="Microsoft Entra ID",
+            mapping=ENTRA_MAPPING,
+            unmanaged=ENTRA_UNMANAGED,
+            normalise=normalise,
+        )
+    ]
