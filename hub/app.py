@@ -14,9 +14,11 @@ from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from hub.admin.routes import admin_router, owner_router
+from hub.admin.activate import SECRET_PATH
+from hub.admin.routes import admin_router, owner_router, pages_router
 from hub.core.database import open_database
 from hub.core.errors import ScimError
+from hub.core.outbox import start_sender
 from hub.core.tenants import tenant_url
 from hub.plugins import Registry, build_registry
 from hub.scim.errors import handle_http_exception, handle_scim_error, handle_unexpected
@@ -71,10 +73,13 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
         finally:
             state = scope.get("state", {})
             caller = state.get("caller") if isinstance(state, dict) else None
+            handler = scope.get("route_handler")
+            # A path carrying a secret (an activation link) is logged as its route template.
+            secret = handler is not None and handler.opt.get(SECRET_PATH, False)
             log.info(
                 "request",
                 method=scope.get("method"),
-                path=scope["path"],
+                path=scope.get("path_template", "?") if secret else scope["path"],
                 status=status,
                 ms=round((time.perf_counter() - started) * 1000, 2),
                 workspace=getattr(caller, "workspace_id", None),
@@ -92,13 +97,22 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db = open_database(settings.database_url)
         app.state.hub = Hub(settings, db, plugins, tenant_url(settings.base_url))
+        stop_sender = start_sender(app.state.hub)
         try:
             yield
         finally:
+            await stop_sender()
             await db.close()
 
     return Litestar(
-        route_handlers=[healthz, readyz, *scim_routes(), admin_router(), owner_router()],
+        route_handlers=[
+            healthz,
+            readyz,
+            *scim_routes(),
+            admin_router(),
+            owner_router(),
+            pages_router(),
+        ],
         lifespan=[lifespan],
         exception_handlers={
             ScimError: handle_scim_error,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Router
 from litestar.handlers import HTTPRouteHandler
 
-from hub.admin import cards, connectors, emails, owner, templates
+from hub.admin import activate, cards, connectors, emails, owner, templates
 
 
 def admin_router() -> Router:
@@ -22,3 +22,8 @@ def admin_router() -> Router:
 def owner_router() -> Router:
     """The card owner's API (authenticated by the session started on activation)."""
     return Router(path="/api/v1/me", route_handlers=list(owner.ROUTES))
+
+
+def pages_router() -> Router:
+    """Pages outside the API: the activation link's landing page."""
+    return Router(path="/", route_handlers=list(activate.ROUTES))

@@ -1,13 +1,311 @@
-"""Activation emails (filled in by the cards issue, #3)."""
+"""Activation emails: invite a provisioned person to activate their account and card.
+
+On provisioning (or reactivation) with the workspace's `send_activation_email` toggle on, the
+user write's own transaction creates a one-time activation link and queues its email in the
+outbox (`hub.core.outbox`), so the invitation commits with the user or not at all. Links are
+random 256-bit secrets kept only as SHA-256 digests; one works once, until it expires (its
+lifetime starts when its email is sent), and dies when a newer link is sent or the user is
+deprovisioned. Following a link marks the account activated and starts the owner's session.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import Connection
+import re
+import secrets
+from collections.abc import Sequence
+from typing import Any, Final
 
+import msgspec
+from sqlalchemy import Connection, exists, func, or_, select, update
+
+from hub.core import outbox, sessions
+from hub.core.clock import now_us
+from hub.core.errors import NotFound, ScimError
 from hub.core.events import Event
-from hub.core.tokens import Caller
+from hub.core.models import activation_links, outbox_messages, users, workspaces
+from hub.core.tokens import Caller, digest
+
+LINK_PREFIX: Final = "shact_"
+#: How many users one admin request may send activation emails to.
+MAX_USERS_PER_SEND: Final = 1000
+
+_EMAILISH = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+class LinkGone(ScimError):
+    """The activation link was used, replaced, withdrawn or has expired."""
+
+    status = 410
+
+
+class Activated(msgspec.Struct, frozen=True):
+    """A successful activation: the new session (secret) and what the page may show."""
+
+    session_token: str
+    user_pk: int
+    workspace_pk: int
+    name: str
+    workspace: str
+
+
+class SendResult(msgspec.Struct, frozen=True, omit_defaults=True):
+    """The outcome of an admin's send for one user."""
+
+    user_id: str
+    status: str
+    message_id: str | None = None
+    detail: str | None = None
+
+
+class CardSettings(msgspec.Struct, frozen=True):
+    """A workspace's card settings that concern activation."""
+
+    send_activation_email: bool
+
+
+# --------------------------------------------------------------------------- who and where
+
+
+def recipient_of(data: dict[str, Any], user_name: str) -> str | None:
+    """The address to invite: primary email, else a work one, else any, else an email userName."""
+    emails = [e for e in data.get("emails") or [] if isinstance(e, dict) and e.get("value")]
+    primary = [e for e in emails if e.get("primary") is True]
+    work = [e for e in emails if str(e.get("type", "")).lower() == "work"]
+    for candidates in (primary, work, emails):
+        if candidates:
+            return str(candidates[0]["value"])
+    return user_name if _EMAILISH.match(user_name) else None
+
+
+def display_name(data: dict[str, Any], user_name: str) -> str:
+    """The name to greet the user by: displayName, name.formatted, given + family, userName."""
+    raw_name = data.get("name")
+    name: dict[str, Any] = raw_name if isinstance(raw_name, dict) else {}
+    parts = [str(name.get(k)) for k in ("givenName", "familyName") if name.get(k)]
+    for candidate in (data.get("displayName"), name.get("formatted"), " ".join(parts)):
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate.strip()
+    return user_name
+
+
+# --------------------------------------------------------------------------- queueing
 
 
 def user_changed(conn: Connection, caller: Caller, user_pk: int, event: str) -> list[Event]:
-    """Queue or cancel activation emails after a user write; return events to broadcast."""
+    """Queue, refresh or withdraw the user's activation email after a user write.
+
+    Runs inside the user write's transaction. `provisioned`/`reactivated` queue an invitation
+    when the workspace toggle is on and none is pending; `updated` readdresses a queued one;
+    `deprovisioned`/`deleted` cancel queued emails, kill unused links and end sessions.
+    """
+    if event in ("provisioned", "reactivated"):
+        if workspace_settings(conn, caller.workspace_pk).send_activation_email:
+            user = _user(conn, user_pk)
+            if _is_active(user) and not _pending(conn, user_pk):
+                _queue(conn, user)
+    elif event == "updated":
+        _readdress(conn, _user(conn, user_pk))
+    elif event in ("deprovisioned", "deleted"):
+        withdraw(conn, user_pk, reason="user deprovisioned")
     return []
+
+
+def withdraw(conn: Connection, user_pk: int, *, reason: str) -> None:
+    """Cancel the user's queued activation emails, kill unused links and end their sessions."""
+    outbox.cancel(conn, user_pk=user_pk, purpose=outbox.ACTIVATION, reason=reason)
+    _invalidate_links(conn, user_pk)
+    sessions.end_sessions(conn, user_pk)
+
+
+def _user(conn: Connection, user_pk: int) -> Any:
+    return conn.execute(
+        select(
+            users.c.pk,
+            users.c.id,
+            users.c.workspace_pk,
+            users.c.user_name,
+            users.c.data,
+            users.c.active,
+            users.c.deleted,
+            workspaces.c.name.label("workspace"),
+        )
+        .join(workspaces, workspaces.c.pk == users.c.workspace_pk)
+        .where(users.c.pk == user_pk)
+    ).one()
+
+
+def _is_active(user: Any) -> bool:
+    return not user.deleted and user.active is not False
+
+
+def _pending(conn: Connection, user_pk: int) -> bool:
+    """Whether an invitation is on its way or a sent link still works (then queue nothing)."""
+    link = activation_links.c
+    queued = exists().where(
+        outbox_messages.c.user_pk == user_pk,
+        outbox_messages.c.purpose == outbox.ACTIVATION,
+        outbox_messages.c.status == outbox.QUEUED,
+    )
+    live_link = exists().where(
+        link.user_pk == user_pk,
+        link.used.is_(None),
+        link.invalidated.is_(None),
+        link.expires > now_us(),
+    )
+    return bool(conn.execute(select(or_(queued, live_link))).scalar())
+
+
+def _queue(conn: Connection, user: Any) -> str | None:
+    generation = (
+        conn.execute(
+            select(func.max(activation_links.c.generation)).where(
+                activation_links.c.user_pk == user.pk
+            )
+        ).scalar()
+        or 0
+    ) + 1
+    token = LINK_PREFIX + secrets.token_urlsafe(32)
+    link_pk = conn.execute(
+        activation_links.insert()
+        .values(
+            digest=digest(token),
+            workspace_pk=user.workspace_pk,
+            user_pk=user.pk,
+            generation=generation,
+            created=now_us(),
+        )
+        .returning(activation_links.c.pk)
+    ).scalar_one()
+    return outbox.enqueue(
+        conn,
+        workspace_pk=user.workspace_pk,
+        user_pk=user.pk,
+        purpose=outbox.ACTIVATION,
+        # One email per link generation: a retried request cannot queue it twice.
+        dedupe_key=f"{outbox.ACTIVATION}:{user.pk}:{generation}",
+        recipient=recipient_of(user.data, user.user_name),
+        payload={"name": display_name(user.data, user.user_name), "workspace": user.workspace},
+        link_pk=link_pk,
+        link_token=token,
+    )
+
+
+def _readdress(conn: Connection, user: Any) -> None:
+    # The IdP may fix a missing or wrong address before the invitation goes out.
+    conn.execute(
+        update(outbox_messages)
+        .where(
+            outbox_messages.c.user_pk == user.pk,
+            outbox_messages.c.purpose == outbox.ACTIVATION,
+            outbox_messages.c.status == outbox.QUEUED,
+        )
+        .values(
+            recipient=recipient_of(user.data, user.user_name),
+            payload={"name": display_name(user.data, user.user_name), "workspace": user.workspace},
+        )
+    )
+
+
+def _invalidate_links(conn: Connection, user_pk: int) -> None:
+    conn.execute(
+        update(activation_links)
+        .where(
+            activation_links.c.user_pk == user_pk,
+            activation_links.c.used.is_(None),
+            activation_links.c.invalidated.is_(None),
+        )
+        .values(invalidated=now_us())
+    )
+
+
+# --------------------------------------------------------------------------- admins
+
+
+def send(conn: Connection, *, workspace_pk: int, user_ids: Sequence[str]) -> list[SendResult]:
+    """Send (or resend) activation emails to users of a workspace, whatever the toggle says.
+
+    A new link replaces the user's previous ones and any queued email is cancelled, so only
+    the newest invitation works. Deprovisioned and unknown users are reported, not sent to.
+    """
+    results = []
+    for user_id in dict.fromkeys(user_ids):  # a repeated id is sent once
+        row = conn.execute(
+            select(users.c.pk)
+            .where(users.c.workspace_pk == workspace_pk, users.c.id == user_id)
+            # Serialise concurrent sends for one user (PostgreSQL; SQLite has one writer).
+            .with_for_update()
+        ).first()
+        if row is None:
+            results.append(SendResult(user_id, "not_found", detail="no such user"))
+            continue
+        user = _user(conn, row.pk)
+        if not _is_active(user):
+            results.append(SendResult(user_id, "skipped", detail="the user is deprovisioned"))
+            continue
+        outbox.cancel(conn, user_pk=user.pk, purpose=outbox.ACTIVATION, reason="superseded")
+        _invalidate_links(conn, user.pk)
+        results.append(SendResult(user_id, "queued", message_id=_queue(conn, user)))
+    return results
+
+
+def workspace_settings(conn: Connection, workspace_pk: int) -> CardSettings:
+    """Read a workspace's activation settings."""
+    on = conn.execute(
+        select(workspaces.c.send_activation_email).where(workspaces.c.pk == workspace_pk)
+    ).scalar_one()
+    return CardSettings(send_activation_email=bool(on))
+
+
+def set_workspace_settings(
+    conn: Connection, workspace_pk: int, *, send_activation_email: bool
+) -> CardSettings:
+    """Turn automatic activation emails on or off for a workspace; return the new settings."""
+    conn.execute(
+        update(workspaces)
+        .where(workspaces.c.pk == workspace_pk)
+        .values(send_activation_email=send_activation_email)
+    )
+    return CardSettings(send_activation_email=send_activation_email)
+
+
+# --------------------------------------------------------------------------- the owner
+
+
+def activate(conn: Connection, link_token: str) -> Activated:
+    """Use an activation link: mark the account activated and start the owner's session.
+
+    Raises:
+        NotFound: no link has this token.
+        LinkGone: the link was used, replaced, withdrawn or has expired.
+    """
+    link = activation_links.c
+    row = conn.execute(
+        select(link.pk, link.used, link.invalidated, link.expires, link.user_pk)
+        .where(link.digest == digest(link_token))
+        .with_for_update()
+    ).first()
+    if row is None:
+        raise NotFound("this activation link is not valid")
+    now = now_us()
+    if row.used is not None:
+        raise LinkGone("this activation link has already been used")
+    if row.invalidated is not None:
+        raise LinkGone("this activation link was replaced by a newer one or withdrawn")
+    # No expiry yet means its email was delivered but not yet recorded as sent: still valid.
+    if row.expires is not None and row.expires <= now:
+        raise LinkGone("this activation link has expired")
+    user = _user(conn, row.user_pk)
+    if not _is_active(user):
+        raise LinkGone("this account is no longer active")
+    conn.execute(update(activation_links).where(link.pk == row.pk).values(used=now))
+    name = display_name(user.data, user.user_name)
+    session = sessions.start_session(conn, user.pk)
+    return Activated(session, user.pk, user.workspace_pk, name, user.workspace)
+
+
+def activated_at(conn: Connection, user_pk: int) -> int | None:
+    """When the user first activated their account (microseconds), or None if never."""
+    when = conn.execute(
+        select(func.min(activation_links.c.used)).where(activation_links.c.user_pk == user_pk)
+    ).scalar()
+    return None if when is None else int(when)

@@ -221,7 +221,8 @@ class OutboxMessage(Base):
     """An email waiting to go out, queued in the transaction that decided to send it.
 
     `dedupe_key` (purpose:user:generation) makes queueing idempotent; `claimed_until` is the
-    sender's lease; `payload` holds what the email is rendered from at delivery time.
+    sender's lease; `payload` (names, never secrets) is what the email is rendered from at
+    delivery time.
     """
 
     __tablename__ = "outbox_messages"
@@ -239,6 +240,9 @@ class OutboxMessage(Base):
     status: Mapped[str] = mapped_column(String(16))
     recipient: Mapped[str | None] = mapped_column(String(320), nullable=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    #: The activation link's secret, needed to (re)render the email; cleared once the message
+    #: is sent, failed or cancelled, so the database keeps no usable link.
+    link_token: Mapped[str | None] = mapped_column(String(100), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt: Mapped[int] = mapped_column(BigInteger)
     claimed_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -65,6 +65,7 @@ def upgrade() -> None:
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
             nullable=False,
         ),
+        sa.Column("link_token", sa.String(length=100), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt", sa.BigInteger(), nullable=False),
         sa.Column("claimed_until", sa.BigInteger(), nullable=True),

@@ -1,0 +1,386 @@
+"""The email outbox and its sender: retries, outages, failures, .eml files, concurrent senders.
+
+Mail goes to a real SMTP server (aiosmtpd on a free 127.0.0.1 port) or to real files; nothing is
+mocked. Backoffs are milliseconds so an "outage" lasts well under a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import re
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import Connection, select
+
+from hub.core import outbox
+from hub.core.admins import create_key
+from hub.core.clock import now_us
+from hub.core.database import open_database
+from hub.core.mailer import FileMailer, message_id
+from hub.core.models import admins, outbox_messages
+from hub.core.tenants import InitResult
+from hub.core.users import create as create_user
+from hub.settings import Settings, load_settings
+from tests.conftest import TEST_BASE_URL
+from tests.pg import free_port
+
+LINK = re.compile(r"https?://\S+/activate/([A-Za-z0-9_-]+)")
+
+
+class Inbox:
+    """An aiosmtpd handler keeping every message it accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+        self._lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        assert isinstance(message, EmailMessage)
+        with self._lock:
+            self.messages.append(message)
+        return "250 Message accepted for delivery"
+
+    def links(self) -> list[str]:
+        """The activation tokens of every message, in arrival order."""
+        found = []
+        for message in self.messages:
+            body = message.get_body(preferencelist=("plain",))
+            assert body is not None
+            match = LINK.search(body.get_content())
+            assert match is not None, body.get_content()
+            found.append(match.group(1))
+        return found
+
+
+class SmtpServer:
+    """A real SMTP server on a fixed port that a test can stop and start (outages)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.inbox = Inbox()
+        self._controller: Controller | None = None
+
+    def start(self) -> None:
+        self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
+
+
+@pytest.fixture
+def smtp_port() -> int:
+    """A free port; nothing listens until a test starts `smtp`."""
+    return free_port()
+
+
+@pytest.fixture
+def smtp(smtp_port: int) -> Iterator[SmtpServer]:
+    """A real SMTP server on `smtp_port`, stopped (call `.start()`), always stopped at the end."""
+    server = SmtpServer(smtp_port)
+    yield server
+    server.stop()
+
+
+def mail_settings(db_url: str, **overrides: Any) -> Settings:
+    """Test settings with a fast sender: millisecond backoff and polling."""
+    values: dict[str, Any] = {
+        "database_url": db_url,
+        "base_url": TEST_BASE_URL,
+        "smtp_security": "none",
+        "smtp_timeout_seconds": 5,
+        "mail_retry_base_ms": 40,
+        "mail_retry_max_ms": 160,
+        "mail_poll_ms": 50,
+        "mail_max_attempts": 1000,
+    }
+    values.update(overrides)
+    return load_settings(environ={}, **values)
+
+
+@pytest.fixture
+def settings(db_url: str, smtp_port: int, tmp_path: Path) -> Settings:
+    """Settings sending to `smtp_port` on 127.0.0.1, with a fast sender."""
+    return mail_settings(
+        db_url, smtp_host="127.0.0.1", smtp_port=smtp_port, outbox_dir=str(tmp_path / "outbox")
+    )
+
+
+async def admin_headers(db_url: str, tenant: InitResult) -> dict[str, str]:
+    """`Authorization` for a fresh admin key of the tenant's first admin."""
+    db = open_database(db_url)
+
+    def make(conn: Connection) -> str:
+        admin_pk = conn.execute(select(admins.c.pk).where(admins.c.id == tenant.admin_id))
+        return create_key(conn, admin_pk=admin_pk.scalar_one())
+
+    try:
+        key = await db.write(make)
+    finally:
+        await db.close()
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def eventually(check: Callable[[], Any], within: float = 10.0) -> Any:
+    """Wait until `check()` is truthy (returning it), or fail after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {within}s")
+        await asyncio.sleep(0.02)
+
+
+async def outbox_list(
+    client: httpx.AsyncClient, headers: dict[str, str], **params: str
+) -> dict[str, Any]:
+    """The admin API's outbox listing for workspace "acme"."""
+    response = await client.get(
+        "/api/v1/workspaces/acme/activation-emails", headers=headers, params=params
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A client over a fresh `create_app(settings)` whose lifespan (and sender) runs meanwhile."""
+    from litestar.testing import AsyncTestClient
+
+    from hub.app import create_app
+
+    async with AsyncTestClient(app=create_app(settings), base_url=TEST_BASE_URL) as client:
+        yield client
+
+
+async def wait_for_status(
+    client: httpx.AsyncClient, headers: dict[str, str], status: str, count: int = 1
+) -> list[dict[str, Any]]:
+    """Poll the admin listing until `count` messages have `status`; return them."""
+    deadline = time.monotonic() + 10
+    while True:
+        items = (await outbox_list(client, headers, status=status))["items"]
+        if len(items) >= count:
+            return items
+        assert time.monotonic() < deadline, f"no {count} {status} messages"
+        await asyncio.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- outages
+
+
+async def test_smtp_outage_retries_then_delivers_each_email_exactly_once(
+    client: httpx.AsyncClient,
+    scim: Any,
+    make_user_body: Any,
+    smtp: SmtpServer,
+    db_url: str,
+    tenant: InitResult,
+) -> None:
+    headers = await admin_headers(db_url, tenant)
+    names = [f"outage-{i}@example.com" for i in range(12)]
+    for name in names:
+        assert (await scim.post("/Users", make_user_body(name))).status_code == 201
+
+    # Nothing listens: every message is retried, and admins see why.
+    failing = await _wait_attempts(client, headers, minimum=2, count=len(names))
+    assert all(m["status"] == "queued" and m["last_error"] for m in failing)
+    assert "unavailable" in failing[0]["last_error"]
+
+    smtp.start()
+    sent = await wait_for_status(client, headers, "sent", len(names))
+    await asyncio.sleep(0.3)  # give a would-be duplicate the time to show up
+
+    received = smtp.inbox.messages
+    assert sorted(str(m["To"]) for m in received) == sorted(names)
+    ids = [str(m["Message-ID"]) for m in received]
+    assert len(set(ids)) == len(names), "an email was delivered twice"
+    assert {message_id(m["id"], "no-reply@localhost") for m in sent} == set(ids)
+    assert all(m["last_error"] is None and m["attempts"] >= 2 for m in sent)
+
+
+async def _wait_attempts(
+    client: httpx.AsyncClient, headers: dict[str, str], *, minimum: int, count: int
+) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 10
+    while True:
+        items = (await outbox_list(client, headers))["items"]
+        if len(items) == count and all(m["attempts"] >= minimum for m in items):
+            return items
+        assert time.monotonic() < deadline, items
+        await asyncio.sleep(0.05)
+
+
+async def test_messages_fail_after_the_last_attempt_with_the_error_shown(
+    db_url: str, tenant: InitResult, smtp: SmtpServer, make_user_body: Any, tmp_path: Path
+) -> None:
+    settings = mail_settings(
+        db_url,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp.port,
+        mail_max_attempts=3,
+        outbox_dir=str(tmp_path),
+    )
+    headers = await admin_headers(db_url, tenant)
+    async with running_app(settings) as client:
+        scim = {"Authorization": f"Bearer {tenant.token}"}
+        body = make_user_body("doomed@example.com")
+        assert (await client.post("/scim/v2/Users", json=body, headers=scim)).status_code == 201
+        [failed] = await wait_for_status(client, headers, "failed")
+        assert failed["attempts"] == 3
+        assert "unavailable" in failed["last_error"]
+        assert failed["next_attempt"] is None
+        assert failed["finished"]
+        smtp.start()
+        await asyncio.sleep(0.3)
+    assert smtp.inbox.messages == [], "a failed message must stay failed"
+    assert await _link_tokens_left(db_url) == 0, "a finished message keeps no link secret"
+
+
+async def test_a_user_without_an_address_fails_visibly_and_others_still_go_out(
+    client: httpx.AsyncClient,
+    scim: Any,
+    make_user_body: Any,
+    smtp: SmtpServer,
+    db_url: str,
+    tenant: InitResult,
+) -> None:
+    smtp.start()
+    headers = await admin_headers(db_url, tenant)
+    assert (await scim.post("/Users", make_user_body("no-address"))).status_code == 201
+    body = make_user_body("someone", emails=[{"value": "someone@example.com", "type": "work"}])
+    assert (await scim.post("/Users", body)).status_code == 201
+    [failed] = await wait_for_status(client, headers, "failed")
+    assert failed["last_error"] == "no email address"
+    assert failed["user_name"] == "no-address"
+    assert failed["recipient"] is None
+    await wait_for_status(client, headers, "sent")
+    assert [str(m["To"]) for m in smtp.inbox.messages] == ["someone@example.com"]
+
+
+async def test_without_smtp_messages_are_written_as_eml_files(
+    db_url: str, tenant: InitResult, make_user_body: Any, tmp_path: Path
+) -> None:
+    directory = tmp_path / "outbox"
+    settings = mail_settings(db_url, outbox_dir=str(directory))
+    headers = await admin_headers(db_url, tenant)
+    async with running_app(settings) as client:
+        scim = {"Authorization": f"Bearer {tenant.token}"}
+        body = make_user_body("eml@example.com", displayName="Eml Person")
+        assert (await client.post("/scim/v2/Users", json=body, headers=scim)).status_code == 201
+        [sent] = await wait_for_status(client, headers, "sent")
+    [path] = directory.glob("*.eml")
+    assert path == FileMailer(str(directory)).path_for(message_id(sent["id"], "x@localhost"))
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert message["To"] == "eml@example.com"
+    assert message["Subject"] == "Activate your acme business card"
+    assert message.get_body(preferencelist=("html",)) is not None
+    text = message.get_body(preferencelist=("plain",))
+    assert text is not None
+    assert "Hello Eml Person" in text.get_content()
+    assert LINK.search(text.get_content())
+
+
+# --------------------------------------------------------------------------- concurrency, crashes
+
+
+async def _queue_users(db_url: str, tenant: InitResult, count: int) -> None:
+    """Provision `count` users straight through the core, so no sender runs meanwhile."""
+    from hub.core.tokens import authenticate, digest
+
+    db = open_database(db_url)
+
+    def work(conn: Connection, index: int) -> None:
+        caller = authenticate(conn, digest(tenant.token))
+        assert caller is not None
+        body = {"schemas": [], "userName": f"many-{index}@example.com"}
+        body["schemas"] = ["urn:ietf:params:scim:schemas:core:2.0:User"]
+        create_user(conn, caller, body, "")
+
+    try:
+        for index in range(count):
+            await db.write(work, index)
+    finally:
+        await db.close()
+
+
+async def _link_tokens_left(db_url: str) -> int:
+    db = open_database(db_url)
+    try:
+        tokens = await db.read(
+            lambda conn: conn.execute(
+                select(outbox_messages.c.pk).where(outbox_messages.c.link_token.is_not(None))
+            ).all()
+        )
+    finally:
+        await db.close()
+    return len(tokens)
+
+
+async def test_two_senders_on_one_database_never_send_the_same_email_twice(
+    db_url: str, tenant: InitResult, smtp: SmtpServer
+) -> None:
+    await _queue_users(db_url, tenant, 40)
+    smtp.start()
+    settings = mail_settings(db_url, smtp_host="127.0.0.1", smtp_port=smtp.port, mail_batch_size=3)
+    # Two databases handles, two senders: what two server processes would run.
+    handles = [open_database(db_url), open_database(db_url)]
+    senders = [outbox.Sender(db, settings) for db in handles]
+    try:
+        for sender in senders:
+            sender.start()
+        await eventually(lambda: len(smtp.inbox.messages) >= 40, within=20)
+        await asyncio.sleep(0.3)
+    finally:
+        for sender in senders:
+            await sender.stop()
+        for db in handles:
+            await db.close()
+    ids = [str(m["Message-ID"]) for m in smtp.inbox.messages]
+    assert len(ids) == 40
+    assert len(set(ids)) == 40
+    assert await _link_tokens_left(db_url) == 0
+
+
+async def test_a_sender_that_dies_mid_delivery_is_taken_over_with_the_same_message_id(
+    db_url: str, tenant: InitResult, smtp: SmtpServer
+) -> None:
+    await _queue_users(db_url, tenant, 1)
+    smtp.start()
+    settings = mail_settings(db_url, smtp_host="127.0.0.1", smtp_port=smtp.port)
+    db = open_database(db_url)
+    try:
+        # A sender claims the message, then "crashes": no delivery, no outcome recorded.
+        [claimed] = await db.write(outbox.claim, now=now_us(), lease_us=300_000, limit=10)
+        sender = outbox.Sender(db, settings)
+        sender.start()
+        await asyncio.sleep(0.15)
+        assert smtp.inbox.messages == [], "the lease must keep other senders off"
+        await eventually(lambda: smtp.inbox.messages, within=10)
+        await sender.stop()
+    finally:
+        await db.close()
+    [message] = smtp.inbox.messages
+    assert str(message["Message-ID"]) == message_id(claimed.id, settings.mail_from)
+
+
+def test_backoff_doubles_up_to_the_cap() -> None:
+    policy = outbox.Policy(retry_base_us=100, retry_max_us=1000)
+    assert [policy.backoff_us(n) for n in range(1, 7)] == [100, 200, 400, 800, 1000, 1000]
