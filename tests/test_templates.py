@@ -1,0 +1,358 @@
+"""Templates and rules over real HTTP, on SQLite and PostgreSQL.
+
+The first matching template (admin's order) applies at provisioning only; template values beat
+IdP values; edits reach every inheriting card in a few set-based statements (10,000 cards);
+delete keeps values; hand assignment; invalid rules are refused with their position; preview
+counts; card_created / template_applied reach plugins.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from litestar.testing import AsyncTestClient
+from sqlalchemy import Connection, event, func, select
+from sqlalchemy.engine import Engine
+
+from hub.app import create_app
+from hub.core.clock import now_us
+from hub.core.database import open_database
+from hub.core.ids import new_id
+from hub.core.models import card_fields, cards, templates, users, workspaces
+from hub.core.tenants import InitResult
+from hub.hookspecs import hookimpl
+from hub.plugins import build_registry
+from hub.settings import Settings
+from tests.conftest import TEST_BASE_URL, ScimClient
+from tests.test_cards import Admin, make_admin_key, person, provision, replace_op
+
+RULE_A = 'department eq "Marketing" or department eq "Sales"'
+
+
+@pytest.fixture
+async def admin(client: httpx.AsyncClient, db_url: str, tenant: InitResult) -> Admin:
+    """Admin API calls for workspace "acme"."""
+    return Admin(client, tenant.workspace, await make_admin_key(db_url, tenant))
+
+
+async def create_template(admin: Admin, name: str, rule: str | None, **fields: str) -> Any:
+    """Create a template through the admin API."""
+    return await admin.ok("POST", "/templates", {"name": name, "rule": rule, "fields": fields})
+
+
+async def test_first_matching_template_applies_and_beats_the_idp(scim: Any, admin: Admin) -> None:
+    template_a = await create_template(
+        admin, "Template A", RULE_A, company_name="Blinq Inc.", website="https://blinq.me"
+    )
+    marketing = await provision(scim, person("mia@example.com", department="Marketing"))
+    sales = await provision(scim, person("sam@example.com", department="sales"))
+    engineering = await provision(scim, person("eli@example.com", department="Engineering"))
+
+    for user_id in (marketing, sales):
+        card = await admin.card(user_id)
+        assert card["template"] == {"id": template_a["id"], "name": "Template A"}
+        assert card["fields"]["company_name"] == {
+            "value": "Blinq Inc.",
+            "source": "template",
+            "locked": True,
+            "linked": True,
+        }
+        assert card["fields"]["website"]["value"] == "https://blinq.me"
+    plain = await admin.card(engineering)
+    assert plain["template"] is None
+    assert plain["fields"]["company_name"]["value"] == "Blinq"
+    assert "website" not in plain["fields"]
+
+    # Template values keep beating the IdP on later updates; other linked fields still follow.
+    body = person("mia@example.com", department="Marketing", organization="Blinq Pty", title="CMO")
+    assert (await scim.put(f"/Users/{marketing}", body)).status_code == 200
+    values = await admin.values(marketing)
+    assert (values["company_name"], values["job_title"]) == ("Blinq Inc.", "CMO")
+
+    # Templates apply at provisioning only: a later move into Sales does not change Eli's card.
+    moved = replace_op(
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department", "Sales"
+    )
+    assert (await scim.patch(f"/Users/{engineering}", moved)).status_code == 200
+    assert (await admin.card(engineering))["template"] is None
+    listed = await admin.ok("GET", "/cards", params={"template": template_a["id"]})
+    assert {c["user"]["id"] for c in listed["cards"]} == {marketing, sales}
+
+
+async def test_admin_order_decides_and_reorder_changes_it(scim: Any, admin: Admin) -> None:
+    first = await create_template(admin, "Sales A", 'department eq "Sales"', website="https://a")
+    second = await create_template(admin, "Everyone", "userName pr", website="https://b")
+    listed = await admin.ok("GET", "/templates")
+    assert [t["name"] for t in listed["templates"]] == ["Sales A", "Everyone"]
+    one = await provision(scim, person("one@example.com", department="Sales"))
+    assert (await admin.values(one))["website"] == "https://a"
+
+    order = await admin.ok("PUT", "/templates/order", {"order": [second["id"], first["id"]]})
+    assert [t["position"] for t in order["templates"]] == [0, 1]
+    assert order["templates"][0]["id"] == second["id"]
+    two = await provision(scim, person("two@example.com", department="Sales"))
+    assert (await admin.values(two))["website"] == "https://b"
+
+    partial = await admin.call("PUT", "/templates/order", {"order": [first["id"]]})
+    assert partial.status_code == 400
+    duplicate = await admin.call("POST", "/templates", {"name": "Everyone", "rule": None})
+    assert duplicate.status_code == 409
+
+
+async def test_edit_reaches_inheriting_cards_and_delete_keeps_values(
+    scim: Any, admin: Admin
+) -> None:
+    template = await create_template(
+        admin, "Brand", RULE_A, company_name="Blinq Inc.", logo_url="https://logo/1"
+    )
+    ann = await provision(scim, person("ann@example.com", department="Sales"))
+    ben = await provision(scim, person("ben@example.com", department="Sales"))
+    await admin.ok("PATCH", f"/cards/{ben}/fields/logo_url", {"value": "https://ben/logo"})
+
+    edited = await admin.ok(
+        "PATCH",
+        f"/templates/{template['id']}",
+        {"fields": {"company_name": "Blinq Group", "brand_colour": "#0055ff"}},
+    )
+    assert edited["fields"] == {"company_name": "Blinq Group", "brand_colour": "#0055ff"}
+    ann_values, ben_values = await admin.values(ann), await admin.values(ben)
+    assert ann_values["company_name"] == ben_values["company_name"] == "Blinq Group"
+    assert ann_values["brand_colour"] == ben_values["brand_colour"] == "#0055ff"
+    assert "logo_url" not in ann_values  # dropped from the template: a template-only field goes
+    assert ben_values["logo_url"] == "https://ben/logo"  # the admin's edit stays
+
+    # Dropping company_name from the template gives the IdP's value back.
+    await admin.ok("PATCH", f"/templates/{template['id']}", {"fields": {"brand_colour": "#111"}})
+    assert (await admin.values(ann))["company_name"] == "Blinq"
+
+    assert (await admin.call("DELETE", f"/templates/{template['id']}")).status_code == 204
+    card = await admin.card(ann)
+    assert card["template"] is None
+    assert card["fields"]["brand_colour"] == {
+        "value": "#111",
+        "source": "template",
+        "locked": True,
+        "linked": False,
+    }
+    assert (await admin.call("GET", f"/templates/{template['id']}")).status_code == 404
+
+
+async def test_assign_and_unassign_by_hand(scim: Any, admin: Admin) -> None:
+    template = await create_template(admin, "Manual", None, company_name="Blinq Inc.")
+    user_id = await provision(scim, person("hand@example.com", department="Support"))
+    assert (await admin.card(user_id))["template"] is None  # a rule-less template never applies
+
+    card = await admin.ok("PUT", f"/cards/{user_id}/template", {"template": template["id"]})
+    assert card["template"]["id"] == template["id"]
+    assert card["fields"]["company_name"]["value"] == "Blinq Inc."
+    card = await admin.ok("DELETE", f"/cards/{user_id}/template")
+    assert card["template"] is None
+    assert card["fields"]["company_name"] == {
+        "value": "Blinq",
+        "source": "idp",
+        "locked": True,
+        "linked": True,
+    }
+    unknown = await admin.call("PUT", f"/cards/{user_id}/template", {"template": "nope"})
+    assert unknown.status_code == 404
+
+
+async def test_invalid_rules_are_refused_with_their_position(admin: Admin) -> None:
+    response = await admin.call("POST", "/templates", {"name": "Bad", "rule": "department eq"})
+    assert response.status_code == 400
+    detail = response.json()["detail"]
+    assert "position 13" in detail
+    assert "department eq^" in detail
+    unknown = await admin.call("POST", "/templates", {"name": "Bad", "rule": 'shoe eq "9"'})
+    assert unknown.status_code == 400
+    assert "shoe" in unknown.json()["detail"]
+    assert "job_title" in unknown.json()["detail"]  # says what rules may use
+    field = await admin.call("POST", "/templates", {"name": "Bad", "fields": {"shoe": "9"}})
+    assert field.status_code == 400
+    good = await create_template(admin, "Good", 'job_title co "eng"')
+    broken = await admin.call("PATCH", f"/templates/{good['id']}", {"rule": "job_title eq (x"})
+    assert broken.status_code == 400
+    assert "position" in broken.json()["detail"]
+    assert (await admin.ok("GET", f"/templates/{good['id']}"))["rule"] == 'job_title co "eng"'
+    preview = await admin.call("POST", "/templates/preview", {"rule": "or"})
+    assert preview.status_code == 400
+    not_json = await admin.http.post(
+        admin.url("/templates"), content=b"{", headers={"Authorization": f"Bearer {admin.key}"}
+    )
+    assert not_json.status_code == 400
+
+
+async def test_preview_counts_current_users(scim: Any, admin: Admin) -> None:
+    for name, department in [("a", "Sales"), ("b", "Marketing"), ("c", "Sales"), ("d", "Ops")]:
+        await provision(scim, person(f"{name}@example.com", department=department))
+    gone = await provision(scim, person("e@example.com", department="Sales"))
+    await scim.patch(f"/Users/{gone}", replace_op("active", False))
+    preview = await admin.ok("POST", "/templates/preview", {"rule": RULE_A})
+    assert preview == {"rule": RULE_A, "matches": 3, "activeUsers": 4}
+    by_name = await admin.ok("POST", "/templates/preview", {"rule": 'userName sw "A@"'})
+    assert by_name["matches"] == 1
+
+
+class Recorder:
+    """A real plugin recording the card events it receives."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    @hookimpl
+    def card_created(self, workspace: str, connector: str, user: Any, card: Any) -> None:
+        """Record card_created."""
+        self.calls.append(("card_created", {"workspace": workspace, "user": user, "card": card}))
+
+    @hookimpl
+    def template_applied(self, workspace: str, user: Any, template: Any) -> None:
+        """Record template_applied."""
+        self.calls.append(("template_applied", {"user": user, "template": template}))
+
+
+@pytest.fixture
+async def recorded(settings: Settings) -> AsyncIterator[tuple[Recorder, httpx.AsyncClient]]:
+    """A client over an app whose plugins include a `Recorder`."""
+    recorder = Recorder()
+    app = create_app(settings, registry=build_registry(extra_plugins={"recorder": recorder}))
+    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as http:
+        yield recorder, http
+
+
+async def test_card_events_reach_plugins(
+    recorded: tuple[Recorder, httpx.AsyncClient], db_url: str, tenant: InitResult
+) -> None:
+    recorder, http = recorded
+    admin = Admin(http, tenant.workspace, await make_admin_key(db_url, tenant))
+    scim = ScimClient(http, tenant.token)
+    template = await create_template(admin, "Template A", RULE_A, company_name="Blinq Inc.")
+    user_id = await provision(scim, person("ev@example.com", department="Sales"))
+    assert [hook for hook, _ in recorder.calls] == ["card_created", "template_applied"]
+    created, applied = recorder.calls[0][1], recorder.calls[1][1]
+    assert created["workspace"] == tenant.workspace_id
+    assert created["user"]["id"] == user_id
+    assert created["card"]["fields"]["company_name"]["value"] == "Blinq Inc."
+    assert applied["template"]["id"] == template["id"]
+
+    await provision(scim, person("other@example.com", department="Ops"))
+    assert [hook for hook, _ in recorder.calls[2:]] == ["card_created"]
+    await admin.ok("PUT", f"/cards/{user_id}/template", {"template": template["id"]})
+    assert recorder.calls[-1][0] == "template_applied"
+    assert recorder.calls[-1][1]["user"]["userName"] == "ev@example.com"
+
+
+# --------------------------------------------------------------------------- 10,000 cards
+
+SEEDED = 10_000
+
+
+def _seed(conn: Connection, workspace: str, template_id: str) -> None:
+    """10,000 users with cards inheriting the template, written with Core bulk inserts."""
+    ws = conn.execute(select(workspaces.c.pk).where(workspaces.c.name == workspace)).scalar_one()
+    tpl = conn.execute(select(templates.c.pk).where(templates.c.id == template_id)).scalar_one()
+    now = now_us()
+    names = [f"seed{i}@example.com" for i in range(SEEDED)]
+    user_rows = [
+        {
+            "id": new_id(),
+            "workspace_pk": ws,
+            "user_name": name,
+            "user_name_key": name,
+            "active": True,
+            "deleted": False,
+            "data": {"userName": name},
+            "version": 1,
+            "created": now,
+            "modified": now,
+        }
+        for name in names
+    ]
+    user_pks = conn.execute(
+        users.insert().returning(users.c.pk, sort_by_parameter_order=True), user_rows
+    ).scalars()
+    card_rows = [
+        {
+            "id": new_id(),
+            "workspace_pk": ws,
+            "user_pk": pk,
+            "template_pk": tpl,
+            "active": True,
+            "profile": {"department": "Sales" if i % 4 else "Support", "userName": names[i]},
+            "created": now,
+            "modified": now,
+        }
+        for i, pk in enumerate(user_pks)
+    ]
+    card_pks = conn.execute(
+        cards.insert().returning(cards.c.pk, sort_by_parameter_order=True), card_rows
+    ).scalars()
+    field = {"source": "template", "locked": True, "linked": True, "managed": True}
+    conn.execute(
+        card_fields.insert(),
+        [
+            {"card_pk": pk, "name": "company_name", "value": "Blinq Inc.", "idp_value": "Blinq"}
+            | field
+            for pk in card_pks
+        ],
+    )
+
+
+def _count_changed(conn: Connection, template_id: str) -> tuple[int, int]:
+    inheriting = select(cards.c.pk).join(templates, templates.c.pk == cards.c.template_pk)
+    inheriting = inheriting.where(templates.c.id == template_id)
+
+    def count(name: str, value: str) -> int:
+        return int(
+            conn.execute(
+                select(func.count()).where(
+                    card_fields.c.card_pk.in_(inheriting),
+                    card_fields.c.name == name,
+                    card_fields.c.value == value,
+                )
+            ).scalar_one()
+        )
+
+    return count("company_name", "Blinq Group"), count("website", "https://blinq.group")
+
+
+async def test_template_edit_reaches_10000_cards_set_based(
+    db_url: str, tenant: InitResult, admin: Admin
+) -> None:
+    template = await create_template(admin, "Template A", RULE_A, company_name="Blinq Inc.")
+    db = open_database(db_url)
+    try:
+        await db.write(_seed, tenant.workspace, template["id"])
+
+        statements: list[str] = []
+
+        def on_execute(*args: Any) -> None:
+            if "card_fields" in args[2]:
+                statements.append(args[2])
+
+        event.listen(Engine, "before_cursor_execute", on_execute)
+        try:
+            started = time.perf_counter()
+            await admin.ok(
+                "PATCH",
+                f"/templates/{template['id']}",
+                {"fields": {"company_name": "Blinq Group", "website": "https://blinq.group"}},
+            )
+            elapsed = time.perf_counter() - started
+        finally:
+            event.remove(Engine, "before_cursor_execute", on_execute)
+        # One UPDATE for the changed values plus one INSERT … SELECT per new field: no loop.
+        assert len(statements) <= 3, statements
+        assert elapsed < 5.0, f"template edit over {SEEDED} cards took {elapsed:.2f}s"
+        assert await db.read(_count_changed, template["id"]) == (SEEDED, SEEDED)
+
+        started = time.perf_counter()
+        preview = await admin.ok("POST", "/templates/preview", {"rule": RULE_A})
+        elapsed = time.perf_counter() - started
+        assert preview == {"rule": RULE_A, "matches": SEEDED * 3 // 4, "activeUsers": SEEDED}
+        assert elapsed < 1.0, f"preview over {SEEDED} users took {elapsed:.2f}s"
+    finally:
+        await db.close()
