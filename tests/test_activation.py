@@ -26,6 +26,8 @@ from tests.test_outbox import (
     outbox_list,
     wait_for_status,
 )
+
+# Fixtures shared with the outbox tests: a fast sender, a real SMTP server that starts stopped.
 from tests.test_outbox import settings as settings
 from tests.test_outbox import smtp as smtp
 from tests.test_outbox import smtp_port as smtp_port
@@ -209,7 +211,15 @@ async def test_deprovisioning_cancels_a_pending_email_and_reactivation_queues_a_
     reactivate = {**deactivate, "Operations": [{"op": "replace", "path": "active", "value": True}]}
     assert (await scim.patch(f"/Users/{user_id}", reactivate)).status_code == 200
     token = await next_link(smtp, 1)
-    assert (await client.get(f"/activate/{token}")).status_code == 200
+    page = await client.get(f"/activate/{token}")
+    assert page.status_code == 200
+    owner = {"Authorization": f"Bearer {page.cookies[sessions.SESSION_COOKIE]}"}
+    client.cookies.clear()
+    assert (await client.get("/api/v1/me/card", headers=owner)).status_code == 200
+
+    # Deprovisioning again ends the owner's session at once.
+    assert (await scim.patch(f"/Users/{user_id}", deactivate)).status_code == 200
+    assert (await client.get("/api/v1/me/card", headers=owner)).status_code == 401
 
 
 async def test_a_retried_create_does_not_queue_a_second_email(

@@ -92,19 +92,17 @@ def display_name(data: dict[str, Any], user_name: str) -> str:
 
 
 def user_changed(conn: Connection, caller: Caller, user_pk: int, event: str) -> list[Event]:
-    """Queue, refresh or withdraw the user's activation email after a user write.
+    """Queue or withdraw the user's activation email after a user write.
 
     Runs inside the user write's transaction. `provisioned`/`reactivated` queue an invitation
-    when the workspace toggle is on and none is pending; `updated` readdresses a queued one;
-    `deprovisioned`/`deleted` cancel queued emails, kill unused links and end sessions.
+    when the workspace toggle is on and none is pending; `deprovisioned`/`deleted` cancel queued
+    emails, kill unused links and end sessions; `updated` costs nothing (a hot path).
     """
     if event in ("provisioned", "reactivated"):
         if workspace_settings(conn, caller.workspace_pk).send_activation_email:
             user = _user(conn, user_pk)
             if _is_active(user) and not _pending(conn, user_pk):
                 _queue(conn, user)
-    elif event == "updated":
-        _readdress(conn, _user(conn, user_pk))
     elif event in ("deprovisioned", "deleted"):
         withdraw(conn, user_pk, reason="user deprovisioned")
     return []
@@ -187,22 +185,6 @@ def _queue(conn: Connection, user: Any) -> str | None:
         payload={"name": display_name(user.data, user.user_name), "workspace": user.workspace},
         link_pk=link_pk,
         link_token=token,
-    )
-
-
-def _readdress(conn: Connection, user: Any) -> None:
-    # The IdP may fix a missing or wrong address before the invitation goes out.
-    conn.execute(
-        update(outbox_messages)
-        .where(
-            outbox_messages.c.user_pk == user.pk,
-            outbox_messages.c.purpose == outbox.ACTIVATION,
-            outbox_messages.c.status == outbox.QUEUED,
-        )
-        .values(
-            recipient=recipient_of(user.data, user.user_name),
-            payload={"name": display_name(user.data, user.user_name), "workspace": user.workspace},
-        )
     )
 
 
