@@ -24,6 +24,9 @@ Decisions on points the RFC leaves open or that IdPs rely on:
   ``{"value": <string>}``.
 * ``readOnly`` sub-attributes inside a value object (Okta sends member ``display``) are ignored
   as on PUT; a *path* naming a ``readOnly`` attribute is a ``mutability`` error.
+* a path into a custom extension (an Entra or Okta custom-attribute namespace the hub has no
+  schema for) is accepted when the document lists that URN in ``schemas``; its attributes are
+  stored as sent, like on POST/PUT. Value filters inside such an extension are ``invalidPath``.
 * errors in path syntax and in the path's filter (unknown attribute, bad comparison) are all
   ``invalidPath``: the client must fix the path.
 """
@@ -152,12 +155,15 @@ class _Patcher:
         if operation.op == "remove":
             if operation.path is None:
                 raise NoTarget("remove requires a path (RFC 7644 §3.5.2.2)")
+            if self.custom(operation.op, operation.path, None):
+                return
             self.remove(self.resolve(operation.path), operation.value)
             return
         if operation.value is _MISSING:
             raise InvalidValue(f"{operation.op} requires a value")
         if operation.path is not None:
-            self.write(operation.op, self.resolve(operation.path), operation.value)
+            if not self.custom(operation.op, operation.path, operation.value):
+                self.write(operation.op, self.resolve(operation.path), operation.value)
             return
         if not isinstance(operation.value, Mapping):
             raise InvalidValue(f"{operation.op} without a path needs an object value")
@@ -173,9 +179,63 @@ class _Patcher:
             return  # kept in step with the extensions present; clients cannot edit it
         head = re.split(r"[.\[]", lowered, maxsplit=1)[0]
         if lowered.startswith("urn:") or self.type.attribute(head) is not None:
-            self.write(op, self.resolve(key), value)
+            if not self.custom(op, key, value):
+                self.write(op, self.resolve(key), value)
         else:  # unknown attributes are stored as sent, like on POST/PUT
             _put_raw(self.doc, key, value)
+
+    def custom(self, op: str, text: str, value: Any) -> bool:
+        """Apply `op` if `text` is a path into a custom extension listed in ``schemas``.
+
+        Returns False (nothing done) for any other path.
+        """
+        if not text.lower().startswith("urn:"):
+            return False
+        try:
+            parsed = parse_path(text)
+        except FilterSyntaxError:
+            return False
+        urn = parsed.attr.urn
+        if urn is None or urn.lower() == self.type.schema.id.lower() or self.type.extension(urn):
+            return False
+        schemas = self.doc.get("schemas")
+        listed = (
+            next((s for s in schemas if isinstance(s, str) and s.lower() == urn.lower()), None)
+            if isinstance(schemas, list)
+            else None
+        )
+        if listed is None:
+            return False
+        if parsed.filter is not None:
+            raise InvalidPath(f"path {text!r}: no value filters inside custom extension {urn!r}")
+        names = [n for n in (parsed.attr.name, parsed.attr.sub or parsed.sub) if n]
+        key = _key_of(self.doc, listed)
+        holder = self.doc.get(key)
+        if op == "remove" or value is None:
+            if isinstance(holder, dict) and names:
+                inner = holder if len(names) == 1 else holder.get(_key_of(holder, names[0]))
+                if isinstance(inner, dict):
+                    inner.pop(_key_of(inner, names[-1]), None)
+            if not names or (isinstance(holder, dict) and not holder):
+                self.doc.pop(key, None)
+            return True
+        if not isinstance(holder, dict):
+            holder = self.doc[key] = {}
+        if not names:
+            if not isinstance(value, Mapping):
+                raise InvalidValue(f"{urn!r} must be a JSON object")
+            for name, item in value.items():
+                _put_raw(holder, str(name), item)
+        elif len(names) == 1:
+            _put_raw(holder, names[0], value)
+        else:
+            inner = holder.get(_key_of(holder, names[0]))
+            if not isinstance(inner, dict):
+                inner = {}
+                _put_raw(holder, names[0], inner)
+                inner = holder[names[0]]
+            _put_raw(inner, names[1], value)
+        return True
 
     def resolve(self, text: str) -> _Target:
         try:

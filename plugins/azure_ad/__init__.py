@@ -81,6 +81,13 @@ def _names_boolean(path: str) -> bool:
     return last.lower() in _BOOLEAN_NAMES
 
 
+def _without_filter(path: str) -> str:
+    """``emails[type eq "work"].primary`` -> ``emails.primary`` (the attribute a path names)."""
+    if "[" not in path or "]" not in path:
+        return path
+    return path.split("[", 1)[0] + path.rsplit("]", 1)[-1]
+
+
 def _fix_manager(body: JSONObject) -> JSONObject:
     """Wrap a bare manager id as ``{"value": id}`` in a POST/PUT body.
 
@@ -116,7 +123,7 @@ def _fix_operation(operation: Any) -> Any:
     for key, value in operation.items():
         if key.lower() != "value":
             continue
-        if path is not None and _names_boolean(path.split("[", 1)[0] + path.rsplit("]", 1)[-1]):
+        if path is not None and _names_boolean(_without_filter(path)):
             fixed[key] = _boolean(value)
         else:
             fixed[key] = _fix_booleans(value)

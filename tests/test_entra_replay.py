@@ -1,0 +1,417 @@
+"""Microsoft Entra ID provisioning replayed over HTTP against an `azure_ad` connector.
+
+Request bodies are the ones Microsoft documents:
+
+* [TUTORIAL] Microsoft Learn, "Tutorial: Develop and plan provisioning for a SCIM endpoint in
+  Microsoft Entra ID", section "Build a SCIM endpoint" -> "User operations" / "Group
+  operations" (test connection, create, get, get by query, update multi-/single-valued,
+  disable, delete; group create, get by displayName, update, add/remove members, delete).
+* [KNOWN-ISSUES] Microsoft Learn, "Known issues and resolutions with SCIM 2.0 protocol
+  compliance of the Microsoft Entra user provisioning service", section "Flags to alter the SCIM
+  behavior": the PATCH forms sent without and with ``aadOptscim062020`` in the tenant URL.
+
+Every response the provisioning service relies on is checked: status codes, ListResponse shape
+(zero results included: a 404 on a query quarantines the job), ids, ``active`` and members.
+Runs on SQLite and PostgreSQL (`db_url`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ScimClient, assert_scim_error, create_workspace
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+LIST = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+FLAG = {"aadOptscim062020": ""}
+
+
+@pytest.fixture
+async def entra(client: httpx.AsyncClient, db_url: str) -> ScimClient:
+    """SCIM calls as an Entra ID provisioning job (workspace "contoso", `azure_ad` connector)."""
+    workspace = await create_workspace(db_url, "contoso", idp="azure_ad")
+    return ScimClient(client, workspace.token)
+
+
+def patch(*operations: dict[str, Any]) -> dict[str, Any]:
+    return {"schemas": [PATCH_OP], "Operations": list(operations)}
+
+
+def entra_user(**extra: Any) -> dict[str, Any]:
+    """[TUTORIAL] "Create User" request body."""
+    tag = uuid.uuid4()
+    return {
+        "schemas": [USER, ENTERPRISE],
+        "externalId": str(uuid.uuid4()),
+        "userName": f"Test_User_{tag}",
+        "active": True,
+        "emails": [{"primary": True, "type": "work", "value": f"Test_User_{tag}@testuser.com"}],
+        "meta": {"resourceType": "User"},
+        "name": {
+            "formatted": "givenName familyName",
+            "familyName": "familyName",
+            "givenName": "givenName",
+        },
+        "roles": [],
+        **extra,
+    }
+
+
+def assert_list(response: httpx.Response, total: int) -> list[dict[str, Any]]:
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["schemas"] == [LIST]
+    assert body["totalResults"] == total
+    assert isinstance(body["Resources"], list)
+    assert body["itemsPerPage"] == len(body["Resources"])
+    assert body["startIndex"] == 1
+    return list(body["Resources"])
+
+
+async def create(entra: ScimClient, body: dict[str, Any]) -> dict[str, Any]:
+    response = await entra.post("/Users", body)
+    assert response.status_code == 201, response.text
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def test_test_connection_queries_a_random_user_name(entra: ScimClient) -> None:
+    """[TUTORIAL] "Get User by query - Zero results": the Test Connection query answers 200."""
+    response = await entra.get("/Users", params={"filter": f'userName eq "{uuid.uuid4()}"', **FLAG})
+    assert assert_list(response, 0) == []
+    response = await entra.get("/Users", params={"filter": 'userName eq "non-existent user"'})
+    assert assert_list(response, 0) == []
+    groups = await entra.get("/Groups", params={"filter": 'displayName eq "none"'})
+    assert assert_list(groups, 0) == []
+
+
+@pytest.mark.parametrize("flag", [False, True], ids=["default", "aadOptscim062020"])
+async def test_user_cycle(entra: ScimClient, flag: bool) -> None:
+    """[TUTORIAL] user operations, in order, as the provisioning service sends them."""
+    params = FLAG if flag else {}
+    body = entra_user()
+    user = await create(entra, body)
+    uid = user["id"]
+    assert user["userName"] == body["userName"]
+    assert user["active"] is True
+    assert user["externalId"] == body["externalId"]
+    assert user["meta"]["resourceType"] == "User"
+    assert "password" not in user
+
+    got = await entra.get(f"/Users/{uid}", params=params)
+    assert got.status_code == 200 and got.json()["id"] == uid
+
+    # Get User by query (userName) and by externalId (Entra's matching attribute may be either).
+    by_name = await entra.get(
+        "/Users", params={"filter": f'userName eq "{body["userName"]}"', **params}
+    )
+    assert [r["id"] for r in assert_list(by_name, 1)] == [uid]
+    by_external = await entra.get(
+        "/Users", params={"filter": f'externalId eq "{body["externalId"]}"', **params}
+    )
+    assert [r["id"] for r in assert_list(by_external, 1)] == [uid]
+
+    # Update User [Multi-valued properties]: capitalised ops, a value-filter path.
+    multi = patch(
+        {
+            "op": "Replace",
+            "path": 'emails[type eq "work"].value',
+            "value": "updatedEmail@microsoft.com",
+        },
+        {"op": "Replace", "path": "name.familyName", "value": "updatedFamilyName"},
+    )
+    updated = await entra.patch(f"/Users/{uid}", multi, params=params)
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["emails"] == [
+        {"primary": True, "type": "work", "value": "updatedEmail@microsoft.com"}
+    ]
+    assert updated.json()["name"]["familyName"] == "updatedFamilyName"
+
+    # Update User [Single-valued properties].
+    new_name = f"{uuid.uuid4()}@testuser.com"
+    single = patch({"op": "Replace", "path": "userName", "value": new_name})
+    updated = await entra.patch(f"/Users/{uid}", single, params=params)
+    assert updated.status_code == 200 and updated.json()["userName"] == new_name
+
+    # Disable User: [KNOWN-ISSUES] string "False" and capitalised op without the flag.
+    if flag:
+        disable = patch({"op": "replace", "path": "active", "value": False})
+    else:
+        disable = patch({"op": "Replace", "path": "active", "value": "False"})
+    disabled = await entra.patch(f"/Users/{uid}", disable, params=params)
+    assert disabled.status_code == 200, disabled.text
+    assert disabled.json()["active"] is False
+    # A soft-deleted user is still found, so Entra can re-enable it.
+    found = await entra.get("/Users", params={"filter": f'userName eq "{new_name}"'})
+    assert [r["active"] for r in assert_list(found, 1)] == [False]
+    enable = patch({"op": "Replace", "path": "active", "value": "True"})
+    enabled = await entra.patch(f"/Users/{uid}", enable, params=params)
+    assert enabled.json()["active"] is True
+
+    # Delete User: 204, then 404 on GET and zero results on the query.
+    deleted = await entra.delete(f"/Users/{uid}", params=params)
+    assert deleted.status_code == 204
+    assert_scim_error(await entra.get(f"/Users/{uid}"), 404)
+    gone = await entra.get("/Users", params={"filter": f'userName eq "{new_name}"'})
+    assert assert_list(gone, 0) == []
+
+
+async def test_flag_forms_of_patch(entra: ScimClient) -> None:
+    """[KNOWN-ISSUES] the four PATCH forms the flag changes, each without and with the flag."""
+    uid = (await create(entra, entra_user()))["id"]
+    # Add a single-value string attribute.
+    without = patch({"op": "Add", "path": "nickName", "value": "Babs"})
+    assert (await entra.patch(f"/Users/{uid}", without)).json()["nickName"] == "Babs"
+    with_flag = patch({"op": "add", "value": {"nickName": "Barbara"}})
+    assert (await entra.patch(f"/Users/{uid}", with_flag, params=FLAG)).json()[
+        "nickName"
+    ] == "Barbara"
+    # Replace multiple attributes: four operations, or one path-less replace with path keys.
+    without = patch(
+        {"op": "Replace", "path": "displayName", "value": "Pvlo"},
+        {"op": "Replace", "path": 'emails[type eq "work"].value', "value": "a@test.microsoft.com"},
+        {"op": "Replace", "path": "name.givenName", "value": "Ysmwxi"},
+        {"op": "Replace", "path": "name.familyName", "value": "Hnjcrh"},
+    )
+    user = (await entra.patch(f"/Users/{uid}", without)).json()
+    assert (user["displayName"], user["name"]["givenName"]) == ("Pvlo", "Ysmwxi")
+    with_flag = patch(
+        {
+            "op": "replace",
+            "value": {
+                "displayName": "Pvlo2",
+                'emails[type eq "work"].value': "b@test.microsoft.com",
+                "name.givenName": "Ysmwxi2",
+                "name.familyName": "Hnjcrh2",
+                f"{ENTERPRISE}:department": "Sales",
+            },
+        }
+    )
+    response = await entra.patch(f"/Users/{uid}", with_flag, params=FLAG)
+    assert response.status_code == 200, response.text
+    user = response.json()
+    assert user["displayName"] == "Pvlo2"
+    assert user["name"] == {
+        "formatted": "givenName familyName",
+        "givenName": "Ysmwxi2",
+        "familyName": "Hnjcrh2",
+    }
+    assert [e["value"] for e in user["emails"]] == ["b@test.microsoft.com"]
+    assert user[ENTERPRISE]["department"] == "Sales"
+    # Disable: path-less value with a boolean (flag) vs path + "False" (no flag) covered above.
+    disabled = await entra.patch(
+        f"/Users/{uid}", patch({"op": "replace", "value": {"active": False}}), params=FLAG
+    )
+    assert disabled.json()["active"] is False
+
+
+async def test_value_filter_paths_create_the_element(entra: ScimClient) -> None:
+    """[TUTORIAL] mapping: addresses/phones by type; Add/Replace on a missing element creates it."""
+    uid = (await create(entra, entra_user()))["id"]
+    response = await entra.patch(
+        f"/Users/{uid}",
+        patch(
+            {"op": "Add", "path": 'addresses[type eq "work"].streetAddress', "value": "1 Main St"},
+            {"op": "Add", "path": 'addresses[type eq "work"].locality', "value": "Redmond"},
+            {"op": "Replace", "path": 'phoneNumbers[type eq "work"].value', "value": "+1 555 0100"},
+            {"op": "Add", "path": 'phoneNumbers[type eq "mobile"].value', "value": "+1 555 0101"},
+            {"op": "Add", "path": 'emails[type eq "work"].primary', "value": "True"},
+        ),
+    )
+    assert response.status_code == 200, response.text
+    user = response.json()
+    assert user["addresses"] == [
+        {"type": "work", "streetAddress": "1 Main St", "locality": "Redmond"}
+    ]
+    assert {(p["type"], p["value"]) for p in user["phoneNumbers"]} == {
+        ("work", "+1 555 0100"),
+        ("mobile", "+1 555 0101"),
+    }
+    assert user["emails"][0]["primary"] is True
+
+
+async def test_enterprise_extension_and_bare_manager(entra: ScimClient) -> None:
+    """[TUTORIAL] enterprise attributes; manager is sent as the manager's bare id."""
+    boss = (await create(entra, entra_user()))["id"]
+    body = entra_user()
+    body[ENTERPRISE] = {
+        "employeeNumber": "701984",
+        "department": "Tour Operations",
+        "organization": "Contoso",
+        "manager": boss,
+    }
+    user = await create(entra, body)
+    assert user[ENTERPRISE]["manager"] == {"value": boss}
+    assert user[ENTERPRISE]["organization"] == "Contoso"
+    other = (await create(entra, entra_user()))["id"]
+    for operation in (
+        {"op": "Replace", "path": f"{ENTERPRISE}:manager", "value": other},
+        {"op": "replace", "value": {f"{ENTERPRISE}:manager": other}},
+    ):
+        response = await entra.patch(f"/Users/{user['id']}", patch(operation))
+        assert response.status_code == 200, response.text
+        assert response.json()[ENTERPRISE]["manager"] == {"value": other}
+
+
+async def test_group_cycle(entra: ScimClient) -> None:
+    """[TUTORIAL] group operations, in order, with both member-removal forms of [KNOWN-ISSUES]."""
+    members = [(await create(entra, entra_user()))["id"] for _ in range(4)]
+    body = {
+        "schemas": [GROUP, "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/Group"],
+        "externalId": str(uuid.uuid4()),
+        "displayName": "displayName",
+        "meta": {"resourceType": "Group"},
+    }
+    created = await entra.post("/Groups", body)
+    assert created.status_code == 201, created.text
+    group = created.json()
+    gid = group["id"]
+    assert group["displayName"] == "displayName"
+    assert group["externalId"] == body["externalId"]
+    assert group.get("members", []) == []
+
+    got = await entra.get(f"/Groups/{gid}", params={"excludedAttributes": "members"})
+    assert got.status_code == 200 and "members" not in got.json()
+    by_name = await entra.get(
+        "/Groups",
+        params={"excludedAttributes": "members", "filter": 'displayName eq "displayName"'},
+    )
+    found = assert_list(by_name, 1)
+    assert [g["id"] for g in found] == [gid] and "members" not in found[0]
+    by_external = await entra.get(
+        "/Groups", params={"filter": f'externalId eq "{body["externalId"]}"'}
+    )
+    assert [g["id"] for g in assert_list(by_external, 1)] == [gid]
+
+    renamed = await entra.patch(
+        f"/Groups/{gid}",
+        patch({"op": "Replace", "path": "displayName", "value": "updatedDisplayName"}),
+    )
+    assert renamed.status_code == 200 and renamed.json()["displayName"] == "updatedDisplayName"
+
+    add = patch(
+        {"op": "Add", "path": "members", "value": [{"$ref": None, "value": m} for m in members]}
+    )
+    added = await entra.patch(f"/Groups/{gid}", add)
+    assert added.status_code in (200, 204), added.text
+    current = (await entra.get(f"/Groups/{gid}")).json()
+    assert {m["value"] for m in current["members"]} == set(members)
+
+    # Without the flag: Remove with a value list drops only the listed members.
+    remove = patch(
+        {"op": "Remove", "path": "members", "value": [{"$ref": None, "value": members[0]}]}
+    )
+    assert (await entra.patch(f"/Groups/{gid}", remove)).status_code in (200, 204)
+    # With the flag: a value-filter path names the member.
+    remove = patch({"op": "remove", "path": f'members[value eq "{members[1]}"]'})
+    assert (await entra.patch(f"/Groups/{gid}", remove, params=FLAG)).status_code in (200, 204)
+    # Entra retries: removing a member already gone is not an error.
+    assert (await entra.patch(f"/Groups/{gid}", remove, params=FLAG)).status_code in (200, 204)
+    current = (await entra.get(f"/Groups/{gid}")).json()
+    assert {m["value"] for m in current["members"]} == set(members[2:])
+
+    # A user's groups show the membership; deleting the group ends it.
+    user = (await entra.get(f"/Users/{members[2]}")).json()
+    assert [g["value"] for g in user["groups"]] == [gid]
+    assert (await entra.delete(f"/Groups/{gid}")).status_code == 204
+    assert_scim_error(await entra.get(f"/Groups/{gid}"), 404)
+    assert (
+        assert_list(
+            await entra.get("/Groups", params={"filter": f'externalId eq "{body["externalId"]}"'}),
+            0,
+        )
+        == []
+    )
+
+
+async def test_reprovisioning_after_delete_brings_the_user_back(entra: ScimClient) -> None:
+    """Entra re-creates a hard-deleted user with the same userName/externalId: same user again."""
+    body = entra_user()
+    uid = (await create(entra, body))["id"]
+    assert (await entra.delete(f"/Users/{uid}")).status_code == 204
+    again = await create(entra, body)
+    assert again["id"] == uid and again["active"] is True
+
+
+async def test_photos_are_never_touched_by_entra(
+    entra: ScimClient, client: httpx.AsyncClient, db_url: str
+) -> None:
+    """DESIGN.md: Entra never sends photos, so no Entra request may change or clear one.
+
+    The photo is set by another connector of the workspace (an RFC client that manages photos);
+    then Entra's PUT (without photos), PATCH remove, path-less replace and create all leave it.
+    """
+    from hub.core import connectors
+    from hub.core.database import open_database
+    from hub.core.tenants import find_workspace, first_admin_pk
+    from hub.core.tokens import NewToken
+
+    db = open_database(db_url)
+
+    def add_generic(conn: Any) -> NewToken:
+        ws = find_workspace(conn, "contoso")
+        assert ws is not None
+        connectors.create_connector(
+            conn, ws.pk, name="Photo sync", idp="generic_scim", installed=["generic_scim"]
+        )
+        return connectors.generate_token(conn, ws.pk, "Photo sync", first_admin_pk(conn, ws.pk))
+
+    try:
+        token = await db.write(add_generic)
+    finally:
+        await db.close()
+    photo = [{"type": "photo", "value": "https://cdn.example.com/ada.jpg"}]
+    body = entra_user(photos=[{"type": "photo", "value": "https://entra.example.com/x.jpg"}])
+    user = await create(entra, body)
+    assert "photos" not in user  # Entra-sent photos are ignored
+    uid = user["id"]
+    generic = ScimClient(client, token.token)
+    set_photo = await generic.patch(
+        f"/Users/{uid}", patch({"op": "add", "path": "photos", "value": photo})
+    )
+    assert set_photo.status_code == 200 and set_photo.json()["photos"] == photo
+
+    put_body = {k: v for k, v in body.items() if k != "photos"} | {"displayName": "Put"}
+    for request in (
+        entra.put(f"/Users/{uid}", put_body),
+        entra.patch(f"/Users/{uid}", patch({"op": "Remove", "path": "photos"})),
+        entra.patch(
+            f"/Users/{uid}", patch({"op": "replace", "value": {"photos": [], "title": "T"}})
+        ),
+        entra.patch(
+            f"/Users/{uid}",
+            patch({"op": "Replace", "path": 'photos[type eq "photo"].value', "value": ""}),
+        ),
+    ):
+        response = await request
+        assert response.status_code == 200, response.text
+        assert response.json()["photos"] == photo
+    assert (await entra.get(f"/Users/{uid}")).json()["title"] == "T"
+
+
+async def test_entra_mapping_fills_the_ten_profile_fields(client: httpx.AsyncClient) -> None:
+    """The azure_ad dialect's default mapping: nine fields from Entra's defaults, never the photo."""
+    from plugins.azure_ad import ENTRA_MAPPING, ENTRA_UNMANAGED
+
+    assert set(ENTRA_MAPPING) == {
+        "display_name",
+        "first_name",
+        "last_name",
+        "job_title",
+        "department",
+        "company_name",
+        "office_phone",
+        "mobile_phone",
+        "email",
+    }
+    assert ENTRA_MAPPING["company_name"] == f"{ENTERPRISE}:organization"
+    assert ENTRA_MAPPING["office_phone"] == 'phoneNumbers[type eq "work"].value'
+    assert ENTRA_MAPPING["mobile_phone"] == 'phoneNumbers[type eq "mobile"].value'
+    assert "photos" in ENTRA_UNMANAGED
