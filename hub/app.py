@@ -20,6 +20,7 @@ from hub.core.database import open_database
 from hub.core.errors import ScimError
 from hub.core.outbox import start_sender
 from hub.core.tenants import tenant_url
+from hub.metrics import Metrics
 from hub.plugins import Registry, build_registry
 from hub.scim.errors import handle_http_exception, handle_scim_error, handle_unexpected
 from hub.scim.routes import Hub, scim_routes
@@ -92,6 +93,7 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
 def create_app(settings: Settings, registry: Registry | None = None) -> Litestar:
     """Build the hub's ASGI app: SCIM routes, health probes, SCIM error handling, logging."""
     plugins = registry if registry is not None else build_registry()
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -112,6 +114,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
             admin_router(),
             owner_router(),
             pages_router(),
+            metrics.route(),
         ],
         lifespan=[lifespan],
         exception_handlers={
@@ -119,7 +122,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },
-        middleware=[request_log_middleware],
+        middleware=[metrics.middleware, request_log_middleware],
         request_max_body_size=settings.max_body_bytes,
         openapi_config=None,
         debug=False,

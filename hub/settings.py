@@ -51,6 +51,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     mail_poll_ms: int = 1_000
     mail_lease_ms: int = 120_000
     mail_batch_size: int = 20
+    # `/metrics` (hub.metrics): when set, scrapes must send `Authorization: Bearer <token>`.
+    metrics_token: str = ""
 
 
 class SettingsError(ValueError):
