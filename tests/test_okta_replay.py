@@ -85,16 +85,19 @@ async def test_user_cycle(okta: ScimClient) -> None:
     assert created.status_code == 201, created.text
     user = created.json()
     uid = user["id"]
-    assert user["active"] is True and user["userName"] == body["userName"]
+    assert user["active"] is True
+    assert user["userName"] == body["userName"]
     assert user["locale"] == "en-US"
     assert "password" not in user  # accepted, never stored or returned
 
     found = listing(await okta.get("/Users", params=lookup))
-    assert found["totalResults"] == 1 and found["Resources"][0]["id"] == uid
+    assert found["totalResults"] == 1
+    assert found["Resources"][0]["id"] == uid
     assert "password" not in found["Resources"][0]
 
     got = await okta.get(f"/Users/{uid}")
-    assert got.status_code == 200 and "password" not in got.json()
+    assert got.status_code == 200
+    assert "password" not in got.json()
 
     # Profile update: PUT of the whole user, echoing id, meta, groups and password.
     put_body = {**okta_user(body["userName"]), "id": uid, "meta": user["meta"]}
@@ -114,7 +117,8 @@ async def test_user_cycle(okta: ScimClient) -> None:
 
     # Okta never deletes: the deactivated user stays readable and findable by userName.
     got = await okta.get(f"/Users/{uid}")
-    assert got.status_code == 200 and got.json()["active"] is False
+    assert got.status_code == 200
+    assert got.json()["active"] is False
     found = listing(await okta.get("/Users", params=lookup))
     assert [(r["id"], r["active"]) for r in found["Resources"]] == [(uid, False)]
 
@@ -221,7 +225,8 @@ async def test_group_push_batches_of_hundreds(okta: ScimClient, db_url: str) -> 
 
     def make_users(conn: Any) -> list[str]:
         caller = authenticate(conn, digest(token))
-        assert caller is not None and find_workspace(conn, "initech") is not None
+        assert caller is not None
+        assert find_workspace(conn, "initech") is not None
         return [
             create(
                 conn, caller, okta_user(f"bulk{i}@okta.local"), "http://testserver.local/scim/v2"
