@@ -1,0 +1,271 @@
+"""Connectors per workspace over the admin API: IdPs, enable/disable/delete, tokens, overrides.
+
+Real HTTP against the app on SQLite and PostgreSQL; SCIM calls use the tokens the API hands out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from hub.core.tenants import InitResult
+from tests.conftest import ScimClient, assert_scim_error, user_body
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+CUSTOM = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+
+
+class Admin:
+    """Admin API calls for one workspace."""
+
+    def __init__(self, http: httpx.AsyncClient, workspace: str, key: str) -> None:
+        self.http = http
+        self.base = f"/api/v1/workspaces/{workspace}"
+        self.headers = {"Authorization": f"Bearer {key}"}
+
+    async def call(self, method: str, path: str, body: Any = None) -> httpx.Response:
+        return await self.http.request(method, self.base + path, json=body, headers=self.headers)
+
+    async def token(self, connector: str) -> str:
+        response = await self.call("POST", f"/connectors/{connector}/tokens")
+        assert response.status_code == 201, response.text
+        token: str = response.json()["token"]
+        return token
+
+
+@pytest.fixture
+async def admin(client: httpx.AsyncClient, db_url: str, tenant: InitResult) -> Admin:
+    from hub.core.admins import create_key
+    from hub.core.database import open_database
+    from hub.core.tenants import first_admin_pk, require_workspace
+
+    db = open_database(db_url)
+
+    def make_key(conn: Any) -> str:
+        ws = require_workspace(conn, tenant.workspace)
+        return create_key(conn, admin_pk=first_admin_pk(conn, ws.pk))
+
+    try:
+        key = await db.write(make_key)
+    finally:
+        await db.close()
+    return Admin(client, tenant.workspace, key)
+
+
+async def test_installed_idps(admin: Admin) -> None:
+    response = await admin.call("GET", "/idps")
+    assert response.status_code == 200
+    idps = {i["name"]: i for i in response.json()["idps"]}
+    assert {"azure_ad", "okta", "generic_scim"} <= set(idps)
+    assert idps["azure_ad"]["displayName"] == "Microsoft Entra ID"
+    assert "photo_url" not in idps["azure_ad"]["mapping"]
+    assert idps["azure_ad"]["unmanaged"] == ["photos"]
+    assert idps["generic_scim"]["mapping"]["photo_url"] == 'photos[type eq "photo"].value'
+
+
+async def test_admin_api_needs_an_admin_key(client: httpx.AsyncClient, tenant: InitResult) -> None:
+    response = await client.get(f"/api/v1/workspaces/{tenant.workspace}/connectors")
+    assert_scim_error(response, 401)
+    bad = {"Authorization": f"Bearer {tenant.token}"}  # a SCIM token is no admin key
+    response = await client.get(f"/api/v1/workspaces/{tenant.workspace}/connectors", headers=bad)
+    assert_scim_error(response, 401)
+
+
+async def test_enable_disable_reenable_delete(admin: Admin, scim: ScimClient) -> None:
+    created = await admin.call("POST", "/connectors", {"name": "Entra EU", "idp": "azure_ad"})
+    assert created.status_code == 201, created.text
+    info = created.json()
+    assert (info["name"], info["idp"], info["enabled"], info["idpInstalled"]) == (
+        "Entra EU",
+        "azure_ad",
+        True,
+        True,
+    )
+    assert_scim_error(
+        await admin.call("POST", "/connectors", {"name": "Entra EU", "idp": "okta"}), 409
+    )
+    assert_scim_error(
+        await admin.call("POST", "/connectors", {"name": "X", "idp": "nope"}), 400, "invalidValue"
+    )
+    assert_scim_error(await admin.call("POST", "/connectors", {"name": "X"}), 400, "invalidValue")
+
+    entra = scim.with_token(await admin.token("Entra EU"))
+    uid = (await entra.post("/Users", user_body("eu@example.com"))).json()["id"]
+
+    disabled = await admin.call("PATCH", f"/connectors/{info['id']}", {"enabled": False})
+    assert disabled.json()["enabled"] is False
+    assert_scim_error(await entra.get("/Users"), 401)
+    listed = (await admin.call("GET", "/connectors/Entra EU/tokens")).json()["tokens"]
+    assert [t["alive"] for t in listed] == [False]
+    assert (await admin.call("PATCH", "/connectors/Entra EU", {"enabled": True})).json()["enabled"]
+    assert (await entra.get("/Users")).status_code == 200
+
+    names = [c["name"] for c in (await admin.call("GET", "/connectors")).json()["connectors"]]
+    assert names == ["generic_scim", "Entra EU"]
+    assert (await admin.call("GET", "/connectors/Entra EU")).json()["users"] == 1
+
+    assert (await admin.call("DELETE", "/connectors/Entra EU")).status_code == 204
+    assert_scim_error(await entra.get("/Users"), 401)  # its tokens died
+    assert_scim_error(await admin.call("GET", "/connectors/Entra EU"), 404)
+    names = [c["name"] for c in (await admin.call("GET", "/connectors")).json()["connectors"]]
+    assert names == ["generic_scim"]
+    # Its users stay, marked with their source: a clash names the deleted connector.
+    user = await scim.get(f"/Users/{uid}")
+    assert user.status_code == 200
+    clash = assert_scim_error(
+        await scim.post("/Users", user_body("eu@example.com")), 409, "uniqueness"
+    )
+    assert "Entra EU (deleted" in clash["detail"]
+    # The name is free again.
+    again = await admin.call("POST", "/connectors", {"name": "Entra EU", "idp": "azure_ad"})
+    assert again.status_code == 201
+
+
+async def test_tokens_generate_regenerate_list_revoke(admin: Admin, scim: ScimClient) -> None:
+    await admin.call("POST", "/connectors", {"name": "Okta", "idp": "okta"})
+    first = await admin.token("Okta")
+    second = await admin.token("Okta")
+    okta_a, okta_b = scim.with_token(first), scim.with_token(second)
+    assert (await okta_a.post("/Users", user_body())).status_code == 201  # a write records use
+    tokens = (await admin.call("GET", "/connectors/Okta/tokens")).json()["tokens"]
+    assert len(tokens) == 2
+    assert all(t["createdBy"].startswith("admin@") for t in tokens)
+    used = [t for t in tokens if t["hint"] == f"…{first[-4:]}"]
+    assert used[0]["lastUsed"] is not None
+
+    revoked = await admin.call("DELETE", f"/connectors/Okta/tokens/{tokens[1]['id']}")
+    assert revoked.status_code == 204
+    assert_scim_error(await okta_b.get("/Users"), 401)
+    assert (await okta_a.get("/Users")).status_code == 200
+    assert_scim_error(await admin.call("DELETE", f"/connectors/Okta/tokens/{tokens[1]['id']}"), 404)
+
+    regenerated = await admin.call("POST", "/connectors/Okta/tokens/regenerate")
+    assert regenerated.status_code == 201
+    assert_scim_error(await okta_a.get("/Users"), 401)  # the old one died
+    fresh = scim.with_token(regenerated.json()["token"])
+    assert (await fresh.get("/Users")).status_code == 200
+    assert len((await admin.call("GET", "/connectors/Okta/tokens")).json()["tokens"]) == 1
+
+
+async def test_second_connector_gets_409_naming_the_owner(admin: Admin, scim: ScimClient) -> None:
+    await admin.call("POST", "/connectors", {"name": "Okta staff", "idp": "okta"})
+    okta = scim.with_token(await admin.token("Okta staff"))
+    assert (await scim.post("/Users", user_body("shared@example.com"))).status_code == 201
+    body = assert_scim_error(
+        await okta.post("/Users", user_body("SHARED@example.com")), 409, "uniqueness"
+    )
+    assert "generic_scim" in body["detail"]
+
+
+async def test_overrides_are_validated_on_save(admin: Admin) -> None:
+    await admin.call("POST", "/connectors", {"name": "Entra", "idp": "azure_ad"})
+    for bad, word in (
+        ({"drop": ["nope"]}, "nope"),
+        ({"drop": ['emails[type eq "work"']}, "emails"),
+        ({"drop": [f"{CUSTOM}:company"]}, "extensions"),
+        ({"map": {"shoe_size": "title"}}, "shoe_size"),
+        (
+            {"map": {"company_name": f"{ENTERPRISE}:nope"}},
+            "nope",
+        ),
+        ({"extensions": ["not-a-urn"]}, "not-a-urn"),
+        ({"unknown": 1}, "unknown"),
+    ):
+        body = assert_scim_error(
+            await admin.call("PUT", "/connectors/Entra/mapping", bad), 400, "invalidValue"
+        )
+        assert word in body["detail"], body
+    good = {
+        "drop": ["title", "phoneNumbers"],
+        "map": {"company_name": f"{CUSTOM}:company"},
+        "extensions": [CUSTOM],
+    }
+    saved = await admin.call("PUT", "/connectors/Entra/mapping", good)
+    assert saved.status_code == 200, saved.text
+    mapping = saved.json()
+    assert mapping["effective"]["company_name"] == f"{CUSTOM}:company"
+    assert "job_title" not in mapping["effective"]
+    assert "office_phone" not in mapping["effective"]
+    assert mapping["ignored"] == ["photos", "title", "phoneNumbers"]
+    assert (await admin.call("GET", "/connectors/Entra/mapping")).json() == mapping
+
+
+async def test_dropped_attributes_are_ignored_in_requests(admin: Admin, scim: ScimClient) -> None:
+    """An admin drops `title` and `phoneNumbers` for an Entra connector: the hub ignores them."""
+    await admin.call("POST", "/connectors", {"name": "Entra", "idp": "azure_ad"})
+    saved = await admin.call(
+        "PUT",
+        "/connectors/Entra/mapping",
+        {"drop": ["title", "phoneNumbers", "name.middleName", f"{ENTERPRISE}:costCenter"]},
+    )
+    assert saved.status_code == 200, saved.text
+    entra = scim.with_token(await admin.token("Entra"))
+    body = user_body(
+        title="Ignored",
+        displayName="Kept",
+        phoneNumbers=[{"type": "work", "value": "1"}],
+        name={"givenName": "A", "middleName": "M"},
+    )
+    body["schemas"].append(ENTERPRISE)
+    body[ENTERPRISE] = {"costCenter": "X", "department": "Kept"}
+    created = (await entra.post("/Users", body)).json()
+    assert "title" not in created
+    assert "phoneNumbers" not in created
+    assert created["displayName"] == "Kept"
+    assert created["name"] == {"givenName": "A"}
+    assert created[ENTERPRISE] == {"department": "Kept"}
+    uid = created["id"]
+    # The generic connector (no overrides) sets a title; Entra can neither change nor clear it.
+    await scim.patch(
+        f"/Users/{uid}",
+        {"schemas": [PATCH_OP], "Operations": [{"op": "add", "path": "title", "value": "CEO"}]},
+    )
+    for operations in (
+        [{"op": "Replace", "path": "title", "value": "Intern"}],
+        [{"op": "Remove", "path": "title"}],
+        [{"op": "replace", "value": {"title": "Intern", "displayName": "New"}}],
+    ):
+        response = await entra.patch(
+            f"/Users/{uid}", {"schemas": [PATCH_OP], "Operations": operations}
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["title"] == "CEO"
+    assert response.json()["displayName"] == "New"
+    put = await entra.put(f"/Users/{uid}", {**body, "displayName": "Put"})
+    assert put.status_code == 200
+    assert put.json()["title"] == "CEO"
+    assert put.json()["displayName"] == "Put"
+
+
+async def test_cli_connector_commands(
+    db_url: str, tenant: InitResult, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+    import os
+
+    from hub.cli import main
+
+    os.environ["SCIM_HUB_DATABASE_URL"] = db_url
+    try:
+        run = asyncio.to_thread
+        assert (
+            await run(
+                main, ["connector", "create", "Okta EU", "--idp", "okta", "--workspace", "acme"]
+            )
+            == 0
+        )
+        assert await run(main, ["connector", "disable", "Okta EU", "--workspace", "acme"]) == 0
+        assert await run(main, ["connector", "list", "--workspace", "acme"]) == 0
+        listing = capsys.readouterr().out
+        assert "Okta EU  idp=okta  disabled" in listing
+        assert await run(main, ["connector", "delete", "Okta EU", "--workspace", "acme"]) == 0
+        assert (
+            await run(main, ["connector", "create", "X", "--idp", "nope", "--workspace", "acme"])
+            == 2
+        )
+        assert "not an installed IdP" in capsys.readouterr().err
+    finally:
+        os.environ.pop("SCIM_HUB_DATABASE_URL", None)
