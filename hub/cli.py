@@ -276,6 +276,43 @@ def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
+    """Bulk-load users into a workspace (no HTTP; see `hub.core.seed`)."""
+    from hub.core.seed import seed_users
+
+    def progress(done: int, seconds: float) -> None:
+        if not args.json:
+            print(f"  {done:,} users in {seconds:.1f}s", file=sys.stderr, flush=True)
+
+    async def go() -> Any:
+        db = open_database(settings.database_url)
+        try:
+            return await seed_users(
+                db,
+                args.workspace,
+                args.users,
+                batch=args.batch,
+                prefix=args.prefix,
+                start=args.start,
+                progress=progress,
+            )
+        finally:
+            await db.close()
+
+    if args.users < 1 or args.batch < 1:
+        raise CliError("--users and --batch must be at least 1")
+    report = asyncio.run(go())
+    if args.json:
+        print(msgspec.json.encode(report).decode())
+        return 0
+    print(
+        f"seeded {report.users:,} users into {report.workspace} in {report.seconds:.1f}s "
+        f"({report.users_per_second:,.0f}/s); {report.bytes_per_user:,.0f} database bytes per user"
+    )
+    print("no cards were created (hub.core.cards has no bulk path); an IdP update creates them")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `scim-hub`."""
     parser = argparse.ArgumentParser(prog="scim-hub", description="SCIM 2.0 provisioning hub")
@@ -338,6 +375,15 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("name", help="the connector's name or id")
         action.add_argument("--workspace", required=True)
     connector.set_defaults(func=cmd_connector)
+
+    seed = sub.add_parser("seed", help="bulk-load users into a workspace (benchmarks; no HTTP)")
+    seed.add_argument("--workspace", required=True)
+    seed.add_argument("--users", type=int, required=True, help="how many users to insert")
+    seed.add_argument("--batch", type=int, default=10_000, help="users per transaction")
+    seed.add_argument("--prefix", default="seed", help="userNames given{i}.family{i}.PREFIX@…")
+    seed.add_argument("--start", type=int, default=0, help="number of the first user")
+    seed.add_argument("--json", action="store_true", help="print one JSON object")
+    seed.set_defaults(func=cmd_seed)
     return parser
 
 
