@@ -1,5 +1,8 @@
 """Admin API authentication: `Authorization: Bearer <admin key>` scoped to one workspace.
 
+Every write through `run_as_admin` leaves an audit record in the same transaction: the admin,
+the route, the resource and the names of the fields the body set (never their values).
+
 The workspace in the path (`/api/v1/workspaces/{workspace}/…`, by name or id) must be the key's
 own; any other workspace answers 404, exactly like one that does not exist.
 """
@@ -9,9 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import msgspec
+import structlog
 from litestar import Request
+from litestar.exceptions import HTTPException
 from sqlalchemy import Connection
 
+from hub.core import audit
 from hub.core.admins import AdminCaller, authenticate_admin
 from hub.core.errors import NotFound, ScimError, Unauthorized
 from hub.core.tokens import digest
@@ -28,12 +35,23 @@ def _key_digest(request: Request[Any, Any, Any]) -> str:
     return digest(key.strip())
 
 
+class _Change(msgspec.Struct, frozen=True):
+    """What an admin write is, for its audit record (names only, never values)."""
+
+    action: str
+    resource_type: str
+    resource_id: str
+    fields: list[str]
+    request_id: str
+
+
 def _as_admin(
     conn: Connection,
     key_digest: str,
     workspace: str,
     work: Callable[[Connection, AdminCaller], T],
     problem: ScimError | None,
+    change: _Change | None,
 ) -> T:
     admin = authenticate_admin(conn, key_digest)
     if admin is None:
@@ -42,7 +60,38 @@ def _as_admin(
         raise NotFound(f"no workspace {workspace!r}")
     if problem is not None:
         raise problem
-    return work(conn, admin)
+    result = work(conn, admin)
+    if change is not None:
+        audit.record(
+            conn,
+            workspace_pk=admin.workspace_pk,
+            actor_kind="admin",
+            actor_id=admin.admin_id,
+            request_id=change.request_id,
+            resource_type=change.resource_type,
+            resource_id=change.resource_id,
+            action=change.action,
+            changes={"fields": change.fields},
+        )
+    return result
+
+
+async def _describe_change(request: Request[Any, Any, Any]) -> _Change:
+    """Name an admin write from its route and body keys (the body is cached by Litestar)."""
+    handler = request.route_handler.name or request.url.path
+    parts = [p for p in request.url.path.split("/") if p]
+    # /api/v1/workspaces/{w}/<noun>[/<id>[/...]]
+    noun = parts[4] if len(parts) > 4 else "workspace"
+    resource_id = parts[5] if len(parts) > 5 else parts[3] if len(parts) > 3 else "-"
+    fields: list[str] = []
+    try:
+        body = msgspec.json.decode(await request.body()) if request.method != "DELETE" else None
+    except (msgspec.DecodeError, HTTPException):
+        body = None
+    if isinstance(body, dict):
+        fields = sorted(str(k) for k in body)
+    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+    return _Change(f"{request.method} {handler}", noun, resource_id, fields, request_id)
 
 
 async def run_as_admin(
@@ -60,6 +109,7 @@ async def run_as_admin(
     hub: Hub = request.app.state.hub
     key_digest = _key_digest(request)
     workspace: str = request.path_params["workspace"]
+    change = await _describe_change(request) if writes and problem is None else None
     run = hub.db.write if writes and problem is None else hub.db.read
-    result: T = await run(_as_admin, key_digest, workspace, work, problem)
+    result: T = await run(_as_admin, key_digest, workspace, work, problem, change)
     return result

@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 import rules
+from hub.core import audit
 from hub.core.attributes import canonicalise, merge_put, required_missing
 from hub.core.clock import now_us, to_iso
 from hub.core.errors import InvalidPath, InvalidValue, Mutability, NotFound
@@ -175,10 +176,11 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
     required_missing(doc, GROUP_TYPE)
     user_pks = _user_pks(conn, caller, member_ids or [])
     now = now_us()
+    group_id = new_id()
     pk = conn.execute(
         groups.insert()
         .values(
-            id=new_id(),
+            id=group_id,
             workspace_pk=caller.workspace_pk,
             connector_pk=caller.connector_pk,
             data=doc,
@@ -190,7 +192,29 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
         .returning(groups.c.pk)
     ).scalar_one()
     _add_members(conn, pk, user_pks)
+    changes = {"attributes": sorted(doc), "members_added": _ids(member_ids)}
+    _audit(conn, caller, group_id, "create", changes)
     return _outcome(conn, pk, base, "provisioned", with_members=True)
+
+
+def _audit(
+    conn: Connection, caller: Caller, group_id: str, action: str, changes: dict[str, Any]
+) -> None:
+    audit.record(
+        conn,
+        workspace_pk=caller.workspace_pk,
+        actor_kind="connector",
+        actor_id=caller.connector_id,
+        request_id=caller.request_id,
+        resource_type="Group",
+        resource_id=group_id,
+        action=action,
+        changes=changes,
+    )
+
+
+def _ids(members: Sequence[Member] | None) -> list[str]:
+    return [uid for uid, _ in members or ()]
 
 
 def _columns(doc: JSON) -> dict[str, Any]:
@@ -282,6 +306,11 @@ def replace(
     _remove_members(conn, row.pk, None)
     _add_members(conn, row.pk, user_pks)
     _touch(conn, row, doc)
+    changes = {
+        "attributes": audit.changed_attributes(row.data, doc),
+        "members_replaced_with": _ids(member_ids),
+    }
+    _audit(conn, caller, row.id, "replace", changes)
     return _outcome(conn, row.pk, base, "updated", with_members=True)
 
 
@@ -333,7 +362,20 @@ def patch(
         _add_members(conn, row.pk, resolved)
     if doc is not None or member_ops:
         _touch(conn, row, doc if doc is not None else None)
+        _audit(conn, caller, row.id, "patch", _patch_changes(row.data, doc, member_ops))
     return _outcome(conn, row.pk, base, "updated", with_members=with_members)
+
+
+def _patch_changes(
+    before: JSON, after: JSON | None, member_ops: list[tuple[str, list[Member] | None]]
+) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    if after is not None:
+        changes["attributes"] = audit.changed_attributes(before, after)
+    for op, members in member_ops:
+        key = {"add": "members_added", "remove": "members_removed"}.get(op, "members_replaced_with")
+        changes.setdefault(key, []).extend(_ids(members) if members is not None else ["*"])
+    return changes
 
 
 def _known_pks(conn: Connection, caller: Caller, members: Sequence[Member]) -> list[int]:
@@ -417,4 +459,5 @@ def remove(conn: Connection, caller: Caller, group_id: str, if_match: str | None
     check_if_match(row.version, if_match)
     conn.execute(delete(memberships).where(memberships.c.group_pk == row.pk))
     conn.execute(delete(groups).where(groups.c.pk == row.pk))
+    _audit(conn, caller, row.id, "delete", {})
     return Outcome({"id": row.id, **row.data}, row.version, "deleted")

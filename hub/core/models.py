@@ -336,3 +336,30 @@ class CardField(Base):
 templates = cast(Table, Template.__table__)
 cards = cast(Table, Card.__table__)
 card_fields = cast(Table, CardField.__table__)
+
+
+class AuditRecord(Base):
+    """One change made over SCIM or the admin API: who, when, which request, what changed.
+
+    `changes` names what changed (attribute names, member ids added/removed, settings touched);
+    it never holds secrets: tokens, keys and passwords are not attributes the hub stores.
+    """
+
+    __tablename__ = "audit"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace_pk: Mapped[int] = mapped_column(ForeignKey("workspaces.pk", ondelete="CASCADE"))
+    at: Mapped[int] = mapped_column(BigInteger)
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(String(36))
+    request_id: Mapped[str] = mapped_column(String(32))
+    resource_type: Mapped[str] = mapped_column(String(32))
+    resource_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    changes: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
+    __table_args__ = (
+        Index("ix_audit_workspace", "workspace_pk", "pk"),
+        Index("ix_audit_resource", "workspace_pk", "resource_id"),
+    )
+
+
+audit = cast(Table, AuditRecord.__table__)

@@ -13,12 +13,13 @@ import secrets
 from typing import Any, Final
 
 import msgspec
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from hub.core.clock import now_us
 from hub.core.errors import NotFound
 from hub.core.ids import new_id
 from hub.core.models import admins, connectors, tokens, workspaces
+from hub.core.sql import Prepared
 
 TOKEN_PREFIX: Final = "shub_"
 #: How stale `last_used` may get before a request refreshes it (avoids a write per request).
@@ -37,6 +38,8 @@ class Caller(msgspec.Struct, frozen=True):
     last_used: int | None
     #: the connector's mapping overrides as saved (see `hub.core.connectors.Overrides`).
     overrides: dict[str, Any] | None = None
+    #: the HTTP request this unit of work serves (for audit records and logs).
+    request_id: str = ""
 
 
 class TokenInfo(msgspec.Struct, frozen=True):
@@ -89,7 +92,7 @@ def create_token(conn: Connection, *, connector_pk: int, admin_pk: int) -> NewTo
     return NewToken(token_id, secret)
 
 
-_AUTH = (
+_AUTH = Prepared(
     select(
         tokens.c.pk,
         tokens.c.digest,
@@ -108,13 +111,14 @@ _AUTH = (
         tokens.c.revoked.is_(None),
         connectors.c.enabled.is_(True),
         admins.c.active.is_(True),
+        tokens.c.digest == bindparam("b_digest"),
     )
 )
 
 
 def authenticate(conn: Connection, token_digest: str) -> Caller | None:
     """Return the caller a token digest belongs to, or None if it is unknown or dead."""
-    row = conn.execute(_AUTH.where(tokens.c.digest == token_digest)).first()
+    row = _AUTH.first(conn, b_digest=token_digest)
     if row is None or not hmac.compare_digest(row[1], token_digest):
         return None
     return Caller(row[3], row[4], row[5], row[6], row[7], row[0], row[2], row[8])

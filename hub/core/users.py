@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from hub.core import audit
 from hub.core.attributes import canonicalise, merge_put, required_missing
 from hub.core.clock import now_us, to_iso
 from hub.core.errors import InvalidValue, Mutability, NotFound, Uniqueness
@@ -191,6 +192,22 @@ def _split(doc: JSON, absent: bool | None) -> tuple[JSON, bool | None]:
     return doc, active
 
 
+def _audit(
+    conn: Connection, caller: Caller, user_id: str, action: str, changes: dict[str, Any]
+) -> None:
+    audit.record(
+        conn,
+        workspace_pk=caller.workspace_pk,
+        actor_kind="connector",
+        actor_id=caller.connector_id,
+        request_id=caller.request_id,
+        resource_type="User",
+        resource_id=user_id,
+        action=action,
+        changes=changes,
+    )
+
+
 def _taken(user_name: str, connector: str | None) -> Uniqueness:
     owner = f" (provisioned by connector {connector!r})" if connector else ""
     return Uniqueness(f"userName {user_name!r} is already in use in this workspace{owner}")
@@ -231,6 +248,7 @@ def create(
             raise _taken(doc["userName"], existing.name)
         _revive(conn, caller, existing.pk, doc, active, cols, now)
         row = _BY_PK.first(conn, b_pk=existing.pk)
+        _audit(conn, caller, row.id, "reactivate", {"attributes": sorted(doc)})
         resource = render(row, base, _groups_of_one(conn, row.pk))
         events = user_written(conn, caller, row.pk, resource, "reactivated", provisioning)
         return Outcome(resource, row.version, "reactivated", events)
@@ -252,6 +270,7 @@ def create(
         raise _taken(doc["userName"], None) from exc
     except sqlite3.IntegrityError as exc:
         raise _taken(doc["userName"], None) from exc
+    _audit(conn, caller, user_id, "create", {"attributes": sorted(doc)})
     resource = render(_Stored(pk, user_id, doc, active, 1, now, now), base, None)
     events = user_written(conn, caller, pk, resource, "provisioned", provisioning)
     return Outcome(resource, 1, "provisioned", events)
@@ -332,6 +351,7 @@ def _save(
     active: bool | None,
     base: str,
     provisioning: Provisioning,
+    action: str,
 ) -> Outcome:
     cols = _columns(doc)
     if cols["user_name_key"] != row.data["userName"].lower():
@@ -349,6 +369,9 @@ def _save(
         b_key=cols["user_name_key"],
         b_ext=cols["external_id"],
     )
+    before = {**row.data, "active": row.active}
+    changed = audit.changed_attributes(before, {**doc, "active": active})
+    _audit(conn, caller, row.id, action, {"attributes": changed})
     stored = _Stored(row.pk, row.id, doc, active, version, row.created, now)
     resource = render(stored, base, _groups_of_one(conn, row.pk))
     was_active, is_active = row.active is not False, active is not False
@@ -401,7 +424,7 @@ def replace(
     merged = merge_put(existing, incoming, USER_TYPE, provisioning.unmanaged)
     doc, active = _split(merged, row.active)
     required_missing(doc, USER_TYPE)
-    return _save(conn, caller, row, doc, active, base, provisioning)
+    return _save(conn, caller, row, doc, active, base, provisioning, "replace")
 
 
 def _reject_id_change(incoming: JSON, body: JSON, user_id: str) -> None:
@@ -436,7 +459,7 @@ def patch(
     if doc == row.data and active == row.active:
         resource = render(row, base, _groups_of_one(conn, row.pk))
         return Outcome(resource, row.version, "none")
-    return _save(conn, caller, row, doc, active, base, provisioning)
+    return _save(conn, caller, row, doc, active, base, provisioning, "patch")
 
 
 def remove(
@@ -462,6 +485,7 @@ def remove(
         .where(users.c.pk == row.pk)
         .values(deleted=True, active=False, version=row.version + 1, modified=now_us())
     )
+    _audit(conn, caller, row.id, "delete", {})
     resource = render(row, base, None)
     events = user_written(conn, caller, row.pk, resource, "deleted", provisioning)
     return Outcome(resource, row.version + 1, "deleted", events)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
+import structlog
 from litestar import Request, Response, delete, get, patch, post, put
 from litestar.handlers import HTTPRouteHandler
 from sqlalchemy import Connection
@@ -124,10 +125,12 @@ def _authenticated(
     work: Callable[[Connection, Caller], T],
     writes: bool,
     problem: ScimError | None,
+    request_id: str,
 ) -> tuple[Caller, T]:
-    caller = authenticate(conn, token_digest)
-    if caller is None:
+    found = authenticate(conn, token_digest)
+    if found is None:
         raise Unauthorized("the token is unknown, revoked, or its connector or admin is disabled")
+    caller = msgspec.structs.replace(found, request_id=request_id)
     if problem is not None:
         # Only now: a client without valid credentials learns nothing about its request.
         raise problem
@@ -148,7 +151,8 @@ async def _run(
     hub = _hub(request)
     token_digest = _bearer_digest(request)
     run = hub.db.write if writes and problem is None else hub.db.read
-    caller, result = await run(_authenticated, token_digest, work, writes, problem)
+    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+    caller, result = await run(_authenticated, token_digest, work, writes, problem, request_id)
     if not writes:
         hub.remember_use(caller)
     request.state.caller = caller
