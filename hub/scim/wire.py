@@ -18,6 +18,7 @@ from hub.settings import Settings
 JSON = dict[str, Any]
 _decode = msgspec.json.Decoder().decode
 _ACCEPTED_BODY_TYPES = ("application/scim+json", "application/json")
+_MAX_INT = 2**63 - 1
 _ACCEPTABLE = ("application/scim+json", "application/json", "application/*", "*/*")
 
 
@@ -86,11 +87,16 @@ def _int_param(name: str, raw: Any) -> int | None:
     if isinstance(raw, bool):
         raise InvalidValue(f"{name} must be an integer")
     if isinstance(raw, int):
-        return raw
-    try:
-        return int(str(raw).strip())
-    except ValueError:
-        raise InvalidValue(f"{name} must be an integer, got {raw!r}") from None
+        value = raw
+    else:
+        try:
+            value = int(str(raw).strip())
+        except ValueError:
+            raise InvalidValue(f"{name} must be an integer, got {str(raw)[:50]!r}") from None
+    if abs(value) > _MAX_INT:
+        # Databases page with 64-bit offsets; a larger number is a client error, not a crash.
+        raise InvalidValue(f"{name} must be between -{_MAX_INT} and {_MAX_INT}")
+    return value
 
 
 def _attribute_list(raw: Any) -> tuple[str, ...]:

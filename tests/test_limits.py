@@ -1,0 +1,289 @@
+"""Request limits: each refused with a clear SCIM error that names it, and nothing stored changes.
+
+The limits (settings `max_body_bytes`, `max_filter_length`, `max_filter_depth`, `max_results`,
+`max_patch_operations`, `max_group_members_per_patch`) are set small here so the tests send
+little. SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from tests.conftest import PATCH_URN, ScimClient, assert_scim_error, group_body, user_body
+from tests.dbstate import scim_state
+
+MAX_BODY = 4096
+MAX_RESULTS = 5
+DEFAULT_COUNT = 3
+MAX_FILTER = 200
+MAX_DEPTH = 4
+MAX_OPS = 3
+MAX_MEMBERS = 4
+SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
+
+@pytest.fixture
+def settings(settings: Any, tmp_path: Path) -> Any:
+    """The shared settings with small limits."""
+    return msgspec.structs.replace(
+        settings,
+        max_body_bytes=MAX_BODY,
+        max_results=MAX_RESULTS,
+        default_count=DEFAULT_COUNT,
+        max_filter_length=MAX_FILTER,
+        max_filter_depth=MAX_DEPTH,
+        max_patch_operations=MAX_OPS,
+        max_group_members_per_patch=MAX_MEMBERS,
+        outbox_dir=str(tmp_path / "outbox"),
+    )
+
+
+@pytest.fixture
+async def user_ids(scim: ScimClient) -> list[str]:
+    """Seven users of workspace "acme"."""
+    ids = []
+    for n in range(7):
+        response = await scim.post("/Users", user_body(f"limit{n}@example.com"))
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    return ids
+
+
+@pytest.fixture
+async def group_id(scim: ScimClient, user_ids: list[str]) -> str:
+    """A group with the first user as its member."""
+    response = await scim.post("/Groups", group_body("Limits", members=[{"value": user_ids[0]}]))
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+class Unchanged:
+    """`async with Unchanged(db_url):` fails if the stored SCIM state changed inside."""
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+        self.before: dict[str, Any] = {}
+
+    async def __aenter__(self) -> None:
+        self.before = scim_state(self.db_url)
+
+    async def __aexit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            assert scim_state(self.db_url) == self.before, "a refused request changed the state"
+
+
+def ops(*operations: dict[str, Any]) -> dict[str, Any]:
+    return {"schemas": [PATCH_URN], "Operations": list(operations)}
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+async def test_service_provider_config_advertises_max_results(scim: ScimClient) -> None:
+    response = await scim.get("/ServiceProviderConfig")
+    assert response.status_code == 200, response.text
+    config = response.json()
+    assert config["filter"] == {"supported": True, "maxResults": MAX_RESULTS}
+    assert config["pagination"]["maxPageSize"] == MAX_RESULTS
+    assert config["pagination"]["defaultPageSize"] == DEFAULT_COUNT
+
+
+# --------------------------------------------------------------------------- count
+
+
+@pytest.mark.parametrize("endpoint", ["/Users", "/Groups"])
+async def test_count_is_capped_at_max_results(
+    scim: ScimClient, user_ids: list[str], endpoint: str
+) -> None:
+    if endpoint == "/Groups":
+        for n in range(7):
+            assert (await scim.post("/Groups", group_body(f"g{n}"))).status_code == 201
+    page = (await scim.get(endpoint, params={"count": "1000"})).json()
+    assert page["totalResults"] == 7
+    assert page["itemsPerPage"] == len(page["Resources"]) == MAX_RESULTS
+    default = (await scim.get(endpoint)).json()
+    assert default["itemsPerPage"] == DEFAULT_COUNT
+    last = (await scim.get(endpoint, params={"count": "1000", "startIndex": "6"})).json()
+    assert last["itemsPerPage"] == 2
+    assert last["startIndex"] == 6
+    searched = await scim.post(f"{endpoint}/.search", {"schemas": [SEARCH], "count": 10**6})
+    assert searched.status_code == 200, searched.text
+    assert searched.json()["itemsPerPage"] == MAX_RESULTS
+    everything = await scim.post("/.search", {"schemas": [SEARCH], "count": 1000})
+    assert everything.json()["itemsPerPage"] == MAX_RESULTS
+
+
+async def test_count_and_start_index_beyond_64_bits_are_refused(
+    scim: ScimClient, user_ids: list[str]
+) -> None:
+    for name in ("count", "startIndex"):
+        response = await scim.get("/Users", params={name: "9" * 30})
+        body = assert_scim_error(response, 400, "invalidValue")
+        assert name in body["detail"]
+
+
+# --------------------------------------------------------------------------- body size
+
+
+async def test_bodies_over_the_limit_are_413_and_change_nothing(
+    scim: ScimClient, db_url: str, user_ids: list[str], group_id: str
+) -> None:
+    padding = "x" * MAX_BODY
+    big_user = user_body("big@example.com", displayName=padding)
+    big_patch = ops({"op": "replace", "path": "displayName", "value": padding})
+    requests: list[tuple[str, str, Any]] = [
+        ("POST", "/Users", big_user),
+        ("PUT", f"/Users/{user_ids[1]}", big_user),
+        ("PATCH", f"/Users/{user_ids[1]}", big_patch),
+        ("PATCH", f"/Groups/{group_id}", big_patch),
+        ("POST", "/Groups", group_body(padding)),
+        ("POST", "/Users/.search", {"schemas": [SEARCH], "filter": f'userName eq "{padding}"'}),
+    ]
+    async with Unchanged(db_url):
+        for method, path, body in requests:
+            response = await scim.request(method, path, body)
+            detail = assert_scim_error(response, 413)["detail"]
+            assert str(MAX_BODY) in detail, detail
+
+
+async def test_a_streamed_body_without_length_is_cut_at_the_limit(live_server: Any) -> None:
+    """A chunked body (no Content-Length) cannot slip past the limit of a real server."""
+    db_url = live_server.env["SCIM_HUB_DATABASE_URL"]
+    limit = 1_048_576  # the default `max_body_bytes` the live server runs with
+    document = json.dumps(user_body("stream@example.com", displayName="y" * (limit + 10)))
+
+    async def chunks() -> AsyncIterator[bytes]:
+        data = document.encode()
+        for start in range(0, len(data), 64 * 1024):
+            yield data[start : start + 64 * 1024]
+
+    async with Unchanged(db_url), httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(
+            f"{live_server.tenant_url}/Users",
+            content=chunks(),
+            headers={
+                "Authorization": f"Bearer {live_server.token}",
+                "Content-Type": "application/scim+json",
+            },
+        )
+        assert "content-length" not in response.request.headers
+        assert_scim_error(response, 413)
+
+
+async def test_a_body_just_under_the_limit_is_accepted(scim: ScimClient) -> None:
+    body = user_body("fits@example.com")
+    body["displayName"] = "z" * (MAX_BODY - len(json.dumps(body)) - 40)
+    response = await scim.post("/Users", body)
+    assert response.status_code == 201, response.text
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def nested(depth: int) -> str:
+    return "(" * depth + 'userName eq "limit1@example.com"' + ")" * depth
+
+
+async def _filter_answers(scim: ScimClient, text: str) -> list[Any]:
+    """The responses of every way of sending a filter: GET on both types and three searches."""
+    return [
+        await scim.get("/Users", params={"filter": text}),
+        await scim.get("/Groups", params={"filter": text}),
+        await scim.post("/Users/.search", {"schemas": [SEARCH], "filter": text}),
+        await scim.post("/Groups/.search", {"schemas": [SEARCH], "filter": text}),
+        await scim.post("/.search", {"schemas": [SEARCH], "filter": text}),
+    ]
+
+
+async def test_a_filter_over_the_length_limit_is_invalid_filter_naming_it(
+    scim: ScimClient, db_url: str, user_ids: list[str]
+) -> None:
+    base = 'userName eq "limit1@example.com" or userName eq "'
+    at_limit = base + "q" * (MAX_FILTER - len(base) - 1) + '"'
+    assert len(at_limit) == MAX_FILTER
+    answer = await scim.get("/Users", params={"filter": at_limit})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["totalResults"] == 1
+    too_long = at_limit[:-1] + 'q"'
+    async with Unchanged(db_url):
+        for response in await _filter_answers(scim, too_long):
+            detail = assert_scim_error(response, 400, "invalidFilter")["detail"]
+            assert f"{MAX_FILTER}-character limit" in detail, detail
+
+
+@pytest.mark.parametrize(
+    "deep",
+    [
+        nested(MAX_DEPTH + 1),
+        "not (" * (MAX_DEPTH + 1) + "active eq true" + ")" * (MAX_DEPTH + 1),
+        "emails[" + nested(MAX_DEPTH) + "]",
+        "(" * 1000 + ")" * 1000,
+    ],
+    ids=["parentheses", "not", "value-path", "huge"],
+)
+async def test_a_filter_nested_too_deep_is_invalid_filter_naming_the_limit(
+    scim: ScimClient, db_url: str, user_ids: list[str], settings: Any, deep: str
+) -> None:
+    at_limit = await scim.get("/Users", params={"filter": nested(MAX_DEPTH)})
+    assert at_limit.status_code == 200, at_limit.text
+    assert at_limit.json()["totalResults"] == 1
+    if len(deep) > MAX_FILTER:
+        # A huge one hits the length limit first: still invalidFilter, still named.
+        expected = f"{MAX_FILTER}-character limit"
+    else:
+        expected = f"deeper than {MAX_DEPTH} levels"
+    async with Unchanged(db_url):
+        for response in await _filter_answers(scim, deep):
+            detail = assert_scim_error(response, 400, "invalidFilter")["detail"]
+            assert expected in detail, detail
+
+
+# --------------------------------------------------------------------------- PATCH
+
+
+async def test_too_many_patch_operations_are_refused_and_change_nothing(
+    scim: ScimClient, db_url: str, user_ids: list[str], group_id: str
+) -> None:
+    titles = [{"op": "replace", "path": "title", "value": f"t{n}"} for n in range(MAX_OPS + 1)]
+    names = [{"op": "replace", "path": "externalId", "value": f"e{n}"} for n in range(MAX_OPS + 1)]
+    async with Unchanged(db_url):
+        for path, operations in ((f"/Users/{user_ids[2]}", titles), (f"/Groups/{group_id}", names)):
+            response = await scim.patch(path, ops(*operations))
+            detail = assert_scim_error(response, 400, "invalidValue")["detail"]
+            assert f"at most {MAX_OPS} operations" in detail, detail
+    fits = await scim.patch(f"/Users/{user_ids[2]}", ops(*titles[:MAX_OPS]))
+    assert fits.status_code == 200, fits.text
+    assert fits.json()["title"] == f"t{MAX_OPS - 1}"
+
+
+async def test_too_many_members_in_one_group_patch_are_refused_and_change_nothing(
+    scim: ScimClient, db_url: str, user_ids: list[str], group_id: str
+) -> None:
+    extra = [{"value": uid} for uid in user_ids[1 : MAX_MEMBERS + 2]]
+    assert len(extra) == MAX_MEMBERS + 1
+    split = [
+        {"op": "add", "path": "members", "value": extra[:2]},
+        {"op": "add", "path": "members", "value": extra[2:]},
+    ]
+    async with Unchanged(db_url):
+        for body in (
+            ops({"op": "add", "path": "members", "value": extra}),
+            ops({"op": "add", "value": {"members": extra}}),
+            ops(*split),  # the limit counts every member the request changes
+            ops({"op": "remove", "path": "members", "value": extra}),
+        ):
+            response = await scim.patch(f"/Groups/{group_id}", body)
+            detail = assert_scim_error(response, 400, "invalidValue")["detail"]
+            assert f"at most {MAX_MEMBERS} members" in detail, detail
+    fits = await scim.patch(
+        f"/Groups/{group_id}", ops({"op": "add", "path": "members", "value": extra[:MAX_MEMBERS]})
+    )
+    assert fits.status_code == 200, fits.text
+    assert len(fits.json()["members"]) == MAX_MEMBERS + 1
