@@ -129,7 +129,7 @@ def _field_action(
     return post(f"{FIELD}/{verb}", name=f"admin-cards-field-{verb}", status_code=200)(handler)
 
 
-@put(CARD + "/template", name="admin-cards-template-assign")
+@put(CARD + "/template", name="admin-cards-assign")
 async def assign_template(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Make a card inherit a template by hand (`{"template": id}`)."""
     ref: str = request.path_params["card"]
@@ -150,7 +150,7 @@ async def assign_template(request: Request[Any, Any, Any]) -> Response[bytes]:
     return json_response(card)
 
 
-@delete(CARD + "/template", name="admin-cards-template-unassign", status_code=200)
+@delete(CARD + "/template", name="admin-cards-unassign", status_code=200)
 async def unassign_template(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Undo a card's template by hand."""
     ref: str = request.path_params["card"]

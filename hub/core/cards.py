@@ -15,6 +15,7 @@ IdP's last value is kept beside the shown one so relinking needs no call to the 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import SimpleNamespace
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -40,6 +41,7 @@ _CARD = (
         cards.c.pk,
         cards.c.id,
         cards.c.active,
+        cards.c.profile,
         cards.c.created,
         cards.c.modified,
         cards.c.template_pk,
@@ -119,11 +121,11 @@ def _create(
     template = None
     if event == "provisioned":
         template = templates.first_match(conn, caller.workspace_pk, document)
-    now = now_us()
+    now, card_id = now_us(), new_id()
     card_pk = conn.execute(
         cards.insert()
         .values(
-            id=new_id(),
+            id=card_id,
             workspace_pk=caller.workspace_pk,
             user_pk=user_pk,
             template_pk=None if template is None else template.pk,
@@ -139,7 +141,18 @@ def _create(
         card_fields.insert(),
         [{"card_pk": card_pk, "name": name, **state._asdict()} for name, state in fields.items()],
     )
-    card = _render_one(conn, cards.c.pk == card_pk)
+    # Rendered from what was just written: no read-back on the provisioning hot path.
+    head = SimpleNamespace(
+        id=card_id,
+        user_id=resource.get("id"),
+        user_name=document["userName"],
+        active=active,
+        template_id=None if template is None else template.id,
+        template_name=None if template is None else template.name,
+        created=now,
+        modified=now,
+    )
+    card = _render(head, [SimpleNamespace(name=n, **f._asdict()) for n, f in fields.items()])
     events = [
         Event(
             "card_created",
@@ -215,11 +228,12 @@ def _refresh(conn: Connection, card: Any, profile: Profile, document: JSON, acti
         conn.execute(_UPDATE_FIELD, changes)
     if inserts:
         conn.execute(card_fields.insert(), inserts)
-    conn.execute(
-        update(cards)
-        .where(cards.c.pk == card.pk)
-        .values(active=active, profile=document, modified=now_us())
-    )
+    if changes or inserts or (card.active, card.profile) != (active, document):
+        conn.execute(
+            update(cards)
+            .where(cards.c.pk == card.pk)
+            .values(active=active, profile=document, modified=now_us())
+        )
 
 
 # --- reading -------------------------------------------------------------------------------
