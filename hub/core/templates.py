@@ -37,7 +37,7 @@ from hub.core.dialects import PROFILE_FIELDS
 from hub.core.errors import Conflict, InvalidFilter, InvalidValue, NotFound
 from hub.core.ids import new_id
 from hub.core.models import card_fields, cards, templates
-from hub.core.profile import RULE_ATTRIBUTES, describe_profile
+from hub.core.profile import describe_profile
 
 JSON = dict[str, Any]
 
@@ -126,14 +126,9 @@ def matches(rule: str | None, document: Mapping[str, Any]) -> bool:
     if not rule:
         return False
     try:
-        return _predicate(rule)(_rule_keys(document))
+        return _predicate(rule)(document)
     except InvalidFilter:  # rules are checked on save; a stored bad rule matches nobody
         return False
-
-
-def _rule_keys(document: Mapping[str, Any]) -> Mapping[str, Any]:
-    # Rule attribute names resolve case-insensitively in the evaluator; the keys are canonical.
-    return {RULE_ATTRIBUTES.get(k.lower(), k): v for k, v in document.items()}
 
 
 def render(row: Any) -> JSON:
@@ -336,7 +331,7 @@ def preview(conn: Connection, workspace_pk: int, rule: str) -> JSON:
     total = matched = 0
     for (document,) in rows:
         total += 1
-        matched += predicate(_rule_keys(document))
+        matched += predicate(document)
     return {"rule": rule, "matches": matched, "activeUsers": total}
 
 
