@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench bench-smoke clean
+.PHONY: run test lint format bench bench-smoke soak clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,14 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix hub rules plugins tests bench
 
 ## make bench: hub vs peer vs floor; BENCH_ARGS="--users 10000 --concurrency 16" to change sizes.
+## BENCH=scale|tenants|initial|soak runs that benchmark instead (python -m bench.$(BENCH));
+## BENCH_ARGS="--postgres --workers 1,2 --servers hub" benches PostgreSQL with 1 and 2 workers.
 bench: $(STAMP)
-	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench$(if $(BENCH),.$(BENCH)) $(BENCH_ARGS)
+
+## make soak: 10 minutes of mixed traffic; the server's RSS must stay flat (SOAK_ARGS to change).
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) var/*.db var/*.db-wal var/*.db-shm

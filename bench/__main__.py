@@ -23,8 +23,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from bench import report, servers
-from bench.load import PHASES, REQUEST_TIMEOUT_S
+from bench import common, report, servers
+from bench.load import ALL_PHASES, PHASES, REQUEST_TIMEOUT_S
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -37,7 +37,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--servers", default=",".join(servers.SERVER_NAMES), help="comma list of hub,peer,floor"
     )
     parser.add_argument(
-        "--phases", default=",".join(PHASES), help=f"comma list, in order: {','.join(PHASES)}"
+        "--phases",
+        default=None,
+        help=f"comma list, in order: {','.join(ALL_PHASES)} (default: all but dupes; with"
+        " --postgres all)",
     )
     parser.add_argument(
         "--smoke", action="store_true", help="tiny run: 100 users, concurrency 4, no targets"
@@ -46,7 +49,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--database-url", default=None, help="bench the hub on this database (e.g. PostgreSQL)"
     )
-    parser.add_argument("--workers", type=int, default=1, help="hub worker processes")
+    parser.add_argument(
+        "--workers", default="1", help="hub worker processes; a comma list benches each (1,2)"
+    )
+    parser.add_argument(
+        "--postgres",
+        action="store_true",
+        help="bench the hub on a throwaway PostgreSQL cluster (a fresh database per hub run)",
+    )
     parser.add_argument(
         "--phase-timeout", type=float, default=300.0, help="seconds a phase may take at most"
     )
@@ -58,15 +68,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.concurrency if args.concurrency is not None else (4 if args.smoke else 16)
     )
     args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if args.phases is None:
+        args.phases = ",".join(ALL_PHASES if args.postgres else PHASES)
     args.phase_list = [p.strip() for p in args.phases.split(",") if p.strip()]
+    try:
+        args.worker_list = [int(w) for w in str(args.workers).split(",") if w.strip()]
+    except ValueError:
+        parser.error("--workers takes a number or a comma list of numbers")
+    if not args.worker_list or min(args.worker_list) < 1:
+        parser.error("--workers must be at least 1")
+    if args.postgres and args.database_url:
+        parser.error("--postgres starts its own cluster: leave out --database-url")
     for name in args.server_list:
         if name not in servers.SERVER_NAMES:
             parser.error(f"unknown server {name!r}")
     for phase in args.phase_list:
-        if phase not in PHASES:
+        if phase not in ALL_PHASES:
             parser.error(f"unknown phase {phase!r}")
-    if args.phase_list != [p for p in PHASES if p in args.phase_list]:
-        parser.error(f"phases run in this order: {','.join(PHASES)}")
+    if args.phase_list != [p for p in ALL_PHASES if p in args.phase_list]:
+        parser.error(f"phases run in this order: {','.join(ALL_PHASES)}")
     if args.phase_list and args.phase_list[0] != "create":
         parser.error("the other phases need the ids of the create phase: include create")
     if args.users < 1 or args.concurrency < 1:
@@ -151,12 +171,24 @@ class LoadProcess:
             self.process.stdout.close()
 
 
-def bench_server(name: str, args: argparse.Namespace, workdir: Path, tag: str) -> dict[str, Any]:
+def bench_server(
+    label: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    tag: str,
+    database_url: str | None = None,
+    workers: int = 1,
+) -> dict[str, Any]:
+    name = label.split("-", 1)[0]
     started = time.perf_counter()
-    server = servers.start(name, workdir, args.database_url, args.workers)
-    print(f"[{name}] up in {time.perf_counter() - started:.1f}s at {server.base_url}", flush=True)
+    server = servers.start(name, workdir, database_url, workers)
+    print(f"[{label}] up in {time.perf_counter() - started:.1f}s at {server.base_url}", flush=True)
     out: dict[str, Any] = {"base_url": server.base_url, "notes": server.notes, "phases": {}}
+    if name == "hub":
+        out["workers"] = workers
     with server:
+        origin = common.origin_of(server.base_url)
+        counted_before = common.counted_requests(common.scrape(origin)) if name == "hub" else 0
         load = LoadProcess(server, args, tag)
         try:
             for phase in args.phase_list:
@@ -168,16 +200,20 @@ def bench_server(name: str, args: argparse.Namespace, workdir: Path, tag: str) -
                 summary["cpu_ms_per_req"] = round(cpu * 1000 / requests, 4) if requests else 0.0
                 out["phases"][phase] = summary
                 print(
-                    f"[{name}] {phase:<10} {summary['rps']:>9,.1f} req/s"
+                    f"[{label}] {phase:<10} {summary['rps']:>9,.1f} req/s"
                     f"  p99 {summary['p99_ms']:.1f} ms  errors {summary['errors']}"
                     f"  cpu {cpu:.2f}s",
                     flush=True,
                 )
                 for sample in summary.get("error_samples", []):
-                    print(f"[{name}]   error: {sample}", file=sys.stderr, flush=True)
+                    print(f"[{label}]   error: {sample}", file=sys.stderr, flush=True)
                 if server.process.poll() is not None:
                     raise servers.ServerError(f"{name} died during {phase}:\n{server.log_tail()}")
             out["rss_mb"] = round(server.rss_bytes() / 2**20, 1)
+            if name == "hub":
+                sent = sum(p.get("requests", 0) for p in out["phases"].values())
+                out["metrics_check"] = common.metrics_check(origin, sent, counted_before, workers)
+                print(f"[{label}] /metrics cross-check: {out['metrics_check']}", flush=True)
         finally:
             load.stop()
     return out
@@ -205,40 +241,71 @@ def main(argv: list[str] | None = None) -> int:
             "servers": args.server_list,
             "phases": args.phase_list,
             "smoke": args.smoke,
-            "workers": args.workers,
+            "workers": args.worker_list,
             "database": "postgresql"
-            if (args.database_url or "").startswith("postgres")
+            if args.postgres or (args.database_url or "").startswith("postgres")
             else "sqlite",
         },
         "servers": {},
     }
     tmp = tempfile.mkdtemp(prefix="scim-bench-", dir=args.tmpdir)
+    cluster = None
     try:
+        if args.postgres:
+            from bench import pg
+
+            cluster = pg.BenchCluster()
+            cluster.start()
+            print(f"[postgres] throwaway cluster at {cluster.url}", flush=True)
         for name in args.server_list:
-            workdir = Path(tmp) / name
-            workdir.mkdir()
-            try:
-                result["servers"][name] = bench_server(name, args, workdir, tag)
-            except (servers.ServerError, TimeoutError, RuntimeError) as exc:
-                print(f"[{name}] FAILED: {exc}", file=sys.stderr, flush=True)
-                result["servers"][name] = {"error": str(exc)}
+            runs = [(name, 1)]
+            if name == "hub":
+                runs = [(name if w == 1 else f"hub-{w}w", w) for w in args.worker_list]
+            for label, workers in runs:
+                workdir = Path(tmp) / label
+                workdir.mkdir()
+                database_url = args.database_url
+                if cluster is not None and name == "hub":
+                    database_url = pg.create_database(cluster.url)
+                try:
+                    result["servers"][label] = bench_server(
+                        label, args, workdir, tag, database_url, workers
+                    )
+                    if cluster is not None and database_url is not None:
+                        check = pg.duplicate_users(database_url)
+                        result["servers"][label]["duplicates"] = check
+                        print(f"[{label}] duplicates: {check}", flush=True)
+                except (servers.ServerError, TimeoutError, RuntimeError) as exc:
+                    print(f"[{label}] FAILED: {exc}", file=sys.stderr, flush=True)
+                    result["servers"][label] = {"error": str(exc)}
     except KeyboardInterrupt:
         print("interrupted: servers stopped", file=sys.stderr)
         return 130
     finally:
+        if cluster is not None:
+            cluster.stop()
         if args.keep:
             print(f"work directory kept: {tmp}", file=sys.stderr)
         else:
             _rmtree(Path(tmp))
     result["ratios"] = report.ratios(result["servers"])
+    result["scaling"] = report.scaling(result["servers"])
     errors = sum(
         phase["errors"]
         for s in result["servers"].values()
         for phase in s.get("phases", {}).values()
     )
     failed = [name for name, s in result["servers"].items() if "error" in s]
+    dupes = sum(
+        s.get("duplicates", {}).get("duplicate_keys", 0) for s in result["servers"].values()
+    )
+    mismatched = [
+        n for n, s in result["servers"].items() if s.get("metrics_check", {}).get("match") is False
+    ]
     result["errors_total"] = errors
     result["failed_servers"] = failed
+    result["duplicate_keys"] = dupes
+    result["metrics_mismatch"] = mismatched
     print()
     print(report.text_table(result))
     print()
@@ -246,8 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json is not None:
         report.write_json(result, args.json, append=True)
     if not args.smoke:
-        report.write_json(result, RESULTS / "latest.json", append=False)
-    return 1 if failed or errors else 0
+        latest = "latest-postgres.json" if args.postgres else "latest.json"
+        report.write_json(result, RESULTS / latest, append=False)
+    return 1 if failed or errors or dupes or mismatched else 0
 
 
 def _rmtree(path: Path) -> None:

@@ -28,6 +28,10 @@ import uvloop
 from yarl import URL
 
 PHASES = ("create", "get", "filter", "patch", "list", "deactivate")
+#: Run only when asked, after the others: "dupes" POSTs every one of users/10 new userNames twice,
+#: both copies in flight together; exactly one of each pair must be created (201), the other 409.
+OPTIONAL_PHASES = ("dupes",)
+ALL_PHASES = PHASES + OPTIONAL_PHASES
 PAGE_SIZE = 100
 MIN_LIST_REQUESTS = 200
 ERROR_SAMPLES = 3
@@ -93,6 +97,7 @@ class Request:
     body: bytes | None = None
     check: Callable[[bytes], str | None] | None = None
     index: int = 0
+    also_ok: tuple[int, ...] = ()
 
 
 @dataclass
@@ -212,6 +217,18 @@ class LoadGenerator:
                 )
                 for n in range(total)
             ]
+        if phase == "dupes":
+            pairs = max(1, self.users // 10)
+            out = []
+            for i in range(pairs):
+                body = _encode(
+                    {"schemas": [USER_SCHEMA], "userName": f"dup-{i}.{self.tag}@x.example"}
+                )
+                out += [
+                    Request("POST", self.url("/Users"), body, index=i, also_ok=(409,))
+                    for _ in range(2)
+                ]
+            return out
         if phase == "deactivate":
             return [
                 Request("PATCH", self.url(f"/Users/{uid}"), entra_patch("active", False))
@@ -233,6 +250,7 @@ class LoadGenerator:
         cursor = iter(todo)
         latencies = result.latencies_ms
         keep_ids = phase == "create"
+        created: dict[int, int] = {}
         start = time.perf_counter()
         deadline = start + self.phase_timeout_s
 
@@ -263,9 +281,14 @@ class LoadGenerator:
                 latencies.append((time.perf_counter() - t0) * 1000)
                 result.requests += 1
                 result.status_counts[str(status)] = result.status_counts.get(str(status), 0) + 1
+                if status in req.also_ok:
+                    result.ok += 1
+                    continue
                 if not 200 <= status < 300:
                     record_error(status, body)
                     continue
+                if req.also_ok:
+                    created[req.index] = created.get(req.index, 0) + 1
                 problem = req.check(body) if req.check is not None else None
                 if keep_ids:
                     try:
@@ -279,6 +302,10 @@ class LoadGenerator:
 
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))
         result.wall_s = time.perf_counter() - start
+        if phase == "dupes" and not result.timed_out:
+            for i in {r.index for r in todo}:
+                if created.get(i, 0) != 1:
+                    record_error("dupes", f"userName #{i} created {created.get(i, 0)} times")
         return result
 
 
@@ -314,7 +341,7 @@ async def serve_commands(gen: LoadGenerator) -> None:
         command = line.strip()
         if not command or command == "quit":
             return
-        if command not in PHASES:
+        if command not in ALL_PHASES:
             out.write(_encode({"phase": command, "fatal": "unknown phase"}).decode() + "\n")
         else:
             result = await gen.run_phase(command)

@@ -47,6 +47,23 @@ def ratios(servers: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
+def scaling(servers: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """req/s of the hub with N workers over the hub with 1 worker, per phase ("hub-Nw/hub")."""
+    one = servers.get("hub", {}).get("phases", {})
+    out: dict[str, dict[str, float]] = {}
+    for label, server in servers.items():
+        if not label.startswith("hub-") or "phases" not in server:
+            continue
+        pair = {
+            phase: round(mine["rps"] / one[phase]["rps"], 3)
+            for phase, mine in server["phases"].items()
+            if phase in one and one[phase]["rps"] > 0
+        }
+        if pair:
+            out[f"{label}/hub"] = pair
+    return out
+
+
 def _fmt(value: float, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
@@ -94,6 +111,11 @@ def text_table(result: dict[str, Any]) -> str:
             lines.append(
                 f"(targets from issue 5; p99 target < {P99_TARGET_MS:g} ms in every phase)"
             )
+    for key, pair in result.get("scaling", {}).items():
+        lines.append("")
+        lines.append(
+            f"scaling {key} (req/s): " + ", ".join(f"{p} {v:.2f}x" for p, v in pair.items())
+        )
     return "\n".join(lines)
 
 
@@ -124,6 +146,9 @@ def markdown_table(result: dict[str, Any]) -> str:
                 f"| {phase} | {'-' if peer is None else f'{peer:.2f}x'}"
                 f" | {'-' if floor is None else f'{floor:.2f}x'} |"
             )
+    for key, pair in result.get("scaling", {}).items():
+        rows += ["", f"| phase | {key} (req/s) |", "|---|---:|"]
+        rows += [f"| {phase} | {value:.2f}x |" for phase, value in pair.items()]
     return "\n".join(rows)
 
 

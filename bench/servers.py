@@ -92,6 +92,14 @@ def _rss_bytes(pid: int) -> int:
 
 
 @dataclass
+class Tenant:
+    """A workspace made for the benchmark, and the token of its connector."""
+
+    workspace: str
+    token: str
+
+
+@dataclass
 class Server:
     """A running server: where to send requests, how, and its process."""
 
@@ -101,6 +109,8 @@ class Server:
     process: subprocess.Popen[bytes]
     log_path: Path
     notes: list[str] = field(default_factory=list)
+    tenants: list[Tenant] = field(default_factory=list)
+    seed: dict[str, object] | None = None
 
     @property
     def pid(self) -> int:
@@ -251,38 +261,90 @@ def _hub_cli() -> list[str]:
     return [found]
 
 
-def start_hub(workdir: Path, database_url: str | None = None, workers: int = 1) -> Server:
-    """Migrate a fresh database, create a workspace + token with ``init --json``, then serve."""
-    port = free_port()
+def _create_tenants(database_url: str, names: list[str], idp: str, base_url: str) -> list[Tenant]:
+    """Create workspaces (admin, connector, token) straight in the database, in one process."""
+    import asyncio
+
+    from hub.core.database import open_database
+    from hub.core.tenants import init_workspace
+
+    async def go() -> list[Tenant]:
+        db = open_database(database_url)
+        try:
+            made = []
+            for name in names:
+                result = await db.write(init_workspace, workspace=name, base_url=base_url, idp=idp)
+                made.append(Tenant(name, result.token))
+            return made
+        finally:
+            await db.close()
+
+    return asyncio.run(go())
+
+
+def hub_env(workdir: Path, database_url: str | None, port: int) -> dict[str, str]:
     # A developer's own SCIM_HUB_* settings must not leak into the benchmark.
     env = {k: v for k, v in _base_env().items() if not k.startswith("SCIM_HUB_")}
     env["SCIM_HUB_DATABASE_URL"] = database_url or f"sqlite+aiosqlite:///{workdir / 'hub.db'}"
     env["SCIM_HUB_BASE_URL"] = f"http://{HOST}:{port}"
     env["SCIM_HUB_LOG_LEVEL"] = "warning"
     env["SCIM_HUB_LOG_FORMAT"] = "json"
-    cli = _hub_cli()
-    # A workspace of its own, so that a reused database (PostgreSQL) can be benched again.
-    workspace = f"bench-{int(time.time())}-{os.getpid()}"
-    for args in (["db", "upgrade"], ["init", "--workspace", workspace, "--json"]):
-        done = subprocess.run(
-            [*cli, *args], cwd=REPO, env=env, capture_output=True, timeout=120, check=False
+    env["SCIM_HUB_OUTBOX_DIR"] = str(workdir / "outbox")  # activation emails as .eml files
+    return env
+
+
+def run_hub_cli(args: list[str], env: dict[str, str], timeout_s: float = 120) -> str:
+    done = subprocess.run(
+        [*_hub_cli(), *args], cwd=REPO, env=env, capture_output=True, timeout=timeout_s, check=False
+    )
+    if done.returncode != 0:
+        raise ServerError(
+            f"scim-hub {' '.join(args)} failed ({done.returncode}):\n"
+            f"{done.stdout.decode(errors='replace')}\n{done.stderr.decode(errors='replace')}"
         )
-        if done.returncode != 0:
-            raise ServerError(
-                f"scim-hub {' '.join(args)} failed ({done.returncode}):\n"
-                f"{done.stdout.decode(errors='replace')}\n{done.stderr.decode(errors='replace')}"
-            )
-    init = _last_json_object(done.stdout.decode())
-    tenant_path = urlsplit(str(init["tenant_url"])).path.rstrip("/") or "/scim/v2"
+    return done.stdout.decode()
+
+
+def start_hub(
+    workdir: Path,
+    database_url: str | None = None,
+    workers: int = 1,
+    *,
+    tenants: int = 1,
+    idp: str = "generic_scim",
+    seed_users: int = 0,
+    seed_timeout_s: float = 1800,
+) -> Server:
+    """Migrate a fresh database, create workspace(s) + token(s), optionally seed, then serve.
+
+    Migration and workspaces (`hub.migrate.upgrade`, `tenants.init_workspace`, as `scim-hub db
+    upgrade` and `scim-hub init` do) run in this process; with `seed_users`, `scim-hub seed` loads
+    that many users into the first workspace (`server.seed` holds its report).
+    """
+    port = free_port()
+    env = hub_env(workdir, database_url, port)
+    # A workspace of its own, so that a reused database (PostgreSQL) can be benched again.
+    stamp = f"bench-{int(time.time())}-{os.getpid()}"
+    # Migrate and create the workspaces in this process: two `scim-hub` starts fewer per run.
+    from hub.migrate import upgrade
+
+    upgrade(env["SCIM_HUB_DATABASE_URL"])
+    names = [stamp] + [f"{stamp}-t{i:03d}" for i in range(1, tenants)]
+    made = _create_tenants(env["SCIM_HUB_DATABASE_URL"], names, idp, env["SCIM_HUB_BASE_URL"])
+    seed: dict[str, object] | None = None
+    if seed_users:
+        args = ["seed", "--workspace", stamp, "--users", str(seed_users), "--json"]
+        seed = _last_json_object(run_hub_cli(args, env, timeout_s=seed_timeout_s))
+    tenant_path = "/scim/v2"
     log_path = workdir / "hub.log"
-    cmd = [*cli, "serve", "--host", HOST, "--port", str(port)]
+    cmd = [*_hub_cli(), "serve", "--host", HOST, "--port", str(port)]
     if workers != 1:
         cmd += ["--workers", str(workers)]
     with log_path.open("wb") as log:
         process = _spawn(cmd, env, log)
-    server = Server(
-        "hub", f"http://{HOST}:{port}{tenant_path}", str(init["token"]), process, log_path
-    )
+    server = Server("hub", f"http://{HOST}:{port}{tenant_path}", made[0].token, process, log_path)
+    server.tenants = made
+    server.seed = seed
     _wait_ready(server, "/healthz")
     kind = "PostgreSQL" if database_url and database_url.startswith("postgres") else "SQLite"
     server.notes.append(f"scim-hub on {kind}, {workers} worker(s)")

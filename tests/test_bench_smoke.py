@@ -1,4 +1,8 @@
-"""The benchmark harness cannot rot: a tiny run against the hub and the floor, no thresholds."""
+"""The benchmark harness cannot rot: tiny runs, no thresholds.
+
+hub vs floor through every phase; and, side by side, the scale benchmark on a few hundred seeded
+users and a 2-workspace many-tenants run. Each checks its requests against the hub's /metrics.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,3 +58,53 @@ def test_bench_smoke_hub_and_floor(tmp_path: Path) -> None:
             assert figures["rps"] > 0, (name, phase)
             assert not figures["timed_out"], (name, phase)
     assert set(result["ratios"]["hub/floor"]) == set(PHASES)
+    check = result["servers"]["hub"]["metrics_check"]
+    assert check["match"] is True, check
+
+
+def _last_json(stdout: str) -> dict[str, Any]:
+    line = [x for x in stdout.splitlines() if x.startswith("{")][-1]
+    value: dict[str, Any] = json.loads(line)
+    return value
+
+
+@pytest.mark.server
+def test_scale_and_tenants_smoke(tmp_path: Path) -> None:
+    commands = {
+        "scale": [sys.executable, "-m", "bench.scale", "--smoke", "--tmpdir", str(tmp_path)],
+        "tenants": [sys.executable, "-m", "bench.tenants", "--smoke", "--tmpdir", str(tmp_path)],
+    }
+    running = {
+        name: subprocess.Popen(
+            cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for name, cmd in commands.items()
+    }
+    outputs = {}
+    try:
+        for name, process in running.items():
+            out, err = process.communicate(timeout=120)
+            assert process.returncode == 0, f"{name}\nstdout:\n{out}\nstderr:\n{err}"
+            outputs[name] = _last_json(out)
+    finally:
+        for process in running.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+
+    scale = outputs["scale"]
+    assert scale["seed"]["users"] == 300
+    assert scale["seed"]["bytes_per_user"] > 0
+    for phase in ("filter", "first_page", "deep_page"):
+        assert scale["phases"][phase]["requests"] > 0, phase
+        assert scale["phases"][phase]["errors"] == 0, scale["phases"][phase]
+    assert scale["phases"]["cursor_page"]["supported"] in (True, False)
+    assert scale["peak_rss_mb"] > 0
+    assert scale["metrics_check"]["match"] is True, scale["metrics_check"]
+
+    tenants = outputs["tenants"]["summary"]
+    assert tenants["workspaces"] == 2
+    assert tenants["requests"] == 2 * 2 * 20
+    assert tenants["errors"] == 0, tenants["error_samples"]
+    assert tenants["complete"] is True
+    assert outputs["tenants"]["metrics_check"]["match"] is True
