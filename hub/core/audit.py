@@ -70,8 +70,8 @@ def record(
         b_actor=actor_id,
         b_request=request_id or "-",
         b_type=resource_type,
-        b_id=resource_id,
-        b_action=action,
+        b_id=resource_id[:64],
+        b_action=action[:128],
         b_changes=dict(changes or {}),
     )
 

@@ -354,7 +354,7 @@ class AuditRecord(Base):
     request_id: Mapped[str] = mapped_column(String(32))
     resource_type: Mapped[str] = mapped_column(String(32))
     resource_id: Mapped[str] = mapped_column(String(64))
-    action: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str] = mapped_column(String(128))
     changes: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
     __table_args__ = (
         Index("ix_audit_workspace", "workspace_pk", "pk"),

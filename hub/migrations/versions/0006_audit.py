@@ -27,7 +27,7 @@ def upgrade() -> None:
         sa.Column("request_id", sa.String(length=32), nullable=False),
         sa.Column("resource_type", sa.String(length=32), nullable=False),
         sa.Column("resource_id", sa.String(length=64), nullable=False),
-        sa.Column("action", sa.String(length=32), nullable=False),
+        sa.Column("action", sa.String(length=128), nullable=False),
         sa.Column(
             "changes",
             sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
