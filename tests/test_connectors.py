@@ -240,32 +240,32 @@ async def test_dropped_attributes_are_ignored_in_requests(admin: Admin, scim: Sc
     assert put.json()["displayName"] == "Put"
 
 
-async def test_cli_connector_commands(
-    db_url: str, tenant: InitResult, capsys: pytest.CaptureFixture[str]
-) -> None:
-    import asyncio
+def test_cli_connector_commands(db_url: str, tenant: InitResult) -> None:
+    """`scim-hub connector …` (a real process, like an operator runs it)."""
     import os
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    from hub.cli import main
+    cli = str(Path(sys.executable).parent / "scim-hub")
+    env = {**os.environ, "SCIM_HUB_DATABASE_URL": db_url}
 
-    os.environ["SCIM_HUB_DATABASE_URL"] = db_url
-    try:
-        run = asyncio.to_thread
-        assert (
-            await run(
-                main, ["connector", "create", "Okta EU", "--idp", "okta", "--workspace", "acme"]
-            )
-            == 0
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [cli, "connector", *args, "--workspace", "acme"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
-        assert await run(main, ["connector", "disable", "Okta EU", "--workspace", "acme"]) == 0
-        assert await run(main, ["connector", "list", "--workspace", "acme"]) == 0
-        listing = capsys.readouterr().out
-        assert "Okta EU  idp=okta  disabled" in listing
-        assert await run(main, ["connector", "delete", "Okta EU", "--workspace", "acme"]) == 0
-        assert (
-            await run(main, ["connector", "create", "X", "--idp", "nope", "--workspace", "acme"])
-            == 2
-        )
-        assert "not an installed IdP" in capsys.readouterr().err
-    finally:
-        os.environ.pop("SCIM_HUB_DATABASE_URL", None)
+
+    assert run("create", "Okta EU", "--idp", "okta").returncode == 0
+    assert run("disable", "Okta EU").returncode == 0
+    listing = run("list")
+    assert listing.returncode == 0
+    assert "Okta EU  idp=okta  disabled" in listing.stdout
+    assert run("delete", "Okta EU").returncode == 0
+    assert "Okta EU" not in run("list").stdout
+    refused = run("create", "X", "--idp", "nope")
+    assert refused.returncode == 2
+    assert "not an installed IdP" in refused.stderr
