@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -133,19 +134,55 @@ def fresh_postgres_url(postgres_server_url: str) -> Iterator[str]:
 # --------------------------------------------------------------------------- the app
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once per session; tests get copies of it."""
+    from hub.migrate import upgrade
+
+    path = tmp_path_factory.mktemp("template") / "hub.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres_template(postgres_server_url: str) -> Iterator[str]:
+    """The name of a PostgreSQL database migrated once per session; tests get copies of it."""
+    from hub.migrate import upgrade
+
+    url = create_database(postgres_server_url)
+    upgrade(url)
+    name = url.rsplit("/", 1)[1]
+    yield name
+    try:
+        drop_database(postgres_server_url, name)
+    except Exception as exc:
+        print(f"could not drop template database {name}: {exc!r}", file=sys.stderr)
+
+
 @pytest.fixture(
     params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
 )
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh database migrated to head: a SQLite file in `tmp_path`, or a PostgreSQL database."""
-    from hub.migrate import upgrade
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database migrated to head: a SQLite file in `tmp_path`, or a PostgreSQL database.
 
+    Both are copies of a database migrated once per session (a file copy; `CREATE DATABASE …
+    TEMPLATE`), so a test pays for a copy, not for running every migration again.
+    """
     if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
-    else:
-        url = request.getfixturevalue("fresh_postgres_url")
-    upgrade(url)
-    return url
+        source: Path = request.getfixturevalue("migrated_sqlite_file")
+        target = tmp_path / "hub.db"
+        shutil.copyfile(source, target)
+        yield f"sqlite+aiosqlite:///{target}"
+        return
+    server: str = request.getfixturevalue("postgres_server_url")
+    template: str = request.getfixturevalue("migrated_postgres_template")
+    url = create_database(server, template=template)
+    yield url
+    name = url.rsplit("/", 1)[1]
+    try:
+        drop_database(server, name)
+    except Exception as exc:  # a leftover database must not fail the test that used it
+        print(f"could not drop test database {name}: {exc!r}", file=sys.stderr)
 
 
 @pytest.fixture

@@ -127,11 +127,12 @@ def _maintenance_db(server: str) -> str:
     return make_url(server).database or "postgres"
 
 
-def create_database(server: str, name: str | None = None) -> str:
-    """CREATE DATABASE on `server` and return the new database's SQLAlchemy URL."""
+def create_database(server: str, name: str | None = None, template: str | None = None) -> str:
+    """CREATE DATABASE on `server` (optionally as a copy of `template`); return its URL."""
     name = name or unique_database_name()
     maintenance = _maintenance_db(server)
-    run_coroutine(lambda: _admin_execute(server, f'CREATE DATABASE "{name}"', maintenance))
+    copy = f' TEMPLATE "{template}"' if template else ""
+    run_coroutine(lambda: _admin_execute(server, f'CREATE DATABASE "{name}"{copy}', maintenance))
     return database_url(server, name)
 
 
