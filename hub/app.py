@@ -16,10 +16,12 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.admin.activate import SECRET_PATH
 from hub.admin.routes import admin_router, owner_router, pages_router
+from hub.core import activity
 from hub.core.database import open_database
 from hub.core.errors import ScimError
 from hub.core.outbox import start_sender
 from hub.core.tenants import tenant_url
+from hub.core.tokens import Caller
 from hub.metrics import Metrics
 from hub.plugins import Registry, build_registry
 from hub.scim.errors import handle_http_exception, handle_scim_error, handle_unexpected
@@ -43,6 +45,33 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
         return Response({"status": "ready"})
     return Response(
         {"status": "database unavailable"}, status_code=503, headers={"Retry-After": "5"}
+    )
+
+
+def _record_activity(
+    scope: Scope, state: dict[str, Any], caller: Caller, status: int, started: float
+) -> None:
+    """Queue one authenticated SCIM request for the provisioning log."""
+    handler = scope.get("route_handler")
+    name = getattr(handler, "name", None) or "unknown"
+    resource_type, resource_id, user_name = state.get("activity", (None, None, None))
+    hub: Hub = scope["app"].state.hub
+    hub.activity.add(
+        activity.Entry(
+            workspace_pk=caller.workspace_pk,
+            connector_pk=caller.connector_pk,
+            at=activity.now(),
+            method=str(scope.get("method", "")),
+            path=scope["path"][:512],
+            operation=name.split("-", 1)[-1][:32],
+            resource_type=resource_type,
+            resource_id=resource_id,
+            user_name=(user_name or "")[:512] or None,
+            status=status,
+            error=(state.get("error") or "")[:2000] or None,
+            request_id=caller.request_id,
+            ms=int((time.perf_counter() - started) * 1000),
+        )
     )
 
 
@@ -77,6 +106,8 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
             handler = scope.get("route_handler")
             # A path carrying a secret (an activation link) is logged as its route template.
             secret = handler is not None and handler.opt.get(SECRET_PATH, False)
+            if caller is not None and scope["path"].startswith("/scim/v2"):
+                _record_activity(scope, state, caller, status, started)
             log.info(
                 "request",
                 method=scope.get("method"),
@@ -100,9 +131,13 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
         db = open_database(settings.database_url)
         app.state.hub = Hub(settings, db, plugins, tenant_url(settings.base_url))
         stop_sender = start_sender(app.state.hub)
+        stop_activity = activity.start_writer(
+            app.state.hub.activity, lambda batch: db.write(activity.write, batch)
+        )
         try:
             yield
         finally:
+            await stop_activity()
             await stop_sender()
             await db.close()
 

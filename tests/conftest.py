@@ -186,11 +186,19 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(db_url: str) -> Settings:
-    """Settings for `db_url`, ignoring the process environment; `base_url` is the test client's."""
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    """Settings for `db_url`, ignoring the process environment; `base_url` is the test client's.
+
+    Emails without SMTP go to `tmp_path/outbox`, never into the checkout's `var/`.
+    """
     from hub.settings import load_settings
 
-    return load_settings(environ={}, database_url=db_url, base_url=TEST_BASE_URL)
+    return load_settings(
+        environ={},
+        database_url=db_url,
+        base_url=TEST_BASE_URL,
+        outbox_dir=str(tmp_path / "outbox"),
+    )
 
 
 @pytest.fixture

@@ -18,7 +18,12 @@ from hub.core.admins import AdminCaller
 from hub.core.errors import InvalidValue, ScimError
 
 
-def _int(name: str, raw: str | None, default: int | None) -> int | None:
+def int_param(name: str, raw: str | None, default: int | None) -> int | None:
+    """Parse an optional integer query parameter.
+
+    Raises:
+        InvalidValue: it is not an integer.
+    """
     if raw is None or raw == "":
         return default
     try:
@@ -34,8 +39,8 @@ async def list_audit(request: Request[Any, Any, Any]) -> Response[bytes]:
     problem: ScimError | None = None
     limit, before = 100, None
     try:
-        limit = max(1, min(1000, _int("limit", params.get("limit"), 100) or 100))
-        before = _int("before", params.get("before"), None)
+        limit = max(1, min(1000, int_param("limit", params.get("limit"), 100) or 100))
+        before = int_param("before", params.get("before"), None)
     except ScimError as exc:
         problem = exc
 

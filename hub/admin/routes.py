@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Router
 from litestar.handlers import HTTPRouteHandler
 
-from hub.admin import activate, audit, cards, connectors, emails, owner, templates
+from hub.admin import activate, activity, audit, cards, connectors, emails, owner, templates
 
 
 def admin_router() -> Router:
@@ -16,6 +16,7 @@ def admin_router() -> Router:
         *templates.ROUTES,
         *emails.ROUTES,
         *audit.ROUTES,
+        *activity.ROUTES,
     ]
     return Router(path="/api/v1", route_handlers=handlers)
 

@@ -363,3 +363,74 @@ class AuditRecord(Base):
 
 
 audit = cast(Table, AuditRecord.__table__)
+
+
+class ActivityRecord(Base):
+    """One SCIM request as the provisioning log shows it, failures included."""
+
+    __tablename__ = "activity"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    workspace_pk: Mapped[int] = mapped_column(ForeignKey("workspaces.pk", ondelete="CASCADE"))
+    connector_pk: Mapped[int | None] = mapped_column(
+        ForeignKey("connectors.pk", ondelete="SET NULL"), nullable=True
+    )
+    at: Mapped[int] = mapped_column(BigInteger)
+    method: Mapped[str] = mapped_column(String(8))
+    path: Mapped[str] = mapped_column(String(512))
+    operation: Mapped[str] = mapped_column(String(32))
+    resource_type: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    resource_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    user_name: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    status: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+    request_id: Mapped[str] = mapped_column(String(32))
+    ms: Mapped[int] = mapped_column(Integer)
+    __table_args__ = (
+        Index("ix_activity_workspace", "workspace_pk", "pk"),
+        Index("ix_activity_resource", "workspace_pk", "resource_id"),
+        Index("ix_activity_user", "workspace_pk", "user_name"),
+    )
+
+
+activity = cast(Table, ActivityRecord.__table__)
+
+
+# --------------------------------------------------------------------------- admin dashboard
+
+
+class AdminCredential(Base):
+    """An admin's dashboard password (argon2 hash) and their run of failed sign-ins.
+
+    `failures` counts failed sign-ins in a row (a success resets it); from the fifth on, sign-in
+    is refused until `locked_until`, a delay that doubles with each further failure.
+    """
+
+    __tablename__ = "admin_credentials"
+    admin_pk: Mapped[int] = mapped_column(
+        ForeignKey("admins.pk", ondelete="CASCADE"), primary_key=True
+    )
+    password_hash: Mapped[str] = mapped_column(String(256))
+    password_set: Mapped[int] = mapped_column(BigInteger)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    locked_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class AdminSession(Base):
+    """A signed-in admin's dashboard session, stored as the SHA-256 digest of its cookie value.
+
+    `csrf` is the session's CSRF secret: every form posted in the session must carry it.
+    """
+
+    __tablename__ = "admin_sessions"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    admin_pk: Mapped[int] = mapped_column(ForeignKey("admins.pk", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created: Mapped[int] = mapped_column(BigInteger)
+    expires: Mapped[int] = mapped_column(BigInteger)
+    revoked: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+admin_credentials = cast(Table, AdminCredential.__table__)
+admin_sessions = cast(Table, AdminSession.__table__)

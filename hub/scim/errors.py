@@ -40,8 +40,9 @@ def error_response(
     return Response(_encode(body), status_code=status, media_type=SCIM_JSON, headers=all_headers)
 
 
-def handle_scim_error(_request: Request[Any, Any, Any], exc: ScimError) -> Response[bytes]:
-    """Render a domain error."""
+def handle_scim_error(request: Request[Any, Any, Any], exc: ScimError) -> Response[bytes]:
+    """Render a domain error (and keep its detail for the provisioning log)."""
+    request.state.error = exc.detail
     return error_response(exc.status, exc.detail, exc.scim_type)
 
 
@@ -56,4 +57,5 @@ def handle_http_exception(_request: Request[Any, Any, Any], exc: HTTPException) 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
     """Log an unexpected error once, with its traceback, and answer a SCIM 500."""
     log.exception("unexpected error", path=request.url.path, method=request.method)
+    request.state.error = f"internal error ({type(exc).__name__}); the request was not applied"
     return error_response(500, "internal error; the request was not applied")

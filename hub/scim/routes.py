@@ -18,7 +18,7 @@ from litestar import Request, Response, delete, get, patch, post, put
 from litestar.handlers import HTTPRouteHandler
 from sqlalchemy import Connection
 
-from hub.core import directory, groups, users
+from hub.core import activity, directory, groups, users
 from hub.core.clock import now_us
 from hub.core.connectors import effective_mapping, ignored_paths, overrides_of, strip_ignored
 from hub.core.database import Database
@@ -81,6 +81,8 @@ class Hub:
     db: Database
     registry: Registry
     base: str
+    #: SCIM requests waiting to be written to the provisioning log.
+    activity: activity.Buffer = field(default_factory=activity.Buffer)
     _touching: set[asyncio.Task[None]] = field(default_factory=set)
 
     def dialect(self, caller: Caller) -> Dialect | None:
@@ -126,11 +128,13 @@ def _authenticated(
     writes: bool,
     problem: ScimError | None,
     request_id: str,
+    seen: list[Caller],
 ) -> tuple[Caller, T]:
     found = authenticate(conn, token_digest)
     if found is None:
         raise Unauthorized("the token is unknown, revoked, or its connector or admin is disabled")
     caller = msgspec.structs.replace(found, request_id=request_id)
+    seen.append(caller)
     if problem is not None:
         # Only now: a client without valid credentials learns nothing about its request.
         raise problem
@@ -152,10 +156,17 @@ async def _run(
     token_digest = _bearer_digest(request)
     run = hub.db.write if writes and problem is None else hub.db.read
     request_id = structlog.contextvars.get_contextvars().get("request_id", "")
-    caller, result = await run(_authenticated, token_digest, work, writes, problem, request_id)
+    seen: list[Caller] = []
+    try:
+        caller, result = await run(
+            _authenticated, token_digest, work, writes, problem, request_id, seen
+        )
+    finally:
+        # Known even when the work failed, so the provisioning log can show the failure.
+        if seen:
+            request.state.caller = seen[0]
     if not writes:
         hub.remember_use(caller)
-    request.state.caller = caller
     return caller, result
 
 
@@ -249,6 +260,21 @@ def _response(
     return Response(_encode(body), status_code=status, media_type=SCIM_JSON, headers=headers)
 
 
+def _note(
+    request: Request[Any, Any, Any], rt: ResourceType, resource_id: Any, doc: JSON | None
+) -> None:
+    """Tell the provisioning log which resource a request is about."""
+    name = None
+    if doc is not None:
+        key = "username" if rt is USER_TYPE else "displayname"
+        name = next((v for k, v in doc.items() if k.lower() == key), None)
+    request.state.activity = (
+        rt.name,
+        resource_id if isinstance(resource_id, str) else None,
+        name if isinstance(name, str) else None,
+    )
+
+
 def _resource_response(
     request: Request[Any, Any, Any],
     caller: Caller,
@@ -300,6 +326,7 @@ async def _create(request: Request[Any, Any, Any], rt: ResourceType) -> Response
         return await read_json(request)
 
     body, problem = await _parse(parse)
+    _note(request, rt, None, body)
 
     def work(conn: Connection, caller: Caller) -> Outcome:
         doc = _normalise(hub, caller, body, request, rt)
@@ -308,6 +335,7 @@ async def _create(request: Request[Any, Any, Any], rt: ResourceType) -> Response
         return groups.create(conn, caller, doc, hub.base)
 
     caller, outcome = await _run(request, work, writes=True, problem=problem)
+    _note(request, rt, outcome.resource.get("id"), outcome.resource)
     _announce(hub, caller, outcome, rt)
     return _resource_response(request, caller, outcome, rt, 201)
 
@@ -323,7 +351,9 @@ async def _get(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
         return result
 
     _, problem = await _parse(_accepting(request))
+    _note(request, rt, rid, None)
     caller, outcome = await _run(request, work, writes=False, problem=problem)
+    _note(request, rt, rid, outcome.resource)
     if matches_if_none_match(outcome.version, request.headers.get("if-none-match")):
         return Response(b"", status_code=304, headers={"ETag": etag(outcome.version)})
     return _resource_response(request, caller, outcome, rt)
@@ -389,6 +419,7 @@ async def _post_search(request: Request[Any, Any, Any], rt: ResourceType) -> Res
 
 async def _put(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
     hub = _hub(request)
+    _note(request, rt, rid, None)
     if_match = request.headers.get("if-match")
 
     async def parse() -> JSON:
@@ -406,6 +437,7 @@ async def _put(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
         return groups.replace(conn, caller, rid, doc, hub.base, if_match)
 
     caller, outcome = await _run(request, work, writes=True, problem=problem)
+    _note(request, rt, rid, outcome.resource)
     _announce(hub, caller, outcome, rt)
     return _resource_response(request, caller, outcome, rt)
 
@@ -422,6 +454,7 @@ def _operations(body: JSON) -> list[Any]:
 
 async def _patch(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
     hub = _hub(request)
+    _note(request, rt, rid, None)
     if_match = request.headers.get("if-match")
     settings = hub.settings
     attributes, excluded = projection_params(request)
@@ -460,12 +493,14 @@ async def _patch(request: Request[Any, Any, Any], rt: ResourceType, rid: str) ->
         )
 
     caller, outcome = await _run(request, work, writes=True, problem=problem)
+    _note(request, rt, rid, outcome.resource)
     _announce(hub, caller, outcome, rt)
     return _resource_response(request, caller, outcome, rt)
 
 
 async def _delete(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
     hub = _hub(request)
+    _note(request, rt, rid, None)
     if_match = request.headers.get("if-match")
 
     def work(conn: Connection, caller: Caller) -> Outcome:
@@ -474,6 +509,7 @@ async def _delete(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -
         return groups.remove(conn, caller, rid, if_match)
 
     caller, outcome = await _run(request, work, writes=True)
+    _note(request, rt, rid, outcome.resource)
     _announce(hub, caller, outcome, rt)
     return Response(b"", status_code=204)
 

@@ -1,0 +1,177 @@
+"""The provisioning log: every authenticated SCIM request, its outcome and error detail.
+
+It answers an admin's "why did this user not get a card?". Requests are buffered in memory and
+written in batches by a background task (one transaction every half second), so the log costs
+the hot path an append to a list, not a database write. The log is diagnostics, not state: a
+crash may lose its last half second, never an acknowledged change (those are in the audit trail,
+written in the same transaction as the change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import structlog
+from sqlalchemy import Connection, func, or_, select
+
+from hub.core.clock import now_us, to_iso
+from hub.core.models import activity, connectors
+
+log = structlog.get_logger("hub.activity")
+
+#: Flush interval of the background writer, and the most records kept waiting.
+FLUSH_SECONDS = 0.5
+MAX_PENDING = 50_000
+
+
+class Entry(msgspec.Struct, frozen=True):
+    """One request as it is recorded."""
+
+    workspace_pk: int
+    connector_pk: int | None
+    at: int
+    method: str
+    path: str
+    operation: str
+    resource_type: str | None
+    resource_id: str | None
+    user_name: str | None
+    status: int
+    error: str | None
+    request_id: str
+    ms: int
+
+
+class ActivityEntry(msgspec.Struct, frozen=True):
+    """One request as the admin API and dashboard show it."""
+
+    id: int
+    at: str
+    connector_id: str | None
+    connector_name: str | None
+    method: str
+    path: str
+    operation: str
+    resource_type: str | None
+    resource_id: str | None
+    user_name: str | None
+    status: int
+    outcome: str
+    error: str | None
+    request_id: str
+
+
+class Buffer:
+    """Records waiting to be written; appended from the event loop only."""
+
+    def __init__(self) -> None:
+        self.pending: list[Entry] = []
+        self.dropped = 0
+
+    def add(self, entry: Entry) -> None:
+        """Queue one record (dropping it if the writer is far behind)."""
+        if len(self.pending) >= MAX_PENDING:
+            self.dropped += 1
+            return
+        self.pending.append(entry)
+
+    def take(self) -> list[Entry]:
+        """Everything queued so far."""
+        taken, self.pending = self.pending, []
+        return taken
+
+
+def write(conn: Connection, entries: list[Entry]) -> None:
+    """Insert a batch of records (one unit of work)."""
+    if entries:
+        conn.execute(activity.insert(), [msgspec.structs.asdict(e) for e in entries])
+
+
+def start_writer(
+    buffer: Buffer, run_write: Callable[[list[Entry]], Awaitable[None]]
+) -> Callable[[], Awaitable[None]]:
+    """Start the background writer; returns a coroutine function that flushes and stops it."""
+    stopping = asyncio.Event()
+
+    async def flush() -> None:
+        batch = buffer.take()
+        if not batch:
+            return
+        try:
+            await run_write(batch)
+        except Exception as exc:
+            log.warning("activity log write failed", records=len(batch), error=repr(exc))
+
+    async def loop() -> None:
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), FLUSH_SECONDS)
+            await flush()
+
+    task = asyncio.get_running_loop().create_task(loop())
+
+    async def stop() -> None:
+        stopping.set()
+        await task
+
+    return stop
+
+
+def entries(
+    conn: Connection,
+    *,
+    workspace_pk: int,
+    connector_id: str | None = None,
+    outcome: str | None = None,
+    user: str | None = None,
+    before: int | None = None,
+    limit: int = 100,
+) -> list[ActivityEntry]:
+    """The workspace's requests, newest first; `user` matches a userName or a resource id."""
+    stmt = (
+        select(activity, connectors.c.id.label("connector_id"), connectors.c.name)
+        .outerjoin(connectors, connectors.c.pk == activity.c.connector_pk)
+        .where(activity.c.workspace_pk == workspace_pk)
+    )
+    if connector_id is not None:
+        stmt = stmt.where(connectors.c.id == connector_id)
+    if outcome == "ok":
+        stmt = stmt.where(activity.c.status < 400)
+    elif outcome == "error":
+        stmt = stmt.where(activity.c.status >= 400)
+    if user:
+        # userName is case-insensitive (RFC 7643 §4.1.1); ids are exact.
+        named = func.lower(activity.c.user_name) == user.lower()
+        stmt = stmt.where(or_(named, activity.c.resource_id == user))
+    if before is not None:
+        stmt = stmt.where(activity.c.pk < before)
+    rows: Any = conn.execute(stmt.order_by(activity.c.pk.desc()).limit(limit))
+    return [_entry(r) for r in rows]
+
+
+def _entry(row: Any) -> ActivityEntry:
+    return ActivityEntry(
+        row.pk,
+        to_iso(row.at),
+        row.connector_id,
+        row.name,
+        row.method,
+        row.path,
+        row.operation,
+        row.resource_type,
+        row.resource_id,
+        row.user_name,
+        row.status,
+        "ok" if row.status < 400 else "error",
+        row.error,
+        row.request_id,
+    )
+
+
+def now() -> int:
+    """The timestamp recorded for a request (microseconds)."""
+    return now_us()

@@ -1,0 +1,77 @@
+"""The provisioning log (issue 7 point 6): each SCIM request with its outcome and error detail."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from hub.core.tenants import InitResult
+from tests.conftest import ScimClient, user_body
+from tests.test_cards import Admin, make_admin_key
+
+
+async def wait_for(admin: Admin, count: int, **params: str) -> list[dict[str, Any]]:
+    """Poll the log until `count` records match (the log is written in the background)."""
+    found: list[dict[str, Any]] = []
+    for _ in range(50):
+        response = await admin.call("GET", "/activity", params=params)
+        assert response.status_code == 200, response.text
+        found = response.json()["records"]
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"expected {count} records, found {found}")
+
+
+async def test_requests_and_failures_are_logged(
+    scim: ScimClient, client: httpx.AsyncClient, db_url: str, tenant: InitResult
+) -> None:
+    admin = Admin(client, tenant.workspace, await make_admin_key(db_url, tenant))
+    created = await scim.post("/Users", user_body("why@example.com"))
+    assert created.status_code == 201
+    uid = created.json()["id"]
+    again = await scim.post("/Users", user_body("WHY@example.com"))
+    assert again.status_code == 409
+    assert (await scim.get(f"/Users/{uid}")).status_code == 200
+
+    mine = await wait_for(admin, 3, user="why@example.com")
+    failed = [r for r in mine if r["outcome"] == "error"]
+    assert len(failed) == 1
+    assert failed[0]["status"] == 409
+    assert failed[0]["operation"] == "create"
+    assert "already in use" in failed[0]["error"]
+    assert failed[0]["request_id"] == again.headers["x-request-id"]
+    ok = [r for r in mine if r["outcome"] == "ok"]
+    assert [r["operation"] for r in ok] == ["get", "create"]
+    assert {r["resource_id"] for r in ok} == {uid}
+    assert ok[0]["connector_id"] == tenant.connector_id
+    by_id = await wait_for(admin, 1, user=uid)
+    assert {r["operation"] for r in by_id} >= {"create", "get"}
+
+    errors = await wait_for(admin, 1, outcome="error")
+    assert all(r["status"] >= 400 for r in errors)
+    assert await wait_for(admin, 1, connector=tenant.connector_id)
+
+
+async def test_unauthenticated_requests_are_not_attributed(
+    scim: ScimClient, client: httpx.AsyncClient, db_url: str, tenant: InitResult
+) -> None:
+    admin = Admin(client, tenant.workspace, await make_admin_key(db_url, tenant))
+    assert (await scim.with_token("wrong").get("/Users")).status_code == 401
+    assert (await scim.get("/Users")).status_code == 200
+    found = await wait_for(admin, 1)
+    assert [r["status"] for r in found] == [200]
+
+
+async def test_bad_outcome_filter_and_other_workspaces(
+    client: httpx.AsyncClient, db_url: str, tenant: InitResult, other_tenant: InitResult
+) -> None:
+    admin = Admin(client, tenant.workspace, await make_admin_key(db_url, tenant))
+    bad = await admin.call("GET", "/activity", params={"outcome": "maybe"})
+    assert bad.status_code == 400
+    other_key = await make_admin_key(db_url, other_tenant)
+    assert (
+        await Admin(client, tenant.workspace, other_key).call("GET", "/activity")
+    ).status_code == 404
