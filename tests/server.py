@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -43,6 +44,8 @@ def hub_environ(database_url: str, base_url: str, **settings: str) -> dict[str, 
     env["SCIM_HUB_DATABASE_URL"] = database_url
     env["SCIM_HUB_BASE_URL"] = base_url
     env["SCIM_HUB_LOG_FORMAT"] = "json"
+    # Emails without SMTP become files: keep them out of the checkout's var/.
+    env["SCIM_HUB_OUTBOX_DIR"] = tempfile.mkdtemp(prefix="scim-hub-outbox-")
     for name, value in settings.items():
         env[f"SCIM_HUB_{name.upper()}"] = value
     return env
