@@ -55,7 +55,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             "run `scim-hub db upgrade` first"
         )
     os.environ["SCIM_HUB_DATABASE_URL"] = settings.database_url
-    print(f"scim-hub serving on http://{host}:{port} (SCIM at {settings.base_url}/scim/v2)")
+    base_url = settings.base_url
+    if "SCIM_HUB_BASE_URL" not in os.environ and not os.environ.get("SCIM_HUB_CONFIG"):
+        # No public URL configured: links and meta.location point where we listen.
+        base_url = f"http://{host}:{port}"
+        os.environ["SCIM_HUB_BASE_URL"] = base_url
+    print(f"scim-hub serving on http://{host}:{port} (SCIM at {base_url}/scim/v2)")
     uvicorn.run(
         "hub.asgi:create",
         factory=True,
