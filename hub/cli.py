@@ -85,6 +85,33 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_backup(settings: Settings, args: argparse.Namespace) -> int:
+    """Take an online, consistent backup of the database (see `hub.backup`)."""
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+
+    from hub import backup
+
+    target = Path(args.path)
+    try:
+        if make_url(settings.database_url).get_backend_name() == "sqlite":
+            done = backup.backup_sqlite(settings.database_url, target)
+            print(
+                f"backed up {_safe_url(settings.database_url)} to {done.path} ({done.size:,} bytes)"
+            )
+            return 0
+        command = backup.pg_dump_command(settings.database_url, target)
+        if args.print_only:
+            print(command.shell())
+            return 0
+        backup.run_pg_dump(command)
+    except backup.BackupError as exc:
+        raise CliError(str(exc)) from exc
+    print(f"backed up {_safe_url(settings.database_url)} to {target} with: {command.shell()}")
+    return 0
+
+
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -332,6 +359,17 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database tasks")
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="migrate to the latest schema").set_defaults(func=cmd_db)
+    db_backup = db_sub.add_parser(
+        "backup", help="online, consistent backup (SQLite copy; pg_dump on PostgreSQL)"
+    )
+    db_backup.add_argument("path", help="the backup file to write (must not exist)")
+    db_backup.add_argument(
+        "--print",
+        dest="print_only",
+        action="store_true",
+        help="PostgreSQL: print the pg_dump command instead of running it",
+    )
+    db_backup.set_defaults(func=cmd_db_backup)
 
     init = sub.add_parser("init", help="create a workspace, admin, connector and token")
     init.add_argument("--workspace", default="demo")

@@ -1,0 +1,178 @@
+"""Online backups of the hub's database: `scim-hub db backup PATH`.
+
+SQLite: the sqlite3 online backup API copies the database through an ordinary connection to the
+same file the hub uses, in a single step inside one read transaction. In WAL mode that read
+transaction is a snapshot: the hub keeps writing meanwhile, and the copy holds exactly the
+transactions committed before the snapshot began — every acknowledged write up to that moment,
+no half of any later one. The copy is written next to the target, checked with
+`PRAGMA integrity_check`, flushed to disk and renamed into place, so PATH is either absent or a
+whole, consistent database. Restoring is copying it back while the hub is stopped (README,
+"Backup and restore").
+
+PostgreSQL: the tool for a consistent online copy is `pg_dump` (it reads inside one repeatable-read
+snapshot). `pg_dump_command` builds the command for the hub's database; the CLI runs it when
+`pg_dump` is installed and prints it otherwise. The password, if the URL has one, is passed in the
+`PGPASSWORD` environment variable, never on the command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sqlite3
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+
+class BackupError(Exception):
+    """The backup could not be taken; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class SqliteBackup:
+    """A finished SQLite backup."""
+
+    path: Path
+    size: int
+    pages: int
+
+
+def sqlite_path(database_url: str) -> Path:
+    """The file a `sqlite+aiosqlite:///…` URL names.
+
+    Raises:
+        BackupError: the URL is not a SQLite file (an in-memory database has nothing to back up).
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        raise BackupError(f"{url.render_as_string(hide_password=True)} is not a SQLite file")
+    return Path(url.database)
+
+
+def _fsync_directory(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every platform can fsync a directory
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def backup_sqlite(
+    database_url: str, target: Path, *, busy_timeout_ms: int = 30_000
+) -> SqliteBackup:
+    """Copy the live SQLite database to `target` (which must not exist) while the hub serves.
+
+    Raises:
+        BackupError: no such database, `target` exists or is the database itself, or the copy
+            failed its integrity check.
+    """
+    source_path = sqlite_path(database_url)
+    if not source_path.is_file():
+        raise BackupError(f"there is no database file at {source_path}")
+    target = target.expanduser()
+    if target.exists():
+        raise BackupError(f"{target} exists; choose a new file name (a backup never overwrites)")
+    if target.resolve() == source_path.resolve():
+        raise BackupError("the backup cannot be the database file itself")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    partial.unlink(missing_ok=True)
+    # An ordinary connection to the hub's own file: it takes part in the WAL protocol (so it
+    # reads a snapshot) and only ever reads.
+    source = sqlite3.connect(source_path, isolation_level=None)
+    try:
+        source.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        copy = sqlite3.connect(partial, isolation_level=None)
+        try:
+            # pages=-1: one step, one read transaction, one snapshot (a WAL reader never blocks
+            # the hub's writer, and the writer never forces a restart of the copy).
+            source.backup(copy, pages=-1)
+            # A self-contained file: no -wal beside it to forget when copying it around.
+            copy.execute("PRAGMA journal_mode = DELETE")
+            check = copy.execute("PRAGMA integrity_check").fetchall()
+            if check != [("ok",)]:
+                raise BackupError(f"the copy failed its integrity check: {check[:5]}")
+            pages = int(copy.execute("PRAGMA page_count").fetchone()[0])
+        finally:
+            copy.close()
+    except sqlite3.Error as exc:
+        partial.unlink(missing_ok=True)
+        raise BackupError(f"the backup failed: {exc}") from exc
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        source.close()
+    with partial.open("rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(partial, target)
+    _fsync_directory(target.parent)
+    return SqliteBackup(target, target.stat().st_size, pages)
+
+
+@dataclass(frozen=True)
+class PgDump:
+    """The `pg_dump` invocation for a PostgreSQL database."""
+
+    argv: list[str]
+    env: dict[str, str]
+
+    def shell(self) -> str:
+        """The command as an operator would type it (the password stays in `PGPASSWORD`)."""
+        import shlex
+
+        prefix = "PGPASSWORD=… " if "PGPASSWORD" in self.env else ""
+        return prefix + " ".join(shlex.quote(arg) for arg in self.argv)
+
+
+def pg_dump_command(database_url: str, target: Path) -> PgDump:
+    """The `pg_dump` command writing a custom-format archive of the database to `target`.
+
+    Restore it with `pg_restore --clean --if-exists --no-owner --dbname … PATH`.
+    """
+    url = make_url(database_url)
+    argv = [
+        "pg_dump",
+        "--format=custom",
+        "--no-owner",
+        "--no-password",
+        f"--file={target}",
+    ]
+    if url.host:
+        argv.append(f"--host={url.host}")
+    if url.port:
+        argv.append(f"--port={url.port}")
+    if url.username:
+        argv.append(f"--username={url.username}")
+    argv.append(f"--dbname={url.database or 'postgres'}")
+    env = {"PGPASSWORD": url.password} if url.password else {}
+    return PgDump(argv, {k: str(v) for k, v in env.items()})
+
+
+def run_pg_dump(command: PgDump, *, timeout: float | None = None) -> None:
+    """Run `pg_dump`.
+
+    Raises:
+        BackupError: `pg_dump` is not installed, or it failed (its message is included).
+    """
+    program = shutil.which(command.argv[0])
+    if program is None:
+        raise BackupError(
+            "pg_dump is not installed; install the PostgreSQL client tools or run:\n  "
+            + command.shell()
+        )
+    result = subprocess.run(
+        [program, *command.argv[1:]],
+        env={**os.environ, **command.env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise BackupError(f"pg_dump exited {result.returncode}: {result.stderr.strip()}")
