@@ -37,7 +37,7 @@ from tests.hubprocess import HubProcess
 from tests.pg import create_database, drop_database
 
 #: writers of the If-Match retry race: each retries on 412, so the cost grows with the square;
-#: 20 in CI, the issue's 50 (or more) with `make soak`. The one-shot race always sends 50.
+#: 20 in CI, the issue's 50 (or more) in a soak run. The one-shot race always sends 50.
 WRITERS = int(os.environ.get("SCIM_HUB_TEST_RACE_WRITERS", "20"))
 #: rounds of the group-membership race.
 ROUNDS = int(os.environ.get("SCIM_HUB_TEST_RACE_ROUNDS", "2"))

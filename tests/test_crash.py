@@ -12,8 +12,8 @@ moment. After the restart the test checks, through HTTP and in the database:
 * no email is sent twice: once the outbox is drained, each user's invitation exists as exactly
   one delivered message file, whatever the number of crashes in between.
 
-Runs on SQLite and PostgreSQL. `SCIM_HUB_TEST_CRASH_ROUNDS` rounds (default 10; `make soak`
-runs more), seeded by `SCIM_HUB_TEST_CRASH_SEED` (default: a fixed seed).
+Runs on SQLite and PostgreSQL. `SCIM_HUB_TEST_CRASH_ROUNDS` rounds (default 10; a soak run
+sets more), seeded by `SCIM_HUB_TEST_CRASH_SEED` (default: a fixed seed).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Every request must end in a 2xx or a SCIM Error document with a 4xx status, neve
 memberships and what provisioning writes beside them: cards, card fields, activation links,
 outbox). Runs on SQLite and PostgreSQL.
 
-Sizes: `SCIM_HUB_TEST_FUZZ_EXAMPLES` examples per test (default 50; `make soak` uses more).
+Sizes: `SCIM_HUB_TEST_FUZZ_EXAMPLES` examples per test (default 50; a soak run sets more).
 """
 
 from __future__ import annotations
