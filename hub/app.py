@@ -15,6 +15,7 @@ from litestar.exceptions import HTTPException
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.admin.activate import SECRET_PATH
+from hub.admin.dashboard import dashboard_router, static_files, template_config
 from hub.admin.routes import admin_router, owner_router, pages_router
 from hub.core import activity
 from hub.core.database import open_database
@@ -149,8 +150,11 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
             admin_router(),
             owner_router(),
             pages_router(),
+            dashboard_router(),
+            static_files(),
             metrics.route(),
         ],
+        template_config=template_config(),
         lifespan=[lifespan],
         exception_handlers={
             ScimError: handle_scim_error,
