@@ -176,6 +176,10 @@ class Soak:
         }
 
 
+async def soak(server: servers.Server, args: argparse.Namespace) -> dict[str, Any]:
+    return await Soak(server, args).run()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = common.base_result(
@@ -191,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 origin = common.origin_of(server.base_url)
                 before = common.counted_requests(common.scrape(origin))
                 cpu_before = server.cpu_seconds()
-                soak = Soak(server, args)
-                figures = asyncio.run(soak.run())
+                figures = asyncio.run(soak(server, args))
                 figures["cpu_ms_per_req"] = round(
                     (server.cpu_seconds() - cpu_before) * 1000 / max(1, figures["requests"]), 3
                 )
