@@ -222,17 +222,57 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
     """Activate or deactivate an admin."""
+    from hub.core.admin_sessions import end_admin_sessions
+
     active = args.admin_command == "activate"
-    _run_unit(
-        settings,
-        lambda conn: tenants.set_admin_active(
-            conn, workspace_pk=_workspace_pk(conn, args.workspace), email=args.email, active=active
-        ),
-    )
+
+    def unit(conn: Connection) -> None:
+        ws = _workspace_pk(conn, args.workspace)
+        tenants.set_admin_active(conn, workspace_pk=ws, email=args.email, active=active)
+        if not active:  # their dashboard sessions end too (and stay ended if reactivated)
+            end_admin_sessions(conn, tenants.admin_pk(conn, ws, args.email))
+
+    _run_unit(settings, unit)
     print(
         f"admin {args.email} "
         f"{'activated' if active else 'deactivated; their tokens no longer work'}"
     )
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    """The new password: the first line of stdin, or typed twice at a prompt."""
+    import getpass
+
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise CliError("the passwords differ; nothing was changed")
+    return first
+
+
+def cmd_admin_password(settings: Settings, args: argparse.Namespace) -> int:
+    """Create an admin with a dashboard password, or set an admin's password."""
+    from hub.core import admin_sessions
+
+    hashed = admin_sessions.hash_password(_read_password(args.password_stdin))
+    creating = args.admin_command == "create"
+
+    def unit(conn: Connection) -> None:
+        ws = _workspace_pk(conn, args.workspace)
+        if creating:
+            admin_sessions.create_admin(
+                conn, workspace_pk=ws, email=args.email, password_hash=hashed
+            )
+        else:
+            admin_sessions.set_password_by_email(
+                conn, workspace_pk=ws, email=args.email, password_hash=hashed
+            )
+
+    _run_unit(settings, unit)
+    done = "created" if creating else "has a new password; their other sessions ended"
+    print(f"admin {args.email} {done}; sign in at {settings.base_url}/admin")
     return 0
 
 
@@ -401,6 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("email")
         action.add_argument("--workspace", required=True)
         action.set_defaults(func=cmd_admin)
+    for name, text in (("create", "create an admin"), ("set-password", "set a password")):
+        action = admin_sub.add_parser(name, help=f"{text} for the dashboard")
+        action.add_argument("email")
+        action.add_argument("--workspace", required=True)
+        action.add_argument("--password-stdin", action="store_true", help="read it from stdin")
+        action.set_defaults(func=cmd_admin_password)
     key = admin_sub.add_parser("key", help="make an admin API key")
     key.add_argument("--workspace", required=True)
     key.add_argument("--email", help="the admin (default: the workspace's first admin)")

@@ -490,3 +490,46 @@ async def test_static_files_are_served(client: httpx.AsyncClient, path: str) -> 
     response = await client.get(path)
     assert response.status_code == 200
     assert len(response.content) > 500
+
+
+def test_cli_creates_admins_and_sets_passwords(db_url: str, tenant: InitResult) -> None:
+    import subprocess
+
+    from tests.server import cli_command, hub_environ
+
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the CLI path is the same on PostgreSQL; one database is enough here")
+    env = hub_environ(db_url, "http://testserver.local")
+
+    def cli(*args: str, password: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*cli_command(), "admin", *args, "--workspace", "acme", "--password-stdin"],
+            input=password + "\n",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    short = cli("create", "carol@acme.example", password="short")
+    assert short.returncode == 2
+    assert "10 to 1024 characters" in short.stderr
+    made = cli("create", "carol@acme.example", password=PASSWORD)
+    assert made.returncode == 0, made.stderr
+    assert "sign in at http://testserver.local/admin" in made.stdout
+    again = cli("create", "Carol@acme.example", password=PASSWORD)
+    assert again.returncode == 2
+    assert "already" in again.stderr
+    changed = cli("set-password", tenant.admin, password=PASSWORD + "!")
+    assert changed.returncode == 0, changed.stderr
+
+    async def check() -> None:
+        def hashes(conn: Connection) -> list[str]:
+            return list(conn.execute(select(admin_credentials.c.password_hash)).scalars())
+
+        stored = await in_db(db_url, hashes)
+        assert len(stored) == 2
+        assert all(h.startswith("$argon2id$") for h in stored)
+
+    asyncio.run(check())

@@ -57,7 +57,12 @@ def _next(raw: str | None) -> str:
 
 
 def _sign_in_page(
-    request: Req, *, status: int = 200, error: str | None = None, email: str = ""
+    request: Req,
+    *,
+    status: int = 200,
+    error: str | None = None,
+    email: str = "",
+    next_: str | None = None,
 ) -> Template:
     token = request.cookies.get(SIGNIN_COOKIE) or secrets.token_urlsafe(32)
     response = Template(
@@ -66,7 +71,7 @@ def _sign_in_page(
             "csrf": token,
             "error": error,
             "email": email,
-            "next": _next(request.query_params.get("next")),
+            "next": _next(next_ or request.query_params.get("next")),
             "flash": read_flash(request),
         },
         status_code=status,
@@ -111,12 +116,13 @@ def _fail(conn: Connection, tried: list[Candidate], request_id: str) -> int | No
     return min(ends) if ends else None
 
 
-def _locked(request: Req, email: str, until: int) -> Template:
+def _locked(request: Req, email: str, until: int, next_: str) -> Template:
     wait = seconds_until(until)
     response = _sign_in_page(
         request,
         status=429,
         email=email,
+        next_=next_,
         error=(
             "Too many failed sign-ins in a row for this account: sign-in is paused for "
             f"{wait} seconds. Try again after that (or ask another admin to reset your password)."
@@ -139,6 +145,7 @@ async def sign_in(request: Req) -> Response[Any]:
             error="This sign-in form has expired. Please enter your email and password again.",
         )
     email = text_field(form, "email").strip()
+    next_ = _next(text_field(form, "next"))
     password = text_field(form, "password")
     hub = hub_of(request)
     request_id = structlog.contextvars.get_contextvars().get("request_id", "")
@@ -146,7 +153,7 @@ async def sign_in(request: Req) -> Response[Any]:
     now = now_us()
     open_ = [c for c in found if not (c.locked_until and c.locked_until > now)]
     if found and not open_:
-        return _locked(request, email, min(c.locked_until or now for c in found))
+        return _locked(request, email, min(c.locked_until or now for c in found), next_)
     # argon2 is slow by design: verify off the event loop.
     match = None
     if not open_:  # an unknown email costs what a known one does
@@ -158,11 +165,11 @@ async def sign_in(request: Req) -> Response[Any]:
     if match is None:
         until = await hub.db.write(_fail, open_, request_id) if open_ else None
         if until is not None:
-            return _locked(request, email, until)
-        return _sign_in_page(request, status=401, error=WRONG, email=email)
+            return _locked(request, email, until, next_)
+        return _sign_in_page(request, status=401, error=WRONG, email=email, next_=next_)
     new = await hub.db.write(_succeed, match, request_id)
     log.info("admin signed in", admin=match.admin_id)
-    response = Redirect(path=_next(text_field(form, "next")), status_code=303)
+    response = Redirect(path=next_, status_code=303)
     response.set_cookie(cookie(request, SESSION_COOKIE, new.token))
     response.set_cookie(expired(request, SIGNIN_COOKIE))
     return response
