@@ -92,6 +92,12 @@ class Projection:
         The result is a new top-level dict; nested values it keeps unfiltered are shared with
         ``resource``, so copy before mutating them.
         """
+        if not self.include and not self.exclude:
+            # Nothing asked for: the default view is the resource minus `returned: never`
+            # attributes, and the only one (password) is top-level in canonical spelling.
+            result = dict(resource)
+            result.pop("password", None)
+            return result
         result: dict[str, Any] = {}
         for key, value in resource.items():
             lowered = key.lower()
