@@ -533,3 +533,73 @@ def test_cli_creates_admins_and_sets_passwords(db_url: str, tenant: InitResult) 
         assert all(h.startswith("$argon2id$") for h in stored)
 
     asyncio.run(check())
+
+
+async def test_team_cards_pages_by_keyset(
+    client: httpx.AsyncClient, db_url: str, tenant: InitResult, scim: Any
+) -> None:
+    for i in range(55):
+        made = await scim.post(
+            "/Users",
+            {
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": f"p{i:03d}@acme.example",
+                "active": i % 11 != 0,
+            },
+        )
+        assert made.status_code == 201
+    await signed_in(client, db_url, tenant)
+    first = await client.get("/admin/team-cards")
+    assert re.search(r'data-testid="seats">50<', first.text)
+    assert "55 cards, showing 50" in first.text
+    assert "p000@acme.example" in first.text
+    assert "p050@acme.example" not in first.text
+    next_url = re.search(r'href="(/admin/team-cards\?after=[^"]+)" rel="next"', first.text)
+    assert next_url
+    second = await client.get(next_url.group(1).replace("&amp;", "&"))
+    assert "55 cards, showing 5" in second.text
+    assert "p050@acme.example" in second.text
+    assert "p049@acme.example" not in second.text
+    assert 'rel="next"' not in second.text
+    prev_url = re.search(r'href="(/admin/team-cards\?before=[^"]+)" rel="prev"', second.text)
+    assert prev_url
+    back = await client.get(prev_url.group(1).replace("&amp;", "&"))
+    assert "p000@acme.example" in back.text
+    assert "p049@acme.example" in back.text
+    inactive = await client.get("/admin/team-cards", params={"status": "inactive"})
+    assert "5 cards, showing 5" in inactive.text
+    searched = await client.get("/admin/team-cards", params={"q": "p05"})
+    assert "Search results, showing 5" in searched.text
+
+
+async def test_team_cards_page_reads_an_index_not_a_sort(db_url: str, tenant: InitResult) -> None:
+    """The page query walks (workspace, pk) in index order: no temporary sort, no OFFSET."""
+    from sqlalchemy import event
+
+    from hub.core import cards, team_cards
+
+    if not db_url.startswith("sqlite"):
+        pytest.skip("the plan is checked on SQLite (EXPLAIN QUERY PLAN)")
+
+    def plans(conn: Connection) -> list[str]:
+        seen: list[tuple[str, Any]] = []
+
+        def capture(_c: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
+            if statement.lstrip().startswith("SELECT cards.pk"):
+                seen.append((statement, params))
+
+        event.listen(conn, "before_cursor_execute", capture)
+        try:
+            ws = tenants.require_workspace(conn, tenant.workspace).pk
+            team_cards.page(conn, ws, cards.CardQuery(limit=50), after="some-card-id")
+        finally:
+            event.remove(conn, "before_cursor_execute", capture)
+        assert len(seen) == 1
+        statement, params = seen[0]
+        assert params[-1] == 0  # SQLite's dialect always writes OFFSET; nothing is skipped
+        rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all()
+        return [str(row[-1]) for row in rows]
+
+    plan = await in_db(db_url, plans)
+    assert any("ix_cards_workspace_order" in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan

@@ -434,3 +434,5 @@ class AdminSession(Base):
 
 admin_credentials = cast(Table, AdminCredential.__table__)
 admin_sessions = cast(Table, AdminSession.__table__)
+#: Team Cards pages: keyset paging over a workspace's cards in creation order (migration 0007b).
+Index("ix_cards_workspace_order", cards.c.workspace_pk, cards.c.pk)
