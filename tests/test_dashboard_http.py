@@ -603,3 +603,16 @@ async def test_team_cards_page_reads_an_index_not_a_sort(db_url: str, tenant: In
     plan = await in_db(db_url, plans)
     assert any("ix_cards_workspace_order" in step for step in plan), plan
     assert not any("TEMP B-TREE" in step for step in plan), plan
+
+
+async def test_failures_are_html_pages(
+    client: httpx.AsyncClient, db_url: str, tenant: InitResult
+) -> None:
+    await signed_in(client, db_url, tenant)
+    missing = await client.get("/admin/team-cards/no-such-card")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"].startswith("text/html")
+    assert "no card with id" in missing.text
+    unknown_template = await client.get("/admin/team-cards", params={"template": "nope"})
+    assert unknown_template.status_code == 200
+    assert "no template with id" in unknown_template.text

@@ -32,6 +32,7 @@ def dashboard_router() -> Router:
             web.CsrfRefused: web.on_csrf_refused,
             ScimError: web.on_scim_error,
             HTTPException: web.on_http_exception,
+            Exception: web.on_unexpected,
         },
         after_request=web.add_security_headers,
         include_in_schema=False,

@@ -30,6 +30,7 @@ from hub.core.errors import ScimError
 from hub.scim.routes import Hub
 
 T = TypeVar("T")
+log = structlog.get_logger("hub.dashboard")
 Req = Request[Any, Any, Any]
 
 PREFIX: Final = "/admin"
@@ -292,6 +293,14 @@ def on_http_exception(request: Req, exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     message = "There is no such page." if status == 404 else str(exc.detail)
     return _error_page(request, status, f"Error {status}", message)
+
+
+def on_unexpected(request: Req, exc: Exception) -> Response[Any]:
+    """Log an unexpected error once, with its traceback, and answer a plain 500 page."""
+    log.exception("unexpected dashboard error", path=request.url.path, method=request.method)
+    return _error_page(
+        request, 500, "Something went wrong", "The change was not applied. Try again later."
+    )
 
 
 def add_security_headers(response: Response[Any]) -> Response[Any]:
