@@ -95,9 +95,9 @@ class Projection:
         if not self.include and not self.exclude:
             # Nothing asked for: the default view is the resource minus `returned: never`
             # attributes, and the only one (password) is top-level in canonical spelling.
-            result = dict(resource)
-            result.pop("password", None)
-            return result
+            default_view = dict(resource)
+            default_view.pop("password", None)
+            return default_view
         result: dict[str, Any] = {}
         for key, value in resource.items():
             lowered = key.lower()
