@@ -101,8 +101,10 @@ def user_changed(conn: Connection, caller: Caller, user_pk: int, event: str) -> 
     if event in ("provisioned", "reactivated"):
         if workspace_settings(conn, caller.workspace_pk).send_activation_email:
             user = _user(conn, user_pk)
-            if _is_active(user) and not _pending(conn, user_pk):
-                _queue(conn, user)
+            # A user created by this very transaction has no link or email yet.
+            fresh = event == "provisioned"
+            if _is_active(user) and (fresh or not _pending(conn, user_pk)):
+                _queue(conn, user, fresh=fresh)
     elif event in ("deprovisioned", "deleted"):
         withdraw(conn, user_pk, reason="user deprovisioned")
     return []
@@ -153,15 +155,15 @@ def _pending(conn: Connection, user_pk: int) -> bool:
     return bool(conn.execute(select(or_(queued, live_link))).scalar())
 
 
-def _queue(conn: Connection, user: Any) -> str | None:
-    generation = (
-        conn.execute(
+def _queue(conn: Connection, user: Any, *, fresh: bool = False) -> str | None:
+    generation = 1
+    if not fresh:
+        latest = conn.execute(
             select(func.max(activation_links.c.generation)).where(
                 activation_links.c.user_pk == user.pk
             )
         ).scalar()
-        or 0
-    ) + 1
+        generation = (latest or 0) + 1
     token = LINK_PREFIX + secrets.token_urlsafe(32)
     link_pk = conn.execute(
         activation_links.insert()
@@ -185,6 +187,7 @@ def _queue(conn: Connection, user: Any) -> str | None:
         payload={"name": display_name(user.data, user.user_name), "workspace": user.workspace},
         link_pk=link_pk,
         link_token=token,
+        fresh=fresh,
     )
 
 

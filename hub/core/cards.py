@@ -101,6 +101,9 @@ def sync_user(
     profile = read_profile(resource, effective_mapping(mapping))
     document = rule_input(profile, str(resource.get("userName", "")))
     active = event != "deleted" and resource.get("active") is not False
+    if event == "provisioned":
+        # A user created by this very transaction has no card yet: skip the look-up.
+        return _create(conn, caller, user_pk, resource, profile, document, active, event)
     card = _card_row(conn, cards.c.user_pk == user_pk, lock=True)
     if card is None:
         return _create(conn, caller, user_pk, resource, profile, document, active, event)

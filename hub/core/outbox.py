@@ -73,17 +73,20 @@ def enqueue(
     payload: dict[str, Any],
     link_pk: int | None = None,
     link_token: str | None = None,
+    fresh: bool = False,
 ) -> str | None:
     """Queue a message in the caller's transaction; return its id, or None if already queued.
 
     `dedupe_key` names the message's intent (purpose, user, link generation): queueing the
-    same intent twice is a no-op, so a retried request never sends a second email.
+    same intent twice is a no-op, so a retried request never sends a second email. `fresh`
+    says the message's user was created by this transaction, so nothing can be queued yet.
     """
-    exists = conn.execute(
-        select(outbox_messages.c.pk).where(outbox_messages.c.dedupe_key == dedupe_key)
-    ).first()
-    if exists is not None:
-        return None
+    if not fresh:
+        exists = conn.execute(
+            select(outbox_messages.c.pk).where(outbox_messages.c.dedupe_key == dedupe_key)
+        ).first()
+        if exists is not None:
+            return None
     outbox_id = new_id()
     now = now_us()
     conn.execute(

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+import rules
 from hub.core import audit
 from hub.core.attributes import canonicalise, merge_put, required_missing
 from hub.core.clock import now_us, to_iso
@@ -319,6 +320,9 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
     Raises:
         InvalidFilter: the filter or sortBy is not valid for Users.
     """
+    wanted = _user_name_lookup(query)
+    if wanted is not None:
+        return _by_user_name(conn, caller, query, base, wanted)
     where = [users.c.workspace_pk == caller.workspace_pk, users.c.deleted.is_(False)]
     clause = filter_clause(query, USER_TYPE, conn.dialect.name)
     if clause is not None:
@@ -341,6 +345,47 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
         total = conn.execute(select(func.count()).select_from(users).where(*where)).scalar_one()
     member_of = _groups_of(conn, [r.pk for r in rows]) if query.with_members else {}
     return Page(total, query.start_index, [render(r, base, member_of.get(r.pk)) for r in rows])
+
+
+_BY_NAME = Prepared(
+    select(*_COLUMNS).where(
+        users.c.workspace_pk == bindparam("b_ws"),
+        users.c.user_name_key == bindparam("b_key"),
+        users.c.deleted.is_(False),
+    )
+)
+
+
+def _user_name_lookup(query: ListQuery) -> str | None:
+    """The userName of a plain `userName eq "…"` query (what every IdP sends before a create)."""
+    text = query.filter
+    if text is None or query.sort_by is not None or query.start_index != 1:
+        return None
+    try:
+        parsed = rules.parse_filter(
+            text, max_length=query.max_filter_length, max_depth=query.max_filter_depth
+        )
+    except rules.FilterSyntaxError:
+        return None  # the general path reports it, limits included
+    if not isinstance(parsed, rules.Compare) or parsed.op != "eq":
+        return None
+    path = parsed.path
+    named = path.name.lower() == "username" and path.sub is None
+    core = path.urn is None or path.urn.lower() == USER_TYPE.schema.id.lower()
+    return parsed.value if named and core and isinstance(parsed.value, str) else None
+
+
+def _by_user_name(
+    conn: Connection, caller: Caller, query: ListQuery, base: str, user_name: str
+) -> Page:
+    """The at most one user with this userName: one indexed look-up, no count query."""
+    row = _BY_NAME.first(conn, b_ws=caller.workspace_pk, b_key=user_name.lower())
+    if row is None:
+        return Page(0, 1, [])
+    if query.count == 0:
+        return Page(1, 1, [])
+    member_of = _groups_of_one(conn, row.pk) if query.with_members else None
+    return Page(1, 1, [render(row, base, member_of)])
 
 
 def _save(
