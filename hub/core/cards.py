@@ -30,6 +30,7 @@ from hub.core.ids import new_id
 from hub.core.models import activation_links, card_fields, cards, users
 from hub.core.models import templates as templates_table
 from hub.core.profile import Profile, effective_mapping, read_profile, rule_input
+from hub.core.sql import Prepared
 from hub.core.tokens import Caller
 
 JSON = dict[str, Any]
@@ -111,6 +112,35 @@ def sync_user(
     return []
 
 
+_INSERT_CARD = Prepared(
+    cards.insert()
+    .values(
+        id=bindparam("b_id"),
+        workspace_pk=bindparam("b_ws"),
+        user_pk=bindparam("b_user"),
+        template_pk=bindparam("b_template"),
+        active=bindparam("b_active"),
+        profile=bindparam("b_profile", type_=cards.c.profile.type),
+        created=bindparam("b_now"),
+        modified=bindparam("b_now"),
+    )
+    .returning(cards.c.pk),
+    json_params=("b_profile",),
+)
+_INSERT_FIELD = Prepared(
+    card_fields.insert().values(
+        card_pk=bindparam("b_card"),
+        name=bindparam("b_name"),
+        value=bindparam("b_value"),
+        source=bindparam("b_source"),
+        locked=bindparam("b_locked"),
+        linked=bindparam("b_linked"),
+        managed=bindparam("b_managed"),
+        idp_value=bindparam("b_idp_value"),
+    )
+)
+
+
 def _create(
     conn: Connection,
     caller: Caller,
@@ -125,24 +155,23 @@ def _create(
     if event == "provisioned":
         template = templates.first_match(conn, caller.workspace_pk, document)
     now, card_id = now_us(), new_id()
-    card_pk = conn.execute(
-        cards.insert()
-        .values(
-            id=card_id,
-            workspace_pk=caller.workspace_pk,
-            user_pk=user_pk,
-            template_pk=None if template is None else template.pk,
-            active=active,
-            profile=document,
-            created=now,
-            modified=now,
-        )
-        .returning(cards.c.pk)
-    ).scalar_one()
+    card_pk = _INSERT_CARD.scalar(
+        conn,
+        b_id=card_id,
+        b_ws=caller.workspace_pk,
+        b_user=user_pk,
+        b_template=None if template is None else template.pk,
+        b_active=active,
+        b_profile=document,
+        b_now=now,
+    )
     fields = _initial_fields(profile, {} if template is None else template.fields)
-    conn.execute(
-        card_fields.insert(),
-        [{"card_pk": card_pk, "name": name, **state._asdict()} for name, state in fields.items()],
+    _INSERT_FIELD.run_many(
+        conn,
+        [
+            {"b_card": card_pk, "b_name": name, **{f"b_{k}": v for k, v in state._asdict().items()}}
+            for name, state in fields.items()
+        ],
     )
     # Rendered from what was just written: no read-back on the provisioning hot path.
     head = SimpleNamespace(

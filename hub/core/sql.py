@@ -97,8 +97,7 @@ class Prepared:
             self._sqlite = _Plan(self.stmt, dialect)
         return self._sqlite
 
-    def _raw(self, conn: Connection, params: dict[str, Any]) -> tuple[Any, _Plan]:
-        plan = self._plan(conn.dialect)
+    def _values(self, plan: _Plan, params: dict[str, Any]) -> list[Any]:
         values = []
         defaults = plan.defaults
         for name in plan.names:
@@ -106,9 +105,24 @@ class Prepared:
             if name in self._json_params and value is not None:
                 value = _encode_json(value).decode()
             values.append(value)
+        return values
+
+    def _raw(self, conn: Connection, params: dict[str, Any]) -> tuple[Any, _Plan]:
+        plan = self._plan(conn.dialect)
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(plan.sql, values)
+        cursor.execute(plan.sql, self._values(plan, params))
         return cursor, plan
+
+    def run_many(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+        """Run a write statement once per parameter set (executemany)."""
+        if not rows:
+            return
+        if conn.dialect.name != "sqlite":
+            conn.execute(self.stmt, list(rows))
+            return
+        plan = self._plan(conn.dialect)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        cursor.executemany(plan.sql, [self._values(plan, row) for row in rows])
 
     def all(self, conn: Connection, **params: Any) -> list[Any]:
         """Run the statement and return every row (attribute access by column key)."""
