@@ -16,6 +16,7 @@ from sqlalchemy import Connection, bindparam, select
 from hub.core.clock import now_us, to_iso
 from hub.core.models import audit
 from hub.core.sql import Prepared
+from hub.core.tokens import Caller
 
 ActorKind = Literal["connector", "admin", "owner", "system"]
 
@@ -73,6 +74,28 @@ def record(
         b_id=resource_id[:64],
         b_action=action[:128],
         b_changes=dict(changes or {}),
+    )
+
+
+def by_connector(
+    conn: Connection,
+    caller: Caller,
+    resource_type: str,
+    resource_id: str,
+    action: str,
+    changes: Mapping[str, Any],
+) -> None:
+    """Record a change made over SCIM by the caller's connector, in its request."""
+    record(
+        conn,
+        workspace_pk=caller.workspace_pk,
+        actor_kind="connector",
+        actor_id=caller.connector_id,
+        request_id=caller.request_id,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        action=action,
+        changes=changes,
     )
 
 

@@ -200,17 +200,7 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
 def _audit(
     conn: Connection, caller: Caller, group_id: str, action: str, changes: dict[str, Any]
 ) -> None:
-    audit.record(
-        conn,
-        workspace_pk=caller.workspace_pk,
-        actor_kind="connector",
-        actor_id=caller.connector_id,
-        request_id=caller.request_id,
-        resource_type="Group",
-        resource_id=group_id,
-        action=action,
-        changes=changes,
-    )
+    audit.by_connector(conn, caller, "Group", group_id, action, changes)
 
 
 def _ids(members: Sequence[Member] | None) -> list[str]:

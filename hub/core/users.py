@@ -196,17 +196,7 @@ def _split(doc: JSON, absent: bool | None) -> tuple[JSON, bool | None]:
 def _audit(
     conn: Connection, caller: Caller, user_id: str, action: str, changes: dict[str, Any]
 ) -> None:
-    audit.record(
-        conn,
-        workspace_pk=caller.workspace_pk,
-        actor_kind="connector",
-        actor_id=caller.connector_id,
-        request_id=caller.request_id,
-        resource_type="User",
-        resource_id=user_id,
-        action=action,
-        changes=changes,
-    )
+    audit.by_connector(conn, caller, "User", user_id, action, changes)
 
 
 def _taken(user_name: str, connector: str | None) -> Uniqueness:
