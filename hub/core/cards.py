@@ -105,7 +105,7 @@ def sync_user(
     if event == "provisioned":
         # A user created by this very transaction has no card yet: skip the look-up.
         return _create(conn, caller, user_pk, resource, profile, document, active, event)
-    card = _card_row(conn, cards.c.user_pk == user_pk, lock=True)
+    card = _CARD_OF_USER.first(conn, b_user=user_pk)
     if card is None:
         return _create(conn, caller, user_pk, resource, profile, document, active, event)
     _refresh(conn, card, profile, document, active)
@@ -225,7 +225,7 @@ def _initial_fields(profile: Profile, template_fields: Mapping[str, str]) -> dic
     return fields
 
 
-_UPDATE_FIELD = (
+_UPDATE_FIELD = Prepared(
     update(card_fields)
     .where(card_fields.c.card_pk == bindparam("f_card"), card_fields.c.name == bindparam("f_name"))
     .values(
@@ -235,11 +235,26 @@ _UPDATE_FIELD = (
         idp_value=bindparam("f_idp"),
     )
 )
+# The IdP-sync path (every IdP update of every user) runs on prepared statements.
+_CARD_OF_USER = Prepared(
+    _CARD.where(cards.c.user_pk == bindparam("b_user")).with_for_update(of=cards)
+)
+_FIELDS_OF_CARD = Prepared(select(card_fields).where(card_fields.c.card_pk == bindparam("b_card")))
+_TOUCH_CARD = Prepared(
+    update(cards)
+    .where(cards.c.pk == bindparam("b_card"))
+    .values(
+        active=bindparam("b_active"),
+        profile=bindparam("b_profile", type_=cards.c.profile.type),
+        modified=bindparam("b_now"),
+    ),
+    json_params=("b_profile",),
+)
 
 
 def _refresh(conn: Connection, card: Any, profile: Profile, document: JSON, active: bool) -> None:
     """Linked fields the card's template does not set take the IdP's values (set or cleared)."""
-    stored = {row.name: row for row in conn.execute(_fields_query([card.pk]))}
+    stored = {row.name: row for row in _FIELDS_OF_CARD.all(conn, b_card=card.pk)}
     template_fields: Mapping[str, str] = card.template_fields or {}
     changes: list[JSON] = []
     inserts: list[JSON] = []
@@ -257,15 +272,11 @@ def _refresh(conn: Connection, card: Any, profile: Profile, document: JSON, acti
                 | {"f_idp": idp_value}
             )
     if changes:
-        conn.execute(_UPDATE_FIELD, changes)
+        _UPDATE_FIELD.run_many(conn, changes)
     if inserts:
         conn.execute(card_fields.insert(), inserts)
     if changes or inserts or (card.active, card.profile) != (active, document):
-        conn.execute(
-            update(cards)
-            .where(cards.c.pk == card.pk)
-            .values(active=active, profile=document, modified=now_us())
-        )
+        _TOUCH_CARD.run(conn, b_card=card.pk, b_active=active, b_profile=document, b_now=now_us())
 
 
 # --- reading -------------------------------------------------------------------------------
