@@ -16,13 +16,14 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
-from sqlalchemy import Connection, exists, func, or_, select, update
+from sqlalchemy import Connection, bindparam, exists, func, or_, select, update
 
 from hub.core import outbox, sessions
 from hub.core.clock import now_us
 from hub.core.errors import NotFound, ScimError
 from hub.core.events import Event
 from hub.core.models import activation_links, outbox_messages, users, workspaces
+from hub.core.sql import Prepared
 from hub.core.tokens import Caller, digest
 
 LINK_PREFIX: Final = "shact_"
@@ -117,21 +118,38 @@ def withdraw(conn: Connection, user_pk: int, *, reason: str) -> None:
     sessions.end_sessions(conn, user_pk)
 
 
+_USER = Prepared(
+    select(
+        users.c.pk,
+        users.c.id,
+        users.c.workspace_pk,
+        users.c.user_name,
+        users.c.data,
+        users.c.active,
+        users.c.deleted,
+        workspaces.c.name.label("workspace"),
+    )
+    .join(workspaces, workspaces.c.pk == users.c.workspace_pk)
+    .where(users.c.pk == bindparam("b_user"))
+)
+_INSERT_LINK = Prepared(
+    activation_links.insert()
+    .values(
+        digest=bindparam("b_digest"),
+        workspace_pk=bindparam("b_ws"),
+        user_pk=bindparam("b_user"),
+        generation=bindparam("b_generation"),
+        created=bindparam("b_now"),
+    )
+    .returning(activation_links.c.pk)
+)
+_SETTINGS = Prepared(
+    select(workspaces.c.send_activation_email).where(workspaces.c.pk == bindparam("b_ws"))
+)
+
+
 def _user(conn: Connection, user_pk: int) -> Any:
-    return conn.execute(
-        select(
-            users.c.pk,
-            users.c.id,
-            users.c.workspace_pk,
-            users.c.user_name,
-            users.c.data,
-            users.c.active,
-            users.c.deleted,
-            workspaces.c.name.label("workspace"),
-        )
-        .join(workspaces, workspaces.c.pk == users.c.workspace_pk)
-        .where(users.c.pk == user_pk)
-    ).one()
+    return _USER.first(conn, b_user=user_pk)
 
 
 def _is_active(user: Any) -> bool:
@@ -165,17 +183,14 @@ def _queue(conn: Connection, user: Any, *, fresh: bool = False) -> str | None:
         ).scalar()
         generation = (latest or 0) + 1
     token = LINK_PREFIX + secrets.token_urlsafe(32)
-    link_pk = conn.execute(
-        activation_links.insert()
-        .values(
-            digest=digest(token),
-            workspace_pk=user.workspace_pk,
-            user_pk=user.pk,
-            generation=generation,
-            created=now_us(),
-        )
-        .returning(activation_links.c.pk)
-    ).scalar_one()
+    link_pk = _INSERT_LINK.scalar(
+        conn,
+        b_digest=digest(token),
+        b_ws=user.workspace_pk,
+        b_user=user.pk,
+        b_generation=generation,
+        b_now=now_us(),
+    )
     return outbox.enqueue(
         conn,
         workspace_pk=user.workspace_pk,
@@ -235,10 +250,7 @@ def send(conn: Connection, *, workspace_pk: int, user_ids: Sequence[str]) -> lis
 
 def workspace_settings(conn: Connection, workspace_pk: int) -> CardSettings:
     """Read a workspace's activation settings."""
-    on = conn.execute(
-        select(workspaces.c.send_activation_email).where(workspaces.c.pk == workspace_pk)
-    ).scalar_one()
-    return CardSettings(send_activation_email=bool(on))
+    return CardSettings(send_activation_email=bool(_SETTINGS.scalar(conn, b_ws=workspace_pk)))
 
 
 def set_workspace_settings(

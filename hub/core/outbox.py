@@ -29,7 +29,7 @@ from typing import Any, Final, Protocol
 
 import msgspec
 import structlog
-from sqlalchemy import Connection, Engine, event, func, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, event, func, or_, select, update
 
 from hub.core.clock import now_us, to_iso
 from hub.core.database import Database
@@ -43,6 +43,7 @@ from hub.core.mailer import (
     message_id,
 )
 from hub.core.models import activation_links, outbox_messages, users
+from hub.core.sql import Prepared
 from hub.settings import Settings
 
 log = structlog.get_logger("hub.outbox")
@@ -60,6 +61,26 @@ _ERROR_LENGTH: Final = 2000
 
 
 # --------------------------------------------------------------------------- queueing
+
+
+_INSERT = Prepared(
+    outbox_messages.insert().values(
+        id=bindparam("b_id"),
+        workspace_pk=bindparam("b_ws"),
+        user_pk=bindparam("b_user"),
+        link_pk=bindparam("b_link"),
+        purpose=bindparam("b_purpose"),
+        dedupe_key=bindparam("b_dedupe"),
+        status=QUEUED,
+        recipient=bindparam("b_recipient"),
+        payload=bindparam("b_payload", type_=outbox_messages.c.payload.type),
+        link_token=bindparam("b_token"),
+        attempts=0,
+        next_attempt=bindparam("b_now"),
+        created=bindparam("b_now"),
+    ),
+    json_params=("b_payload",),
+)
 
 
 def enqueue(
@@ -89,22 +110,18 @@ def enqueue(
             return None
     outbox_id = new_id()
     now = now_us()
-    conn.execute(
-        outbox_messages.insert().values(
-            id=outbox_id,
-            workspace_pk=workspace_pk,
-            user_pk=user_pk,
-            link_pk=link_pk,
-            purpose=purpose,
-            dedupe_key=dedupe_key,
-            status=QUEUED,
-            recipient=recipient,
-            payload=payload,
-            link_token=link_token,
-            attempts=0,
-            next_attempt=now,
-            created=now,
-        )
+    _INSERT.run(
+        conn,
+        b_id=outbox_id,
+        b_ws=workspace_pk,
+        b_user=user_pk,
+        b_link=link_pk,
+        b_purpose=purpose,
+        b_dedupe=dedupe_key,
+        b_recipient=recipient,
+        b_payload=payload,
+        b_token=link_token,
+        b_now=now,
     )
     wake_after_commit(conn)
     return outbox_id
