@@ -67,6 +67,18 @@ class InvalidValue(ScimError):
     scim_type = "invalidValue"
 
 
+class InvalidCursor(ScimError):
+    """A `cursor` is not one this hub issued for this list (RFC 9865 §2.1 `invalidCursor`)."""
+
+    scim_type = "invalidCursor"
+
+
+class InvalidCount(ScimError):
+    """A `count` outside 1..maxPageSize on a cursor-paged query (RFC 9865 §2.1 `invalidCount`)."""
+
+    scim_type = "invalidCount"
+
+
 class InvalidVersion(ScimError):
     """The SCIM protocol version is not supported."""
 

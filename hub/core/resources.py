@@ -28,6 +28,9 @@ class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
     with_members: bool = True
     max_filter_length: int = 4096
     max_filter_depth: int = 32
+    #: Cursor pagination (RFC 9865): None for index pagination; otherwise the `pk` after which
+    #: the page starts (0 for the first page). Cursor pages follow insertion order (`pk`).
+    after: int | None = None
 
 
 class Page(msgspec.Struct, frozen=True):
@@ -36,6 +39,10 @@ class Page(msgspec.Struct, frozen=True):
     total: int
     start_index: int
     resources: list[JSON]
+    #: True when the query was cursor-paged; `next_after` is then the last `pk` of this page when
+    #: more results follow (the HTTP layer turns it into `nextCursor`), None on the last page.
+    cursor: bool = False
+    next_after: int | None = None
 
 
 class Outcome(msgspec.Struct, frozen=True):
@@ -103,6 +110,22 @@ def filter_clause(
     except rules.FilterSyntaxError as exc:
         raise InvalidFilter(f"invalid filter: {exc}") from exc
     return compile_filter(parsed, resource_type, dialect)
+
+
+def keyset(query: ListQuery, pk: Any) -> tuple[list[ColumnElement[bool]], list[Any]]:
+    """WHERE and ORDER BY of a cursor page: a range scan on `pk` after the cursor.
+
+    The caller fetches `count + 1` rows: the extra row says whether a next page exists.
+    """
+    assert query.after is not None
+    where: list[ColumnElement[bool]] = []
+    if query.descending:
+        if query.after:
+            where.append(pk < query.after)
+        return where, [pk.desc()]
+    if query.after:
+        where.append(pk > query.after)
+    return where, [pk]
 
 
 def order_clause(

@@ -31,6 +31,7 @@ from hub.core.resources import (
     check_if_match,
     etag,
     filter_clause,
+    keyset,
     order_clause,
 )
 from hub.core.schema import USER_TYPE
@@ -317,6 +318,8 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
     clause = filter_clause(query, USER_TYPE, conn.dialect.name)
     if clause is not None:
         where.append(clause)
+    if query.after is not None:
+        return _cursor_page(conn, query, base, where, filtered=clause is not None)
     order = order_clause(query, USER_TYPE, conn.dialect.name, users.c.pk)
     rows: Sequence[Any] = []
     if query.count > 0:
@@ -337,6 +340,25 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
     return Page(total, query.start_index, [render(r, base, member_of.get(r.pk)) for r in rows])
 
 
+def _cursor_page(
+    conn: Connection, query: ListQuery, base: str, where: list[Any], *, filtered: bool
+) -> Page:
+    """One cursor page (RFC 9865): an indexed range scan on `pk`, `count + 1` rows, no OFFSET."""
+    after, order = keyset(query, users.c.pk)
+    rows = conn.execute(
+        select(*_COLUMNS).where(*where, *after).order_by(*order).limit(query.count + 1)
+    ).all()
+    more = len(rows) > query.count
+    rows = rows[: query.count]
+    if query.after == 0 and not more:
+        total = len(rows)
+    else:
+        total = conn.execute(select(func.count()).select_from(users).where(*where)).scalar_one()
+    member_of = _groups_of(conn, [r.pk for r in rows]) if query.with_members else {}
+    resources = [render(r, base, member_of.get(r.pk)) for r in rows]
+    return Page(total, 1, resources, cursor=True, next_after=rows[-1].pk if more else None)
+
+
 _BY_NAME = Prepared(
     select(*_COLUMNS).where(
         users.c.workspace_pk == bindparam("b_ws"),
@@ -349,7 +371,7 @@ _BY_NAME = Prepared(
 def _user_name_lookup(query: ListQuery) -> str | None:
     """The userName of a plain `userName eq "…"` query (what every IdP sends before a create)."""
     text = query.filter
-    if text is None or query.sort_by is not None or query.start_index != 1:
+    if text is None or query.sort_by is not None or query.start_index != 1 or query.after:
         return None
     try:
         parsed = rules.parse_filter(
@@ -370,12 +392,13 @@ def _by_user_name(
 ) -> Page:
     """The at most one user with this userName: one indexed look-up, no count query."""
     row = _BY_NAME.first(conn, b_ws=caller.workspace_pk, b_key=user_name.lower())
+    paged = query.after is not None
     if row is None:
-        return Page(0, 1, [])
+        return Page(0, 1, [], cursor=paged)
     if query.count == 0:
-        return Page(1, 1, [])
+        return Page(1, 1, [], cursor=paged)
     member_of = _groups_of_one(conn, row.pk) if query.with_members else None
-    return Page(1, 1, [render(row, base, member_of)])
+    return Page(1, 1, [render(row, base, member_of)], cursor=paged)
 
 
 def _save(

@@ -29,7 +29,7 @@ def service_provider_config(settings: Settings, base: str) -> JSON:
         "sort": {"supported": True},
         "etag": {"supported": True},
         "pagination": {
-            "cursor": False,
+            "cursor": True,
             "index": True,
             "defaultPaginationMethod": "index",
             "defaultPageSize": settings.default_count,

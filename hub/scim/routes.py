@@ -49,6 +49,7 @@ from hub.scim.errors import SCIM_JSON
 from hub.scim.wire import (
     ListParams,
     check_accept,
+    encode_cursor,
     list_params,
     projection_params,
     read_json,
@@ -371,7 +372,10 @@ async def _search(
     def work(conn: Connection, caller: Caller) -> tuple[Page, ListParams]:
         # Parsed once the caller is known: its dialect may rewrite the query (normalise_query).
         params = list_params(
-            _normalise_query(hub, caller, values, request, rt), hub.settings, _members_attr(rt)
+            _normalise_query(hub, caller, values, request, rt),
+            hub.settings,
+            _members_attr(rt),
+            cursor_kind=_cursor_kind(rt),
         )
         result: Page = service.search(conn, caller, params.query, hub.base)
         return result, params
@@ -381,10 +385,25 @@ async def _search(
     resources = [
         _render_for(hub, caller, projection.apply(r), request.method, rt) for r in page.resources
     ]
-    return _response(_list_body(page, resources))
+    return _response(_list_body(page, resources, _cursor_kind(rt)))
 
 
-def _list_body(page: Page, resources: list[JSON]) -> JSON:
+def _cursor_kind(rt: ResourceType) -> str:
+    return "U" if rt is USER_TYPE else "G"
+
+
+def _list_body(page: Page, resources: list[JSON], cursor_kind: str | None = None) -> JSON:
+    """A ListResponse; cursor pages (RFC 9865) carry `nextCursor` unless last, no startIndex."""
+    if page.cursor:
+        body: JSON = {
+            "schemas": [LIST_RESPONSE],
+            "totalResults": page.total,
+            "itemsPerPage": len(resources),
+        }
+        if page.next_after is not None and cursor_kind is not None:
+            body["nextCursor"] = encode_cursor(cursor_kind, page.next_after)
+        body["Resources"] = resources
+        return body
     return {
         "schemas": [LIST_RESPONSE],
         "totalResults": page.total,

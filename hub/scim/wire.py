@@ -5,13 +5,23 @@ RFC 7644 §3.1 (media types) and §3.4 (query parameters).
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from typing import Any
 
 import msgspec
 from litestar import Request
 from litestar.exceptions import HTTPException
 
-from hub.core.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError
+from hub.core.errors import (
+    InvalidCount,
+    InvalidCursor,
+    InvalidSyntax,
+    InvalidValue,
+    PayloadTooLarge,
+    ScimError,
+)
 from hub.core.resources import ListQuery
 from hub.settings import Settings
 
@@ -126,18 +136,95 @@ def _wants(name: str, attributes: tuple[str, ...], excluded: tuple[str, ...]) ->
     return lowered not in names(excluded)
 
 
-def list_params(values: dict[str, Any], settings: Settings, members_attr: str) -> ListParams:
+_CURSOR_CHARS = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CURSOR_BODY = re.compile(r"scim-hub\.([UG])\.([1-9][0-9]{0,18})")
+
+
+def encode_cursor(kind: str, pk: int) -> str:
+    """An opaque RFC 9865 cursor: the last row's `pk` of one resource type, base64url.
+
+    Only RFC 3986 unreserved characters (RFC 9865 §2). It carries no workspace and grants
+    nothing: every page query is still scoped to the caller's workspace.
+    """
+    raw = f"scim-hub.{kind}.{pk}".encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def decode_cursor(kind: str, value: str) -> int:
+    """The `pk` a cursor from `encode_cursor(kind, …)` carries.
+
+    Raises:
+        InvalidCursor: not a cursor this hub issued for this resource type.
+    """
+    problem = InvalidCursor(
+        "cursor is not valid here: send an empty cursor for the first page, then the "
+        "nextCursor of the previous page of the same list (RFC 9865)"
+    )
+    if not _CURSOR_CHARS.fullmatch(value):
+        raise problem
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("ascii")
+    except (binascii.Error, ValueError):
+        raise problem from None
+    match = _CURSOR_BODY.fullmatch(raw)
+    if match is None or match.group(1) != kind or int(match.group(2)) > _MAX_INT:
+        raise problem
+    if encode_cursor(kind, int(match.group(2))) != value:
+        raise problem  # non-canonical spelling of a valid cursor
+    return int(match.group(2))
+
+
+def _cursor_after(raw: Any, kind: str | None) -> int | None:
+    """Decode the `cursor` parameter: None when absent, 0 for the first page (empty value)."""
+    if raw is None:
+        return None
+    if kind is None:
+        raise InvalidCursor(
+            "cursor pagination is not available on /.search at the service root; page "
+            "/Users or /Groups with a cursor, or use startIndex here"
+        )
+    if not isinstance(raw, str):
+        raise InvalidCursor("cursor must be a string (empty for the first page)")
+    return 0 if raw == "" else decode_cursor(kind, raw)
+
+
+def list_params(
+    values: dict[str, Any], settings: Settings, members_attr: str, cursor_kind: str | None = None
+) -> ListParams:
     """Build list parameters from query-string or SearchRequest values (RFC 7644 §3.4.2-§3.4.3).
 
     `startIndex` below 1 counts as 1 and `count` below 0 as 0 (RFC 7644 §3.4.2.4); `count` is
     capped at `maxResults`, which ServiceProviderConfig advertises.
 
+    With `cursor` (RFC 9865; `cursor_kind` names the resource type, None where cursors are not
+    offered): `startIndex` and `sortBy` are refused, `count` must be at least 1 and is capped
+    at `maxResults`; pages follow creation order (or its reverse with sortOrder=descending).
+
     Raises:
-        InvalidValue: a parameter has the wrong type.
+        InvalidValue: a parameter has the wrong type, or cursor is combined with startIndex
+            or sortBy.
+        InvalidCursor: the cursor was not issued by this hub for this resource type.
+        InvalidCount: count below 1 on a cursor-paged query.
     """
     lowered = {k.lower(): v for k, v in values.items()}
     start = _int_param("startIndex", lowered.get("startindex"))
     count = _int_param("count", lowered.get("count"))
+    after = _cursor_after(lowered.get("cursor"), cursor_kind)
+    if after is not None:
+        if lowered.get("startindex") is not None:
+            raise InvalidValue(
+                "send either cursor or startIndex, not both: cursor selects cursor pagination "
+                "(RFC 9865), startIndex index pagination (RFC 7644 §3.4.2.4)"
+            )
+        if lowered.get("sortby"):
+            raise InvalidValue(
+                "sortBy cannot be combined with cursor: cursor pages follow creation order "
+                "(sortOrder=descending reverses it); use startIndex to page a sorted list"
+            )
+        if count is not None and count < 1:
+            raise InvalidCount(
+                f"count must be between 1 and {settings.max_results} with a cursor (RFC 9865)"
+            )
     sort_order = str(lowered.get("sortorder") or "ascending").lower()
     if sort_order not in ("ascending", "descending"):
         raise InvalidValue("sortOrder must be 'ascending' or 'descending'")
@@ -158,6 +245,7 @@ def list_params(values: dict[str, Any], settings: Settings, members_attr: str) -
         with_members=_wants(members_attr, attributes, excluded),
         max_filter_length=settings.max_filter_length,
         max_filter_depth=settings.max_filter_depth,
+        after=after,
     )
     return ListParams(query, attributes, excluded)
 
