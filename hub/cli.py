@@ -55,6 +55,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             "run `scim-hub db upgrade` first"
         )
     os.environ["SCIM_HUB_DATABASE_URL"] = settings.database_url
+    # Each worker enforces its share of the rate limits.
+    os.environ["SCIM_HUB_WORKERS"] = str(workers)
     base_url = settings.base_url
     if "SCIM_HUB_BASE_URL" not in os.environ and not os.environ.get("SCIM_HUB_CONFIG"):
         # No public URL configured: links and meta.location point where we listen.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Router
 from litestar.handlers import HTTPRouteHandler
 
-from hub.admin import activate, activity, audit, cards, connectors, emails, owner, templates
+from hub.admin import activate, activity, audit, cards, connectors, emails, limits, owner, templates
 
 
 def admin_router() -> Router:
@@ -17,6 +17,7 @@ def admin_router() -> Router:
         *emails.ROUTES,
         *audit.ROUTES,
         *activity.ROUTES,
+        *limits.ROUTES,
     ]
     return Router(path="/api/v1", route_handlers=handlers)
 

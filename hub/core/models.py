@@ -41,6 +41,8 @@ class Workspace(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created: Mapped[int] = mapped_column(BigInteger)
     send_activation_email: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: SCIM requests per second allowed per token; NULL: the hub's default.
+    rate_limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Admin(Base):

@@ -40,6 +40,8 @@ class Caller(msgspec.Struct, frozen=True):
     overrides: dict[str, Any] | None = None
     #: the HTTP request this unit of work serves (for audit records and logs).
     request_id: str = ""
+    #: the workspace's per-token rate limit (requests per second); None: the hub's default.
+    rate_limit: int | None = None
 
 
 class TokenInfo(msgspec.Struct, frozen=True):
@@ -103,6 +105,7 @@ _AUTH = Prepared(
         connectors.c.id,
         connectors.c.idp,
         connectors.c.overrides,
+        workspaces.c.rate_limit,
     )
     .join(connectors, connectors.c.pk == tokens.c.connector_pk)
     .join(admins, admins.c.pk == tokens.c.admin_pk)
@@ -121,7 +124,7 @@ def authenticate(conn: Connection, token_digest: str) -> Caller | None:
     row = _AUTH.first(conn, b_digest=token_digest)
     if row is None or not hmac.compare_digest(row[1], token_digest):
         return None
-    return Caller(row[3], row[4], row[5], row[6], row[7], row[0], row[2], row[8])
+    return Caller(row[3], row[4], row[5], row[6], row[7], row[0], row[2], row[8], rate_limit=row[9])
 
 
 def touch(conn: Connection, caller: Caller, when: int) -> None:

@@ -43,7 +43,8 @@ def error_response(
 def handle_scim_error(request: Request[Any, Any, Any], exc: ScimError) -> Response[bytes]:
     """Render a domain error (and keep its detail for the provisioning log)."""
     request.state.error = exc.detail
-    return error_response(exc.status, exc.detail, exc.scim_type)
+    headers: dict[str, str] | None = getattr(exc, "headers", None)
+    return error_response(exc.status, exc.detail, exc.scim_type, headers)
 
 
 def handle_http_exception(_request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:

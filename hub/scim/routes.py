@@ -33,6 +33,7 @@ from hub.core.errors import (
 )
 from hub.core.projection import plan
 from hub.core.provisioning import Provisioning
+from hub.core.ratelimit import Limiter
 from hub.core.resources import JSON, Outcome, Page, etag, matches_if_none_match
 from hub.core.schema import (
     GROUP_TYPE,
@@ -84,7 +85,12 @@ class Hub:
     base: str
     #: SCIM requests waiting to be written to the provisioning log.
     activity: activity.Buffer = field(default_factory=activity.Buffer)
+    #: per-token rate limits of this process.
+    limiter: Limiter = field(init=False)
     _touching: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.limiter = Limiter(self.settings.rate_limit_per_second, self.settings.workers)
 
     def dialect(self, caller: Caller) -> Dialect | None:
         """The dialect of the caller's connector (None: its plugin is not installed)."""
@@ -155,6 +161,7 @@ async def _run(
     """Authenticate and run `work` in one unit of work; `problem` is raised once authenticated."""
     hub = _hub(request)
     token_digest = _bearer_digest(request)
+    hub.limiter.check(token_digest)
     run = hub.db.write if writes and problem is None else hub.db.read
     request_id = structlog.contextvars.get_contextvars().get("request_id", "")
     seen: list[Caller] = []
@@ -166,6 +173,7 @@ async def _run(
         # Known even when the work failed, so the provisioning log can show the failure.
         if seen:
             request.state.caller = seen[0]
+            hub.limiter.admit(token_digest, seen[0].rate_limit)
     if not writes:
         hub.remember_use(caller)
     return caller, result
