@@ -173,6 +173,7 @@ class PostgresCluster:
         self.logfile = self.root / "server.log"
         self.port = 0
         self.started = False
+        self.options = ""
         if self.run_as is not None:
             entry = pwd.getpwnam(self.run_as)
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
@@ -236,28 +237,47 @@ class PostgresCluster:
                 )
             )
             try:
-                self._run(
-                    self._command(
-                        "pg_ctl",
-                        "start",
-                        "-w",
-                        "-t",
-                        "30",
-                        "-D",
-                        str(self.datadir),
-                        "-l",
-                        str(self.logfile),
-                        "-o",
-                        options,
-                    )
-                )
+                self._pg_ctl_start(options)
             except RuntimeError:
                 if attempt == attempts - 1:
                     raise
                 continue
+            self.options = options
             self.started = True
             return self.url
         raise AssertionError("unreachable")
+
+    def _pg_ctl_start(self, options: str) -> None:
+        self._run(
+            self._command(
+                "pg_ctl",
+                "start",
+                "-w",
+                "-t",
+                "30",
+                "-D",
+                str(self.datadir),
+                "-l",
+                str(self.logfile),
+                "-o",
+                options,
+            )
+        )
+
+    def pause(self) -> None:
+        """Stop the server but keep its files (an outage); `resume()` brings it back.
+
+        A fast shutdown, not a crash: the throwaway cluster runs without fsync, so a crash would
+        lose commits that a real server keeps.
+        """
+        self._run(
+            self._command("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.datadir)),
+            timeout=30,
+        )
+
+    def resume(self) -> None:
+        """Start the paused server again on the same port."""
+        self._pg_ctl_start(self.options)
 
     def is_running(self) -> bool:
         """Say whether `pg_ctl status` finds the server running."""
