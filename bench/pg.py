@@ -10,7 +10,7 @@ the process; PostgreSQL here also survives power loss).
 
 from __future__ import annotations
 
-from tests.pg import PostgresCluster, PostgresUnavailable, create_database, free_port
+from tests.pg import PostgresCluster, PostgresUnavailable, create_database
 
 __all__ = ["BenchCluster", "PostgresUnavailable", "create_database"]
 
@@ -18,54 +18,8 @@ __all__ = ["BenchCluster", "PostgresUnavailable", "create_database"]
 class BenchCluster(PostgresCluster):
     """`tests.pg.PostgresCluster` with durable settings and room for several hub workers."""
 
-    def start(self, attempts: int = 3) -> str:
-        """initdb, then start on a free port (retrying if the port was taken); return `.url`."""
-        self._run(
-            self._command(
-                "initdb",
-                "-D",
-                str(self.datadir),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--locale=C.UTF-8",
-                "--encoding=UTF8",
-            )
-        )
-        for attempt in range(attempts):
-            self.port = free_port()
-            options = " ".join(
-                (
-                    f"-p {self.port}",
-                    "-c listen_addresses=127.0.0.1",
-                    f"-c unix_socket_directories={self.root}",
-                    "-c max_connections=200",
-                    "-c shared_buffers=256MB",
-                )
-            )
-            try:
-                self._run(
-                    self._command(
-                        "pg_ctl",
-                        "start",
-                        "-w",
-                        "-t",
-                        "30",
-                        "-D",
-                        str(self.datadir),
-                        "-l",
-                        str(self.logfile),
-                        "-o",
-                        options,
-                    )
-                )
-            except RuntimeError:
-                if attempt == attempts - 1:
-                    raise
-                continue
-            self.started = True
-            return self.url
-        raise AssertionError("unreachable")
+    initdb_extra = ()
+    server_settings = ("max_connections=200", "shared_buffers=256MB")
 
 
 def duplicate_users(database_url: str) -> dict[str, int]:

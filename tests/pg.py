@@ -207,6 +207,16 @@ class PostgresCluster:
                 f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}\nserver log:\n{log}"
             )
 
+    #: initdb flags beyond the data directory, user, auth, locale and encoding.
+    initdb_extra: tuple[str, ...] = ("--no-sync",)
+    #: Server settings: durability off, since the cluster lives for one test session.
+    server_settings: tuple[str, ...] = (
+        "fsync=off",
+        "synchronous_commit=off",
+        "full_page_writes=off",
+        "max_connections=200",
+    )
+
     def start(self, attempts: int = 3) -> str:
         """initdb, then start on a free port (retrying if the port was taken); return `.url`."""
         self._run(
@@ -219,21 +229,17 @@ class PostgresCluster:
                 "--auth=trust",
                 "--locale=C.UTF-8",
                 "--encoding=UTF8",
-                "--no-sync",
+                *self.initdb_extra,
             )
         )
         for attempt in range(attempts):
             self.port = free_port()
-            # Durability off: the cluster lives for one test session.
             options = " ".join(
                 (
                     f"-p {self.port}",
                     "-c listen_addresses=127.0.0.1",
                     f"-c unix_socket_directories={self.root}",
-                    "-c fsync=off",
-                    "-c synchronous_commit=off",
-                    "-c full_page_writes=off",
-                    "-c max_connections=200",
+                    *(f"-c {setting}" for setting in self.server_settings),
                 )
             )
             try:
