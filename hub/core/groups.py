@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -29,9 +29,8 @@ from hub.core.resources import (
     Page,
     check_if_match,
     etag,
+    fetch_page,
     filter_clause,
-    keyset,
-    order_clause,
 )
 from hub.core.schema import GROUP_TYPE
 from hub.core.tokens import Caller
@@ -246,41 +245,12 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
     clause = filter_clause(query, GROUP_TYPE, conn.dialect.name)
     if clause is not None:
         where.append(clause)
-    if query.after is not None:
-        return _cursor_page(conn, query, base, where)
-    order = order_clause(query, GROUP_TYPE, conn.dialect.name, groups.c.pk)
-    rows: Sequence[Any] = []
-    if query.count > 0:
-        rows = conn.execute(
-            select(*_COLUMNS)
-            .where(*where)
-            .order_by(*order)
-            .limit(query.count)
-            .offset(query.start_index - 1)
-        ).all()
-    if query.start_index == 1 and len(rows) < query.count and query.count > 0:
-        total = len(rows)
-    else:
-        total = conn.execute(select(func.count()).select_from(groups).where(*where)).scalar_one()
-    members = _members_of(conn, [r.pk for r in rows]) if query.with_members else {}
-    return Page(total, query.start_index, [render(r, base, members.get(r.pk)) for r in rows])
 
+    def rendered(rows: Sequence[Any]) -> list[JSON]:
+        members = _members_of(conn, [r.pk for r in rows]) if query.with_members else {}
+        return [render(r, base, members.get(r.pk)) for r in rows]
 
-def _cursor_page(conn: Connection, query: ListQuery, base: str, where: list[Any]) -> Page:
-    """One cursor page (RFC 9865): an indexed range scan on `pk`, `count + 1` rows, no OFFSET."""
-    after, order = keyset(query, groups.c.pk)
-    rows = conn.execute(
-        select(*_COLUMNS).where(*where, *after).order_by(*order).limit(query.count + 1)
-    ).all()
-    more = len(rows) > query.count
-    rows = rows[: query.count]
-    if query.after == 0 and not more:
-        total = len(rows)
-    else:
-        total = conn.execute(select(func.count()).select_from(groups).where(*where)).scalar_one()
-    members = _members_of(conn, [r.pk for r in rows]) if query.with_members else {}
-    resources = [render(r, base, members.get(r.pk)) for r in rows]
-    return Page(total, 1, resources, cursor=True, next_after=rows[-1].pk if more else None)
+    return fetch_page(conn, query, GROUP_TYPE, groups, _COLUMNS, where, rendered)
 
 
 def _touch(conn: Connection, row: Any, doc: JSON | None) -> None:

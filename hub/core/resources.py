@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import msgspec
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, Connection, Table, func, select
 
 import rules
 from hub.core.errors import InvalidFilter, PreconditionFailed
@@ -138,3 +139,48 @@ def order_clause(
     if query.descending:
         return [key.desc().nulls_last(), default.desc()]
     return [key.asc().nulls_last(), default]
+
+
+def fetch_page(
+    conn: Connection,
+    query: ListQuery,
+    resource_type: ResourceType,
+    table: Table,
+    columns: Sequence[Any],
+    where: Sequence[ColumnElement[bool]],
+    render: Callable[[Sequence[Any]], list[JSON]],
+) -> Page:
+    """Fetch one list page — by index (RFC 7644 §3.4.2.4) or by cursor (RFC 9865) — with its total.
+
+    `totalResults` comes free when the first page is not full; otherwise it is counted.
+    `render` turns the page's rows into resources (loading members in one query).
+    """
+    if query.after is not None:
+        after, order = keyset(query, table.c.pk)
+        rows: Sequence[Any] = conn.execute(
+            select(*columns).where(*where, *after).order_by(*order).limit(query.count + 1)
+        ).all()
+        more = len(rows) > query.count
+        rows = rows[: query.count]
+        total = len(rows) if query.after == 0 and not more else _count(conn, table, where)
+        next_after = rows[-1].pk if more else None
+        return Page(total, 1, render(rows), cursor=True, next_after=next_after)
+    rows = []
+    if query.count > 0:
+        order = order_clause(query, resource_type, conn.dialect.name, table.c.pk)
+        rows = conn.execute(
+            select(*columns)
+            .where(*where)
+            .order_by(*order)
+            .limit(query.count)
+            .offset(query.start_index - 1)
+        ).all()
+    if query.count > 0 and query.start_index == 1 and len(rows) < query.count:
+        total = len(rows)
+    else:
+        total = _count(conn, table, where)
+    return Page(total, query.start_index, render(rows))
+
+
+def _count(conn: Connection, table: Table, where: Sequence[ColumnElement[bool]]) -> int:
+    return int(conn.execute(select(func.count()).select_from(table).where(*where)).scalar_one())

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 import rules
@@ -30,9 +30,8 @@ from hub.core.resources import (
     Page,
     check_if_match,
     etag,
+    fetch_page,
     filter_clause,
-    keyset,
-    order_clause,
 )
 from hub.core.schema import USER_TYPE
 from hub.core.sql import Prepared
@@ -318,45 +317,12 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
     clause = filter_clause(query, USER_TYPE, conn.dialect.name)
     if clause is not None:
         where.append(clause)
-    if query.after is not None:
-        return _cursor_page(conn, query, base, where, filtered=clause is not None)
-    order = order_clause(query, USER_TYPE, conn.dialect.name, users.c.pk)
-    rows: Sequence[Any] = []
-    if query.count > 0:
-        rows = conn.execute(
-            select(*_COLUMNS)
-            .where(*where)
-            .order_by(*order)
-            .limit(query.count)
-            .offset(query.start_index - 1)
-        ).all()
-    if query.start_index == 1 and 0 < len(rows) < query.count:
-        total = len(rows)
-    elif query.count > 0 and query.start_index == 1 and not rows:
-        total = 0
-    else:
-        total = conn.execute(select(func.count()).select_from(users).where(*where)).scalar_one()
-    member_of = _groups_of(conn, [r.pk for r in rows]) if query.with_members else {}
-    return Page(total, query.start_index, [render(r, base, member_of.get(r.pk)) for r in rows])
 
+    def rendered(rows: Sequence[Any]) -> list[JSON]:
+        member_of = _groups_of(conn, [r.pk for r in rows]) if query.with_members else {}
+        return [render(r, base, member_of.get(r.pk)) for r in rows]
 
-def _cursor_page(
-    conn: Connection, query: ListQuery, base: str, where: list[Any], *, filtered: bool
-) -> Page:
-    """One cursor page (RFC 9865): an indexed range scan on `pk`, `count + 1` rows, no OFFSET."""
-    after, order = keyset(query, users.c.pk)
-    rows = conn.execute(
-        select(*_COLUMNS).where(*where, *after).order_by(*order).limit(query.count + 1)
-    ).all()
-    more = len(rows) > query.count
-    rows = rows[: query.count]
-    if query.after == 0 and not more:
-        total = len(rows)
-    else:
-        total = conn.execute(select(func.count()).select_from(users).where(*where)).scalar_one()
-    member_of = _groups_of(conn, [r.pk for r in rows]) if query.with_members else {}
-    resources = [render(r, base, member_of.get(r.pk)) for r in rows]
-    return Page(total, 1, resources, cursor=True, next_after=rows[-1].pk if more else None)
+    return fetch_page(conn, query, USER_TYPE, users, _COLUMNS, where, rendered)
 
 
 _BY_NAME = Prepared(
