@@ -600,6 +600,14 @@ async def _discovery(
     return _response(build(hub))
 
 
+def _by_id(docs: list[JSON], wanted: str, missing: str) -> JSON:
+    """The discovery document whose id is `wanted` (case-insensitive)."""
+    for doc in docs:
+        if doc["id"].lower() == wanted.lower():
+            return doc
+    raise NotFound(missing)
+
+
 @get("/scim/v2/ServiceProviderConfig", name="service-provider-config", **_OPTS)
 async def service_provider_config(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7644 §4: what the hub supports."""
@@ -620,14 +628,14 @@ async def resource_types(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def resource_type(request: Request[Any, Any, Any]) -> Response[bytes]:
     """One resource type by name."""
     name: str = request.path_params["name"]
-
-    def build(hub: Hub) -> JSON:
-        for doc in discovery.resource_types(hub.base):
-            if doc["id"].lower() == name.lower():
-                return doc
-        raise NotFound(f"no ResourceType {name!r}; there are User and Group")
-
-    return await _discovery(request, build)
+    return await _discovery(
+        request,
+        lambda hub: _by_id(
+            discovery.resource_types(hub.base),
+            name,
+            f"no ResourceType {name!r}; there are User and Group",
+        ),
+    )
 
 
 @get("/scim/v2/Schemas", name="schemas", **_OPTS)
@@ -642,14 +650,9 @@ async def schemas(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def schema(request: Request[Any, Any, Any]) -> Response[bytes]:
     """One schema by URN."""
     urn: str = request.path_params["urn"]
-
-    def build(hub: Hub) -> JSON:
-        for doc in discovery.schemas(hub.base):
-            if doc["id"].lower() == urn.lower():
-                return doc
-        raise NotFound(f"no Schema {urn!r}")
-
-    return await _discovery(request, build)
+    return await _discovery(
+        request, lambda hub: _by_id(discovery.schemas(hub.base), urn, f"no Schema {urn!r}")
+    )
 
 
 @post("/scim/v2/.search", name="root-search", status_code=200, **_OPTS)
