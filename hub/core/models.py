@@ -438,3 +438,25 @@ admin_credentials = cast(Table, AdminCredential.__table__)
 admin_sessions = cast(Table, AdminSession.__table__)
 #: Team Cards pages: keyset paging over a workspace's cards in creation order (migration 0007b).
 Index("ix_cards_workspace_order", cards.c.workspace_pk, cards.c.pk)
+
+
+class UserCount(Base):
+    """Live (not deleted) users per workspace, kept by database triggers on `users`.
+
+    An unfiltered list answers `totalResults` from here instead of counting a million index
+    entries per page. Each workspace's count is spread over `USER_COUNT_SHARDS` rows (`pk % n`)
+    so concurrent creates on PostgreSQL do not queue on one row lock; readers sum the shards.
+    The triggers (migration 0011) see every write path: SCIM, seeding, restores.
+    """
+
+    __tablename__ = "user_counts"
+    workspace_pk: Mapped[int] = mapped_column(
+        ForeignKey("workspaces.pk", ondelete="CASCADE"), primary_key=True
+    )
+    shard: Mapped[int] = mapped_column(Integer, primary_key=True)
+    live: Mapped[int] = mapped_column(BigInteger)
+
+
+user_counts = cast(Table, UserCount.__table__)
+#: How many rows each workspace's count is spread over (the triggers hash `pk` onto them).
+USER_COUNT_SHARDS = 8

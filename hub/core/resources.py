@@ -149,12 +149,15 @@ def fetch_page(
     columns: Sequence[Any],
     where: Sequence[ColumnElement[bool]],
     render: Callable[[Sequence[Any]], list[JSON]],
+    count_all: Callable[[], int] | None = None,
 ) -> Page:
     """Fetch one list page — by index (RFC 7644 §3.4.2.4) or by cursor (RFC 9865) — with its total.
 
-    `totalResults` comes free when the first page is not full; otherwise it is counted.
-    `render` turns the page's rows into resources (loading members in one query).
+    `totalResults` comes free when the first page is not full; otherwise it is `count_all()` when
+    given (a maintained count, for unfiltered lists) or counted. `render` turns the page's rows
+    into resources (loading members in one query).
     """
+    count = count_all if count_all is not None else (lambda: _count(conn, table, where))
     if query.after is not None:
         after, order = keyset(query, table.c.pk)
         rows: Sequence[Any] = conn.execute(
@@ -162,7 +165,7 @@ def fetch_page(
         ).all()
         more = len(rows) > query.count
         rows = rows[: query.count]
-        total = len(rows) if query.after == 0 and not more else _count(conn, table, where)
+        total = len(rows) if query.after == 0 and not more else count()
         next_after = rows[-1].pk if more else None
         return Page(total, 1, render(rows), cursor=True, next_after=next_after)
     rows = []
@@ -178,7 +181,7 @@ def fetch_page(
     if query.count > 0 and query.start_index == 1 and len(rows) < query.count:
         total = len(rows)
     else:
-        total = _count(conn, table, where)
+        total = count()
     return Page(total, query.start_index, render(rows))
 
 

@@ -11,7 +11,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 import rules
@@ -20,7 +20,7 @@ from hub.core.attributes import canonicalise, merge_put, required_missing
 from hub.core.clock import now_us, to_iso
 from hub.core.errors import InvalidValue, Mutability, NotFound, Uniqueness
 from hub.core.ids import new_id
-from hub.core.models import connectors, groups, memberships, users
+from hub.core.models import connectors, groups, memberships, user_counts, users
 from hub.core.patch import apply_patch
 from hub.core.provisioning import Provisioning, UserEvent, user_written
 from hub.core.resources import (
@@ -322,7 +322,19 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
         member_of = _groups_of(conn, [r.pk for r in rows]) if query.with_members else {}
         return [render(r, base, member_of.get(r.pk)) for r in rows]
 
-    return fetch_page(conn, query, USER_TYPE, users, _COLUMNS, where, rendered)
+    def live() -> int:
+        return int(_LIVE.scalar(conn, b_ws=caller.workspace_pk))
+
+    count_all = live if clause is None else None
+    return fetch_page(conn, query, USER_TYPE, users, _COLUMNS, where, rendered, count_all)
+
+
+#: The workspace's live users, from the trigger-kept counts (see `models.UserCount`).
+_LIVE = Prepared(
+    select(func.coalesce(func.sum(user_counts.c.live), 0)).where(
+        user_counts.c.workspace_pk == bindparam("b_ws")
+    )
+)
 
 
 _BY_NAME = Prepared(
