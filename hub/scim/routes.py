@@ -88,6 +88,8 @@ class Hub:
     #: per-token rate limits of this process.
     limiter: Limiter = field(init=False)
     _touching: set[asyncio.Task[None]] = field(default_factory=set)
+    #: `provisioning()` per (IdP, saved overrides): the same handful of connectors ask each time.
+    _provisioning: dict[tuple[str | None, bytes], Provisioning] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.limiter = Limiter(self.settings.rate_limit_per_second, self.settings.workers)
@@ -98,12 +100,20 @@ class Hub:
 
     def provisioning(self, caller: Caller) -> Provisioning:
         """What the caller's dialect says about user writes: its mapping and unmanaged paths."""
+        key = (caller.idp, _encode_json(caller.overrides) if caller.overrides else b"")
+        known = self._provisioning.get(key)
+        if known is not None:
+            return known
         dialect = self.dialect(caller)
         overrides = overrides_of(caller.overrides)
-        return Provisioning(
+        made = Provisioning(
             mapping=effective_mapping(dialect, overrides),
             unmanaged=ignored_paths(dialect, overrides),
         )
+        if len(self._provisioning) >= _PROVISIONING_CACHE:
+            self._provisioning.clear()  # many distinct overrides: start over rather than grow
+        self._provisioning[key] = made
+        return made
 
     def remember_use(self, caller: Caller) -> None:
         """Refresh the token's last-used time in the background, at most once a minute."""
@@ -113,6 +123,10 @@ class Hub:
         task = asyncio.get_running_loop().create_task(self.db.write(touch, caller, when))
         self._touching.add(task)
         task.add_done_callback(self._touching.discard)
+
+
+_encode_json = msgspec.json.Encoder().encode
+_PROVISIONING_CACHE = 512
 
 
 def _hub(request: Request[Any, Any, Any]) -> Hub:
