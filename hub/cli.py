@@ -351,8 +351,12 @@ def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
-    """Bulk-load users into a workspace (no HTTP; see `hub.core.seed`)."""
+    """Bulk-load users and their cards (unless --no-cards) into a workspace; see `hub.core.seed`."""
     from hub.core.seed import seed_users
+    from hub.plugins import build_registry
+
+    cards = not args.no_cards
+    dialects = build_registry().dialects if cards else {}
 
     def progress(done: int, seconds: float) -> None:
         if not args.json:
@@ -369,6 +373,8 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
                 prefix=args.prefix,
                 start=args.start,
                 progress=progress,
+                cards=cards,
+                dialects=dialects,
             )
         finally:
             await db.close()
@@ -383,7 +389,10 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
         f"seeded {report.users:,} users into {report.workspace} in {report.seconds:.1f}s "
         f"({report.users_per_second:,.0f}/s); {report.bytes_per_user:,.0f} database bytes per user"
     )
-    print("no cards were created (hub.core.cards has no bulk path); an IdP update creates them")
+    if not report.cards:
+        print("no cards were created (--no-cards); an IdP update creates them")
+    else:
+        print(f"each with its card; {report.templated:,} cards got a template by its rule")
     return 0
 
 
@@ -474,6 +483,9 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--prefix", default="seed", help="userNames given{i}.family{i}.PREFIX@…")
     seed.add_argument("--start", type=int, default=0, help="number of the first user")
     seed.add_argument("--json", action="store_true", help="print one JSON object")
+    seed.add_argument(
+        "--no-cards", action="store_true", help="users only (cards come with their next update)"
+    )
     seed.set_defaults(func=cmd_seed)
     return parser
 

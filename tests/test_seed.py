@@ -1,18 +1,25 @@
-"""Bulk seeding (`scim-hub seed`): users as SCIM would store them, served back over HTTP."""
+"""Bulk seeding (`scim-hub seed`): users and cards as SCIM would store them, served over HTTP."""
 
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 
 from hub.core.database import open_database
-from hub.core.errors import NotFound, Uniqueness
+from hub.core.errors import InvalidValue, NotFound, Uniqueness
 from hub.core.seed import check_document, seed_users, user_document, user_name
 from hub.core.tenants import InitResult
-from tests.conftest import TEST_BASE_URL, ScimClient
+from hub.plugins import build_registry
+from tests.conftest import TEST_BASE_URL, ScimClient, create_workspace
 from tests.server import hub_environ, run_cli
+from tests.test_cards import Admin, make_admin_key
+
+DIALECTS = build_registry().dialects
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 
 @pytest.mark.parametrize("i", [0, 1, 2, 3, 17, 999_999])
@@ -25,12 +32,19 @@ async def test_seeded_users_are_served(db_url: str, tenant: InitResult, scim: Sc
     seen: list[int] = []
     try:
         report = await seed_users(
-            db, "acme", 300, batch=128, prefix="t", progress=lambda n, _s: seen.append(n)
+            db,
+            "acme",
+            300,
+            batch=128,
+            prefix="t",
+            progress=lambda n, _s: seen.append(n),
+            dialects=DIALECTS,
         )
     finally:
         await db.close()
     assert seen == [128, 256, 300]
     assert report.users == 300
+    assert report.cards is True
     assert report.bytes_per_user > 0
     assert report.last_user_name == user_name(299, "t")
 
@@ -46,7 +60,7 @@ async def test_seeded_users_are_served(db_url: str, tenant: InitResult, scim: Sc
         assert user[key] == expected[key], key
     got = await scim.get(f"/Users/{user['id']}")
     assert got.status_code == 200
-    # An IdP update reaches a seeded user like any other (and gives it its card).
+    # An IdP update reaches a seeded user and its card like any other.
     patched = await scim.patch(
         f"/Users/{user['id']}",
         {
@@ -65,13 +79,18 @@ async def test_seed_refuses_duplicates_and_unknown_workspaces(
 ) -> None:
     db = open_database(db_url)
     try:
-        await seed_users(db, "acme", 10, prefix="d")
+        await seed_users(db, "acme", 10, prefix="d", dialects=DIALECTS)
         with pytest.raises(Uniqueness, match="another --prefix"):
-            await seed_users(db, "acme", 10, prefix="d", start=5)
+            await seed_users(db, "acme", 10, prefix="d", start=5, dialects=DIALECTS)
         with pytest.raises(NotFound):
-            await seed_users(db, "nope", 1)
+            await seed_users(db, "nope", 1, dialects=DIALECTS)
         with pytest.raises(ValueError, match="at least 1"):
-            await seed_users(db, "acme", 0)
+            await seed_users(db, "acme", 0, dialects=DIALECTS)
+        with pytest.raises(InvalidValue, match="'generic_scim' is not installed"):
+            await seed_users(db, "acme", 1, prefix="e", dialects={})
+        # Without cards no dialect is needed.
+        report = await seed_users(db, "acme", 3, prefix="f", cards=False)
+        assert (report.cards, report.templated) == (False, 0)
     finally:
         await db.close()
 
@@ -85,10 +104,97 @@ def test_seed_command(tmp_path: object) -> None:
     done = run_cli(["seed", "--workspace", "w", "--users", "250", "--batch", "100", "--json"], env)
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["users"] == 250
-    assert report["cards"] is False
+    assert report["cards"] is True
     text = run_cli(["seed", "--workspace", "w", "--users", "5", "--prefix", "x"], env)
     assert "seeded 5 users" in text.stdout
-    assert "no cards" in text.stdout
+    assert "each with its card" in text.stdout
+    bare = ["seed", "--workspace", "w", "--users", "5", "--prefix", "y", "--no-cards"]
+    assert "no cards" in run_cli(bare, env).stdout
     bad = run_cli(["seed", "--workspace", "w", "--users", "5", "--prefix", "x"], env, check=False)
     assert bad.returncode == 2
     assert "already exists" in bad.stderr
+
+
+# --------------------------------------------------------------------------- seeded cards
+
+#: Templates of both workspaces: rules on the profile, an admin order, one never matching.
+TEMPLATES = [
+    ("Sales", 'department eq "Sales"', {"company_name": "Contoso Sales", "website": "https://s"}),
+    ("Seniors", 'job_title sw "senior"', {"logo_url": "https://logo", "job_title": "Sr."}),
+    ("By hand", None, {"brand_colour": "#123456"}),
+    ("Everyone in Berlin", 'office_phone co "555 0003"', {"address": "Berlin"}),
+]
+#: A connector override: company_name read from employeeNumber, given names ignored.
+OVERRIDES = {"map": {"company_name": f"{ENTERPRISE}:employeeNumber"}, "drop": ["name.givenName"]}
+
+
+async def _same_setup(http: httpx.AsyncClient, db_url: str, tenant: InitResult) -> Admin:
+    admin = Admin(http, tenant.workspace, await make_admin_key(db_url, tenant))
+    for name, rule, fields in TEMPLATES:
+        await admin.ok("POST", "/templates", {"name": name, "rule": rule, "fields": fields})
+    await admin.ok("PUT", f"/connectors/{tenant.connector}/mapping", OVERRIDES)
+    return admin
+
+
+def _comparable(card: dict[str, Any]) -> dict[str, Any]:
+    """A card without what differs between any two cards (ids, times)."""
+    template = card["template"]
+    return {
+        "userName": card["user"]["userName"],
+        "active": card["active"],
+        "template": None if template is None else template["name"],
+        "fields": card["fields"],
+    }
+
+
+@pytest.mark.parametrize("idp", ["generic_scim", "azure_ad"])
+async def test_seeded_cards_equal_cards_provisioned_over_scim(
+    db_url: str, client: httpx.AsyncClient, idp: str
+) -> None:
+    """Seeding and SCIM provisioning of the same users into twin workspaces give equal cards.
+
+    Both workspaces have the same templates (rules, order, one without a rule) and the same
+    connector mapping override; the users cover every department, title and office.
+    """
+    count = 2 * 3 * 4 * 7  # every combination of the seeded titles, offices and departments
+    seeded = await create_workspace(db_url, f"seeded-{idp}", idp=idp)
+    provisioned = await create_workspace(db_url, f"scim-{idp}", idp=idp)
+    seeded_admin = await _same_setup(client, db_url, seeded)
+    scim_admin = await _same_setup(client, db_url, provisioned)
+
+    db = open_database(db_url)
+    try:
+        report = await seed_users(db, seeded.workspace, count, batch=50, dialects=DIALECTS)
+    finally:
+        await db.close()
+    scim = ScimClient(client, provisioned.token)
+    for i in range(count):
+        response = await scim.post("/Users", user_document(i))
+        assert response.status_code == 201, response.text
+
+    query = f"/cards?limit={count}"
+    seeded_cards = (await seeded_admin.ok("GET", query))["cards"]
+    scim_cards = (await scim_admin.ok("GET", query))["cards"]
+    assert len(seeded_cards) == len(scim_cards) == count
+    for got, want in zip(seeded_cards, scim_cards, strict=True):
+        assert _comparable(got) == _comparable(want)
+    # The same card (and rule document) through the single-card read and the template filter.
+    one = await seeded_admin.card(seeded_cards[1]["user"]["id"])
+    assert _comparable(one) == _comparable(scim_cards[1])
+    assert one["fields"]["company_name"]["value"] == "Contoso Sales"  # Sales beats the IdP
+    assert one["fields"]["first_name"] == {
+        "value": None,
+        "source": "manual",
+        "locked": False,
+        "linked": False,
+    }
+    assert scim_cards[0]["fields"]["company_name"]["value"] == "00000000"  # the override
+    names = [None if c["template"] is None else c["template"]["name"] for c in scim_cards]
+    assert {None, "Sales", "Seniors", "Everyone in Berlin"} == set(names)
+    assert report.templated == count - names.count(None)
+    for status in ("active", "not_activated"):
+        counts = [
+            (await a.ok("GET", f"/cards?status={status}&limit=1"))["total"]
+            for a in (seeded_admin, scim_admin)
+        ]
+        assert counts == [count, count], status

@@ -1,37 +1,43 @@
-"""Bulk seeding: load many users into one workspace without HTTP (`scim-hub seed`).
+"""Bulk seeding: many users and their cards in one workspace, without HTTP (`scim-hub seed`).
 
 For benchmarks and capacity tests. Users are inserted with Core `executemany` in large
 transactions (one per batch, 10,000 rows by default), as Microsoft Entra ID would have provisioned
-them through the connector that `scim-hub init` made: core + enterprise attributes, unique
-userNames (`given{i}.family{i}.{prefix}@{domain}`), externalIds `{prefix}-{i:08d}`, active.
+them through the workspace's first connector: core + enterprise attributes, unique userNames
+(`given{i}.family{i}.{prefix}@{domain}`), externalIds `{prefix}-{i:08d}`, active.
 
 The documents are written in the stored (canonical) form that `users.create` keeps, built
 directly rather than through `attributes.canonicalise` (which costs ~100 µs a user: 100 s for a
 million); the first document of every batch is checked against `canonicalise` so the two cannot
 drift apart.
 
-What is not created: cards, card fields, audit rows, activation emails and plugin events.
-`hub.core.cards` has no bulk path (`sync_user` renders one card per call), so seeded users have no
-card until an IdP update reaches them (then `cards.sync_user` creates it).
+Each user gets the card provisioning over SCIM would give it, in the same transaction as the user
+(`cards.create_many`: the connector's mapping with its overrides, the first matching template,
+the same fields, locks and links), unless `cards=False`. What is not created: audit rows,
+activation emails and plugin events (a benchmark must not queue a million invitations).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import msgspec
 from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import IntegrityError
 
+from hub.core import cards as card_service
 from hub.core.attributes import canonicalise
 from hub.core.clock import now_us
+from hub.core.connectors import effective_mapping, overrides_of
 from hub.core.database import Database
-from hub.core.errors import NotFound, Uniqueness
+from hub.core.dialects import Dialect
+from hub.core.errors import InvalidValue, NotFound, Uniqueness
 from hub.core.ids import new_id
 from hub.core.models import connectors, users, workspaces
 from hub.core.schema import USER_TYPE
+from hub.core.users import render
 
 JSON = dict[str, Any]
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -62,6 +68,8 @@ class SeedReport(msgspec.Struct, frozen=True, kw_only=True):
     first_user_name: str
     last_user_name: str
     cards: bool = False
+    #: seeded cards that a template's rule gave a template
+    templated: int = 0
 
 
 def user_name(i: int, prefix: str = "seed", domain: str = "contoso.example") -> str:
@@ -114,18 +122,40 @@ def check_document(doc: JSON) -> None:
         raise AssertionError(f"seed document is not canonical: {doc!r} != {canonical!r}")
 
 
-def _target(conn: Connection, workspace: str) -> tuple[int, int | None]:
-    """(workspace pk, pk of its first live connector) of the workspace named `workspace`."""
+class _Target(msgspec.Struct, frozen=True):
+    workspace_pk: int
+    connector_pk: int | None
+    idp: str | None
+    overrides: Any
+
+
+def _target(conn: Connection, workspace: str) -> _Target:
+    """The workspace named `workspace` and its first live connector (pk, IdP, overrides)."""
     ws = conn.execute(select(workspaces.c.pk).where(workspaces.c.name == workspace)).scalar()
     if ws is None:
         raise NotFound(f"no workspace {workspace!r} (create it with `scim-hub init`)")
     connector = conn.execute(
-        select(connectors.c.pk)
+        select(connectors.c.pk, connectors.c.idp, connectors.c.overrides)
         .where(connectors.c.workspace_pk == ws, connectors.c.deleted.is_(None))
         .order_by(connectors.c.pk)
         .limit(1)
-    ).scalar()
-    return int(ws), None if connector is None else int(connector)
+    ).first()
+    if connector is None:
+        return _Target(int(ws), None, None, None)
+    return _Target(int(ws), int(connector.pk), connector.idp, connector.overrides)
+
+
+def _card_mapping(target: _Target, dialects: Mapping[str, Dialect]) -> dict[str, str]:
+    """The mapping SCIM requests of the target's connector fill cards through."""
+    if target.idp is None:
+        raise NotFound("the workspace has no connector: cards are filled through its mapping")
+    dialect = dialects.get(target.idp)
+    if dialect is None:
+        raise InvalidValue(
+            f"the connector's IdP plugin {target.idp!r} is not installed; "
+            "install it or seed without cards"
+        )
+    return effective_mapping(dialect, overrides_of(target.overrides))
 
 
 def database_bytes(conn: Connection) -> int:
@@ -140,13 +170,14 @@ def database_bytes(conn: Connection) -> int:
 
 def _insert_batch(
     conn: Connection,
-    workspace_pk: int,
-    connector_pk: int | None,
+    target: _Target,
+    mapping: Mapping[str, str] | None,
     first: int,
     count: int,
     prefix: str,
     domain: str,
-) -> None:
+) -> int:
+    """Insert one batch of users (and their cards when `mapping` is given); return templated."""
     if conn.dialect.name == "sqlite":
         # A bigger page cache for the random inserts into the id index (this connection only).
         conn.exec_driver_sql("PRAGMA cache_size=-262144")
@@ -158,8 +189,8 @@ def _insert_batch(
         rows.append(
             {
                 "id": new_id(),
-                "workspace_pk": workspace_pk,
-                "connector_pk": connector_pk,
+                "workspace_pk": target.workspace_pk,
+                "connector_pk": target.connector_pk,
                 "user_name": name,
                 "user_name_key": name.lower(),
                 "external_id": doc["externalId"],
@@ -171,7 +202,17 @@ def _insert_batch(
                 "modified": now,
             }
         )
-    conn.execute(users.insert(), rows)
+    if mapping is None:
+        conn.execute(users.insert(), rows)
+        return 0
+    made = conn.execute(users.insert().returning(users.c.id, users.c.pk), rows)
+    pks: dict[str, int] = {user_id: pk for user_id, pk in made}
+    # The resource `users.create` renders and hands to the card (base URL: only meta uses it).
+    new_users = [
+        card_service.NewUser(pks[row["id"]], render(SimpleNamespace(**row), "", None))
+        for row in rows
+    ]
+    return card_service.create_many(conn, target.workspace_pk, new_users, mapping)
 
 
 async def seed_users(
@@ -184,26 +225,34 @@ async def seed_users(
     start: int = 0,
     domain: str = "contoso.example",
     progress: Callable[[int, float], None] | None = None,
+    cards: bool = True,
+    dialects: Mapping[str, Dialect] | None = None,
 ) -> SeedReport:
     """Insert users `start` … `start + count - 1` into `workspace`, one transaction per batch.
 
+    With `cards` (the default) every user gets its card in the same transaction, filled through
+    the mapping of the workspace's first connector: `dialects` are the installed IdP dialects
+    (`hub.plugins.build_registry().dialects`).
+
     Raises:
-        NotFound: no such workspace.
+        NotFound: no such workspace; cards asked for and the workspace has no connector.
+        InvalidValue: cards asked for and the connector's IdP plugin is not in `dialects`.
         Uniqueness: a seeded userName is already taken (use another `prefix` or `start`).
         ValueError: `count` or `batch` is below 1.
     """
     if count < 1 or batch < 1:
         raise ValueError("count and batch must be at least 1")
-    workspace_pk, connector_pk = await db.read(_target, workspace)
+    target = await db.read(_target, workspace)
+    mapping = _card_mapping(target, dialects or {}) if cards else None
     before = await db.read(database_bytes)
     started = time.perf_counter()
-    done = 0
+    done = templated = 0
     while done < count:
         size = min(batch, count - done)
         check_document(user_document(start + done, prefix, domain))
         try:
-            await db.write(
-                _insert_batch, workspace_pk, connector_pk, start + done, size, prefix, domain
+            templated += await db.write(
+                _insert_batch, target, mapping, start + done, size, prefix, domain
             )
         except IntegrityError as exc:
             raise Uniqueness(
@@ -227,4 +276,6 @@ async def seed_users(
         bytes_per_user=round((after - before) / count, 1),
         first_user_name=user_name(start, prefix, domain),
         last_user_name=user_name(start + count - 1, prefix, domain),
+        cards=cards,
+        templated=templated,
     )

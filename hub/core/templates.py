@@ -154,6 +154,22 @@ def first_match(conn: Connection, workspace_pk: int, document: Mapping[str, Any]
     return next((row for row in rows if matches(row.rule, document)), None)
 
 
+def rule_templates(conn: Connection, workspace_pk: int) -> list[Any]:
+    """The templates with a rule, in the admin's order: what provisioning tries (bulk paths)."""
+    return list(
+        conn.execute(
+            select(*_COLUMNS)
+            .where(templates.c.workspace_pk == workspace_pk, templates.c.rule.is_not(None))
+            .order_by(templates.c.position, templates.c.pk)
+        ).all()
+    )
+
+
+def first_of(candidates: Sequence[Any], document: Mapping[str, Any]) -> Any | None:
+    """The first of `rule_templates` whose rule matches a new user's rule document."""
+    return next((row for row in candidates if matches(row.rule, document)), None)
+
+
 def list_templates(conn: Connection, workspace_pk: int) -> list[JSON]:
     """Every template of the workspace, in the admin's order."""
     rows = conn.execute(
