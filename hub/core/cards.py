@@ -20,6 +20,7 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 from sqlalchemy import Connection, bindparam, case, exists, func, or_, select, update
+from sqlalchemy.engine import Dialect
 
 from hub.core import templates
 from hub.core.clock import now_us, to_iso
@@ -327,15 +328,32 @@ def create_many(
         )
         fields_of[user.pk] = _initial_fields(profile, {} if template is None else template.fields)
     made = conn.execute(cards.insert().returning(cards.c.pk, cards.c.user_pk), card_rows)
-    _INSERT_FIELD.run_many(
-        conn,
+    # Positional rows straight to the driver's executemany: ten or more fields a card.
+    conn.exec_driver_sql(
+        _bulk_fields_sql(conn.dialect),
         [
-            {"b_card": card_pk, "b_name": name, **{f"b_{k}": v for k, v in state._asdict().items()}}
+            (card_pk, name, *state)
             for card_pk, user_pk in made
             for name, state in fields_of[user_pk].items()
         ],
     )
     return templated
+
+
+_BULK_FIELDS_SQL: dict[str, str] = {}
+
+
+def _bulk_fields_sql(dialect: Dialect) -> str:
+    """INSERT of one card field, positional parameters in `(card_pk, name, *FieldState)` order."""
+    sql = _BULK_FIELDS_SQL.get(dialect.name)
+    if sql is None:
+        columns = ("card_pk", "name", *FieldState._fields)
+        compiled = (
+            card_fields.insert().values({c: bindparam(c) for c in columns}).compile(dialect=dialect)
+        )
+        assert tuple(compiled.positiontup or ()) == columns, compiled.positiontup
+        sql = _BULK_FIELDS_SQL[dialect.name] = compiled.string
+    return sql
 
 
 # --- reading -------------------------------------------------------------------------------
