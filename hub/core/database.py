@@ -59,6 +59,18 @@ class Database(Protocol):
         """Run a unit of work that may write; committed before this returns."""
         ...
 
+    async def read_now(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`read` for a unit known to be short (a few indexed statements): no thread hand-off."""
+        ...
+
+    async def write_now(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`write` for a unit known to be short (a few indexed statements): no thread hand-off."""
+        ...
+
     async def ping(self) -> bool:
         """Say whether the database answers a trivial query."""
         ...
@@ -75,8 +87,21 @@ def _run_in_transaction(
         return fn(conn, *args, **kwargs)
 
 
+class _Busy(Exception):
+    """Another connection holds the write lock: the unit must wait its turn on the writer thread."""
+
+
 class SqliteDatabase:
-    """SQLite file database: one writer thread, a few reader threads."""
+    """SQLite file database: one writer thread, a few reader threads, and the event loop's own.
+
+    Units known to be short (`read_now`/`write_now`: a SCIM user read or write, a few indexed
+    statements, well under a millisecond of SQLite time) run on the calling thread: a hand-off to
+    a database thread and back costs about as much as the unit itself, and the two threads then
+    contend for the GIL. The loop's write connection never waits for the lock (busy_timeout 0):
+    when another connection holds it, the unit queues on the writer thread as `write` does.
+    Everything else (scans, admin edits over many rows) runs on the threads so it cannot stall
+    the loop.
+    """
 
     dialect = "sqlite"
 
@@ -161,6 +186,50 @@ class SqliteDatabase:
             self._writer, self._call, self._write_engine, fn, args, kwargs
         )
 
+    def _connection_now(self, kind: str) -> Connection:
+        if kind == "read":
+            return self._connection(self._read_engine)
+        conn: Connection | None = getattr(self._local, "write_now", None)
+        if conn is None or conn.closed:
+            conn = self._write_engine.connect()
+            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            conn.commit()
+            self._local.write_now = conn
+            with self._lock:
+                self._opened.append(conn)
+        return conn
+
+    def _call_now(self, kind: str, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        conn = self._connection_now(kind)
+        try:
+            transaction = conn.begin()
+        except (sqlalchemy.exc.OperationalError, sqlite3.OperationalError) as exc:
+            if kind == "write" and "locked" in str(exc):
+                raise _Busy from exc
+            raise Unavailable("the database is busy or unreachable; retry shortly") from exc
+        try:
+            with transaction:
+                return fn(conn, *args, **kwargs)
+        except (sqlalchemy.exc.OperationalError, sqlite3.OperationalError) as exc:
+            if "locked" in str(exc) or "unable to open" in str(exc):
+                raise Unavailable("the database is busy or unreachable; retry shortly") from exc
+            raise
+
+    async def read_now(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run a short read unit on the calling thread, in a read transaction."""
+        return self._call_now("read", fn, args, kwargs)
+
+    async def write_now(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run a short write unit on the calling thread, or on the writer thread when locked."""
+        try:
+            return self._call_now("write", fn, args, kwargs)
+        except _Busy:
+            return await self.write(fn, *args, **kwargs)
+
     def write_sync(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
@@ -231,6 +300,18 @@ class PostgresDatabase:
     ) -> T:
         """Run `fn` in a transaction."""
         return await self._call(fn, args, kwargs)
+
+    async def read_now(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`read`: on PostgreSQL every unit already runs on the event loop."""
+        return await self.read(fn, *args, **kwargs)
+
+    async def write_now(
+        self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`write`: on PostgreSQL every unit already runs on the event loop."""
+        return await self.write(fn, *args, **kwargs)
 
     async def ping(self) -> bool:
         """Say whether a trivial query answers."""

@@ -8,6 +8,7 @@ single database call, so a request costs one hand-off to the database.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -171,12 +172,21 @@ async def _run(
     *,
     writes: bool,
     problem: ScimError | None = None,
+    quick: bool = False,
 ) -> tuple[Caller, T]:
-    """Authenticate and run `work` in one unit of work; `problem` is raised once authenticated."""
+    """Authenticate and run `work` in one unit of work; `problem` is raised once authenticated.
+
+    `quick` says the unit is a few indexed statements (one user), so the database may run it
+    without a thread hand-off (`Database.read_now` / `write_now`).
+    """
     hub = _hub(request)
     token_digest = _bearer_digest(request)
     hub.limiter.check(token_digest)
-    run = hub.db.write if writes and problem is None else hub.db.read
+    db = hub.db
+    if writes and problem is None:
+        run = db.write_now if quick else db.write
+    else:
+        run = db.read_now if quick else db.read
     request_id = structlog.contextvars.get_contextvars().get("request_id", "")
     seen: list[Caller] = []
     try:
@@ -357,7 +367,9 @@ async def _create(request: Request[Any, Any, Any], rt: ResourceType) -> Response
             return users.create(conn, caller, doc, hub.base, hub.provisioning(caller))
         return groups.create(conn, caller, doc, hub.base)
 
-    caller, outcome = await _run(request, work, writes=True, problem=problem)
+    caller, outcome = await _run(
+        request, work, writes=True, problem=problem, quick=rt is USER_TYPE
+    )
     _note(request, rt, outcome.resource.get("id"), outcome.resource)
     _announce(hub, caller, outcome, rt)
     return _resource_response(request, caller, outcome, rt, 201)
@@ -375,7 +387,9 @@ async def _get(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
 
     _, problem = await _parse(_accepting(request))
     _note(request, rt, rid, None)
-    caller, outcome = await _run(request, work, writes=False, problem=problem)
+    caller, outcome = await _run(
+        request, work, writes=False, problem=problem, quick=rt is USER_TYPE
+    )
     _note(request, rt, rid, outcome.resource)
     if matches_if_none_match(outcome.version, request.headers.get("if-none-match")):
         return Response(b"", status_code=304, headers={"ETag": etag(outcome.version)})
@@ -402,12 +416,31 @@ async def _search(
         result: Page = service.search(conn, caller, params.query, hub.base)
         return result, params
 
-    caller, (page, params) = await _run(request, work, writes=False, problem=problem)
+    quick = rt is USER_TYPE and _is_user_name_lookup(values)
+    caller, (page, params) = await _run(
+        request, work, writes=False, problem=problem, quick=quick
+    )
     projection = plan(rt, params.attributes, params.excluded)
     resources = [
         _render_for(hub, caller, projection.apply(r), request.method, rt) for r in page.resources
     ]
     return _response(_list_body(page, resources, _cursor_kind(rt)))
+
+
+#: `userName eq "…"`, the query every IdP sends before a create: one indexed look-up.
+_USER_NAME_EQ = re.compile(r'\s*userName\s+eq\s+"(?:[^"\\]|\\.)*"\s*', re.IGNORECASE)
+
+
+def _is_user_name_lookup(values: JSON) -> bool:
+    text = values.get("filter")
+    return (
+        isinstance(text, str)
+        and len(text) < 1024
+        and _USER_NAME_EQ.fullmatch(text) is not None
+        and not values.get("sortBy")
+        and values.get("startIndex") in (None, "1", 1)
+        and "cursor" not in values
+    )
 
 
 def _cursor_kind(rt: ResourceType) -> str:
@@ -477,7 +510,9 @@ async def _put(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
             )
         return groups.replace(conn, caller, rid, doc, hub.base, if_match)
 
-    caller, outcome = await _run(request, work, writes=True, problem=problem)
+    caller, outcome = await _run(
+        request, work, writes=True, problem=problem, quick=rt is USER_TYPE
+    )
     _note(request, rt, rid, outcome.resource)
     _announce(hub, caller, outcome, rt)
     return _resource_response(request, caller, outcome, rt)
@@ -533,7 +568,9 @@ async def _patch(request: Request[Any, Any, Any], rt: ResourceType, rid: str) ->
             with_members,
         )
 
-    caller, outcome = await _run(request, work, writes=True, problem=problem)
+    caller, outcome = await _run(
+        request, work, writes=True, problem=problem, quick=rt is USER_TYPE
+    )
     _note(request, rt, rid, outcome.resource)
     _announce(hub, caller, outcome, rt)
     return _resource_response(request, caller, outcome, rt)
@@ -549,7 +586,7 @@ async def _delete(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -
             return users.remove(conn, caller, rid, if_match, hub.provisioning(caller), hub.base)
         return groups.remove(conn, caller, rid, if_match)
 
-    caller, outcome = await _run(request, work, writes=True)
+    caller, outcome = await _run(request, work, writes=True, quick=rt is USER_TYPE)
     _note(request, rt, rid, outcome.resource)
     _announce(hub, caller, outcome, rt)
     return Response(b"", status_code=204)

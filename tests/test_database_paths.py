@@ -1,0 +1,79 @@
+"""Short SCIM user units run on the event loop's thread; a held write lock sends them to the
+writer thread instead of failing, and reads never wait for it (SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Connection, text
+
+from hub.core.database import SqliteDatabase
+from tests.conftest import ScimClient, user_body
+
+
+@pytest.fixture
+def sqlite_file(db_url: str) -> Path:
+    if not db_url.startswith("sqlite"):
+        pytest.skip(
+            "the thread layout under test is SQLite's (PostgreSQL runs every unit on the loop)"
+        )
+    return Path(db_url.split(":///", 1)[1])
+
+
+async def test_quick_units_run_on_the_calling_thread_others_on_database_threads(
+    sqlite_file: Path,
+) -> None:
+    db = SqliteDatabase(f"sqlite+aiosqlite:///{sqlite_file}")
+
+    def where(conn: Connection) -> int:
+        conn.execute(text("SELECT 1"))
+        return threading.get_ident()
+
+    try:
+        here = threading.get_ident()
+        assert await db.read_now(where) == here
+        assert await db.write_now(where) == here
+        assert await db.read(where) != here
+        assert await db.write(where) != here
+    finally:
+        await db.close()
+
+
+async def test_a_held_write_lock_queues_quick_writes_and_spares_reads(
+    scim: ScimClient, sqlite_file: Path
+) -> None:
+    created = await scim.post("/Users", user_body("before-lock@example.com"))
+    assert created.status_code == 201
+    user_id = created.json()["id"]
+    blocker = sqlite3.connect(sqlite_file, isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")
+    released = threading.Event()
+
+    def release_later() -> None:
+        time.sleep(0.6)
+        blocker.execute("COMMIT")
+        released.set()
+
+    releaser = threading.Thread(target=release_later)
+    started = time.monotonic()
+    releaser.start()
+    try:
+        create = asyncio.create_task(scim.post("/Users", user_body("during-lock@example.com")))
+        read = await scim.get(f"/Users/{user_id}")
+        # The read answered while the lock was held; the write waited for it, then landed.
+        assert read.status_code == 200
+        assert not released.is_set()
+        response = await create
+        assert response.status_code == 201, response.text
+        assert released.is_set()
+        assert time.monotonic() - started >= 0.5
+    finally:
+        releaser.join()
+        blocker.close()
+    found = await scim.get("/Users", params={"filter": 'userName eq "during-lock@example.com"'})
+    assert found.json()["totalResults"] == 1
