@@ -1,10 +1,23 @@
 """Hot-path statements: built once, compiled once per dialect, run with little overhead.
 
 SQLAlchemy Core rebuilds and re-keys a statement on every `execute`; on a request that runs three
-small indexed queries that costs several times what SQLite itself spends. A `Prepared` statement is
-a Core statement with named `bindparam`s built at import time. On SQLite it is compiled once and
-run on the raw `sqlite3` cursor (JSON columns decoded with msgspec); on other databases it goes
-through `Connection.execute`, where SQLAlchemy's compiled cache applies.
+small indexed queries that costs several times what the database itself spends. A `Prepared`
+statement is a Core statement with named `bindparam`s built at import time. The first time it runs
+on a dialect it is compiled once, and from then on its SQL runs on the DBAPI cursor with the
+parameters in the compiled order:
+
+* SQLite (pysqlite): the raw `sqlite3` cursor; JSON columns decoded with msgspec, integer
+  booleans turned into `bool`.
+* PostgreSQL (asyncpg): the cursor of SQLAlchemy's asyncpg adapter (`$n` placeholders with type
+  casts; the adapter keeps a prepared statement per SQL text on each connection). The JSON and
+  JSONB codecs the dialect installs on every connection decode JSON columns.
+
+Either way a JSON parameter is encoded here with msgspec (`None` binds SQL NULL), and every row is a
+named tuple whose attributes are the column keys `Connection.execute` would give. A DBAPI error
+goes through SQLAlchemy's own handling, so callers see the same `sqlalchemy.exc` classes (and a
+lost connection invalidates the pool) as with `Connection.execute`. A statement the raw path
+cannot run exactly as SQLAlchemy would (a type with its own bind or result conversion, a
+post-compile parameter, another driver) runs through `Connection.execute`.
 """
 
 from __future__ import annotations
@@ -14,42 +27,97 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import JSON, Connection
+from sqlalchemy import JSON, Boolean, Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable
-from sqlalchemy.sql.selectable import Select
 
 _decode_json = msgspec.json.Decoder().decode
 _encode_json = msgspec.json.Encoder().encode
 
+#: (dialect name, driver) pairs whose DBAPI cursor the raw path drives.
+_RAW_DRIVERS = frozenset({("sqlite", "pysqlite"), ("postgresql", "asyncpg")})
+_MISSING = object()
+
 
 class _Plan:
-    """A statement compiled for SQLite: SQL text, parameter order, row shape."""
+    """A statement compiled for one dialect: SQL text, parameter order, row shape."""
 
-    __slots__ = ("defaults", "make_row", "names", "sql")
+    __slots__ = ("convert", "defaults", "make_row", "names", "sql")
 
-    def __init__(self, stmt: Executable, dialect: Dialect) -> None:
-        compiled = stmt.compile(dialect=dialect)  # type: ignore[attr-defined]
-        self.sql = compiled.string
-        self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
-        # Literal values inside the statement (False, 1, LIMIT 1…) become anonymous parameters.
-        self.defaults: dict[str, Any] = dict(compiled.params)
-        self.make_row = _row_factory(stmt)
+    def __init__(
+        self,
+        sql: str,
+        names: tuple[str, ...],
+        defaults: dict[str, Any],
+        convert: tuple[tuple[int, Callable[[Any], Any]], ...],
+        make_row: Callable[[Sequence[Any]], Any] | None,
+    ) -> None:
+        self.sql = sql
+        #: bind parameter names in placeholder order (`?` or `$1…`)
+        self.names = names
+        #: values of the parameters the statement itself fixes (literals such as False, LIMIT 1)
+        self.defaults = defaults
+        #: (position, conversion) of the parameters SQLAlchemy would convert: JSON, booleans
+        self.convert = convert
+        self.make_row = make_row
 
 
-def _row_factory(stmt: Executable) -> Callable[[Sequence[Any]], Any] | None:
-    if not isinstance(stmt, Select):
-        returning = getattr(stmt, "_returning", ())
-        if not returning:
+def _json_param(value: Any) -> Any:
+    return None if value is None else _encode_json(value).decode()
+
+
+def _bool_param(value: Any) -> Any:
+    # SQLAlchemy's Boolean accepts None, True, False (and 0/1, equal to them); asyncpg wants a bool.
+    if value is None or value is True or value is False:
+        return value
+    if value not in (0, 1):
+        raise ValueError(f"{value!r} is not None, True, or False")
+    return bool(value)
+
+
+def _compile(stmt: Executable, dialect: Dialect, json_params: frozenset[str]) -> _Plan | None:
+    """Compile `stmt` for the raw path, or None if only `Connection.execute` runs it faithfully."""
+    if (dialect.name, dialect.driver) not in _RAW_DRIVERS:
+        return None
+    compiled = stmt.compile(dialect=dialect)  # type: ignore[attr-defined]
+    if compiled.literal_execute_params or compiled.post_compile_params:
+        return None
+    names: tuple[str, ...] = tuple(compiled.positiontup or ())
+    convert: list[tuple[int, Callable[[Any], Any]]] = []
+    for i, name in enumerate(names):
+        type_ = compiled.binds[name].type
+        if name in json_params or isinstance(type_, JSON):
+            convert.append((i, _json_param))
+        elif isinstance(type_, Boolean):
+            convert.append((i, _bool_param))
+        elif type_.dialect_impl(dialect).bind_processor(dialect) is not None:
             return None
-        columns = list(returning)
-    else:
-        columns = list(stmt.selected_columns)
+    # A parameter the caller must give has no default: leaving it out is a KeyError, not NULL.
+    literals = compiled.params
+    defaults = {name: literals[name] for name in names if not compiled.binds[name].required}
+    columns = list(getattr(stmt, "exported_columns", ()))
+    make_row = _row_factory(columns, dialect) if columns else None
+    if columns and make_row is None:
+        return None
+    return _Plan(compiled.string, names, defaults, tuple(convert), make_row)
+
+
+def _row_factory(columns: list[Any], dialect: Dialect) -> Callable[[Sequence[Any]], Any] | None:
+    """Build rows like `Connection.execute` does, or None for a column type it cannot match."""
+    json_at, bool_at = [], []
+    for i, column in enumerate(columns):
+        type_ = column.type
+        if isinstance(type_, JSON):
+            json_at.append(i)
+        elif isinstance(type_, Boolean):
+            bool_at.append(i)
+        elif type_.dialect_impl(dialect).result_processor(dialect, None) is not None:
+            return None
     names = [str(getattr(c, "key", None) or f"c{i}") for i, c in enumerate(columns)]
-    unique = _dedupe(names)
-    row_type = namedtuple("Row", unique, rename=True)  # type: ignore[misc]
-    json_at = [i for i, c in enumerate(columns) if isinstance(getattr(c, "type", None), JSON)]
-    bool_at = [i for i, c in enumerate(columns) if _bool_type_safe(c)]
+    row_type = namedtuple("Row", _dedupe(names), rename=True)  # type: ignore[misc]
+    if dialect.name != "sqlite":
+        # asyncpg returns bool for BOOLEAN, and the dialect's codecs decode JSON and JSONB.
+        return row_type._make
 
     def make(raw: Sequence[Any]) -> Any:
         values = list(raw)
@@ -74,73 +142,83 @@ def _dedupe(names: list[str]) -> list[str]:
     return result
 
 
-def _bool_type_safe(column: Any) -> bool:
-    try:
-        return column.type.python_type is bool
-    except NotImplementedError:
-        return False
-
-
 class Prepared:
     """A Core statement with named bind parameters, run the cheapest way the dialect allows."""
 
-    __slots__ = ("_json_params", "_sqlite", "stmt")
+    __slots__ = ("_json_params", "_plans", "stmt")
 
     def __init__(self, stmt: Executable, json_params: Sequence[str] = ()) -> None:
         self.stmt = stmt
-        self._sqlite: _Plan | None = None
-        #: parameters holding JSON documents (encoded here on the raw SQLite path)
+        #: one plan (or None: use `Connection.execute`) per dialect class
+        self._plans: dict[type[Dialect], _Plan | None] = {}
+        #: parameters holding JSON documents (also found from their type)
         self._json_params = frozenset(json_params)
 
-    def _plan(self, dialect: Dialect) -> _Plan:
-        if self._sqlite is None:
-            self._sqlite = _Plan(self.stmt, dialect)
-        return self._sqlite
+    def _plan(self, dialect: Dialect) -> _Plan | None:
+        plan = self._plans.get(type(dialect), _MISSING)
+        if plan is _MISSING:
+            plan = self._plans[type(dialect)] = _compile(self.stmt, dialect, self._json_params)
+        return plan  # type: ignore[return-value]
 
-    def _values(self, plan: _Plan, params: dict[str, Any]) -> list[Any]:
-        values = []
+    def uses_raw_path(self, dialect: Dialect) -> bool:
+        """Say whether the statement runs on the DBAPI cursor for this dialect."""
+        return self._plan(dialect) is not None
+
+    @staticmethod
+    def _values(plan: _Plan, params: dict[str, Any]) -> list[Any]:
         defaults = plan.defaults
-        for name in plan.names:
-            value = params[name] if name in params else defaults[name]
-            if name in self._json_params and value is not None:
-                value = _encode_json(value).decode()
-            values.append(value)
+        values = [params[n] if n in params else defaults[n] for n in plan.names]
+        for i, convert in plan.convert:
+            values[i] = convert(values[i])
         return values
 
-    def _raw(self, conn: Connection, params: dict[str, Any]) -> tuple[Any, _Plan]:
-        plan = self._plan(conn.dialect)
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.execute(plan.sql, self._values(plan, params))
-        return cursor, plan
+    @staticmethod
+    def _cursor(conn: Connection) -> Any:
+        return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+
+    def _execute(self, conn: Connection, plan: _Plan, params: dict[str, Any]) -> Any:
+        values = self._values(plan, params)
+        cursor = self._cursor(conn)
+        try:
+            cursor.execute(plan.sql, values)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            # What `Connection.execute` does: wrap in sqlalchemy.exc, invalidate on disconnect.
+            conn._handle_dbapi_exception(exc, plan.sql, values, cursor, None)
+        return cursor
 
     def run_many(self, conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         """Run a write statement once per parameter set (executemany)."""
         if not rows:
             return
-        if conn.dialect.name != "sqlite":
+        plan = self._plan(conn.dialect)
+        if plan is None:
             conn.execute(self.stmt, list(rows))
             return
-        plan = self._plan(conn.dialect)
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        cursor.executemany(plan.sql, [self._values(plan, row) for row in rows])
+        values = [self._values(plan, row) for row in rows]
+        cursor = self._cursor(conn)
+        try:
+            cursor.executemany(plan.sql, values)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            conn._handle_dbapi_exception(exc, plan.sql, values, cursor, None)
 
     def all(self, conn: Connection, **params: Any) -> list[Any]:
         """Run the statement and return every row (attribute access by column key)."""
-        if conn.dialect.name != "sqlite":
+        plan = self._plan(conn.dialect)
+        if plan is None:
             return list(conn.execute(self.stmt, params).all())
-        cursor, plan = self._raw(conn, params)
-        assert plan.make_row is not None
         make = plan.make_row
-        return [make(r) for r in cursor.fetchall()]
+        assert make is not None, "all() of a statement that returns no rows"
+        return [make(r) for r in self._execute(conn, plan, params).fetchall()]
 
     def first(self, conn: Connection, **params: Any) -> Any:
         """Run the statement and return its first row, or None."""
-        if conn.dialect.name != "sqlite":
+        plan = self._plan(conn.dialect)
+        if plan is None:
             return conn.execute(self.stmt, params).first()
-        cursor, plan = self._raw(conn, params)
-        raw = cursor.fetchone()
-        assert plan.make_row is not None
-        return None if raw is None else plan.make_row(raw)
+        make = plan.make_row
+        assert make is not None, "first() of a statement that returns no rows"
+        raw = self._execute(conn, plan, params).fetchone()
+        return None if raw is None else make(raw)
 
     def scalar(self, conn: Connection, **params: Any) -> Any:
         """Run the statement and return the first column of the first row, or None."""
@@ -149,7 +227,7 @@ class Prepared:
 
     def run(self, conn: Connection, **params: Any) -> int:
         """Run a write statement and return the number of rows it changed."""
-        if conn.dialect.name != "sqlite":
+        plan = self._plan(conn.dialect)
+        if plan is None:
             return int(conn.execute(self.stmt, params).rowcount)
-        cursor, _ = self._raw(conn, params)
-        return int(cursor.rowcount)
+        return int(self._execute(conn, plan, params).rowcount)
