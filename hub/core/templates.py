@@ -12,7 +12,7 @@ statements (`apply_fields`, `revert_fields`, `detach`), never a loop over cards.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final
 
@@ -285,7 +285,8 @@ def edit_template(
         new = _checked_fields(body.fields)
         old: dict[str, str] = dict(row.fields)
         inheriting = cards.c.template_pk == row.pk
-        apply_fields(conn, inheriting, {k: v for k, v in new.items() if old.get(k) != v})
+        changed = {k: v for k, v in new.items() if old.get(k) != v}
+        apply_fields(conn, inheriting, changed, present=old)
         revert_fields(conn, inheriting, [k for k in old if k not in new])
         conn.execute(update(cards).where(inheriting).values(modified=values["modified"]))
         values["fields"] = new
@@ -358,11 +359,20 @@ def _fields_of(where: ColumnElement[bool]) -> ColumnElement[bool]:
     return card_fields.c.card_pk.in_(select(cards.c.pk).where(where))
 
 
-def apply_fields(conn: Connection, where: ColumnElement[bool], fields: Mapping[str, str]) -> None:
+def apply_fields(
+    conn: Connection,
+    where: ColumnElement[bool],
+    fields: Mapping[str, str],
+    present: Collection[str] = (),
+) -> None:
     """Give every card selected by `where` the template values `fields`.
 
     Linked fields take the value (one UPDATE for all fields); cards without the field get it as a
     locked, linked template field (one INSERT … SELECT per field). Unlinked fields keep theirs.
+    `present` names fields every selected card already holds a row for — those of the template
+    the cards inherit: a card gets a row for each of its template's fields when it starts to
+    inherit or when the template gains the field, and only `revert_fields` deletes rows — so no
+    INSERT … SELECT (a NOT EXISTS probe per card) runs for them.
     """
     if not fields:
         return
@@ -372,6 +382,8 @@ def apply_fields(conn: Connection, where: ColumnElement[bool], fields: Mapping[s
         .values(value=case(dict(fields), value=card_fields.c.name), source="template")
     )
     for name, value in fields.items():
+        if name in present:
+            continue
         has_field = exists().where(card_fields.c.card_pk == cards.c.pk, card_fields.c.name == name)
         missing = select(
             cards.c.pk,
