@@ -38,6 +38,7 @@ from hub.core.errors import Conflict, InvalidFilter, InvalidValue, NotFound
 from hub.core.ids import new_id
 from hub.core.models import card_fields, cards, templates
 from hub.core.profile import describe_profile
+from hub.core.sql import Prepared
 
 JSON = dict[str, Any]
 
@@ -144,13 +145,17 @@ def render(row: Any) -> JSON:
     }
 
 
+#: Templates with a rule, in the admin's order: what every provisioned user is tried against.
+_WITH_RULES = Prepared(
+    select(*_COLUMNS)
+    .where(templates.c.workspace_pk == bindparam("b_ws"), templates.c.rule.is_not(None))
+    .order_by(templates.c.position, templates.c.pk)
+)
+
+
 def first_match(conn: Connection, workspace_pk: int, document: Mapping[str, Any]) -> Any | None:
     """The first template, in the admin's order, whose rule matches a new user's profile."""
-    rows = conn.execute(
-        select(*_COLUMNS)
-        .where(templates.c.workspace_pk == workspace_pk, templates.c.rule.is_not(None))
-        .order_by(templates.c.position, templates.c.pk)
-    ).all()
+    rows = _WITH_RULES.all(conn, b_ws=workspace_pk)
     return next((row for row in rows if matches(row.rule, document)), None)
 
 
