@@ -52,6 +52,7 @@ from hub.scim.wire import (
     ListParams,
     check_accept,
     encode_cursor,
+    header,
     list_params,
     projection_params,
     read_json,
@@ -136,8 +137,8 @@ def _hub(request: Request[Any, Any, Any]) -> Hub:
 
 
 def _bearer_digest(request: Request[Any, Any, Any]) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    value = header(request, "authorization") or ""
+    scheme, _, token = value.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send 'Authorization: Bearer <token>' with a connector token")
     return digest(token.strip())
@@ -391,7 +392,7 @@ async def _get(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
         request, work, writes=False, problem=problem, quick=rt is USER_TYPE
     )
     _note(request, rt, rid, outcome.resource)
-    if matches_if_none_match(outcome.version, request.headers.get("if-none-match")):
+    if matches_if_none_match(outcome.version, header(request, "if-none-match")):
         return Response(b"", status_code=304, headers={"ETag": etag(outcome.version)})
     return _resource_response(request, caller, outcome, rt)
 
@@ -494,7 +495,7 @@ async def _post_search(request: Request[Any, Any, Any], rt: ResourceType) -> Res
 async def _put(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
     hub = _hub(request)
     _note(request, rt, rid, None)
-    if_match = request.headers.get("if-match")
+    if_match = header(request, "if-match")
 
     async def parse() -> JSON:
         check_accept(request)
@@ -531,7 +532,7 @@ def _operations(body: JSON) -> list[Any]:
 async def _patch(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
     hub = _hub(request)
     _note(request, rt, rid, None)
-    if_match = request.headers.get("if-match")
+    if_match = header(request, "if-match")
     settings = hub.settings
     attributes, excluded = projection_params(request)
     with_members = wants(_members_attr(rt), attributes, excluded)
@@ -579,7 +580,7 @@ async def _patch(request: Request[Any, Any, Any], rt: ResourceType, rid: str) ->
 async def _delete(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
     hub = _hub(request)
     _note(request, rt, rid, None)
-    if_match = request.headers.get("if-match")
+    if_match = header(request, "if-match")
 
     def work(conn: Connection, caller: Caller) -> Outcome:
         if rt is USER_TYPE:
