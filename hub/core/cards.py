@@ -478,8 +478,8 @@ def list_cards(conn: Connection, workspace_pk: int, query: CardQuery) -> JSON:
     Raises:
         InvalidValue: bad paging or status. NotFound: unknown template id.
     """
-    if not 1 <= query.limit <= MAX_PAGE or query.offset < 0:
-        raise InvalidValue(f"limit must be 1 to {MAX_PAGE} and offset at least 0")
+    if not 1 <= query.limit <= MAX_PAGE or not 0 <= query.offset < 2**63:
+        raise InvalidValue(f"limit must be 1 to {MAX_PAGE} and offset 0 to {2**63 - 1}")
     where = _filters(conn, workspace_pk, query)
     rows = conn.execute(
         _CARD.where(*where).order_by(cards.c.pk).limit(query.limit).offset(query.offset)
