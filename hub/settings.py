@@ -15,6 +15,8 @@ from typing import Any, Literal
 import msgspec
 
 ENV_PREFIX = "SCIM_HUB_"
+#: The shortest server secret accepted (`SCIM_HUB_SECRET` or the key file): 32 characters.
+MIN_SECRET_LENGTH = 32
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -55,6 +57,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     mail_batch_size: int = 20
     # `/metrics` (hub.metrics): when set, scrapes must send `Authorization: Bearer <token>`.
     metrics_token: str = ""
+    # The server secret (hub.core.secret) that signs activation links. Empty: read it from
+    # `secret_file`, generated on first start; every process of one hub must share it.
+    secret: str = ""
+    secret_file: str = "var/secret.key"
 
 
 class SettingsError(ValueError):
@@ -132,6 +138,11 @@ def _check_ranges(settings: Settings) -> None:
         raise SettingsError(f"{ENV_PREFIX}DEFAULT_COUNT must be between 0 and MAX_RESULTS")
     if not settings.base_url.startswith(("http://", "https://")):
         raise SettingsError(f"{ENV_PREFIX}BASE_URL must start with http:// or https://")
+    if settings.secret and len(settings.secret.strip()) < MIN_SECRET_LENGTH:
+        raise SettingsError(
+            f"{ENV_PREFIX}SECRET must be at least {MIN_SECRET_LENGTH} characters "
+            "(e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
 
 
 def _check_mail(settings: Settings) -> None:

@@ -189,7 +189,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 def settings(db_url: str, tmp_path: Path) -> Settings:
     """Settings for `db_url`, ignoring the process environment; `base_url` is the test client's.
 
-    Emails without SMTP go to `tmp_path/outbox`, never into the checkout's `var/`.
+    Emails without SMTP go to `tmp_path/outbox` and the server secret to `tmp_path/secret.key`,
+    never into the checkout's `var/`.
     """
     from hub.settings import load_settings
 
@@ -198,6 +199,7 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         database_url=db_url,
         base_url=TEST_BASE_URL,
         outbox_dir=str(tmp_path / "outbox"),
+        secret_file=str(tmp_path / "secret.key"),
     )
 
 

@@ -44,8 +44,11 @@ def hub_environ(database_url: str, base_url: str, **settings: str) -> dict[str, 
     env["SCIM_HUB_DATABASE_URL"] = database_url
     env["SCIM_HUB_BASE_URL"] = base_url
     env["SCIM_HUB_LOG_FORMAT"] = "json"
-    # Emails without SMTP become files: keep them out of the checkout's var/.
+    # Emails without SMTP become files, and the server secret is generated on first start:
+    # keep both out of the checkout's var/.
     env["SCIM_HUB_OUTBOX_DIR"] = tempfile.mkdtemp(prefix="scim-hub-outbox-")
+    secret_dir = tempfile.mkdtemp(prefix="scim-hub-secret-")
+    env["SCIM_HUB_SECRET_FILE"] = str(Path(secret_dir) / "secret.key")
     for name, value in settings.items():
         env[f"SCIM_HUB_{name.upper()}"] = value
     return env

@@ -10,20 +10,27 @@ import asyncio
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import structlog
-from sqlalchemy import update
+from alembic import command
+from sqlalchemy import Connection, select, text, update
 
 from hub.core import sessions
 from hub.core.clock import now_us
 from hub.core.database import open_database
 from hub.core.models import activation_links
 from hub.core.tenants import InitResult
+from hub.migrate import alembic_config, upgrade
+from hub.settings import Settings
+from tests.conftest import TEST_BASE_URL
 from tests.test_outbox import (
     SmtpServer,
     admin_headers,
     eventually,
     outbox_list,
+    queue_users,
+    running_app,
     wait_for_status,
 )
 
@@ -33,6 +40,8 @@ from tests.test_outbox import smtp as smtp
 from tests.test_outbox import smtp_port as smtp_port
 
 EMAILS = "/api/v1/workspaces/acme/activation-emails"
+#: What a browser sends with a form posted from one of the hub's own pages.
+SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin", "Origin": TEST_BASE_URL}
 SETTINGS = "/api/v1/workspaces/acme/settings"
 
 
@@ -65,6 +74,29 @@ async def read_session(db_url: str, token: str) -> tuple[int, int] | None:
         await db.close()
 
 
+async def open_link(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    """What a person's click does: GET the page, then press its button (a same-origin POST)."""
+    page = await client.get(f"/activate/{token}")
+    if page.status_code != 200:
+        return page
+    assert '<form method="post">' in page.text
+    return await client.post(f"/activate/{token}", headers=SAME_ORIGIN)
+
+
+async def link_used(db_url: str) -> bool:
+    """Whether any activation link of the database has been used."""
+    db = open_database(db_url)
+    try:
+        used = await db.read(
+            lambda conn: conn.execute(
+                select(activation_links.c.pk).where(activation_links.c.used.is_not(None))
+            ).first()
+        )
+    finally:
+        await db.close()
+    return used is not None
+
+
 async def test_the_emailed_link_activates_once_and_starts_the_owners_session(
     client: httpx.AsyncClient, scim: Any, make_user_body: Any, smtp: SmtpServer, db_url: str
 ) -> None:
@@ -85,43 +117,103 @@ async def test_the_emailed_link_activates_once_and_starts_the_owners_session(
     assert "Ada Lovelace" in message.get_body(preferencelist=("plain",)).get_content()
 
     with structlog.testing.capture_logs() as logs:
-        page = await client.get(f"/activate/{token}")
-    assert page.status_code == 200, page.text
+        # A mail scanner (or the person) opens the link: a confirmation page, nothing used.
+        for _ in range(3):
+            page = await client.get(f"/activate/{token}")
+            assert page.status_code == 200, page.text
+        probe = await client.head(f"/activate/{token}")
+        used = await client.post(f"/activate/{token}", headers=SAME_ORIGIN, follow_redirects=False)
+    assert probe.status_code == 200
+    assert probe.content == b""
     assert "Ada Lovelace" in page.text
     assert "acme" in page.text
+    assert '<form method="post"><button type="submit">' in page.text
+    assert "<script" not in page.text, "the page must work without JavaScript"
     assert token not in page.text
+    assert "set-cookie" not in page.headers
     assert page.headers["cache-control"] == "no-store"
-    assert token not in repr(logs), "the activation link leaked into the logs"
+    assert "form-action 'self'" in page.headers["content-security-policy"]
 
-    cookie = page.headers["set-cookie"]
+    # The button posts back to the link: the account is activated and the owner signed in.
+    assert used.status_code == 303, used.text
+    assert used.headers["location"] == "/activated"
+    assert used.headers["cache-control"] == "no-store"
+    assert token not in repr(logs), "the activation link leaked into the logs"
+    cookie = used.headers["set-cookie"]
     assert cookie.startswith(f"{sessions.SESSION_COOKIE}=")
     assert "HttpOnly" in cookie
     assert "SameSite=Lax" in cookie or "samesite=lax" in cookie.lower()
     assert "Secure" not in cookie, "the test server is plain http"
-    session = page.cookies[sessions.SESSION_COOKIE]
-    assert session not in page.text
+    session = used.cookies[sessions.SESSION_COOKIE]
     assert await read_session(db_url, session) is not None
+    welcome = await client.get("/activated")  # the client kept the cookie
+    assert welcome.status_code == 200, welcome.text
+    assert "Welcome, Ada Lovelace" in welcome.text
+    assert "acme" in welcome.text
+    assert session not in welcome.text
 
-    by_cookie = await client.get("/api/v1/me/card")  # the client kept the cookie
+    by_cookie = await client.get("/api/v1/me/card")
     assert by_cookie.status_code == 200, by_cookie.text
     client.cookies.clear()
     assert (await client.get("/api/v1/me/card")).status_code == 401
+    assert (await client.get("/activated")).status_code == 403
     by_bearer = await client.get("/api/v1/me/card", headers={"Authorization": f"Bearer {session}"})
     assert by_bearer.status_code == 200, by_bearer.text
 
-    again = await client.get(f"/activate/{token}")
-    assert again.status_code == 410
-    assert "already been used" in again.text
-    assert sessions.SESSION_COOKIE not in again.headers.get("set-cookie", "")
+    for again in (
+        await client.post(f"/activate/{token}", headers=SAME_ORIGIN),
+        await client.get(f"/activate/{token}"),
+    ):
+        assert again.status_code == 410
+        assert "already been used" in again.text
+        assert sessions.SESSION_COOKIE not in again.headers.get("set-cookie", "")
+    assert (await client.head(f"/activate/{token}")).status_code == 410
 
 
-async def test_unknown_and_expired_links_are_refused(
+async def test_a_post_from_another_site_never_uses_the_link(
+    client: httpx.AsyncClient, scim: Any, make_user_body: Any, smtp: SmtpServer, db_url: str
+) -> None:
+    """Login CSRF: another site posting a link from the victim's browser is refused."""
+    smtp.start()
+    await provision(scim, make_user_body, "csrf@example.com")
+    token = await next_link(smtp, 1)
+    url = f"/activate/{token}"
+    for headers in (
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site", "Origin": TEST_BASE_URL},
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+    ):
+        refused = await client.post(url, headers=headers)
+        assert refused.status_code == 403, (headers, refused.text)
+        assert "another site" in refused.text
+        assert "set-cookie" not in refused.headers
+    assert not await link_used(db_url)
+    # A browser too old for Sec-Fetch-Site still names the origin; it is this host.
+    used = await client.post(url, headers={"Origin": TEST_BASE_URL}, follow_redirects=False)
+    assert used.status_code == 303, used.text
+    assert await link_used(db_url)
+
+
+async def test_unknown_tampered_and_expired_links_are_refused(
     client: httpx.AsyncClient, scim: Any, make_user_body: Any, smtp: SmtpServer, db_url: str
 ) -> None:
     smtp.start()
-    assert (await client.get("/activate/shact_nonsense")).status_code == 404
+    for unknown in ("shact_nonsense", "shact_x.y", "nonsense", "shact_" + "A" * 22 + ".sig"):
+        assert (await client.get(f"/activate/{unknown}")).status_code == 404, unknown
+        assert (await client.post(f"/activate/{unknown}")).status_code == 404, unknown
     await provision(scim, make_user_body, "late@example.com")
     token = await next_link(smtp, 1)
+    public, _, mac = token.partition(".")
+    tampered = f"{public}.{mac[::-1]}"
+    for response in (
+        await client.get(f"/activate/{tampered}"),
+        await client.post(f"/activate/{tampered}"),
+    ):
+        assert response.status_code == 410
+        assert "no longer valid" in response.text
+    assert not await link_used(db_url)
+
     db = open_database(db_url)
     try:
         await db.write(
@@ -132,6 +224,8 @@ async def test_unknown_and_expired_links_are_refused(
     page = await client.get(f"/activate/{token}")
     assert page.status_code == 410
     assert "expired" in page.text
+    assert (await client.post(f"/activate/{token}")).status_code == 410
+    assert not await link_used(db_url)
 
 
 async def test_with_the_toggle_off_nothing_is_sent_until_an_admin_sends_it(
@@ -178,7 +272,7 @@ async def test_a_resend_invalidates_the_previous_link(
     old = await client.get(f"/activate/{first}")
     assert old.status_code == 410
     assert "replaced" in old.text
-    assert (await client.get(f"/activate/{second}")).status_code == 200
+    assert (await open_link(client, second)).status_code == 200
 
 
 async def test_deprovisioning_cancels_a_pending_email_and_reactivation_queues_a_new_one(
@@ -211,9 +305,9 @@ async def test_deprovisioning_cancels_a_pending_email_and_reactivation_queues_a_
     reactivate = {**deactivate, "Operations": [{"op": "replace", "path": "active", "value": True}]}
     assert (await scim.patch(f"/Users/{user_id}", reactivate)).status_code == 200
     token = await next_link(smtp, 1)
-    page = await client.get(f"/activate/{token}")
-    assert page.status_code == 200
-    owner = {"Authorization": f"Bearer {page.cookies[sessions.SESSION_COOKIE]}"}
+    used = await client.post(f"/activate/{token}", headers=SAME_ORIGIN, follow_redirects=False)
+    assert used.status_code == 303
+    owner = {"Authorization": f"Bearer {used.cookies[sessions.SESSION_COOKIE]}"}
     client.cookies.clear()
     assert (await client.get("/api/v1/me/card", headers=owner)).status_code == 200
 
@@ -255,3 +349,86 @@ async def test_the_admin_email_api_checks_credentials_and_bodies(
     scim_error(await client.get(EMAILS, headers=admin, params={"limit": "-1"}), 400, "invalidValue")
     other = "/api/v1/workspaces/globex/activation-emails"
     scim_error(await client.get(other, headers=admin), 404)
+
+
+# --------------------------------------------------------------------------- the server secret
+
+
+async def test_a_new_server_secret_invalidates_sent_links_and_queued_ones_still_work(
+    db_url: str, tenant: InitResult, make_user_body: Any, smtp: SmtpServer, settings: Settings
+) -> None:
+    """Rotation: links already sent die ("no longer valid", 410); queued emails are rendered
+    with the new secret at sending, and an admin's resend gives a working link."""
+    headers = await admin_headers(db_url, tenant)
+    scim = {"Authorization": f"Bearer {tenant.token}"}
+    smtp.start()
+    async with running_app(settings) as client:
+        body = make_user_body("before@example.com")
+        assert (await client.post("/scim/v2/Users", json=body, headers=scim)).status_code == 201
+        sent_before = await next_link(smtp, 1)
+        [before] = await wait_for_status(client, headers, "sent")
+    # Queued while no hub runs; it goes out only after the rotation.
+    await queue_users(db_url, tenant, 1)
+
+    rotated = msgspec.structs.replace(settings, secret="another-server-secret-" + "r" * 32)
+    async with running_app(rotated) as client:
+        queued_then = await next_link(smtp, 2)
+        assert (await open_link(client, queued_then)).status_code == 200
+        client.cookies.clear()
+        for response in (
+            await client.get(f"/activate/{sent_before}"),
+            await client.post(f"/activate/{sent_before}", headers=SAME_ORIGIN),
+        ):
+            assert response.status_code == 410
+            assert "no longer valid" in response.text
+        resend = await client.post(EMAILS, headers=headers, json={"user_ids": [before["user_id"]]})
+        assert resend.json()["results"][0]["status"] == "queued"
+        assert (await open_link(client, await next_link(smtp, 3))).status_code == 200
+
+
+async def test_links_issued_before_migration_0012_keep_working_after_it(
+    db_url: str, tenant: InitResult, smtp: SmtpServer, settings: Settings
+) -> None:
+    """The upgrade re-keys queued emails (no link secret stays in clear) and sent links work."""
+    await queue_users(db_url, tenant, 2)
+    # Back to the schema before 0012: each queued email holds its link secret in clear.
+    await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0012-1")
+    db = open_database(db_url)
+
+    def deliver_one(conn: Connection) -> tuple[str, str]:
+        rows = conn.execute(text("SELECT pk, link_token FROM outbox_messages ORDER BY pk")).all()
+        assert all(token.startswith("shact_") and "." not in token for _, token in rows)
+        (sent_pk, sent_token), (_, queued_token) = rows
+        # The first one went out before the upgrade: sent, secret cleared, lifetime started.
+        conn.execute(
+            text(
+                "UPDATE outbox_messages SET status = 'sent', link_token = NULL, finished = :now "
+                "WHERE pk = :pk"
+            ),
+            {"pk": sent_pk, "now": now_us()},
+        )
+        conn.execute(
+            text(
+                "UPDATE activation_links SET expires = :expires "
+                "WHERE pk = (SELECT link_pk FROM outbox_messages WHERE pk = :pk)"
+            ),
+            {"pk": sent_pk, "expires": now_us() + 3_600_000_000},
+        )
+        return sent_token, queued_token
+
+    try:
+        sent_token, queued_token = await db.write(deliver_one)
+    finally:
+        await db.close()
+    upgrade(db_url)
+
+    smtp.start()
+    async with running_app(settings) as client:
+        signed = await next_link(smtp, 1)
+        assert signed != queued_token
+        assert "." in signed, "a queued email goes out with a signed link after the upgrade"
+        assert (await client.get(f"/activate/{queued_token}")).status_code == 404
+        assert (await open_link(client, signed)).status_code == 200
+        client.cookies.clear()
+        assert (await open_link(client, sent_token)).status_code == 200, "a sent link died"
+        assert (await client.get(f"/activate/{sent_token}")).status_code == 410

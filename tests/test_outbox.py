@@ -35,7 +35,9 @@ from hub.settings import Settings, load_settings
 from tests.conftest import TEST_BASE_URL
 from tests.pg import free_port
 
-LINK = re.compile(r"https?://\S+/activate/([A-Za-z0-9_-]+)")
+LINK = re.compile(r"https?://\S+/activate/([A-Za-z0-9_.-]+)")
+#: The server secret of these tests (`SCIM_HUB_SECRET`), so no key file is written anywhere.
+TEST_SECRET = "test-server-secret-" + "s" * 32
 
 
 class Inbox:
@@ -107,6 +109,7 @@ def mail_settings(db_url: str, **overrides: Any) -> Settings:
         "mail_retry_max_ms": 160,
         "mail_poll_ms": 50,
         "mail_max_attempts": 1000,
+        "secret": TEST_SECRET,
     }
     values.update(overrides)
     return load_settings(environ={}, **values)
@@ -251,7 +254,7 @@ async def test_messages_fail_after_the_last_attempt_with_the_error_shown(
         smtp.start()
         await asyncio.sleep(0.3)
     assert smtp.inbox.messages == [], "a failed message must stay failed"
-    assert await _link_tokens_left(db_url) == 0, "a finished message keeps no link secret"
+    assert await _link_nonces_left(db_url) == 0, "a finished message keeps no link nonce"
 
 
 async def test_a_user_without_an_address_fails_visibly_and_others_still_go_out(
@@ -301,7 +304,7 @@ async def test_without_smtp_messages_are_written_as_eml_files(
 # --------------------------------------------------------------------------- concurrency, crashes
 
 
-async def _queue_users(db_url: str, tenant: InitResult, count: int) -> None:
+async def queue_users(db_url: str, tenant: InitResult, count: int) -> None:
     """Provision `count` users straight through the core, so no sender runs meanwhile."""
     from hub.core.tokens import authenticate, digest
 
@@ -321,23 +324,23 @@ async def _queue_users(db_url: str, tenant: InitResult, count: int) -> None:
         await db.close()
 
 
-async def _link_tokens_left(db_url: str) -> int:
+async def _link_nonces_left(db_url: str) -> int:
     db = open_database(db_url)
     try:
-        tokens = await db.read(
+        nonces = await db.read(
             lambda conn: conn.execute(
-                select(outbox_messages.c.pk).where(outbox_messages.c.link_token.is_not(None))
+                select(outbox_messages.c.pk).where(outbox_messages.c.link_nonce.is_not(None))
             ).all()
         )
     finally:
         await db.close()
-    return len(tokens)
+    return len(nonces)
 
 
 async def test_two_senders_on_one_database_never_send_the_same_email_twice(
     db_url: str, tenant: InitResult, smtp: SmtpServer
 ) -> None:
-    await _queue_users(db_url, tenant, 40)
+    await queue_users(db_url, tenant, 40)
     smtp.start()
     settings = mail_settings(db_url, smtp_host="127.0.0.1", smtp_port=smtp.port, mail_batch_size=3)
     # Two databases handles, two senders: what two server processes would run.
@@ -356,13 +359,13 @@ async def test_two_senders_on_one_database_never_send_the_same_email_twice(
     ids = [str(m["Message-ID"]) for m in smtp.inbox.messages]
     assert len(ids) == 40
     assert len(set(ids)) == 40
-    assert await _link_tokens_left(db_url) == 0
+    assert await _link_nonces_left(db_url) == 0
 
 
 async def test_a_sender_that_dies_mid_delivery_is_taken_over_with_the_same_message_id(
     db_url: str, tenant: InitResult, smtp: SmtpServer
 ) -> None:
-    await _queue_users(db_url, tenant, 1)
+    await queue_users(db_url, tenant, 1)
     smtp.start()
     settings = mail_settings(db_url, smtp_host="127.0.0.1", smtp_port=smtp.port)
     db = open_database(db_url)

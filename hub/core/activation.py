@@ -2,31 +2,34 @@
 
 On provisioning (or reactivation) with the workspace's `send_activation_email` toggle on, the
 user write's own transaction creates a one-time activation link and queues its email in the
-outbox (`hub.core.outbox`), so the invitation commits with the user or not at all. Links are
-random 256-bit secrets kept only as SHA-256 digests; one works once, until it expires (its
-lifetime starts when its email is sent), and dies when a newer link is sent or the user is
-deprovisioned. Following a link marks the account activated and starts the owner's session.
+outbox (`hub.core.outbox`), so the invitation commits with the user or not at all. A link is a
+random nonce signed with the server secret (`hub.core.links`): the database holds the nonce only
+while the email is queued and otherwise a digest, never anything that opens an account. A link
+works once, until it expires (its lifetime starts when its email is sent), and dies when a newer
+link is sent or the user is deprovisioned.
+
+Following a link is two steps, so that mail scanners that fetch every link of a message cannot
+use it up: `check` (the page the link opens; it changes nothing) and `activate` (the page's form;
+marks the account activated and starts the owner's session).
 """
 
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Sequence
 from typing import Any, Final
 
 import msgspec
 from sqlalchemy import Connection, bindparam, exists, func, or_, select, update
 
-from hub.core import outbox, sessions
+from hub.core import links, outbox, sessions
 from hub.core.clock import now_us
 from hub.core.errors import NotFound, ScimError
 from hub.core.events import Event
 from hub.core.models import activation_links, outbox_messages, users, workspaces
 from hub.core.sql import Prepared
-from hub.core.tokens import Caller, digest
+from hub.core.tokens import Caller
 
-LINK_PREFIX: Final = "shact_"
 #: How many users one admin request may send activation emails to.
 MAX_USERS_PER_SEND: Final = 1000
 
@@ -37,6 +40,13 @@ class LinkGone(ScimError):
     """The activation link was used, replaced, withdrawn or has expired."""
 
     status = 410
+
+
+class LinkInfo(msgspec.Struct, frozen=True):
+    """What a usable link's confirmation page shows: whose card, in which workspace."""
+
+    name: str
+    workspace: str
 
 
 class Activated(msgspec.Struct, frozen=True):
@@ -182,10 +192,10 @@ def _queue(conn: Connection, user: Any, *, fresh: bool = False) -> str | None:
             )
         ).scalar()
         generation = (latest or 0) + 1
-    token = LINK_PREFIX + secrets.token_urlsafe(32)
+    nonce = links.new_nonce()
     link_pk = _INSERT_LINK.scalar(
         conn,
-        b_digest=digest(token),
+        b_digest=links.stored_digest(nonce),
         b_ws=user.workspace_pk,
         b_user=user.pk,
         b_generation=generation,
@@ -201,7 +211,7 @@ def _queue(conn: Connection, user: Any, *, fresh: bool = False) -> str | None:
         recipient=recipient_of(user.data, user.user_name),
         payload={"name": display_name(user.data, user.user_name), "workspace": user.workspace},
         link_pk=link_pk,
-        link_token=token,
+        link_nonce=nonce,
         fresh=fresh,
     )
 
@@ -268,36 +278,71 @@ def set_workspace_settings(
 # --------------------------------------------------------------------------- the owner
 
 
-def activate(conn: Connection, link_token: str) -> Activated:
+def check(conn: Connection, link_token: str, *, key: bytes) -> LinkInfo:
+    """Say whose account a link would activate, changing nothing (the page the link opens).
+
+    `key` is the activation link key (`hub.core.secret.derive_key(…, ACTIVATION_LINKS)`).
+
+    Raises:
+        NotFound: no link has this token.
+        LinkGone: the link was used, replaced, withdrawn, has expired or is no longer valid.
+    """
+    _, user = _usable(conn, link_token, key, lock=False)
+    return LinkInfo(display_name(user.data, user.user_name), user.workspace)
+
+
+def activate(conn: Connection, link_token: str, *, key: bytes) -> Activated:
     """Use an activation link: mark the account activated and start the owner's session.
 
     Raises:
         NotFound: no link has this token.
-        LinkGone: the link was used, replaced, withdrawn or has expired.
+        LinkGone: the link was used, replaced, withdrawn, has expired or is no longer valid.
     """
+    link_pk, user = _usable(conn, link_token, key, lock=True)
+    conn.execute(
+        update(activation_links).where(activation_links.c.pk == link_pk).values(used=now_us())
+    )
+    name = display_name(user.data, user.user_name)
+    session = sessions.start_session(conn, user.pk)
+    return Activated(session, user.pk, user.workspace_pk, name, user.workspace)
+
+
+def _usable(conn: Connection, link_token: str, key: bytes, *, lock: bool) -> tuple[int, Any]:
+    """The link's pk and user if the link may be used now, else the reason it may not."""
+    wanted = links.lookup_digest(link_token)
+    if wanted is None:
+        raise NotFound("this activation link is not valid")
     link = activation_links.c
-    row = conn.execute(
-        select(link.pk, link.used, link.invalidated, link.expires, link.user_pk)
-        .where(link.digest == digest(link_token))
-        .with_for_update()
-    ).first()
+    query = select(link.pk, link.used, link.invalidated, link.expires, link.user_pk).where(
+        link.digest == wanted
+    )
+    row = conn.execute(query.with_for_update() if lock else query).first()
     if row is None:
         raise NotFound("this activation link is not valid")
-    now = now_us()
+    if not links.is_signed(key, link_token):
+        # The nonce is right but not the signature: signed with an earlier server secret (or
+        # forged by someone who saw a queued nonce).
+        raise LinkGone("this activation link is no longer valid")
     if row.used is not None:
         raise LinkGone("this activation link has already been used")
     if row.invalidated is not None:
         raise LinkGone("this activation link was replaced by a newer one or withdrawn")
     # No expiry yet means its email was delivered but not yet recorded as sent: still valid.
-    if row.expires is not None and row.expires <= now:
+    if row.expires is not None and row.expires <= now_us():
         raise LinkGone("this activation link has expired")
     user = _user(conn, row.user_pk)
     if not _is_active(user):
         raise LinkGone("this account is no longer active")
-    conn.execute(update(activation_links).where(link.pk == row.pk).values(used=now))
-    name = display_name(user.data, user.user_name)
-    session = sessions.start_session(conn, user.pk)
-    return Activated(session, user.pk, user.workspace_pk, name, user.workspace)
+    return int(row.pk), user
+
+
+def signed_in(conn: Connection, session_token: str) -> LinkInfo | None:
+    """Whose live owner session this is (name and workspace), or None."""
+    found = sessions.user_for_session(conn, session_token)
+    if found is None:
+        return None
+    user = _user(conn, found[1])
+    return LinkInfo(display_name(user.data, user.user_name), user.workspace)
 
 
 def activated_at(conn: Connection, user_pk: int) -> int | None:

@@ -198,7 +198,7 @@ class OwnerSession(Base):
 
 
 class ActivationLink(Base):
-    """A one-time activation link; only its digest is kept.
+    """A one-time activation link; only the digest of its public part is kept (`hub.core.links`).
 
     `expires` is set when its email goes out (a link nobody has received cannot expire);
     `used` marks the account activated; `invalidated` kills it (resend, deprovisioning).
@@ -242,9 +242,9 @@ class OutboxMessage(Base):
     status: Mapped[str] = mapped_column(String(16))
     recipient: Mapped[str | None] = mapped_column(String(320), nullable=True)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDocument)
-    #: The activation link's secret, needed to (re)render the email; cleared once the message
-    #: is sent, failed or cancelled, so the database keeps no usable link.
-    link_token: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    #: The activation link's nonce, needed to (re)render the email: useless without the server
+    #: secret (`hub.core.links`), and cleared once the message is sent, failed or cancelled.
+    link_nonce: Mapped[str | None] = mapped_column(String(100), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt: Mapped[int] = mapped_column(BigInteger)
     claimed_until: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -31,6 +31,7 @@ import msgspec
 import structlog
 from sqlalchemy import Connection, Engine, bindparam, event, func, or_, select, update
 
+from hub.core import links, secret
 from hub.core.clock import now_us, to_iso
 from hub.core.database import Database
 from hub.core.ids import new_id
@@ -74,7 +75,7 @@ _INSERT = Prepared(
         status=QUEUED,
         recipient=bindparam("b_recipient"),
         payload=bindparam("b_payload", type_=outbox_messages.c.payload.type),
-        link_token=bindparam("b_token"),
+        link_nonce=bindparam("b_nonce"),
         attempts=0,
         next_attempt=bindparam("b_now"),
         created=bindparam("b_now"),
@@ -93,7 +94,7 @@ def enqueue(
     recipient: str | None,
     payload: dict[str, Any],
     link_pk: int | None = None,
-    link_token: str | None = None,
+    link_nonce: str | None = None,
     fresh: bool = False,
 ) -> str | None:
     """Queue a message in the caller's transaction; return its id, or None if already queued.
@@ -120,7 +121,7 @@ def enqueue(
         b_dedupe=dedupe_key,
         b_recipient=recipient,
         b_payload=payload,
-        b_token=link_token,
+        b_nonce=link_nonce,
         b_now=now,
     )
     wake_after_commit(conn)
@@ -144,7 +145,7 @@ def cancel(conn: Connection, *, user_pk: int, purpose: str, reason: str) -> int:
             status=CANCELLED,
             last_error=reason,
             finished=now_us(),
-            link_token=None,
+            link_nonce=None,
             claimed_until=None,
         )
     )
@@ -223,7 +224,7 @@ class Due(msgspec.Struct, frozen=True):
     purpose: str
     recipient: str | None
     payload: dict[str, Any]
-    link_token: str | None
+    link_nonce: str | None
     attempts: int
 
 
@@ -265,7 +266,7 @@ def claim(conn: Connection, *, now: int, lease_us: int, limit: int) -> list[Due]
         .values(claimed_until=now + lease_us, attempts=ob.attempts + 1)
     )
     rows = conn.execute(
-        select(ob.pk, ob.id, ob.purpose, ob.recipient, ob.payload, ob.link_token, ob.attempts)
+        select(ob.pk, ob.id, ob.purpose, ob.recipient, ob.payload, ob.link_nonce, ob.attempts)
         .where(ob.pk.in_(pks))
         .order_by(ob.pk)
     ).all()
@@ -295,7 +296,7 @@ def _finish(conn: Connection, pk: int, status: str, now: int, *, error: str | No
             status=status,
             finished=now,
             claimed_until=None,
-            link_token=None,
+            link_nonce=None,
             last_error=None if error is None else error[:_ERROR_LENGTH],
         )
     )
@@ -413,6 +414,9 @@ class Sender:
         self.settings = settings
         self.policy = Policy.from_settings(settings)
         self.mailer = mailer if mailer is not None else mailer_for(settings)
+        # Read (or create) the server secret now: a problem with it stops the start-up.
+        self._link_key = secret.derive_key(settings, secret.ACTIVATION_LINKS)
+        self._link_base = f"{settings.base_url.rstrip('/')}/activate/"
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -497,12 +501,12 @@ class Sender:
     def _compose(self, due: Due, msg_id: str) -> Any:
         if due.recipient is None:
             raise DeliveryError(NO_ADDRESS, permanent=True)
-        if due.purpose != ACTIVATION or due.link_token is None:
+        if due.purpose != ACTIVATION or due.link_nonce is None:
             raise DeliveryError(f"cannot render a {due.purpose!r} message", permanent=True)
         content = ActivationContent(
             name=str(due.payload.get("name") or due.recipient),
             workspace=str(due.payload.get("workspace") or ""),
-            link=f"{self.settings.base_url.rstrip('/')}/activate/{due.link_token}",
+            link=f"{self._link_base}{links.token_for(self._link_key, due.link_nonce)}",
         )
         return activation_email(
             content, recipient=due.recipient, mail_from=self.settings.mail_from, msg_id=msg_id
