@@ -117,6 +117,8 @@ class SqliteDatabase:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="hub-db-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="hub-db-reader")
         self._local = threading.local()
+        #: writes handed to the writer thread and not finished (counted on the event loop).
+        self._queued_writes = 0
         self._opened: list[Connection] = []
         self._lock = threading.Lock()
 
@@ -183,9 +185,13 @@ class SqliteDatabase:
     ) -> T:
         """Run `fn` on the writer thread in an immediate (write-locked) transaction."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._writer, self._call, self._write_engine, fn, args, kwargs
-        )
+        self._queued_writes += 1
+        try:
+            return await loop.run_in_executor(
+                self._writer, self._call, self._write_engine, fn, args, kwargs
+            )
+        finally:
+            self._queued_writes -= 1
 
     def _connection_now(self, kind: str) -> Connection:
         if kind == "read":
@@ -225,7 +231,12 @@ class SqliteDatabase:
     async def write_now(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Run a short write unit on the calling thread, or on the writer thread when locked."""
+        """Run a short write unit on the calling thread, or on the writer thread when locked.
+
+        Writes already queued for the writer thread go first (it would hold the lock anyway).
+        """
+        if self._queued_writes:
+            return await self.write(fn, *args, **kwargs)
         try:
             return self._call_now("write", fn, args, kwargs)
         except _Busy:
