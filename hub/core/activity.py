@@ -16,10 +16,11 @@ from typing import Any
 
 import msgspec
 import structlog
-from sqlalchemy import Connection, func, or_, select
+from sqlalchemy import Connection, bindparam, func, or_, select
 
 from hub.core.clock import now_us, to_iso
 from hub.core.models import activity, connectors
+from hub.core.sql import Prepared
 
 log = structlog.get_logger("hub.activity")
 
@@ -85,10 +86,22 @@ class Buffer:
         return taken
 
 
+_BIND_NAMES = tuple(f"b_{name}" for name in Entry.__struct_fields__)
+_INSERT = Prepared(
+    activity.insert().values(
+        {
+            name: bindparam(bind)
+            for name, bind in zip(Entry.__struct_fields__, _BIND_NAMES, strict=True)
+        }
+    )
+)
+
+
 def write(conn: Connection, entries: list[Entry]) -> None:
-    """Insert a batch of records (one unit of work)."""
-    if entries:
-        conn.execute(activity.insert(), [msgspec.structs.asdict(e) for e in entries])
+    """Insert a batch of records (one unit of work, one executemany)."""
+    _INSERT.run_many(
+        conn, [dict(zip(_BIND_NAMES, msgspec.structs.astuple(e), strict=True)) for e in entries]
+    )
 
 
 def start_writer(
