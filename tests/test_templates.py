@@ -141,6 +141,56 @@ async def test_edit_reaches_inheriting_cards_and_delete_keeps_values(
     assert (await admin.call("GET", f"/templates/{template['id']}")).status_code == 404
 
 
+async def test_edit_changes_adds_and_drops_every_kind_of_field(
+    scim: Any, admin: Admin, tenant: InitResult
+) -> None:
+    """One edit changes two values, adds a field and drops an unmanaged profile field and a
+    template-only one; admin overrides of each stay as the admin left them."""
+    # job_title is a profile field this connector does not manage (titles dropped).
+    await admin.ok("PUT", f"/connectors/{tenant.connector}/mapping", {"drop": ["title"]})
+    template = await create_template(
+        admin,
+        "Brand",
+        RULE_A,
+        job_title="Representative",
+        company_name="Blinq Inc.",
+        website="https://blinq.me",
+        logo_url="https://logo/1",
+    )
+    ann = await provision(scim, person("ann@example.com", department="Sales"))
+    ben = await provision(scim, person("ben@example.com", department="Sales"))
+    await admin.ok("PATCH", f"/cards/{ben}/fields/job_title", {"value": "Boss"})
+    await admin.ok("PATCH", f"/cards/{ben}/fields/company_name", {"value": "Ben Ltd"})
+    await admin.ok("POST", f"/cards/{ben}/fields/website/unlock")
+    before = {ann: await admin.card(ann), ben: await admin.card(ben)}
+
+    # Refused as a whole: nothing of it reaches the cards.
+    bad = {"rule": "department eq", "fields": {"company_name": "Never"}}
+    assert (await admin.call("PATCH", f"/templates/{template['id']}", bad)).status_code == 400
+    assert {ann: await admin.card(ann), ben: await admin.card(ben)} == before
+
+    fields = {"company_name": "Blinq Group", "logo_url": "https://logo/2", "brand_colour": "#05f"}
+    await admin.ok("PATCH", f"/templates/{template['id']}", {"fields": fields})
+    inherited = {"source": "template", "locked": True, "linked": True}
+    ann_card, ben_card = await admin.card(ann), await admin.card(ben)
+    for name, value in fields.items():
+        assert ann_card["fields"][name] == {"value": value, **inherited}, name
+    assert ann_card["fields"]["job_title"] == {
+        "value": None,
+        "source": "manual",
+        "locked": False,
+        "linked": False,
+    }
+    assert "website" not in ann_card["fields"]
+    ben_fields = ben_card["fields"]
+    assert ben_fields["logo_url"] == {"value": "https://logo/2", **inherited}
+    assert ben_fields["brand_colour"] == {"value": "#05f", **inherited}
+    assert ben_fields["company_name"]["value"] == "Ben Ltd"
+    assert ben_fields["job_title"] == before[ben]["fields"]["job_title"]
+    assert ben_fields["website"] == before[ben]["fields"]["website"]  # unlocked: kept
+    assert ben_fields["website"]["value"] == "https://blinq.me"
+
+
 async def test_assign_and_unassign_by_hand(scim: Any, admin: Admin) -> None:
     template = await create_template(admin, "Manual", None, company_name="Blinq Inc.")
     user_id = await provision(scim, person("hand@example.com", department="Support"))

@@ -412,26 +412,32 @@ def revert_fields(conn: Connection, where: ColumnElement[bool], names: Sequence[
     A field the IdP manages goes back to the IdP's last value; an unmanaged profile field goes
     back to empty and editable; a template-only field goes away.
     """
-    if not names:
-        return
-    ours = and_(
-        _fields_of(where),
-        card_fields.c.name.in_(list(names)),
-        card_fields.c.linked,
-        card_fields.c.source == "template",
-    )
-    conn.execute(
-        update(card_fields)
-        .where(ours, card_fields.c.managed)
-        .values(value=card_fields.c.idp_value, source="idp")
-    )
-    unmanaged = and_(ours, ~card_fields.c.managed)
-    conn.execute(
-        update(card_fields)
-        .where(unmanaged, card_fields.c.name.in_(PROFILE_FIELDS))
-        .values(value=None, source="manual", locked=False, linked=False)
-    )
-    conn.execute(delete(card_fields).where(unmanaged))
+    # One pass over the cards per statement, so run only the statements that can match:
+    # only profile fields are ever IdP-managed or reset to empty; template-only fields go away.
+    profile = [name for name in names if name in PROFILE_FIELDS]
+    template_only = [name for name in names if name not in PROFILE_FIELDS]
+
+    def ours(subset: Sequence[str]) -> ColumnElement[bool]:
+        return and_(
+            _fields_of(where),
+            card_fields.c.name.in_(subset),
+            card_fields.c.linked,
+            card_fields.c.source == "template",
+        )
+
+    if profile:
+        conn.execute(
+            update(card_fields)
+            .where(ours(profile), card_fields.c.managed)
+            .values(value=card_fields.c.idp_value, source="idp")
+        )
+        conn.execute(
+            update(card_fields)
+            .where(ours(profile), ~card_fields.c.managed)
+            .values(value=None, source="manual", locked=False, linked=False)
+        )
+    if template_only:
+        conn.execute(delete(card_fields).where(ours(template_only), ~card_fields.c.managed))
 
 
 def detach(conn: Connection, where: ColumnElement[bool]) -> None:
