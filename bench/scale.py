@@ -1,9 +1,10 @@
 """``python -m bench.scale``: one workspace of 1,000,000 users, read over HTTP at concurrency 1.
 
-Seeds the users with ``scim-hub seed`` (not HTTP), serves, then measures one request at a time:
-``filter userName eq`` on random users, the first list page (startIndex=1, count=100), a deep
-page (startIndex = 90% of the users + 1), cursor pagination (RFC 9865, if ServiceProviderConfig
-advertises it), the server's RSS (now and peak) and the database bytes per user. Targets (issue 5):
+Seeds the users and their cards with ``scim-hub seed`` (not HTTP), serves, then measures one
+request at a time: ``filter userName eq`` on random users, the first list page (startIndex=1,
+count=100), a deep page (startIndex = 90% of the users + 1), cursor pagination (RFC 9865, if
+ServiceProviderConfig advertises it), the server's RSS (now and peak) and the database bytes per
+user. The template-edit target lives in ``python -m bench.templates``. Targets (issue 5):
 filter p99 ≤ 5 ms, first page p99 ≤ 20 ms, deep page ≤ 100 ms, RSS ≤ 250 MB, cursor pages ≤ 20 ms.
 ``--profile`` records each phase with py-spy and prints its hottest frames.
 """
@@ -184,7 +185,8 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
 def text(result: dict[str, Any]) -> str:
     seed = result.get("seed") or {}
     lines = [
-        f"users {result['args']['users']:,}; seeded in {seed.get('seconds', 0):.1f}s "
+        f"users {result['args']['users']:,}; seeded{' with cards' if seed.get('cards') else ''}"
+        f" in {seed.get('seconds', 0):.1f}s "
         f"({seed.get('users_per_second', 0):,.0f}/s); "
         f"{seed.get('bytes_per_user', 0):,.0f} database bytes per user; "
         f"server RSS {result.get('rss_mb')} MB (peak {result.get('peak_rss_mb')} MB)",
