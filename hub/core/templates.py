@@ -160,14 +160,8 @@ def first_match(conn: Connection, workspace_pk: int, document: Mapping[str, Any]
 
 
 def rule_templates(conn: Connection, workspace_pk: int) -> list[Any]:
-    """The templates with a rule, in the admin's order: what provisioning tries (bulk paths)."""
-    return list(
-        conn.execute(
-            select(*_COLUMNS)
-            .where(templates.c.workspace_pk == workspace_pk, templates.c.rule.is_not(None))
-            .order_by(templates.c.position, templates.c.pk)
-        ).all()
-    )
+    """The templates with a rule, in the admin's order: what `first_match` tries (bulk paths)."""
+    return _WITH_RULES.all(conn, b_ws=workspace_pk)
 
 
 def first_of(candidates: Sequence[Any], document: Mapping[str, Any]) -> Any | None:
