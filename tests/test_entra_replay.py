@@ -422,3 +422,39 @@ async def test_entra_mapping_fills_the_ten_profile_fields(client: httpx.AsyncCli
     assert ENTRA_MAPPING["office_phone"] == 'phoneNumbers[type eq "work"].value'
     assert ENTRA_MAPPING["mobile_phone"] == 'phoneNumbers[type eq "mobile"].value'
     assert "photos" in ENTRA_UNMANAGED
+
+
+async def test_custom_extension_attributes_patched_into_existing_users(entra: ScimClient) -> None:
+    """Entra ID custom attributes (`urn:ietf:params:scim:schemas:extension:CustomExtensionName:
+    2.0:User:<attribute>`, Microsoft Learn "Customize user provisioning attribute-mappings")
+    arrive by PATCH for users created before the attribute was mapped: they are taken on and
+    the extension is listed in `schemas`."""
+    custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+    user = await create(entra, entra_user())
+    assert custom not in user["schemas"]
+    for operation, expected in (
+        ({"op": "Add", "path": f"{custom}:costCenter", "value": "CC-42"}, {"costCenter": "CC-42"}),
+        (
+            {"op": "Replace", "value": {f"{custom}:badge": "B-7"}},
+            {"costCenter": "CC-42", "badge": "B-7"},
+        ),
+        ({"op": "Remove", "path": f"{custom}:costCenter"}, {"badge": "B-7"}),
+    ):
+        response = await entra.patch(f"/Users/{user['id']}", patch(operation))
+        assert response.status_code == 200, response.text
+        assert response.json()[custom] == expected
+        assert custom in response.json()["schemas"]
+    stored = (await entra.get(f"/Users/{user['id']}")).json()
+    assert stored[custom] == {"badge": "B-7"}
+    # Removing from an extension the user never had changes nothing; other URNs stay invalid.
+    fresh = await create(entra, entra_user())
+    other = "urn:ietf:params:scim:schemas:extension:Other:2.0:User"
+    response = await entra.patch(
+        f"/Users/{fresh['id']}", patch({"op": "Remove", "path": f"{other}:x"})
+    )
+    assert response.status_code == 200, response.text
+    assert other not in response.json()["schemas"]
+    response = await entra.patch(
+        f"/Users/{fresh['id']}", patch({"op": "Add", "path": "urn:example:bogus:x", "value": 1})
+    )
+    assert_scim_error(response, 400, "invalidPath")

@@ -25,7 +25,9 @@ Decisions on points the RFC leaves open or that IdPs rely on:
 * ``readOnly`` sub-attributes inside a value object (Okta sends member ``display``) are ignored
   as on PUT; a *path* naming a ``readOnly`` attribute is a ``mutability`` error.
 * a path into a custom extension (an Entra or Okta custom-attribute namespace the hub has no
-  schema for) is accepted when the document lists that URN in ``schemas``; its attributes are
+  schema for) is accepted when the document lists that URN in ``schemas``, or when the URN is in
+  the custom-extension namespace ``urn:ietf:params:scim:schemas:extension:`` (it is then added to
+  ``schemas``: IdPs PATCH newly mapped custom attributes into existing users); its attributes are
   stored as sent, like on POST/PUT. Value filters inside such an extension are ``invalidPath``.
 * errors in path syntax and in the path's filter (unknown attribute, bad comparison) are all
   ``invalidPath``: the client must fix the path.
@@ -65,6 +67,8 @@ from rules import (
 )
 
 _OPS = ("add", "remove", "replace")
+#: Where custom extension schemas live (RFC 7643 §3; Entra ID's and Okta's custom attributes).
+_CUSTOM_NAMESPACE = "urn:ietf:params:scim:schemas:extension:"
 _MISSING: Any = object()
 
 
@@ -204,10 +208,20 @@ class _Patcher:
             if isinstance(schemas, list)
             else None
         )
-        if listed is None:
+        if listed is None and (
+            not urn.lower().startswith(_CUSTOM_NAMESPACE) or not isinstance(schemas, list)
+        ):
             return False
         if parsed.filter is not None:
             raise InvalidPath(f"path {text!r}: no value filters inside custom extension {urn!r}")
+        if listed is None:
+            if op == "remove" or value is None:
+                return True  # nothing is stored under an extension the user does not have
+            # Entra ID and Okta PATCH custom attributes into users created before the attribute
+            # was mapped: take the extension on, listed in `schemas` as RFC 7643 §3 requires.
+            assert isinstance(schemas, list)
+            schemas.append(urn)
+            listed = urn
         names = [n for n in (parsed.attr.name, parsed.attr.sub or parsed.sub) if n]
         key = _key_of(self.doc, listed)
         holder = self.doc.get(key)
