@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from litestar.testing import AsyncTestClient
@@ -17,6 +18,9 @@ from hub.migrate import upgrade
 from hub.settings import load_settings
 from tests.conftest import TEST_BASE_URL, ScimClient, assert_scim_error, user_body
 from tests.pg import PostgresCluster, PostgresUnavailable, create_database
+
+if TYPE_CHECKING:
+    from litestar import Litestar
 
 pytestmark = pytest.mark.postgres
 
@@ -35,9 +39,10 @@ def cluster() -> Iterator[PostgresCluster]:
         own.stop()
 
 
-async def test_postgres_outage_is_503_then_recovers(
-    cluster: PostgresCluster, tmp_path: Path
-) -> None:
+async def _hub_on(
+    cluster: PostgresCluster, tmp_path: Path, **overrides: Any
+) -> tuple[Litestar, str]:
+    """A migrated database on `cluster` with workspace "acme", the app over it, and its token."""
     url = create_database(cluster.url)
     upgrade(url)
     db = open_database(url)
@@ -46,11 +51,21 @@ async def test_postgres_outage_is_503_then_recovers(
     finally:
         await db.close()
     settings = load_settings(
-        environ={}, database_url=url, base_url=TEST_BASE_URL, outbox_dir=str(tmp_path / "outbox")
+        environ={},
+        database_url=url,
+        base_url=TEST_BASE_URL,
+        outbox_dir=str(tmp_path / "outbox"),
+        **overrides,
     )
-    app = create_app(settings)
+    return create_app(settings), tenant.token
+
+
+async def test_postgres_outage_is_503_then_recovers(
+    cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    app, token = await _hub_on(cluster, tmp_path)
     async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
-        scim = ScimClient(client, tenant.token)
+        scim = ScimClient(client, token)
         before = await scim.post("/Users", user_body("kept@example.com"))
         assert before.status_code == 201
         assert (await client.get("/readyz")).status_code == 200
@@ -73,3 +88,33 @@ async def test_postgres_outage_is_503_then_recovers(
         assert listed.status_code == 200
         assert [u["userName"] for u in listed.json()["Resources"]] == ["kept@example.com"]
         assert (await scim.post("/Users", user_body("after@example.com"))).status_code == 201
+
+
+async def test_postgres_restart_while_idle_costs_no_request(
+    cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    """Connections the server closed while they sat in the pool are replaced at checkout.
+
+    The hub does not ping a connection before each use (a round trip per unit of work); a
+    connection asyncpg has seen closed must still never reach a request. Nothing else may touch
+    the pool during the restart (that would find the dead connection first and reset the pool):
+    the activity log is flushed before it, and the outbox sender polls rarely.
+    """
+    app, token = await _hub_on(cluster, tmp_path, mail_poll_ms=600_000)
+    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
+        scim = ScimClient(client, token)
+        listed = await asyncio.gather(*(scim.get("/Users") for _ in range(6)))
+        assert {r.status_code for r in listed} == {200}
+        await asyncio.sleep(1.0)  # the activity log writer has flushed those requests
+
+        # In threads, so the event loop runs meanwhile and asyncpg sees its sockets closed.
+        await asyncio.to_thread(cluster.pause)
+        await asyncio.to_thread(cluster.resume)
+        await asyncio.sleep(0.2)
+
+        for _ in range(8):
+            after = await scim.get("/Users")
+            assert after.status_code == 200, after.text
+        created = await scim.post("/Users", user_body("after@example.com"))
+        assert created.status_code == 201, created.text
+        assert (await client.get("/readyz")).status_code == 200

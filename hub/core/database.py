@@ -8,7 +8,8 @@ statement (the naive async-session-per-request design is about five times slower
 * SQLite: a dedicated writer thread (writes serialise in SQLite anyway; `BEGIN IMMEDIATE` avoids
   lock-upgrade deadlocks) and a small pool of reader threads (WAL lets readers run beside the
   writer), each holding one connection for its lifetime.
-* PostgreSQL: the asyncpg async engine; the same function runs through `AsyncConnection.run_sync`.
+* PostgreSQL: the asyncpg async engine; the same function runs in one greenlet on a pooled
+  connection, writes in a transaction, reads in autocommit (see `PostgresDatabase`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import sqlalchemy.exc
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.util import greenlet_spawn
 
 from hub.core.errors import Unavailable
 from hub.core.filtering import register_sqlite_functions
@@ -274,7 +277,26 @@ class SqliteDatabase:
 
 
 class PostgresDatabase:
-    """PostgreSQL through asyncpg; units of work run with `run_sync` on an async connection."""
+    """PostgreSQL through asyncpg: each unit of work runs in one greenlet on a pooled connection.
+
+    The unit is the same synchronous `fn(conn, …)` as on SQLite, run on the async engine's
+    `sync_engine` inside `greenlet_spawn` — what `AsyncConnection.run_sync` does, but with the
+    checkout, the transaction and the check-in in the same greenlet instead of four spawns.
+
+    * Writes run in a transaction: `BEGIN` … `COMMIT`, rolled back if `fn` raises.
+    * Reads run on an autocommit connection: no `BEGIN`/`COMMIT` round trips. The hub runs at
+      PostgreSQL's default isolation, READ COMMITTED, where every statement takes its own snapshot
+      whether a transaction surrounds it or not: the statements of a read unit (a user, then its
+      groups; a page, then its count) were never one snapshot, and running them without the
+      transaction changes nothing a client can see. A unit that needs one snapshot must run as a
+      write (none does).
+    * No pool pre-ping: SQLAlchemy's asyncpg ping is `BEGIN`, `;`, `ROLLBACK` — three round trips on
+      every checkout, more than a read unit's own statements. Instead a checkout drops a connection
+      that asyncpg already knows is closed (the server restarted, or ended the session, while it sat
+      in the pool; no round trip). A connection that dies unnoticed fails its statement: SQLAlchemy
+      invalidates the pool, the request answers 503 (`Unavailable`) and the next one connects
+      afresh.
+    """
 
     dialect = "postgresql"
 
@@ -286,13 +308,26 @@ class PostgresDatabase:
             json_deserializer=_json_decode,
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
         )
+        # The sync-style engine the units run on (its pool is also what /metrics reads).
+        self._sync_engine = self._engine.sync_engine
+        event.listen(self._sync_engine, "checkout", _drop_if_closed)
+        self._autocommit = self._sync_engine.execution_options(isolation_level="AUTOCOMMIT")
 
-    async def _call(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+    @staticmethod
+    def _unit(
+        engine: Engine, in_transaction: bool, fn: Callable[..., T], args: Any, kwargs: Any
+    ) -> T:
+        with engine.connect() as conn:
+            if in_transaction:
+                return _run_in_transaction(conn, fn, *args, **kwargs)
+            return fn(conn, *args, **kwargs)
+
+    async def _call(
+        self, engine: Engine, in_transaction: bool, fn: Callable[..., T], args: Any, kwargs: Any
+    ) -> T:
         try:
-            async with self._engine.begin() as conn:
-                return await conn.run_sync(fn, *args, **kwargs)
+            return await greenlet_spawn(self._unit, engine, in_transaction, fn, args, kwargs)
         except (OSError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DBAPIError) as exc:
             lost = isinstance(exc, OSError | sqlalchemy.exc.InterfaceError) or (
                 isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
@@ -304,14 +339,14 @@ class PostgresDatabase:
     async def read(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Run `fn` in a transaction."""
-        return await self._call(fn, args, kwargs)
+        """Run `fn` on an autocommit connection (each statement its own READ COMMITTED snapshot)."""
+        return await self._call(self._autocommit, False, fn, args, kwargs)
 
     async def write(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run `fn` in a transaction."""
-        return await self._call(fn, args, kwargs)
+        return await self._call(self._sync_engine, True, fn, args, kwargs)
 
     async def read_now(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -336,6 +371,12 @@ class PostgresDatabase:
     async def close(self) -> None:
         """Dispose of the pool."""
         await self._engine.dispose()
+
+
+def _drop_if_closed(_dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+    """Pool checkout: a connection asyncpg knows is closed is replaced, not handed out."""
+    if record.driver_connection is not None and record.driver_connection.is_closed():
+        raise sqlalchemy.exc.DisconnectionError("connection closed while idle in the pool")
 
 
 def open_database(url: str) -> SqliteDatabase | PostgresDatabase:
