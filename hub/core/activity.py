@@ -27,6 +27,8 @@ log = structlog.get_logger("hub.activity")
 #: Flush interval of the background writer, and the most records kept waiting.
 FLUSH_SECONDS = 0.5
 MAX_PENDING = 50_000
+#: The largest record key: `pk` is a 32-bit INTEGER on PostgreSQL.
+MAX_PK = 2**31 - 1
 
 
 class Entry(msgspec.Struct, frozen=True):
@@ -161,7 +163,10 @@ def entries(
         named = func.lower(activity.c.user_name) == user.lower()
         stmt = stmt.where(or_(named, activity.c.resource_id == user))
     if before is not None:
-        stmt = stmt.where(activity.c.pk < before)
+        if before <= 1:
+            return []  # keys start at 1
+        if before <= MAX_PK:  # a larger bound is no bound (and would overflow the column)
+            stmt = stmt.where(activity.c.pk < before)
     rows: Any = conn.execute(stmt.order_by(activity.c.pk.desc()).limit(limit))
     return [_entry(r) for r in rows]
 

@@ -19,6 +19,8 @@ from hub.core.sql import Prepared
 from hub.core.tokens import Caller
 
 ActorKind = Literal["connector", "admin", "owner", "system"]
+#: The largest record key: `pk` is a 32-bit INTEGER on PostgreSQL.
+MAX_PK = 2**31 - 1
 
 _INSERT = Prepared(
     audit.insert().values(
@@ -121,7 +123,10 @@ def entries(
     if actor_id is not None:
         stmt = stmt.where(audit.c.actor_id == actor_id)
     if before is not None:
-        stmt = stmt.where(audit.c.pk < before)
+        if before <= 1:
+            return []  # keys start at 1
+        if before <= MAX_PK:  # a larger bound is no bound (and would overflow the column)
+            stmt = stmt.where(audit.c.pk < before)
     rows: Iterable[Any] = conn.execute(stmt.order_by(audit.c.pk.desc()).limit(limit))
     return [
         AuditEntry(
