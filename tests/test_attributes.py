@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -167,6 +168,26 @@ def test_input_not_mutated() -> None:
 def test_wrong_types_rejected_naming_the_attribute(extra: dict[str, Any], named: str) -> None:
     with pytest.raises(InvalidValue, match=named.replace(".", r"\.")):
         canonicalise(user(**extra), USER_TYPE)
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"roles": [{"value": "admin", "$ref": True}]}, "roles.$ref"),
+        ({"entitlements": [{"$REF": 5}]}, "entitlements.$ref"),
+        ({"ims": [{"value": "x", "display": ["x"]}]}, "ims.display"),
+    ],
+)
+def test_default_sub_attributes_of_multi_valued_attributes_are_type_checked(
+    extra: dict[str, Any], named: str
+) -> None:
+    # Found by schemathesis: `roles[].$ref: true` was stored and returned as sent, although
+    # RFC 7643 §2.4 gives every multi-valued attribute a `$ref` (a reference, so a string), a
+    # `display`, a `type` and a boolean `primary`, listed in its schema or not.
+    with pytest.raises(InvalidValue, match=re.escape(named)):
+        canonicalise(user(**extra), USER_TYPE)
+    kept = canonicalise(user(roles=[{"value": "admin", "$REF": "https://x.example/r"}]), USER_TYPE)
+    assert kept["roles"] == [{"value": "admin", "$ref": "https://x.example/r"}]
 
 
 def test_extension_attribute_type_error_named_with_urn() -> None:

@@ -21,6 +21,18 @@ _NEVER_STORED: Final = frozenset({"password"})
 
 _URN_PREFIX: Final = "urn:"
 
+#: RFC 7643 §2.4: the sub-attributes every multi-valued attribute may carry. They are checked by
+#: these types even where the attribute's schema lists fewer (`roles.$ref` must be a string too).
+_MULTI_VALUED_SUBS: Final = {
+    sub.name.lower(): sub
+    for sub in (
+        Attribute("type"),
+        Attribute("primary", "boolean"),
+        Attribute("display"),
+        Attribute("$ref", "reference"),
+    )
+}
+
 
 def lookup(
     resource_type: ResourceType, urn: str | None, names: tuple[str, ...]
@@ -44,7 +56,15 @@ def lookup(
     for name in names[1:]:
         if found is None:
             return None
-        found = found.sub(name)
+        found = _sub(found, name)
+    return found
+
+
+def _sub(attribute: Attribute, name: str) -> Attribute | None:
+    """A sub-attribute of `attribute`, including the RFC 7643 §2.4 multi-valued defaults."""
+    found = attribute.sub(name)
+    if found is None and attribute.multi_valued and attribute.type == "complex":
+        return _MULTI_VALUED_SUBS.get(name.lower())
     return found
 
 
@@ -240,7 +260,7 @@ def _canonical_single(attribute: Attribute, value: Any, where: str) -> Any:
     if attribute.type == "complex":
         if not isinstance(value, Mapping):
             raise InvalidValue(f"{where!r} must be a JSON object")
-        return _canonical_object(value, attribute.sub, where)
+        return _canonical_object(value, lambda name: _sub(attribute, name), where)
     _check_simple(attribute, value, where)
     return value
 
