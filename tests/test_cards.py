@@ -300,6 +300,18 @@ async def test_list_cards_pages_searches_and_filters(scim: Any, admin: Admin) ->
     assert (await admin.call("GET", "/cards", params={"template": "nope"})).status_code == 404
 
 
+async def test_an_offset_beyond_64_bits_is_refused_not_crashed(
+    admin: Admin, scim_error: Any
+) -> None:
+    # Found by schemathesis: offset=2871165744913257875371884174347599872 reached the database
+    # driver, whose integer overflow answered 500.
+    for offset in (2**63, 10**36):
+        response = await admin.call("GET", "/cards", params={"offset": offset})
+        scim_error(response, 400, "invalidValue")
+    far = await admin.ok("GET", "/cards", params={"offset": 2**63 - 1})
+    assert far["cards"] == []
+
+
 async def test_admin_api_needs_the_workspace_key(
     client: httpx.AsyncClient,
     scim: Any,
