@@ -401,3 +401,61 @@ async def test_unacceptable_accept_is_406(
     response = await scim.request(method, "/Users", body, headers={"Accept": "application/xml"})
     scim_error(response, 406)
     assert await snapshot(scim) == before
+
+
+async def test_nul_characters_are_refused_the_same_on_every_database(
+    scim: ScimClient,
+    client: httpx.AsyncClient,
+    db_url: str,
+    tenant: Any,
+    scim_error: ScimError,
+) -> None:
+    # Found by schemathesis on PostgreSQL: a "\u0000" in a string or a key of a SCIM body
+    # reached text / jsonb columns, which cannot hold NUL, and the driver's error answered 500
+    # (SQLite stored it). Every database now refuses it as an invalid value, before any write.
+    from tests.test_cards import make_admin_key
+
+    created = await scim.post("/Users", {"schemas": [USER_URN], "userName": "nul@example.com"})
+    assert created.status_code == 201, created.text
+    path = f"/Users/{created.json()['id']}"
+    bodies = [
+        ("POST", "/Users", {"schemas": [USER_URN], "userName": "a\u0000b"}),
+        ("POST", "/Users", {"schemas": [USER_URN], "userName": "x@example.com", "k\u0000": 1}),
+        ("PUT", path, {"schemas": [USER_URN], "userName": "nul@example.com", "title": "\u0000"}),
+        ("POST", "/Groups", {"schemas": [GROUP_URN], "displayName": "G", "externalId": "\u0000"}),
+        (
+            "PATCH",
+            path,
+            {
+                "schemas": [PATCH_URN],
+                "Operations": [{"op": "add", "path": "title", "value": "\u0000"}],
+            },
+        ),
+        ("POST", "/Users/.search", {"filter": 'userName eq "\u0000"'}),
+    ]
+    for method, target, body in bodies:
+        scim_error(await scim.request(method, target, body), 400, "invalidValue")
+    # An escaped backslash followed by "u0000" is ordinary text.
+    fine = await scim.put(
+        path, {"schemas": [USER_URN], "userName": "nul@example.com", "title": "\\u0000"}
+    )
+    assert fine.status_code == 200, fine.text
+    assert fine.json()["title"] == "\\u0000"
+    listed = await scim.get("/Users")
+    assert listed.json()["totalResults"] == 1
+    for expression in ('userName eq "\u0000"', 'userName sw "a\u0000"'):
+        for_list = await scim.get("/Users", params={"filter": expression})
+        scim_error(for_list, 400, "invalidFilter")
+
+    key = await make_admin_key(db_url, tenant)
+    admin = {"Authorization": f"Bearer {key}"}
+    base = f"/api/v1/workspaces/{tenant.workspace}"
+    for method, target, body in [
+        ("POST", "/templates", {"name": "T\u0000", "rule": None, "fields": {}}),
+        ("PATCH", f"/cards/{created.json()['id']}/fields/job_title", {"value": "\u0000"}),
+        ("POST", "/connectors", {"name": "c\u0000", "idp": "generic_scim"}),
+    ]:
+        response = await client.request(
+            method, base + target, content=json.dumps(body), headers=admin
+        )
+        scim_error(response, 400, "invalidValue")

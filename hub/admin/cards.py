@@ -19,6 +19,7 @@ from hub.core import cards, users
 from hub.core.admins import AdminCaller
 from hub.core.errors import InvalidSyntax, InvalidValue, ScimError
 from hub.scim.routes import Hub
+from hub.scim.wire import refuse_nul
 
 T = TypeVar("T")
 JSON = dict[str, Any]
@@ -37,12 +38,17 @@ async def read_body(
     request: Request[Any, Any, Any], kind: type[T]
 ) -> tuple[T | None, ScimError | None]:
     """Decode a JSON body into `kind`; a problem is returned (raised once authenticated)."""
+    raw = await request.body()
     try:
-        return msgspec.json.decode(await request.body(), type=kind), None
+        value = msgspec.json.decode(raw, type=kind)
+        refuse_nul(raw)
     except msgspec.ValidationError as exc:
         return None, InvalidValue(f"invalid request body: {exc}")
     except msgspec.DecodeError as exc:
         return None, InvalidSyntax(f"the request body is not JSON: {exc}")
+    except ScimError as exc:
+        return None, exc
+    return value, None
 
 
 def announce(request: Request[Any, Any, Any], hook: str, **kwargs: Any) -> None:

@@ -35,6 +35,7 @@ from hub.core.errors import InvalidSyntax, InvalidValue, ScimError
 from hub.core.tokens import NewToken, TokenInfo
 from hub.plugins import Registry
 from hub.scim.routes import Hub
+from hub.scim.wire import refuse_nul
 
 T = TypeVar("T")
 _JSON = "application/json"
@@ -71,11 +72,15 @@ async def _body(
     """Decode the JSON body, keeping any problem for after authentication."""
     raw = await request.body()
     try:
-        return msgspec.json.decode(raw, type=kind), None
+        value = msgspec.json.decode(raw, type=kind)
+        refuse_nul(raw)
     except msgspec.ValidationError as exc:
         return None, InvalidValue(str(exc))
     except msgspec.DecodeError as exc:
         return None, InvalidSyntax(f"the request body is not valid JSON: {exc}")
+    except ScimError as exc:
+        return None, exc
+    return value, None
 
 
 def _connector_json(registry: Registry, info: service.ConnectorInfo) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException
 from hub.core.errors import (
     InvalidCount,
     InvalidCursor,
+    InvalidFilter,
     InvalidSyntax,
     InvalidValue,
     PayloadTooLarge,
@@ -101,7 +102,38 @@ async def read_json(request: Request[Any, Any, Any]) -> JSON:
         raise InvalidSyntax(f"the request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidSyntax("the request body must be a JSON object")
+    refuse_nul(raw, body)
     return body
+
+
+_NUL_ESCAPE = b"\\u0000"
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+def refuse_nul(raw: bytes, body: Any = None) -> None:
+    r"""Refuse a decoded JSON body holding U+0000 in a string or a key.
+
+    PostgreSQL stores NUL in neither text nor jsonb, so such a value would fail there (and only
+    there); it is refused the same way on every database. JSON can carry NUL only as the
+    `\u0000` escape, so bodies without one are not walked. `body` is `raw` decoded (decoded
+    here when not given).
+
+    Raises:
+        InvalidValue: a string or a key holds U+0000.
+    """
+    if _NUL_ESCAPE not in raw:
+        return
+    if _has_nul(_decode(raw) if body is None else body):
+        raise InvalidValue("strings must not contain U+0000 (NUL); remove it or encode it")
 
 
 def _int_param(name: str, raw: Any) -> int | None:
@@ -244,6 +276,9 @@ def list_params(
     raw_filter = lowered.get("filter")
     if raw_filter is not None and not isinstance(raw_filter, str):
         raise InvalidValue("filter must be a string")
+    if raw_filter and "\x00" in raw_filter:
+        # No stored value holds NUL (bodies refuse it) and PostgreSQL cannot compare with one.
+        raise InvalidFilter("filter must not contain U+0000 (NUL)")
     sort_by = lowered.get("sortby")
     if sort_by is not None and not isinstance(sort_by, str):
         raise InvalidValue("sortBy must be a string")
