@@ -26,6 +26,7 @@ from hub.core.tokens import Caller
 from hub.metrics import Metrics
 from hub.plugins import Registry, build_registry
 from hub.scim.errors import handle_http_exception, handle_scim_error, handle_unexpected
+from hub.scim.openapi import openapi_document
 from hub.scim.routes import Hub, scim_routes
 from hub.settings import Settings
 
@@ -146,6 +147,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
         route_handlers=[
             healthz,
             readyz,
+            openapi_document,
             *scim_routes(),
             admin_router(),
             owner_router(),
