@@ -368,9 +368,7 @@ async def _create(request: Request[Any, Any, Any], rt: ResourceType) -> Response
             return users.create(conn, caller, doc, hub.base, hub.provisioning(caller))
         return groups.create(conn, caller, doc, hub.base)
 
-    caller, outcome = await _run(
-        request, work, writes=True, problem=problem, quick=rt is USER_TYPE
-    )
+    caller, outcome = await _run(request, work, writes=True, problem=problem, quick=rt is USER_TYPE)
     _note(request, rt, outcome.resource.get("id"), outcome.resource)
     _announce(hub, caller, outcome, rt)
     return _resource_response(request, caller, outcome, rt, 201)
@@ -418,9 +416,7 @@ async def _search(
         return result, params
 
     quick = rt is USER_TYPE and _is_user_name_lookup(values)
-    caller, (page, params) = await _run(
-        request, work, writes=False, problem=problem, quick=quick
-    )
+    caller, (page, params) = await _run(request, work, writes=False, problem=problem, quick=quick)
     projection = plan(rt, params.attributes, params.excluded)
     resources = [
         _render_for(hub, caller, projection.apply(r), request.method, rt) for r in page.resources
@@ -511,9 +507,7 @@ async def _put(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
             )
         return groups.replace(conn, caller, rid, doc, hub.base, if_match)
 
-    caller, outcome = await _run(
-        request, work, writes=True, problem=problem, quick=rt is USER_TYPE
-    )
+    caller, outcome = await _run(request, work, writes=True, problem=problem, quick=rt is USER_TYPE)
     _note(request, rt, rid, outcome.resource)
     _announce(hub, caller, outcome, rt)
     return _resource_response(request, caller, outcome, rt)
@@ -569,9 +563,7 @@ async def _patch(request: Request[Any, Any, Any], rt: ResourceType, rid: str) ->
             with_members,
         )
 
-    caller, outcome = await _run(
-        request, work, writes=True, problem=problem, quick=rt is USER_TYPE
-    )
+    caller, outcome = await _run(request, work, writes=True, problem=problem, quick=rt is USER_TYPE)
     _note(request, rt, rid, outcome.resource)
     _announce(hub, caller, outcome, rt)
     return _resource_response(request, caller, outcome, rt)
