@@ -9,13 +9,13 @@ a time, it times
 * ``edit``: ``PATCH /templates/{id}`` changing two values and adding a field;
 * ``drop_field``: ``PATCH /templates/{id}`` leaving a field out (the cards lose it),
 
-each from sending the request until it has answered (committed), plus until a first sampled card
-read over the API shows the change; then every sampled card is checked (new values, admin edits
-kept). Issue 5 target: an edit of a template inherited by 100,000 cards in ≤ 2 s. ``--spread 7``
-(rule on the department) or ``--spread 10`` (on the office phone: 1,000,000 users, the scale
-benchmark's size) seeds that many users per inheriting card, so the inheriting cards lie scattered
-among the others instead of side by side. ``--profile`` records the server with py-spy during each
-edit and prints its hottest frames.
+each from sending the request until it has answered (committed), plus until a first page of
+sampled cards read over the API shows the change; then every sampled card is checked (new values,
+admin edits kept). Issue 5 target: an edit of a template inherited by 100,000 cards in ≤ 2 s.
+``--spread 7`` (rule on the department) or ``--spread 10`` (on the office phone: 1,000,000 users,
+the scale benchmark's size) seeds that many users per inheriting card, so the inheriting cards lie
+scattered among the others instead of side by side. ``--profile`` records the server with py-spy
+during each edit and prints its hottest frames.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ EDIT = {
 DROP = {k: v for k, v in EDIT.items() if k != "website"}
 ADMIN_VALUE = "Kept by the admin"
 JSON_TYPE = "application/json"
+PAGE = 50
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -123,20 +124,21 @@ async def measure(
     setup = common.Recorder("setup")
     listed = await admin.call(setup, "GET", f"/cards?template={template_id}&limit=1")
     inheriting = None if listed is None else listed["total"]
-    # The sample: cards at random places of the template's cards, 50 a page.
+    # The sample: pages of 50 of the template's cards at random places, read through the list
+    # (reads by card id cost a scan at a million cards: see the report).
+    pages: list[str] = []
     sample: list[str] = []
     while len(sample) < args.samples:
-        offset = rng.randrange(max(1, (inheriting or 0) - 50))
-        page = await admin.call(
-            setup, "GET", f"/cards?template={template_id}&limit=50&offset={offset}"
-        )
+        offset = rng.randrange(max(1, (inheriting or 0) - PAGE))
+        path = f"/cards?template={template_id}&limit={PAGE}&offset={offset}"
+        page = await admin.call(setup, "GET", path)
         if not page or not page["cards"]:
             break
+        pages.append(path)
         sample.extend(c["id"] for c in page["cards"] if c["id"] not in sample)
-    sample = sample[: args.samples]
-    # Admin edits on a tenth of the sample each: a value set by hand, a field unlocked.
-    tenth = max(1, len(sample) // 10)
-    edited, unlocked = set(sample[:tenth]), set(sample[tenth : 2 * tenth])
+    # Admin edits on a few sampled cards each: a value set by hand, a field unlocked.
+    few = min(5, max(1, len(sample) // 10))
+    edited, unlocked = set(sample[:few]), set(sample[few : 2 * few])
     for card in edited:
         await admin.call(
             setup, "PATCH", f"/cards/{card}/fields/company_name", {"value": ADMIN_VALUE}
@@ -148,7 +150,7 @@ async def measure(
     for name, fields in (("edit", EDIT), ("drop_field", DROP)):
         phases[name] = await timed_edit(server, admin, template_id, name, fields, work, args)
         expected = {card: _expected(fields, card in edited, card in unlocked) for card in sample}
-        phases[name].update(await verify(admin, expected))
+        phases[name].update(await verify(admin, pages, expected))
         phases[name]["visible_ms"] = round(
             phases[name]["wall_ms"] + phases[name]["first_read_ms"], 1
         )
@@ -212,35 +214,47 @@ def _expected(fields: dict[str, str], edited: bool, unlocked: bool) -> dict[str,
     return want
 
 
-async def verify(admin: Admin, expected: dict[str, dict[str, Any]]) -> dict[str, Any]:
+async def verify(
+    admin: Admin, pages: list[str], expected: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    """Read the sample's pages again; every sampled card must show what `expected` says."""
     rec = common.Recorder("verify")
     first_read_ms = 0.0
-    verified = wrong = 0
+    seen: set[str] = set()
+    wrong = 0
     problems: list[str] = []
-    for i, (card_id, want) in enumerate(expected.items()):
+    for i, path in enumerate(pages):
         started = time.perf_counter()
-        card = await admin.call(rec, "GET", f"/cards/{card_id}")
+        page = await admin.call(rec, "GET", path)
         if i == 0:
             first_read_ms = (time.perf_counter() - started) * 1000
-        got = (card or {}).get("fields", {})
-        bad = [
-            name
-            for name, spec in want.items()
-            if (spec is None and name in got)
-            or (spec is not None and any(got.get(name, {}).get(k) != v for k, v in spec.items()))
-        ]
-        if card is None or bad:
-            wrong += 1
-            if len(problems) < 3:
-                problems.append(f"{card_id}: {bad} -> {[got.get(n) for n in bad]}")
-        else:
-            verified += 1
+        for card in (page or {}).get("cards", []):
+            want = expected.get(card["id"])
+            if want is None or card["id"] in seen:
+                continue
+            seen.add(card["id"])
+            got = card["fields"]
+            bad = [
+                name
+                for name, spec in want.items()
+                if (spec is None and name in got)
+                or (
+                    spec is not None and any(got.get(name, {}).get(k) != v for k, v in spec.items())
+                )
+            ]
+            if bad:
+                wrong += 1
+                if len(problems) < 3:
+                    problems.append(f"{card['id']}: {bad} -> {[got.get(n) for n in bad]}")
+    missing = len(expected) - len(seen)
+    if missing:
+        problems.append(f"{missing} sampled cards no longer listed under the template")
     return {
         "first_read_ms": round(first_read_ms, 1),
-        "verified": verified,
-        "errors": wrong + rec.errors,
+        "verified": len(seen) - wrong,
+        "errors": wrong + missing + rec.errors,
         "error_samples": problems + rec.error_samples,
-        "read_p50_ms": rec.summary()["p50_ms"],
+        "page_read_p50_ms": rec.summary()["p50_ms"],
     }
 
 

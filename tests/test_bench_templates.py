@@ -31,7 +31,7 @@ def test_template_edit_bench_smoke(tmp_path: Path) -> None:
         phase = result["phases"][name]
         assert phase["answered"] is True, phase
         assert phase["errors"] == 0, phase["error_samples"]
-        assert phase["verified"] == result["sample"] == 20
+        assert phase["verified"] == result["sample"] >= 20
         assert phase["wall_ms"] > 0
-    assert result["admin_edited"] == result["admin_unlocked"] == 2
+    assert result["admin_edited"] == result["admin_unlocked"] == 5
     assert result["metrics_check"]["match"] is True, result["metrics_check"]
