@@ -10,6 +10,7 @@ import asyncio
 import email
 import email.policy
 import re
+import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -27,8 +28,14 @@ from hub.core import outbox
 from hub.core.admins import create_key
 from hub.core.clock import now_us
 from hub.core.database import open_database
-from hub.core.mailer import FileMailer, message_id
-from hub.core.models import admins, outbox_messages
+from hub.core.mailer import (
+    ActivationContent,
+    DeliveryError,
+    FileMailer,
+    activation_email,
+    message_id,
+)
+from hub.core.models import activation_links, admins, outbox_messages
 from hub.core.tenants import InitResult
 from hub.core.users import create as create_user
 from hub.settings import Settings, load_settings
@@ -387,3 +394,188 @@ async def test_a_sender_that_dies_mid_delivery_is_taken_over_with_the_same_messa
 def test_backoff_doubles_up_to_the_cap() -> None:
     policy = outbox.Policy(retry_base_us=100, retry_max_us=1000)
     assert [policy.backoff_us(n) for n in range(1, 7)] == [100, 200, 400, 800, 1000, 1000]
+
+
+# --------------------------------------------------------------------------- composing
+
+
+def _parse(data: bytes) -> EmailMessage:
+    message = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(message, EmailMessage)
+    assert not message.defects, message.defects
+    return message
+
+
+def _bodies(message: EmailMessage) -> tuple[str, str]:
+    assert message.get_content_type() == "multipart/alternative"
+    plain, page = message.iter_parts()
+    assert plain.get_content_type() == "text/plain"
+    assert page.get_content_type() == "text/html"
+    for part in (plain, page):
+        assert part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == "base64"
+    return plain.get_content(), page.get_content()
+
+
+def test_the_activation_email_parses_with_the_standard_library() -> None:
+    link = "https://hub.example/activate/shact_abcdefghijklmnopqrstuv.MAC-value_0123"
+    composed = activation_email(
+        ActivationContent(name="Ada Lovelace", workspace="acme", link=link),
+        recipient="ada@example.com",
+        mail_from="scim-hub <no-reply@localhost>",
+        msg_id="<id-1@localhost>",
+    )
+    assert composed.sender == "no-reply@localhost"
+    assert composed.recipient == "ada@example.com"
+    assert composed.data.isascii()
+    assert all(len(line) <= 78 for line in composed.data.split(b"\n")), composed.data
+    message = _parse(composed.data)
+    assert message["Subject"] == "Activate your acme business card"
+    assert message["From"] == "scim-hub <no-reply@localhost>"
+    assert message["To"] == "ada@example.com"
+    assert message["Message-ID"] == "<id-1@localhost>"
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message["MIME-Version"] == "1.0"
+    assert abs(message["Date"].datetime.timestamp() - time.time()) < 5
+    plain, page = _bodies(message)
+    assert plain.startswith("Hello Ada Lovelace,\n\nacme has created a digital business card")
+    assert f"\n\n{link}\n\n" in plain
+    assert f'<a href="{link}">Activate your account</a>' in page
+    assert message.get_body(preferencelist=("html",)) is not None
+
+
+def test_non_ascii_names_are_encoded_and_header_values_cannot_break_lines() -> None:
+    content = ActivationContent(
+        name='Zoë <Ångström> & "Co"',
+        workspace="Café Ünïcode GmbH\r\nBcc: evil@example.com und eine sehr lange Firma "
+        "mit Wörtern",
+        link="https://hub.example/activate/shact_x.y?a=1&b=2",
+    )
+    composed = activation_email(
+        content,
+        recipient="zoe@example.com",
+        mail_from="Blinq Café <no-reply@blinq.example>",
+        msg_id="<id-2@blinq.example>",
+    )
+    assert composed.sender == "no-reply@blinq.example"
+    assert all(len(line) <= 78 for line in composed.data.split(b"\n")), composed.data
+    message = _parse(composed.data)
+    assert "Bcc" not in message
+    assert message["Subject"] == (
+        "Activate your Café Ünïcode GmbH  Bcc: evil@example.com und eine sehr lange Firma "
+        "mit Wörtern business card"
+    )
+    assert message["From"].addresses[0].display_name == "Blinq Café"
+    assert message["From"].addresses[0].addr_spec == "no-reply@blinq.example"
+    plain, page = _bodies(message)
+    assert 'Hello Zoë <Ångström> & "Co",' in plain
+    assert "Hello Zoë &lt;Ångström&gt; &amp; &quot;Co&quot;," in page
+    assert 'href="https://hub.example/activate/shact_x.y?a=1&amp;b=2"' in page
+    long_ascii = activation_email(
+        ActivationContent(name="A", workspace="word " * 30, link="https://x/activate/t"),
+        recipient="a@example.com",
+        mail_from="x@localhost",
+        msg_id="<id-3@localhost>",
+    )
+    assert all(len(line) <= 78 for line in long_ascii.data.split(b"\n"))
+    assert _parse(long_ascii.data)["Subject"] == f"Activate your {'word ' * 30} business card"
+
+
+@pytest.mark.parametrize("recipient", ["a@example.com\r\nBcc: evil@example.com", "a@x.y\x00", " "])
+def test_a_recipient_that_could_inject_headers_is_refused_for_good(recipient: str) -> None:
+    with pytest.raises(DeliveryError, match="invalid email address") as refused:
+        activation_email(
+            ActivationContent(name="A", workspace="w", link="https://x/activate/t"),
+            recipient=recipient,
+            mail_from="x@localhost",
+            msg_id="<id@localhost>",
+        )
+    assert refused.value.permanent
+
+
+async def test_the_file_mailer_writes_a_batch_and_makes_its_directory_again(tmp_path: Path) -> None:
+    directory = tmp_path / "deep" / "outbox"
+    mailer = FileMailer(str(directory))
+
+    def compose(index: int) -> Any:
+        return activation_email(
+            ActivationContent(name=f"N{index}", workspace="w", link="https://x/activate/t"),
+            recipient=f"n{index}@example.com",
+            mail_from="x@localhost",
+            msg_id=f"<m-{index}@localhost>",
+        )
+
+    batch = [compose(i) for i in range(5)]
+    assert await mailer.deliver(batch) == [None] * 5
+    for composed in batch:
+        assert mailer.path_for(composed.msg_id).read_bytes() == composed.data
+    assert not list(directory.glob("*.partial"))
+    # A resend overwrites the same file; a directory removed meanwhile is made again.
+    shutil.rmtree(directory)
+    assert await mailer.deliver(batch[:2]) == [None, None]
+    assert sorted(p.name for p in directory.iterdir()) == ["m-0@localhost.eml", "m-1@localhost.eml"]
+    # A directory that cannot be made fails the batch, to be retried.
+    blocked = FileMailer(str(tmp_path / "file" / "outbox"))
+    (tmp_path / "file").write_text("not a directory")
+    outcomes = await blocked.deliver(batch[:2])
+    assert all(isinstance(o, DeliveryError) and not o.permanent for o in outcomes)
+
+
+async def test_one_record_call_stores_every_outcome_and_a_cancellation_stands(
+    db_url: str, tenant: InitResult
+) -> None:
+    """`record` writes a batch with one executemany per kind of outcome: sent (and the link's
+    lifetime starts), failed, retried; a message cancelled while out for delivery stays so."""
+    await queue_users(db_url, tenant, 4)
+    policy = outbox.Policy(max_attempts=3, retry_base_us=1_000_000, link_ttl_us=7_000_000)
+    db = open_database(db_url)
+
+    def state(conn: Connection) -> list[Any]:
+        return list(
+            conn.execute(
+                select(
+                    outbox_messages.c.status,
+                    outbox_messages.c.attempts,
+                    outbox_messages.c.next_attempt,
+                    outbox_messages.c.last_error,
+                    outbox_messages.c.link_nonce,
+                    activation_links.c.expires,
+                )
+                .join(activation_links, activation_links.c.pk == outbox_messages.c.link_pk)
+                .order_by(outbox_messages.c.pk)
+            ).all()
+        )
+
+    try:
+        now = now_us()
+        claimed = await db.write(outbox.claim, now=now, lease_us=1_000_000, limit=10)
+        assert [c.attempts for c in claimed] == [1, 1, 1, 1]
+        assert [c.pk for c in claimed] == sorted(c.pk for c in claimed)
+        assert await db.write(outbox.claim, now=now, lease_us=1_000_000, limit=10) == []
+        sent, failed, retried, cancelled = claimed
+
+        def cancel_one(conn: Connection) -> int:
+            user_pk = conn.execute(
+                select(outbox_messages.c.user_pk).where(outbox_messages.c.pk == cancelled.pk)
+            ).scalar_one()
+            return outbox.cancel(conn, user_pk=user_pk, purpose=outbox.ACTIVATION, reason="gone")
+
+        assert await db.write(cancel_one) == 1
+        results = [
+            outbox.Result(sent.pk, 1),
+            outbox.Result(failed.pk, 1, "550 no such user", permanent=True),
+            outbox.Result(retried.pk, 1, "SMTP server unavailable"),
+            outbox.Result(cancelled.pk, 1),
+        ]
+        await db.write(outbox.record, results, now=now, policy=policy)
+        rows = await db.read(state)
+    finally:
+        await db.close()
+    # (status, attempts, last_error, link_nonce, link expires); next_attempt for the retry only
+    outcome = [(r[0], r[1], r[3], r[4], r[5]) for r in rows]
+    assert outcome[0] == ("sent", 1, None, None, now + 7_000_000)
+    assert outcome[1] == ("failed", 1, "550 no such user", None, None)
+    assert outcome[2] == ("queued", 1, "SMTP server unavailable", rows[2][4], None)
+    assert rows[2][4], "a message to retry keeps its nonce"
+    assert rows[2][2] == now + 1_000_000
+    assert outcome[3] == ("cancelled", 1, "gone", None, None)

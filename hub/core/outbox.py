@@ -4,12 +4,14 @@ A message is queued by the unit of work that decided to send it (`enqueue`), so 
 the user write or not at all: an acknowledged provisioning never loses its email. Each server
 process runs one `Sender` task that claims due messages, delivers them and records the outcome:
 
-* Claim: one transaction selects due rows (`FOR UPDATE SKIP LOCKED` on PostgreSQL, so several
-  processes never take the same row; SQLite's single writer serialises claims anyway) and sets a
-  lease (`claimed_until`) and `attempts + 1`. Delivery happens outside any transaction.
+* Claim: one `UPDATE … RETURNING` statement leases due rows (`claimed_until`) and counts the
+  attempt; its subquery picks them `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several processes
+  never take the same row (SQLite's single writer serialises claims anyway). Delivery happens
+  outside any transaction: the batch is composed, then handed to the mailer in one call.
 * Outcome: sent; or retried after an exponential backoff (`mail_retry_base_ms` doubling up to
   `mail_retry_max_ms`); or failed after `mail_max_attempts` (or at once on a permanent refusal)
-  with the last error kept for admins.
+  with the last error kept for admins. A batch's outcomes are recorded with one executemany per
+  kind of outcome; every statement here is a `Prepared` one, built once.
 * A crash between delivery and recording leaves the lease to expire and the message is sent
   again with the same Message-ID (derived from the row id), so the resend is recognisable: the
   guarantee is at-least-once with idempotent ids, never zero.
@@ -37,9 +39,10 @@ from hub.core.database import Database
 from hub.core.ids import new_id
 from hub.core.mailer import (
     ActivationContent,
+    Composer,
     DeliveryError,
+    Email,
     Mailer,
-    activation_email,
     mailer_for,
     message_id,
 )
@@ -82,6 +85,24 @@ _INSERT = Prepared(
     ),
     json_params=("b_payload",),
 )
+_BY_DEDUPE = Prepared(
+    select(outbox_messages.c.pk).where(outbox_messages.c.dedupe_key == bindparam("b_dedupe"))
+)
+_CANCEL = Prepared(
+    update(outbox_messages)
+    .where(
+        outbox_messages.c.user_pk == bindparam("b_user"),
+        outbox_messages.c.purpose == bindparam("b_purpose"),
+        outbox_messages.c.status == QUEUED,
+    )
+    .values(
+        status=CANCELLED,
+        last_error=bindparam("b_reason"),
+        finished=bindparam("b_now"),
+        link_nonce=None,
+        claimed_until=None,
+    )
+)
 
 
 def enqueue(
@@ -103,12 +124,8 @@ def enqueue(
     same intent twice is a no-op, so a retried request never sends a second email. `fresh`
     says the message's user was created by this transaction, so nothing can be queued yet.
     """
-    if not fresh:
-        exists = conn.execute(
-            select(outbox_messages.c.pk).where(outbox_messages.c.dedupe_key == dedupe_key)
-        ).first()
-        if exists is not None:
-            return None
+    if not fresh and _BY_DEDUPE.first(conn, b_dedupe=dedupe_key) is not None:
+        return None
     outbox_id = new_id()
     now = now_us()
     _INSERT.run(
@@ -134,27 +151,13 @@ def cancel(conn: Connection, *, user_pk: int, purpose: str, reason: str) -> int:
     A message already handed to the mail server by a sender cannot be recalled; its outcome is
     then recorded only if it is still queued, so the cancellation stands.
     """
-    result = conn.execute(
-        update(outbox_messages)
-        .where(
-            outbox_messages.c.user_pk == user_pk,
-            outbox_messages.c.purpose == purpose,
-            outbox_messages.c.status == QUEUED,
-        )
-        .values(
-            status=CANCELLED,
-            last_error=reason,
-            finished=now_us(),
-            link_nonce=None,
-            claimed_until=None,
-        )
-    )
-    return int(result.rowcount)
+    return _CANCEL.run(conn, b_user=user_pk, b_purpose=purpose, b_reason=reason, b_now=now_us())
 
 
 # --------------------------------------------------------------------------- waking the sender
 
-_senders: weakref.WeakSet[Sender] = weakref.WeakSet()
+#: This process's running senders (a tuple: commit listeners on database threads iterate it).
+_senders: tuple[Sender, ...] = ()
 _hooked: weakref.WeakSet[Engine] = weakref.WeakSet()
 _hook_lock = threading.Lock()
 
@@ -163,6 +166,8 @@ def wake_after_commit(conn: Connection) -> None:
     """Poke this process's senders when the current transaction commits (not if it rolls back)."""
     conn.info[_QUEUED_FLAG] = True
     engine = conn.engine
+    if engine in _hooked:
+        return
     with _hook_lock:
         if engine in _hooked:
             return
@@ -171,11 +176,18 @@ def wake_after_commit(conn: Connection) -> None:
         _hooked.add(engine)
 
 
+def _register(sender: Sender, *, running: bool) -> None:
+    global _senders
+    with _hook_lock:
+        others = tuple(s for s in _senders if s is not sender)
+        _senders = (*others, sender) if running else others
+
+
 def _on_commit(conn: Connection) -> None:
     # Fired just before the COMMIT is sent; the sender's debounce covers that gap and its poll
     # covers any race that remains.
     if conn.info.pop(_QUEUED_FLAG, False):
-        for sender in list(_senders):
+        for sender in _senders:
             sender.poke()
 
 
@@ -237,93 +249,86 @@ class Result(msgspec.Struct, frozen=True):
     permanent: bool = False
 
 
+_ob = outbox_messages.c
+#: Lease due messages and count the attempt in one statement; PostgreSQL skips rows another
+#: sender holds locked (SQLite has one writer, which serialises claims anyway).
+_CLAIM = Prepared(
+    update(outbox_messages)
+    .where(
+        _ob.pk.in_(
+            select(_ob.pk)
+            .where(
+                _ob.status == QUEUED,
+                _ob.next_attempt <= bindparam("b_now"),
+                or_(_ob.claimed_until.is_(None), _ob.claimed_until < bindparam("b_now_again")),
+            )
+            .order_by(_ob.next_attempt, _ob.pk)
+            .limit(bindparam("b_limit"))
+            .with_for_update(skip_locked=True)
+        )
+    )
+    .values(claimed_until=bindparam("b_until"), attempts=_ob.attempts + 1)
+    .returning(
+        _ob.pk, _ob.id, _ob.purpose, _ob.recipient, _ob.payload, _ob.link_nonce, _ob.attempts
+    )
+)
+#: Outcomes are recorded only while the message is still queued: a cancellation stands.
+_FINISH = Prepared(
+    update(outbox_messages)
+    .where(_ob.pk == bindparam("b_pk"), _ob.status == QUEUED)
+    .values(
+        status=bindparam("b_status"),
+        finished=bindparam("b_now"),
+        claimed_until=None,
+        link_nonce=None,
+        last_error=bindparam("b_error"),
+    )
+)
+_RETRY = Prepared(
+    update(outbox_messages)
+    .where(_ob.pk == bindparam("b_pk"), _ob.status == QUEUED)
+    .values(next_attempt=bindparam("b_when"), claimed_until=None, last_error=bindparam("b_error"))
+)
+#: A link's lifetime starts when its email reaches the user, not when it was queued: an SMTP
+#: outage must not eat into it. Run before `_FINISH`, hence "still queued".
+_LINK_STARTS = Prepared(
+    update(activation_links)
+    .where(
+        activation_links.c.pk
+        == select(_ob.link_pk)
+        .where(_ob.pk == bindparam("b_pk"), _ob.status == QUEUED)
+        .scalar_subquery()
+    )
+    .values(expires=bindparam("b_expires"))
+)
+
+
 def claim(conn: Connection, *, now: int, lease_us: int, limit: int) -> list[Due]:
     """Lease up to `limit` due messages to the caller and count the attempt.
 
     A message is due when queued, its `next_attempt` has come and no live lease holds it.
     """
-    ob = outbox_messages.c
-    pks = (
-        conn.execute(
-            select(ob.pk)
-            .where(
-                ob.status == QUEUED,
-                ob.next_attempt <= now,
-                or_(ob.claimed_until.is_(None), ob.claimed_until < now),
-            )
-            .order_by(ob.next_attempt, ob.pk)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        .scalars()
-        .all()
-    )
-    if not pks:
-        return []
-    conn.execute(
-        update(outbox_messages)
-        .where(ob.pk.in_(pks))
-        .values(claimed_until=now + lease_us, attempts=ob.attempts + 1)
-    )
-    rows = conn.execute(
-        select(ob.pk, ob.id, ob.purpose, ob.recipient, ob.payload, ob.link_nonce, ob.attempts)
-        .where(ob.pk.in_(pks))
-        .order_by(ob.pk)
-    ).all()
-    return [Due(*row) for row in rows]
+    rows = _CLAIM.all(conn, b_now=now, b_now_again=now, b_limit=limit, b_until=now + lease_us)
+    return sorted((Due(*row) for row in rows), key=lambda due: due.pk)
 
 
 def record(conn: Connection, results: Sequence[Result], *, now: int, policy: Policy) -> None:
     """Record delivery outcomes; only still-queued messages change (a cancellation stands)."""
+    sent, finished, retried = [], [], []
     for result in results:
         if result.error is None:
-            _mark_sent(conn, result.pk, now, policy.link_ttl_us)
+            sent.append({"b_pk": result.pk, "b_expires": now + policy.link_ttl_us})
+            finished.append({"b_pk": result.pk, "b_status": SENT, "b_now": now, "b_error": None})
         elif result.permanent or result.attempts >= policy.max_attempts:
-            _finish(conn, result.pk, FAILED, now, error=result.error)
+            error = result.error[:_ERROR_LENGTH]
+            finished.append({"b_pk": result.pk, "b_status": FAILED, "b_now": now, "b_error": error})
         else:
-            _retry_later(conn, result, now + policy.backoff_us(result.attempts))
-
-
-def _still_queued(pk: int) -> Any:
-    return update(outbox_messages).where(
-        outbox_messages.c.pk == pk, outbox_messages.c.status == QUEUED
-    )
-
-
-def _finish(conn: Connection, pk: int, status: str, now: int, *, error: str | None) -> bool:
-    result = conn.execute(
-        _still_queued(pk).values(
-            status=status,
-            finished=now,
-            claimed_until=None,
-            link_nonce=None,
-            last_error=None if error is None else error[:_ERROR_LENGTH],
-        )
-    )
-    return bool(result.rowcount)
-
-
-def _mark_sent(conn: Connection, pk: int, now: int, link_ttl_us: int) -> None:
-    if not _finish(conn, pk, SENT, now, error=None):
-        return
-    # The link's lifetime starts when it reaches the user, not when it was queued: an SMTP
-    # outage must not eat into it.
-    link_pk = select(outbox_messages.c.link_pk).where(outbox_messages.c.pk == pk)
-    conn.execute(
-        update(activation_links)
-        .where(activation_links.c.pk == link_pk.scalar_subquery())
-        .values(expires=now + link_ttl_us)
-    )
-
-
-def _retry_later(conn: Connection, result: Result, when: int) -> None:
-    conn.execute(
-        _still_queued(result.pk).values(
-            next_attempt=when,
-            claimed_until=None,
-            last_error=(result.error or "")[:_ERROR_LENGTH],
-        )
-    )
+            when = now + policy.backoff_us(result.attempts)
+            error = result.error[:_ERROR_LENGTH]
+            retried.append({"b_pk": result.pk, "b_when": when, "b_error": error})
+    _LINK_STARTS.run_many(conn, sent)
+    _FINISH.run_many(conn, finished)
+    _RETRY.run_many(conn, retried)
 
 
 # --------------------------------------------------------------------------- admins' view
@@ -417,7 +422,9 @@ class Sender:
         # Read (or create) the server secret now: a problem with it stops the start-up.
         self._link_key = secret.derive_key(settings, secret.ACTIVATION_LINKS)
         self._link_base = f"{settings.base_url.rstrip('/')}/activate/"
+        self._composer = Composer(settings.mail_from)
         self._wake = asyncio.Event()
+        self._poked = False
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -426,19 +433,28 @@ class Sender:
         """Start the loop as a task of the running event loop."""
         self._loop = asyncio.get_running_loop()
         self._task = self._loop.create_task(self._run(), name="hub-outbox-sender")
-        _senders.add(self)
+        _register(self, running=True)
 
     def poke(self) -> None:
-        """Wake the loop now; safe from any thread (commit listeners run on database threads)."""
+        """Wake the loop now; safe from any thread (commit listeners run on database threads).
+
+        A burst of commits schedules one wake-up, not one per commit: `_poked` stays set until
+        the loop has run it (a race only costs a spare wake-up).
+        """
         loop = self._loop
-        if loop is None or loop.is_closed():
+        if self._poked or loop is None or loop.is_closed():
             return
+        self._poked = True
         with contextlib.suppress(RuntimeError):  # the loop closed under us: nothing to wake
-            loop.call_soon_threadsafe(self._wake.set)
+            loop.call_soon_threadsafe(self._woken)
+
+    def _woken(self) -> None:
+        self._poked = False
+        self._wake.set()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Finish the current round (up to `grace` seconds), then stop; leases cover the rest."""
-        _senders.discard(self)
+        _register(self, running=False)
         self._stopping = True
         self._wake.set()
         task = self._task
@@ -478,27 +494,52 @@ class Sender:
         )
         if not due:
             return 0
-        results = await asyncio.gather(*(self._deliver(message) for message in due))
+        results = await self._deliver(due)
         await self.db.write(record, results, now=now_us(), policy=self.policy)
         return len(due)
 
-    async def _deliver(self, due: Due) -> Result:
-        msg_id = message_id(due.id, self.settings.mail_from)
+    async def _deliver(self, due: Sequence[Due]) -> list[Result]:
+        """Compose the batch, hand it to the mailer in one call, and say what became of each."""
+        results: list[Result] = []
+        ready: list[tuple[Due, Email]] = []
+        for message in due:
+            try:
+                ready.append((message, self._compose(message)))
+            except DeliveryError as exc:
+                results.append(self._failed(message, exc))
+            except Exception as exc:
+                log.exception("email delivery crashed", outbox_id=message.id)
+                results.append(Result(message.pk, message.attempts, _internal(exc)))
+        if not ready:
+            return results
         try:
-            message = self._compose(due, msg_id)
-            await self.mailer.deliver(message)
-        except DeliveryError as exc:
-            log.warning(
-                "email not delivered", message_id=msg_id, attempt=due.attempts, error=str(exc)
-            )
-            return Result(due.pk, due.attempts, str(exc), exc.permanent)
+            outcomes = await self.mailer.deliver([email for _, email in ready])
         except Exception as exc:
-            log.exception("email delivery crashed", message_id=msg_id)
-            return Result(due.pk, due.attempts, f"internal error: {type(exc).__name__}")
-        log.info("email sent", message_id=msg_id, recipient=due.recipient, attempt=due.attempts)
-        return Result(due.pk, due.attempts)
+            log.exception("email delivery crashed")
+            outcomes = [DeliveryError(_internal(exc))] * len(ready)
+        for (message, email), error in zip(ready, outcomes, strict=True):
+            if error is not None:
+                results.append(self._failed(message, error, email.msg_id))
+                continue
+            log.info(
+                "email sent",
+                message_id=email.msg_id,
+                recipient=message.recipient,
+                attempt=message.attempts,
+            )
+            results.append(Result(message.pk, message.attempts))
+        return results
 
-    def _compose(self, due: Due, msg_id: str) -> Any:
+    def _failed(self, due: Due, exc: DeliveryError, msg_id: str | None = None) -> Result:
+        log.warning(
+            "email not delivered",
+            message_id=msg_id or message_id(due.id, self.settings.mail_from),
+            attempt=due.attempts,
+            error=str(exc),
+        )
+        return Result(due.pk, due.attempts, str(exc), exc.permanent)
+
+    def _compose(self, due: Due) -> Email:
         if due.recipient is None:
             raise DeliveryError(NO_ADDRESS, permanent=True)
         if due.purpose != ACTIVATION or due.link_nonce is None:
@@ -508,9 +549,15 @@ class Sender:
             workspace=str(due.payload.get("workspace") or ""),
             link=f"{self._link_base}{links.token_for(self._link_key, due.link_nonce)}",
         )
-        return activation_email(
-            content, recipient=due.recipient, mail_from=self.settings.mail_from, msg_id=msg_id
+        return self._composer.activation(
+            content,
+            recipient=due.recipient,
+            msg_id=message_id(due.id, self.settings.mail_from),
         )
+
+
+def _internal(exc: Exception) -> str:
+    return f"internal error: {type(exc).__name__}"
 
 
 class _HubLike(Protocol):
