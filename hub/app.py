@@ -84,6 +84,14 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
+        if "\x00" in scope["path"]:
+            # No id, name or log line holds U+0000 (PostgreSQL text cannot store it): such a path
+            # is authenticated first, as any other, and then its id matches nothing (404).
+            scope["path"] = scope["path"].replace("\x00", "\ufffd")
+            params = scope.get("path_params") or {}
+            for name, value in params.items():
+                if isinstance(value, str):
+                    params[name] = value.replace("\x00", "\ufffd")
         request_id = os.urandom(8).hex()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)

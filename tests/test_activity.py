@@ -75,3 +75,20 @@ async def test_bad_outcome_filter_and_other_workspaces(
     assert (
         await Admin(client, tenant.workspace, other_key).call("GET", "/activity")
     ).status_code == 404
+
+
+async def test_a_nul_in_a_request_costs_no_record(
+    scim: ScimClient, client: httpx.AsyncClient, db_url: str, tenant: InitResult
+) -> None:
+    """A path or an echoed detail holding U+0000 is logged (PostgreSQL text cannot store it, and
+    one bad record must not lose the rest of its batch)."""
+    admin = Admin(client, tenant.workspace, await make_admin_key(db_url, tenant))
+    assert (await scim.get("/Users/nul%00id")).status_code == 404
+    bad = await scim.get("/Users", params={"filter": 'userName eq "a\x00b"'})
+    assert bad.status_code == 400
+    assert (await scim.post("/Users", user_body("after-nul@example.com"))).status_code == 201
+    records = await wait_for(admin, 3)
+    paths = [r["path"] for r in records]
+    assert "/scim/v2/Users/nul\ufffdid" in paths
+    assert any(r["user_name"] == "after-nul@example.com" for r in records)
+    assert all("\x00" not in (r["error"] or "") for r in records)

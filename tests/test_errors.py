@@ -459,3 +459,21 @@ async def test_nul_characters_are_refused_the_same_on_every_database(
             method, base + target, content=json.dumps(body), headers=admin
         )
         scim_error(response, 400, "invalidValue")
+
+
+@pytest.mark.parametrize("resource", ["Users", "Groups"])
+async def test_a_nul_in_a_resource_id_is_not_found_after_authentication(
+    scim: ScimClient, client: httpx.AsyncClient, resource: str
+) -> None:
+    """U+0000 in a path id: 401 without credentials, 404 with them — never a database error."""
+    path = f"/{resource}/ab%00cd"
+    assert (await client.get(f"/scim/v2{path}")).status_code == 401
+    body = {"schemas": [PATCH_URN], "Operations": [{"op": "add", "path": "title", "value": "x"}]}
+    for response in (
+        await scim.get(path),
+        await scim.delete(path),
+        await scim.patch(path, body),
+        await scim.put(path, {"schemas": [], "userName": "x", "displayName": "x"}),
+    ):
+        assert response.status_code == 404, response.text
+        assert response.json()["status"] == "404"

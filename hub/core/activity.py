@@ -102,8 +102,20 @@ _INSERT = Prepared(
 def write(conn: Connection, entries: list[Entry]) -> None:
     """Insert a batch of records (one unit of work, one executemany)."""
     _INSERT.run_many(
-        conn, [dict(zip(_BIND_NAMES, msgspec.structs.astuple(e), strict=True)) for e in entries]
+        conn,
+        [
+            dict(zip(_BIND_NAMES, map(_storable, msgspec.structs.astuple(e)), strict=True))
+            for e in entries
+        ],
     )
+
+
+def _storable(value: Any) -> Any:
+    # One record echoing a client's U+0000 (an error detail) must not fail the whole batch:
+    # PostgreSQL text cannot hold it.
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
 
 
 def start_writer(
