@@ -216,16 +216,19 @@ def _queue(conn: Connection, user: Any, *, fresh: bool = False) -> str | None:
     )
 
 
-def _invalidate_links(conn: Connection, user_pk: int) -> None:
-    conn.execute(
-        update(activation_links)
-        .where(
-            activation_links.c.user_pk == user_pk,
-            activation_links.c.used.is_(None),
-            activation_links.c.invalidated.is_(None),
-        )
-        .values(invalidated=now_us())
+_INVALIDATE_LINKS = Prepared(
+    update(activation_links)
+    .where(
+        activation_links.c.user_pk == bindparam("b_user"),
+        activation_links.c.used.is_(None),
+        activation_links.c.invalidated.is_(None),
     )
+    .values(invalidated=bindparam("b_now"))
+)
+
+
+def _invalidate_links(conn: Connection, user_pk: int) -> None:
+    _INVALIDATE_LINKS.run(conn, b_user=user_pk, b_now=now_us())
 
 
 # --------------------------------------------------------------------------- admins

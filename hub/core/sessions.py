@@ -12,10 +12,11 @@ import hmac
 import secrets
 from typing import Final
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, bindparam, or_, select, update
 
 from hub.core.clock import now_us
 from hub.core.models import owner_sessions, users
+from hub.core.sql import Prepared
 from hub.core.tokens import digest
 
 SESSION_PREFIX: Final = "shses_"
@@ -86,11 +87,13 @@ def end_session(conn: Connection, session_token: str) -> None:
     )
 
 
+_END_SESSIONS = Prepared(
+    update(owner_sessions)
+    .where(owner_sessions.c.user_pk == bindparam("b_user"), owner_sessions.c.revoked.is_(None))
+    .values(revoked=bindparam("b_now"))
+)
+
+
 def end_sessions(conn: Connection, user_pk: int) -> int:
     """Revoke every live session of a user (deprovisioning, new activation); return how many."""
-    result = conn.execute(
-        update(owner_sessions)
-        .where(owner_sessions.c.user_pk == user_pk, owner_sessions.c.revoked.is_(None))
-        .values(revoked=now_us())
-    )
-    return int(result.rowcount)
+    return _END_SESSIONS.run(conn, b_user=user_pk, b_now=now_us())
