@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+import uuid
 from typing import Any
 
 import httpx
@@ -182,6 +183,22 @@ async def test_every_post_needs_the_session_csrf_token(
     done = await client.post(url, data={"enabled": "off", "csrf": csrf})
     assert done.status_code == 303
     assert "Disabled" in (await client.get("/admin/integrations")).text
+
+
+async def test_unknown_emails_slow_down_like_accounts_so_429_reveals_nothing(
+    client: httpx.AsyncClient, db_url: str, tenant: InitResult
+) -> None:
+    await give_password(db_url, tenant)
+    stranger = f"nobody-{uuid.uuid4().hex[:8]}@example.com"
+    known = [(await attempt(client, tenant.admin, f"wrong-{i}")) for i in range(6)]
+    unknown = [(await attempt(client, stranger, f"wrong-{i}")) for i in range(6)]
+    assert [r.status_code for r in unknown] == [r.status_code for r in known]
+    assert [r.status_code for r in unknown] == [401, 401, 401, 401, 429, 429]
+    for a, b in zip(known[4:], unknown[4:], strict=True):
+        assert abs(int(b.headers["retry-after"]) - int(a.headers["retry-after"])) <= 1
+        assert "Too many failed sign-ins" in b.text
+    # Another unknown email is not paused by the first one's failures.
+    assert (await attempt(client, "other-" + stranger, "x")).status_code == 401
 
 
 async def test_five_failures_in_a_row_slow_down_that_account(

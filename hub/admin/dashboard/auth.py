@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import secrets
 from typing import Any, Final
@@ -116,6 +117,44 @@ def _fail(conn: Connection, tried: list[Candidate], request_id: str) -> int | No
     return min(ends) if ends else None
 
 
+class _UnknownFailures:
+    """Failed sign-ins for emails that match no admin, slowed down exactly like real accounts.
+
+    Without this, the 429 after five failures would tell an attacker which emails are admins.
+    Kept per process (bounded; the oldest entries go first): with several workers the pause
+    starts after five failures in one worker rather than five in all.
+    """
+
+    LIMIT: Final = 10_000
+
+    def __init__(self) -> None:
+        self._seen: dict[str, tuple[int, int]] = {}  # digest -> (failures in a row, locked until)
+
+    @staticmethod
+    def _key(email: str) -> str:
+        return hashlib.sha256(email.strip().lower().encode()).hexdigest()
+
+    def locked_until(self, email: str, now: int) -> int | None:
+        """When the pause on this unknown email ends, if one is running."""
+        _, until = self._seen.get(self._key(email), (0, 0))
+        return until if until > now else None
+
+    def fail(self, email: str, now: int) -> int | None:
+        """Count a failure; return when the pause ends if this failure starts one."""
+        key = self._key(email)
+        failures, _ = self._seen.pop(key, (0, 0))
+        failures += 1
+        delay = admin_sessions.lock_delay_us(failures)
+        until = now + delay if delay else 0
+        if len(self._seen) >= self.LIMIT:
+            del self._seen[next(iter(self._seen))]
+        self._seen[key] = (failures, until)
+        return until or None
+
+
+_unknown_failures = _UnknownFailures()
+
+
 def _locked(request: Req, email: str, until: int, next_: str) -> Template:
     wait = seconds_until(until)
     response = _sign_in_page(
@@ -154,6 +193,8 @@ async def sign_in(request: Req) -> Response[Any]:
     open_ = [c for c in found if not (c.locked_until and c.locked_until > now)]
     if found and not open_:
         return _locked(request, email, min(c.locked_until or now for c in found), next_)
+    if not found and (until := _unknown_failures.locked_until(email, now)):
+        return _locked(request, email, until, next_)
     # argon2 is slow by design: verify off the event loop.
     match = None
     if not open_:  # an unknown email costs what a known one does
@@ -163,7 +204,10 @@ async def sign_in(request: Req) -> Response[Any]:
             match = who
             break
     if match is None:
-        until = await hub.db.write(_fail, open_, request_id) if open_ else None
+        if open_:
+            until = await hub.db.write(_fail, open_, request_id)
+        else:
+            until = _unknown_failures.fail(email, now)
         if until is not None:
             return _locked(request, email, until, next_)
         return _sign_in_page(request, status=401, error=WRONG, email=email, next_=next_)
