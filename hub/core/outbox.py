@@ -489,13 +489,15 @@ class Sender:
 
     async def run_once(self) -> int:
         """Claim, deliver and record one batch; return how many messages it handled."""
-        due = await self.db.write(
+        # A claim and a record are a few prepared statements over at most `batch` rows: short
+        # units, run without a thread hand-off where the database allows it.
+        due = await self.db.write_now(
             claim, now=now_us(), lease_us=self.policy.lease_us, limit=self.policy.batch
         )
         if not due:
             return 0
         results = await self._deliver(due)
-        await self.db.write(record, results, now=now_us(), policy=self.policy)
+        await self.db.write_now(record, results, now=now_us(), policy=self.policy)
         return len(due)
 
     async def _deliver(self, due: Sequence[Due]) -> list[Result]:
