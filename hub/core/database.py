@@ -90,6 +90,10 @@ def _run_in_transaction(
         return fn(conn, *args, **kwargs)
 
 
+#: How long a short write waits for the write lock (as the threads' `busy_timeout`).
+_LOCK_WAIT_S = 10.0
+
+
 class _Busy(Exception):
     """Another connection holds the write lock: the unit must wait its turn on the writer thread."""
 
@@ -100,8 +104,9 @@ class SqliteDatabase:
     Units known to be short (`read_now`/`write_now`: a SCIM user read or write, a few indexed
     statements, well under a millisecond of SQLite time) run on the calling thread: a hand-off to
     a database thread and back costs about as much as the unit itself, and the two threads then
-    contend for the GIL. The loop's write connection never waits for the lock (busy_timeout 0):
-    when another connection holds it, the unit queues on the writer thread as `write` does.
+    contend for the GIL. The loop's write connection never blocks on the lock (busy_timeout 0):
+    when another connection holds it, the unit sleeps briefly (the loop serves other requests)
+    and tries again, for up to `_LOCK_WAIT_S`.
     Everything else (scans, admin edits over many rows) runs on the threads so it cannot stall
     the loop.
     """
@@ -120,8 +125,6 @@ class SqliteDatabase:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="hub-db-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="hub-db-reader")
         self._local = threading.local()
-        #: writes handed to the writer thread and not finished (counted on the event loop).
-        self._queued_writes = 0
         self._opened: list[Connection] = []
         self._lock = threading.Lock()
 
@@ -188,13 +191,9 @@ class SqliteDatabase:
     ) -> T:
         """Run `fn` on the writer thread in an immediate (write-locked) transaction."""
         loop = asyncio.get_running_loop()
-        self._queued_writes += 1
-        try:
-            return await loop.run_in_executor(
-                self._writer, self._call, self._write_engine, fn, args, kwargs
-            )
-        finally:
-            self._queued_writes -= 1
+        return await loop.run_in_executor(
+            self._writer, self._call, self._write_engine, fn, args, kwargs
+        )
 
     def _connection_now(self, kind: str) -> Connection:
         if kind == "read":
@@ -234,16 +233,23 @@ class SqliteDatabase:
     async def write_now(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Run a short write unit on the calling thread, or on the writer thread when locked.
+        """Run a short write unit on the calling thread, waiting (without blocking) for the lock.
 
-        Writes already queued for the writer thread go first (it would hold the lock anyway).
+        When another connection holds the write lock (the writer thread's long unit, another
+        process), the unit retries after a short sleep rather than queueing on the writer thread:
+        a queue there would keep every following write off the fast path.
         """
-        if self._queued_writes:
-            return await self.write(fn, *args, **kwargs)
-        try:
-            return self._call_now("write", fn, args, kwargs)
-        except _Busy:
-            return await self.write(fn, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _LOCK_WAIT_S
+        pause = 0.0005
+        while True:
+            try:
+                return self._call_now("write", fn, args, kwargs)
+            except _Busy as exc:
+                if loop.time() >= deadline:
+                    raise Unavailable("the database is busy; retry shortly") from exc
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.02)
 
     def write_sync(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
