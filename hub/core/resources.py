@@ -150,26 +150,36 @@ def fetch_page(
     where: Sequence[ColumnElement[bool]],
     render: Callable[[Sequence[Any]], list[JSON]],
     count_all: Callable[[], int] | None = None,
+    plain_rows: Callable[[ListQuery, int], Sequence[Any]] | None = None,
 ) -> Page:
     """Fetch one list page — by index (RFC 7644 §3.4.2.4) or by cursor (RFC 9865) — with its total.
 
     `totalResults` comes free when the first page is not full; otherwise it is `count_all()` when
     given (a maintained count, for unfiltered lists) or counted. `render` turns the page's rows
-    into resources (loading members in one query).
+    into resources (loading members in one query). `plain_rows(query, limit)`, when given, fetches
+    the rows of a page in insertion order (no sortBy) the way this function would — prepared
+    statements for the unfiltered lists IdPs walk.
     """
     count = count_all if count_all is not None else (lambda: _count(conn, table, where))
+    fast = plain_rows if query.sort_by is None else None
     if query.after is not None:
         after, order = keyset(query, table.c.pk)
-        rows: Sequence[Any] = conn.execute(
-            select(*columns).where(*where, *after).order_by(*order).limit(query.count + 1)
-        ).all()
+        rows: Sequence[Any] = (
+            fast(query, query.count + 1)
+            if fast is not None
+            else conn.execute(
+                select(*columns).where(*where, *after).order_by(*order).limit(query.count + 1)
+            ).all()
+        )
         more = len(rows) > query.count
         rows = rows[: query.count]
         total = len(rows) if query.after == 0 and not more else count()
         next_after = rows[-1].pk if more else None
         return Page(total, 1, render(rows), cursor=True, next_after=next_after)
     rows = []
-    if query.count > 0:
+    if query.count > 0 and fast is not None:
+        rows = list(fast(query, query.count))
+    elif query.count > 0:
         order = order_clause(query, resource_type, conn.dialect.name, table.c.pk)
         rows = conn.execute(
             select(*columns)

@@ -325,8 +325,39 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
     def live() -> int:
         return int(_LIVE.scalar(conn, b_ws=caller.workspace_pk))
 
-    count_all = live if clause is None else None
-    return fetch_page(conn, query, USER_TYPE, users, _COLUMNS, where, rendered, count_all)
+    if clause is not None:
+        return fetch_page(conn, query, USER_TYPE, users, _COLUMNS, where, rendered)
+
+    def plain(query: ListQuery, limit: int) -> Sequence[Any]:
+        return _plain_page(conn, caller.workspace_pk, query, limit)
+
+    return fetch_page(conn, query, USER_TYPE, users, _COLUMNS, where, rendered, live, plain)
+
+
+def _page_statement(descending: bool, keyset: bool) -> Prepared:
+    order = users.c.pk.desc() if descending else users.c.pk
+    stmt = select(*_COLUMNS).where(
+        users.c.workspace_pk == bindparam("b_ws"), users.c.deleted.is_(False)
+    )
+    if keyset:
+        after = bindparam("b_after", type_=users.c.pk.type)
+        stmt = stmt.where(users.c.pk < after if descending else users.c.pk > after)
+        return Prepared(stmt.order_by(order).limit(bindparam("b_limit")))
+    return Prepared(stmt.order_by(order).limit(bindparam("b_limit")).offset(bindparam("b_offset")))
+
+
+#: Unfiltered pages in insertion order: (descending, cursor) -> statement.
+_PLAIN_PAGES = {(d, k): _page_statement(d, k) for d in (False, True) for k in (False, True)}
+
+
+def _plain_page(conn: Connection, workspace_pk: int, query: ListQuery, limit: int) -> list[Any]:
+    """One unfiltered page, by index or after a cursor (what `fetch_page` would select)."""
+    if query.after is None or query.after == 0:  # an index page, or a cursor walk's first page
+        offset = 0 if query.after is not None else query.start_index - 1
+        statement = _PLAIN_PAGES[query.descending, False]
+        return statement.all(conn, b_ws=workspace_pk, b_limit=limit, b_offset=offset)
+    statement = _PLAIN_PAGES[query.descending, True]
+    return statement.all(conn, b_ws=workspace_pk, b_limit=limit, b_after=query.after)
 
 
 #: The workspace's live users, from the trigger-kept counts (see `models.UserCount`).
