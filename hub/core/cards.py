@@ -411,10 +411,19 @@ def _render_one(conn: Connection, where: Any) -> JSON:
 
 
 def _ref(workspace_pk: int, card_ref: str) -> Any:
-    """A card of the workspace by card id or by its user's id."""
-    return (cards.c.workspace_pk == workspace_pk) & or_(
-        cards.c.id == card_ref, users.c.id == card_ref
+    """A card of the workspace by card id or by its user's id.
+
+    Two unique-index look-ups: an `OR` across the join would walk every card of the workspace.
+    """
+    by_card, by_user, owner = cards.alias(), cards.alias(), users.alias()
+    card_pk = func.coalesce(
+        select(by_card.c.pk).where(by_card.c.id == card_ref).scalar_subquery(),
+        select(by_user.c.pk)
+        .join(owner, owner.c.pk == by_user.c.user_pk)
+        .where(owner.c.id == card_ref)
+        .scalar_subquery(),
     )
+    return (cards.c.workspace_pk == workspace_pk) & (cards.c.pk == card_pk)
 
 
 def _load(conn: Connection, workspace_pk: int, card_ref: str) -> Any:
