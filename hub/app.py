@@ -138,7 +138,7 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        db = open_database(settings.database_url)
+        db = open_database(settings.database_url, serving=True)
         app.state.hub = Hub(settings, db, plugins, tenant_url(settings.base_url))
         stop_sender = start_sender(app.state.hub)
         stop_activity = activity.start_writer(

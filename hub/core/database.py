@@ -15,6 +15,7 @@ statement (the naive async-session-per-request design is about five times slower
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -90,12 +91,46 @@ def _run_in_transaction(
         return fn(conn, *args, **kwargs)
 
 
+#: How often a serving process copies the SQLite WAL back into the database file.
+_CHECKPOINT_EVERY_S = 0.5
 #: How long a short write waits for the write lock (as the threads' `busy_timeout`).
 _LOCK_WAIT_S = 10.0
 
 
 class _Busy(Exception):
     """Another connection holds the write lock: the unit must wait its turn on the writer thread."""
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database file every `every` seconds, on a thread of its own.
+
+    SQLite's automatic checkpoint runs inside whichever commit crosses 1,000 WAL pages: that
+    request then copies (and fsyncs) the pages of many others — seconds after an edit of
+    100,000 cards. A PASSIVE checkpoint never blocks writers or readers; the last connection's
+    close checkpoints whatever is left.
+    """
+
+    def __init__(self, path: str, every: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(path, every), name="hub-db-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, path: str, every: float) -> None:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=1000")
+            while not self._stop.wait(every):
+                with contextlib.suppress(sqlite3.Error):  # busy or gone: try at the next tick
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        """End the thread (after its current checkpoint)."""
+        self._stop.set()
+        self._thread.join()
 
 
 class SqliteDatabase:
@@ -113,15 +148,21 @@ class SqliteDatabase:
 
     dialect = "sqlite"
 
-    def __init__(self, url: str, readers: int = 2) -> None:
+    def __init__(self, url: str, readers: int = 2, checkpoint_every: float | None = None) -> None:
         self.url = url
         parsed = make_url(url)
         path = parsed.database or ":memory:"
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         sync_url = parsed.set(drivername="sqlite")
-        self._write_engine = self._engine(sync_url, "BEGIN IMMEDIATE")
-        self._read_engine = self._engine(sync_url, "BEGIN")
+        background = checkpoint_every is not None and path != ":memory:"
+        self._write_engine = self._engine(sync_url, "BEGIN IMMEDIATE", not background)
+        self._read_engine = self._engine(sync_url, "BEGIN", not background)
+        self._checkpointer = (
+            _Checkpointer(path, checkpoint_every)
+            if background and checkpoint_every is not None
+            else None
+        )
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="hub-db-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="hub-db-reader")
         self._local = threading.local()
@@ -129,7 +170,7 @@ class SqliteDatabase:
         self._lock = threading.Lock()
 
     @staticmethod
-    def _engine(url: Any, begin: str) -> Engine:
+    def _engine(url: Any, begin: str, autocheckpoint: bool) -> Engine:
         engine = create_engine(
             url,
             json_serializer=_json_serializer,
@@ -147,6 +188,9 @@ class SqliteDatabase:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=10000")
+            if not autocheckpoint:
+                # `_Checkpointer` copies the WAL back on its own thread: no commit pays for it.
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
             cursor.close()
             register_sqlite_functions(dbapi_conn)
 
@@ -277,6 +321,8 @@ class SqliteDatabase:
 
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
         _close_all()
         self._write_engine.dispose()
         self._read_engine.dispose()
@@ -385,15 +431,18 @@ def _drop_if_closed(_dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: Any) 
         raise sqlalchemy.exc.DisconnectionError("connection closed while idle in the pool")
 
 
-def open_database(url: str) -> SqliteDatabase | PostgresDatabase:
+def open_database(url: str, *, serving: bool = False) -> SqliteDatabase | PostgresDatabase:
     """Open the database named by a SQLAlchemy URL (`sqlite+aiosqlite://…` or `postgresql+asyncpg://…`).
+
+    `serving`: a long-lived server process; on SQLite it checkpoints the WAL on a background
+    thread (short-lived commands keep SQLite's automatic checkpoints).
 
     Raises:
         ValueError: the URL names a database the hub does not support.
     """
     backend = make_url(url).get_backend_name()
     if backend == "sqlite":
-        return SqliteDatabase(url)
+        return SqliteDatabase(url, checkpoint_every=_CHECKPOINT_EVERY_S if serving else None)
     if backend == "postgresql":
         return PostgresDatabase(url)
     raise ValueError(
