@@ -139,9 +139,10 @@ class SqliteDatabase:
     Units known to be short (`read_now`/`write_now`: a SCIM user read or write, a few indexed
     statements, well under a millisecond of SQLite time) run on the calling thread: a hand-off to
     a database thread and back costs about as much as the unit itself, and the two threads then
-    contend for the GIL. The loop's write connection never blocks on the lock (busy_timeout 0):
-    when another connection holds it, the unit sleeps briefly (the loop serves other requests)
-    and tries again, for up to `_LOCK_WAIT_S`.
+    contend for the GIL. This process's writes, short and threaded, take turns in arrival order;
+    the loop's write connection never blocks on the lock (busy_timeout 0): when another process
+    holds it, the unit sleeps briefly (the loop serves other requests) and tries again, for up to
+    `_LOCK_WAIT_S`.
     Everything else (scans, admin edits over many rows) runs on the threads so it cannot stall
     the loop.
     """
@@ -166,6 +167,8 @@ class SqliteDatabase:
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="hub-db-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="hub-db-reader")
         self._local = threading.local()
+        #: this process's writes, one at a time and in arrival order (see `write_now`).
+        self._gate = asyncio.Lock()
         self._opened: list[Connection] = []
         self._lock = threading.Lock()
 
@@ -235,9 +238,10 @@ class SqliteDatabase:
     ) -> T:
         """Run `fn` on the writer thread in an immediate (write-locked) transaction."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._writer, self._call, self._write_engine, fn, args, kwargs
-        )
+        async with self._gate:
+            return await loop.run_in_executor(
+                self._writer, self._call, self._write_engine, fn, args, kwargs
+            )
 
     def _connection_now(self, kind: str) -> Connection:
         if kind == "read":
@@ -279,21 +283,23 @@ class SqliteDatabase:
     ) -> T:
         """Run a short write unit on the calling thread, waiting (without blocking) for the lock.
 
-        When another connection holds the write lock (the writer thread's long unit, another
-        process), the unit retries after a short sleep rather than queueing on the writer thread:
-        a queue there would keep every following write off the fast path.
+        This process's writes take turns in arrival order (`_gate`), short ones and the writer
+        thread's alike, so a stream of short writes cannot starve a queued long one (the
+        provisioning log, an admin edit). When another process holds the write lock, the unit
+        retries after a short sleep instead of blocking the loop.
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + _LOCK_WAIT_S
-        pause = 0.0005
-        while True:
-            try:
-                return self._call_now("write", fn, args, kwargs)
-            except _Busy as exc:
-                if loop.time() >= deadline:
-                    raise Unavailable("the database is busy; retry shortly") from exc
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.02)
+        async with self._gate:
+            deadline = loop.time() + _LOCK_WAIT_S
+            pause = 0.0005
+            while True:
+                try:
+                    return self._call_now("write", fn, args, kwargs)
+                except _Busy as exc:
+                    if loop.time() >= deadline:
+                        raise Unavailable("the database is busy; retry shortly") from exc
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.02)
 
     def write_sync(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
