@@ -93,6 +93,10 @@ def _run_in_transaction(
 
 #: How often a serving process copies the SQLite WAL back into the database file.
 _CHECKPOINT_EVERY_S = 0.5
+#: WAL frames (pages) after which the background checkpoint rewinds the WAL (SQLite's default
+#: automatic checkpoint size); `journal_size_limit` then trims the file after a big transaction.
+_RESTART_FRAMES = 1000
+_WAL_SIZE_LIMIT = 64 * 1024 * 1024
 #: How long a short write waits for the write lock (as the threads' `busy_timeout`).
 _LOCK_WAIT_S = 10.0
 
@@ -123,9 +127,19 @@ class _Checkpointer:
             conn.execute("PRAGMA busy_timeout=1000")
             while not self._stop.wait(every):
                 with contextlib.suppress(sqlite3.Error):  # busy or gone: try at the next tick
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self._checkpoint(conn)
         finally:
             conn.close()
+
+    @staticmethod
+    def _checkpoint(conn: sqlite3.Connection) -> None:
+        _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if frames >= _RESTART_FRAMES:
+            # Under a steady stream of commits a PASSIVE checkpoint never finds the WAL fully
+            # copied, so no writer ever rewinds it and it grows without bound. RESTART briefly
+            # holds writers back (they wait without blocking the loop), copies the last frames
+            # and lets the next commit start the WAL from the beginning.
+            conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
 
     def stop(self) -> None:
         """End the thread (after its current checkpoint)."""
@@ -191,6 +205,7 @@ class SqliteDatabase:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.execute(f"PRAGMA journal_size_limit={_WAL_SIZE_LIMIT}")
             if not autocheckpoint:
                 # `_Checkpointer` copies the WAL back on its own thread: no commit pays for it.
                 cursor.execute("PRAGMA wal_autocheckpoint=0")
