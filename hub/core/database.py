@@ -349,6 +349,18 @@ class SqliteDatabase:
         self._read_engine.dispose()
 
 
+#: Runs of a PostgreSQL unit of work when it is rolled back by a deadlock or serialisation failure.
+_PG_ATTEMPTS = 3
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A PostgreSQL deadlock (40P01) or serialisation failure (40001): the unit may run again."""
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None) or getattr(
+        getattr(getattr(exc, "orig", None), "__cause__", None), "sqlstate", None
+    )
+    return code in ("40P01", "40001")
+
+
 class PostgresDatabase:
     """PostgreSQL through asyncpg: each unit of work runs in one greenlet on a pooled connection.
 
@@ -399,15 +411,23 @@ class PostgresDatabase:
     async def _call(
         self, engine: Engine, in_transaction: bool, fn: Callable[..., T], args: Any, kwargs: Any
     ) -> T:
-        try:
-            return await greenlet_spawn(self._unit, engine, in_transaction, fn, args, kwargs)
-        except (OSError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DBAPIError) as exc:
-            lost = isinstance(exc, OSError | sqlalchemy.exc.InterfaceError) or (
-                isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
-            )
-            if not lost:
-                raise
-            raise Unavailable("the database is unreachable; retry shortly") from exc
+        for attempt in range(_PG_ATTEMPTS):
+            try:
+                return await greenlet_spawn(self._unit, engine, in_transaction, fn, args, kwargs)
+            except (OSError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DBAPIError) as exc:
+                if _retryable(exc) and attempt + 1 < _PG_ATTEMPTS:
+                    # A deadlock or serialisation failure rolled the whole unit back: run it
+                    # again (the background outbox sender and a deprovisioning touch the same
+                    # rows).
+                    await asyncio.sleep(0.005 * (attempt + 1))
+                    continue
+                lost = isinstance(exc, OSError | sqlalchemy.exc.InterfaceError) or (
+                    isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
+                )
+                if not lost:
+                    raise
+                raise Unavailable("the database is unreachable; retry shortly") from exc
+        raise AssertionError("unreachable")
 
     async def read(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
