@@ -102,7 +102,7 @@ _LOCK_WAIT_S = 10.0
 
 
 class _Busy(Exception):
-    """Another connection holds the write lock: the unit must wait its turn on the writer thread."""
+    """Another connection holds the write lock: the short write sleeps briefly and tries again."""
 
 
 class _Checkpointer:
