@@ -94,3 +94,8 @@ class Dialect(msgspec.Struct, frozen=True, kw_only=True):
     render: Callable[[JSONObject, RequestContext], JSONObject] = _render_identity
     settings: type[msgspec.Struct] | None = None
     plugin: str = ""
+
+
+def renders_as_stored(dialect: Dialect | None) -> bool:
+    """Say whether responses to this dialect's IdP are the hub's own rendering (no `render`)."""
+    return dialect is None or dialect.render is _render_identity

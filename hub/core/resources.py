@@ -32,6 +32,9 @@ class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
     #: Cursor pagination (RFC 9865): None for index pagination; otherwise the `pk` after which
     #: the page starts (0 for the first page). Cursor pages follow insertion order (`pk`).
     after: int | None = None
+    #: True when the response shows each resource exactly as rendered here (no projection, no
+    #: dialect rewrite): a page may then hold pre-encoded documents (`msgspec.Raw`).
+    as_stored: bool = False
 
 
 class Page(msgspec.Struct, frozen=True):
@@ -39,7 +42,8 @@ class Page(msgspec.Struct, frozen=True):
 
     total: int
     start_index: int
-    resources: list[JSON]
+    #: Resource documents; `msgspec.Raw` (already JSON) when the query was `as_stored`.
+    resources: Sequence[JSON | msgspec.Raw]
     #: True when the query was cursor-paged; `next_after` is then the last `pk` of this page when
     #: more results follow (the HTTP layer turns it into `nextCursor`), None on the last page.
     cursor: bool = False
@@ -148,7 +152,7 @@ def fetch_page(
     table: Table,
     columns: Sequence[Any],
     where: Sequence[ColumnElement[bool]],
-    render: Callable[[Sequence[Any]], list[JSON]],
+    render: Callable[[Sequence[Any]], Sequence[JSON | msgspec.Raw]],
     count_all: Callable[[], int] | None = None,
     plain_rows: Callable[[ListQuery, int], Sequence[Any]] | None = None,
 ) -> Page:

@@ -11,7 +11,8 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+import msgspec
+from sqlalchemy import Connection, Text, bindparam, cast, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 import rules
@@ -46,6 +47,8 @@ _COLUMNS = (
     users.c.created,
     users.c.modified,
 )
+#: `_COLUMNS` with the document as its JSON text, for pages rendered without decoding it.
+_TEXT_COLUMNS = tuple(cast(c, Text).label("data") if c is users.c.data else c for c in _COLUMNS)
 
 
 _BY_ID = (
@@ -136,6 +139,37 @@ def render(row: Any, base: str, member_of: Sequence[tuple[str, str]] | None) -> 
         "version": etag(row.version),
     }
     return resource
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def render_raw(row: Any, base: str, member_of: Sequence[tuple[str, str]] | None) -> msgspec.Raw:
+    """`render` for a row whose `data` is JSON text, already encoded, without decoding the text.
+
+    The stored document is canonical (`canonicalise`: `schemas` present; no `id`, `meta`,
+    `groups`, `active` or `password`), so the resource is the text with those spliced in; the
+    keys come in another order than `render`'s, which JSON objects do not distinguish.
+    """
+    text: str = row.data
+    tail: JSON = {}
+    if row.active is not None:
+        tail["active"] = row.active
+    if member_of:
+        tail["groups"] = [
+            {"value": gid, "display": name, "$ref": f"{base}/Groups/{gid}", "type": "direct"}
+            for gid, name in member_of
+        ]
+    tail["meta"] = {
+        "resourceType": "User",
+        "created": to_iso(row.created),
+        "lastModified": to_iso(row.modified),
+        "location": _location(base, row.id),
+        "version": etag(row.version),
+    }
+    inner = text.strip()[1:-1].strip().encode()
+    head = b'{"id":' + _encode(row.id) + (b"," + inner if inner else b"")
+    return msgspec.Raw(head + b"," + _encode(tail)[1:])
 
 
 def _groups_of(conn: Connection, user_pks: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
@@ -318,25 +352,27 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
     if clause is not None:
         where.append(clause)
 
-    def rendered(rows: Sequence[Any]) -> list[JSON]:
+    def rendered(rows: Sequence[Any]) -> list[JSON | msgspec.Raw]:
         member_of = _groups_of(conn, [r.pk for r in rows]) if query.with_members else {}
-        return [render(r, base, member_of.get(r.pk)) for r in rows]
+        show = render_raw if query.as_stored else render
+        return [show(r, base, member_of.get(r.pk)) for r in rows]
 
     def live() -> int:
         return int(_LIVE.scalar(conn, b_ws=caller.workspace_pk))
 
+    columns = _TEXT_COLUMNS if query.as_stored else _COLUMNS
     if clause is not None:
-        return fetch_page(conn, query, USER_TYPE, users, _COLUMNS, where, rendered)
+        return fetch_page(conn, query, USER_TYPE, users, columns, where, rendered)
 
     def plain(query: ListQuery, limit: int) -> Sequence[Any]:
         return _plain_page(conn, caller.workspace_pk, query, limit)
 
-    return fetch_page(conn, query, USER_TYPE, users, _COLUMNS, where, rendered, live, plain)
+    return fetch_page(conn, query, USER_TYPE, users, columns, where, rendered, live, plain)
 
 
-def _page_statement(descending: bool, keyset: bool) -> Prepared:
+def _page_statement(descending: bool, keyset: bool, text: bool) -> Prepared:
     order = users.c.pk.desc() if descending else users.c.pk
-    stmt = select(*_COLUMNS).where(
+    stmt = select(*(_TEXT_COLUMNS if text else _COLUMNS)).where(
         users.c.workspace_pk == bindparam("b_ws"), users.c.deleted.is_(False)
     )
     if keyset:
@@ -346,17 +382,22 @@ def _page_statement(descending: bool, keyset: bool) -> Prepared:
     return Prepared(stmt.order_by(order).limit(bindparam("b_limit")).offset(bindparam("b_offset")))
 
 
-#: Unfiltered pages in insertion order: (descending, cursor) -> statement.
-_PLAIN_PAGES = {(d, k): _page_statement(d, k) for d in (False, True) for k in (False, True)}
+#: Unfiltered pages in insertion order: (descending, cursor, data as text) -> statement.
+_PLAIN_PAGES = {
+    (d, k, t): _page_statement(d, k, t)
+    for d in (False, True)
+    for k in (False, True)
+    for t in (False, True)
+}
 
 
 def _plain_page(conn: Connection, workspace_pk: int, query: ListQuery, limit: int) -> list[Any]:
     """One unfiltered page, by index or after a cursor (what `fetch_page` would select)."""
     if query.after is None or query.after == 0:  # an index page, or a cursor walk's first page
         offset = 0 if query.after is not None else query.start_index - 1
-        statement = _PLAIN_PAGES[query.descending, False]
+        statement = _PLAIN_PAGES[query.descending, False, query.as_stored]
         return statement.all(conn, b_ws=workspace_pk, b_limit=limit, b_offset=offset)
-    statement = _PLAIN_PAGES[query.descending, True]
+    statement = _PLAIN_PAGES[query.descending, True, query.as_stored]
     return statement.all(conn, b_ws=workspace_pk, b_limit=limit, b_after=query.after)
 
 
@@ -368,13 +409,13 @@ _LIVE = Prepared(
 )
 
 
-_BY_NAME = Prepared(
-    select(*_COLUMNS).where(
-        users.c.workspace_pk == bindparam("b_ws"),
-        users.c.user_name_key == bindparam("b_key"),
-        users.c.deleted.is_(False),
-    )
+_BY_NAME_WHERE = (
+    users.c.workspace_pk == bindparam("b_ws"),
+    users.c.user_name_key == bindparam("b_key"),
+    users.c.deleted.is_(False),
 )
+_BY_NAME = Prepared(select(*_COLUMNS).where(*_BY_NAME_WHERE))
+_BY_NAME_TEXT = Prepared(select(*_TEXT_COLUMNS).where(*_BY_NAME_WHERE))
 
 
 def _user_name_lookup(query: ListQuery) -> str | None:
@@ -400,14 +441,16 @@ def _by_user_name(
     conn: Connection, caller: Caller, query: ListQuery, base: str, user_name: str
 ) -> Page:
     """The at most one user with this userName: one indexed look-up, no count query."""
-    row = _BY_NAME.first(conn, b_ws=caller.workspace_pk, b_key=user_name.lower())
+    statement = _BY_NAME_TEXT if query.as_stored else _BY_NAME
+    row = statement.first(conn, b_ws=caller.workspace_pk, b_key=user_name.lower())
     paged = query.after is not None
     if row is None:
         return Page(0, 1, [], cursor=paged)
     if query.count == 0:
         return Page(1, 1, [], cursor=paged)
     member_of = _groups_of_one(conn, row.pk) if query.with_members else None
-    return Page(1, 1, [render(row, base, member_of)], cursor=paged)
+    show = render_raw if query.as_stored else render
+    return Page(1, 1, [show(row, base, member_of)], cursor=paged)
 
 
 def _save(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -23,7 +23,7 @@ from hub.core import activity, directory, groups, users
 from hub.core.clock import now_us
 from hub.core.connectors import effective_mapping, ignored_paths, overrides_of, strip_ignored
 from hub.core.database import Database
-from hub.core.dialects import Dialect
+from hub.core.dialects import Dialect, renders_as_stored
 from hub.core.errors import (
     InvalidSyntax,
     InvalidValue,
@@ -412,16 +412,30 @@ async def _search(
             _members_attr(rt),
             cursor_kind=_cursor_kind(rt),
         )
+        if rt is USER_TYPE and not (params.attributes or params.excluded):
+            # Shown as stored: the page comes back pre-encoded unless the dialect rewrites it.
+            as_stored = renders_as_stored(hub.dialect(caller))
+            params = msgspec.structs.replace(
+                params, query=msgspec.structs.replace(params.query, as_stored=as_stored)
+            )
         result: Page = service.search(conn, caller, params.query, hub.base)
         return result, params
 
     quick = rt is USER_TYPE and _is_user_name_lookup(values)
     caller, (page, params) = await _run(request, work, writes=False, problem=problem, quick=quick)
+    if params.query.as_stored:
+        return _response(_list_body(page, page.resources, _cursor_kind(rt)))
     projection = plan(rt, params.attributes, params.excluded)
-    resources = [
-        _render_for(hub, caller, projection.apply(r), request.method, rt) for r in page.resources
+    resources: list[JSON | msgspec.Raw] = [
+        _render_for(hub, caller, projection.apply(_decoded(r)), request.method, rt)
+        for r in page.resources
     ]
     return _response(_list_body(page, resources, _cursor_kind(rt)))
+
+
+def _decoded(resource: JSON | msgspec.Raw) -> JSON:
+    assert not isinstance(resource, msgspec.Raw), "pre-encoded resources only when as_stored"
+    return resource
 
 
 #: `userName eq "…"`, the query every IdP sends before a create: one indexed look-up.
@@ -444,7 +458,9 @@ def _cursor_kind(rt: ResourceType) -> str:
     return "U" if rt is USER_TYPE else "G"
 
 
-def _list_body(page: Page, resources: list[JSON], cursor_kind: str | None = None) -> JSON:
+def _list_body(
+    page: Page, resources: Sequence[JSON | msgspec.Raw], cursor_kind: str | None = None
+) -> JSON:
     """A ListResponse; cursor pages (RFC 9865) carry `nextCursor` unless last, no startIndex."""
     if page.cursor:
         body: JSON = {
@@ -719,8 +735,9 @@ async def root_search(request: Request[Any, Any, Any]) -> Response[bytes]:
     plans = {
         rt.name: plan(rt, params.attributes, params.excluded) for rt in (USER_TYPE, GROUP_TYPE)
     }
-    resources = []
-    for resource in page.resources:
+    resources: list[JSON | msgspec.Raw] = []
+    for stored in page.resources:
+        resource = _decoded(stored)
         rt = USER_TYPE if resource["meta"]["resourceType"] == "User" else GROUP_TYPE
         projected = plans[rt.name].apply(resource)
         resources.append(_render_for(hub, caller, projected, request.method, rt))

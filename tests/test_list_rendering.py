@@ -1,0 +1,114 @@
+"""List responses show every user exactly as `GET /Users/{id}` does, on every list path.
+
+Pages of users are encoded straight from the stored JSON text (no decode, no re-encode) when the
+response shows resources as stored; these tests hold that fast path to the general rendering.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import ScimClient, group_body, user_body
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+CUSTOM = "urn:ietf:params:scim:schemas:extension:contoso:2.0:User"
+
+
+def _awkward_users() -> list[dict[str, Any]]:
+    plain = user_body("plain@example.com")
+    inactive = user_body("inactive@example.com", active=False)
+    escaped = user_body(
+        'quote"back\\slash@example.com',
+        displayName='Zoë "Z" \\ Ångström 🚀 \u2028 line',
+        title="</script><b>",
+    )
+    enterprise = user_body(
+        "enterprise@example.com",
+        **{ENTERPRISE: {"department": "R&D", "employeeNumber": "0042"}},
+    )
+    enterprise["schemas"] = [*enterprise["schemas"], ENTERPRISE]
+    custom = user_body("custom@example.com", **{CUSTOM: {"costCentre": "X1", "flags": [1, 2]}})
+    custom["schemas"] = [*custom["schemas"], CUSTOM]
+    bare = {"schemas": plain["schemas"], "userName": "bare@example.com"}
+    return [plain, inactive, escaped, enterprise, custom, bare]
+
+
+async def _provision(scim: ScimClient) -> dict[str, dict[str, Any]]:
+    """Create the users (one in two groups) and return each as `GET /Users/{id}` shows it."""
+    ids = []
+    for body in _awkward_users():
+        created = await scim.post("/Users", body)
+        assert created.status_code == 201, created.text
+        ids.append(created.json()["id"])
+    for name in ("Team A", "Team B"):
+        members = [{"value": ids[0]}, {"value": ids[2]}]
+        made = await scim.post("/Groups", group_body(name, members=members))
+        assert made.status_code == 201, made.text
+    shown = {}
+    for user_id in ids:
+        got = await scim.get(f"/Users/{user_id}")
+        assert got.status_code == 200
+        shown[user_id] = got.json()
+    assert len(shown[ids[0]]["groups"]) == 2
+    return shown
+
+
+def _same(listed: list[dict[str, Any]], shown: dict[str, dict[str, Any]]) -> int:
+    for resource in listed:
+        assert resource == shown[resource["id"]]
+    return len(listed)
+
+
+@pytest.mark.parametrize("count", [100, 2])
+async def test_index_and_cursor_pages_match_get(scim: ScimClient, count: int) -> None:
+    shown = await _provision(scim)
+    seen = 0
+    start = 1
+    while start <= len(shown):
+        page = await scim.get("/Users", params={"startIndex": str(start), "count": str(count)})
+        assert page.status_code == 200
+        seen += _same(page.json()["Resources"], shown)
+        start += count
+    assert seen == len(shown)
+    cursor, seen = "", 0
+    while True:
+        page = (await scim.get("/Users", params={"cursor": cursor, "count": str(count)})).json()
+        seen += _same(page["Resources"], shown)
+        cursor = page.get("nextCursor", "")
+        if not cursor:
+            break
+    assert seen == len(shown)
+
+
+async def test_filtered_lookup_and_search_match_get(scim: ScimClient) -> None:
+    shown = await _provision(scim)
+    for resource in shown.values():
+        query = f'userName eq "{_escape(resource["userName"])}"'
+        found = (await scim.get("/Users", params={"filter": query})).json()
+        assert found["totalResults"] == 1
+        assert _same(found["Resources"], shown) == 1
+    filtered = (await scim.get("/Users", params={"filter": 'userName co "@example.com"'})).json()
+    assert _same(filtered["Resources"], shown) == len(shown)
+    search = await scim.post(
+        "/Users/.search",
+        {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "count": 10},
+    )
+    assert _same(search.json()["Resources"], shown) == len(shown)
+
+
+async def test_projected_pages_are_still_projected(scim: ScimClient) -> None:
+    shown = await _provision(scim)
+    page = (await scim.get("/Users", params={"attributes": "userName"})).json()
+    assert len(page["Resources"]) == len(shown)
+    for resource in page["Resources"]:
+        assert set(resource) == {"schemas", "id", "userName"}
+    page = (await scim.get("/Users", params={"excludedAttributes": "groups,meta"})).json()
+    for resource in page["Resources"]:
+        expected = {k: v for k, v in shown[resource["id"]].items() if k not in ("groups", "meta")}
+        assert resource == expected
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
