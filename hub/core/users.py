@@ -172,19 +172,26 @@ def render_raw(row: Any, base: str, member_of: Sequence[tuple[str, str]] | None)
     return msgspec.Raw(head + b"," + _encode(tail)[1:])
 
 
+#: Users whose groups one `_GROUPS_OF_MANY` looks up: a fixed list of parameters (padded with a
+#: pk no user has) keeps the statement prepared, where an expanding `IN` is compiled per call.
+_GROUPS_CHUNK = 100
+_GROUPS_OF_MANY = Prepared(
+    select(memberships.c.user_pk, groups.c.id, groups.c.display_name)
+    .join(groups, groups.c.pk == memberships.c.group_pk)
+    .where(memberships.c.user_pk.in_([bindparam(f"u{i}") for i in range(_GROUPS_CHUNK)]))
+    .order_by(groups.c.pk)
+)
+
+
 def _groups_of(conn: Connection, user_pks: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
     result: dict[int, list[tuple[str, str]]] = {}
     pks = list(user_pks)
-    if not pks:
-        return result
-    rows = conn.execute(
-        select(memberships.c.user_pk, groups.c.id, groups.c.display_name)
-        .join(groups, groups.c.pk == memberships.c.group_pk)
-        .where(memberships.c.user_pk.in_(pks))
-        .order_by(groups.c.pk)
-    )
-    for user_pk, group_id, name in rows:
-        result.setdefault(user_pk, []).append((group_id, name))
+    for at in range(0, len(pks), _GROUPS_CHUNK):
+        chunk = pks[at : at + _GROUPS_CHUNK]
+        chunk += [0] * (_GROUPS_CHUNK - len(chunk))
+        params = {f"u{i}": pk for i, pk in enumerate(chunk)}
+        for user_pk, group_id, name in _GROUPS_OF_MANY.all(conn, **params):
+            result.setdefault(user_pk, []).append((group_id, name))
     return result
 
 
