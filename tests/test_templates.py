@@ -1,34 +1,41 @@
 """Templates and rules over real HTTP, on SQLite and PostgreSQL.
 
 The first matching template (admin's order) applies at provisioning only; template values beat
-IdP values; edits reach every inheriting card in a few set-based statements (10,000 cards);
-delete keeps values; hand assignment; invalid rules are refused with their position; preview
-counts; card_created / template_applied reach plugins.
+IdP values; an edit writes the template row and every inheriting card shows it on every read path
+(10,000 cards, no card row written), with a modified time that moves; delete keeps values; hand
+assignment; invalid rules are refused with their position; preview counts; card_created /
+template_applied reach plugins; migration 0013 carries cards stored with template copies over.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from alembic import command
 from litestar.testing import AsyncTestClient
-from sqlalchemy import Connection, event, func, select
+from sqlalchemy import Connection, event, select
 from sqlalchemy.engine import Engine
 
 from hub.app import create_app
+from hub.core import cards as card_service
 from hub.core.clock import now_us
 from hub.core.database import open_database
 from hub.core.ids import new_id
 from hub.core.models import card_fields, cards, templates, users, workspaces
 from hub.core.tenants import InitResult
 from hub.hookspecs import hookimpl
+from hub.migrate import alembic_config, upgrade
 from hub.plugins import build_registry
 from hub.settings import Settings
 from tests.conftest import TEST_BASE_URL, ScimClient
+from tests.test_card_owner import ME, sign_in
 from tests.test_cards import Admin, make_admin_key, person, provision, replace_op
+from tests.test_dashboard_http import signed_in
 
 RULE_A = 'department eq "Marketing" or department eq "Sales"'
 
@@ -191,6 +198,171 @@ async def test_edit_changes_adds_and_drops_every_kind_of_field(
     assert ben_fields["website"]["value"] == "https://blinq.me"
 
 
+async def _stored_fields(db_url: str, user_id: str) -> dict[str, tuple[Any, ...]]:
+    """The field rows stored for a user's card: name -> (value, source, linked)."""
+    db = open_database(db_url)
+
+    def read(conn: Connection) -> dict[str, tuple[Any, ...]]:
+        rows = conn.execute(
+            select(card_fields.c.name, card_fields.c.value, card_fields.c.source)
+            .add_columns(card_fields.c.linked)
+            .join(cards, cards.c.pk == card_fields.c.card_pk)
+            .join(users, users.c.pk == cards.c.user_pk)
+            .where(users.c.id == user_id)
+        ).all()
+        return {row.name: (row.value, row.source, bool(row.linked)) for row in rows}
+
+    try:
+        return await db.read(read)
+    finally:
+        await db.close()
+
+
+async def _ids(admin: Admin, **params: str) -> set[str]:
+    listed = await admin.ok("GET", "/cards", params=params)
+    return {card["user"]["id"] for card in listed["cards"]}
+
+
+async def test_an_edit_shows_on_every_card_read_path(
+    client: httpx.AsyncClient, scim: Any, admin: Admin, db_url: str, tenant: InitResult
+) -> None:
+    """One card, the list, the template filter, search, the owner's API, the dashboard: each
+    shows the edited template's values, the admin's edit and unlock stay, and a card's modified
+    time moves with its template's while the card's own stored fields are not written."""
+    template = await create_template(
+        admin, "Brand", RULE_A, display_name="Blinq Team", logo_url="https://logo/1"
+    )
+    ann = await provision(scim, person("ann@example.com", department="Sales"))
+    ben = await provision(scim, person("ben@example.com", department="Sales"))
+    await admin.ok("PATCH", f"/cards/{ben}/fields/display_name", {"value": "Ben Own"})
+    await admin.ok("POST", f"/cards/{ben}/fields/logo_url/unlock")
+    ann_before, ben_before = await admin.card(ann), await admin.card(ben)
+    stored_before = await _stored_fields(db_url, ann)
+    assert await _ids(admin, q="blinq team") == {ann}
+
+    fields = {
+        "display_name": "Contoso Team",
+        "logo_url": "https://logo/2",
+        "website": "https://contoso.example",
+    }
+    edited = await admin.ok("PATCH", f"/templates/{template['id']}", {"fields": fields})
+    inherited = {"source": "template", "locked": True, "linked": True}
+
+    def check(card: dict[str, Any]) -> None:
+        got = card["fields"]
+        assert got["website"] == {"value": fields["website"], **inherited}
+        if card["user"]["id"] == ann:
+            assert got["display_name"] == {"value": "Contoso Team", **inherited}
+            assert got["logo_url"] == {"value": "https://logo/2", **inherited}
+        else:
+            assert got["display_name"] == ben_before["fields"]["display_name"]
+            assert got["display_name"]["value"] == "Ben Own"
+            assert got["logo_url"] == ben_before["fields"]["logo_url"]
+            assert got["logo_url"] == {
+                "value": "https://logo/1",
+                "source": "template",
+                "locked": False,
+                "linked": False,
+            }
+
+    for user_id in (ann, ben):
+        check(await admin.card(user_id))
+    listed = await admin.ok("GET", "/cards", params={"template": template["id"]})
+    assert len(listed["cards"]) == 2
+    for card in listed["cards"]:
+        check(card)
+    for card in (await admin.ok("GET", "/cards"))["cards"]:
+        check(card)
+    me = await sign_in(db_url, ann)
+    check((await client.get(ME, headers=me)).json())
+
+    # Search matches what a card shows: the template's new value, or the admin's own.
+    assert await _ids(admin, q="contoso team") == {ann}
+    assert await _ids(admin, q="blinq team") == set()
+    assert await _ids(admin, q="ben own") == {ben}
+
+    # Modified moves with the template; the card's stored fields were not written.
+    ann_after = await admin.card(ann)
+    assert ann_after["modified"] > ann_before["modified"]
+    assert ann_after["modified"] == edited["modified"]
+    assert (await admin.card(ben))["modified"] == edited["modified"] > ben_before["modified"]
+    assert await _stored_fields(db_url, ann) == stored_before
+
+    # The dashboard's Team Cards table and card page read cards the same way.
+    client.follow_redirects = False
+    await signed_in(client, db_url, tenant)
+    page = await client.get("/admin/team-cards")
+    assert page.status_code == 200
+    assert "Contoso Team" in page.text
+    assert "Blinq Team" not in page.text
+    card_page = await client.get(f"/admin/team-cards/{ann_after['id']}")
+    row = card_page.text.split('data-field="website"', 1)[1].split("</tr>", 1)[0]
+    assert 'value="https://contoso.example"' in row
+    assert "Linked" in row
+
+
+async def test_migration_0013_carries_cards_that_stored_template_copies(
+    scim: Any, admin: Admin, db_url: str, tenant: InitResult
+) -> None:
+    """Cards stored before 0013 (template values copied onto each card) show the same after it,
+    and follow later template edits and IdP updates like cards made after it."""
+    # job_title: a profile field this connector does not map.
+    await admin.ok("PUT", f"/connectors/{tenant.connector}/mapping", {"drop": ["title"]})
+    template = await create_template(
+        admin,
+        "Brand",
+        RULE_A,
+        job_title="Representative",
+        company_name="Blinq Inc.",
+        website="https://blinq.me",
+    )
+    ann = await provision(scim, person("ann@example.com", department="Sales"))
+    ben = await provision(scim, person("ben@example.com", department="Sales"))
+    eli = await provision(scim, person("eli@example.com", department="Ops"))
+    await admin.ok("PATCH", f"/cards/{ben}/fields/company_name", {"value": "Ben Ltd"})
+    await admin.ok("POST", f"/cards/{ben}/fields/website/unlock")
+    shown = {user_id: await admin.card(user_id) for user_id in (ann, ben, eli)}
+    assert "website" not in await _stored_fields(db_url, ann)
+
+    # Back to before 0013: each inheriting card stores a copy of its template's values.
+    await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0013-1")
+    old = await _stored_fields(db_url, ann)
+    assert old["company_name"] == ("Blinq Inc.", "template", True)
+    assert old["job_title"] == ("Representative", "template", True)
+    assert old["website"] == ("https://blinq.me", "template", True)
+    assert (await _stored_fields(db_url, ben))["company_name"] == ("Ben Ltd", "manual", False)
+    assert "website" not in await _stored_fields(db_url, eli)
+
+    upgrade(db_url)
+    assert {user_id: await admin.card(user_id) for user_id in shown} == shown
+    new = await _stored_fields(db_url, ann)
+    assert new["company_name"] == ("Blinq", "idp", True)  # the IdP's side, under the template
+    assert new["job_title"] == (None, "template", True)  # a placeholder the template fills
+    assert "website" not in new
+
+    # Later IdP updates and template edits reach migrated cards.
+    moved = person("ann@example.com", department="Sales", organization="Blinq Pty")
+    assert (await scim.put(f"/Users/{ann}", moved)).status_code == 200
+    assert (await admin.values(ann))["company_name"] == "Blinq Inc."
+    await admin.ok("PATCH", f"/templates/{template['id']}", {"fields": {"website": "https://b.g"}})
+    ann_card, ben_card = await admin.card(ann), await admin.card(ben)
+    assert ann_card["fields"]["company_name"] == {
+        "value": "Blinq Pty",
+        "source": "idp",
+        "locked": True,
+        "linked": True,
+    }
+    assert ann_card["fields"]["job_title"] == {
+        "value": None,
+        "source": "manual",
+        "locked": False,
+        "linked": False,
+    }
+    assert ann_card["fields"]["website"]["value"] == "https://b.g"
+    assert ben_card["fields"]["company_name"]["value"] == "Ben Ltd"
+    assert ben_card["fields"]["website"] == shown[ben]["fields"]["website"]
+
+
 async def test_assign_and_unassign_by_hand(scim: Any, admin: Admin) -> None:
     template = await create_template(admin, "Manual", None, company_name="Blinq Inc.")
     user_id = await provision(scim, person("hand@example.com", department="Support"))
@@ -340,33 +512,29 @@ def _seed(conn: Connection, workspace: str, template_id: str) -> None:
     card_pks = conn.execute(
         cards.insert().returning(cards.c.pk, sort_by_parameter_order=True), card_rows
     ).scalars()
-    field = {"source": "template", "locked": True, "linked": True, "managed": True}
+    # As provisioning stores a mapped field the template sets: its IdP side, linked.
+    field = {"source": "idp", "locked": True, "linked": True, "managed": True}
     conn.execute(
         card_fields.insert(),
         [
-            {"card_pk": pk, "name": "company_name", "value": "Blinq Inc.", "idp_value": "Blinq"}
-            | field
+            {"card_pk": pk, "name": "company_name", "value": "Blinq", "idp_value": "Blinq"} | field
             for pk in card_pks
         ],
     )
 
 
-def _count_changed(conn: Connection, template_id: str) -> tuple[int, int]:
-    inheriting = select(cards.c.pk).join(templates, templates.c.pk == cards.c.template_pk)
-    inheriting = inheriting.where(templates.c.id == template_id)
-
-    def count(name: str, value: str) -> int:
-        return int(
-            conn.execute(
-                select(func.count()).where(
-                    card_fields.c.card_pk.in_(inheriting),
-                    card_fields.c.name == name,
-                    card_fields.c.value == value,
-                )
-            ).scalar_one()
+def _count_changed(conn: Connection, workspace: str, template_id: str) -> tuple[int, int]:
+    """How many of the template's cards show the edit, read as the admin API reads cards."""
+    ws = conn.execute(select(workspaces.c.pk).where(workspaces.c.name == workspace)).scalar_one()
+    company = website = 0
+    for offset in range(0, SEEDED, card_service.MAX_PAGE):
+        query = card_service.CardQuery(
+            limit=card_service.MAX_PAGE, offset=offset, template=template_id
         )
-
-    return count("company_name", "Blinq Group"), count("website", "https://blinq.group")
+        for card in card_service.list_cards(conn, ws, query)["cards"]:
+            company += card["fields"]["company_name"]["value"] == "Blinq Group"
+            website += card["fields"]["website"]["value"] == "https://blinq.group"
+    return company, website
 
 
 async def test_template_edit_reaches_10000_cards_set_based(
@@ -394,10 +562,11 @@ async def test_template_edit_reaches_10000_cards_set_based(
             elapsed = time.perf_counter() - started
         finally:
             event.remove(Engine, "before_cursor_execute", on_execute)
-        # One UPDATE for the changed values plus one INSERT … SELECT per new field: no loop.
-        assert len(statements) <= 3, statements
+        # Changed and added values are read from the template: no card row is written.
+        assert statements == [], statements
         assert elapsed < 5.0, f"template edit over {SEEDED} cards took {elapsed:.2f}s"
-        assert await db.read(_count_changed, template["id"]) == (SEEDED, SEEDED)
+        changed = await db.read(_count_changed, tenant.workspace, template["id"])
+        assert changed == (SEEDED, SEEDED)
 
         started = time.perf_counter()
         preview = await admin.ok("POST", "/templates/preview", {"rule": RULE_A})

@@ -10,6 +10,13 @@ IdP's last value is kept beside the shown one so relinking needs no call to the 
 * Deprovisioning deactivates the card; reactivation brings the same card back, edits intact.
 * An admin edit or unlock unlinks a field; lock locks it; relink restores upstream's value.
 * The owner may edit unlocked fields only; an owner edit unlinks too.
+
+Template values are not copied onto cards. A stored linked field holds its IdP side (the IdP's
+value, or for a profile field the IdP does not map an empty placeholder; a template-only field has
+no row at all), and a read lays the card's template over it (`_shown`): a field the template sets
+shows the template's value wherever the card has no row for it or its row is still linked. So a
+template edit writes the template row, not its cards; only fields an admin or the owner unlinked
+keep a value of their own. A card's `modified` is the later of its own and its template's.
 """
 
 from __future__ import annotations
@@ -19,7 +26,19 @@ from types import SimpleNamespace
 from typing import Any, Final, NamedTuple
 
 import msgspec
-from sqlalchemy import Connection, bindparam, case, exists, func, or_, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import Dialect
 
 from hub.core import templates
@@ -52,6 +71,7 @@ _CARD = (
         templates_table.c.id.label("template_id"),
         templates_table.c.name.label("template_name"),
         templates_table.c.fields.label("template_fields"),
+        templates_table.c.modified.label("template_modified"),
     )
     .join(users, users.c.pk == cards.c.user_pk)
     .outerjoin(templates_table, templates_table.c.pk == cards.c.template_pk)
@@ -182,6 +202,8 @@ def _create(
         active=active,
         template_id=None if template is None else template.id,
         template_name=None if template is None else template.name,
+        template_fields=None if template is None else template.fields,
+        template_modified=None if template is None else template.modified,
         created=now,
         modified=now,
     )
@@ -212,18 +234,68 @@ def _create(
 
 
 def _initial_fields(profile: Profile, template_fields: Mapping[str, str]) -> dict[str, FieldState]:
-    """A new card: mapped fields locked and linked to the IdP, template values over them."""
+    """A new card's stored fields: mapped fields locked and linked to the IdP.
+
+    The template's values are not stored (`_shown` lays them over at read): a template field the
+    IdP maps keeps its IdP row, one it does not map gets a linked placeholder (profile fields; a
+    template-only field gets no row), so the card shows the template's value either way.
+    """
     fields: dict[str, FieldState] = {}
     for name in PROFILE_FIELDS:
         managed = name in profile
         value = profile.get(name)
-        fields[name] = FieldState(value, "idp" if managed else "manual", *(managed,) * 3, value)
-    for name, value in template_fields.items():
-        base = fields.get(name)
-        managed = base is not None and base.managed
-        idp_value = None if base is None else base.idp_value
-        fields[name] = FieldState(value, "template", True, True, managed, idp_value)
+        if not managed and name in template_fields:
+            fields[name] = _PLACEHOLDER
+        else:
+            fields[name] = FieldState(value, "idp" if managed else "manual", *(managed,) * 3, value)
     return fields
+
+
+#: What a profile field the IdP does not map stores while a template sets it (locked, linked).
+_PLACEHOLDER: Final = FieldState(None, "template", True, True, False, None)
+#: A profile field nothing sets: empty and editable by the owner.
+_EMPTY: Final = FieldState(None, "manual", False, False, False, None)
+
+
+def _shown(name: str, row: Any | None, template_fields: Mapping[str, str]) -> FieldState | None:
+    """Field `name` as the card shows it: its stored `row` with the card's template laid over it.
+
+    The template's value shows (locked, linked, source "template") wherever the template sets the
+    field and the card has no row for it or a linked one; an unlinked row (an admin or owner
+    edit, an unlock, a deleted template's last value) shows as stored. A linked row of a field
+    the IdP does not manage and no template sets is a placeholder no longer in use (not written
+    by this module, which reverts them when a template drops a field): an empty profile field, or
+    no field at all. None: the card has no such field.
+    """
+    if name in template_fields and (row is None or row.linked):
+        if row is None:
+            return FieldState(template_fields[name], "template", True, True, False, None)
+        return FieldState(
+            template_fields[name], "template", row.locked, True, row.managed, row.idp_value
+        )
+    if row is None:
+        return None
+    if row.linked and not row.managed:
+        return _EMPTY if name in PROFILE_FIELDS else None
+    return FieldState(row.value, row.source, row.locked, row.linked, row.managed, row.idp_value)
+
+
+def _stored(name: str, state: FieldState, template_fields: Mapping[str, str]) -> FieldState | None:
+    """What to store for a field meant to show `state` (the inverse of `_shown`); None: no row."""
+    if not (state.linked and name in template_fields):
+        return state
+    if state.managed:  # the IdP side, under the template's value
+        return FieldState(state.idp_value, "idp", state.locked, True, True, state.idp_value)
+    if name in PROFILE_FIELDS:
+        return _PLACEHOLDER._replace(locked=state.locked)
+    return None
+
+
+def _effective_modified(card: Any) -> int:
+    """A card's modified time: its own, or its template's if that changed later."""
+    modified: int = card.modified
+    template_modified: int | None = card.template_modified
+    return modified if template_modified is None else max(modified, template_modified)
 
 
 _UPDATE_FIELD = Prepared(
@@ -254,9 +326,12 @@ _TOUCH_CARD = Prepared(
 
 
 def _refresh(conn: Connection, card: Any, profile: Profile, document: JSON, active: bool) -> None:
-    """Linked fields the card's template does not set take the IdP's values (set or cleared)."""
+    """Linked fields take the IdP's values (set or cleared); unlinked ones keep theirs.
+
+    A linked field the card's template sets stores the IdP's value too: the template's is laid
+    over it at read (`_shown`), and shows again once the template stops setting the field.
+    """
     stored = {row.name: row for row in _FIELDS_OF_CARD.all(conn, b_card=card.pk)}
-    template_fields: Mapping[str, str] = card.template_fields or {}
     changes: list[JSON] = []
     inserts: list[JSON] = []
     for name, idp_value in profile.items():
@@ -265,7 +340,7 @@ def _refresh(conn: Connection, card: Any, profile: Profile, document: JSON, acti
             state = FieldState(idp_value, "idp", True, True, True, idp_value)
             inserts.append({"card_pk": card.pk, "name": name, **state._asdict()})
             continue
-        follows_idp = row.linked and name not in template_fields
+        follows_idp = row.linked
         value, source = (idp_value, "idp") if follows_idp else (row.value, row.source)
         if (value, source, idp_value, True) != (row.value, row.source, row.idp_value, row.managed):
             changes.append(
@@ -379,8 +454,20 @@ def _field_order(name: str) -> int:
     return templates.CARD_FIELDS.index(name) if name in templates.CARD_FIELDS else 999
 
 
+def _shown_fields(card: Any, field_rows: Sequence[Any]) -> dict[str, FieldState]:
+    """Every field the card shows, by name, in card order (`_shown` of each)."""
+    template_fields: Mapping[str, str] = card.template_fields or {}
+    rows = {row.name: row for row in field_rows}
+    shown: dict[str, FieldState] = {}
+    for name in sorted(rows.keys() | template_fields.keys(), key=lambda n: (_field_order(n), n)):
+        state = _shown(name, rows.get(name), template_fields)
+        if state is not None:
+            shown[name] = state
+    return shown
+
+
 def _render(card: Any, field_rows: Sequence[Any]) -> JSON:
-    ordered = sorted(field_rows, key=lambda row: _field_order(row.name))
+    """A card as the APIs show it, from its `_CARD` row and its stored field rows."""
     template = None
     if card.template_id is not None:
         template = {"id": card.template_id, "name": card.template_name}
@@ -390,16 +477,16 @@ def _render(card: Any, field_rows: Sequence[Any]) -> JSON:
         "active": card.active,
         "template": template,
         "fields": {
-            row.name: {
-                "value": row.value,
-                "source": row.source,
-                "locked": row.locked,
-                "linked": row.linked,
+            name: {
+                "value": state.value,
+                "source": state.source,
+                "locked": state.locked,
+                "linked": state.linked,
             }
-            for row in ordered
+            for name, state in _shown_fields(card, field_rows).items()
         },
         "created": to_iso(card.created),
-        "modified": to_iso(card.modified),
+        "modified": to_iso(_effective_modified(card)),
     }
 
 
@@ -465,20 +552,63 @@ def _filters(conn: Connection, workspace_pk: int, query: CardQuery) -> list[Any]
     elif query.template is not None:
         where.append(cards.c.template_pk == templates.load(conn, workspace_pk, query.template).pk)
     if query.q:
-        where.append(_search(query.q))
+        where.append(_search(conn, workspace_pk, query.q))
     return where
 
 
 _SEARCHED: Final = ("display_name", "first_name", "last_name", "email")
 
 
-def _search(text: str) -> Any:
-    in_fields = exists().where(
+def _search(conn: Connection, workspace_pk: int, text: str) -> Any:
+    """Cards whose shown name or email fields, or userName, contain `text` (case-insensitive).
+
+    A linked field a card's template sets shows the template's value, not the stored one: the
+    workspace's few templates are read first, so such rows are left out of the stored-value match
+    and the template's value is matched for the cards that show it.
+    """
+    needle = text.lower()
+    setting: dict[str, list[int]] = {}
+    template_matches: list[Any] = []
+    rows = conn.execute(
+        select(templates_table.c.pk, templates_table.c.fields).where(
+            templates_table.c.workspace_pk == workspace_pk
+        )
+    )
+    for template_pk, fields in rows:
+        for name in _SEARCHED:
+            if name not in fields:
+                continue
+            setting.setdefault(name, []).append(template_pk)
+            overridden = exists().where(
+                card_fields.c.card_pk == cards.c.pk,
+                card_fields.c.name == name,
+                ~card_fields.c.linked,
+            )
+            template_matches.append(
+                and_(
+                    cards.c.template_pk == template_pk,
+                    func.lower(literal(fields[name])).contains(needle, autoescape=True),
+                    ~overridden,
+                )
+            )
+    stored_match = [
         card_fields.c.card_pk == cards.c.pk,
         card_fields.c.name.in_(_SEARCHED),
-        func.lower(card_fields.c.value).contains(text.lower(), autoescape=True),
+        func.lower(card_fields.c.value).contains(needle, autoescape=True),
+    ]
+    if setting:
+        overlaid = or_(
+            *(
+                and_(card_fields.c.name == name, cards.c.template_pk.in_(pks))
+                for name, pks in setting.items()
+            )
+        )
+        stored_match.append(~and_(card_fields.c.linked, overlaid))
+    return or_(
+        exists().where(*stored_match),
+        *template_matches,
+        users.c.user_name_key.contains(needle, autoescape=True),
     )
-    return or_(in_fields, users.c.user_name_key.contains(text.lower(), autoescape=True))
 
 
 def list_cards(conn: Connection, workspace_pk: int, query: CardQuery) -> JSON:
@@ -565,17 +695,25 @@ def _stored_field(conn: Connection, card_pk: int, name: str) -> Any | None:
     ).first()
 
 
-def _put_field(conn: Connection, card_pk: int, name: str, **values: Any) -> None:
-    """Update a field; a card without it gets it (unmanaged, unlocked unless said otherwise)."""
-    result = conn.execute(
-        update(card_fields)
-        .where(card_fields.c.card_pk == card_pk, card_fields.c.name == name)
-        .values(**values)
-    )
-    if result.rowcount == 0:
-        row = {"locked": False, "linked": False, "managed": False, "idp_value": None, **values}
-        conn.execute(card_fields.insert().values(card_pk=card_pk, name=name, **row))
-    conn.execute(update(cards).where(cards.c.pk == card_pk).values(modified=now_us()))
+def _put_field(conn: Connection, card: Any, name: str, **changes: Any) -> None:
+    """Change a field as the card shows it; a card without it gets it (unmanaged, unlocked).
+
+    `changes` apply to the shown field (`_shown`: the template's value over a linked row), and
+    what is stored is what shows that (`_stored`): a field still linked to the template keeps its
+    IdP side, an unlinked one its own value.
+    """
+    template_fields: Mapping[str, str] = card.template_fields or {}
+    row = _stored_field(conn, card.pk, name)
+    state = (_shown(name, row, template_fields) or _EMPTY)._replace(**changes)
+    keep = _stored(name, state, template_fields)
+    this_field = (card_fields.c.card_pk == card.pk) & (card_fields.c.name == name)
+    if keep is None:
+        conn.execute(delete(card_fields).where(this_field))
+    elif row is None:
+        conn.execute(card_fields.insert().values(card_pk=card.pk, name=name, **keep._asdict()))
+    else:
+        conn.execute(update(card_fields).where(this_field).values(**keep._asdict()))
+    conn.execute(update(cards).where(cards.c.pk == card.pk).values(modified=now_us()))
 
 
 def edit_field(
@@ -588,14 +726,15 @@ def edit_field(
     """
     templates.check_value(templates.check_field_name(name), value)
     card = _load(conn, workspace_pk, card_ref)
-    _put_field(conn, card.pk, name, value=value, source="manual", linked=False)
+    _put_field(conn, card, name, value=value, source="manual", linked=False)
     return _render_one(conn, cards.c.pk == card.pk)
 
 
 def _existing(conn: Connection, workspace_pk: int, card_ref: str, name: str) -> Any:
     templates.check_field_name(name)
     card = _load(conn, workspace_pk, card_ref)
-    if _stored_field(conn, card.pk, name) is None:
+    shown = _shown(name, _stored_field(conn, card.pk, name), card.template_fields or {})
+    if shown is None:
         raise NotFound(f"the card has no field {name!r}")
     return card
 
@@ -607,7 +746,7 @@ def unlock_field(conn: Connection, workspace_pk: int, card_ref: str, name: str) 
         NotFound: no such card or field. InvalidValue: unknown field.
     """
     card = _existing(conn, workspace_pk, card_ref, name)
-    _put_field(conn, card.pk, name, locked=False, linked=False)
+    _put_field(conn, card, name, locked=False, linked=False)
     return _render_one(conn, cards.c.pk == card.pk)
 
 
@@ -618,7 +757,7 @@ def lock_field(conn: Connection, workspace_pk: int, card_ref: str, name: str) ->
         NotFound: no such card or field. InvalidValue: unknown field.
     """
     card = _existing(conn, workspace_pk, card_ref, name)
-    _put_field(conn, card.pk, name, locked=True)
+    _put_field(conn, card, name, locked=True)
     return _render_one(conn, cards.c.pk == card.pk)
 
 
@@ -642,7 +781,7 @@ def relink_field(conn: Connection, workspace_pk: int, card_ref: str, name: str) 
         value, source = stored.idp_value, "idp"
     else:
         raise Conflict(f"{name} is neither mapped from the IdP nor set by the card's template")
-    _put_field(conn, card.pk, name, value=value, source=source, locked=True, linked=True)
+    _put_field(conn, card, name, value=value, source=source, locked=True, linked=True)
     return _render_one(conn, cards.c.pk == card.pk)
 
 
@@ -651,7 +790,7 @@ def assign_template(
 ) -> tuple[JSON, JSON]:
     """Make a card inherit a template by hand; returns the card and the template.
 
-    A previous template is undone first (see `unassign_template`). Linked fields take the
+    A previous template is undone first (see `unassign_template`). Linked fields show the
     template's values; unlinked fields (admin or owner edits) keep theirs.
 
     Raises:
@@ -661,7 +800,6 @@ def assign_template(
     card = _load(conn, workspace_pk, card_ref)
     this_card = cards.c.pk == card.pk
     templates.revert_fields(conn, this_card, list(card.template_fields or {}))
-    templates.apply_fields(conn, this_card, template.fields)
     conn.execute(update(cards).where(this_card).values(template_pk=template.pk, modified=now_us()))
     return _render_one(conn, this_card), templates.render(template)
 
@@ -712,13 +850,13 @@ def owner_edit(
     )
     if card is None:
         raise NotFound("you have no card")
-    stored = {row.name: row for row in conn.execute(_fields_query([card.pk]))}
-    locked = [name for name in values if name in stored and stored[name].locked]
+    shown = _shown_fields(card, conn.execute(_fields_query([card.pk])).all())
+    locked = [name for name in values if name in shown and shown[name].locked]
     if locked:
         raise Forbidden(
             f"locked by your workspace admin: {', '.join(locked)}; ask an admin to unlock "
             f"{'it' if len(locked) == 1 else 'them'}. Nothing was changed"
         )
     for name, value in values.items():
-        _put_field(conn, card.pk, name, value=value, source="manual", linked=False)
+        _put_field(conn, card, name, value=value, source="manual", linked=False)
     return _render_one(conn, cards.c.pk == card.pk)

@@ -6,13 +6,16 @@ A rule is a SCIM filter (RFC 7644 §3.4.2.2) over the card profile: the profile 
 user's profile applies (`first_match`). A card that inherits a template shows the template's value
 for every field the template sets, over the IdP's value, for as long as it inherits it.
 
-Editing or deleting a template reaches every inheriting card through a fixed number of set-based
-statements (`apply_fields`, `revert_fields`, `detach`), never a loop over cards.
+Cards do not store their template's values: a card read lays them over the card's linked fields
+(`hub.core.cards`), and a card's modified time is the later of its own and its template's. So an
+edit that changes or adds values writes the template row alone. Dropping a profile field the IdP
+does not map, and deleting a template, reach the inheriting cards through a fixed number of
+set-based statements (`revert_fields`, `detach`), never a loop over cards.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Final
 
@@ -20,7 +23,6 @@ import msgspec
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    and_,
     bindparam,
     case,
     delete,
@@ -268,7 +270,10 @@ def create_template(conn: Connection, workspace_pk: int, body: TemplateChanges) 
 def edit_template(
     conn: Connection, workspace_pk: int, template_id: str, body: TemplateChanges
 ) -> JSON:
-    """Change a template; every inheriting card follows in a few set-based statements.
+    """Change a template; every inheriting card shows the change at its next read.
+
+    Only dropping a profile field the IdP does not map writes the inheriting cards (one
+    set-based statement, `revert_fields`); values changed or added are read from the template.
 
     Raises:
         NotFound, InvalidValue, InvalidFilter, Conflict.
@@ -282,12 +287,8 @@ def edit_template(
         values["rule"] = _checked_rule(body.rule)
     if not isinstance(body.fields, msgspec.UnsetType):
         new = _checked_fields(body.fields)
-        old: dict[str, str] = dict(row.fields)
-        inheriting = cards.c.template_pk == row.pk
-        changed = {k: v for k, v in new.items() if old.get(k) != v}
-        apply_fields(conn, inheriting, changed, present=old)
-        revert_fields(conn, inheriting, [k for k in old if k not in new])
-        conn.execute(update(cards).where(inheriting).values(modified=values["modified"]))
+        # Changed and added values reach the cards through the template row (and `modified`).
+        revert_fields(conn, cards.c.template_pk == row.pk, [k for k in row.fields if k not in new])
         values["fields"] = new
     conn.execute(update(templates).where(templates.c.pk == row.pk).values(**values))
     return render(conn.execute(select(*_COLUMNS).where(templates.c.pk == row.pk)).one())
@@ -300,7 +301,7 @@ def delete_template(conn: Connection, workspace_pk: int, template_id: str) -> No
         NotFound: there is no such template in this workspace.
     """
     row = load(conn, workspace_pk, template_id)
-    detach(conn, cards.c.template_pk == row.pk)
+    detach(conn, cards.c.template_pk == row.pk, row.fields)
     conn.execute(delete(templates).where(templates.c.pk == row.pk))
 
 
@@ -358,90 +359,62 @@ def _fields_of(where: ColumnElement[bool]) -> ColumnElement[bool]:
     return card_fields.c.card_pk.in_(select(cards.c.pk).where(where))
 
 
-def apply_fields(
-    conn: Connection,
-    where: ColumnElement[bool],
-    fields: Mapping[str, str],
-    present: Collection[str] = (),
-) -> None:
-    """Give every card selected by `where` the template values `fields`.
-
-    Linked fields take the value (one UPDATE for all fields); cards without the field get it as a
-    locked, linked template field (one INSERT … SELECT per field). Unlinked fields keep theirs.
-    `present` names fields every selected card already holds a row for — those of the template
-    the cards inherit: a card gets a row for each of its template's fields when it starts to
-    inherit or when the template gains the field, and only `revert_fields` deletes rows — so no
-    INSERT … SELECT (a NOT EXISTS probe per card) runs for them.
-    """
-    if not fields:
-        return
-    conn.execute(
-        update(card_fields)
-        .where(_fields_of(where), card_fields.c.name.in_(list(fields)), card_fields.c.linked)
-        .values(value=case(dict(fields), value=card_fields.c.name), source="template")
-    )
-    for name, value in fields.items():
-        if name in present:
-            continue
-        has_field = exists().where(card_fields.c.card_pk == cards.c.pk, card_fields.c.name == name)
-        missing = select(
-            cards.c.pk,
-            literal(name),
-            literal(value),
-            literal("template"),
-            literal(True),
-            literal(True),
-            literal(False),
-        ).where(where, ~has_field)
-        conn.execute(
-            card_fields.insert().from_select(
-                ["card_pk", "name", "value", "source", "locked", "linked", "managed"], missing
-            )
-        )
-
-
 def revert_fields(conn: Connection, where: ColumnElement[bool], names: Sequence[str]) -> None:
     """Undo template fields `names` on the cards selected by `where` (linked fields only).
 
-    A field the IdP manages goes back to the IdP's last value; an unmanaged profile field goes
-    back to empty and editable; a template-only field goes away.
+    A field the IdP manages goes back to the IdP's last value, and a template-only field goes
+    away, with no write: a linked field stores its IdP side and template-only fields have no row
+    (`hub.core.cards`). An unmanaged profile field's placeholder goes back to empty and editable:
+    one UPDATE, run only when such a field is dropped.
     """
-    # One pass over the cards per statement, so run only the statements that can match:
-    # only profile fields are ever IdP-managed or reset to empty; template-only fields go away.
     profile = [name for name in names if name in PROFILE_FIELDS]
-    template_only = [name for name in names if name not in PROFILE_FIELDS]
-
-    def ours(subset: Sequence[str]) -> ColumnElement[bool]:
-        return and_(
-            _fields_of(where),
-            card_fields.c.name.in_(subset),
-            card_fields.c.linked,
-            card_fields.c.source == "template",
-        )
-
     if profile:
         conn.execute(
             update(card_fields)
-            .where(ours(profile), card_fields.c.managed)
-            .values(value=card_fields.c.idp_value, source="idp")
-        )
-        conn.execute(
-            update(card_fields)
-            .where(ours(profile), ~card_fields.c.managed)
+            .where(
+                _fields_of(where),
+                card_fields.c.name.in_(profile),
+                card_fields.c.linked,
+                ~card_fields.c.managed,
+                card_fields.c.source == "template",
+            )
             .values(value=None, source="manual", locked=False, linked=False)
         )
-    if template_only:
-        conn.execute(delete(card_fields).where(ours(template_only), ~card_fields.c.managed))
 
 
-def detach(conn: Connection, where: ColumnElement[bool]) -> None:
-    """Make the cards selected by `where` stop inheriting, keeping their current values.
+def detach(conn: Connection, where: ColumnElement[bool], fields: Mapping[str, str]) -> None:
+    """Make the cards selected by `where` stop inheriting `fields`, keeping the values they show.
 
-    Template fields stay as they are but no longer follow anything (unlinked, still locked).
+    Each field the cards showed from the template gets the template's value stored, unlinked
+    (still locked): one UPDATE of the linked rows and one INSERT … SELECT per field for cards
+    without a row for it.
     """
-    conn.execute(
-        update(card_fields)
-        .where(_fields_of(where), card_fields.c.source == "template", card_fields.c.linked)
-        .values(linked=False)
-    )
+    if fields:
+        conn.execute(
+            update(card_fields)
+            .where(_fields_of(where), card_fields.c.name.in_(list(fields)), card_fields.c.linked)
+            .values(
+                value=case(dict(fields), value=card_fields.c.name),
+                source="template",
+                linked=False,
+            )
+        )
+        for name, value in fields.items():
+            has_field = exists().where(
+                card_fields.c.card_pk == cards.c.pk, card_fields.c.name == name
+            )
+            missing = select(
+                cards.c.pk,
+                literal(name),
+                literal(value),
+                literal("template"),
+                literal(True),
+                literal(False),
+                literal(False),
+            ).where(where, ~has_field)
+            conn.execute(
+                card_fields.insert().from_select(
+                    ["card_pk", "name", "value", "source", "locked", "linked", "managed"], missing
+                )
+            )
     conn.execute(update(cards).where(where).values(template_pk=None, modified=now_us()))
