@@ -20,6 +20,7 @@ Mapping overrides let an admin adjust a dialect for one connector, validated on 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -151,6 +152,7 @@ def ignored_paths(dialect: Dialect | None, overrides: Overrides) -> tuple[str, .
 _Key = tuple[str | None, str, str | None]  # (extension urn or None, attribute, sub-attribute)
 
 
+@functools.lru_cache(maxsize=4096)  # request keys repeat endlessly; parsing them does not need to
 def _key_of_path(path: str) -> _Key | None:
     try:
         parsed = parse_path(path)
