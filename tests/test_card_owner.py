@@ -97,3 +97,48 @@ async def test_owner_session_is_required(client: httpx.AsyncClient, scim: Any, d
     }
     assert (await scim.patch(f"/Users/{user_id}", off)).status_code == 200
     assert (await client.get(ME, headers=me)).status_code == 401
+
+
+async def test_owner_sees_the_template_values_and_edits_only_what_the_admin_unlocked(
+    client: httpx.AsyncClient, scim: Any, admin: Admin, db_url: str
+) -> None:
+    """A template's values reach the owner's card as they change; they are locked until an admin
+    unlocks one, and the owner's edit of it then outlasts later template edits until relinked."""
+    rule = 'department eq "Sales"'
+    fields = {"website": "https://blinq.me", "company_name": "Blinq Inc."}
+    body = {"name": "Brand", "rule": rule, "fields": fields}
+    template = await admin.ok("POST", "/templates", body)
+    user_id = await provision(scim, person("tia.owner@example.com", department="Sales"))
+    me = await sign_in(db_url, user_id)
+    mine = {"fields": {"website": "https://tia.example"}}
+    refused = await client.patch(ME, json=mine, headers=me)
+    assert refused.status_code == 403
+    assert "website" in refused.json()["detail"]
+
+    async def edit_template(website: str) -> None:
+        changed = {"website": website, "company_name": "Blinq Group"}
+        await admin.ok("PATCH", f"/templates/{template['id']}", {"fields": changed})
+
+    await edit_template("https://blinq.group")
+    card = (await client.get(ME, headers=me)).json()
+    inherited = {"source": "template", "locked": True, "linked": True}
+    assert card["fields"]["website"] == {"value": "https://blinq.group", **inherited}
+    assert card["fields"]["company_name"] == {"value": "Blinq Group", **inherited}
+
+    await admin.ok("POST", f"/cards/{user_id}/fields/website/unlock")
+    edited = await client.patch(ME, json=mine, headers=me)
+    assert edited.status_code == 200, edited.text
+    await edit_template("https://blinq.net")
+    card = (await client.get(ME, headers=me)).json()
+    assert card["fields"]["website"] == {
+        "value": "https://tia.example",
+        "source": "manual",
+        "locked": False,
+        "linked": False,
+    }
+    assert (await client.patch(ME, json=mine, headers=me)).status_code == 200
+
+    await admin.ok("POST", f"/cards/{user_id}/fields/website/relink")
+    card = (await client.get(ME, headers=me)).json()
+    assert card["fields"]["website"] == {"value": "https://blinq.net", **inherited}
+    assert (await client.patch(ME, json=mine, headers=me)).status_code == 403
