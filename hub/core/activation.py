@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 from sqlalchemy import Connection, bindparam, exists, func, or_, select, update
@@ -27,6 +27,7 @@ from hub.core.clock import now_us
 from hub.core.errors import NotFound, ScimError
 from hub.core.events import Event
 from hub.core.models import activation_links, outbox_messages, users, workspaces
+from hub.core.resources import JSON
 from hub.core.sql import Prepared
 from hub.core.tokens import Caller
 
@@ -102,16 +103,25 @@ def display_name(data: dict[str, Any], user_name: str) -> str:
 # --------------------------------------------------------------------------- queueing
 
 
-def user_changed(conn: Connection, caller: Caller, user_pk: int, event: str) -> list[Event]:
+def user_changed(
+    conn: Connection, caller: Caller, user_pk: int, event: str, resource: JSON | None = None
+) -> list[Event]:
     """Queue or withdraw the user's activation email after a user write.
 
     Runs inside the user write's transaction. `provisioned`/`reactivated` queue an invitation
     when the workspace toggle is on and none is pending; `deprovisioned`/`deleted` cancel queued
     emails, kill unused links and end sessions; `updated` costs nothing (a hot path).
+    `resource` is the user's SCIM resource as just written, if the caller has it (the user is
+    then not read back).
     """
     if event in ("provisioned", "reactivated"):
-        if workspace_settings(conn, caller.workspace_pk).send_activation_email:
-            user = _user(conn, user_pk)
+        workspace = _WORKSPACE.first(conn, b_ws=caller.workspace_pk)
+        if workspace is not None and workspace.send_activation_email:
+            user = (
+                _user(conn, user_pk)
+                if resource is None
+                else _written(user_pk, caller, resource, workspace.name)
+            )
             # A user created by this very transaction has no link or email yet.
             fresh = event == "provisioned"
             if _is_active(user) and (fresh or not _pending(conn, user_pk)):
@@ -156,6 +166,40 @@ _INSERT_LINK = Prepared(
 _SETTINGS = Prepared(
     select(workspaces.c.send_activation_email).where(workspaces.c.pk == bindparam("b_ws"))
 )
+
+
+_WORKSPACE = Prepared(
+    select(workspaces.c.send_activation_email, workspaces.c.name).where(
+        workspaces.c.pk == bindparam("b_ws")
+    )
+)
+
+
+class _WrittenUser(NamedTuple):
+    """What `_USER` reads, taken from a user resource just written in this transaction."""
+
+    pk: int
+    id: str
+    workspace_pk: int
+    user_name: str
+    data: JSON
+    active: bool | None
+    deleted: bool
+    workspace: str
+
+
+def _written(user_pk: int, caller: Caller, resource: JSON, workspace: str) -> _WrittenUser:
+    active = resource.get("active")
+    return _WrittenUser(
+        user_pk,
+        resource["id"],
+        caller.workspace_pk,
+        resource["userName"],
+        resource,
+        active if isinstance(active, bool) else None,
+        False,
+        workspace,
+    )
 
 
 def _user(conn: Connection, user_pk: int) -> Any:

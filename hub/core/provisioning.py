@@ -42,5 +42,5 @@ def user_written(
     Returns the plugin events (card created, template applied…) to broadcast after commit.
     """
     events = cards.sync_user(conn, caller, user_pk, resource, event, provisioning.mapping)
-    events += activation.user_changed(conn, caller, user_pk, event)
+    events += activation.user_changed(conn, caller, user_pk, event, resource)
     return events
