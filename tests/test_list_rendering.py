@@ -1,7 +1,9 @@
-"""List responses show every user exactly as `GET /Users/{id}` does, on every list path.
+"""Users read as stored (`GET /Users/{id}`, every list path) equal the general rendering.
 
-Pages of users are encoded straight from the stored JSON text (no decode, no re-encode) when the
-response shows resources as stored; these tests hold that fast path to the general rendering.
+A user is encoded straight from the stored JSON text (no decode, no re-encode) when the response
+shows resources as stored (no `attributes`/`excludedAttributes`, no dialect `render`); these tests
+hold that fast path to the general one, which `excludedAttributes=password` (never returned
+anyway) takes.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ async def _provision(scim: ScimClient) -> dict[str, dict[str, Any]]:
         assert made.status_code == 201, made.text
     shown = {}
     for user_id in ids:
-        got = await scim.get(f"/Users/{user_id}")
+        got = await scim.get(f"/Users/{user_id}", params={"excludedAttributes": "password"})
         assert got.status_code == 200
         shown[user_id] = got.json()
     assert len(shown[ids[0]]["groups"]) == 2
@@ -59,6 +61,21 @@ def _same(listed: list[dict[str, Any]], shown: dict[str, dict[str, Any]]) -> int
     for resource in listed:
         assert resource == shown[resource["id"]]
     return len(listed)
+
+
+async def test_get_matches_the_general_rendering(scim: ScimClient) -> None:
+    shown = await _provision(scim)
+    for user_id, expected in shown.items():
+        got = await scim.get(f"/Users/{user_id}")
+        assert got.status_code == 200
+        assert got.headers["content-type"].startswith("application/scim+json")
+        assert got.json() == expected
+        assert got.headers["etag"] == expected["meta"]["version"]
+        again = await scim.get(f"/Users/{user_id}", headers={"If-None-Match": got.headers["etag"]})
+        assert again.status_code == 304
+        assert again.headers["etag"] == got.headers["etag"]
+    missing = await scim.get("/Users/no-such-user")
+    assert missing.status_code == 404
 
 
 @pytest.mark.parametrize("count", [100, 2])

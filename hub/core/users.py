@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from sqlalchemy import Connection, Text, bindparam, cast, delete, func, select, update
@@ -330,6 +330,30 @@ def _revive(
             **cols,
         )
     )
+
+
+class StoredUser(NamedTuple):
+    """A user resource already encoded (`render_raw`), with what the HTTP layer reads of it."""
+
+    body: msgspec.Raw
+    version: int
+    user_name: str
+
+
+_LOAD_TEXT = Prepared(select(*_TEXT_COLUMNS, users.c.user_name).where(*_BY_ID))
+
+
+def get_as_stored(conn: Connection, caller: Caller, user_id: str, base: str) -> StoredUser:
+    """`get` for a response showing the user as stored (no projection, no dialect `render`).
+
+    Raises:
+        NotFound: no such user in this workspace (deleted users included).
+    """
+    row = _LOAD_TEXT.first(conn, b_ws=caller.workspace_pk, b_id=user_id)
+    if row is None:
+        raise NotFound(f"no User with id {user_id!r}")
+    body = render_raw(row, base, _groups_of_one(conn, row.pk))
+    return StoredUser(body, row.version, row.user_name)
 
 
 def get(

@@ -294,6 +294,12 @@ def _response(
     return Response(_encode(body), status_code=status, media_type=SCIM_JSON, headers=headers)
 
 
+def _raw_response(body: msgspec.Raw, version: int) -> Response[bytes]:
+    return Response(
+        bytes(body), status_code=200, media_type=SCIM_JSON, headers={"ETag": etag(version)}
+    )
+
+
 def _note(
     request: Request[Any, Any, Any], rt: ResourceType, resource_id: Any, doc: JSON | None
 ) -> None:
@@ -379,8 +385,11 @@ async def _get(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
     attributes, excluded = projection_params(request)
     with_members = wants(_members_attr(rt), attributes, excluded)
     service = _service(rt)
+    plain = rt is USER_TYPE and not (attributes or excluded)
 
-    def work(conn: Connection, caller: Caller) -> Outcome:
+    def work(conn: Connection, caller: Caller) -> Outcome | users.StoredUser:
+        if plain and renders_as_stored(hub.dialect(caller)):
+            return users.get_as_stored(conn, caller, rid, hub.base)
         result: Outcome = service.get(conn, caller, rid, hub.base, with_members)
         return result
 
@@ -389,6 +398,11 @@ async def _get(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
     caller, outcome = await _run(
         request, work, writes=False, problem=problem, quick=rt is USER_TYPE
     )
+    if isinstance(outcome, users.StoredUser):
+        _note(request, rt, rid, {"userName": outcome.user_name})
+        if matches_if_none_match(outcome.version, header(request, "if-none-match")):
+            return Response(b"", status_code=304, headers={"ETag": etag(outcome.version)})
+        return _raw_response(outcome.body, outcome.version)
     _note(request, rt, rid, outcome.resource)
     if matches_if_none_match(outcome.version, header(request, "if-none-match")):
         return Response(b"", status_code=304, headers={"ETag": etag(outcome.version)})
