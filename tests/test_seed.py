@@ -198,3 +198,33 @@ async def test_seeded_cards_equal_cards_provisioned_over_scim(
             for a in (seeded_admin, scim_admin)
         ]
         assert counts == [count, count], status
+
+
+async def test_seeded_cards_follow_template_edits(
+    db_url: str, client: httpx.AsyncClient, tenant: InitResult
+) -> None:
+    """A template edit reaches seeded cards as it reaches provisioned ones: values changed and
+    added show, a dropped template-only field goes, and each card's modified time moves."""
+    admin = await _same_setup(client, db_url, tenant)
+    db = open_database(db_url)
+    try:
+        await seed_users(db, tenant.workspace, 28, batch=10, dialects=DIALECTS)
+    finally:
+        await db.close()
+    listed = await admin.ok("GET", "/templates")
+    sales = next(t for t in listed["templates"] if t["name"] == "Sales")
+    query = {"template": sales["id"], "limit": "100"}
+    before = (await admin.ok("GET", "/cards", params=query))["cards"]
+    assert before
+    assert all(card["fields"]["website"]["value"] == "https://s" for card in before)
+
+    fields = {"company_name": "Contoso Group", "brand_colour": "#05f"}
+    edited = await admin.ok("PATCH", f"/templates/{sales['id']}", {"fields": fields})
+    after = (await admin.ok("GET", "/cards", params=query))["cards"]
+    assert [card["id"] for card in after] == [card["id"] for card in before]
+    inherited = {"source": "template", "locked": True, "linked": True}
+    for card in after:
+        for name, value in fields.items():
+            assert card["fields"][name] == {"value": value, **inherited}, name
+        assert "website" not in card["fields"]
+        assert card["modified"] == edited["modified"]
