@@ -435,7 +435,9 @@ async def _search(
         result: Page = service.search(conn, caller, params.query, hub.base)
         return result, params
 
-    quick = rt is USER_TYPE and _is_user_name_lookup(values)
+    quick = rt is USER_TYPE and (
+        _is_user_name_lookup(values) or _is_near_page(values, hub.settings.default_count)
+    )
     caller, (page, params) = await _run(request, work, writes=False, problem=problem, quick=quick)
     if params.query.as_stored:
         return _response(_list_body(page, page.resources, _cursor_kind(rt)))
@@ -466,6 +468,25 @@ def _is_user_name_lookup(values: JSON) -> bool:
         and values.get("startIndex") in (None, "1", 1)
         and "cursor" not in values
     )
+
+
+#: An unfiltered page starting this near the front (or any cursor page) of at most this many
+#: users is a few short indexed reads, cheaper than a hand-off to a database thread.
+_NEAR_START_INDEX = 10_000
+_NEAR_COUNT = 200
+
+
+def _is_near_page(values: JSON, default_count: int) -> bool:
+    lowered = {str(k).lower(): v for k, v in values.items()}
+    if lowered.get("filter") or lowered.get("sortby"):
+        return False
+    try:
+        count = int(lowered.get("count", default_count))
+        start = int(lowered.get("startindex", 1))
+    except (TypeError, ValueError):
+        return False  # the general path says what is wrong
+    near = "cursor" in lowered or start <= _NEAR_START_INDEX
+    return near and count <= _NEAR_COUNT
 
 
 def _cursor_kind(rt: ResourceType) -> str:
