@@ -46,6 +46,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     smtp_username: str = ""
     smtp_password: str = ""
     smtp_timeout_seconds: int = 30
+    #: SMTP connections a sender opens for a batch (each sends its share one after another).
+    smtp_connections: int = 2
     mail_from: str = "scim-hub <no-reply@localhost>"
     outbox_dir: str = "var/outbox"
     activation_link_ttl_hours: int = 168
@@ -149,6 +151,7 @@ def _check_mail(settings: Settings) -> None:
     positive = (
         "smtp_port",
         "smtp_timeout_seconds",
+        "smtp_connections",
         "activation_link_ttl_hours",
         "mail_max_attempts",
         "mail_retry_base_ms",
