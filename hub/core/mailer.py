@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import functools
 import html
 import os
@@ -231,10 +232,85 @@ class Mailer(Protocol):
         ...
 
 
-class SmtpMailer:
-    """Delivery to an SMTP server with aiosmtplib, one connection per message."""
+#: Messages one SMTP connection carries before it is closed and a fresh one opened: many servers
+#: end a session after some number of messages (Postfix's `smtpd_client_message_rate_limit`,
+#: providers' per-session caps), and a planned reconnect costs less than a refused message.
+MESSAGES_PER_CONNECTION: Final = 100
+#: QUIT only closes a session whose outcomes are already known: do not wait long for its answer.
+_QUIT_TIMEOUT: Final = 5.0
+#: "Service not available, closing transmission channel" (RFC 5321 §3.8): about the session, not
+#: the message, which goes out again on a new connection.
+_CLOSING: Final = 421
 
-    def __init__(self, settings: Settings) -> None:
+
+class _Dropped(Exception):
+    """The connection went away and the message in hand was not accepted.
+
+    `maybe_sent`: it dropped while the message's DATA was unanswered — the server may have
+    accepted it.
+    """
+
+    def __init__(self, error: DeliveryError, *, maybe_sent: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.maybe_sent = maybe_sent
+
+
+class _Batch:
+    """A batch shared by its connections: what is left to send and what became of each."""
+
+    def __init__(self, messages: Sequence[Email]) -> None:
+        self.messages = messages
+        self.outcomes: list[DeliveryError | None] = [None] * len(messages)
+        #: indexes not yet taken by a connection, in order
+        self.todo = collections.deque(range(len(messages)))
+        #: why connections stopped before the batch was done
+        self.stopped: list[DeliveryError] = []
+        self._unanswered: set[int] = set()
+
+    def dropped(self, index: int, lost: _Dropped) -> None:
+        """A connection dropped with message `index` in hand: it goes out on the next one.
+
+        A connection that drops twice while the same message's DATA is unanswered looks like
+        that message is the trouble: it is left to the outbox's retries, so it cannot take the
+        rest of the batch down with it.
+        """
+        if lost.maybe_sent and index in self._unanswered:
+            self.outcomes[index] = lost.error
+            return
+        if lost.maybe_sent:
+            self._unanswered.add(index)
+        self.todo.appendleft(index)
+
+
+class SmtpMailer:
+    """Delivery to an SMTP server (aiosmtplib) over a few connections, reused within a batch.
+
+    A batch is spread over at most `smtp_connections` connections, each opened once (TLS or
+    STARTTLS per `smtp_security`, login when `smtp_username` is set) and sending one message after
+    another (MAIL FROM / RCPT TO / DATA) from a queue the connections share, so a connection that
+    cannot be opened leaves its share to the others. Per message, as `send` describes:
+
+    * accepted (250 to its DATA) → None; nothing else counts as sent;
+    * refused by the server (RCPT, MAIL or DATA answered 4xx/5xx) → a `DeliveryError`, permanent
+      only for 5xx; the session is reset (RSET) and goes on with the next message;
+    * a connection that drops (disconnect, timeout, OSError, 421) is opened again and the
+      message in hand goes out on the new one — with the same Message-ID, so a message whose DATA
+      was sent but never answered may arrive twice (at-least-once, as the outbox promises). A
+      message in hand at a second drop is left to the outbox's retries. A connection that got
+      answers before it dropped (a server ending sessions after N messages, an idle timeout) is
+      always replaced; two in a row without any answer, a connection that cannot be opened, or
+      failed authentication (temporary: an operator's fix) end that connection's share;
+    * messages no connection could send get the error that stopped the last one, always
+      temporary: the outbox retries them with backoff.
+
+    A connection carries at most `messages_per_connection` messages, then QUITs and is opened
+    again. Connections last one batch.
+    """
+
+    def __init__(
+        self, settings: Settings, *, messages_per_connection: int = MESSAGES_PER_CONNECTION
+    ) -> None:
         self._options: dict[str, Any] = {
             "hostname": settings.smtp_host,
             "port": settings.smtp_port,
@@ -245,42 +321,176 @@ class SmtpMailer:
             "start_tls": settings.smtp_security == "starttls",
             "timeout": settings.smtp_timeout_seconds,
         }
+        self._connections = settings.smtp_connections
+        self._per_connection = max(1, messages_per_connection)
+        self._quit_timeout = min(_QUIT_TIMEOUT, float(settings.smtp_timeout_seconds))
 
     async def deliver(self, messages: Sequence[Email]) -> list[DeliveryError | None]:
-        """Send every message, concurrently; see `send` for what counts as permanent."""
-        return list(await asyncio.gather(*(self._outcome(m) for m in messages)))
+        """Send the batch over at most `smtp_connections` connections; outcomes in order."""
+        batch = _Batch(messages)
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(self._connections, len(messages))):
+                group.create_task(self._connection(batch))
+        # Left over only when every connection stopped early, each with an error.
+        for index in batch.todo:
+            batch.outcomes[index] = DeliveryError(str(batch.stopped[-1]))
+        return batch.outcomes
 
-    async def _outcome(self, message: Email) -> DeliveryError | None:
+    async def _connection(self, batch: _Batch) -> None:
+        """One connection's loop: send the batch's next message until none is left.
+
+        The connection is opened again when it drops, as long as the previous one got an answer
+        for at least one message (a server closing sessions after N messages, or an idle
+        timeout); two connections in a row without any answer end the loop.
+        """
+        client: aiosmtplib.SMTP | None = None
+        answered = carried = 0
+        spare = 1  # connections that may drop before answering anything
         try:
-            await self.send(message)
-        except DeliveryError as exc:
-            return exc
-        return None
+            while batch.todo:
+                if client is None:
+                    try:
+                        client = await self._open()
+                    except DeliveryError as exc:
+                        batch.stopped.append(exc)
+                        return
+                    answered = carried = 0
+                index = batch.todo.popleft()
+                lost: DeliveryError | None = None
+                try:
+                    await self._send_on(client, batch.messages[index])
+                except _Dropped as exc:
+                    client.close()
+                    lost = exc.error
+                    batch.dropped(index, exc)
+                except DeliveryError as exc:
+                    batch.outcomes[index] = exc
+                    answered += 1
+                else:
+                    answered += 1
+                if client.is_connected:
+                    carried += 1
+                    if carried >= self._per_connection:
+                        await self._quit(client)
+                        client = None
+                    continue
+                # The server closed the session (after answering, or without an answer).
+                client.close()
+                client = None
+                if answered:
+                    spare = 1
+                elif spare:
+                    spare -= 1
+                else:
+                    batch.stopped.append(lost or DeliveryError("SMTP server closed the connection"))
+                    return
+                log.info("smtp connection closed by the server, opening another", sent=answered)
+            if client is not None:
+                await self._quit(client)
+                client = None
+        finally:
+            if client is not None:  # cancelled, or a bug: do not leave the socket open
+                client.close()
+
+    async def _open(self) -> aiosmtplib.SMTP:
+        """Connect, secure and log in.
+
+        Raises:
+            DeliveryError: (temporary) the server is unreachable, refuses the session or the
+                credentials; an operator fixes these, then the outbox's retries go through.
+        """
+        client = aiosmtplib.SMTP(**self._options)
+        try:
+            await client.connect()
+            if client.last_ehlo_response is None:
+                # Each message's SMTPUTF8 check reads the extensions EHLO lists.
+                await _hello(client)
+        except aiosmtplib.SMTPResponseException as exc:
+            client.close()
+            raise DeliveryError(f"SMTP {exc.code}: {exc.message}") from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            client.close()
+            raise DeliveryError(f"SMTP server unavailable: {exc}") from exc
+        return client
+
+    async def _quit(self, client: aiosmtplib.SMTP) -> None:
+        try:
+            await client.quit(timeout=self._quit_timeout)
+        except (aiosmtplib.SMTPException, OSError):
+            pass  # every outcome is known; the server may already have closed the session
+        finally:
+            client.close()
+
+    async def _send_on(self, client: aiosmtplib.SMTP, message: Email) -> None:
+        """Run one mail transaction (MAIL FROM, RCPT TO, DATA) on an open connection.
+
+        Raises:
+            DeliveryError: the server answered with a refusal (permanent when 5xx); the session
+                has been reset (RSET) for the next message.
+            _Dropped: the connection went away without the message being accepted.
+        """
+        # RFC 6531: a non-ASCII address needs a server that says SMTPUTF8.
+        utf8 = not f"{message.sender}{message.recipient}".isascii()
+        if utf8 and not client.supports_extension("smtputf8"):
+            raise DeliveryError(
+                "the SMTP server does not accept non-ASCII addresses (SMTPUTF8)", permanent=True
+            )
+        encoding = "utf-8" if utf8 else "ascii"
+        in_data = False
+        try:
+            await client.mail(
+                message.sender, options=["SMTPUTF8"] if utf8 else None, encoding=encoding
+            )
+            await client.rcpt(message.recipient, encoding=encoding)
+            in_data = True
+            await client.data(message.data)
+        except aiosmtplib.SMTPResponseException as exc:
+            refused = isinstance(exc, aiosmtplib.SMTPRecipientRefused)
+            text = (
+                f"recipient refused: [{exc.code}]" if refused else f"SMTP {exc.code}: {exc.message}"
+            )
+            error = DeliveryError(text, permanent=exc.code >= 500)
+            if exc.code == _CLOSING:  # aiosmtplib has closed the connection
+                raise _Dropped(error, maybe_sent=False) from exc
+            await _reset(client)
+            raise error from exc
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            error = DeliveryError(f"SMTP server unavailable: {exc}")
+            raise _Dropped(error, maybe_sent=in_data) from exc
+        except ValueError as exc:
+            # aiosmtplib refuses an address it cannot put on a command line, possibly after
+            # MAIL FROM went out.
+            await _reset(client)
+            raise DeliveryError(f"invalid email address: {exc}", permanent=True) from exc
 
     async def send(self, message: Email) -> None:
-        """Send one message; a 5xx answer is permanent, anything else is worth retrying.
+        """Send one message over its own connection.
+
+        A 5xx answer to the message (MAIL, RCPT, DATA) is permanent; anything else — the server
+        unreachable, failed authentication, 4xx — is worth retrying.
 
         Raises:
             DeliveryError: the server could not be reached or refused the message.
         """
-        try:
-            await aiosmtplib.send(
-                message.data,
-                sender=message.sender,
-                recipients=[message.recipient],
-                **self._options,
-            )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            codes = [r.code for r in exc.recipients]
-            raise DeliveryError(
-                f"recipient refused: {codes}", permanent=all(c >= 500 for c in codes)
-            ) from exc
-        except aiosmtplib.SMTPResponseException as exc:
-            # Authentication failures are configuration problems an operator fixes: retry.
-            permanent = exc.code >= 500 and not isinstance(exc, aiosmtplib.SMTPAuthenticationError)
-            raise DeliveryError(f"SMTP {exc.code}: {exc.message}", permanent=permanent) from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"SMTP server unavailable: {exc}") from exc
+        [outcome] = await self.deliver([message])
+        if outcome is not None:
+            raise outcome
+
+
+async def _hello(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.ehlo()
+    except aiosmtplib.SMTPHeloError:
+        if not client.is_connected:
+            raise
+        await client.helo()  # an RFC 821 server: no extensions
+
+
+async def _reset(client: aiosmtplib.SMTP) -> None:
+    try:
+        await client.rset()
+    except (aiosmtplib.SMTPException, OSError):
+        client.close()  # an unknown session state: the next message gets a new connection
 
 
 class FileMailer:
