@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
 from sqlalchemy import Connection, select
 
 from hub.core import outbox
@@ -32,13 +33,14 @@ from hub.core.mailer import (
     ActivationContent,
     DeliveryError,
     FileMailer,
+    SmtpMailer,
     activation_email,
     message_id,
 )
 from hub.core.models import activation_links, admins, outbox_messages
 from hub.core.tenants import InitResult
 from hub.core.users import create as create_user
-from hub.settings import Settings, load_settings
+from hub.settings import Settings, SettingsError, load_settings
 from tests.conftest import TEST_BASE_URL
 from tests.pg import free_port
 
@@ -48,17 +50,75 @@ TEST_SECRET = "test-server-secret-" + "s" * 32
 
 
 class Inbox:
-    """An aiosmtpd handler keeping every message it accepts."""
+    """An aiosmtpd handler keeping every message it accepts, and counting SMTP sessions.
+
+    A test may make it refuse: `refuse_rcpt` answers RCPT TO for a recipient (every time),
+    `refuse_data_once` answers DATA for a recipient (once); `end_session_after` ends a session
+    at the MAIL FROM after that many accepted messages, with a 421 (`end_with="421"`) or by
+    dropping the connection without an answer (`end_with="drop"`).
+    """
 
     def __init__(self) -> None:
         self.messages: list[EmailMessage] = []
+        #: SMTP sessions opened (counted at their first EHLO)
+        self.sessions = 0
+        #: the session number each accepted message came over, in arrival order
+        self.session_of: list[int] = []
+        self.refuse_rcpt: dict[str, str] = {}
+        self.refuse_data_once: dict[str, str] = {}
+        self.end_session_after: int | None = None
+        self.end_with = "421"
         self._lock = threading.Lock()
 
+    def _session(self, session: Any) -> int:
+        number: int | None = getattr(session, "hub_number", None)
+        if number is None:
+            with self._lock:
+                self.sessions += 1
+                number = session.hub_number = self.sessions
+            session.hub_accepted = 0
+        return number
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        self._session(session)
+        session.host_name = hostname
+        return responses
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        self._session(session)
+        if self.end_session_after is not None and session.hub_accepted >= self.end_session_after:
+            if self.end_with == "drop":
+                server.transport.close()
+                return "250 OK"  # never reaches the client: the transport is closed
+            return "421 4.7.0 Too many messages in this session, closing"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        if address in self.refuse_rcpt:
+            return self.refuse_rcpt[address]
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.extend(options)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        [recipient] = envelope.rcpt_tos
+        refusal = self.refuse_data_once.pop(recipient, None)
+        if refusal is not None:
+            return refusal
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         with self._lock:
             self.messages.append(message)
+            self.session_of.append(self._session(session))
+        session.hub_accepted += 1
         return "250 Message accepted for delivery"
 
     def links(self) -> list[str]:
@@ -79,10 +139,14 @@ class SmtpServer:
     def __init__(self, port: int) -> None:
         self.port = port
         self.inbox = Inbox()
+        #: keyword arguments of aiosmtpd's `SMTP` (authenticator, tls_context, …)
+        self.options: dict[str, Any] = {}
         self._controller: Controller | None = None
 
     def start(self) -> None:
-        self._controller = Controller(self.inbox, hostname="127.0.0.1", port=self.port)
+        self._controller = Controller(
+            self.inbox, hostname="127.0.0.1", port=self.port, **self.options
+        )
         self._controller.start()
 
     def stop(self) -> None:
@@ -389,6 +453,188 @@ async def test_a_sender_that_dies_mid_delivery_is_taken_over_with_the_same_messa
         await db.close()
     [message] = smtp.inbox.messages
     assert str(message["Message-ID"]) == message_id(claimed.id, settings.mail_from)
+
+
+# --------------------------------------------------------------------------- SMTP connections
+
+
+def many(index: int) -> str:
+    """The address `queue_users` gives its `index`-th user."""
+    return f"many-{index}@example.com"
+
+
+@asynccontextmanager
+async def sending(
+    db_url: str, settings: Settings, mailer: SmtpMailer | None = None
+) -> AsyncIterator[None]:
+    """One process's sender running over `db_url` meanwhile."""
+    db = open_database(db_url)
+    sender = outbox.Sender(db, settings, mailer)
+    try:
+        sender.start()
+        yield
+    finally:
+        await sender.stop()
+        await db.close()
+
+
+async def outbox_rows(db_url: str) -> dict[str, tuple[str, int, str | None]]:
+    """Every message's (status, attempts, last error), by recipient."""
+    db = open_database(db_url)
+    ob = outbox_messages.c
+    try:
+        rows = await db.read(
+            lambda conn: conn.execute(
+                select(ob.recipient, ob.status, ob.attempts, ob.last_error)
+            ).all()
+        )
+    finally:
+        await db.close()
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+
+async def settled(db_url: str, count: int) -> dict[str, tuple[str, int, str | None]]:
+    """The outbox once none of its `count` messages is queued any more."""
+    deadline = time.monotonic() + 15
+    while True:
+        rows = await outbox_rows(db_url)
+        if len(rows) == count and all(status != "queued" for status, _, _ in rows.values()):
+            return rows
+        assert time.monotonic() < deadline, rows
+        await asyncio.sleep(0.05)
+
+
+def smtp_settings(db_url: str, smtp: SmtpServer, **overrides: Any) -> Settings:
+    """Fast test settings sending to `smtp`, one batch of up to 30 messages."""
+    values = {"smtp_host": "127.0.0.1", "smtp_port": smtp.port, "mail_batch_size": 30}
+    return mail_settings(db_url, **(values | overrides))
+
+
+def assert_each_once(received: list[EmailMessage], count: int) -> None:
+    ids = [str(m["Message-ID"]) for m in received]
+    assert len(ids) == count
+    assert len(set(ids)) == count, "an email was delivered twice"
+
+
+@pytest.mark.parametrize("connections", [1, 2, 3])
+async def test_a_batch_goes_out_over_at_most_smtp_connections_connections(
+    db_url: str, tenant: InitResult, smtp: SmtpServer, connections: int
+) -> None:
+    """30 messages, one batch: `smtp_connections` SMTP sessions, not one per message."""
+    await queue_users(db_url, tenant, 30)
+    smtp.start()
+    settings = smtp_settings(db_url, smtp, smtp_connections=connections)
+    async with sending(db_url, settings):
+        rows = await settled(db_url, 30)
+    assert {status for status, _, _ in rows.values()} == {"sent"}
+    assert_each_once(smtp.inbox.messages, 30)
+    assert smtp.inbox.sessions == connections
+    # Every connection carried its share, one message after another.
+    assert sorted(set(smtp.inbox.session_of)) == list(range(1, connections + 1))
+
+
+async def test_a_recipient_refused_mid_batch_fails_alone_and_the_connection_goes_on(
+    db_url: str, tenant: InitResult, smtp: SmtpServer
+) -> None:
+    await queue_users(db_url, tenant, 15)
+    smtp.inbox.refuse_rcpt[many(7)] = "550 5.1.1 No such user here"
+    smtp.start()
+    async with sending(db_url, smtp_settings(db_url, smtp, smtp_connections=1)):
+        rows = await settled(db_url, 15)
+    assert rows.pop(many(7)) == ("failed", 1, "recipient refused: [550]")
+    assert set(rows.values()) == {("sent", 1, None)}
+    assert sorted(str(m["To"]) for m in smtp.inbox.messages) == sorted(rows)
+    # The refusal was reset (RSET) and the messages after it went over the same session.
+    assert smtp.inbox.sessions == 1
+
+
+async def test_a_4xx_for_one_message_is_retried_and_the_message_arrives(
+    db_url: str, tenant: InitResult, smtp: SmtpServer
+) -> None:
+    await queue_users(db_url, tenant, 10)
+    smtp.inbox.refuse_data_once[many(3)] = "451 4.3.0 Try again later"
+    smtp.start()
+    async with sending(db_url, smtp_settings(db_url, smtp, smtp_connections=1)):
+        rows = await settled(db_url, 10)
+    assert rows.pop(many(3)) == ("sent", 2, None)
+    assert set(rows.values()) == {("sent", 1, None)}
+    assert_each_once(smtp.inbox.messages, 10)
+    assert str(smtp.inbox.messages[-1]["To"]) == many(3), "sent again by a later round"
+
+
+@pytest.mark.parametrize("end_with", ["421", "drop"])
+async def test_a_server_ending_sessions_after_a_few_messages_still_gets_the_batch_at_once(
+    db_url: str, tenant: InitResult, smtp: SmtpServer, end_with: str
+) -> None:
+    """A server closing each session after 4 messages (with a 421, or silently): connections
+    are opened again and the whole batch goes out in its first round, each message once."""
+    await queue_users(db_url, tenant, 30)
+    smtp.inbox.end_session_after = 4
+    smtp.inbox.end_with = end_with
+    smtp.start()
+    async with sending(db_url, smtp_settings(db_url, smtp, smtp_connections=2)):
+        rows = await settled(db_url, 30)
+    assert set(rows.values()) == {("sent", 1, None)}
+    assert_each_once(smtp.inbox.messages, 30)
+    assert max(smtp.inbox.session_of.count(n) for n in set(smtp.inbox.session_of)) == 4
+    assert smtp.inbox.sessions >= 8
+
+
+async def test_a_connection_carries_at_most_its_share_then_a_fresh_one_is_opened(
+    db_url: str, tenant: InitResult, smtp: SmtpServer
+) -> None:
+    await queue_users(db_url, tenant, 30)
+    smtp.start()
+    settings = smtp_settings(db_url, smtp, smtp_connections=2)
+    async with sending(db_url, settings, SmtpMailer(settings, messages_per_connection=5)):
+        rows = await settled(db_url, 30)
+    assert set(rows.values()) == {("sent", 1, None)}
+    assert_each_once(smtp.inbox.messages, 30)
+    assert smtp.inbox.sessions == 6
+    assert all(smtp.inbox.session_of.count(n) == 5 for n in range(1, 7))
+
+
+async def test_smtp_auth_logs_in_once_per_connection_and_a_refused_login_is_retried(
+    db_url: str, tenant: InitResult, smtp: SmtpServer
+) -> None:
+    """Failed authentication is the operator's to fix: every message waits, none fails."""
+    logins: list[tuple[str, str]] = []
+    password = {"accepted": "wrong"}
+
+    def authenticator(
+        server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        login, secret_ = data.login.decode(), data.password.decode()
+        logins.append((login, secret_))
+        ok = login == "hub" and secret_ == password["accepted"]
+        return AuthResult(success=ok, handled=False)
+
+    smtp.options = {"authenticator": authenticator, "auth_require_tls": False}
+    await queue_users(db_url, tenant, 12)
+    smtp.start()
+    settings = smtp_settings(
+        db_url, smtp, smtp_connections=2, smtp_username="hub", smtp_password="s3cret"
+    )
+    async with sending(db_url, settings):
+        await eventually(lambda: len(logins) >= 6)
+        rows = await outbox_rows(db_url)
+        assert {status for status, _, _ in rows.values()} == {"queued"}
+        assert all(error and error.startswith("SMTP 535") for _, _, error in rows.values())
+        assert smtp.inbox.messages == []
+        password["accepted"] = "s3cret"  # the operator fixes the mailbox
+        rows = await settled(db_url, 12)
+    assert {status for status, _, _ in rows.values()} == {"sent"}
+    assert_each_once(smtp.inbox.messages, 12)
+    # One login per connection, never one per message.
+    assert len(set(smtp.inbox.session_of)) <= 2
+    assert set(logins) <= {("hub", "s3cret")}
+
+
+def test_smtp_connections_must_be_at_least_one() -> None:
+    with pytest.raises(SettingsError, match="SCIM_HUB_SMTP_CONNECTIONS must be at least 1"):
+        load_settings(environ={"SCIM_HUB_SMTP_CONNECTIONS": "0"})
+    assert load_settings(environ={}).smtp_connections == 2
+    assert load_settings(environ={"SCIM_HUB_SMTP_CONNECTIONS": "3"}).smtp_connections == 3
 
 
 def test_backoff_doubles_up_to_the_cap() -> None:
