@@ -1,7 +1,7 @@
 """Composing activation emails and delivering them: SMTP (aiosmtplib) or `.eml` files.
 
 With `smtp_host` set, messages go to that server (plain, STARTTLS or implicit TLS, optional
-credentials). Without it — the embedded default — each message is written as
+credentials), a batch over at most `smtp_connections` connections that each send many messages. Without it — the embedded default — each message is written as
 `{outbox_dir}/{message id}.eml`, so `make run` needs no mail server and a developer can open the
 invitation. Both deliveries are idempotent per Message-ID: a resend after a crash carries the
 same Message-ID (SMTP) or overwrites the same file.
