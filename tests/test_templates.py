@@ -234,11 +234,15 @@ async def test_an_edit_shows_on_every_card_read_path(
     )
     ann = await provision(scim, person("ann@example.com", department="Sales"))
     ben = await provision(scim, person("ben@example.com", department="Sales"))
+    eli = await provision(scim, person("eli.ops@example.com", department="Ops"))
     await admin.ok("PATCH", f"/cards/{ben}/fields/display_name", {"value": "Ben Own"})
     await admin.ok("POST", f"/cards/{ben}/fields/logo_url/unlock")
     ann_before, ben_before = await admin.card(ann), await admin.card(ben)
     stored_before = await _stored_fields(db_url, ann)
     assert await _ids(admin, q="blinq team") == {ann}
+    # Eli's own display name ("Eli Ops", not in his userName) while templates set display_name.
+    assert await _ids(admin, q="eli ops") == {eli}
+    assert await _ids(admin, q="ann") == {ann}  # Ann's userName; her IdP name is under the template
 
     fields = {
         "display_name": "Contoso Team",
@@ -272,7 +276,11 @@ async def test_an_edit_shows_on_every_card_read_path(
     for card in listed["cards"]:
         check(card)
     for card in (await admin.ok("GET", "/cards"))["cards"]:
-        check(card)
+        if card["user"]["id"] == eli:
+            assert card["template"] is None
+            assert "website" not in card["fields"]
+        else:
+            check(card)
     me = await sign_in(db_url, ann)
     check((await client.get(ME, headers=me)).json())
 
@@ -280,6 +288,7 @@ async def test_an_edit_shows_on_every_card_read_path(
     assert await _ids(admin, q="contoso team") == {ann}
     assert await _ids(admin, q="blinq team") == set()
     assert await _ids(admin, q="ben own") == {ben}
+    assert await _ids(admin, q="eli ops") == {eli}
 
     # Modified moves with the template; the card's stored fields were not written.
     ann_after = await admin.card(ann)

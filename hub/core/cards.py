@@ -597,13 +597,14 @@ def _search(conn: Connection, workspace_pk: int, text: str) -> Any:
         func.lower(card_fields.c.value).contains(needle, autoescape=True),
     ]
     if setting:
+        # Without the IS NOT NULL a card with no template gets NULL from IN, and NOT NULL drops it.
         overlaid = or_(
             *(
                 and_(card_fields.c.name == name, cards.c.template_pk.in_(pks))
                 for name, pks in setting.items()
             )
         )
-        stored_match.append(~and_(card_fields.c.linked, overlaid))
+        stored_match.append(~and_(card_fields.c.linked, cards.c.template_pk.is_not(None), overlaid))
     return or_(
         exists().where(*stored_match),
         *template_matches,
