@@ -1,10 +1,11 @@
 """Composing activation emails and delivering them: SMTP (aiosmtplib) or `.eml` files.
 
 With `smtp_host` set, messages go to that server (plain, STARTTLS or implicit TLS, optional
-credentials), a batch over at most `smtp_connections` connections that each send many messages. Without it — the embedded default — each message is written as
-`{outbox_dir}/{message id}.eml`, so `make run` needs no mail server and a developer can open the
-invitation. Both deliveries are idempotent per Message-ID: a resend after a crash carries the
-same Message-ID (SMTP) or overwrites the same file.
+credentials), a batch over at most `smtp_connections` connections that each send many messages.
+Without it — the embedded default — each message is written as `{outbox_dir}/{message id}.eml`,
+so `make run` needs no mail server and a developer can open the invitation. Both deliveries are
+idempotent per Message-ID: a resend after a crash carries the same Message-ID (SMTP) or overwrites
+the same file.
 
 An activation email is `multipart/alternative` (plain text, then HTML), both parts UTF-8 in base64,
 built as bytes from a template rendered once per sender (`Composer`): the standard library's
