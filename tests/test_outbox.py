@@ -11,6 +11,8 @@ import email
 import email.policy
 import re
 import shutil
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -628,6 +630,66 @@ async def test_smtp_auth_logs_in_once_per_connection_and_a_refused_login_is_retr
     # One login per connection, never one per message.
     assert len(set(smtp.inbox.session_of)) <= 2
     assert set(logins) <= {("hub", "s3cret")}
+
+
+@pytest.fixture
+def server_tls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ssl.SSLContext:
+    """A server TLS context for 127.0.0.1 whose self-signed certificate the client trusts."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            *(openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"),
+            *("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"),
+            *("-keyout", str(key), "-out", str(cert)),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    # aiosmtplib's default context reads the trust store from SSL_CERT_FILE.
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+@pytest.mark.parametrize("security", ["starttls", "tls"])
+async def test_starttls_and_tls_secure_each_connection_once(
+    db_url: str, tenant: InitResult, smtp: SmtpServer, server_tls: ssl.SSLContext, security: str
+) -> None:
+    logins: list[str] = []
+
+    def authenticator(
+        server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        logins.append(data.login.decode())
+        return AuthResult(success=data.password == b"s3cret", handled=False)
+
+    # STARTTLS: AUTH only once the session is encrypted (aiosmtpd's default). Implicit TLS:
+    # encrypted from the start, which aiosmtpd's AUTH check does not see, hence the flag.
+    if security == "starttls":
+        smtp.options = {"tls_context": server_tls, "require_starttls": True}
+    else:
+        smtp.options = {"ssl_context": server_tls, "auth_require_tls": False}
+    smtp.options["authenticator"] = authenticator
+    await queue_users(db_url, tenant, 12)
+    smtp.start()
+    settings = smtp_settings(
+        db_url,
+        smtp,
+        smtp_security=security,
+        smtp_connections=2,
+        smtp_username="hub",
+        smtp_password="s3cret",
+    )
+    async with sending(db_url, settings):
+        rows = await settled(db_url, 12)
+    assert set(rows.values()) == {("sent", 1, None)}
+    assert_each_once(smtp.inbox.messages, 12)
+    assert len(set(smtp.inbox.session_of)) == 2
+    assert logins == ["hub", "hub"]
 
 
 def test_smtp_connections_must_be_at_least_one() -> None:
