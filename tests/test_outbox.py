@@ -70,6 +70,8 @@ class Inbox:
         self.refuse_data_once: dict[str, str] = {}
         self.end_session_after: int | None = None
         self.end_with = "421"
+        #: seconds the server takes to accept each message's DATA
+        self.delay = 0.0
         self._lock = threading.Lock()
 
     def _session(self, session: Any) -> int:
@@ -115,6 +117,8 @@ class Inbox:
         refusal = self.refuse_data_once.pop(recipient, None)
         if refusal is not None:
             return refusal
+        if self.delay:
+            await asyncio.sleep(self.delay)
         message = email.message_from_bytes(envelope.content, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
         with self._lock:
@@ -630,6 +634,24 @@ async def test_smtp_auth_logs_in_once_per_connection_and_a_refused_login_is_retr
     # One login per connection, never one per message.
     assert len(set(smtp.inbox.session_of)) <= 2
     assert set(logins) <= {("hub", "s3cret")}
+
+
+async def test_a_slow_server_never_keeps_a_batch_past_half_its_lease(
+    db_url: str, tenant: InitResult, smtp: SmtpServer
+) -> None:
+    """Messages go out one after another: with 0.1 s per message and a 0.6 s lease, a round
+    starts no message after 0.3 s and leaves the rest to later rounds, so no other sender can
+    claim a message while it is still going out."""
+    await queue_users(db_url, tenant, 10)
+    smtp.inbox.delay = 0.1
+    smtp.start()
+    settings = smtp_settings(db_url, smtp, smtp_connections=1, mail_lease_ms=600)
+    async with sending(db_url, settings):
+        rows = await settled(db_url, 10)
+    assert {status for status, _, _ in rows.values()} == {"sent"}
+    assert_each_once(smtp.inbox.messages, 10)
+    assert max(attempts for _, attempts, _ in rows.values()) > 1
+    assert smtp.inbox.sessions > 1
 
 
 @pytest.fixture

@@ -242,6 +242,7 @@ _QUIT_TIMEOUT: Final = 5.0
 #: "Service not available, closing transmission channel" (RFC 5321 §3.8): about the session, not
 #: the message, which goes out again on a new connection.
 _CLOSING: Final = 421
+_LATE: Final = "not started: the SMTP server was too slow for this batch's lease"
 
 
 class _Dropped(Exception):
@@ -260,8 +261,10 @@ class _Dropped(Exception):
 class _Batch:
     """A batch shared by its connections: what is left to send and what became of each."""
 
-    def __init__(self, messages: Sequence[Email]) -> None:
+    def __init__(self, messages: Sequence[Email], *, seconds: float) -> None:
         self.messages = messages
+        #: no message is started after this (`time.monotonic()`)
+        self.deadline = time.monotonic() + seconds
         self.outcomes: list[DeliveryError | None] = [None] * len(messages)
         #: indexes not yet taken by a connection, in order
         self.todo = collections.deque(range(len(messages)))
@@ -306,7 +309,9 @@ class SmtpMailer:
       temporary: the outbox retries them with backoff.
 
     A connection carries at most `messages_per_connection` messages, then QUITs and is opened
-    again. Connections last one batch.
+    again. Connections last one batch. No message is started once half the outbox lease
+    (`mail_lease_ms`) has gone by: the rest are retried later rather than risk another sender
+    claiming them while they are still going out.
     """
 
     def __init__(
@@ -325,10 +330,13 @@ class SmtpMailer:
         self._connections = settings.smtp_connections
         self._per_connection = max(1, messages_per_connection)
         self._quit_timeout = min(_QUIT_TIMEOUT, float(settings.smtp_timeout_seconds))
+        # Messages go out one after another on a connection: a slow server must not keep a
+        # batch past its lease, or another sender would claim and send it again.
+        self._batch_seconds = settings.mail_lease_ms / 2000
 
     async def deliver(self, messages: Sequence[Email]) -> list[DeliveryError | None]:
         """Send the batch over at most `smtp_connections` connections; outcomes in order."""
-        batch = _Batch(messages)
+        batch = _Batch(messages, seconds=self._batch_seconds)
         async with asyncio.TaskGroup() as group:
             for _ in range(min(self._connections, len(messages))):
                 group.create_task(self._connection(batch))
@@ -349,6 +357,9 @@ class SmtpMailer:
         spare = 1  # connections that may drop before answering anything
         try:
             while batch.todo:
+                if time.monotonic() >= batch.deadline:
+                    batch.stopped.append(DeliveryError(_LATE))
+                    break
                 if client is None:
                     try:
                         client = await self._open()
