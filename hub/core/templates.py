@@ -181,17 +181,18 @@ def list_templates(conn: Connection, workspace_pk: int) -> list[JSON]:
     return [render(row) for row in rows]
 
 
-def load(conn: Connection, workspace_pk: int, template_id: str) -> Any:
-    """One template row of the workspace.
+def load(conn: Connection, workspace_pk: int, template_id: str, *, lock: bool = False) -> Any:
+    """One template row of the workspace; `lock` holds it until commit (PostgreSQL).
 
     Raises:
         NotFound: there is no such template in this workspace.
     """
-    row = conn.execute(
-        select(*_COLUMNS).where(
-            templates.c.workspace_pk == workspace_pk, templates.c.id == template_id
-        )
-    ).first()
+    stmt = select(*_COLUMNS).where(
+        templates.c.workspace_pk == workspace_pk, templates.c.id == template_id
+    )
+    if lock:
+        stmt = stmt.with_for_update()
+    row = conn.execute(stmt).first()
     if row is None:
         raise NotFound(f"no template with id {template_id!r}")
     return row
@@ -278,7 +279,8 @@ def edit_template(
     Raises:
         NotFound, InvalidValue, InvalidFilter, Conflict.
     """
-    row = load(conn, workspace_pk, template_id)
+    # Locked: the fields it reverts are those no concurrent edit or delete has changed since.
+    row = load(conn, workspace_pk, template_id, lock=True)
     values: dict[str, Any] = {"modified": now_us()}
     if not isinstance(body.name, msgspec.UnsetType):
         values["name"] = _checked_name(body.name)
@@ -300,7 +302,8 @@ def delete_template(conn: Connection, workspace_pk: int, template_id: str) -> No
     Raises:
         NotFound: there is no such template in this workspace.
     """
-    row = load(conn, workspace_pk, template_id)
+    # Locked: the values the cards keep are the template's last, not one a concurrent edit replaces.
+    row = load(conn, workspace_pk, template_id, lock=True)
     detach(conn, cards.c.template_pk == row.pk, row.fields)
     conn.execute(delete(templates).where(templates.c.pk == row.pk))
 
