@@ -79,7 +79,7 @@ _CARD = (
 
 
 class FieldState(NamedTuple):
-    """One card field as stored (without its card)."""
+    """One card field, as stored or as a read shows it (`_shown`), without its card."""
 
     value: str | None
     source: str
