@@ -20,6 +20,7 @@ lookups by ``externalId``; DELETE keeps the user, inactive.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from hub.hookspecs import Dialect, JSONObject, RequestContext, hookimpl
@@ -75,6 +76,7 @@ def _fix_booleans(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=1024)  # the same few keys arrive in every request
 def _names_boolean(path: str) -> bool:
     """Does this key or path end in a boolean attribute (``active``, ``emails[…].primary``)?"""
     last = path.rsplit(".", 1)[-1].rsplit(":", 1)[-1]
