@@ -124,20 +124,7 @@ def render(row: Any, base: str, member_of: Sequence[tuple[str, str]] | None) -> 
     data: JSON = row.data
     resource: JSON = {"schemas": data.get("schemas", [USER_TYPE.schema.id]), "id": row.id}
     resource.update(data)
-    if row.active is not None:
-        resource["active"] = row.active
-    if member_of:
-        resource["groups"] = [
-            {"value": gid, "display": name, "$ref": f"{base}/Groups/{gid}", "type": "direct"}
-            for gid, name in member_of
-        ]
-    resource["meta"] = {
-        "resourceType": "User",
-        "created": to_iso(row.created),
-        "lastModified": to_iso(row.modified),
-        "location": _location(base, row.id),
-        "version": etag(row.version),
-    }
+    resource.update(_managed(row, base, member_of))
     return resource
 
 
@@ -152,24 +139,29 @@ def render_raw(row: Any, base: str, member_of: Sequence[tuple[str, str]] | None)
     keys come in another order than `render`'s, which JSON objects do not distinguish.
     """
     text: str = row.data
-    tail: JSON = {}
+    inner = text.strip()[1:-1].strip().encode()
+    head = b'{"id":' + _encode(row.id) + (b"," + inner if inner else b"")
+    return msgspec.Raw(head + b"," + _encode(_managed(row, base, member_of))[1:])
+
+
+def _managed(row: Any, base: str, member_of: Sequence[tuple[str, str]] | None) -> JSON:
+    """The attributes the hub keeps outside the stored document: active, groups, meta."""
+    managed: JSON = {}
     if row.active is not None:
-        tail["active"] = row.active
+        managed["active"] = row.active
     if member_of:
-        tail["groups"] = [
+        managed["groups"] = [
             {"value": gid, "display": name, "$ref": f"{base}/Groups/{gid}", "type": "direct"}
             for gid, name in member_of
         ]
-    tail["meta"] = {
+    managed["meta"] = {
         "resourceType": "User",
         "created": to_iso(row.created),
         "lastModified": to_iso(row.modified),
         "location": _location(base, row.id),
         "version": etag(row.version),
     }
-    inner = text.strip()[1:-1].strip().encode()
-    head = b'{"id":' + _encode(row.id) + (b"," + inner if inner else b"")
-    return msgspec.Raw(head + b"," + _encode(tail)[1:])
+    return managed
 
 
 #: Users whose groups one `_GROUPS_OF_MANY` looks up: a fixed list of parameters (padded with a
