@@ -163,11 +163,7 @@ _INSERT_LINK = Prepared(
     )
     .returning(activation_links.c.pk)
 )
-_SETTINGS = Prepared(
-    select(workspaces.c.send_activation_email).where(workspaces.c.pk == bindparam("b_ws"))
-)
-
-
+#: A workspace's activation toggle and the name its emails show.
 _WORKSPACE = Prepared(
     select(workspaces.c.send_activation_email, workspaces.c.name).where(
         workspaces.c.pk == bindparam("b_ws")
@@ -307,7 +303,7 @@ def send(conn: Connection, *, workspace_pk: int, user_ids: Sequence[str]) -> lis
 
 def workspace_settings(conn: Connection, workspace_pk: int) -> CardSettings:
     """Read a workspace's activation settings."""
-    return CardSettings(send_activation_email=bool(_SETTINGS.scalar(conn, b_ws=workspace_pk)))
+    return CardSettings(send_activation_email=bool(_WORKSPACE.scalar(conn, b_ws=workspace_pk)))
 
 
 def set_workspace_settings(

@@ -284,7 +284,10 @@ def _render_for(hub: Hub, caller: Caller, resource: JSON, method: str, rt: Resou
 
 
 def _response(
-    body: JSON, status: int = 200, version: int | None = None, location: str | None = None
+    body: JSON | msgspec.Raw,
+    status: int = 200,
+    version: int | None = None,
+    location: str | None = None,
 ) -> Response[bytes]:
     headers = {}
     if version is not None:
@@ -292,12 +295,6 @@ def _response(
     if location is not None:
         headers["Location"] = location
     return Response(_encode(body), status_code=status, media_type=SCIM_JSON, headers=headers)
-
-
-def _raw_response(body: msgspec.Raw, version: int) -> Response[bytes]:
-    return Response(
-        bytes(body), status_code=200, media_type=SCIM_JSON, headers={"ETag": etag(version)}
-    )
 
 
 def _note(
@@ -400,12 +397,12 @@ async def _get(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
     )
     if isinstance(outcome, users.StoredUser):
         _note(request, rt, rid, {"userName": outcome.user_name})
-        if matches_if_none_match(outcome.version, header(request, "if-none-match")):
-            return Response(b"", status_code=304, headers={"ETag": etag(outcome.version)})
-        return _raw_response(outcome.body, outcome.version)
-    _note(request, rt, rid, outcome.resource)
+    else:
+        _note(request, rt, rid, outcome.resource)
     if matches_if_none_match(outcome.version, header(request, "if-none-match")):
         return Response(b"", status_code=304, headers={"ETag": etag(outcome.version)})
+    if isinstance(outcome, users.StoredUser):
+        return _response(outcome.body, version=outcome.version)
     return _resource_response(request, caller, outcome, rt)
 
 
