@@ -7,7 +7,6 @@ create of the same userName (or externalId) brings the same user back.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -290,9 +289,7 @@ def create(
             b_key=cols["user_name_key"],
             b_ext=cols["external_id"],
         )
-    except IntegrityError as exc:
-        raise _taken(doc["userName"], None) from exc
-    except sqlite3.IntegrityError as exc:
+    except IntegrityError as exc:  # `Prepared` raises SQLAlchemy's, on every driver
         raise _taken(doc["userName"], None) from exc
     _audit(conn, caller, user_id, "create", {"attributes": sorted(doc)})
     resource = render(_Stored(pk, user_id, doc, active, 1, now, now), base, None)
