@@ -182,7 +182,7 @@ async def _worker(
                     {"op": "add", "path": "members", "value": [{"value": uid}]},
                 )
                 seen.requests += 1
-                if response.status_code == 200:
+                if response.status_code == 204:  # a member-only PATCH: no body
                     seen.members[group_id].add(uid)
             else:
                 uid = removable.pop()
@@ -191,7 +191,7 @@ async def _worker(
                     f"/Groups/{group_id}", {"op": "remove", "path": f'members[value eq "{uid}"]'}
                 )
                 seen.requests += 1
-                if response.status_code == 200:
+                if response.status_code == 204:
                     seen.removed[group_id].add(uid)
         except httpx.TransportError:
             seen.lost_connections += 1

@@ -41,15 +41,24 @@ async def test_group_lifecycle_with_members(scim: ScimClient) -> None:
     added = await scim.patch(
         f"/Groups/{gid}", ops({"op": "Add", "path": "members", "value": [{"value": c}]})
     )
-    assert member_ids(added.json()) == {a, b, c}
+    assert (added.status_code, added.content) == (204, b"")
+    assert added.headers["ETag"] == 'W/"2"'
+    assert member_ids((await scim.get(f"/Groups/{gid}")).json()) == {a, b, c}
     removed = await scim.patch(
-        f"/Groups/{gid}", ops({"op": "Remove", "path": f'members[value eq "{a}"]'})
+        f"/Groups/{gid}",
+        ops({"op": "Remove", "path": f'members[value eq "{a}"]'}),
+        params={"attributes": "members"},
     )
+    assert removed.status_code == 200, removed.text
     assert member_ids(removed.json()) == {b, c}
+    assert removed.headers["ETag"] == 'W/"3"'
     listed = await scim.patch(
-        f"/Groups/{gid}", ops({"op": "remove", "path": "members", "value": [{"value": b}]})
+        f"/Groups/{gid}",
+        ops({"op": "remove", "path": "members", "value": [{"value": b}]}),
+        params={"excludedAttributes": "displayName"},
     )
     assert member_ids(listed.json()) == {c}
+    assert "displayName" not in listed.json()
     renamed = await scim.patch(
         f"/Groups/{gid}", ops({"op": "replace", "value": {"displayName": "Sales EU"}})
     )
@@ -61,6 +70,42 @@ async def test_group_lifecycle_with_members(scim: ScimClient) -> None:
     assert (await scim.delete(f"/Groups/{gid}")).status_code == 204
     assert_scim_error(await scim.get(f"/Groups/{gid}"), 404)
     assert "groups" not in (await scim.get(f"/Users/{c}")).json()
+
+
+async def test_member_patch_answers_204_whatever_the_group_size(scim: ScimClient) -> None:
+    """RFC 7644 §3.5.2: a PATCH changing only members answers 204 with the new ETag, so a client
+    building a large group one PATCH at a time is never sent the whole member list back; any
+    other PATCH, or one asking for attributes, answers 200 with the group."""
+    people = await make_users(scim, 4)
+    gid = (await scim.post("/Groups", group_body("Big"))).json()["id"]
+    for n, person in enumerate(people[:3], start=2):
+        added = await scim.patch(
+            f"/Groups/{gid}", ops({"op": "add", "path": "members", "value": [{"value": person}]})
+        )
+        assert (added.status_code, added.content, added.headers["ETag"]) == (204, b"", f'W/"{n}"')
+    group = (await scim.get(f"/Groups/{gid}")).json()
+    assert member_ids(group) == set(people[:3])
+    assert group["meta"]["version"] == 'W/"4"'
+    # A member change and a rename together: the group comes back, members and all.
+    both = await scim.patch(
+        f"/Groups/{gid}",
+        ops(
+            {"op": "add", "path": "members", "value": [{"value": people[3]}]},
+            {"op": "replace", "path": "displayName", "value": "Bigger"},
+        ),
+    )
+    assert both.status_code == 200, both.text
+    assert (both.json()["displayName"], member_ids(both.json())) == ("Bigger", set(people))
+    # Removing every member is a membership change too.
+    emptied = await scim.patch(f"/Groups/{gid}", ops({"op": "remove", "path": "members"}))
+    assert emptied.status_code == 204
+    assert "members" not in (await scim.get(f"/Groups/{gid}")).json()
+    # A refused member PATCH changes nothing and says why.
+    refused = await scim.patch(
+        f"/Groups/{gid}", ops({"op": "add", "path": "members", "value": [{"value": "nobody"}]})
+    )
+    assert_scim_error(refused, 400, "invalidValue")
+    assert (await scim.get(f"/Groups/{gid}")).json()["meta"]["version"] == 'W/"6"'
 
 
 async def test_excluded_members_and_filters(scim: ScimClient) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
+import msgspec
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -33,6 +34,7 @@ from hub.core.resources import (
     filter_clause,
 )
 from hub.core.schema import GROUP_TYPE
+from hub.core.sql import Prepared
 from hub.core.tokens import Caller
 
 _COLUMNS = (
@@ -71,28 +73,42 @@ def _member(base: str, user_id: str, display: str | None) -> JSON:
     return member
 
 
+_MEMBERS_OF_ONE = Prepared(
+    select(users.c.id, memberships.c.display)
+    .join(users, users.c.pk == memberships.c.user_pk)
+    .where(memberships.c.group_pk == bindparam("b_pk"), users.c.deleted.is_(False))
+    .order_by(memberships.c.user_pk)  # the primary key's order: no sort
+)
+
+
 def _members_of(conn: Connection, group_pks: Sequence[int]) -> dict[int, list[Member]]:
     result: dict[int, list[Member]] = {}
     if not group_pks:
         return result
+    if len(group_pks) == 1:
+        (pk,) = group_pks
+        members = [(user_id, display) for user_id, display in _MEMBERS_OF_ONE.all(conn, b_pk=pk)]
+        return {pk: members} if members else result
     rows = conn.execute(
         select(memberships.c.group_pk, users.c.id, memberships.c.display)
         .join(users, users.c.pk == memberships.c.user_pk)
         .where(memberships.c.group_pk.in_(group_pks), users.c.deleted.is_(False))
-        .order_by(memberships.c.group_pk, users.c.pk)
+        .order_by(memberships.c.group_pk, memberships.c.user_pk)
     )
     for group_pk, user_id, display in rows:
         result.setdefault(group_pk, []).append((user_id, display))
     return result
 
 
-def _where_id(caller: Caller, group_id: str) -> tuple[Any, ...]:
-    return (groups.c.workspace_pk == caller.workspace_pk, groups.c.id == group_id)
+_BY_ID = (groups.c.workspace_pk == bindparam("b_ws"), groups.c.id == bindparam("b_id"))
+_LOAD = Prepared(select(*_COLUMNS).where(*_BY_ID))
+_LOAD_FOR_UPDATE = Prepared(select(*_COLUMNS).where(*_BY_ID).with_for_update())
+_LOAD_PK = Prepared(select(*_COLUMNS).where(groups.c.pk == bindparam("b_pk")))
 
 
 def _load(conn: Connection, caller: Caller, group_id: str, *, lock: bool = False) -> Any:
-    stmt = select(*_COLUMNS).where(*_where_id(caller, group_id))
-    row = conn.execute(stmt.with_for_update() if lock else stmt).first()
+    statement = _LOAD_FOR_UPDATE if lock else _LOAD
+    row = statement.first(conn, b_ws=caller.workspace_pk, b_id=group_id)
     if row is None:
         raise NotFound(f"no Group with id {group_id!r}")
     return row
@@ -127,21 +143,52 @@ def _user_pks(
     wanted = list(displays)
     if not wanted:
         return []
-    found: dict[str, int] = {}
-    for start in range(0, len(wanted), 500):
-        chunk = wanted[start : start + 500]
-        for pk, uid in conn.execute(
-            select(users.c.pk, users.c.id).where(
-                users.c.workspace_pk == caller.workspace_pk,
-                users.c.id.in_(chunk),
-                users.c.deleted.is_(False),
-            )
-        ):
-            found[uid] = pk
+    found = dict(_ids_to_pks(conn, caller, wanted, live=True))
     missing = [uid for uid in wanted if uid not in found]
     if missing:
         raise InvalidValue(f"members refer to unknown User ids: {', '.join(missing[:5])}")
     return [(found[uid], displays[uid]) for uid in wanted]
+
+
+#: User ids one `_USERS_BY_ID` resolves: a fixed list of parameters (padded with an id no user
+#: has) keeps the statement prepared, where an expanding `IN` is compiled per call. The id alone
+#: is in the WHERE clause (ids are unique across workspaces): given the workspace too, SQLite
+#: picks the workspace's index for a long IN list and scans every user of it.
+_IDS_CHUNK = 100
+_USERS_BY_ID = Prepared(
+    select(users.c.id, users.c.pk, users.c.workspace_pk, users.c.deleted).where(
+        users.c.id.in_([bindparam(f"u{i}") for i in range(_IDS_CHUNK)])
+    )
+)
+
+
+def _ids_to_pks(
+    conn: Connection, caller: Caller, ids: Sequence[str], *, live: bool
+) -> list[tuple[str, int]]:
+    """(id, pk) of the listed users of the caller's workspace; `live` skips deleted ones."""
+    found: list[tuple[str, int]] = []
+    for at in range(0, len(ids), _IDS_CHUNK):
+        chunk = list(ids[at : at + _IDS_CHUNK])
+        chunk += [""] * (_IDS_CHUNK - len(chunk))
+        params = {f"u{i}": uid for i, uid in enumerate(chunk)}
+        found.extend(
+            (row.id, row.pk)
+            for row in _USERS_BY_ID.all(conn, **params)
+            if row.workspace_pk == caller.workspace_pk and not (live and row.deleted)
+        )
+    return found
+
+
+def _add_statement(insert: Any) -> Prepared:
+    values: dict[str, Any] = {
+        "group_pk": bindparam("b_group"),
+        "user_pk": bindparam("b_user"),
+        "display": bindparam("b_display"),
+    }
+    return Prepared(insert(memberships).values(**values).on_conflict_do_nothing())
+
+
+_ADD_MEMBER = {"sqlite": _add_statement(sqlite_insert), "postgresql": _add_statement(pg_insert)}
 
 
 def _add_members(
@@ -149,9 +196,8 @@ def _add_members(
 ) -> None:
     if not members:
         return
-    rows = [{"group_pk": group_pk, "user_pk": pk, "display": display} for pk, display in members]
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    conn.execute(insert(memberships).on_conflict_do_nothing(), rows)
+    rows = [{"b_group": group_pk, "b_user": pk, "b_display": display} for pk, display in members]
+    _ADD_MEMBER[conn.dialect.name].run_many(conn, rows)
 
 
 def _remove_members(conn: Connection, group_pk: int, user_pks: Sequence[int] | None) -> None:
@@ -166,6 +212,25 @@ def _split_members(doc: JSON) -> tuple[JSON, list[Member] | None]:
     return doc, None if members is None else _member_ids(members)
 
 
+_INSERT = Prepared(
+    groups.insert()
+    .values(
+        id=bindparam("b_id"),
+        workspace_pk=bindparam("b_ws"),
+        connector_pk=bindparam("b_connector"),
+        data=bindparam("b_data", type_=groups.c.data.type),
+        version=1,
+        created=bindparam("b_now"),
+        modified=bindparam("b_now"),
+        display_name=bindparam("b_name"),
+        display_name_key=bindparam("b_name_key"),
+        external_id=bindparam("b_external"),
+    )
+    .returning(groups.c.pk),
+    json_params=("b_data",),
+)
+
+
 def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
     """Create a group with its members (RFC 7644 §3.3).
 
@@ -177,20 +242,18 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
     user_pks = _user_pks(conn, caller, member_ids or [])
     now = now_us()
     group_id = new_id()
-    pk = conn.execute(
-        groups.insert()
-        .values(
-            id=group_id,
-            workspace_pk=caller.workspace_pk,
-            connector_pk=caller.connector_pk,
-            data=doc,
-            version=1,
-            created=now,
-            modified=now,
-            **_columns(doc),
-        )
-        .returning(groups.c.pk)
-    ).scalar_one()
+    columns = _columns(doc)
+    pk = _INSERT.scalar(
+        conn,
+        b_id=group_id,
+        b_ws=caller.workspace_pk,
+        b_connector=caller.connector_pk,
+        b_data=doc,
+        b_now=now,
+        b_name=columns["display_name"],
+        b_name_key=columns["display_name_key"],
+        b_external=columns["external_id"],
+    )
     _add_members(conn, pk, user_pks)
     changes = {"attributes": sorted(doc), "members_added": _ids(member_ids)}
     _audit(conn, caller, group_id, "create", changes)
@@ -217,7 +280,7 @@ def _columns(doc: JSON) -> dict[str, Any]:
 
 
 def _outcome(conn: Connection, pk: int, base: str, event: Any, *, with_members: bool) -> Outcome:
-    row = conn.execute(select(*_COLUMNS).where(groups.c.pk == pk)).one()
+    row = _LOAD_PK.first(conn, b_pk=pk)
     members = _members_of(conn, [pk]).get(pk) if with_members else None
     return Outcome(render(row, base, members), row.version, event)
 
@@ -253,10 +316,19 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
     return fetch_page(conn, query, GROUP_TYPE, groups, _COLUMNS, where, rendered)
 
 
+_TOUCH = Prepared(
+    update(groups)
+    .where(groups.c.pk == bindparam("b_pk"))
+    .values(version=bindparam("b_version"), modified=bindparam("b_now"))
+)
+
+
 def _touch(conn: Connection, row: Any, doc: JSON | None) -> None:
-    values: dict[str, Any] = {"version": row.version + 1, "modified": now_us()}
-    if doc is not None:
-        values.update(data=doc, **_columns(doc))
+    if doc is None:
+        # What a membership PATCH does: a new version, nothing else of the row.
+        _TOUCH.run(conn, b_pk=row.pk, b_version=row.version + 1, b_now=now_us())
+        return
+    values = {"version": row.version + 1, "modified": now_us(), "data": doc, **_columns(doc)}
     conn.execute(update(groups).where(groups.c.pk == row.pk).values(**values))
 
 
@@ -304,11 +376,15 @@ def patch(
     max_operations: int = 1000,
     max_members: int = 1000,
     with_members: bool = True,
+    quiet: bool = False,
 ) -> Outcome:
     """Apply a PatchOp to a group (RFC 7644 §3.5.2), all operations or none.
 
     Membership operations (`add`/`replace`/`remove` on `members`, with a value list or a
     `members[value eq "…"]` filter) change rows; the others go through the PATCH engine.
+    With `quiet`, a PATCH that changes only members yields an outcome without content (the
+    route answers 204): rendering every member would make adding one to a group of n cost
+    O(n), and building a large group one PATCH at a time quadratic.
 
     Raises:
         NotFound, PreconditionFailed, InvalidValue, InvalidPath, NoTarget, Mutability.
@@ -343,7 +419,53 @@ def patch(
     if doc is not None or member_ops:
         _touch(conn, row, doc if doc is not None else None)
         _audit(conn, caller, row.id, "patch", _patch_changes(row.data, doc, member_ops))
+    if quiet and member_ops and not other_ops:
+        outcome = _outcome(conn, row.pk, base, "updated", with_members=False)
+        return msgspec.structs.replace(outcome, content=False)
     return _outcome(conn, row.pk, base, "updated", with_members=with_members)
+
+
+#: Members a POST or PATCH may name and still run as a short unit (`small_create`, …).
+SMALL_PATCH_MEMBERS = 100
+
+
+def small_create(body: Any) -> bool:
+    """Say whether a group's POST body lists at most `SMALL_PATCH_MEMBERS` members."""
+    if not isinstance(body, dict):
+        return False
+    members = next((v for k, v in body.items() if k.lower() == "members"), None)
+    return members is None or (isinstance(members, list) and len(members) <= SMALL_PATCH_MEMBERS)
+
+
+def small_member_patch(body: Any) -> bool:
+    """Say whether a PATCH body only adds or removes up to `SMALL_PATCH_MEMBERS` listed members.
+
+    Such a PATCH is a few indexed statements whatever the group's size (with `quiet`), so it may
+    run without a thread hand-off. Removing every member or replacing them touches every
+    membership row and is not small. A body this cannot read is not small; `patch` judges it.
+    """
+    if not isinstance(body, dict):
+        return False
+    operations = next((v for k, v in body.items() if k.lower() == "operations"), None)
+    if not isinstance(operations, list) or not operations:
+        return False
+    named = 0
+    for operation in operations:
+        if not isinstance(operation, dict):
+            return False
+        fields = {k.lower(): v for k, v in operation.items()}
+        path, value = fields.get("path"), fields.get("value")
+        if str(fields.get("op", "")).lower() not in ("add", "remove"):
+            return False
+        if not isinstance(path, str) or not path.strip().lower().startswith("members"):
+            return False
+        if path.strip().lower() == "members":
+            if not isinstance(value, list):
+                return False
+            named += len(value)
+        else:
+            named += path.lower().count("value")  # members[value eq "…" or value eq "…"]
+    return named <= SMALL_PATCH_MEMBERS
 
 
 def _patch_changes(
@@ -360,11 +482,7 @@ def _patch_changes(
 
 def _known_pks(conn: Connection, caller: Caller, members: Sequence[Member]) -> list[int]:
     """Pks of the listed users; unknown ids are skipped, since IdPs retry removals."""
-    ids = [uid for uid, _ in members]
-    rows = conn.execute(
-        select(users.c.pk).where(users.c.workspace_pk == caller.workspace_pk, users.c.id.in_(ids))
-    )
-    return [pk for (pk,) in rows]
+    return [pk for _, pk in _ids_to_pks(conn, caller, [uid for uid, _ in members], live=False)]
 
 
 def _split_operation(

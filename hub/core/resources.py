@@ -57,6 +57,8 @@ class Outcome(msgspec.Struct, frozen=True):
     version: int
     event: Literal["provisioned", "updated", "deprovisioned", "reactivated", "deleted", "none"]
     events: list[Event] = msgspec.field(default_factory=list)
+    #: False: the response carries no resource (204 No Content, RFC 7644 §3.5.2)
+    content: bool = True
 
 
 def etag(version: int) -> str:

@@ -371,7 +371,8 @@ async def _create(request: Request[Any, Any, Any], rt: ResourceType) -> Response
             return users.create(conn, caller, doc, hub.base, hub.provisioning(caller))
         return groups.create(conn, caller, doc, hub.base)
 
-    caller, outcome = await _run(request, work, writes=True, problem=problem, quick=rt is USER_TYPE)
+    quick = rt is USER_TYPE or groups.small_create(body)
+    caller, outcome = await _run(request, work, writes=True, problem=problem, quick=quick)
     _note(request, rt, outcome.resource.get("id"), outcome.resource)
     _announce(hub, caller, outcome, rt)
     return _resource_response(request, caller, outcome, rt, 201)
@@ -392,9 +393,9 @@ async def _get(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
 
     _, problem = await _parse(_accepting(request))
     _note(request, rt, rid, None)
-    caller, outcome = await _run(
-        request, work, writes=False, problem=problem, quick=rt is USER_TYPE
-    )
+    # A group without its members is one indexed read; with them, as long as the group.
+    quick = rt is USER_TYPE or not with_members
+    caller, outcome = await _run(request, work, writes=False, problem=problem, quick=quick)
     if isinstance(outcome, users.StoredUser):
         _note(request, rt, rid, {"userName": outcome.user_name})
     else:
@@ -432,9 +433,10 @@ async def _search(
         result: Page = service.search(conn, caller, params.query, hub.base)
         return result, params
 
-    quick = rt is USER_TYPE and (
-        _is_user_name_lookup(values) or _is_near_page(values, hub.settings.default_count)
-    )
+    if rt is USER_TYPE:
+        quick = _is_user_name_lookup(values) or _is_near_page(values, hub.settings.default_count)
+    else:
+        quick = _is_group_lookup(values)
     caller, (page, params) = await _run(request, work, writes=False, problem=problem, quick=quick)
     if params.query.as_stored:
         return _response(_list_body(page, page.resources, _cursor_kind(rt)))
@@ -453,14 +455,29 @@ def _decoded(resource: JSON | msgspec.Raw) -> JSON:
 
 #: `userName eq "…"`, the query every IdP sends before a create: one indexed look-up.
 _USER_NAME_EQ = re.compile(r'\s*userName\s+eq\s+"(?:[^"\\]|\\.)*"\s*', re.IGNORECASE)
+#: What Entra ID and Okta look groups up by (with `excludedAttributes=members`): an index each.
+_GROUP_KEY_EQ = re.compile(
+    r'\s*(?:displayName|externalId)\s+eq\s+"(?:[^"\\]|\\.)*"\s*', re.IGNORECASE
+)
 
 
 def _is_user_name_lookup(values: JSON) -> bool:
+    return _is_lookup(values, _USER_NAME_EQ)
+
+
+def _is_group_lookup(values: JSON) -> bool:
+    """A group looked up by name or externalId without its members: a few indexed reads."""
+    excluded = next((v for k, v in values.items() if str(k).lower() == "excludedattributes"), "")
+    hides_members = isinstance(excluded, str) and "members" in excluded.lower().split(",")
+    return hides_members and _is_lookup(values, _GROUP_KEY_EQ)
+
+
+def _is_lookup(values: JSON, pattern: re.Pattern[str]) -> bool:
     text = values.get("filter")
     return (
         isinstance(text, str)
         and len(text) < 1024
-        and _USER_NAME_EQ.fullmatch(text) is not None
+        and pattern.fullmatch(text) is not None
         and not values.get("sortBy")
         and values.get("startIndex") in (None, "1", 1)
         and "cursor" not in values
@@ -578,6 +595,8 @@ async def _patch(request: Request[Any, Any, Any], rt: ResourceType, rid: str) ->
     settings = hub.settings
     attributes, excluded = projection_params(request)
     with_members = wants(_members_attr(rt), attributes, excluded)
+    # A group PATCH changing only members, with no projection asked for, answers 204.
+    quiet = rt is GROUP_TYPE and not attributes and not excluded
 
     async def parse() -> JSON:
         check_accept(request)
@@ -609,11 +628,15 @@ async def _patch(request: Request[Any, Any, Any], rt: ResourceType, rid: str) ->
             settings.max_patch_operations,
             settings.max_group_members_per_patch,
             with_members,
+            quiet,
         )
 
-    caller, outcome = await _run(request, work, writes=True, problem=problem, quick=rt is USER_TYPE)
+    quick = rt is USER_TYPE or (quiet and groups.small_member_patch(body))
+    caller, outcome = await _run(request, work, writes=True, problem=problem, quick=quick)
     _note(request, rt, rid, outcome.resource)
     _announce(hub, caller, outcome, rt)
+    if not outcome.content:
+        return Response(b"", status_code=204, headers={"ETag": etag(outcome.version)})
     return _resource_response(request, caller, outcome, rt)
 
 
