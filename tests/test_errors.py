@@ -282,6 +282,18 @@ async def test_not_found(scim: ScimClient, path: str, scim_error: ScimError) -> 
     scim_error(await scim.get(path), 404)
 
 
+@pytest.mark.parametrize(
+    "path", ["/ServiceProviderConfig", "/Schemas", "/ResourceTypes", "/ResourceTypes/User"]
+)
+async def test_a_filter_on_a_discovery_endpoint_is_403(
+    scim: ScimClient, path: str, scim_error: ScimError
+) -> None:
+    """RFC 7644 §4: the discovery endpoints do not filter, and say so rather than ignore it."""
+    error = scim_error(await scim.get(path, params={"filter": 'id eq "User"'}), 403)
+    assert "filter" in error["detail"]
+    assert (await scim.get(path)).status_code == 200
+
+
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
 async def test_not_found_on_writes(scim: ScimClient, method: str, scim_error: ScimError) -> None:
     before = await snapshot(scim)

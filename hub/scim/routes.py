@@ -25,6 +25,7 @@ from hub.core.connectors import effective_mapping, ignored_paths, overrides_of, 
 from hub.core.database import Database
 from hub.core.dialects import Dialect, renders_as_stored
 from hub.core.errors import (
+    Forbidden,
     InvalidSyntax,
     InvalidValue,
     NotFound,
@@ -710,7 +711,13 @@ async def _discovery(
     def work(conn: Connection, caller: Caller) -> None:
         return None
 
-    _, problem = await _parse(_accepting(request))
+    async def check() -> None:
+        check_accept(request)
+        if any(key.lower() == "filter" for key in request.query_params):
+            # RFC 7644 §4: so a client cannot take the documents for ones matching its filter.
+            raise Forbidden("the discovery endpoints do not filter; ask without 'filter'")
+
+    _, problem = await _parse(check)
     await _run(request, work, writes=False, problem=problem)
     return _response(build(hub))
 
