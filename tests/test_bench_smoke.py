@@ -1,7 +1,8 @@
 """The benchmark harness cannot rot: tiny runs, no thresholds.
 
 hub vs floor through every phase; and, side by side, the scale benchmark on a few hundred seeded
-users and a 2-workspace many-tenants run. Each checks its requests against the hub's /metrics.
+users and a 2-workspace many-tenants run; the group-membership sync, hub and peer. Each checks its
+requests against the hub's /metrics.
 """
 
 from __future__ import annotations
@@ -108,3 +109,47 @@ def test_scale_and_tenants_smoke(tmp_path: Path) -> None:
     assert tenants["errors"] == 0, tenants["error_samples"]
     assert tenants["complete"] is True
     assert outputs["tenants"]["metrics_check"]["match"] is True
+
+
+@pytest.mark.server
+def test_groups_smoke(tmp_path: Path) -> None:
+    out = tmp_path / "groups.jsonl"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.groups",
+            "--smoke",
+            "--timeout",
+            "60",
+            "--tmpdir",
+            str(tmp_path),
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1
+    result = json.loads(lines[0])
+    assert result["errors_total"] == 0
+    assert result["failed_servers"] == []
+    assert set(result["servers"]) == {"hub", "peer"}
+    # 60 users, 3 groups: each user joins the large group and one other; every 10th leaves.
+    expected = {"users": 60, "groups": 6, "members": 120, "remove": 6}
+    for name, server in result["servers"].items():
+        assert {p: f["requests"] for p, f in server["phases"].items()} == expected, name
+        for phase, figures in server["phases"].items():
+            assert figures["errors"] == 0, (name, phase, figures["error_samples"])
+            assert not figures["timed_out"], (name, phase)
+        assert server["verify"]["member_count"] == 54, (name, server["verify"])
+        assert server["steps"]["large_first_10pct"]["requests"] == 6, name
+        assert server["steps"]["large_last_10pct"]["requests"] == 6, name
+    assert set(result["ratios"]["hub/peer"]) == set(expected)
+    check = result["servers"]["hub"]["metrics_check"]
+    assert check == {"sent": 193, "counted": 193, "match": True}, check

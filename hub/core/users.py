@@ -592,6 +592,14 @@ def patch(
     return _save(conn, caller, row, doc, active, base, provisioning, "patch")
 
 
+_END_MEMBERSHIPS = Prepared(delete(memberships).where(memberships.c.user_pk == bindparam("b_pk")))
+_MARK_DELETED = Prepared(
+    update(users)
+    .where(users.c.pk == bindparam("b_pk"))
+    .values(deleted=True, active=False, version=bindparam("b_version"), modified=bindparam("b_now"))
+)
+
+
 def remove(
     conn: Connection,
     caller: Caller,
@@ -609,12 +617,8 @@ def remove(
     """
     row = _load(conn, caller, user_id, lock=True)
     check_if_match(row.version, if_match)
-    conn.execute(delete(memberships).where(memberships.c.user_pk == row.pk))
-    conn.execute(
-        update(users)
-        .where(users.c.pk == row.pk)
-        .values(deleted=True, active=False, version=row.version + 1, modified=now_us())
-    )
+    _END_MEMBERSHIPS.run(conn, b_pk=row.pk)
+    _MARK_DELETED.run(conn, b_pk=row.pk, b_version=row.version + 1, b_now=now_us())
     _audit(conn, caller, row.id, "delete", {})
     resource = render(row, base, None)
     events = user_written(conn, caller, row.pk, resource, "deleted", provisioning)
