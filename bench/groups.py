@@ -50,7 +50,7 @@ Patch = tuple[common.Recorder, str, bytes]
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.groups", description=__doc__)
-    parser.add_argument("--users", type=int, default=None, help="users (5,000)")
+    parser.add_argument("--users", type=int, default=None, help="users (2,000)")
     parser.add_argument("--groups", type=int, default=None, help="groups (10)")
     parser.add_argument("--concurrency", type=int, default=None, help="requests in flight (16)")
     parser.add_argument("--servers", default="hub,peer", help="comma list of hub,peer")
@@ -61,7 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     args = parser.parse_args(argv)
     smoke = args.smoke
-    args.users = args.users if args.users is not None else (60 if smoke else 5000)
+    args.users = args.users if args.users is not None else (60 if smoke else 2000)
     args.groups = args.groups if args.groups is not None else (3 if smoke else 10)
     args.concurrency = args.concurrency if args.concurrency is not None else (4 if smoke else 16)
     args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
