@@ -198,7 +198,7 @@ async def _run(
     finally:
         # Known even when the work failed, so the provisioning log can show the failure.
         if seen:
-            request.state.caller = seen[0]
+            _state(request)["caller"] = seen[0]
             hub.limiter.admit(token_digest, seen[0].rate_limit)
     if not writes:
         hub.remember_use(caller)
@@ -298,6 +298,12 @@ def _response(
     return Response(_encode(body), status_code=status, media_type=SCIM_JSON, headers=headers)
 
 
+def _state(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    """The request's state dict itself: `request.state` wraps it in a new `State` every time."""
+    state: dict[str, Any] = request.scope.setdefault("state", {})
+    return state
+
+
 def _note(
     request: Request[Any, Any, Any], rt: ResourceType, resource_id: Any, doc: JSON | None
 ) -> None:
@@ -306,7 +312,7 @@ def _note(
     if doc is not None:
         key = "username" if rt is USER_TYPE else "displayname"
         name = next((v for k, v in doc.items() if k.lower() == key), None)
-    request.state.activity = (
+    _state(request)["activity"] = (
         rt.name,
         resource_id if isinstance(resource_id, str) else None,
         name if isinstance(name, str) else None,
