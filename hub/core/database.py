@@ -215,7 +215,10 @@ class SqliteDatabase:
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Connection) -> None:
             # Straight to the driver: SQLAlchemy's statement path costs more than the BEGIN.
-            conn.connection.dbapi_connection.execute(begin)  # type: ignore[union-attr]
+            dbapi = conn.connection.dbapi_connection
+            if begin == "BEGIN" and dbapi.in_transaction:  # type: ignore[union-attr]
+                return  # a short read began it on the driver already (`_read_now`)
+            dbapi.execute(begin)  # type: ignore[union-attr]
 
         return engine
 
@@ -271,7 +274,39 @@ class SqliteDatabase:
                 self._opened.append(conn)
         return conn
 
+    def _read_now(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        """A short read in a transaction begun and ended on the driver itself.
+
+        SQLAlchemy's `begin()`/`commit()` cost more than the BEGIN and COMMIT they issue, on every
+        GET. A statement the unit runs through `Connection.execute` joins the transaction (the
+        begin hook sees it open) and SQLAlchemy's side of it is ended here too.
+        """
+        conn = self._connection(self._read_engine)
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        try:
+            dbapi.execute("BEGIN")
+            try:
+                result = fn(conn, *args, **kwargs)
+            except BaseException:
+                if conn.in_transaction():
+                    conn.rollback()
+                if dbapi.in_transaction:
+                    dbapi.rollback()
+                raise
+            if conn.in_transaction():
+                conn.commit()
+            if dbapi.in_transaction:
+                dbapi.commit()
+            return result
+        except (sqlalchemy.exc.OperationalError, sqlite3.OperationalError) as exc:
+            if "locked" in str(exc) or "unable to open" in str(exc):
+                raise Unavailable("the database is busy or unreachable; retry shortly") from exc
+            raise
+
     def _call_now(self, kind: str, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        if kind == "read":
+            return self._read_now(fn, args, kwargs)
         conn = self._connection_now(kind)
         try:
             transaction = conn.begin()
