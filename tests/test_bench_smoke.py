@@ -20,24 +20,12 @@ from bench.load import PHASES
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.server
-def test_bench_smoke_hub_and_floor(tmp_path: Path) -> None:
-    out = tmp_path / "bench.jsonl"
+def run_bench(tmp_path: Path, module: str, *args: str) -> dict[str, Any]:
+    """Run `python -m <module> --smoke …` to completion; return the JSON line it wrote."""
+    out = tmp_path / f"{module}.jsonl"
+    where = ["--tmpdir", str(tmp_path), "--json", str(out)]
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench",
-            "--smoke",
-            "--servers",
-            "hub,floor",
-            "--phase-timeout",
-            "20",
-            "--tmpdir",
-            str(tmp_path),
-            "--json",
-            str(out),
-        ],
+        [sys.executable, "-m", module, "--smoke", *args, *where],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -47,9 +35,15 @@ def test_bench_smoke_hub_and_floor(tmp_path: Path) -> None:
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     lines = out.read_text().splitlines()
     assert len(lines) == 1
-    result = json.loads(lines[0])
+    result: dict[str, Any] = json.loads(lines[0])
     assert result["errors_total"] == 0
     assert result["failed_servers"] == []
+    return result
+
+
+@pytest.mark.server
+def test_bench_smoke_hub_and_floor(tmp_path: Path) -> None:
+    result = run_bench(tmp_path, "bench", "--servers", "hub,floor", "--phase-timeout", "20")
     assert set(result["servers"]) == {"hub", "floor"}
     for name, server in result["servers"].items():
         assert list(server["phases"]) == list(PHASES), name
@@ -113,32 +107,7 @@ def test_scale_and_tenants_smoke(tmp_path: Path) -> None:
 
 @pytest.mark.server
 def test_groups_smoke(tmp_path: Path) -> None:
-    out = tmp_path / "groups.jsonl"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.groups",
-            "--smoke",
-            "--timeout",
-            "60",
-            "--tmpdir",
-            str(tmp_path),
-            "--json",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-    lines = out.read_text().splitlines()
-    assert len(lines) == 1
-    result = json.loads(lines[0])
-    assert result["errors_total"] == 0
-    assert result["failed_servers"] == []
+    result = run_bench(tmp_path, "bench.groups", "--timeout", "60")
     assert set(result["servers"]) == {"hub", "peer"}
     # 60 users, 3 groups: each user joins the large group and one other; every 10th leaves.
     expected = {"users": 60, "groups": 6, "members": 120, "remove": 6}
