@@ -26,6 +26,7 @@ import structlog
 
 from hub import hookspecs
 from hub.core.dialects import PROFILE_FIELDS, Dialect, RequestContext
+from hub.core.events import Lazy
 from hub.settings import SettingsError
 from rules import FilterSyntaxError, parse_path
 
@@ -84,13 +85,20 @@ class Registry:
         )
 
     def broadcast(self, hook: str, **kwargs: Any) -> None:
-        """Call an event hook on every plugin; a failing plugin is logged by name and skipped."""
+        """Call an event hook on every plugin; a failing plugin is logged by name and skipped.
+
+        A `Lazy` argument is built only if some plugin implements the hook.
+        """
         caller = getattr(self.manager.hook, hook)
         for impl in caller.get_hookimpls():
             try:
-                impl.function(**{k: kwargs[k] for k in impl.argnames})
+                impl.function(**{k: _resolved(kwargs[k]) for k in impl.argnames})
             except Exception:
                 log.exception("plugin hook failed", plugin=impl.plugin_name, hook=hook)
+
+
+def _resolved(argument: Any) -> Any:
+    return argument.value() if isinstance(argument, Lazy) else argument
 
 
 def _distribution_version(entry_point: importlib.metadata.EntryPoint) -> str:

@@ -45,7 +45,7 @@ from hub.core import templates
 from hub.core.clock import now_us, to_iso
 from hub.core.dialects import PROFILE_FIELDS
 from hub.core.errors import Conflict, Forbidden, InvalidValue, NotFound
-from hub.core.events import Event
+from hub.core.events import Event, Lazy
 from hub.core.ids import new_id
 from hub.core.models import activation_links, card_fields, cards, users
 from hub.core.models import templates as templates_table
@@ -207,7 +207,10 @@ def _create(
         created=now,
         modified=now,
     )
-    card = _render(head, [SimpleNamespace(name=n, **f._asdict()) for n, f in fields.items()])
+
+    def card() -> JSON:
+        return _render(head, [SimpleNamespace(name=n, **f._asdict()) for n, f in fields.items()])
+
     events = [
         Event(
             "card_created",
@@ -215,7 +218,7 @@ def _create(
                 "workspace": caller.workspace_id,
                 "connector": caller.connector_id,
                 "user": resource,
-                "card": card,
+                "card": Lazy(card),
             },
         )
     ]
@@ -226,7 +229,7 @@ def _create(
                 {
                     "workspace": caller.workspace_id,
                     "user": resource,
-                    "template": templates.render(template),
+                    "template": Lazy(lambda: templates.render(template)),
                 },
             )
         )
