@@ -426,19 +426,19 @@ def patch(
 
 
 #: Members a POST or PATCH may name and still run as a short unit (`small_create`, …).
-SMALL_PATCH_MEMBERS = 100
+SHORT_UNIT_MEMBERS = 100
 
 
 def small_create(body: Any) -> bool:
-    """Say whether a group's POST body lists at most `SMALL_PATCH_MEMBERS` members."""
+    """Say whether a group's POST body lists at most `SHORT_UNIT_MEMBERS` members."""
     if not isinstance(body, dict):
         return False
     members = next((v for k, v in body.items() if k.lower() == "members"), None)
-    return members is None or (isinstance(members, list) and len(members) <= SMALL_PATCH_MEMBERS)
+    return members is None or (isinstance(members, list) and len(members) <= SHORT_UNIT_MEMBERS)
 
 
 def small_member_patch(body: Any) -> bool:
-    """Say whether a PATCH body only adds or removes up to `SMALL_PATCH_MEMBERS` listed members.
+    """Say whether a PATCH body only adds or removes up to `SHORT_UNIT_MEMBERS` listed members.
 
     Such a PATCH is a few indexed statements whatever the group's size (with `quiet`), so it may
     run without a thread hand-off. Removing every member or replacing them touches every
@@ -465,7 +465,7 @@ def small_member_patch(body: Any) -> bool:
             named += len(value)
         else:
             named += path.lower().count("value")  # members[value eq "…" or value eq "…"]
-    return named <= SMALL_PATCH_MEMBERS
+    return named <= SHORT_UNIT_MEMBERS
 
 
 def _patch_changes(
