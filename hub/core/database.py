@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
@@ -99,6 +99,17 @@ _RESTART_FRAMES = 1000
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024
 #: How long a short write waits for the write lock (as the threads' `busy_timeout`).
 _LOCK_WAIT_S = 10.0
+
+
+@contextlib.contextmanager
+def _busy_is_unavailable() -> Iterator[None]:
+    """A locked or unreachable SQLite file is `Unavailable` (503); other errors pass through."""
+    try:
+        yield
+    except (sqlalchemy.exc.OperationalError, sqlite3.OperationalError) as exc:
+        if "locked" in str(exc) or "unable to open" in str(exc):
+            raise Unavailable("the database is busy or unreachable; retry shortly") from exc
+        raise
 
 
 class _Busy(Exception):
@@ -235,12 +246,8 @@ class SqliteDatabase:
 
     def _call(self, engine: Engine, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
         conn = self._connection(engine)
-        try:
+        with _busy_is_unavailable():
             return _run_in_transaction(conn, fn, *args, **kwargs)
-        except (sqlalchemy.exc.OperationalError, sqlite3.OperationalError) as exc:
-            if "locked" in str(exc) or "unable to open" in str(exc):
-                raise Unavailable("the database is busy or unreachable; retry shortly") from exc
-            raise
 
     async def read(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -261,9 +268,7 @@ class SqliteDatabase:
                 self._writer, self._call, self._write_engine, fn, args, kwargs
             )
 
-    def _connection_now(self, kind: str) -> Connection:
-        if kind == "read":
-            return self._connection(self._read_engine)
+    def _write_connection_now(self) -> Connection:
         conn: Connection | None = getattr(self._local, "write_now", None)
         if conn is None or conn.closed:
             conn = self._write_engine.connect()
@@ -284,7 +289,7 @@ class SqliteDatabase:
         conn = self._connection(self._read_engine)
         dbapi = conn.connection.dbapi_connection
         assert dbapi is not None
-        try:
+        with _busy_is_unavailable():
             dbapi.execute("BEGIN")
             try:
                 result = fn(conn, *args, **kwargs)
@@ -299,34 +304,23 @@ class SqliteDatabase:
             if dbapi.in_transaction:
                 dbapi.commit()
             return result
-        except (sqlalchemy.exc.OperationalError, sqlite3.OperationalError) as exc:
-            if "locked" in str(exc) or "unable to open" in str(exc):
-                raise Unavailable("the database is busy or unreachable; retry shortly") from exc
-            raise
 
-    def _call_now(self, kind: str, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
-        if kind == "read":
-            return self._read_now(fn, args, kwargs)
-        conn = self._connection_now(kind)
+    def _write_now(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        conn = self._write_connection_now()
         try:
             transaction = conn.begin()
         except (sqlalchemy.exc.OperationalError, sqlite3.OperationalError) as exc:
-            if kind == "write" and "locked" in str(exc):
+            if "locked" in str(exc):
                 raise _Busy from exc
             raise Unavailable("the database is busy or unreachable; retry shortly") from exc
-        try:
-            with transaction:
-                return fn(conn, *args, **kwargs)
-        except (sqlalchemy.exc.OperationalError, sqlite3.OperationalError) as exc:
-            if "locked" in str(exc) or "unable to open" in str(exc):
-                raise Unavailable("the database is busy or unreachable; retry shortly") from exc
-            raise
+        with _busy_is_unavailable(), transaction:
+            return fn(conn, *args, **kwargs)
 
     async def read_now(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
         """Run a short read unit on the calling thread, in a read transaction."""
-        return self._call_now("read", fn, args, kwargs)
+        return self._read_now(fn, args, kwargs)
 
     async def write_now(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -344,7 +338,7 @@ class SqliteDatabase:
             pause = 0.0005
             while True:
                 try:
-                    return self._call_now("write", fn, args, kwargs)
+                    return self._write_now(fn, args, kwargs)
                 except _Busy as exc:
                     if loop.time() >= deadline:
                         raise Unavailable("the database is busy; retry shortly") from exc
