@@ -34,7 +34,7 @@ from hub.core.resources import (
     filter_clause,
 )
 from hub.core.schema import GROUP_TYPE
-from hub.core.sql import Prepared
+from hub.core.sql import Prepared, fixed_in, fixed_in_params
 from hub.core.tokens import Caller
 
 _COLUMNS = (
@@ -150,14 +150,13 @@ def _user_pks(
     return [(found[uid], displays[uid]) for uid in wanted]
 
 
-#: User ids one `_USERS_BY_ID` resolves: a fixed list of parameters (padded with an id no user
-#: has) keeps the statement prepared, where an expanding `IN` is compiled per call. The id alone
+#: User ids one `_USERS_BY_ID` resolves (a fixed `IN` list, padded with the id ""). The id alone
 #: is in the WHERE clause (ids are unique across workspaces): given the workspace too, SQLite
 #: picks the workspace's index for a long IN list and scans every user of it.
 _IDS_CHUNK = 100
 _USERS_BY_ID = Prepared(
     select(users.c.id, users.c.pk, users.c.workspace_pk, users.c.deleted).where(
-        users.c.id.in_([bindparam(f"u{i}") for i in range(_IDS_CHUNK)])
+        fixed_in(users.c.id, _IDS_CHUNK)
     )
 )
 
@@ -167,10 +166,7 @@ def _ids_to_pks(
 ) -> list[tuple[str, int]]:
     """(id, pk) of the listed users of the caller's workspace; `live` skips deleted ones."""
     found: list[tuple[str, int]] = []
-    for at in range(0, len(ids), _IDS_CHUNK):
-        chunk = list(ids[at : at + _IDS_CHUNK])
-        chunk += [""] * (_IDS_CHUNK - len(chunk))
-        params = {f"u{i}": uid for i, uid in enumerate(chunk)}
+    for params in fixed_in_params(ids, _IDS_CHUNK, ""):
         found.extend(
             (row.id, row.pk)
             for row in _USERS_BY_ID.all(conn, **params)

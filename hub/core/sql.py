@@ -23,11 +23,11 @@ post-compile parameter, another driver) runs through `Connection.execute`.
 from __future__ import annotations
 
 from collections import namedtuple
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import JSON, Boolean, Connection
+from sqlalchemy import JSON, Boolean, ColumnElement, Connection, bindparam
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable
 
@@ -231,3 +231,23 @@ class Prepared:
         if plan is None:
             return int(conn.execute(self.stmt, params).rowcount)
         return int(self._execute(conn, plan, params).rowcount)
+
+
+def fixed_in(column: ColumnElement[Any], size: int) -> ColumnElement[bool]:
+    """`column IN (:u0, …, :u{size-1})`, for a `Prepared` statement.
+
+    A list of fixed length keeps the statement prepared, where an expanding `IN` is compiled on
+    every call. `fixed_in_params` gives its parameters.
+    """
+    return column.in_([bindparam(f"u{i}") for i in range(size)])
+
+
+def fixed_in_params(values: Sequence[Any], size: int, pad: Any) -> Iterator[dict[str, Any]]:
+    """The parameters of a `fixed_in` list for `values`, `size` at a time.
+
+    Each chunk is padded with `pad`, a value no row has.
+    """
+    for at in range(0, len(values), size):
+        chunk = list(values[at : at + size])
+        chunk += [pad] * (size - len(chunk))
+        yield {f"u{i}": value for i, value in enumerate(chunk)}

@@ -34,7 +34,7 @@ from hub.core.resources import (
     filter_clause,
 )
 from hub.core.schema import USER_TYPE
-from hub.core.sql import Prepared
+from hub.core.sql import Prepared, fixed_in, fixed_in_params
 from hub.core.tokens import Caller
 
 _COLUMNS = (
@@ -163,24 +163,19 @@ def _managed(row: Any, base: str, member_of: Sequence[tuple[str, str]] | None) -
     return managed
 
 
-#: Users whose groups one `_GROUPS_OF_MANY` looks up: a fixed list of parameters (padded with a
-#: pk no user has) keeps the statement prepared, where an expanding `IN` is compiled per call.
+#: Users whose groups one `_GROUPS_OF_MANY` looks up (a fixed `IN` list, padded with pk 0).
 _GROUPS_CHUNK = 100
 _GROUPS_OF_MANY = Prepared(
     select(memberships.c.user_pk, groups.c.id, groups.c.display_name)
     .join(groups, groups.c.pk == memberships.c.group_pk)
-    .where(memberships.c.user_pk.in_([bindparam(f"u{i}") for i in range(_GROUPS_CHUNK)]))
+    .where(fixed_in(memberships.c.user_pk, _GROUPS_CHUNK))
     .order_by(groups.c.pk)
 )
 
 
 def _groups_of(conn: Connection, user_pks: Iterable[int]) -> dict[int, list[tuple[str, str]]]:
     result: dict[int, list[tuple[str, str]]] = {}
-    pks = list(user_pks)
-    for at in range(0, len(pks), _GROUPS_CHUNK):
-        chunk = pks[at : at + _GROUPS_CHUNK]
-        chunk += [0] * (_GROUPS_CHUNK - len(chunk))
-        params = {f"u{i}": pk for i, pk in enumerate(chunk)}
+    for params in fixed_in_params(list(user_pks), _GROUPS_CHUNK, 0):
         for user_pk, group_id, name in _GROUPS_OF_MANY.all(conn, **params):
             result.setdefault(user_pk, []).append((group_id, name))
     return result
