@@ -367,6 +367,8 @@ class SmtpMailer:
                         batch.stopped.append(exc)
                         return
                     answered = carried = 0
+                    if not batch.todo:
+                        break  # the other connections took the rest while this one opened
                 index = batch.todo.popleft()
                 lost: DeliveryError | None = None
                 try:
