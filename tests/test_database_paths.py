@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import Connection, text
 
 from hub.core.database import SqliteDatabase
@@ -163,3 +164,101 @@ async def test_the_wal_is_rewound_under_a_steady_stream_of_writes(sqlite_file: P
     rewinds = sum(1 for a, b in itertools.pairwise(samples) if b < a)
     assert rewinds >= 2, samples
     assert max(samples) < 6000, max(samples)
+
+
+def _items(conn: Connection) -> list[int]:
+    return [row[0] for row in conn.execute(text("SELECT x FROM item ORDER BY x"))]
+
+
+async def _with_items_table(db: SqliteDatabase) -> None:
+    def create(conn: Connection) -> None:
+        conn.execute(text("CREATE TABLE item (x INTEGER PRIMARY KEY)"))
+        conn.execute(text("CREATE TABLE child (x INTEGER REFERENCES item (x))"))
+
+    await db.write(create)
+
+
+async def test_short_writes_queued_together_commit_together_and_one_that_raises_alone_is_undone(
+    sqlite_file: Path,
+) -> None:
+    """A dozen short writes arriving at once share one transaction (one COMMIT); the one that
+    raises after writing is rolled back alone and its caller gets its error."""
+    db = SqliteDatabase(f"sqlite+aiosqlite:///{sqlite_file}")
+
+    def insert(conn: Connection, x: int) -> object:
+        conn.execute(text("INSERT INTO item VALUES (:x)"), {"x": x})
+        if x == 5:
+            raise ValueError("refused after writing")
+        return conn.get_transaction()
+
+    try:
+        await _with_items_table(db)
+        outcomes = await asyncio.gather(
+            *(db.write_now(insert, x) for x in range(12)), return_exceptions=True
+        )
+        failed = outcomes.pop(5)
+        assert isinstance(failed, ValueError)
+        assert len({id(transaction) for transaction in outcomes}) == 1, "one transaction"
+        assert await db.read(_items) == [x for x in range(12) if x != 5]
+        # A duplicate key (the driver's own error) is undone the same way.
+        late = await asyncio.gather(db.write_now(insert, 3), db.write_now(insert, 20))
+    except sqlalchemy.exc.IntegrityError:
+        assert await db.read(_items) == [x for x in range(12) if x != 5] + [20]
+    else:
+        raise AssertionError(f"the duplicate was accepted: {late}")
+    finally:
+        await db.close()
+
+
+async def test_a_batch_whose_commit_fails_fails_every_caller_and_stores_nothing(
+    sqlite_file: Path,
+) -> None:
+    """A deferred foreign key makes the COMMIT itself fail: no caller is told its write landed."""
+    db = SqliteDatabase(f"sqlite+aiosqlite:///{sqlite_file}")
+
+    def insert(conn: Connection, x: int) -> int:
+        conn.execute(text("INSERT INTO item VALUES (:x)"), {"x": x})
+        return x
+
+    def orphan(conn: Connection) -> None:
+        conn.execute(text("PRAGMA defer_foreign_keys = ON"))
+        conn.execute(text("INSERT INTO child VALUES (999)"))
+
+    try:
+        await _with_items_table(db)
+        outcomes = await asyncio.gather(
+            db.write_now(insert, 1),
+            db.write_now(orphan),
+            db.write_now(insert, 2),
+            return_exceptions=True,
+        )
+        assert all(isinstance(o, sqlalchemy.exc.IntegrityError) for o in outcomes), outcomes
+        assert await db.read(_items) == []
+        assert await db.write_now(insert, 3) == 3, "the next batch commits"
+        assert await db.read(_items) == [3]
+    finally:
+        await db.close()
+
+
+async def test_a_unit_that_ends_the_transaction_fails_its_whole_batch(sqlite_file: Path) -> None:
+    """When SQLite itself abandons the transaction (disk full, I/O error: here, a ROLLBACK), the
+    units before it in the batch are not acknowledged either."""
+    db = SqliteDatabase(f"sqlite+aiosqlite:///{sqlite_file}")
+
+    def insert(conn: Connection, x: int) -> int:
+        conn.execute(text("INSERT INTO item VALUES (:x)"), {"x": x})
+        return x
+
+    def abandon(conn: Connection) -> None:
+        conn.connection.dbapi_connection.execute("ROLLBACK")  # type: ignore[union-attr]
+        raise sqlite3.OperationalError("disk I/O error")
+
+    try:
+        await _with_items_table(db)
+        outcomes = await asyncio.gather(
+            db.write_now(insert, 1), db.write_now(abandon), return_exceptions=True
+        )
+        assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes), outcomes
+        assert await db.read(_items) == []
+    finally:
+        await db.close()

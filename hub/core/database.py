@@ -7,7 +7,9 @@ statement (the naive async-session-per-request design is about five times slower
 
 * SQLite: a dedicated writer thread (writes serialise in SQLite anyway; `BEGIN IMMEDIATE` avoids
   lock-upgrade deadlocks) and a small pool of reader threads (WAL lets readers run beside the
-  writer), each holding one connection for its lifetime.
+  writer), each holding one connection for its lifetime. Short units (`read_now`/`write_now`)
+  run on the event loop's own connections instead, and short writes queued together commit
+  together (see `SqliteDatabase.write_now`).
 * PostgreSQL: the asyncpg async engine; the same function runs in one greenlet on a pooled
   connection, writes in a transaction, reads in autocommit (see `PostgresDatabase`).
 """
@@ -21,7 +23,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
 
 import msgspec
 import sqlalchemy.exc
@@ -112,6 +114,24 @@ def _busy_is_unavailable() -> Iterator[None]:
         raise
 
 
+class _Pending(NamedTuple):
+    """A short write waiting for its batch (`SqliteDatabase.write_now`)."""
+
+    fn: Callable[..., Any]
+    args: Any
+    kwargs: Any
+    future: asyncio.Future[Any]
+
+
+def _fail(units: list[_Pending], error: BaseException, cause: BaseException | None = None) -> None:
+    """Give every waiting unit `error`: none of their writes landed."""
+    if cause is not None:
+        error.__cause__ = cause
+    for unit in units:
+        if not unit.future.done():
+            unit.future.set_exception(error)
+
+
 class _Busy(Exception):
     """Another connection holds the write lock: the short write sleeps briefly and tries again."""
 
@@ -194,6 +214,9 @@ class SqliteDatabase:
         self._local = threading.local()
         #: this process's writes, one at a time and in arrival order (see `write_now`).
         self._gate = asyncio.Lock()
+        #: short writes waiting for the next batch, and the task committing them
+        self._pending: list[_Pending] = []
+        self._committer: asyncio.Task[None] | None = None
         self._opened: list[Connection] = []
         self._lock = threading.Lock()
 
@@ -305,7 +328,13 @@ class SqliteDatabase:
                 dbapi.commit()
             return result
 
-    def _write_now(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+    def _run_batch(self, batch: list[_Pending]) -> None:
+        """Run `batch` in one transaction, each unit in a savepoint, then settle its futures.
+
+        Raises:
+            _Busy: another connection holds the write lock (nothing ran).
+            BaseException: the transaction itself failed: no unit's write landed.
+        """
         conn = self._write_connection_now()
         try:
             transaction = conn.begin()
@@ -313,8 +342,70 @@ class SqliteDatabase:
             if "locked" in str(exc):
                 raise _Busy from exc
             raise Unavailable("the database is busy or unreachable; retry shortly") from exc
-        with _busy_is_unavailable(), transaction:
-            return fn(conn, *args, **kwargs)
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None
+        try:
+            with _busy_is_unavailable(), transaction:
+                outcomes = [self._run_unit(dbapi, conn, unit) for unit in batch]
+        except BaseException:
+            if dbapi.in_transaction:  # a failed COMMIT (a deferred constraint) leaves it open
+                dbapi.rollback()
+            raise
+        for unit, result, error in outcomes:
+            if unit.future.done():
+                continue  # its caller was cancelled meanwhile
+            if error is None:
+                unit.future.set_result(result)
+            else:
+                unit.future.set_exception(error)
+
+    @staticmethod
+    def _run_unit(
+        dbapi: Any, conn: Connection, unit: _Pending
+    ) -> tuple[_Pending, Any, BaseException | None]:
+        """Run one unit of a batch in a savepoint: (unit, its result, the error that undid it)."""
+        dbapi.execute("SAVEPOINT unit")
+        try:
+            result = unit.fn(conn, *unit.args, **unit.kwargs)
+        except Exception as exc:
+            if not dbapi.in_transaction:
+                raise  # SQLite rolled the whole transaction back (disk full, I/O error)
+            dbapi.execute("ROLLBACK TO unit")
+            dbapi.execute("RELEASE unit")
+            return unit, None, exc
+        dbapi.execute("RELEASE unit")
+        return unit, result, None
+
+    async def _commit_pending(self) -> None:
+        """Commit the queued short writes, batch after batch, in turn with the writer thread."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with self._gate:
+                while self._pending:
+                    batch = [unit for unit in self._pending if not unit.future.cancelled()]
+                    self._pending = []
+                    deadline = loop.time() + _LOCK_WAIT_S
+                    pause = 0.0005
+                    while batch:
+                        try:
+                            self._run_batch(batch)
+                            break
+                        except _Busy as exc:
+                            if loop.time() >= deadline:
+                                _fail(
+                                    batch, Unavailable("the database is busy; retry shortly"), exc
+                                )
+                                break
+                        except Exception as exc:
+                            _fail(batch, exc)
+                            break
+                        await asyncio.sleep(pause)
+                        pause = min(pause * 2, 0.02)
+        finally:
+            self._committer = None
+            # Only when cancelled (the loop is closing): nobody may wait forever.
+            _fail(self._pending, Unavailable("the server is shutting down; retry shortly"))
+            self._pending = []
 
     async def read_now(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -325,25 +416,24 @@ class SqliteDatabase:
     async def write_now(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """Run a short write unit on the calling thread, waiting (without blocking) for the lock.
+        """Run a short write unit on the loop's thread, committed with those queued beside it.
 
-        This process's writes take turns in arrival order (`_gate`), short ones and the writer
-        thread's alike, so a stream of short writes cannot starve a queued long one (the
-        provisioning log, an admin edit). When another process holds the write lock, the unit
+        Short writes queued while the loop serves other requests (under load, a dozen arrive in
+        one turn of the loop) run one after another in one transaction, each in a savepoint of its
+        own, and every caller hears back only after that transaction has committed: a unit that
+        raises is rolled back alone and its caller gets the error; a failed commit fails them all.
+        One BEGIN/COMMIT, and one WAL frame for each page they share, then serve many requests
+        instead of one each. This process's writes, short and threaded, take turns in arrival
+        order (`_gate`), so a stream of short writes cannot starve a queued long one (the
+        provisioning log, an admin edit). When another process holds the write lock, the batch
         retries after a short sleep instead of blocking the loop.
         """
         loop = asyncio.get_running_loop()
-        async with self._gate:
-            deadline = loop.time() + _LOCK_WAIT_S
-            pause = 0.0005
-            while True:
-                try:
-                    return self._write_now(fn, args, kwargs)
-                except _Busy as exc:
-                    if loop.time() >= deadline:
-                        raise Unavailable("the database is busy; retry shortly") from exc
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.02)
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append(_Pending(fn, args, kwargs, future))
+        if self._committer is None:
+            self._committer = loop.create_task(self._commit_pending())
+        return await future
 
     def write_sync(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
