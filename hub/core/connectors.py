@@ -19,7 +19,6 @@ Mapping overrides let an admin adjust a dialect for one connector, validated on 
 
 from __future__ import annotations
 
-import copy
 import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection, func, select, update
 
-from hub.core.attributes import lookup
+from hub.core.attributes import json_copy, lookup
 from hub.core.clock import now_us
 from hub.core.dialects import PROFILE_FIELDS, Dialect
 from hub.core.errors import Conflict, InvalidValue, NotFound
@@ -271,7 +270,7 @@ def _strip_operation(operation: Any, ignored: Sequence[_Key]) -> Any:
         subs = _subs_ignored(key[0], key[1], ignored)
         if subs:
             stripped = dict(operation)
-            stripped[value_key] = _strip_subs(copy.deepcopy(operation[value_key]), subs)
+            stripped[value_key] = _strip_subs(json_copy(operation[value_key]), subs)
             return stripped
     return operation
 

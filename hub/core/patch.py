@@ -35,14 +35,13 @@ Decisions on points the RFC leaves open or that IdPs rely on:
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hub.core.attributes import canonical_value, describe_for
+from hub.core.attributes import canonical_value, describe_for, json_copy
 from hub.core.errors import (
     InvalidPath,
     InvalidSyntax,
@@ -124,7 +123,7 @@ def apply_patch(
         raise InvalidSyntax("'Operations' must be a non-empty list of operations")
     if len(operations) > max_operations:
         raise InvalidValue(f"a PATCH may carry at most {max_operations} operations")
-    patcher = _Patcher(copy.deepcopy(dict(resource)), resource_type)
+    patcher = _Patcher(json_copy(dict(resource)), resource_type)
     for index, raw in enumerate(operations):
         try:
             patcher.apply(_operation(raw))
@@ -537,7 +536,7 @@ def _put_raw(holder: dict[str, Any], key: str, value: Any) -> None:
     """Store an attribute the schema does not know, as sent, replacing any spelling of it."""
     holder.pop(_key_of(holder, key), None)
     if value is not None:
-        holder[key] = copy.deepcopy(value)
+        holder[key] = json_copy(value)
 
 
 def _key_of(holder: Mapping[str, Any], name: str) -> str:
