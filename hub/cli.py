@@ -70,7 +70,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         port=port,
         workers=workers,
         loop="uvloop",
-        http="httptools",
+        # Each response in one write (see hub/http_protocol.py).
+        http="hub.http_protocol:CoalescingHttpToolsProtocol",
         log_level="warning",
         access_log=False,
         lifespan="on",

@@ -1,0 +1,240 @@
+"""Each response in one write (hub/http_protocol.py), and nothing lost or reordered for it.
+
+Raw sockets against a real `scim-hub serve`: HTTP/1.1 keep-alive, pipelining, HEAD,
+`Expect: 100-continue` and `Connection: close` are the cases where a held write could be sent
+late, out of order or never. Then the transport itself over a recording socket: how many writes
+reach it, and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from hub.http_protocol import _CoalescingTransport
+from tests.server import LiveServer
+
+SCIM = "application/scim+json"
+
+
+class Response:
+    """One parsed HTTP/1.1 response."""
+
+    def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class RawClient:
+    """A blocking HTTP/1.1 client on one socket, reading exactly what each response declares."""
+
+    def __init__(self, server: LiveServer) -> None:
+        url = urlsplit(server.tenant_url)
+        self.host = url.netloc
+        self.prefix = url.path
+        self.token = server.token
+        self.sock = socket.create_connection((url.hostname, url.port), timeout=10)
+        self.buffer = b""
+
+    def request_bytes(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> bytes:
+        lines = [f"{method} {self.prefix}{path} HTTP/1.1", f"Host: {self.host}"]
+        fields = {"Authorization": f"Bearer {self.token}", "Accept": SCIM}
+        if body:
+            fields |= {"Content-Type": SCIM, "Content-Length": str(len(body))}
+        fields |= headers or {}
+        lines += [f"{name}: {value}" for name, value in fields.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        assert chunk, "the server closed the connection before the response was complete"
+        self.buffer += chunk
+
+    def read(self, *, head_only: bool = False) -> Response:
+        while b"\r\n\r\n" not in self.buffer:
+            self._fill()
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in header_lines:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+        length = 0 if head_only else int(headers.get("content-length", "0"))
+        while len(self.buffer) < length:
+            self._fill()
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return Response(int(status_line.split()[1]), headers, body)
+
+    def call(self, method: str, path: str, body: Any = None, **headers: str) -> Response:
+        payload = json.dumps(body).encode() if body is not None else b""
+        self.send(self.request_bytes(method, path, payload, headers))
+        return self.read(head_only=method == "HEAD")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _user(name: str) -> dict[str, Any]:
+    return {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": name,
+        "name": {"givenName": "Raw", "familyName": name.split("@")[0]},
+        "title": "x" * 300,  # a page of them passes the 16 KiB a response may be held below
+    }
+
+
+def test_responses_arrive_whole_and_in_order_on_one_keep_alive_connection(
+    live_server: LiveServer,
+) -> None:
+    client = RawClient(live_server)
+    try:
+        created = [client.call("POST", "/Users", _user(f"raw-{i}@example.com")) for i in range(60)]
+        assert [r.status for r in created] == [201] * 60
+        ids = [r.json()["id"] for r in created]
+        got = client.call("GET", f"/Users/{ids[0]}")
+        assert got.status == 200
+        assert got.json()["userName"] == "raw-0@example.com"
+        found = client.call("GET", '/Users?filter=userName%20eq%20"raw-1@example.com"')
+        assert found.json()["Resources"][0]["id"] == ids[1]
+        page = client.call("GET", "/Users?filter=userName%20sw%20%22raw-%22&count=60")
+        assert len(page.body) > 16 * 1024
+        assert {u["id"] for u in page.json()["Resources"]} == set(ids)
+        patched = client.call(
+            "PATCH",
+            f"/Users/{ids[2]}",
+            {
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "active", "value": False}],
+            },
+        )
+        assert patched.status == 200
+        assert patched.json()["active"] is False
+        assert client.call("DELETE", f"/Users/{ids[3]}").status == 204
+        assert client.call("GET", f"/Users/{ids[3]}").status == 404
+        # A conditional GET: a 304 has a head and no body.
+        etag = got.headers["etag"]
+        assert client.call("GET", f"/Users/{ids[0]}", **{"If-None-Match": etag}).status == 304
+        assert client.call("GET", f"/Users/{ids[0]}").status == 200, "the connection goes on"
+    finally:
+        client.close()
+
+
+def test_pipelined_requests_are_answered_in_order(live_server: LiveServer) -> None:
+    client = RawClient(live_server)
+    try:
+        ids = [
+            client.call("POST", "/Users", _user(f"pipe-{i}@example.com")).json()["id"]
+            for i in range(3)
+        ]
+        client.send(b"".join(client.request_bytes("GET", f"/Users/{i}") for i in ids))
+        answers = [client.read() for _ in ids]
+        assert [a.json()["id"] for a in answers] == ids
+    finally:
+        client.close()
+
+
+def test_a_head_response_a_100_continue_and_a_closing_response_are_all_sent(
+    live_server: LiveServer,
+) -> None:
+    client = RawClient(live_server)
+    try:
+        user_id = client.call("POST", "/Users", _user("head@example.com")).json()["id"]
+        # HEAD (not a SCIM method: 405): a head alone, no body write after it, still goes out.
+        head = client.call("HEAD", f"/Users/{user_id}")
+        assert head.status == 405
+        assert "GET" in head.headers["allow"]
+        # Expect: 100-continue: the interim answer comes before the body is sent.
+        body = json.dumps(_user("continue@example.com")).encode()
+        client.send(
+            client.request_bytes("POST", "/Users", body, {"Expect": "100-continue"})[: -len(body)]
+        )
+        interim = client.read(head_only=True)
+        assert interim.status == 100
+        client.send(body)
+        assert client.read().status == 201
+        # Connection: close: the whole response, then the end of the stream.
+        last = client.call("GET", f"/Users/{user_id}", Connection="close")
+        assert last.status == 200
+        assert last.json()["id"] == user_id
+        assert client.buffer == b""
+        assert client.sock.recv(1) == b""
+    finally:
+        client.close()
+    # The server goes on serving other connections.
+    assert httpx.get(f"{live_server.base_url}/healthz").status_code == 200
+
+
+class _Socket:
+    """What the transport writes to: the outside world, recorded."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> str:
+        return f"info:{name}"
+
+
+async def test_the_transport_joins_a_head_to_its_body_and_holds_a_read_to_the_end_of_the_turn() -> (
+    None
+):
+    loop = asyncio.get_running_loop()
+    sock = _Socket()
+    transport = _CoalescingTransport(sock, loop)  # type: ignore[arg-type]
+
+    # A write's response: head held, then head + body in one write, at once.
+    transport.write(b"HTTP/1.1 201 Created\r\n\r\n")
+    assert sock.writes == []
+    transport.write(b"{}")
+    assert sock.writes == [b"HTTP/1.1 201 Created\r\n\r\n{}"]
+
+    # A read's response: out in one write when the turn ends.
+    transport.to_end_of_turn = True
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    transport.write(b"[1]")
+    assert len(sock.writes) == 1
+    await asyncio.sleep(0)
+    assert sock.writes[1] == b"HTTP/1.1 200 OK\r\n\r\n[1]"
+
+    # A large read goes out at once; a lone head (HEAD) at the end of the turn.
+    transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    transport.write(b"x" * 20_000)
+    assert len(sock.writes) == 3
+    assert len(sock.writes[2]) > 20_000
+    transport.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+    await asyncio.sleep(0)
+    assert sock.writes[3].endswith(b"\r\n\r\n")
+
+    # Close writes what is held first; nothing is written to a closing socket.
+    transport.write(b"bye")
+    transport.close()
+    assert sock.writes[-1] == b"bye"
+    assert sock.closed
+    transport.write(b"late")
+    transport.write(b"later")
+    await asyncio.sleep(0)
+    assert sock.writes[-1] == b"bye"
+    assert transport.get_extra_info("peername") == "info:peername"
