@@ -16,6 +16,7 @@ import sqlalchemy.exc
 from sqlalchemy import Connection, text
 
 from hub.core.database import SqliteDatabase
+from hub.core.errors import Unavailable
 from tests.conftest import ScimClient, user_body
 
 
@@ -261,4 +262,35 @@ async def test_a_unit_that_ends_the_transaction_fails_its_whole_batch(sqlite_fil
         assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes), outcomes
         assert await db.read(_items) == []
     finally:
+        await db.close()
+
+
+async def test_writes_waiting_for_a_held_lock_are_answered_when_the_committer_is_cancelled(
+    sqlite_file: Path,
+) -> None:
+    """At shutdown the loop cancels its tasks: a write still waiting for another process's lock
+    is told to retry (503), never left waiting, and nothing of it is stored."""
+    db = SqliteDatabase(f"sqlite+aiosqlite:///{sqlite_file}")
+
+    def insert(conn: Connection, x: int) -> int:
+        conn.execute(text("INSERT INTO item VALUES (:x)"), {"x": x})
+        return x
+
+    blocker = sqlite3.connect(sqlite_file, isolation_level=None)
+    try:
+        await _with_items_table(db)
+        blocker.execute("BEGIN IMMEDIATE")
+        waiting = [asyncio.create_task(db.write_now(insert, x)) for x in (1, 2)]
+        await asyncio.sleep(0.05)
+        assert not any(task.done() for task in waiting)
+        committer = db._committer
+        assert committer is not None
+        committer.cancel()
+        outcomes = await asyncio.wait_for(asyncio.gather(*waiting, return_exceptions=True), 2)
+        assert all(isinstance(o, Unavailable) for o in outcomes), outcomes
+        blocker.execute("COMMIT")
+        assert await db.read(_items) == []
+        assert await db.write_now(insert, 3) == 3, "a new committer serves later writes"
+    finally:
+        blocker.close()
         await db.close()

@@ -295,8 +295,11 @@ class SqliteDatabase:
         conn: Connection | None = getattr(self._local, "write_now", None)
         if conn is None or conn.closed:
             conn = self._write_engine.connect()
-            conn.exec_driver_sql("PRAGMA busy_timeout=0")
-            conn.commit()
+            # On the driver: through SQLAlchemy the PRAGMA would begin a write transaction, and
+            # fail while another process holds the lock.
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None
+            dbapi.execute("PRAGMA busy_timeout=0")
             self._local.write_now = conn
             with self._lock:
                 self._opened.append(conn)
@@ -378,34 +381,39 @@ class SqliteDatabase:
 
     async def _commit_pending(self) -> None:
         """Commit the queued short writes, batch after batch, in turn with the writer thread."""
-        loop = asyncio.get_running_loop()
+        batch: list[_Pending] = []
         try:
             async with self._gate:
                 while self._pending:
                     batch = [unit for unit in self._pending if not unit.future.cancelled()]
                     self._pending = []
-                    deadline = loop.time() + _LOCK_WAIT_S
-                    pause = 0.0005
-                    while batch:
-                        try:
-                            self._run_batch(batch)
-                            break
-                        except _Busy as exc:
-                            if loop.time() >= deadline:
-                                _fail(
-                                    batch, Unavailable("the database is busy; retry shortly"), exc
-                                )
-                                break
-                        except Exception as exc:
-                            _fail(batch, exc)
-                            break
-                        await asyncio.sleep(pause)
-                        pause = min(pause * 2, 0.02)
+                    if batch:
+                        await self._commit_batch(batch)
+                    batch = []
         finally:
             self._committer = None
             # Only when cancelled (the loop is closing): nobody may wait forever.
-            _fail(self._pending, Unavailable("the server is shutting down; retry shortly"))
-            self._pending = []
+            unanswered, self._pending = batch + self._pending, []
+            _fail(unanswered, Unavailable("the server is shutting down; retry shortly"))
+
+    async def _commit_batch(self, batch: list[_Pending]) -> None:
+        """Run `batch`; while another process holds the write lock, sleep briefly and retry."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _LOCK_WAIT_S
+        pause = 0.0005
+        while True:
+            try:
+                self._run_batch(batch)
+                return
+            except _Busy as exc:
+                if loop.time() >= deadline:
+                    _fail(batch, Unavailable("the database is busy; retry shortly"), exc)
+                    return
+            except Exception as exc:
+                _fail(batch, exc)
+                return
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.02)
 
     async def read_now(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
