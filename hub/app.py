@@ -139,6 +139,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         db = open_database(settings.database_url, serving=True)
+        # Here, not in the first requests (and every request committed beside them).
+        db.compile_statements()
         app.state.hub = Hub(settings, db, plugins, tenant_url(settings.base_url))
         stop_sender = start_sender(app.state.hub)
         stop_activity = activity.start_writer(

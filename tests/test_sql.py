@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy.exc
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -172,16 +174,30 @@ async def test_every_hub_statement_takes_the_raw_path(
     db: SqliteDatabase | PostgresDatabase,
 ) -> None:
     """A hot-path statement that would silently fall back to `Connection.execute` fails here."""
-    found: dict[str, Prepared] = {}
-    for info in pkgutil.iter_modules(hub.core.__path__):
-        module = importlib.import_module(f"hub.core.{info.name}")
-        found |= {f"{info.name}.{k}": v for k, v in vars(module).items() if isinstance(v, Prepared)}
+    found = _hub_statements()
 
     def check(conn: Connection) -> list[str]:
         return [name for name, p in found.items() if not p.uses_raw_path(conn.dialect)]
 
     assert len(found) > 10
     assert await db.read(check) == []
+
+
+def _hub_statements() -> dict[str, Prepared]:
+    found: dict[str, Prepared] = {}
+    for info in pkgutil.iter_modules(hub.core.__path__):
+        module = importlib.import_module(f"hub.core.{info.name}")
+        found |= {f"{info.name}.{k}": v for k, v in vars(module).items() if isinstance(v, Prepared)}
+    return found
+
+
+async def test_a_serving_app_compiles_every_hub_statement_at_start_up(app: Litestar) -> None:
+    """Not in its first requests, which (group commit) every request beside them waits for."""
+    found = _hub_statements()
+    for statement in found.values():
+        statement._plans.clear()  # other tests in this process compiled them already
+    async with AsyncTestClient(app=app, base_url="http://testserver.local"):
+        assert [name for name, p in found.items() if not p._plans] == []
 
 
 async def test_rows_match_connection_execute(db: SqliteDatabase | PostgresDatabase) -> None:

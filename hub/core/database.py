@@ -35,6 +35,7 @@ from sqlalchemy.util import greenlet_spawn
 
 from hub.core.errors import Unavailable
 from hub.core.filtering import register_sqlite_functions
+from hub.core.sql import compile_all
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -79,6 +80,10 @@ class Database(Protocol):
 
     async def ping(self) -> bool:
         """Say whether the database answers a trivial query."""
+        ...
+
+    def compile_statements(self) -> int:
+        """Compile every prepared statement for this database now; return how many."""
         ...
 
     async def close(self) -> None:
@@ -450,6 +455,10 @@ class SqliteDatabase:
         with self._write_engine.connect() as conn:
             return _run_in_transaction(conn, fn, *args, **kwargs)
 
+    def compile_statements(self) -> int:
+        """Compile every prepared statement for SQLite now (a serving process, at start-up)."""
+        return compile_all(self._write_engine.dialect)
+
     async def ping(self) -> bool:
         """Say whether a trivial query answers."""
         try:
@@ -579,6 +588,10 @@ class PostgresDatabase:
     ) -> T:
         """`write`: on PostgreSQL every unit already runs on the event loop."""
         return await self.write(fn, *args, **kwargs)
+
+    def compile_statements(self) -> int:
+        """Compile every prepared statement for PostgreSQL now (a serving process, at start-up)."""
+        return compile_all(self._sync_engine.dialect)
 
     async def ping(self) -> bool:
         """Say whether a trivial query answers."""

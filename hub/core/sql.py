@@ -22,6 +22,7 @@ post-compile parameter, another driver) runs through `Connection.execute`.
 
 from __future__ import annotations
 
+import weakref
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -142,10 +143,30 @@ def _dedupe(names: list[str]) -> list[str]:
     return result
 
 
+#: every statement built so far (they are module constants), for `compile_all`
+_BUILT: weakref.WeakSet[Prepared] = weakref.WeakSet()
+
+
+def compile_all(dialect: Dialect) -> int:
+    """Compile every statement built so far for `dialect`; return how many.
+
+    A serving process calls it at start-up: otherwise the first requests compile the statements
+    they run (a few milliseconds each), and every request committed in the same batch waits.
+    """
+    compiled = 0
+    for statement in list(_BUILT):
+        try:
+            statement._plan(dialect)
+        except Exception:  # written for the other dialect (an ON CONFLICT form): not run here
+            continue
+        compiled += 1
+    return compiled
+
+
 class Prepared:
     """A Core statement with named bind parameters, run the cheapest way the dialect allows."""
 
-    __slots__ = ("_json_params", "_plans", "stmt")
+    __slots__ = ("__weakref__", "_json_params", "_plans", "stmt")
 
     def __init__(self, stmt: Executable, json_params: Sequence[str] = ()) -> None:
         self.stmt = stmt
@@ -153,6 +174,7 @@ class Prepared:
         self._plans: dict[type[Dialect], _Plan | None] = {}
         #: parameters holding JSON documents (also found from their type)
         self._json_params = frozenset(json_params)
+        _BUILT.add(self)
 
     def _plan(self, dialect: Dialect) -> _Plan | None:
         plan = self._plans.get(type(dialect), _MISSING)
