@@ -602,8 +602,9 @@ async def test_a_connection_carries_at_most_its_share_then_a_fresh_one_is_opened
     assert_each_once(smtp.inbox.messages, 30)
     carried = [smtp.inbox.session_of.count(n) for n in range(1, smtp.inbox.sessions + 1)]
     assert max(carried) == 5
-    # Six sessions of five; a seventh when both connections were open as the batch ran out.
-    assert 6 <= smtp.inbox.sessions <= 7
+    # Six sessions of five; a seventh when both connections were open as the batch ran out (and a
+    # session opened just after it ran out carries nothing: it only says EHLO and QUIT).
+    assert 6 <= len([n for n in carried if n]) <= 7
 
 
 async def test_a_connection_that_opens_after_the_batch_is_gone_just_quits(
