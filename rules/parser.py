@@ -19,6 +19,7 @@ Grammar, with keywords and operators case-insensitive and precedence `not` > `an
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Final
 
 from rules.ast import And, AttrPath, Compare, Filter, Not, Or, PatchPath, Present, Value, ValuePath
@@ -256,8 +257,12 @@ def parse_filter(text: str, *, max_length: int = 4096, max_depth: int = 32) -> F
     return node
 
 
+@lru_cache(maxsize=1024)
 def parse_path(text: str) -> PatchPath:
     """Parse a PATCH operation's `path` (RFC 7644 §3.5.2) into its AST.
+
+    Remembers the last 1,024 paths parsed (an IdP sends the same few again and again); the AST
+    is immutable, so sharing it is safe.
 
     Accepts `attr`, `attr.sub`, `urn:…:attr.sub`, `attr[filter]`, `attr[filter].sub` and a bare
     extension URN such as `urn:ietf:params:scim:schemas:extension:enterprise:2.0:User` (returned

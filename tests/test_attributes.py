@@ -272,6 +272,34 @@ def test_datetime_and_numbers_checked() -> None:
             canonicalise({"schemas": ["urn:example:n"], **bad}, kind)
 
 
+def test_values_as_stored_are_taken_as_they_are_and_others_checked() -> None:
+    stored = canonicalise(user(name={"givenName": "B"}, emails=[{"value": "b@x.org"}]), USER_TYPE)
+    body = {**stored, "title": "Guide", "active": True}
+    result = canonicalise(body, USER_TYPE, stored)
+    assert result == {**stored, "title": "Guide", "active": True}
+    assert result["name"] is body["name"]  # unchanged: not checked or copied again
+    assert result["emails"] is body["emails"]
+
+
+@pytest.mark.parametrize(
+    ("stored", "sent"),
+    [
+        ({"active": True}, {"active": 1}),
+        ({"active": False}, {"active": 0}),
+        (
+            {"emails": [{"value": "b@x.org", "primary": True}]},
+            {"emails": [{"value": "b@x.org", "primary": 1}]},
+        ),
+    ],
+)
+def test_a_value_python_finds_equal_to_the_stored_one_is_still_checked(
+    stored: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    assert stored == sent  # what `==` would have let through
+    with pytest.raises(InvalidValue):
+        canonicalise(user(**sent), USER_TYPE, user(**stored))
+
+
 # -- required_missing -----------------------------------------------------------------------
 
 

@@ -232,6 +232,23 @@ async def test_failed_patch_changes_nothing(scim: ScimClient) -> None:
     assert after == created
 
 
+async def test_patch_checks_a_value_python_finds_equal_to_the_stored_one(scim: ScimClient) -> None:
+    # Python takes 1 for True: a PATCH writing 1 into a boolean whose stored value is true must
+    # be refused all the same, by path, inside a list, and without a path.
+    created = (await scim.post("/Users", full_user())).json()
+    uid = created["id"]
+    flag = await scim.patch(f"/Users/{uid}", ops({"op": "replace", "path": "active", "value": 1}))
+    assert_scim_error(flag, 400, "invalidValue")
+    emails = [{**created["emails"][0], "primary": 1}, created["emails"][1]]
+    nested = await scim.patch(
+        f"/Users/{uid}", ops({"op": "replace", "path": "emails", "value": emails})
+    )
+    assert_scim_error(nested, 400, "invalidValue")
+    pathless = await scim.patch(f"/Users/{uid}", ops({"op": "replace", "value": {"active": 1}}))
+    assert_scim_error(pathless, 400, "invalidValue")
+    assert (await scim.get(f"/Users/{uid}")).json() == created
+
+
 async def test_deactivate_then_delete_keeps_user_for_reprovisioning(scim: ScimClient) -> None:
     created = (await scim.post("/Users", full_user("keep@example.com"))).json()
     uid = created["id"]

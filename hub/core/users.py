@@ -579,7 +579,7 @@ def patch(
     if row.active is not None:
         current["active"] = row.active
     patched = apply_patch(current, operations, USER_TYPE, max_operations=max_operations)
-    doc, active = _split(canonicalise(patched, USER_TYPE), None)
+    doc, active = _split(canonicalise(patched, USER_TYPE, current), None)
     required_missing(doc, USER_TYPE)
     if doc == row.data and active == row.active:
         resource = render(row, base, _groups_of_one(conn, row.pk))
