@@ -148,6 +148,8 @@ _INSERT_CARD = Prepared(
     .returning(cards.c.pk),
     json_params=("b_profile",),
 )
+#: `_INSERT_FIELD`'s parameters for a `FieldState`'s values, in their order
+_FIELD_PARAMS: Final = tuple(f"b_{name}" for name in FieldState._fields)
 _INSERT_FIELD = Prepared(
     card_fields.insert().values(
         card_pk=bindparam("b_card"),
@@ -190,7 +192,7 @@ def _create(
     _INSERT_FIELD.run_many(
         conn,
         [
-            {"b_card": card_pk, "b_name": name, **{f"b_{k}": v for k, v in state._asdict().items()}}
+            dict(zip(_FIELD_PARAMS, state, strict=True), b_card=card_pk, b_name=name)
             for name, state in fields.items()
         ],
     )

@@ -68,11 +68,15 @@ def _fix_booleans(value: Any) -> Any:
     """
     if isinstance(value, dict):
         return {
-            key: _boolean(item) if _names_boolean(key) else _fix_booleans(item)
+            key: _boolean(item)
+            if _names_boolean(key)
+            else _fix_booleans(item)
+            if isinstance(item, dict | list)
+            else item
             for key, item in value.items()
         }
     if isinstance(value, list):
-        return [_fix_booleans(item) for item in value]
+        return [_fix_booleans(item) if isinstance(item, dict | list) else item for item in value]
     return value
 
 
