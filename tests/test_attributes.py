@@ -279,6 +279,9 @@ def test_values_as_stored_are_taken_as_they_are_and_others_checked() -> None:
     assert result == {**stored, "title": "Guide", "active": True}
     assert result["name"] is body["name"]  # unchanged: not checked or copied again
     assert result["emails"] is body["emails"]
+    # A value kept under another spelling (written before names were canonical) is respelled.
+    legacy = {"schemas": [USER_SCHEMA], "USERNAME": "b", "TITLE": "Guide"}
+    assert canonicalise(dict(legacy), USER_TYPE, legacy) == {**user(userName="b"), "title": "Guide"}
 
 
 @pytest.mark.parametrize(

@@ -150,9 +150,9 @@ def canonicalise(
         body: the decoded JSON object from the request.
         resource_type: the type of resource it describes.
         stored: the canonical document `body` was made from (a PATCH's starting point): an
-            attribute `body` holds exactly as stored is canonical already and is taken as it is,
-            not copied (a PATCH touches one or two of a user's attributes; checking every other
-            one again was most of its cost).
+            attribute `body` holds exactly as stored, under its canonical name, is canonical
+            already and is taken as it is, not copied (a PATCH touches one or two of a user's
+            attributes; checking every other one again was most of its cost).
 
     Returns:
         A new dict in canonical form.
@@ -179,7 +179,7 @@ def canonicalise(
                 _store(result, key, json_copy(value))
                 continue
             extension = _listed_extension(key, resource_type, listed)
-            if _unchanged(key, value, stored):
+            if key == extension.id and _unchanged(key, value, stored):
                 _store(result, key, value)
             else:
                 _store(result, extension.id, _canonical_extension(extension, value))
@@ -188,7 +188,7 @@ def canonicalise(
         if attribute is None:
             _store(result, key, json_copy(value))
         elif _is_stored(attribute):
-            if _unchanged(key, value, stored):
+            if key == attribute.name and _unchanged(key, value, stored):
                 _store(result, key, value)
             else:
                 _store(result, attribute.name, canonical_value(attribute, value, attribute.name))
