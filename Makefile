@@ -22,7 +22,7 @@ run: $(STAMP)
 
 ## make test: lint, then the whole suite.
 test: $(STAMP) lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check hub rules plugins tests bench
