@@ -11,8 +11,8 @@ from litestar.exceptions import HTTPException
 
 from hub.core.errors import ScimError
 from hub.core.schema import ERROR_SCHEMA
+from hub.scim.response import ScimResponse
 
-SCIM_JSON = "application/scim+json"
 log = structlog.get_logger("hub.http")
 _encode = msgspec.json.Encoder().encode
 
@@ -37,7 +37,7 @@ def error_response(
         all_headers["WWW-Authenticate"] = 'Bearer realm="scim-hub"'
     if status == 503:
         all_headers.setdefault("Retry-After", "5")
-    return Response(_encode(body), status_code=status, media_type=SCIM_JSON, headers=all_headers)
+    return ScimResponse(_encode(body), status, all_headers)
 
 
 def handle_scim_error(request: Request[Any, Any, Any], exc: ScimError) -> Response[bytes]:

@@ -48,7 +48,7 @@ from hub.core.schema import (
 from hub.core.tokens import Caller, authenticate, digest, needs_touch, touch
 from hub.plugins import Registry
 from hub.scim import discovery
-from hub.scim.errors import SCIM_JSON
+from hub.scim.response import SCIM_JSON, ScimResponse
 from hub.scim.wire import (
     ListParams,
     check_accept,
@@ -295,7 +295,7 @@ def _response(
         headers["ETag"] = etag(version)
     if location is not None:
         headers["Location"] = location
-    return Response(_encode(body), status_code=status, media_type=SCIM_JSON, headers=headers)
+    return ScimResponse(_encode(body), status, headers)
 
 
 def _state(request: Request[Any, Any, Any]) -> dict[str, Any]:
