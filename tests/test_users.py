@@ -117,6 +117,32 @@ async def test_filter_with_no_match_is_an_empty_list_response(scim: ScimClient) 
     assert response.json()["Resources"] == []
 
 
+async def test_user_name_lookups_read_the_filter_as_the_parser_does(scim: ScimClient) -> None:
+    await scim.post("/Users", user_body('q"uote@example.com'))
+    await scim.post("/Users", user_body("plain@example.com"))
+    found = {
+        'USERNAME EQ "PLAIN@example.com"': ["plain@example.com"],
+        ' \tuserName  eq\n"plain@example.com" ': ["plain@example.com"],
+        'userName eq "q\\"uote@example.com"': ['q"uote@example.com'],
+        'userName eq "pl\\u0061in@example.com"': ["plain@example.com"],
+        'urn:ietf:params:scim:schemas:core:2.0:User:userName eq "plain@example.com"': [
+            "plain@example.com"
+        ],
+    }
+    for expression, names in found.items():
+        response = await scim.get("/Users", params={"filter": expression})
+        assert response.status_code == 200, (expression, response.text)
+        assert [r["userName"] for r in response.json()["Resources"]] == names, expression
+    # Only ASCII case folds, and only the lexer's spaces separate: these name no attribute.
+    for expression in (
+        'u\u017ferName eq "plain@example.com"',
+        'userName\u00a0eq "plain@example.com"',
+        'userName\x0beq "plain@example.com"',
+    ):
+        refused = await scim.get("/Users", params={"filter": expression})
+        assert_scim_error(refused, 400, "invalidFilter")
+
+
 async def test_value_path_and_urn_filters(scim: ScimClient) -> None:
     await scim.post("/Users", full_user("x@example.com"))
     await scim.post("/Users", user_body("y@example.com"))

@@ -7,6 +7,7 @@ create of the same userName (or externalId) brings the same user back.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -433,11 +434,22 @@ _BY_NAME = Prepared(select(*_COLUMNS).where(*_BY_NAME_WHERE))
 _BY_NAME_TEXT = Prepared(select(*_TEXT_COLUMNS).where(*_BY_NAME_WHERE))
 
 
+#: That query with a string free of escapes: the userName is the text between the quotes, as the
+#: filter parser reads it (ASCII case folding only, and only the spaces its lexer skips).
+_PLAIN_USER_NAME_EQ = re.compile(
+    r'[ \t\r\n]*username[ \t\r\n]+eq[ \t\r\n]+"([^"\\]*)"[ \t\r\n]*', re.IGNORECASE | re.ASCII
+)
+
+
 def _user_name_lookup(query: ListQuery) -> str | None:
     """The userName of a plain `userName eq "…"` query (what every IdP sends before a create)."""
     text = query.filter
     if text is None or query.sort_by is not None or query.start_index != 1 or query.after:
         return None
+    if len(text) <= query.max_filter_length:
+        plain = _PLAIN_USER_NAME_EQ.fullmatch(text)
+        if plain is not None:  # the common form, without building the filter's tree
+            return plain.group(1)
     try:
         parsed = rules.parse_filter(
             text, max_length=query.max_filter_length, max_depth=query.max_filter_depth
