@@ -204,6 +204,40 @@ async def test_updates_flow_into_linked_fields_only(scim: Any, admin: Admin) -> 
     assert (await admin.values(user_id))["job_title"] == "Rear Admiral"
 
 
+async def test_writes_that_change_no_mapped_value_leave_the_fields_as_they_show(
+    scim: Any, admin: Admin
+) -> None:
+    user_id = await provision(scim, person("mary.jackson@example.com", title="Engineer"))
+    await admin.ok("PATCH", f"/cards/{user_id}/fields/job_title", {"value": "Chief"})
+    before = (await admin.card(user_id))["fields"]
+
+    # Attributes no field maps, then a deactivation: the card's fields stay as they show.
+    nick = await scim.patch(f"/Users/{user_id}", replace_op("nickName", "MJ"))
+    assert nick.status_code == 200, nick.text
+    assert (await admin.card(user_id))["fields"] == before
+    off = await scim.patch(f"/Users/{user_id}", replace_op("active", False))
+    assert off.status_code == 200, off.text
+    card = await admin.card(user_id)
+    assert (card["active"], card["fields"]) == (False, before)
+
+    # Relinked, the field shows the IdP's value again, and follows it from then on.
+    relinked = await admin.ok("POST", f"/cards/{user_id}/fields/job_title/relink")
+    assert relinked["fields"]["job_title"]["value"] == "Engineer"
+    on = await scim.patch(f"/Users/{user_id}", replace_op("active", True))
+    assert on.status_code == 200, on.text
+    card = await admin.card(user_id)
+    assert card["active"] is True
+    assert card["fields"]["job_title"] == {
+        "value": "Engineer",
+        "source": "idp",
+        "locked": True,
+        "linked": True,
+    }
+    lead = await scim.patch(f"/Users/{user_id}", replace_op("title", "Lead"))
+    assert lead.status_code == 200, lead.text
+    assert (await admin.values(user_id))["job_title"] == "Lead"
+
+
 async def test_lock_and_field_errors(scim: Any, admin: Admin) -> None:
     user_id = await provision(scim, person("alan.turing@example.com"))
     await admin.ok("POST", f"/cards/{user_id}/fields/job_title/unlock")

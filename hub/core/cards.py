@@ -335,7 +335,18 @@ def _refresh(conn: Connection, card: Any, profile: Profile, document: JSON, acti
 
     A linked field the card's template sets stores the IdP's value too: the template's is laid
     over it at read (`_shown`), and shows again once the template stops setting the field.
+
+    A card whose stored rule document is `document` already holds these IdP values: every writer
+    of field rows keeps a managed row's `idp_value` (and a linked one's value) in step with the
+    last sync, so only the active flag can differ (a deactivation, a PATCH of an attribute no
+    field maps) and the rows are not read.
     """
+    if card.profile == document:
+        if card.active != active:
+            _TOUCH_CARD.run(
+                conn, b_card=card.pk, b_active=active, b_profile=document, b_now=now_us()
+            )
+        return
     stored = {row.name: row for row in _FIELDS_OF_CARD.all(conn, b_card=card.pk)}
     changes: list[JSON] = []
     inserts: list[JSON] = []
