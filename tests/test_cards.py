@@ -226,13 +226,9 @@ async def test_writes_that_change_no_mapped_value_leave_the_fields_as_they_show(
     on = await scim.patch(f"/Users/{user_id}", replace_op("active", True))
     assert on.status_code == 200, on.text
     card = await admin.card(user_id)
-    assert card["active"] is True
-    assert card["fields"]["job_title"] == {
-        "value": "Engineer",
-        "source": "idp",
-        "locked": True,
-        "linked": True,
-    }
+    job = card["fields"]["job_title"]
+    shown = (card["active"], job["value"], job["source"], job["locked"], job["linked"])
+    assert shown == (True, "Engineer", "idp", True, True)
     lead = await scim.patch(f"/Users/{user_id}", replace_op("title", "Lead"))
     assert lead.status_code == 200, lead.text
     assert (await admin.values(user_id))["job_title"] == "Lead"
