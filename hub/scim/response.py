@@ -1,10 +1,11 @@
 """SCIM responses: an encoded JSON body and a few headers, sent as they are.
 
 Litestar's `Response` renders its content, merges its headers into a header container and
-encodes them again on the way out (`to_asgi_response`, then `ASGIResponse`): about a tenth of the
-CPU of a SCIM GET. A SCIM response's body is encoded already and its headers are known, so
-`ScimResponse` builds the ASGI header list once and sends two messages. A route, router or app
-that adds its own headers, cookies or a background task gets Litestar's path unchanged.
+encodes them again on the way out (`to_asgi_response`, then `ASGIResponse`): 5.5 µs a response
+against 1 here, a few per cent of a SCIM GET. A SCIM response's body is encoded already and its
+headers are known, so `ScimResponse` builds the ASGI header list once and sends two messages. A
+route, router or app that adds its own headers, cookies or a background task gets Litestar's
+path unchanged.
 """
 
 from __future__ import annotations
