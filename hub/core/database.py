@@ -107,8 +107,8 @@ _WAL_SIZE_LIMIT = 64 * 1024 * 1024
 #: How long a short write waits for the write lock (as the threads' `busy_timeout`).
 _LOCK_WAIT_S = 10.0
 #: The longest sleep between two tries for the write lock. The checkpointer's RESTART holds
-#: writers back for a few milliseconds several times a second under load; with pauses doubling
-#: to 20 ms a batch overslept it by up to 4 ms, and the creates of that batch made the p99 (six
+#: writers back for a few milliseconds, about twice a second under load; with pauses doubling
+#: to 20 ms a batch overslept it by several milliseconds, and its creates made the p99 (six
 #: alternating 4,000-create runs: p99 34-49 ms with 20, 29-37 ms with 1). A refused try costs
 #: microseconds (a refused BEGIN IMMEDIATE: 2 µs).
 _LOCK_PAUSE_MAX_S = 0.001
