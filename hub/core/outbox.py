@@ -483,6 +483,8 @@ class Sender:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), self.policy.poll_us / 1_000_000)
         self._wake.clear()
+        if self._stopping:
+            return  # woken to stop: no debounce (every shutdown waited 20 ms for it)
         # A short debounce gathers a burst of provisioning into one claim and lets the
         # transaction that poked us finish committing.
         await asyncio.sleep(0.02)
