@@ -20,9 +20,9 @@ run: $(STAMP)
 	$(BIN)/scim-hub init --workspace demo --if-missing
 	$(BIN)/scim-hub serve
 
-## make test: lint, then the whole suite.
+## make test: lint, then the whole suite, on two worker processes (pytest-xdist).
 test: $(STAMP) lint
-	$(BIN)/pytest -q --durations=15
+	$(BIN)/pytest -q -n 2 --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check hub rules plugins tests bench

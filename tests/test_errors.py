@@ -270,11 +270,12 @@ async def test_missing_or_wrong_credentials(
 @pytest.mark.parametrize(
     "path",
     [
-        f"/Users/{uuid.uuid4()}",
-        f"/Groups/{uuid.uuid4()}",
+        # Fixed ids: parallel test workers must collect the same test names.
+        "/Users/3f2b1c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d",
+        "/Groups/7a8b9c0d-1e2f-4a3b-9c5d-6e7f8a9b0c1d",
         "/Users/not-even-a-uuid",
         "/NoSuchResource",
-        f"/NoSuchResource/{uuid.uuid4()}",
+        "/NoSuchResource/0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e",
         "/Users/x/y",
     ],
 )
