@@ -291,3 +291,50 @@ async def test_deactivate_then_delete_keeps_user_for_reprovisioning(scim: ScimCl
     assert again.status_code == 201
     assert again.json()["id"] == uid
     assert again.json()["active"] is True
+
+
+async def test_a_create_brings_back_the_deleted_user_by_name_first_then_by_external_id(
+    scim: ScimClient,
+) -> None:
+    """A create finds the deleted user with its userName; failing that, one with its externalId."""
+
+    async def deleted(user_name: str, external_id: str) -> str:
+        body = user_body(user_name, externalId=external_id)
+        user_id: str = (await scim.post("/Users", body)).json()["id"]
+        assert (await scim.delete(f"/Users/{user_id}")).status_code == 204
+        return user_id
+
+    by_name = await deleted("named@example.com", "ext-a")
+    by_external_id = await deleted("renamed@example.com", "ext-b")
+    # Both match (the name one user's, the externalId another's): the name wins.
+    both = await scim.post("/Users", user_body("named@example.com", externalId="ext-b"))
+    assert both.status_code == 201, both.text
+    assert both.json()["id"] == by_name
+    # A new userName with a deleted user's externalId: that user, renamed.
+    renamed = await scim.post("/Users", user_body("new-name@example.com", externalId="ext-b"))
+    assert renamed.status_code == 201, renamed.text
+    assert renamed.json()["id"] == by_external_id
+    assert renamed.json()["userName"] == "new-name@example.com"
+    # A live user in the way is a conflict, whatever externalId the create carries.
+    await deleted("third@example.com", "ext-c")
+    clash = await scim.post("/Users", user_body("named@example.com", externalId="ext-c"))
+    assert_scim_error(clash, 409, "uniqueness")
+    # Nothing deleted matches: a new user.
+    fresh = await scim.post("/Users", user_body("fresh@example.com", externalId="ext-z"))
+    assert fresh.status_code == 201
+    assert fresh.json()["id"] not in (by_name, by_external_id)
+
+
+async def test_an_external_id_filter_leaves_deleted_users_out(scim: ScimClient) -> None:
+    live = (await scim.post("/Users", user_body("live@example.com", externalId="shared"))).json()
+    gone = (await scim.post("/Users", user_body("gone@example.com", externalId="shared"))).json()
+    assert (await scim.delete(f"/Users/{gone['id']}")).status_code == 204
+    for text in (
+        'externalId eq "shared"',
+        'externalId eq "shared" and active eq true',
+        'active eq true and (externalId eq "shared")',
+        'urn:ietf:params:scim:schemas:core:2.0:User:externalId eq "shared"',
+    ):
+        found = (await scim.get("/Users", params={"filter": text})).json()
+        assert [u["id"] for u in found["Resources"]] == [live["id"]], text
+        assert found["totalResults"] == 1, text

@@ -115,12 +115,12 @@ def user_changed(
     then not read back).
     """
     if event in ("provisioned", "reactivated"):
-        workspace = _WORKSPACE.first(conn, b_ws=caller.workspace_pk)
-        if workspace is not None and workspace.send_activation_email:
+        # The caller's token was read in this transaction, with the workspace's toggle.
+        if caller.send_activation_email:
             user = (
                 _user(conn, user_pk)
                 if resource is None
-                else _written(user_pk, caller, resource, workspace.name)
+                else _written(user_pk, caller, resource, caller.workspace_name)
             )
             # A user created by this very transaction has no link or email yet.
             fresh = event == "provisioned"
@@ -163,11 +163,9 @@ _INSERT_LINK = Prepared(
     )
     .returning(activation_links.c.pk)
 )
-#: A workspace's activation toggle and the name its emails show.
+#: A workspace's activation toggle (a SCIM write reads it with the caller's token).
 _WORKSPACE = Prepared(
-    select(workspaces.c.send_activation_email, workspaces.c.name).where(
-        workspaces.c.pk == bindparam("b_ws")
-    )
+    select(workspaces.c.send_activation_email).where(workspaces.c.pk == bindparam("b_ws"))
 )
 
 

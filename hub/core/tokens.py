@@ -42,6 +42,11 @@ class Caller(msgspec.Struct, frozen=True):
     request_id: str = ""
     #: the workspace's per-token rate limit (requests per second); None: the hub's default.
     rate_limit: int | None = None
+    #: the workspace's name and activation-email toggle, read with the token in the same
+    #: transaction as the request's work (a create needs both; reading them again cost a
+    #: statement per create).
+    workspace_name: str = ""
+    send_activation_email: bool = False
 
 
 class TokenInfo(msgspec.Struct, frozen=True):
@@ -106,6 +111,8 @@ _AUTH = Prepared(
         connectors.c.idp,
         connectors.c.overrides,
         workspaces.c.rate_limit,
+        workspaces.c.name,
+        workspaces.c.send_activation_email,
     )
     .join(connectors, connectors.c.pk == tokens.c.connector_pk)
     .join(admins, admins.c.pk == tokens.c.admin_pk)
@@ -124,7 +131,19 @@ def authenticate(conn: Connection, token_digest: str) -> Caller | None:
     row = _AUTH.first(conn, b_digest=token_digest)
     if row is None or not hmac.compare_digest(row[1], token_digest):
         return None
-    return Caller(row[3], row[4], row[5], row[6], row[7], row[0], row[2], row[8], rate_limit=row[9])
+    return Caller(
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        row[7],
+        row[0],
+        row[2],
+        row[8],
+        rate_limit=row[9],
+        workspace_name=row[10],
+        send_activation_email=bool(row[11]),
+    )
 
 
 def touch(conn: Connection, caller: Caller, when: int) -> None:
