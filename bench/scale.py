@@ -16,14 +16,23 @@ import argparse
 import asyncio
 import random
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 from bench import common, servers
-from hub.core.seed import user_name
+from hub.core.seed import external_id, user_name
 
-TARGETS_MS = {"filter": 5.0, "first_page": 20.0, "deep_page": 100.0, "cursor_page": 20.0}
+#: `external_id_filter` is not one of issue 5's targets: held to `userName eq`'s, as IdPs that
+#: match users on externalId (an Entra ID option) send it instead before every create.
+TARGETS_MS = {
+    "filter": 5.0,
+    "external_id_filter": 5.0,
+    "first_page": 20.0,
+    "deep_page": 100.0,
+    "cursor_page": 20.0,
+}
 RSS_TARGET_MB = 250.0
 PAGE = 100
 
@@ -66,10 +75,10 @@ async def measure(
             await client.call(warm, "GET", _filter_path(rng.randrange(args.users)))
         phases["warm-up"] = warm.summary()
 
-        async def filter_phase(rec: common.Recorder) -> None:
+        async def filter_phase(rec: common.Recorder, path: Callable[[int], str]) -> None:
             for _ in range(args.filters):
                 i = rng.randrange(args.users)
-                body = await client.call(rec, "GET", _filter_path(i))
+                body = await client.call(rec, "GET", path(i))
                 if body is not None and body.get("totalResults") != 1:
                     rec.errors += 1
 
@@ -105,7 +114,8 @@ async def measure(
         config = await client.call(probe, "GET", "/ServiceProviderConfig")
         supported = bool(((config or {}).get("pagination") or {}).get("cursor"))
         plan = [
-            ("filter", lambda rec: filter_phase(rec)),
+            ("filter", lambda rec: filter_phase(rec, _filter_path)),
+            ("external_id_filter", lambda rec: filter_phase(rec, _external_id_path)),
             ("first_page", lambda rec: page_phase(rec, 1, args.pages, PAGE)),
             ("deep_page", lambda rec: page_phase(rec, deep_start, args.deep, deep_size)),
         ]
@@ -141,6 +151,10 @@ async def measure(
 
 def _filter_path(i: int) -> str:
     return "/Users?filter=" + quote(f'userName eq "{user_name(i)}"', safe="")
+
+
+def _external_id_path(i: int) -> str:
+    return "/Users?filter=" + quote(f'externalId eq "{external_id(i)}"', safe="")
 
 
 def peak_rss_bytes(pid: int) -> int:
@@ -215,7 +229,7 @@ def text(result: dict[str, Any]) -> str:
         f"server RSS {result.get('rss_mb')} MB (peak {result.get('peak_rss_mb')} MB)",
         "",
     ]
-    widths = [11, 6, 8, 8, 8, 8, 7, 10, 9, 7]
+    widths = [19, 6, 8, 8, 8, 8, 7, 10, 9, 7]
     lines.append(
         common.fmt_row(
             [

@@ -77,6 +77,11 @@ def user_name(i: int, prefix: str = "seed", domain: str = "contoso.example") -> 
     return f"given{i}.family{i}.{prefix}@{domain}"
 
 
+def external_id(i: int, prefix: str = "seed") -> str:
+    """The externalId of seeded user `i`."""
+    return f"{prefix}-{i:08d}"
+
+
 def user_document(i: int, prefix: str = "seed", domain: str = "contoso.example") -> JSON:
     """Seeded user `i` as stored: an Entra-shaped User, canonical form, without `active`."""
     given, family = f"Given{i}", f"Family{i}"
@@ -95,7 +100,7 @@ def user_document(i: int, prefix: str = "seed", domain: str = "contoso.example")
         address["region"] = region
     return {
         "schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA],
-        "externalId": f"{prefix}-{i:08d}",
+        "externalId": external_id(i, prefix),
         "userName": name,
         "displayName": f"{given} {family}",
         "title": _TITLES[i % len(_TITLES)],
