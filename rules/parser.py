@@ -234,6 +234,10 @@ def _show(token: Token) -> str:
 def parse_filter(text: str, *, max_length: int = 4096, max_depth: int = 32) -> Filter:
     """Parse a SCIM filter (RFC 7644 §3.4.2.2) into its AST.
 
+    Remembers the last 64 filters parsed: one request asks for its filter's tree more than once
+    (the look-ups that skip the SQL compiler, then the compiler); the AST is immutable, so
+    sharing it is safe.
+
     Args:
         text: the filter as the client sent it.
         max_length: longest accepted filter, in characters.
@@ -245,6 +249,11 @@ def parse_filter(text: str, *, max_length: int = 4096, max_depth: int = 32) -> F
     Raises:
         FilterSyntaxError: the text is not a filter; `position` points at the problem.
     """
+    return _parse_filter(text, max_length, max_depth)
+
+
+@lru_cache(maxsize=64)
+def _parse_filter(text: str, max_length: int, max_depth: int) -> Filter:
     if len(text) > max_length:
         raise FilterSyntaxError(
             f"filter is longer than the {max_length}-character limit", max_length, text

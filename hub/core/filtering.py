@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Final, Protocol
 
 from sqlalchemy import (
@@ -670,7 +671,17 @@ def _version_tag(version: ColumnElement[Any]) -> ColumnElement[Any]:
 
 
 def _root_scope(resource_type: ResourceType, dialect: str) -> _RowScope:
-    if resource_type.name == "User":
+    """The columns, relations and JSON document a filter on `resource_type` can name.
+
+    Built once per resource type and dialect (building it was half of compiling a filter); its
+    parts are frozen and the SQL expressions in them are never changed, only combined.
+    """
+    return _root_scope_of(resource_type.name, dialect)
+
+
+@cache
+def _root_scope_of(resource_type_name: str, dialect: str) -> _RowScope:
+    if resource_type_name == "User":
         table = users
         columns: dict[tuple[str, ...], _Target] = {
             ("userName",): _StringColumn(users.c.user_name_key, dialect, lowered=True),
@@ -688,7 +699,7 @@ def _root_scope(resource_type: ResourceType, dialect: str) -> _RowScope:
                 memberships.c.user_pk == users.c.pk,
             )
         }
-    elif resource_type.name == "Group":
+    elif resource_type_name == "Group":
         table = groups
         columns = {
             ("displayName",): _StringColumn(groups.c.display_name_key, dialect, lowered=True)
@@ -705,12 +716,12 @@ def _root_scope(resource_type: ResourceType, dialect: str) -> _RowScope:
             )
         }
     else:
-        raise ValueError(f"no table for resource type {resource_type.name!r}")
+        raise ValueError(f"no table for resource type {resource_type_name!r}")
     columns |= {
         ("id",): _StringColumn(table.c.id, dialect),
         ("externalId",): _StringColumn(table.c.external_id, dialect, nullable=True),
-        ("meta",): _Constant(resource_type.name),  # present; its own comparisons are refused
-        ("meta", "resourceType"): _Constant(resource_type.name),
+        ("meta",): _Constant(resource_type_name),  # present; its own comparisons are refused
+        ("meta", "resourceType"): _Constant(resource_type_name),
         ("meta", "created"): _TimeColumn(table.c.created),
         ("meta", "lastModified"): _TimeColumn(table.c.modified),
         ("meta", "location"): _Refused("meta.location"),
