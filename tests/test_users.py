@@ -338,3 +338,31 @@ async def test_an_external_id_filter_leaves_deleted_users_out(scim: ScimClient) 
         found = (await scim.get("/Users", params={"filter": text})).json()
         assert [u["id"] for u in found["Resources"]] == [live["id"]], text
         assert found["totalResults"] == 1, text
+
+
+async def test_users_sharing_an_external_id_are_paged_and_counted(scim: ScimClient) -> None:
+    """externalId is caseExact and not unique: a look-up pages and counts like any filter."""
+    ids = [
+        (await scim.post("/Users", user_body(f"s{i}@example.com", externalId="Same"))).json()["id"]
+        for i in range(3)
+    ]
+    await scim.post("/Users", user_body("other@example.com", externalId="same"))
+
+    async def listed(**params: Any) -> dict[str, Any]:
+        response = await scim.get("/Users", params={"filter": 'externalId eq "Same"', **params})
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    everyone = await listed()
+    assert [u["id"] for u in everyone["Resources"]] == ids
+    assert everyone["totalResults"] == 3
+    first = await listed(count="2")
+    assert [u["id"] for u in first["Resources"]] == ids[:2]
+    assert first["totalResults"] == 3
+    assert (await listed(count="0"))["totalResults"] == 3
+    later = await listed(startIndex="3", count="2")
+    assert [u["id"] for u in later["Resources"]] == ids[2:]
+    assert later["totalResults"] == 3
+    trimmed = await listed(attributes="userName")
+    assert [set(u) - {"schemas", "id"} for u in trimmed["Resources"]] == [{"userName"}] * 3

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import msgspec
 from sqlalchemy import (
@@ -394,9 +394,11 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
     Raises:
         InvalidFilter: the filter or sortBy is not valid for Users.
     """
-    wanted = _user_name_lookup(query)
-    if wanted is not None:
-        return _by_user_name(conn, caller, query, base, wanted)
+    wanted = _key_lookup(query)
+    if wanted is not None and wanted[0] == "username":
+        return _by_user_name(conn, caller, query, base, wanted[1])
+    if wanted is not None and query.after is None:
+        return _by_external_id(conn, caller, query, base, wanted[1])
     not_deleted = _LIVE_UNINDEXED if _pins_external_id(query) else users.c.deleted.is_(False)
     where = [users.c.workspace_pk == caller.workspace_pk, not_deleted]
     clause = filter_clause(query, USER_TYPE, conn.dialect.name)
@@ -469,22 +471,30 @@ _BY_NAME = Prepared(select(*_COLUMNS).where(*_BY_NAME_WHERE))
 _BY_NAME_TEXT = Prepared(select(*_TEXT_COLUMNS).where(*_BY_NAME_WHERE))
 
 
-#: That query with a string free of escapes: the userName is the text between the quotes, as the
-#: filter parser reads it (ASCII case folding only, and only the spaces its lexer skips).
-_PLAIN_USER_NAME_EQ = re.compile(
-    r'[ \t\r\n]*username[ \t\r\n]+eq[ \t\r\n]+"([^"\\]*)"[ \t\r\n]*', re.IGNORECASE | re.ASCII
+#: That query (or `externalId eq "…"`) with a string free of escapes: the value is the text
+#: between the quotes, as the filter parser reads it (ASCII case folding of the attribute name
+#: only, and only the spaces its lexer skips).
+_PLAIN_KEY_EQ = re.compile(
+    r'[ \t\r\n]*(username|externalid)[ \t\r\n]+eq[ \t\r\n]+"([^"\\]*)"[ \t\r\n]*',
+    re.IGNORECASE | re.ASCII,
 )
+#: The attributes a one-index look-up answers, by lowercase name.
+_LOOKUP_KEYS: Final = frozenset({"username", "externalid"})
 
 
-def _user_name_lookup(query: ListQuery) -> str | None:
-    """The userName of a plain `userName eq "…"` query (what every IdP sends before a create)."""
+def _key_lookup(query: ListQuery) -> tuple[str, str] | None:
+    """The attribute ("username" or "externalid") and value of a one-user look-up, if it is one.
+
+    `userName eq "…"` is what every IdP sends before a create; `externalId eq "…"` what one that
+    matches users on externalId sends.
+    """
     text = query.filter
     if text is None or query.sort_by is not None or query.start_index != 1 or query.after:
         return None
     if len(text) <= query.max_filter_length:
-        plain = _PLAIN_USER_NAME_EQ.fullmatch(text)
+        plain = _PLAIN_KEY_EQ.fullmatch(text)
         if plain is not None:  # the common form, without building the filter's tree
-            return plain.group(1)
+            return plain.group(1).lower(), plain.group(2)
     try:
         parsed = rules.parse_filter(
             text, max_length=query.max_filter_length, max_depth=query.max_filter_depth
@@ -494,9 +504,11 @@ def _user_name_lookup(query: ListQuery) -> str | None:
     if not isinstance(parsed, rules.Compare) or parsed.op != "eq":
         return None
     path = parsed.path
-    named = path.name.lower() == "username" and path.sub is None
+    name = path.name.lower()
     core = path.urn is None or path.urn.lower() == USER_TYPE.schema.id.lower()
-    return parsed.value if named and core and isinstance(parsed.value, str) else None
+    if name in _LOOKUP_KEYS and path.sub is None and core and isinstance(parsed.value, str):
+        return name, parsed.value
+    return None
 
 
 #: `deleted` is false, as an expression SQLite cannot look up in an index. Where a filter pins
@@ -528,6 +540,43 @@ def _pins_external_id(query: ListQuery) -> bool:
             if core and path.sub is None and path.name.lower() == "externalid":
                 return True
     return False
+
+
+def _by_external_id_statement(text: bool) -> Prepared:
+    where = (
+        users.c.workspace_pk == bindparam("b_ws"),
+        users.c.external_id == bindparam("b_ext"),
+        _LIVE_UNINDEXED,
+    )
+    columns = _TEXT_COLUMNS if text else _COLUMNS
+    return Prepared(select(*columns).where(*where).order_by(users.c.pk).limit(bindparam("b_limit")))
+
+
+_BY_EXTERNAL_ID = {text: _by_external_id_statement(text) for text in (False, True)}
+_COUNT_BY_EXTERNAL_ID = Prepared(
+    select(func.count())
+    .select_from(users)
+    .where(
+        users.c.workspace_pk == bindparam("b_ws"),
+        users.c.external_id == bindparam("b_ext"),
+        _LIVE_UNINDEXED,
+    )
+)
+
+
+def _by_external_id(
+    conn: Connection, caller: Caller, query: ListQuery, base: str, external_id: str
+) -> Page:
+    """The first page of the users with this externalId (caseExact): prepared, on its index."""
+    rows = _BY_EXTERNAL_ID[query.as_stored].all(
+        conn, b_ws=caller.workspace_pk, b_ext=external_id, b_limit=query.count
+    )
+    total = len(rows)
+    if total == query.count:  # a full page (or none asked for): there may be more
+        total = int(_COUNT_BY_EXTERNAL_ID.scalar(conn, b_ws=caller.workspace_pk, b_ext=external_id))
+    member_of = _groups_of(conn, [r.pk for r in rows]) if query.with_members and rows else {}
+    show = render_raw if query.as_stored else render
+    return Page(total, 1, [show(r, base, member_of.get(r.pk)) for r in rows])
 
 
 def _by_user_name(

@@ -441,7 +441,7 @@ async def _search(
         return result, params
 
     if rt is USER_TYPE:
-        quick = _is_user_name_lookup(values) or _is_near_page(values, hub.settings.default_count)
+        quick = _is_user_lookup(values) or _is_near_page(values, hub.settings.default_count)
     else:
         quick = _is_group_lookup(values)
     caller, (page, params) = await _run(request, work, writes=False, problem=problem, quick=quick)
@@ -460,16 +460,17 @@ def _decoded(resource: JSON | msgspec.Raw) -> JSON:
     return resource
 
 
-#: `userName eq "…"`, the query every IdP sends before a create: one indexed look-up.
-_USER_NAME_EQ = re.compile(r'\s*userName\s+eq\s+"(?:[^"\\]|\\.)*"\s*', re.IGNORECASE)
+#: `userName eq "…"`, the query every IdP sends before a create (or `externalId eq "…"`, where
+#: the IdP matches users on it): one indexed look-up.
+_USER_KEY_EQ = re.compile(r'\s*(?:userName|externalId)\s+eq\s+"(?:[^"\\]|\\.)*"\s*', re.IGNORECASE)
 #: What Entra ID and Okta look groups up by (with `excludedAttributes=members`): an index each.
 _GROUP_KEY_EQ = re.compile(
     r'\s*(?:displayName|externalId)\s+eq\s+"(?:[^"\\]|\\.)*"\s*', re.IGNORECASE
 )
 
 
-def _is_user_name_lookup(values: JSON) -> bool:
-    return _is_lookup(values, _USER_NAME_EQ)
+def _is_user_lookup(values: JSON) -> bool:
+    return _is_lookup(values, _USER_KEY_EQ)
 
 
 def _is_group_lookup(values: JSON) -> bool:
