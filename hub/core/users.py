@@ -14,8 +14,10 @@ from typing import Any, Final, NamedTuple
 import msgspec
 from sqlalchemy import (
     Connection,
+    Integer,
     Text,
     bindparam,
+    case,
     cast,
     delete,
     false,
@@ -444,8 +446,53 @@ _PLAIN_PAGES = {
 }
 
 
+#: An index page starting further in than this is read from whichever end is nearer.
+_FAR_OFFSET = 1_000
+
+
+def _far_page_statement(descending: bool, text: bool) -> Prepared:
+    """An index page read from the other end of the list, in the other order.
+
+    The live users are counted by triggers (`_LIVE`), so the page at positions first … last of
+    N is positions N - last + 1 … N - first + 1 in the opposite order: a walk of N - last
+    entries instead of first - 1 (OFFSET steps through every entry it skips: ~60 ns each, 55 ms
+    for a page at 900,001 of 1,000,000). The count is read in the same statement, so the window
+    is the one of the statement's own snapshot (PostgreSQL reads run without a transaction).
+    """
+    total = (
+        select(func.coalesce(func.sum(user_counts.c.live), 0))
+        .where(user_counts.c.workspace_pk == bindparam("b_ws"))
+        .scalar_subquery()
+    )
+    first = bindparam("b_first", type_=Integer)
+    size = bindparam("b_limit", type_=Integer)
+    left = total - first + 1  # users from the page's first to the end
+    beyond = left - size  # users after the page's last
+    order = users.c.pk if descending else users.c.pk.desc()
+    stmt = select(*(_TEXT_COLUMNS if text else _COLUMNS)).where(
+        users.c.workspace_pk == bindparam("b_ws"), users.c.deleted.is_(False)
+    )
+    return Prepared(
+        stmt.order_by(order)
+        .limit(case((left >= size, size), (left > 0, left), else_=0))
+        .offset(case((beyond > 0, beyond), else_=0))
+    )
+
+
+#: Index pages read from the far end: (descending, data as text) -> statement.
+_FAR_PAGES = {(d, t): _far_page_statement(d, t) for d in (False, True) for t in (False, True)}
+
+
 def _plain_page(conn: Connection, workspace_pk: int, query: ListQuery, limit: int) -> list[Any]:
     """One unfiltered page, by index or after a cursor (what `fetch_page` would select)."""
+    skipped = query.start_index - 1
+    if query.after is None and skipped > _FAR_OFFSET:
+        live = int(_LIVE.scalar(conn, b_ws=workspace_pk))
+        if live - skipped - limit < skipped:  # the far end is nearer
+            statement = _FAR_PAGES[query.descending, query.as_stored]
+            rows = statement.all(conn, b_ws=workspace_pk, b_first=query.start_index, b_limit=limit)
+            rows.reverse()
+            return rows
     if query.after is None or query.after == 0:  # an index page, or a cursor walk's first page
         offset = 0 if query.after is not None else query.start_index - 1
         statement = _PLAIN_PAGES[query.descending, False, query.as_stored]
