@@ -7,6 +7,7 @@ Grammar, with keywords and operators case-insensitive and precedence `not` > `an
     andExp    = unary *("and" unary)
     unary     = "not" "(" filter ")" / "(" filter ")" / attrExp / valuePath
     attrExp   = attrPath "pr" / attrPath compareOp compValue
+              / valuePath "." ATTRNAME ("pr" / compareOp compValue)   ; beyond RFC 7644, see below
     valuePath = attrPath "[" valFilter "]"      ; valFilter: a filter without value paths
     compValue = false / null / true / number / string
     attrPath  = [URN ":"] ATTRNAME ["." ATTRNAME]
@@ -14,6 +15,12 @@ Grammar, with keywords and operators case-insensitive and precedence `not` > `an
 
 `and`/`or` chains are parsed with loops, so only parentheses, `not` and brackets nest; the
 `max_depth` limit bounds them so a hostile filter cannot exhaust the stack.
+
+RFC 7644's filter grammar has no `valuePath "." subAttr` comparison, but Microsoft Entra ID
+sends one when it matches users on their work email: `emails[type eq "work"].value eq "…"`. It
+reads as "some element matching the bracket has that sub-attribute value", the same element: it
+is parsed as `emails[type eq "work" and value eq "…"]`, so the evaluator and the SQL compiler see
+only RFC forms.
 """
 
 from __future__ import annotations
@@ -122,7 +129,12 @@ class _Parser:
                     "value filters cannot be nested inside another value filter",
                     op_token.position,
                 )
-            return ValuePath(path, self.value_filter(path, token, op_token))
+            element = self.value_filter(path, token, op_token)
+            tail = self.peek()
+            if tail.kind == WORD and tail.text.startswith("."):
+                self.i += 1
+                return ValuePath(path, And(element, self.element_exp(tail)))
+            return ValuePath(path, element)
         if op_token.kind != WORD:
             raise self.error(
                 f"expected a comparison operator or 'pr' after '{token.text}', "
@@ -140,6 +152,24 @@ class _Parser:
             raise self.error(
                 f"expected a comparison operator (eq, ne, co, sw, ew, gt, ge, lt, le) or 'pr' "
                 f"after '{token.text}', found '{op_token.text}'",
+                op_token.position,
+            )
+        return Compare(path, op, self.comp_value(op_token))
+
+    def element_exp(self, tail: Token) -> Filter:
+        """`.sub pr` or `.sub op value` after `attr[…]`: the test on the element's sub-attribute."""
+        sub = tail.text[1:]
+        if not _NAME.fullmatch(sub):
+            raise self.error(f"invalid sub-attribute name '{sub}'", tail.position + 1)
+        path = AttrPath(None, sub, None)
+        op_token = self.next()
+        op = op_token.text.lower() if op_token.kind == WORD else ""
+        if op == "pr":
+            return Present(path)
+        if op not in COMPARE_OPS:
+            raise self.error(
+                f"expected a comparison operator or 'pr' after '{tail.text}', "
+                f"found {_show(op_token)}",
                 op_token.position,
             )
         return Compare(path, op, self.comp_value(op_token))

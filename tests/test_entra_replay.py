@@ -336,6 +336,32 @@ async def test_group_cycle(entra: ScimClient) -> None:
     )
 
 
+async def test_users_matched_on_their_work_email(entra: ScimClient) -> None:
+    """Entra may match users on `emails[type eq "work"].value` instead of userName.
+
+    Microsoft's provisioning team: "we will send GET /Users?filter=userName eq "xyz" (or
+    potentially filtering on emails[type eq "work"].value or externalId instead)" — a value path
+    followed by a sub-attribute, outside RFC 7644's filter grammar, read as "a work email with
+    this value". Every query answers 200, zero results included.
+    """
+    body = entra_user()
+    email = body["emails"][0]["value"]
+    created = await create(entra, body)
+
+    async def matched(value: str) -> list[str]:
+        query = f'emails[type eq "work"].value eq "{value}"'
+        response = await entra.get("/Users", params={"filter": query})
+        return [user["id"] for user in assert_list(response, len(response.json()["Resources"]))]
+
+    assert await matched(email) == [created["id"]]
+    assert await matched(email.upper()) == [created["id"]]  # emails.value is caseExact=false
+    assert await matched("nobody@testuser.com") == []
+    home = await entra.get(
+        "/Users", params={"filter": f'emails[type eq "home"].value eq "{email}"'}
+    )
+    assert assert_list(home, 0) == []
+
+
 async def test_reprovisioning_after_delete_brings_the_user_back(entra: ScimClient) -> None:
     """Entra re-creates a hard-deleted user with the same userName/externalId: same user again."""
     body = entra_user()

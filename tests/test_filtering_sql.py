@@ -288,6 +288,11 @@ USER_CORPUS = [
     'emails co "example.com"',
     'emails[type eq "work" and value co "@example.com"]',
     'emails[type eq "work"] and not (emails[primary eq true])',
+    # How Entra ID matches users on their work email (beyond RFC 7644's grammar).
+    'emails[type eq "work"].value eq "BJENSEN@example.com"',
+    'emails[type eq "work"].value eq "babs@jensen.org"',
+    'emails[type eq "work"].value pr',
+    'emails[type eq "home"].value ew ".org" or userName eq "øle"',
     'emails.type eq "work"',
     "emails pr",
     "emails.value pr",
@@ -357,6 +362,9 @@ def test_fixed_corpus(db: Db) -> None:
         "u5-00000000",
     }
     assert hits["not (title pr)"] == {"u2-00000000", "u3-00000000", "u5-00000000"}
+    assert hits['emails[type eq "work"].value eq "BJENSEN@example.com"'] == {"u1-00000000"}
+    assert hits['emails[type eq "work"].value eq "babs@jensen.org"'] == set()  # a home email
+    assert hits['emails[type eq "work"].value pr'] == {"u1-00000000", "u2-00000000"}
     assert hits['groups eq "g1"'] == {"u1-00000000"}
     for text in REFUSED:
         check(db, text)

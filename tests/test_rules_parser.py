@@ -103,6 +103,29 @@ def test_value_paths() -> None:
     )
 
 
+def test_a_value_path_s_sub_attribute_is_compared_on_the_same_element() -> None:
+    """Entra ID matches users on `emails[type eq "work"].value eq "…"` (not RFC 7644 grammar)."""
+    assert parse_filter('emails[type eq "work"].value eq "a@b.example"') == parse_filter(
+        'emails[type eq "work" and value eq "a@b.example"]'
+    )
+    text = 'Emails[Type eq "work" or primary eq true].Value pr and active eq true'
+    assert parse_filter(text) == (
+        And(
+            ValuePath(
+                a("Emails"),
+                And(
+                    Or(Compare(a("Type"), "eq", "work"), Compare(a("primary"), "eq", True)),
+                    Present(a("Value")),
+                ),
+            ),
+            Compare(a("active"), "eq", True),
+        )
+    )
+    assert parse_filter(f'{ENT}:manager[value pr].displayName sw "B"') == ValuePath(
+        a("manager", urn=ENT), And(Present(a("value")), Compare(a("displayName"), "sw", "B"))
+    )
+
+
 def test_rfc_examples_parse() -> None:
     for text in [
         'userName eq "bjensen"',
@@ -142,6 +165,11 @@ def test_rfc_examples_parse() -> None:
         ("   ", "the filter is empty", 0),
         ("urn:x pr", "expected an attribute name after the schema URN", 0),
         ("name.givenName[type pr]", "must follow an attribute name without a sub-attribute", 14),
+        ('emails[type eq "work"].value', "expected a comparison operator or 'pr' after", 28),
+        ('emails[type eq "work"].value is "x"', "expected a comparison operator or 'pr'", 29),
+        ('emails[type eq "work"].value eq', "expected a value", 31),
+        ('emails[type eq "work"].va$ue eq "x"', "invalid sub-attribute name 'va$ue'", 23),
+        ('emails[type eq "work"] eq "x"', "expected 'and', 'or' or the end of the filter", 23),
     ],
 )
 def test_positioned_errors(text: str, message: str, position: int) -> None:

@@ -15,7 +15,9 @@ What the hub core already does the RFC way and Entra relies on (tested by replay
 included (a 404 on a query quarantines the job); value-filter paths (``emails[type eq "work"]
 .value``) on Add/Replace create the element when none matches; ``members[value eq "…"]`` and a
 ``members`` Remove carrying a value list drop only those members; ``excludedAttributes=members``;
-lookups by ``externalId``; DELETE keeps the user, inactive.
+lookups by ``externalId`` and by work email (``emails[type eq "work"].value eq "…"``, a form
+outside RFC 7644's filter grammar that the filter parser reads as a value path); DELETE keeps the
+user, inactive.
 """
 
 from __future__ import annotations
