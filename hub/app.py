@@ -67,7 +67,8 @@ def _record_activity(
             path=scope["path"][:512],
             operation=name.split("-", 1)[-1][:32],
             resource_type=resource_type,
-            resource_id=resource_id,
+            # Each value cut to its column: one long id must not fail the batch it is in.
+            resource_id=(resource_id or "")[:64] or None,
             user_name=(user_name or "")[:512] or None,
             status=status,
             error=(state.get("error") or "")[:2000] or None,

@@ -92,3 +92,18 @@ async def test_a_nul_in_a_request_costs_no_record(
     assert "/scim/v2/Users/nul\ufffdid" in paths
     assert any(r["user_name"] == "after-nul@example.com" for r in records)
     assert all("\x00" not in (r["error"] or "") for r in records)
+
+
+async def test_over_long_values_cost_no_record(
+    scim: ScimClient, client: httpx.AsyncClient, db_url: str, tenant: InitResult
+) -> None:
+    """A requested id, path or name longer than its column is cut, not the batch lost (on
+    PostgreSQL a longer value fails the insert of every record written with it)."""
+    admin = Admin(client, tenant.workspace, await make_admin_key(db_url, tenant))
+    long_id = "i" * 100
+    assert (await scim.get(f"/Users/{long_id}")).status_code == 404
+    assert (await scim.get("/Users/" + "p" * 700)).status_code == 404
+    assert (await scim.post("/Users", user_body("after-long@example.com"))).status_code == 201
+    records = await wait_for(admin, 3)
+    assert any(r["path"] == f"/scim/v2/Users/{long_id}" for r in records)
+    assert any(r["user_name"] == "after-long@example.com" for r in records)

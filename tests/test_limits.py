@@ -287,3 +287,46 @@ async def test_too_many_members_in_one_group_patch_are_refused_and_change_nothin
     )
     assert fits.status_code == 204, fits.text
     assert len((await scim.get(f"/Groups/{group_id}")).json()["members"]) == MAX_MEMBERS + 1
+
+
+async def test_keys_longer_than_the_hub_keeps_are_invalid_value_and_change_nothing(
+    scim: ScimClient, db_url: str, user_ids: list[str], group_id: str
+) -> None:
+    """userName, externalId and a group's displayName are kept in columns of 512 characters
+    (PostgreSQL refuses more): a longer one is a 400 naming it, on both databases, where
+    PostgreSQL answered 500 and SQLite stored it."""
+    long = "x" * 513
+    folded = "İ" * 300  # 300 characters, 600 once lowercased
+    member = [{"value": user_ids[2], "display": long}]  # not a member yet
+    requests: list[tuple[str, str, Any, str]] = [
+        ("POST", "/Users", user_body(long + "@example.com"), "userName"),
+        ("POST", "/Users", user_body(folded), "userName"),
+        ("POST", "/Users", user_body("ok@example.com", externalId=long), "externalId"),
+        ("PUT", f"/Users/{user_ids[1]}", user_body(long), "userName"),
+        (
+            "PATCH",
+            f"/Users/{user_ids[1]}",
+            ops({"op": "replace", "path": "externalId", "value": long}),
+            "externalId",
+        ),
+        ("POST", "/Groups", group_body(long), "displayName"),
+    ]
+    async with Unchanged(db_url):
+        for method, path, body, name in requests:
+            response = await scim.request(method, path, body)
+            detail = assert_scim_error(response, 400, "invalidValue")["detail"]
+            assert name in detail, detail
+            assert "512" in detail, detail
+    # A member's display is readOnly: one longer than its column is ignored, not refused.
+    added = await scim.patch(
+        f"/Groups/{group_id}", ops({"op": "add", "path": "members", "value": member})
+    )
+    assert added.status_code in (200, 204), added.text
+    shown = (await scim.get(f"/Groups/{group_id}")).json()["members"]
+    added_member = [m for m in shown if m["value"] == user_ids[2]]
+    assert len(added_member) == 1
+    assert "display" not in added_member[0]
+    # An email address longer than any address gets no invitation; the user is created.
+    email = [{"type": "work", "value": "e" * 330 + "@example.com", "primary": True}]
+    created = await scim.post("/Users", user_body("long-mail@example.com", emails=email))
+    assert created.status_code == 201, created.text

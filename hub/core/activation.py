@@ -78,15 +78,24 @@ class CardSettings(msgspec.Struct, frozen=True):
 # --------------------------------------------------------------------------- who and where
 
 
+#: The longest address an invitation goes to (RFC 5321 §4.5.3.1.3: a path is at most 256
+#: octets); a longer value cannot be an address, and the outbox's column holds no more.
+_MAX_ADDRESS = 320
+
+
 def recipient_of(data: dict[str, Any], user_name: str) -> str | None:
     """The address to invite: primary email, else a work one, else any, else an email userName."""
-    emails = [e for e in data.get("emails") or [] if isinstance(e, dict) and e.get("value")]
+    emails = [
+        e
+        for e in data.get("emails") or []
+        if isinstance(e, dict) and e.get("value") and len(str(e["value"])) <= _MAX_ADDRESS
+    ]
     primary = [e for e in emails if e.get("primary") is True]
     work = [e for e in emails if str(e.get("type", "")).lower() == "work"]
     for candidates in (primary, work, emails):
         if candidates:
             return str(candidates[0]["value"])
-    return user_name if _EMAILISH.match(user_name) else None
+    return user_name if _EMAILISH.match(user_name) and len(user_name) <= _MAX_ADDRESS else None
 
 
 def display_name(data: dict[str, Any], user_name: str) -> str:

@@ -336,6 +336,24 @@ def _is_datetime(text: str) -> bool:
     return True
 
 
+#: The longest userName, externalId, group displayName or member display the hub stores (their
+#: columns and unique indexes; PostgreSQL refuses longer values, SQLite would keep them).
+MAX_KEY_LENGTH: Final = 512
+
+
+def bounded(name: str, value: str) -> str:
+    """`value`, if it and its lowercase form fit `MAX_KEY_LENGTH` characters.
+
+    Raises:
+        InvalidValue: the value is longer (a clear 400, where the database would fail the write).
+    """
+    if len(value) > MAX_KEY_LENGTH or len(value.lower()) > MAX_KEY_LENGTH:
+        raise InvalidValue(
+            f"{name!r} is {len(value)} characters long; the hub keeps at most {MAX_KEY_LENGTH}"
+        )
+    return value
+
+
 def required_missing(doc: Mapping[str, Any], resource_type: ResourceType) -> None:
     """Reject a resource whose required core attributes are missing or blank.
 

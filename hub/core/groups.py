@@ -17,7 +17,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 import rules
 from hub.core import audit
-from hub.core.attributes import canonicalise, merge_put, required_missing
+from hub.core.attributes import (
+    MAX_KEY_LENGTH,
+    bounded,
+    canonicalise,
+    merge_put,
+    required_missing,
+)
 from hub.core.clock import now_us, to_iso
 from hub.core.errors import InvalidPath, InvalidValue, Mutability, NotFound
 from hub.core.ids import new_id
@@ -131,7 +137,9 @@ def _member_ids(value: Any) -> list[Member]:
         if not isinstance(member_id, str) or not member_id:
             raise InvalidValue("each member needs a 'value' holding a User id")
         display = member.get("display")
-        ids.append((member_id, display if isinstance(display, str) else None))
+        # readOnly (RFC 7643 §4.2), echoed when it fits its column, else ignored (§3.5.1).
+        fits = isinstance(display, str) and len(display) <= MAX_KEY_LENGTH
+        ids.append((member_id, display if fits else None))
     return ids
 
 
@@ -267,11 +275,12 @@ def _ids(members: Sequence[Member] | None) -> list[str]:
 
 
 def _columns(doc: JSON) -> dict[str, Any]:
+    display_name = bounded("displayName", doc["displayName"])
     external_id = doc.get("externalId")
     return {
-        "display_name": doc["displayName"],
-        "display_name_key": doc["displayName"].lower(),
-        "external_id": external_id if isinstance(external_id, str) else None,
+        "display_name": display_name,
+        "display_name_key": display_name.lower(),
+        "external_id": bounded("externalId", external_id) if isinstance(external_id, str) else None,
     }
 
 

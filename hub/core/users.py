@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 
 import rules
 from hub.core import audit
-from hub.core.attributes import canonicalise, merge_put, required_missing
+from hub.core.attributes import bounded, canonicalise, merge_put, required_missing
 from hub.core.clock import now_us, to_iso
 from hub.core.errors import InvalidValue, Mutability, NotFound, Uniqueness
 from hub.core.ids import new_id
@@ -271,11 +271,12 @@ def _taken(user_name: str, connector: str | None) -> Uniqueness:
 
 
 def _columns(doc: JSON) -> dict[str, Any]:
+    user_name = bounded("userName", doc["userName"])
     external_id = doc.get("externalId")
     return {
-        "user_name": doc["userName"],
-        "user_name_key": doc["userName"].lower(),
-        "external_id": external_id if isinstance(external_id, str) else None,
+        "user_name": user_name,
+        "user_name_key": user_name.lower(),
+        "external_id": bounded("externalId", external_id) if isinstance(external_id, str) else None,
     }
 
 
