@@ -80,3 +80,25 @@ async def test_an_external_id_filter_reads_its_index(db_url: str, tenant: InitRe
     plans = await plans_of(db_url, tenant.token, search)
     assert len(plans) >= len(queries), plans
     assert all(reads_external_id_index(plan) for plan in plans), plans
+
+
+async def test_an_email_filter_reads_the_email_index(db_url: str, tenant: InitResult) -> None:
+    text = 'emails[type eq "work"].value eq "p@example.com"'
+    queries = [
+        ListQuery(filter=text),  # the holders by pk, the filter in memory
+        ListQuery(filter='emails.value eq "p@example.com" and active eq true'),
+        ListQuery(filter=text, sort_by="userName"),  # the SQL filter, on the holders only
+        ListQuery(filter=text, start_index=2),
+    ]
+
+    def search(conn: Connection, caller: tokens.Caller) -> None:
+        for query in queries:
+            user_service.search(conn, caller, query, BASE)
+
+    plans = await plans_of(db_url, tenant.token, search)
+    pages = [plan for plan in plans if any("user_emails" in step for step in plan)]
+    assert len(pages) >= len(queries), plans  # a page past the first is counted too
+    for plan in pages:
+        assert not any(
+            step.startswith("SCAN users") or "ix_users_workspace_pk" in step for step in plan
+        ), plan

@@ -26,6 +26,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 JSONDocument = JSON().with_variant(JSONB(), "postgresql")
+#: The longest email key `user_emails` holds (RFC 5321 caps an address at 254 characters); a
+#: longer value is not indexed, and a look-up for one reads every user instead.
+EMAIL_KEY_MAX = 320
 
 
 class Base(DeclarativeBase):
@@ -170,6 +173,28 @@ class Membership(Base):
     __table_args__ = (Index("ix_memberships_user", "user_pk"),)
 
 
+class UserEmail(Base):
+    """One email address of a user, folded as the filter evaluator folds it, for look-ups.
+
+    Every string `emails[].value` of a user's stored document, whatever its type, lowered with
+    Python's `str.lower()` (emails.value is caseExact=false, RFC 7643 §4.1.2) when it is at most
+    `EMAIL_KEY_MAX` characters. Written with the user in the same transaction (`hub.core.users`,
+    `hub.core.seed`, migration 0014), so `emails[type eq "work"].value eq "…"` — how Entra ID
+    matches users on their work email — reads a few index entries instead of every user's
+    document; the filter itself is still evaluated on the users found. Unlike `user_counts`,
+    no trigger keeps it: a row written into `users` by anything but those is not found by an
+    email look-up.
+    """
+
+    __tablename__ = "user_emails"
+    workspace_pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    value_key: Mapped[str] = mapped_column(String(EMAIL_KEY_MAX), primary_key=True)
+    user_pk: Mapped[int] = mapped_column(
+        ForeignKey("users.pk", ondelete="CASCADE"), primary_key=True
+    )
+    __table_args__ = (Index("ix_user_emails_user", "user_pk"),)
+
+
 # Core tables for the hot paths (statements without ORM overhead).
 workspaces = cast(Table, Workspace.__table__)
 admins = cast(Table, Admin.__table__)
@@ -177,6 +202,7 @@ connectors = cast(Table, Connector.__table__)
 tokens = cast(Table, Token.__table__)
 admin_keys = cast(Table, AdminKey.__table__)
 users = cast(Table, User.__table__)
+user_emails = cast(Table, UserEmail.__table__)
 groups = cast(Table, Group.__table__)
 memberships = cast(Table, Membership.__table__)
 

@@ -35,9 +35,9 @@ from hub.core.database import Database
 from hub.core.dialects import Dialect
 from hub.core.errors import InvalidValue, NotFound, Uniqueness
 from hub.core.ids import new_id
-from hub.core.models import connectors, users, workspaces
+from hub.core.models import connectors, user_emails, users, workspaces
 from hub.core.schema import USER_TYPE
-from hub.core.users import render
+from hub.core.users import email_keys, render
 
 JSON = dict[str, Any]
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -207,11 +207,17 @@ def _insert_batch(
                 "modified": now,
             }
         )
-    if mapping is None:
-        conn.execute(users.insert(), rows)
-        return 0
     made = conn.execute(users.insert().returning(users.c.id, users.c.pk), rows)
     pks: dict[str, int] = {user_id: pk for user_id, pk in made}
+    emails = [
+        {"workspace_pk": target.workspace_pk, "value_key": key, "user_pk": pks[row["id"]]}
+        for row in rows
+        for key in email_keys(row["data"])
+    ]
+    if emails:
+        conn.execute(user_emails.insert(), emails)
+    if mapping is None:
+        return 0
     # The resource `users.create` renders and hands to the card (base URL: only meta uses it).
     new_users = [
         card_service.NewUser(pks[row["id"]], render(SimpleNamespace(**row), "", None))

@@ -8,7 +8,7 @@ create of the same userName (or externalId) brings the same user back.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -32,11 +32,25 @@ from sqlalchemy.exc import IntegrityError
 
 import rules
 from hub.core import audit
-from hub.core.attributes import bounded, canonicalise, merge_put, required_missing
+from hub.core.attributes import (
+    bounded,
+    canonicalise,
+    describe_for,
+    merge_put,
+    required_missing,
+)
 from hub.core.clock import now_us, to_iso
 from hub.core.errors import InvalidValue, Mutability, NotFound, Uniqueness
 from hub.core.ids import new_id
-from hub.core.models import connectors, groups, memberships, user_counts, users
+from hub.core.models import (
+    EMAIL_KEY_MAX,
+    connectors,
+    groups,
+    memberships,
+    user_counts,
+    user_emails,
+    users,
+)
 from hub.core.patch import apply_patch
 from hub.core.provisioning import Provisioning, UserEvent, user_written
 from hub.core.resources import (
@@ -137,6 +151,19 @@ _INSERT = Prepared(
     json_params=("b_data",),
 )
 _BY_PK = Prepared(select(*_COLUMNS).where(users.c.pk == bindparam("b_pk")))
+_ADD_EMAIL = Prepared(
+    user_emails.insert().values(
+        workspace_pk=bindparam("b_ws"), value_key=bindparam("b_key"), user_pk=bindparam("b_user")
+    )
+)
+_DROP_EMAIL = Prepared(
+    delete(user_emails).where(
+        user_emails.c.workspace_pk == bindparam("b_ws"),
+        user_emails.c.value_key == bindparam("b_key"),
+        user_emails.c.user_pk == bindparam("b_user"),
+    )
+)
+_DROP_EMAILS = Prepared(delete(user_emails).where(user_emails.c.user_pk == bindparam("b_user")))
 _SAVE = Prepared(
     update(users)
     .where(users.c.pk == bindparam("b_pk"))
@@ -151,6 +178,27 @@ _SAVE = Prepared(
     ),
     json_params=("b_data",),
 )
+
+
+def email_keys(doc: Mapping[str, Any]) -> set[str]:
+    """The `user_emails` keys of a canonical user document (see `models.UserEmail`)."""
+    emails = doc.get("emails")
+    if not isinstance(emails, list):
+        return set()
+    values = (e.get("value") for e in emails if isinstance(e, dict))
+    return {k for v in values if isinstance(v, str) and len(k := v.lower()) <= EMAIL_KEY_MAX}
+
+
+def _index_emails(
+    conn: Connection, workspace_pk: int, user_pk: int, before: set[str], doc: JSON
+) -> None:
+    """Bring the user's `user_emails` rows from the keys `before` to those of `doc`."""
+    after = email_keys(doc)
+    if after == before:
+        return
+    for statement, keys in ((_DROP_EMAIL, before - after), (_ADD_EMAIL, after - before)):
+        rows = [{"b_ws": workspace_pk, "b_key": k, "b_user": user_pk} for k in sorted(keys)]
+        statement.run_many(conn, rows)
 
 
 def _location(base: str, user_id: str) -> str:
@@ -324,6 +372,7 @@ def create(
         )
     except IntegrityError as exc:  # `Prepared` raises SQLAlchemy's, on every driver
         raise _taken(doc["userName"], None) from exc
+    _index_emails(conn, caller.workspace_pk, pk, set(), doc)
     _audit(conn, caller, user_id, "create", {"attributes": sorted(doc)})
     resource = render(_Stored(pk, user_id, doc, active, 1, now, now), base, None)
     events = user_written(conn, caller, pk, resource, "provisioned", provisioning)
@@ -352,6 +401,8 @@ def _revive(
             **cols,
         )
     )
+    _DROP_EMAILS.run(conn, b_user=pk)
+    _index_emails(conn, caller.workspace_pk, pk, set(), doc)
 
 
 class StoredUser(NamedTuple):
@@ -402,8 +453,20 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
         return _by_user_name(conn, caller, query, base, wanted[1])
     if wanted is not None and query.after is None:
         return _by_external_id(conn, caller, query, base, wanted[1])
-    not_deleted = _LIVE_UNINDEXED if _pins_external_id(query) else users.c.deleted.is_(False)
-    where = [users.c.workspace_pk == caller.workspace_pk, not_deleted]
+    email = _pinned_email(query)
+    if email is not None and query.sort_by is None and query.start_index == 1 and not query.after:
+        page = _by_email(conn, caller, query, base, email)
+        if page is not None:
+            return page
+    if email is None:
+        where = [users.c.workspace_pk == caller.workspace_pk]
+    else:
+        # Only the users holding that email can match: read them off `user_emails`, by pk. The
+        # workspace test is an expression, or SQLite walks the workspace's index instead.
+        holders = users.c.pk.in_(_holders(caller.workspace_pk, email))
+        where = [holders, (users.c.workspace_pk + 0) == caller.workspace_pk]
+    indexed = email is not None or _pins_external_id(query)
+    where.append(_LIVE_UNINDEXED if indexed else users.c.deleted.is_(False))
     clause = filter_clause(query, USER_TYPE, conn.dialect.name)
     if clause is not None:
         where.append(clause)
@@ -566,28 +629,132 @@ def _key_lookup(query: ListQuery) -> tuple[str, str] | None:
 _LIVE_UNINDEXED = func.coalesce(users.c.deleted, false()).is_(false())
 
 
-def _pins_external_id(query: ListQuery) -> bool:
-    """Say whether the filter asks for one externalId (alone, or in an `and` at the top)."""
+def _parsed_mentioning(query: ListQuery, name: str) -> rules.Filter | None:
+    """The query's filter tree if its text mentions `name` (lowercase) and it parses."""
     text = query.filter
-    if text is None or "externalid" not in text.lower():
-        return False
+    if text is None or name not in text.lower():
+        return None
     try:
-        node: rules.Filter = rules.parse_filter(
+        return rules.parse_filter(
             text, max_length=query.max_filter_length, max_depth=query.max_filter_depth
         )
     except rules.FilterSyntaxError:
-        return False  # the general path reports it
+        return None  # the general path reports it
+
+
+def _pins_external_id(query: ListQuery) -> bool:
+    """Say whether the filter asks for one externalId (alone, or in an `and` at the top)."""
+    node = _parsed_mentioning(query, "externalid")
+    return node is not None and any(
+        isinstance(part, rules.Compare)
+        and part.op == "eq"
+        and part.path.sub is None
+        and _is_core(part.path, "externalid")
+        for part in _conjuncts(node)
+    )
+
+
+def _conjuncts(node: rules.Filter) -> Iterator[rules.Filter]:
+    """The filter's operands joined by `and` at its top (the filter itself if there are none)."""
     pending = [node]
     while pending:
         node = pending.pop()
         if isinstance(node, rules.And):
-            pending += (node.left, node.right)
-        elif isinstance(node, rules.Compare) and node.op == "eq":
-            path = node.path
-            core = path.urn is None or path.urn.lower() == USER_TYPE.schema.id.lower()
-            if core and path.sub is None and path.name.lower() == "externalid":
-                return True
-    return False
+            pending += (node.right, node.left)
+        else:
+            yield node
+
+
+def _is_core(path: rules.AttrPath, name: str) -> bool:
+    core = path.urn is None or path.urn.lower() == USER_TYPE.schema.id.lower()
+    return core and path.name.lower() == name
+
+
+def _pinned_email(query: ListQuery) -> str | None:
+    """The email a filter requires by `eq`, if it does, as `user_emails` keys it (lowered).
+
+    `emails.value eq "…"`, or a value path on `emails` requiring `value eq "…"` (Entra ID's
+    `emails[type eq "work"].value eq "…"` parses into one), alone or in an `and` at the top.
+    None when the value is longer than a key may be: such values are not in `user_emails`.
+    """
+    node = _parsed_mentioning(query, "emails")
+    if node is None:
+        return None
+    for part in _conjuncts(node):
+        tests: Iterable[rules.Filter] = ()
+        if isinstance(part, rules.Compare) and _is_core(part.path, "emails"):
+            element = rules.AttrPath(None, part.path.sub or "", None)
+            tests = (rules.Compare(element, part.op, part.value),)
+        elif isinstance(part, rules.ValuePath) and _is_core(part.path, "emails"):
+            tests = () if part.path.sub is not None else _conjuncts(part.filter)
+        for test in tests:
+            if (
+                isinstance(test, rules.Compare)
+                and test.path.name.lower() == "value"
+                and test.op == "eq"
+                and isinstance(test.value, str)
+            ):
+                key = test.value.lower()
+                return key if len(key) <= EMAIL_KEY_MAX else None
+    return None
+
+
+#: More users than this holding one email: the look-up leaves them to the SQL filter.
+_EMAIL_CANDIDATES = 100
+_BY_EMAIL = Prepared(
+    select(*_COLUMNS)
+    .where(
+        users.c.pk.in_(
+            select(user_emails.c.user_pk).where(
+                user_emails.c.workspace_pk == bindparam("b_ws"),
+                user_emails.c.value_key == bindparam("b_key"),
+            )
+        ),
+        # Expressions, or SQLite walks the workspace's index instead of the pks found.
+        (users.c.workspace_pk + 0) == bindparam("b_ws"),
+        _LIVE_UNINDEXED,
+    )
+    .order_by(users.c.pk)
+    .limit(_EMAIL_CANDIDATES + 1)
+)
+
+
+def _by_email(
+    conn: Connection, caller: Caller, query: ListQuery, base: str, key: str
+) -> Page | None:
+    """The first page of a filter that requires the email `key`, from the users holding it.
+
+    The users `user_emails` lists for the email are read by pk (prepared, no SQL compiled for
+    the filter), and the filter is evaluated on their resources in memory — what
+    `rules.evaluate` decides is what the compiled SQL selects (tests/test_filtering_sql.py).
+    None when the general path must answer: a filter the schema refuses (it reports why), or
+    more holders than `_EMAIL_CANDIDATES`.
+    """
+    node = _parsed_mentioning(query, "emails")
+    if node is None:
+        return None
+    try:
+        matches = rules.compile_predicate(node, describe_for(USER_TYPE))
+    except (rules.UnknownAttribute, rules.InvalidComparison):
+        return None
+    rows = _BY_EMAIL.all(conn, b_ws=caller.workspace_pk, b_key=key)
+    if len(rows) > _EMAIL_CANDIDATES:
+        return None
+    member_of = _groups_of(conn, [r.pk for r in rows]) if rows else {}
+    found = [
+        (row, resource)
+        for row in rows
+        if matches(resource := render(row, base, member_of.get(row.pk, [])))
+    ]
+    shown = [res if query.with_members else render(row, base, None) for row, res in found]
+    return Page(len(found), 1, shown[: query.count])
+
+
+def _holders(workspace_pk: int, key: str) -> Any:
+    """The pks of the workspace's users with the email `key` (see `models.UserEmail`)."""
+    return select(user_emails.c.user_pk).where(
+        user_emails.c.workspace_pk == workspace_pk, user_emails.c.value_key == key
+    )
 
 
 def _by_external_id_statement(text: bool) -> Prepared:
@@ -669,6 +836,7 @@ def _save(
         b_key=cols["user_name_key"],
         b_ext=cols["external_id"],
     )
+    _index_emails(conn, caller.workspace_pk, row.pk, email_keys(row.data), doc)
     before = {**row.data, "active": row.active}
     changed = audit.changed_attributes(before, {**doc, "active": active})
     _audit(conn, caller, row.id, action, {"attributes": changed})

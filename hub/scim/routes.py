@@ -460,9 +460,14 @@ def _decoded(resource: JSON | msgspec.Raw) -> JSON:
     return resource
 
 
-#: `userName eq "…"`, the query every IdP sends before a create (or `externalId eq "…"`, where
-#: the IdP matches users on it): one indexed look-up.
-_USER_KEY_EQ = re.compile(r'\s*(?:userName|externalId)\s+eq\s+"(?:[^"\\]|\\.)*"\s*', re.IGNORECASE)
+#: `userName eq "…"`, the query every IdP sends before a create (or `externalId eq "…"` or
+#: `emails[type eq "work"].value eq "…"`, where the IdP matches users on those): an indexed
+#: look-up (the email's: the few users holding it).
+_USER_KEY_EQ = re.compile(
+    r'\s*(?:userName|externalId|emails\[\s*type\s+eq\s+"(?:[^"\\]|\\.)*"\s*\]\.value)'
+    r'\s+eq\s+"(?:[^"\\]|\\.)*"\s*',
+    re.IGNORECASE,
+)
 #: What Entra ID and Okta look groups up by (with `excludedAttributes=members`): an index each.
 _GROUP_KEY_EQ = re.compile(
     r'\s*(?:displayName|externalId)\s+eq\s+"(?:[^"\\]|\\.)*"\s*', re.IGNORECASE
