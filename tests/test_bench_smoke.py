@@ -90,7 +90,7 @@ def test_scale_and_tenants_smoke(tmp_path: Path) -> None:
     scale = outputs["scale"]
     assert scale["seed"]["users"] == 300
     assert scale["seed"]["bytes_per_user"] > 0
-    for phase in ("filter", "external_id_filter", "first_page", "deep_page"):
+    for phase in ("filter", "external_id_filter", "email_filter", "first_page", "deep_page"):
         assert scale["phases"][phase]["requests"] > 0, phase
         assert scale["phases"][phase]["errors"] == 0, scale["phases"][phase]
     assert scale["phases"]["cursor_page"]["supported"] in (True, False)
