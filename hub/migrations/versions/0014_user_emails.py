@@ -56,6 +56,7 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.PrimaryKeyConstraint("workspace_pk", "value_key", "user_pk"),
+        sqlite_with_rowid=False,
     )
     op.create_index("ix_user_emails_user", "user_emails", ["user_pk"])
     conn = op.get_bind()
