@@ -146,12 +146,17 @@ class _Parser:
             raise self.error(
                 "'not' must be followed by a parenthesised filter: not (…)", op_token.position
             )
+        return self.test(path, op_token, token.text)
+
+    def test(self, path: AttrPath, op_token: Token, after: str) -> Filter:
+        """`pr` or `op value` on `path`; `op_token` is a word, `after` what it follows."""
+        op = op_token.text.lower()
         if op == "pr":
             return Present(path)
         if op not in COMPARE_OPS:
             raise self.error(
                 f"expected a comparison operator (eq, ne, co, sw, ew, gt, ge, lt, le) or 'pr' "
-                f"after '{token.text}', found '{op_token.text}'",
+                f"after '{after}', found '{op_token.text}'",
                 op_token.position,
             )
         return Compare(path, op, self.comp_value(op_token))
@@ -161,18 +166,14 @@ class _Parser:
         sub = tail.text[1:]
         if not _NAME.fullmatch(sub):
             raise self.error(f"invalid sub-attribute name '{sub}'", tail.position + 1)
-        path = AttrPath(None, sub, None)
         op_token = self.next()
-        op = op_token.text.lower() if op_token.kind == WORD else ""
-        if op == "pr":
-            return Present(path)
-        if op not in COMPARE_OPS:
+        if op_token.kind != WORD:
             raise self.error(
                 f"expected a comparison operator or 'pr' after '{tail.text}', "
                 f"found {_show(op_token)}",
                 op_token.position,
             )
-        return Compare(path, op, self.comp_value(op_token))
+        return self.test(AttrPath(None, sub, None), op_token, tail.text)
 
     def value_filter(self, path: AttrPath, token: Token, bracket: Token) -> Filter:
         if path.sub is not None or not path.name:

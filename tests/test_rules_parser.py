@@ -166,7 +166,7 @@ def test_rfc_examples_parse() -> None:
         ("urn:x pr", "expected an attribute name after the schema URN", 0),
         ("name.givenName[type pr]", "must follow an attribute name without a sub-attribute", 14),
         ('emails[type eq "work"].value', "expected a comparison operator or 'pr' after", 28),
-        ('emails[type eq "work"].value is "x"', "expected a comparison operator or 'pr'", 29),
+        ('emails[type eq "work"].value is "x"', "expected a comparison operator (eq", 29),
         ('emails[type eq "work"].value eq', "expected a value", 31),
         ('emails[type eq "work"].va$ue eq "x"', "invalid sub-attribute name 'va$ue'", 23),
         ('emails[type eq "work"] eq "x"', "expected 'and', 'or' or the end of the filter", 23),
