@@ -462,10 +462,11 @@ def _decoded(resource: JSON | msgspec.Raw) -> JSON:
 
 #: `userName eq "…"`, the query every IdP sends before a create (or `externalId eq "…"` or
 #: `emails[type eq "work"].value eq "…"`, where the IdP matches users on those): an indexed
-#: look-up (the email's: the few users holding it).
+#: look-up. The email's value is bounded: one too long to be a `user_emails` key (lowercasing
+#: can double a length) would be answered by reading every user, which is not for the loop.
 _USER_KEY_EQ = re.compile(
-    r'\s*(?:userName|externalId|emails\[\s*type\s+eq\s+"(?:[^"\\]|\\.)*"\s*\]\.value)'
-    r'\s+eq\s+"(?:[^"\\]|\\.)*"\s*',
+    r'\s*(?:(?:userName|externalId)\s+eq\s+"(?:[^"\\]|\\.)*"'
+    r'|emails\[\s*type\s+eq\s+"(?:[^"\\]|\\.)*"\s*\]\.value\s+eq\s+"(?:[^"\\]|\\.){0,160}")\s*',
     re.IGNORECASE,
 )
 #: What Entra ID and Okta look groups up by (with `excludedAttributes=members`): an index each.
