@@ -13,6 +13,7 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Integer,
     Text,
@@ -458,13 +459,12 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
         page = _by_email(conn, caller, query, base, email)
         if page is not None:
             return page
-    if email is None:
-        where = [users.c.workspace_pk == caller.workspace_pk]
-    else:
-        # Only the users holding that email can match: read them off `user_emails`, by pk. The
-        # workspace test is an expression, or SQLite walks the workspace's index instead.
-        holders = users.c.pk.in_(_holders(caller.workspace_pk, email))
-        where = [holders, (users.c.workspace_pk + 0) == caller.workspace_pk]
+    # Only the users holding a required email can match: read them off `user_emails`.
+    where = (
+        [users.c.workspace_pk == caller.workspace_pk]
+        if email is None
+        else list(_held_by(caller.workspace_pk, email))
+    )
     indexed = email is not None or _pins_external_id(query)
     where.append(_LIVE_UNINDEXED if indexed else users.c.deleted.is_(False))
     clause = filter_clause(query, USER_TYPE, conn.dialect.name)
@@ -606,19 +606,13 @@ def _key_lookup(query: ListQuery) -> tuple[str, str] | None:
         plain = _PLAIN_KEY_EQ.fullmatch(text)
         if plain is not None:  # the common form, without building the filter's tree
             return plain.group(1).lower(), plain.group(2)
-    try:
-        parsed = rules.parse_filter(
-            text, max_length=query.max_filter_length, max_depth=query.max_filter_depth
-        )
-    except rules.FilterSyntaxError:
-        return None  # the general path reports it, limits included
+    parsed = _parsed(query)
     if not isinstance(parsed, rules.Compare) or parsed.op != "eq":
         return None
     path = parsed.path
     name = path.name.lower()
-    core = path.urn is None or path.urn.lower() == USER_TYPE.schema.id.lower()
-    if name in _LOOKUP_KEYS and path.sub is None and core and isinstance(parsed.value, str):
-        return name, parsed.value
+    if name in _LOOKUP_KEYS and _is_core(path, name) and path.sub is None:
+        return (name, parsed.value) if isinstance(parsed.value, str) else None
     return None
 
 
@@ -629,22 +623,25 @@ def _key_lookup(query: ListQuery) -> tuple[str, str] | None:
 _LIVE_UNINDEXED = func.coalesce(users.c.deleted, false()).is_(false())
 
 
-def _parsed_mentioning(query: ListQuery, name: str) -> rules.Filter | None:
-    """The query's filter tree if its text mentions `name` (lowercase) and it parses."""
+def _parsed(query: ListQuery, mentioning: str = "") -> rules.Filter | None:
+    """The query's filter tree, if it has one whose text mentions `mentioning` (lowercase).
+
+    None as well for a filter that does not parse: the general path reports it, limits included.
+    """
     text = query.filter
-    if text is None or name not in text.lower():
+    if text is None or mentioning not in text.lower():
         return None
     try:
         return rules.parse_filter(
             text, max_length=query.max_filter_length, max_depth=query.max_filter_depth
         )
     except rules.FilterSyntaxError:
-        return None  # the general path reports it
+        return None
 
 
 def _pins_external_id(query: ListQuery) -> bool:
     """Say whether the filter asks for one externalId (alone, or in an `and` at the top)."""
-    node = _parsed_mentioning(query, "externalid")
+    node = _parsed(query, "externalid")
     return node is not None and any(
         isinstance(part, rules.Compare)
         and part.op == "eq"
@@ -677,7 +674,7 @@ def _pinned_email(query: ListQuery) -> str | None:
     `emails[type eq "work"].value eq "…"` parses into one), alone or in an `and` at the top.
     None when the value is longer than a key may be: such values are not in `user_emails`.
     """
-    node = _parsed_mentioning(query, "emails")
+    node = _parsed(query, "emails")
     if node is None:
         return None
     for part in _conjuncts(node):
@@ -701,19 +698,23 @@ def _pinned_email(query: ListQuery) -> str | None:
 
 #: More users than this holding one email: the look-up leaves them to the SQL filter.
 _EMAIL_CANDIDATES = 100
+
+
+def _held_by(workspace_pk: Any, key: Any) -> tuple[ColumnElement[bool], ...]:
+    """Users of the workspace holding the email `key` (values or bind parameters).
+
+    By pk from `user_emails` (see `models.UserEmail`); the workspace test is an expression, or
+    SQLite walks the workspace's index instead of the pks found.
+    """
+    holders = select(user_emails.c.user_pk).where(
+        user_emails.c.workspace_pk == workspace_pk, user_emails.c.value_key == key
+    )
+    return users.c.pk.in_(holders), (users.c.workspace_pk + 0) == workspace_pk
+
+
 _BY_EMAIL = Prepared(
     select(*_COLUMNS)
-    .where(
-        users.c.pk.in_(
-            select(user_emails.c.user_pk).where(
-                user_emails.c.workspace_pk == bindparam("b_ws"),
-                user_emails.c.value_key == bindparam("b_key"),
-            )
-        ),
-        # Expressions, or SQLite walks the workspace's index instead of the pks found.
-        (users.c.workspace_pk + 0) == bindparam("b_ws"),
-        _LIVE_UNINDEXED,
-    )
+    .where(*_held_by(bindparam("b_ws"), bindparam("b_key")), _LIVE_UNINDEXED)
     .order_by(users.c.pk)
     .limit(_EMAIL_CANDIDATES + 1)
 )
@@ -730,7 +731,7 @@ def _by_email(
     None when the general path must answer: a filter the schema refuses (it reports why), or
     more holders than `_EMAIL_CANDIDATES`.
     """
-    node = _parsed_mentioning(query, "emails")
+    node = _parsed(query, "emails")
     if node is None:
         return None
     try:
@@ -750,32 +751,22 @@ def _by_email(
     return Page(len(found), 1, shown[: query.count])
 
 
-def _holders(workspace_pk: int, key: str) -> Any:
-    """The pks of the workspace's users with the email `key` (see `models.UserEmail`)."""
-    return select(user_emails.c.user_pk).where(
-        user_emails.c.workspace_pk == workspace_pk, user_emails.c.value_key == key
+_BY_EXTERNAL_ID_WHERE = (
+    users.c.workspace_pk == bindparam("b_ws"),
+    users.c.external_id == bindparam("b_ext"),
+    _LIVE_UNINDEXED,
+)
+_BY_EXTERNAL_ID = {
+    text: Prepared(
+        select(*(_TEXT_COLUMNS if text else _COLUMNS))
+        .where(*_BY_EXTERNAL_ID_WHERE)
+        .order_by(users.c.pk)
+        .limit(bindparam("b_limit"))
     )
-
-
-def _by_external_id_statement(text: bool) -> Prepared:
-    where = (
-        users.c.workspace_pk == bindparam("b_ws"),
-        users.c.external_id == bindparam("b_ext"),
-        _LIVE_UNINDEXED,
-    )
-    columns = _TEXT_COLUMNS if text else _COLUMNS
-    return Prepared(select(*columns).where(*where).order_by(users.c.pk).limit(bindparam("b_limit")))
-
-
-_BY_EXTERNAL_ID = {text: _by_external_id_statement(text) for text in (False, True)}
+    for text in (False, True)
+}
 _COUNT_BY_EXTERNAL_ID = Prepared(
-    select(func.count())
-    .select_from(users)
-    .where(
-        users.c.workspace_pk == bindparam("b_ws"),
-        users.c.external_id == bindparam("b_ext"),
-        _LIVE_UNINDEXED,
-    )
+    select(func.count()).select_from(users).where(*_BY_EXTERNAL_ID_WHERE)
 )
 
 
