@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 from collections.abc import AsyncIterator
@@ -132,8 +133,27 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def create_app(settings: Settings, registry: Registry | None = None) -> Litestar:
-    """Build the hub's ASGI app: SCIM routes, health probes, SCIM error handling, logging."""
+def _settle_heap() -> None:
+    """Take what start-up built out of the cyclic garbage collector's sight.
+
+    Start-up leaves ~150,000 container objects (modules, the route table, SQLAlchemy's metadata)
+    that live as long as the process. Every full collection walked them all: 100 to 160 ms with the
+    event loop stopped, and every request in flight delayed, once every few thousand writes.
+    Frozen, a full collection walks what requests left behind (~2 ms).
+    """
+    gc.collect()
+    gc.freeze()
+
+
+def create_app(
+    settings: Settings, registry: Registry | None = None, *, serving: bool = False
+) -> Litestar:
+    """Build the hub's ASGI app: SCIM routes, health probes, SCIM error handling, logging.
+
+    `serving`: the app is a server process's for its lifetime (`hub.asgi`), so its start-up
+    objects are frozen out of the garbage collector's full collections. Not for an app among
+    many in one process (tests): a frozen app's reference cycles are never collected.
+    """
     plugins = registry if registry is not None else build_registry()
     metrics = Metrics()
 
@@ -147,6 +167,8 @@ def create_app(settings: Settings, registry: Registry | None = None) -> Litestar
         stop_activity = activity.start_writer(
             app.state.hub.activity, lambda batch: db.write(activity.write, batch)
         )
+        if serving:
+            _settle_heap()
         try:
             yield
         finally:
