@@ -27,6 +27,10 @@ Workspaces and SCIM calls
     `scim_error`   `scim_error(response, status, scim_type=None)` asserts a SCIM Error document
                    (RFC 7644 §3.12) and returns its body.
 
+Logging
+    `restored_logging`   puts structlog's and the standard library's set-up back after a test that
+                         calls `configure_logging` (which binds the test's stderr, closed after it).
+
 A real server
     `live_server`   (session) `tests.server.LiveServer` — `(base_url, tenant_url, token, process)`
                     — of a `scim-hub serve` process on a free port over a fresh SQLite file. Tests
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import os
 import shutil
 import sys
@@ -197,6 +202,20 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         drop_database(server, name)
     except Exception as exc:  # a leftover database must not fail the test that used it
         print(f"could not drop test database {name}: {exc!r}", file=sys.stderr)
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """Put structlog's and the standard library's logging set-up back after the test."""
+    import structlog
+
+    config = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**config)
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,17 +11,8 @@ import structlog
 from hub.logging import configure_logging
 from hub.settings import load_settings
 
-
-@pytest.fixture(autouse=True)
-def _restored_logging() -> Iterator[None]:
-    """Put structlog's and the standard library's set-up back (a test's stderr closes after it)."""
-    config = structlog.get_config()
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    structlog.configure(**config)
-    root.handlers[:] = handlers
-    root.setLevel(level)
+# configure_logging binds the test's stderr, which closes after it.
+pytestmark = pytest.mark.usefixtures("restored_logging")
 
 
 def _configure(tmp_path: Path, log_format: str) -> None:

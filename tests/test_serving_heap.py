@@ -20,6 +20,7 @@ from hub.settings import Settings
 from tests.conftest import TEST_BASE_URL
 
 
+@pytest.mark.usefixtures("restored_logging")  # `hub.asgi.create` configures logging
 async def test_a_serving_process_freezes_its_start_up(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
