@@ -146,13 +146,13 @@ def _settle_heap() -> None:
 
 
 def create_app(
-    settings: Settings, registry: Registry | None = None, *, serving: bool = False
+    settings: Settings, registry: Registry | None = None, *, freeze_start_up: bool = False
 ) -> Litestar:
     """Build the hub's ASGI app: SCIM routes, health probes, SCIM error handling, logging.
 
-    `serving`: the app is a server process's for its lifetime (`hub.asgi`), so its start-up
-    objects are frozen out of the garbage collector's full collections. Not for an app among
-    many in one process (tests): a frozen app's reference cycles are never collected.
+    `freeze_start_up`: the app is a server process's for its lifetime (`hub.asgi`), so what its
+    start-up built is frozen out of the garbage collector's full collections. Not for an app
+    among many in one process (tests): a frozen app's reference cycles are never collected.
     """
     plugins = registry if registry is not None else build_registry()
     metrics = Metrics()
@@ -167,7 +167,7 @@ def create_app(
         stop_activity = activity.start_writer(
             app.state.hub.activity, lambda batch: db.write(activity.write, batch)
         )
-        if serving:
+        if freeze_start_up:
             _settle_heap()
         try:
             yield

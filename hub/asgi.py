@@ -13,4 +13,4 @@ def create() -> Litestar:
     """Build the app from `SCIM_HUB_*` settings (called by uvicorn in each worker)."""
     settings = load_settings()
     configure_logging(settings)
-    return create_app(settings, serving=True)
+    return create_app(settings, freeze_start_up=True)

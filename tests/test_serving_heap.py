@@ -1,10 +1,10 @@
 """A serving process takes its start-up objects out of the garbage collector's full collections.
 
-`hub.asgi.create` (what `scim-hub serve` runs in each worker) builds the app with `serving=True`:
-once start-up is done, a full collection walks what requests leave behind, not the ~150,000
-objects start-up built (which stopped the event loop 100 to 160 ms each time). An app built for a
-test does not freeze anything: a test process builds many apps, and frozen cycles are never
-collected.
+`hub.asgi.create` (what `scim-hub serve` runs in each worker) builds the app with
+`freeze_start_up=True`: once start-up is done, a full collection walks what requests leave
+behind, not the ~150,000 objects start-up built (which stopped the event loop 100 to 160 ms each
+time). An app built for a test does not freeze anything: a test process builds many apps, and
+frozen cycles are never collected.
 """
 
 from __future__ import annotations
