@@ -262,6 +262,36 @@ async def test_enterprise_extension_and_bare_manager(entra: ScimClient) -> None:
         assert response.json()[ENTERPRISE]["manager"] == {"value": other}
 
 
+@pytest.mark.parametrize("resource", ["Users", "Groups"])
+@pytest.mark.parametrize("idp", ["azure_ad", "generic_scim"])
+async def test_the_validators_empty_patch_changes_nothing(
+    client: httpx.AsyncClient, db_url: str, idp: str, resource: str
+) -> None:
+    """Microsoft's SCIM Validator sends a PatchOp with an empty ``Operations`` list first.
+
+    RFC 7644 §3.5.2 asks for one or more operations; the validator counts an error as a failed
+    test, so the empty list is a no-op: 200 with the resource, version and lastModified kept.
+    The validator may be pointed at any connector, the RFC-pure one included.
+    """
+    entra = ScimClient(client, (await create_workspace(db_url, "validator", idp=idp)).token)
+    if resource == "Users":
+        made = await create(entra, entra_user())
+    else:
+        response = await entra.post("/Groups", {"schemas": [GROUP], "displayName": "Validator"})
+        assert response.status_code == 201, response.text
+        made = response.json()
+    path = f"/{resource}/{made['id']}"
+    answered = await entra.patch(path, {"schemas": [PATCH_OP], "Operations": []})
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["meta"] == made["meta"]
+    assert answered.headers["ETag"] == made["meta"]["version"]
+    after = await entra.get(path)
+    assert after.json() == answered.json()
+    for body in ({"schemas": [PATCH_OP]}, {"schemas": [PATCH_OP], "Operations": {"op": "add"}}):
+        refused = await entra.patch(path, body)
+        assert_scim_error(refused, 400, "invalidSyntax")
+
+
 async def test_group_cycle(entra: ScimClient) -> None:
     """[TUTORIAL] group operations, in order, with both member-removal forms of [KNOWN-ISSUES]."""
     members = [(await create(entra, entra_user()))["id"] for _ in range(4)]

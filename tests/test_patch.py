@@ -401,8 +401,8 @@ def test_error_detail_names_the_operation_index() -> None:
         apply_patch(USER, ops, USER_TYPE)
 
 
-@pytest.mark.parametrize("operations", [[], {"op": "add"}, None])
-def test_operations_must_be_a_non_empty_list(operations: Any) -> None:
+@pytest.mark.parametrize("operations", [{"op": "add"}, None, "add"])
+def test_operations_must_be_a_list(operations: Any) -> None:
     with pytest.raises(InvalidSyntax):
         apply_patch(USER, operations, USER_TYPE)
 

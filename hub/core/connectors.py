@@ -192,8 +192,8 @@ def strip_ignored(body: JSON, kind: str, paths: Sequence[str]) -> JSON:
 
     `kind` is ``"resource"`` (POST/PUT body) or ``"patch"`` (a PatchOp): operations whose path
     lies inside an ignored attribute are dropped, and ignored keys are taken out of path-less
-    values (dotted and URN-qualified keys included). A PatchOp left with no operation becomes a
-    no-op (``add`` of an empty object), so the request still answers with the resource.
+    values (dotted and URN-qualified keys included). A PatchOp left with no operation changes
+    nothing and still answers with the resource (`hub.core.patch`: an empty list is a no-op).
     """
     ignored = _keys(paths)
     if not ignored:
@@ -206,7 +206,7 @@ def strip_ignored(body: JSON, kind: str, paths: Sequence[str]) -> JSON:
         return body
     kept = [op for op in (_strip_operation(op, ignored) for op in operations) if op is not None]
     result = dict(body)
-    result[operations_key] = kept or [{"op": "add", "value": {}}]  # type: ignore[index]
+    result[operations_key] = kept  # type: ignore[index]
     return result
 
 

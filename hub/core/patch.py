@@ -31,6 +31,10 @@ Decisions on points the RFC leaves open or that IdPs rely on:
   stored as sent, like on POST/PUT. Value filters inside such an extension are ``invalidPath``.
 * errors in path syntax and in the path's filter (unknown attribute, bad comparison) are all
   ``invalidPath``: the client must fix the path.
+* an empty ``Operations`` list changes nothing and succeeds. RFC 7644 §3.5.2 asks the client for
+  "one or more" operations, but Microsoft's SCIM Validator (scimvalidator.microsoft.com) sends
+  an empty list before its PATCH tests and counts an error as a failed test; a missing or
+  non-list ``Operations`` is still ``invalidSyntax``.
 """
 
 from __future__ import annotations
@@ -113,14 +117,14 @@ def apply_patch(
         A new document with every operation applied.
 
     Raises:
-        InvalidSyntax: ``Operations`` is not a non-empty list, or an operation is malformed.
+        InvalidSyntax: ``Operations`` is not a list, or an operation is malformed.
         InvalidValue: too many operations, a missing or mistyped value.
         InvalidPath: a path does not parse or names nothing in the schema.
         NoTarget: remove without a path, or a filter that cannot create the missing element.
         Mutability: the operation would change a ``readOnly`` or set ``immutable`` attribute.
     """
-    if not isinstance(operations, list) or not operations:
-        raise InvalidSyntax("'Operations' must be a non-empty list of operations")
+    if not isinstance(operations, list):
+        raise InvalidSyntax("'Operations' must be a list of operations")
     if len(operations) > max_operations:
         raise InvalidValue(f"a PATCH may carry at most {max_operations} operations")
     patcher = _Patcher(json_copy(dict(resource)), resource_type)

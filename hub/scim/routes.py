@@ -597,8 +597,9 @@ def _operations(body: JSON) -> list[Any]:
     if not isinstance(schemas, list) or PATCH_OP not in schemas:
         raise InvalidValue(f"a PATCH body lists {PATCH_OP} in 'schemas'")
     operations = next((v for k, v in body.items() if k.lower() == "operations"), None)
-    if not isinstance(operations, list) or not operations:
-        raise InvalidSyntax("a PATCH body needs a non-empty 'Operations' list")
+    # An empty list is a no-op, not an error (see `hub.core.patch`: Microsoft's SCIM Validator).
+    if not isinstance(operations, list):
+        raise InvalidSyntax("a PATCH body needs an 'Operations' list")
     return operations
 
 
