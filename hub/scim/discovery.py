@@ -11,6 +11,7 @@ from hub.core.schema import (
     SCHEMAS,
     SPC_SCHEMA,
     ResourceType,
+    Schema,
 )
 from hub.settings import Settings
 
@@ -74,6 +75,16 @@ def resource_types(base: str) -> list[JSON]:
 def schemas(base: str) -> list[JSON]:
     """Every schema the hub supports (core User, Group, Enterprise User)."""
     return [schema.to_scim(base) for schema in SCHEMAS]
+
+
+def find_resource_type(name: str) -> ResourceType | None:
+    """The resource type named `name` (case-insensitive), or None."""
+    return next((rt for rt in RESOURCE_TYPES if rt.name.lower() == name.lower()), None)
+
+
+def find_schema(urn: str) -> Schema | None:
+    """The schema whose id is `urn` (case-insensitive), or None."""
+    return next((schema for schema in SCHEMAS if schema.id.lower() == urn.lower()), None)
 
 
 def list_response(resources: list[JSON]) -> JSON:

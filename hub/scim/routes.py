@@ -45,7 +45,14 @@ from hub.core.schema import (
     USER_TYPE,
     ResourceType,
 )
-from hub.core.tokens import Caller, authenticate, digest, needs_touch, touch
+from hub.core.tokens import (
+    LAST_USED_RESOLUTION_US,
+    Caller,
+    authenticate,
+    digest,
+    needs_touch,
+    touch,
+)
 from hub.plugins import Registry
 from hub.scim import discovery
 from hub.scim.response import SCIM_JSON, ScimResponse
@@ -93,6 +100,10 @@ class Hub:
     _touching: set[asyncio.Task[None]] = field(default_factory=set)
     #: `provisioning()` per (IdP, saved overrides): the same handful of connectors ask each time.
     _provisioning: dict[tuple[str | None, bytes], Provisioning] = field(default_factory=dict)
+    #: when this process last asked for each token's `last_used` to be refreshed (`remember_use`)
+    _touch_asked: dict[int, int] = field(default_factory=dict)
+    #: encoded discovery documents by name: they depend only on the settings and the base URL.
+    _documents: dict[str, bytes] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.limiter = Limiter(self.settings.rate_limit_per_second, self.settings.workers)
@@ -118,18 +129,43 @@ class Hub:
         self._provisioning[key] = made
         return made
 
+    def document(self, name: str, build: Callable[[], JSON]) -> bytes:
+        """The discovery document `name`, encoded once by `build` and kept for the process.
+
+        `name` comes from the hub's own documents (never from the request), so the cache is
+        bounded by their number.
+        """
+        known = self._documents.get(name)
+        if known is None:
+            known = self._documents[name] = _encode_json(build())
+        return known
+
     def remember_use(self, caller: Caller) -> None:
-        """Refresh the token's last-used time in the background, at most once a minute."""
+        """Refresh the token's last-used time in the background, at most once a minute.
+
+        Once per token and minute in this process: until the refresh commits, every read
+        authenticated by the token still sees the old time, and under load (thousands of
+        requests a second) each of them would otherwise queue a write of its own.
+        """
         when = now_us()
         if not needs_touch(caller, when):
             return
-        task = asyncio.get_running_loop().create_task(self.db.write(touch, caller, when))
+        asked = self._touch_asked.get(caller.token_pk)
+        if asked is not None and when - asked <= LAST_USED_RESOLUTION_US:
+            return
+        if len(self._touch_asked) >= _TOUCH_CACHE:
+            self._touch_asked.clear()  # many tokens: forget rather than grow
+        self._touch_asked[caller.token_pk] = when
+        # Two indexed updates: committed with the loop's other short writes, no thread hand-off.
+        write = self.db.write_now(touch, caller, when)
+        task = asyncio.get_running_loop().create_task(write)
         self._touching.add(task)
         task.add_done_callback(self._touching.discard)
 
 
 _encode_json = msgspec.json.Encoder().encode
 _PROVISIONING_CACHE = 512
+_TOUCH_CACHE = 10_000
 
 
 def _hub(request: Request[Any, Any, Any]) -> Hub:
@@ -717,13 +753,15 @@ def _resource_routes(rt: ResourceType) -> list[HTTPRouteHandler]:
     ]
 
 
-async def _discovery(
-    request: Request[Any, Any, Any], build: Callable[[Hub], JSON]
-) -> Response[bytes]:
-    hub = _hub(request)
+def _nothing(conn: Connection, caller: Caller) -> None:
+    """The unit of work of a request that only needs its caller authenticated."""
 
-    def work(conn: Connection, caller: Caller) -> None:
-        return None
+
+async def _discovery(
+    request: Request[Any, Any, Any], pick: Callable[[], tuple[str, Callable[[], JSON]]]
+) -> Response[bytes]:
+    """Answer with the discovery document `pick()` names (it runs once the caller is known)."""
+    hub = _hub(request)
 
     async def check() -> None:
         check_accept(request)
@@ -732,63 +770,76 @@ async def _discovery(
             raise Forbidden("the discovery endpoints do not filter; ask without 'filter'")
 
     _, problem = await _parse(check)
-    await _run(request, work, writes=False, problem=problem)
-    return _response(build(hub))
-
-
-def _by_id(docs: list[JSON], wanted: str, missing: str) -> JSON:
-    """The discovery document whose id is `wanted` (case-insensitive)."""
-    for doc in docs:
-        if doc["id"].lower() == wanted.lower():
-            return doc
-    raise NotFound(missing)
+    # Authentication alone: one indexed statement, no thread hand-off.
+    await _run(request, _nothing, writes=False, problem=problem, quick=True)
+    name, build = pick()
+    return ScimResponse(hub.document(name, build), 200, {})
 
 
 @get("/scim/v2/ServiceProviderConfig", name="service-provider-config", **_OPTS)
 async def service_provider_config(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7644 §4: what the hub supports."""
+    hub = _hub(request)
     return await _discovery(
-        request, lambda hub: discovery.service_provider_config(hub.settings, hub.base)
+        request,
+        lambda: (
+            "ServiceProviderConfig",
+            lambda: discovery.service_provider_config(hub.settings, hub.base),
+        ),
     )
 
 
 @get("/scim/v2/ResourceTypes", name="resource-types", **_OPTS)
 async def resource_types(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7644 §4: the resource types served."""
+    hub = _hub(request)
     return await _discovery(
-        request, lambda hub: discovery.list_response(discovery.resource_types(hub.base))
+        request,
+        lambda: (
+            "ResourceTypes",
+            lambda: discovery.list_response(discovery.resource_types(hub.base)),
+        ),
     )
 
 
 @get("/scim/v2/ResourceTypes/{name:str}", name="resource-type", **_OPTS)
 async def resource_type(request: Request[Any, Any, Any]) -> Response[bytes]:
     """One resource type by name."""
+    hub = _hub(request)
     name: str = request.path_params["name"]
-    return await _discovery(
-        request,
-        lambda hub: _by_id(
-            discovery.resource_types(hub.base),
-            name,
-            f"no ResourceType {name!r}; there are User and Group",
-        ),
-    )
+
+    def pick() -> tuple[str, Callable[[], JSON]]:
+        rt = discovery.find_resource_type(name)
+        if rt is None:
+            raise NotFound(f"no ResourceType {name!r}; there are User and Group")
+        return f"ResourceTypes/{rt.name}", lambda: discovery.resource_type(rt, hub.base)
+
+    return await _discovery(request, pick)
 
 
 @get("/scim/v2/Schemas", name="schemas", **_OPTS)
 async def schemas(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7644 §4: the schemas supported."""
+    hub = _hub(request)
     return await _discovery(
-        request, lambda hub: discovery.list_response(discovery.schemas(hub.base))
+        request,
+        lambda: ("Schemas", lambda: discovery.list_response(discovery.schemas(hub.base))),
     )
 
 
 @get("/scim/v2/Schemas/{urn:str}", name="schema", **_OPTS)
 async def schema(request: Request[Any, Any, Any]) -> Response[bytes]:
     """One schema by URN."""
+    hub = _hub(request)
     urn: str = request.path_params["urn"]
-    return await _discovery(
-        request, lambda hub: _by_id(discovery.schemas(hub.base), urn, f"no Schema {urn!r}")
-    )
+
+    def pick() -> tuple[str, Callable[[], JSON]]:
+        found = discovery.find_schema(urn)
+        if found is None:
+            raise NotFound(f"no Schema {urn!r}")
+        return f"Schemas/{found.id}", lambda: found.to_scim(hub.base)
+
+    return await _discovery(request, pick)
 
 
 @post("/scim/v2/.search", name="root-search", status_code=200, **_OPTS)
@@ -823,7 +874,7 @@ async def root_search(request: Request[Any, Any, Any]) -> Response[bytes]:
 @post("/scim/v2/Bulk", name="bulk", status_code=501, **_OPTS)
 async def bulk(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Bulk is not supported (ServiceProviderConfig says so); RFC 7644 §3.7 asks for 501."""
-    await _discovery(request, lambda hub: {})
+    await _run(request, _nothing, writes=False, quick=True)  # 401 before 501
     raise NotImplementedFeature("Bulk operations are not supported; send one request per change")
 
 

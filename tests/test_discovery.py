@@ -1,0 +1,58 @@
+"""Discovery endpoints (RFC 7644 §4): each document alone equals its entry in the list.
+
+The documents are built once per process and served as stored bytes, so these tests also check
+that a look-up by id (in any case) and the list agree, and that a caller is known before any
+answer is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.conftest import ScimClient
+
+ScimError = Callable[..., dict[str, Any]]
+
+LIST = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+
+
+@pytest.mark.parametrize(("endpoint", "count"), [("/Schemas", 3), ("/ResourceTypes", 2)])
+async def test_each_document_equals_its_list_entry(
+    scim: ScimClient, endpoint: str, count: int
+) -> None:
+    listed = await scim.get(endpoint)
+    assert listed.status_code == 200, listed.text
+    body = listed.json()
+    assert body["schemas"] == [LIST]
+    assert body["totalResults"] == len(body["Resources"]) == count
+    for entry in body["Resources"]:
+        for asked in (entry["id"], entry["id"].upper(), entry["id"].lower()):
+            one = await scim.get(f"{endpoint}/{asked}")
+            assert one.status_code == 200, one.text
+            assert one.headers["content-type"].startswith("application/scim+json")
+            assert one.json() == entry
+    again = await scim.get(endpoint)
+    assert again.content == listed.content
+
+
+async def test_service_provider_config_is_the_same_each_time(scim: ScimClient) -> None:
+    first = await scim.get("/ServiceProviderConfig")
+    assert first.status_code == 200, first.text
+    assert first.json()["pagination"]["cursor"] is True
+    second = await scim.get("/ServiceProviderConfig")
+    assert second.content == first.content
+
+
+@pytest.mark.parametrize(
+    "path", ["/Schemas/urn:example:nothing", "/ResourceTypes/Device", "/ResourceTypes/Users"]
+)
+async def test_an_unknown_document_is_404_for_a_caller_and_401_for_anyone_else(
+    scim: ScimClient, path: str, scim_error: ScimError
+) -> None:
+    error = scim_error(await scim.get(path), 404)
+    assert path.rsplit("/", 1)[1] in error["detail"]
+    scim_error(await scim.with_token(None).get(path), 401)
+    scim_error(await scim.with_token("shub_not-a-token").get(path), 401)
