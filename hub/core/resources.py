@@ -164,7 +164,8 @@ def fetch_page(
     given (a maintained count, for unfiltered lists) or counted. `render` turns the page's rows
     into resources (loading members in one query). `plain_rows(query, limit)`, when given, fetches
     the rows of a page in insertion order (no sortBy) the way this function would — prepared
-    statements for the unfiltered lists IdPs walk.
+    statements for the unfiltered lists IdPs walk. With both given and no sortBy, `where` is
+    not read (callers may pass none).
     """
     count = count_all if count_all is not None else (lambda: _count(conn, table, where))
     fast = plain_rows if query.sort_by is None else None
