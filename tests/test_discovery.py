@@ -1,4 +1,4 @@
-"""Discovery endpoints (RFC 7644 §4): each document alone equals its entry in the list.
+"""Discovery endpoints (RFC 7644 §4): each document alone equals its entry in the list; Bulk.
 
 The documents are built once per process and served as stored bytes, so these tests also check
 that a look-up by id (in any case) and the list agree, and that a caller is known before any
@@ -56,3 +56,14 @@ async def test_an_unknown_document_is_404_for_a_caller_and_401_for_anyone_else(
     assert path.rsplit("/", 1)[1] in error["detail"]
     scim_error(await scim.with_token(None).get(path), 401)
     scim_error(await scim.with_token("shub_not-a-token").get(path), 401)
+
+
+async def test_bulk_is_501_for_a_caller_after_its_accept_is_checked(
+    scim: ScimClient, scim_error: ScimError
+) -> None:
+    """ServiceProviderConfig says bulk is unsupported; RFC 7644 §3.7 then asks for 501."""
+    body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": []}
+    scim_error(await scim.post("/Bulk", body), 501)
+    scim_error(await scim.with_token(None).post("/Bulk", body), 401)
+    refused = await scim.request("POST", "/Bulk", body, headers={"Accept": "application/xml"})
+    scim_error(refused, 406)

@@ -874,7 +874,12 @@ async def root_search(request: Request[Any, Any, Any]) -> Response[bytes]:
 @post("/scim/v2/Bulk", name="bulk", status_code=501, **_OPTS)
 async def bulk(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Bulk is not supported (ServiceProviderConfig says so); RFC 7644 §3.7 asks for 501."""
-    await _run(request, _nothing, writes=False, quick=True)  # 401 before 501
+
+    async def check() -> None:
+        check_accept(request)
+
+    _, problem = await _parse(check)
+    await _run(request, _nothing, writes=False, problem=problem, quick=True)  # 401 before 501
     raise NotImplementedFeature("Bulk operations are not supported; send one request per change")
 
 
