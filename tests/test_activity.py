@@ -107,3 +107,57 @@ async def test_over_long_values_cost_no_record(
     records = await wait_for(admin, 3)
     assert any(r["path"] == f"/scim/v2/Users/{long_id}" for r in records)
     assert any(r["user_name"] == "after-long@example.com" for r in records)
+
+
+async def test_a_backlog_is_written_whole_in_order_in_bounded_units(
+    db_url: str, tenant: InitResult
+) -> None:
+    """A backlog, even one queued before the writer first ran, lands whole and in order.
+
+    `stop()` writes what is left; no transaction takes more than `CHUNK` records.
+    """
+    from sqlalchemy import text
+
+    from hub.core import activity
+    from hub.core.database import open_database
+
+    db = open_database(db_url)
+    try:
+        workspace_pk = await db.read(
+            lambda conn: conn.execute(text("SELECT pk FROM workspaces")).scalar_one()
+        )
+        buffer = activity.Buffer()
+        count = activity.CHUNK * 2 + 37
+        for i in range(count):
+            buffer.add(
+                activity.Entry(
+                    workspace_pk=workspace_pk,
+                    connector_pk=None,
+                    at=activity.now(),
+                    method="GET",
+                    path=f"/scim/v2/Users/{i}",
+                    operation="get",
+                    resource_type="User",
+                    resource_id=str(i),
+                    user_name=None,
+                    status=200,
+                    error=None,
+                    request_id=f"{i:016x}",
+                    ms=1,
+                )
+            )
+        units: list[int] = []
+
+        async def write(batch: list[activity.Entry]) -> None:
+            units.append(len(batch))
+            await db.write(activity.write, batch)
+
+        stop = activity.start_writer(buffer, write)
+        await stop()  # flushes what is queued
+        stored = await db.read(
+            lambda conn: conn.execute(text("SELECT request_id FROM activity ORDER BY pk")).all()
+        )
+    finally:
+        await db.close()
+    assert [row[0] for row in stored] == [f"{i:016x}" for i in range(count)]
+    assert units == [activity.CHUNK, activity.CHUNK, 37]

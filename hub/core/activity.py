@@ -1,10 +1,10 @@
 """The provisioning log: every authenticated SCIM request, its outcome and error detail.
 
 It answers an admin's "why did this user not get a card?". Requests are buffered in memory and
-written in batches by a background task (one transaction every half second), so the log costs
-the hot path an append to a list, not a database write. The log is diagnostics, not state: a
-crash may lose its last half second, never an acknowledged change (those are in the audit trail,
-written in the same transaction as the change).
+written in batches by a background task every half second, so the log costs the hot path an
+append to a list, not a database write. The log is diagnostics, not state: a crash may lose its
+last half second, never an acknowledged change (those are in the audit trail, written in the
+same transaction as the change).
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ log = structlog.get_logger("hub.activity")
 #: Flush interval of the background writer, and the most records kept waiting.
 FLUSH_SECONDS = 0.5
 MAX_PENDING = 50_000
+#: The most records one transaction inserts: a backlog is written in several, so the write
+#: lock is never held long against the SCIM writes waiting for it.
+CHUNK = 500
 #: The largest record key: `pk` is a 32-bit INTEGER on PostgreSQL.
 MAX_PK = 2**31 - 1
 
@@ -126,12 +129,12 @@ def start_writer(
 
     async def flush() -> None:
         batch = buffer.take()
-        if not batch:
-            return
-        try:
-            await run_write(batch)
-        except Exception as exc:
-            log.warning("activity log write failed", records=len(batch), error=repr(exc))
+        for start in range(0, len(batch), CHUNK):
+            chunk = batch[start : start + CHUNK]
+            try:
+                await run_write(chunk)
+            except Exception as exc:
+                log.warning("activity log write failed", records=len(chunk), error=repr(exc))
 
     async def loop() -> None:
         while not stopping.is_set():
@@ -144,6 +147,8 @@ def start_writer(
     async def stop() -> None:
         stopping.set()
         await task
+        # What arrived while the last flush ran (or before the loop first ran) is written too.
+        await flush()
 
     return stop
 
