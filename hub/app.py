@@ -164,8 +164,15 @@ def create_app(
         db.compile_statements()
         app.state.hub = Hub(settings, db, plugins, tenant_url(settings.base_url))
         stop_sender = start_sender(app.state.hub)
+        keep_us = settings.activity_retention_days * 86_400_000_000
+
+        async def prune_activity() -> int:
+            return await db.write(activity.prune, before=activity.now() - keep_us)
+
         stop_activity = activity.start_writer(
-            app.state.hub.activity, lambda batch: db.write(activity.write, batch)
+            app.state.hub.activity,
+            lambda batch: db.write(activity.write, batch),
+            prune_activity if keep_us else None,
         )
         if freeze_start_up:
             _settle_heap()

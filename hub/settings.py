@@ -57,6 +57,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     mail_poll_ms: int = 1_000
     mail_lease_ms: int = 120_000
     mail_batch_size: int = 20
+    #: Days the provisioning log keeps a SCIM request's record (hub.core.activity); 0 keeps all.
+    activity_retention_days: int = 30
     # `/metrics` (hub.metrics): when set, scrapes must send `Authorization: Bearer <token>`.
     metrics_token: str = ""
     # The server secret (hub.core.secret) that signs activation links. Empty: read it from
@@ -136,6 +138,8 @@ def _check_ranges(settings: Settings) -> None:
     for name in positive:
         if getattr(settings, name) < 1:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
+    if settings.activity_retention_days < 0:
+        raise SettingsError(f"{ENV_PREFIX}ACTIVITY_RETENTION_DAYS must be 0 (keep all) or more")
     if not 0 <= settings.default_count <= settings.max_results:
         raise SettingsError(f"{ENV_PREFIX}DEFAULT_COUNT must be between 0 and MAX_RESULTS")
     if not settings.base_url.startswith(("http://", "https://")):

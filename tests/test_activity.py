@@ -6,9 +6,12 @@ import asyncio
 from typing import Any
 
 import httpx
+import msgspec
+import pytest
 
 from hub.core.tenants import InitResult
-from tests.conftest import ScimClient, user_body
+from hub.settings import Settings
+from tests.conftest import TEST_BASE_URL, ScimClient, user_body
 from tests.test_cards import Admin, make_admin_key
 
 
@@ -129,23 +132,7 @@ async def test_a_backlog_is_written_whole_in_order_in_bounded_units(
         buffer = activity.Buffer()
         count = activity.CHUNK * 2 + 37
         for i in range(count):
-            buffer.add(
-                activity.Entry(
-                    workspace_pk=workspace_pk,
-                    connector_pk=None,
-                    at=activity.now(),
-                    method="GET",
-                    path=f"/scim/v2/Users/{i}",
-                    operation="get",
-                    resource_type="User",
-                    resource_id=str(i),
-                    user_name=None,
-                    status=200,
-                    error=None,
-                    request_id=f"{i:016x}",
-                    ms=1,
-                )
-            )
+            buffer.add(_entry(workspace_pk, i, activity.now()))
         units: list[int] = []
 
         async def write(batch: list[activity.Entry]) -> None:
@@ -161,3 +148,84 @@ async def test_a_backlog_is_written_whole_in_order_in_bounded_units(
         await db.close()
     assert [row[0] for row in stored] == [f"{i:016x}" for i in range(count)]
     assert units == [activity.CHUNK, activity.CHUNK, 37]
+
+
+def _entry(workspace_pk: int, i: int, at: int) -> Any:
+    from hub.core import activity
+
+    return activity.Entry(
+        workspace_pk=workspace_pk,
+        connector_pk=None,
+        at=at,
+        method="GET",
+        path=f"/scim/v2/Users/{i}",
+        operation="get",
+        resource_type="User",
+        resource_id=str(i),
+        user_name=None,
+        status=200,
+        error=None,
+        request_id=f"{i:016x}",
+        ms=1,
+    )
+
+
+@pytest.mark.parametrize("days", [30, 0])
+async def test_records_older_than_the_retention_are_pruned(
+    settings: Settings, db_url: str, tenant: InitResult, days: int
+) -> None:
+    """A serving hub drops records older than `SCIM_HUB_ACTIVITY_RETENTION_DAYS` (0 keeps all)."""
+    from litestar.testing import AsyncTestClient
+    from sqlalchemy import text
+
+    from hub.app import create_app
+    from hub.core import activity
+    from hub.core.database import open_database
+
+    day_us = 86_400_000_000
+    db = open_database(db_url)
+    try:
+        workspace_pk = await db.read(
+            lambda conn: conn.execute(text("SELECT pk FROM workspaces")).scalar_one()
+        )
+        now = activity.now()
+        old = [_entry(workspace_pk, i, now - 31 * day_us) for i in range(activity.PRUNE_CHUNK + 7)]
+        recent = [_entry(workspace_pk, 10_000 + i, now - 29 * day_us) for i in range(3)]
+        await db.write(activity.write, old + recent)
+    finally:
+        await db.close()
+
+    async def stored() -> list[str]:
+        db = open_database(db_url)
+        try:
+            rows = await db.read(
+                lambda conn: conn.execute(text("SELECT request_id FROM activity ORDER BY pk")).all()
+            )
+        finally:
+            await db.close()
+        return [row[0] for row in rows]
+
+    app = create_app(msgspec.structs.replace(settings, activity_retention_days=days))
+    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL):
+        kept = [e.request_id for e in recent]
+        expected = kept if days else [e.request_id for e in old + recent]
+        for _ in range(50):
+            await asyncio.sleep(0.1)
+            if await stored() == expected:
+                break
+        await asyncio.sleep(0.6)  # a turn more: nothing else goes
+        assert await stored() == expected
+
+
+def test_the_retention_setting_is_checked() -> None:
+    from hub.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="SCIM_HUB_ACTIVITY_RETENTION_DAYS must be 0"):
+        load_settings(environ={"SCIM_HUB_ACTIVITY_RETENTION_DAYS": "-1"})
+    with pytest.raises(SettingsError, match="SCIM_HUB_ACTIVITY_RETENTION_DAYS"):
+        load_settings(environ={"SCIM_HUB_ACTIVITY_RETENTION_DAYS": "a week"})
+    assert load_settings(environ={}).activity_retention_days == 30
+    assert (
+        load_settings(environ={"SCIM_HUB_ACTIVITY_RETENTION_DAYS": "0"}).activity_retention_days
+        == 0
+    )

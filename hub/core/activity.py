@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 import structlog
-from sqlalchemy import Connection, bindparam, func, or_, select
+from sqlalchemy import Connection, bindparam, delete, func, or_, select
 
 from hub.core.clock import now_us, to_iso
 from hub.core.models import activity, connectors
@@ -30,6 +30,11 @@ MAX_PENDING = 50_000
 #: The most records one transaction inserts: a backlog is written in several, so the write
 #: lock is never held long against the SCIM writes waiting for it.
 CHUNK = 500
+#: Oldest records one pruning statement looks at, how often the writer prunes, and the most
+#: statements one pruning round runs (so a long-neglected log is trimmed over several rounds).
+PRUNE_CHUNK = 1000
+PRUNE_EVERY_S = 60.0
+PRUNE_ROUNDS = 500
 #: The largest record key: `pk` is a 32-bit INTEGER on PostgreSQL.
 MAX_PK = 2**31 - 1
 
@@ -113,6 +118,29 @@ def write(conn: Connection, entries: list[Entry]) -> None:
     )
 
 
+_OLDEST = (
+    select(activity.c.pk, activity.c.at)
+    .order_by(activity.c.pk)
+    .limit(bindparam("b_limit"))
+    .subquery()
+)
+_PRUNE = Prepared(
+    delete(activity).where(
+        activity.c.pk.in_(select(_OLDEST.c.pk).where(_OLDEST.c.at < bindparam("b_before")))
+    )
+)
+
+
+def prune(conn: Connection, *, before: int, limit: int = PRUNE_CHUNK) -> int:
+    """Delete the records older than `before` among the `limit` oldest; return how many went.
+
+    Records are written in arrival order, so the lowest keys hold the oldest times: looking only
+    at the head of the table needs no index on `at`, and a prune that finds nothing to delete
+    reads `limit` rows, not the whole log.
+    """
+    return _PRUNE.run(conn, b_limit=limit, b_before=before)
+
+
 def _storable(value: Any) -> Any:
     # One record echoing a client's U+0000 (an error detail) must not fail the whole batch:
     # PostgreSQL text cannot hold it.
@@ -122,9 +150,15 @@ def _storable(value: Any) -> Any:
 
 
 def start_writer(
-    buffer: Buffer, run_write: Callable[[list[Entry]], Awaitable[None]]
+    buffer: Buffer,
+    run_write: Callable[[list[Entry]], Awaitable[None]],
+    run_prune: Callable[[], Awaitable[int]] | None = None,
 ) -> Callable[[], Awaitable[None]]:
-    """Start the background writer; returns a coroutine function that flushes and stops it."""
+    """Start the background writer; returns a coroutine function that flushes and stops it.
+
+    With `run_prune` (one `prune` statement, returning how many records went), the writer also
+    drops expired records: at its first turn, then every `PRUNE_EVERY_S`.
+    """
     stopping = asyncio.Event()
 
     async def flush() -> None:
@@ -136,11 +170,28 @@ def start_writer(
             except Exception as exc:
                 log.warning("activity log write failed", records=len(chunk), error=repr(exc))
 
+    async def prune() -> None:
+        if run_prune is None:
+            return
+        for _ in range(PRUNE_ROUNDS):
+            try:
+                gone = await run_prune()
+            except Exception as exc:
+                log.warning("activity log pruning failed", error=repr(exc))
+                return
+            if gone < PRUNE_CHUNK:
+                return
+
     async def loop() -> None:
+        clock = asyncio.get_running_loop().time
+        next_prune = clock()
         while not stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), FLUSH_SECONDS)
             await flush()
+            if clock() >= next_prune and not stopping.is_set():
+                await prune()
+                next_prune = clock() + PRUNE_EVERY_S
 
     task = asyncio.get_running_loop().create_task(loop())
 
