@@ -67,6 +67,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     secret_file: str = "var/secret.key"
 
 
+#: A century: the retention's cut-off must stay a 64-bit microsecond timestamp.
+MAX_RETENTION_DAYS = 36_500
+
+
 class SettingsError(ValueError):
     """A setting is missing, malformed or out of range; the message names it."""
 
@@ -138,8 +142,11 @@ def _check_ranges(settings: Settings) -> None:
     for name in positive:
         if getattr(settings, name) < 1:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
-    if settings.activity_retention_days < 0:
-        raise SettingsError(f"{ENV_PREFIX}ACTIVITY_RETENTION_DAYS must be 0 (keep all) or more")
+    if not 0 <= settings.activity_retention_days <= MAX_RETENTION_DAYS:
+        raise SettingsError(
+            f"{ENV_PREFIX}ACTIVITY_RETENTION_DAYS must be between 0 (keep all) and "
+            f"{MAX_RETENTION_DAYS}"
+        )
     if not 0 <= settings.default_count <= settings.max_results:
         raise SettingsError(f"{ENV_PREFIX}DEFAULT_COUNT must be between 0 and MAX_RESULTS")
     if not settings.base_url.startswith(("http://", "https://")):

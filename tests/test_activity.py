@@ -220,8 +220,9 @@ async def test_records_older_than_the_retention_are_pruned(
 def test_the_retention_setting_is_checked() -> None:
     from hub.settings import SettingsError, load_settings
 
-    with pytest.raises(SettingsError, match="SCIM_HUB_ACTIVITY_RETENTION_DAYS must be 0"):
-        load_settings(environ={"SCIM_HUB_ACTIVITY_RETENTION_DAYS": "-1"})
+    for bad in ("-1", "36501"):
+        with pytest.raises(SettingsError, match="SCIM_HUB_ACTIVITY_RETENTION_DAYS must be between"):
+            load_settings(environ={"SCIM_HUB_ACTIVITY_RETENTION_DAYS": bad})
     with pytest.raises(SettingsError, match="SCIM_HUB_ACTIVITY_RETENTION_DAYS"):
         load_settings(environ={"SCIM_HUB_ACTIVITY_RETENTION_DAYS": "a week"})
     assert load_settings(environ={}).activity_retention_days == 30
