@@ -11,7 +11,6 @@ from hub.core.schema import (
     SCHEMAS,
     SPC_SCHEMA,
     ResourceType,
-    Schema,
 )
 from hub.settings import Settings
 
@@ -77,16 +76,6 @@ def schemas(base: str) -> list[JSON]:
     return [schema.to_scim(base) for schema in SCHEMAS]
 
 
-def find_resource_type(name: str) -> ResourceType | None:
-    """The resource type named `name` (case-insensitive), or None."""
-    return next((rt for rt in RESOURCE_TYPES if rt.name.lower() == name.lower()), None)
-
-
-def find_schema(urn: str) -> Schema | None:
-    """The schema whose id is `urn` (case-insensitive), or None."""
-    return next((schema for schema in SCHEMAS if schema.id.lower() == urn.lower()), None)
-
-
 def list_response(resources: list[JSON]) -> JSON:
     """Wrap discovery resources in a ListResponse (RFC 7644 §4)."""
     return {
@@ -95,4 +84,17 @@ def list_response(resources: list[JSON]) -> JSON:
         "itemsPerPage": len(resources),
         "startIndex": 1,
         "Resources": resources,
+    }
+
+
+def documents(settings: Settings, base: str) -> dict[str, JSON]:
+    """Every discovery document by its path under the SCIM base, e.g. `Schemas/<urn>`."""
+    types = resource_types(base)
+    all_schemas = schemas(base)
+    return {
+        "ServiceProviderConfig": service_provider_config(settings, base),
+        "ResourceTypes": list_response(types),
+        "Schemas": list_response(all_schemas),
+        **{f"ResourceTypes/{doc['id']}": doc for doc in types},
+        **{f"Schemas/{doc['id']}": doc for doc in all_schemas},
     }

@@ -102,11 +102,16 @@ class Hub:
     _provisioning: dict[tuple[str | None, bytes], Provisioning] = field(default_factory=dict)
     #: when this process last asked for each token's `last_used` to be refreshed (`remember_use`)
     _touch_asked: dict[int, int] = field(default_factory=dict)
-    #: encoded discovery documents by name: they depend only on the settings and the base URL.
-    _documents: dict[str, bytes] = field(default_factory=dict)
+    #: the discovery documents, encoded, by lower-cased path (`schemas/<urn>`): they depend only
+    #: on the settings and the base URL, so they are built here, once.
+    documents: dict[str, bytes] = field(init=False)
 
     def __post_init__(self) -> None:
         self.limiter = Limiter(self.settings.rate_limit_per_second, self.settings.workers)
+        self.documents = {
+            path.lower(): _encode_json(doc)
+            for path, doc in discovery.documents(self.settings, self.base).items()
+        }
 
     def dialect(self, caller: Caller) -> Dialect | None:
         """The dialect of the caller's connector (None: its plugin is not installed)."""
@@ -128,17 +133,6 @@ class Hub:
             self._provisioning.clear()  # many distinct overrides: start over rather than grow
         self._provisioning[key] = made
         return made
-
-    def document(self, name: str, build: Callable[[], JSON]) -> bytes:
-        """The discovery document `name`, encoded once by `build` and kept for the process.
-
-        `name` comes from the hub's own documents (never from the request), so the cache is
-        bounded by their number.
-        """
-        known = self._documents.get(name)
-        if known is None:
-            known = self._documents[name] = _encode_json(build())
-        return known
 
     def remember_use(self, caller: Caller) -> None:
         """Refresh the token's last-used time in the background, at most once a minute.
@@ -757,10 +751,11 @@ def _nothing(conn: Connection, caller: Caller) -> None:
     """The unit of work of a request that only needs its caller authenticated."""
 
 
-async def _discovery(
-    request: Request[Any, Any, Any], pick: Callable[[], tuple[str, Callable[[], JSON]]]
-) -> Response[bytes]:
-    """Answer with the discovery document `pick()` names (it runs once the caller is known)."""
+async def _discovery(request: Request[Any, Any, Any], path: str, missing: str) -> Response[bytes]:
+    """Answer with the discovery document at `path` (any case) once the caller is known.
+
+    A path naming no document is 404 with `missing` as its detail, after authentication (401 first).
+    """
     hub = _hub(request)
 
     async def check() -> None:
@@ -772,74 +767,43 @@ async def _discovery(
     _, problem = await _parse(check)
     # Authentication alone: one indexed statement, no thread hand-off.
     await _run(request, _nothing, writes=False, problem=problem, quick=True)
-    name, build = pick()
-    return ScimResponse(hub.document(name, build), 200, {})
+    body = hub.documents.get(path.lower())
+    if body is None:
+        raise NotFound(missing)
+    return ScimResponse(body, 200, {})
 
 
 @get("/scim/v2/ServiceProviderConfig", name="service-provider-config", **_OPTS)
 async def service_provider_config(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7644 §4: what the hub supports."""
-    hub = _hub(request)
-    return await _discovery(
-        request,
-        lambda: (
-            "ServiceProviderConfig",
-            lambda: discovery.service_provider_config(hub.settings, hub.base),
-        ),
-    )
+    return await _discovery(request, "ServiceProviderConfig", "")
 
 
 @get("/scim/v2/ResourceTypes", name="resource-types", **_OPTS)
 async def resource_types(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7644 §4: the resource types served."""
-    hub = _hub(request)
-    return await _discovery(
-        request,
-        lambda: (
-            "ResourceTypes",
-            lambda: discovery.list_response(discovery.resource_types(hub.base)),
-        ),
-    )
+    return await _discovery(request, "ResourceTypes", "")
 
 
 @get("/scim/v2/ResourceTypes/{name:str}", name="resource-type", **_OPTS)
 async def resource_type(request: Request[Any, Any, Any]) -> Response[bytes]:
     """One resource type by name."""
-    hub = _hub(request)
     name: str = request.path_params["name"]
-
-    def pick() -> tuple[str, Callable[[], JSON]]:
-        rt = discovery.find_resource_type(name)
-        if rt is None:
-            raise NotFound(f"no ResourceType {name!r}; there are User and Group")
-        return f"ResourceTypes/{rt.name}", lambda: discovery.resource_type(rt, hub.base)
-
-    return await _discovery(request, pick)
+    missing = f"no ResourceType {name!r}; there are User and Group"
+    return await _discovery(request, f"ResourceTypes/{name}", missing)
 
 
 @get("/scim/v2/Schemas", name="schemas", **_OPTS)
 async def schemas(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7644 §4: the schemas supported."""
-    hub = _hub(request)
-    return await _discovery(
-        request,
-        lambda: ("Schemas", lambda: discovery.list_response(discovery.schemas(hub.base))),
-    )
+    return await _discovery(request, "Schemas", "")
 
 
 @get("/scim/v2/Schemas/{urn:str}", name="schema", **_OPTS)
 async def schema(request: Request[Any, Any, Any]) -> Response[bytes]:
     """One schema by URN."""
-    hub = _hub(request)
     urn: str = request.path_params["urn"]
-
-    def pick() -> tuple[str, Callable[[], JSON]]:
-        found = discovery.find_schema(urn)
-        if found is None:
-            raise NotFound(f"no Schema {urn!r}")
-        return f"Schemas/{found.id}", lambda: found.to_scim(hub.base)
-
-    return await _discovery(request, pick)
+    return await _discovery(request, f"Schemas/{urn}", f"no Schema {urn!r}")
 
 
 @post("/scim/v2/.search", name="root-search", status_code=200, **_OPTS)
