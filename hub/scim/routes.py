@@ -45,14 +45,7 @@ from hub.core.schema import (
     USER_TYPE,
     ResourceType,
 )
-from hub.core.tokens import (
-    LAST_USED_RESOLUTION_US,
-    Caller,
-    authenticate,
-    digest,
-    needs_touch,
-    touch,
-)
+from hub.core.tokens import Caller, authenticate, digest, needs_touch, touch
 from hub.plugins import Registry
 from hub.scim import discovery
 from hub.scim.response import SCIM_JSON, ScimResponse
@@ -144,8 +137,9 @@ class Hub:
         when = now_us()
         if not needs_touch(caller, when):
             return
-        asked = self._touch_asked.get(caller.token_pk)
-        if asked is not None and when - asked <= LAST_USED_RESOLUTION_US:
+        # As the database will see it once this process's own refresh commits:
+        asked = msgspec.structs.replace(caller, last_used=self._touch_asked.get(caller.token_pk))
+        if asked.last_used is not None and not needs_touch(asked, when):
             return
         if len(self._touch_asked) >= _TOUCH_CACHE:
             self._touch_asked.clear()  # many tokens: forget rather than grow
