@@ -216,6 +216,7 @@ def render(row: Any, base: str, member_of: Sequence[tuple[str, str]] | None) -> 
 
 
 _encode = msgspec.json.Encoder().encode
+_ACTIVE: Final = {None: "", True: '"active":true,', False: '"active":false,'}
 
 
 def render_raw(row: Any, base: str, member_of: Sequence[tuple[str, str]] | None) -> msgspec.Raw:
@@ -223,12 +224,31 @@ def render_raw(row: Any, base: str, member_of: Sequence[tuple[str, str]] | None)
 
     The stored document is canonical (`canonicalise`: `schemas` present; no `id`, `meta`,
     `groups`, `active` or `password`), so the resource is the text with those spliced in; the
-    keys come in another order than `render`'s, which JSON objects do not distinguish.
+    keys come in another order than `render`'s, which JSON objects do not distinguish. The
+    attributes the hub keeps are written as text too (what `_managed` holds): building and
+    encoding that dict was most of a list page's rendering.
     """
-    text: str = row.data
-    inner = text.strip()[1:-1].strip().encode()
-    head = b'{"id":' + _encode(row.id) + (b"," + inner if inner else b"")
-    return msgspec.Raw(head + b"," + _encode(_managed(row, base, member_of))[1:])
+    inner = row.data.strip()[1:-1].strip()
+    groups = ""
+    if member_of:
+        groups = f'"groups":{_encode(_memberships(base, member_of)).decode()},'
+    return msgspec.Raw(
+        (
+            f'{{"id":{_encode(row.id).decode()}{"," if inner else ""}{inner},'
+            f"{_ACTIVE[row.active]}{groups}"
+            f'"meta":{{"resourceType":"User","created":"{to_iso(row.created)}",'
+            f'"lastModified":"{to_iso(row.modified)}",'
+            f'"location":{_encode(_location(base, row.id)).decode()},'
+            f'"version":{_encode(etag(row.version)).decode()}}}}}'
+        ).encode()
+    )
+
+
+def _memberships(base: str, member_of: Sequence[tuple[str, str]]) -> list[JSON]:
+    return [
+        {"value": gid, "display": name, "$ref": f"{base}/Groups/{gid}", "type": "direct"}
+        for gid, name in member_of
+    ]
 
 
 def _managed(row: Any, base: str, member_of: Sequence[tuple[str, str]] | None) -> JSON:
@@ -237,10 +257,7 @@ def _managed(row: Any, base: str, member_of: Sequence[tuple[str, str]] | None) -
     if row.active is not None:
         managed["active"] = row.active
     if member_of:
-        managed["groups"] = [
-            {"value": gid, "display": name, "$ref": f"{base}/Groups/{gid}", "type": "direct"}
-            for gid, name in member_of
-        ]
+        managed["groups"] = _memberships(base, member_of)
     managed["meta"] = {
         "resourceType": "User",
         "created": to_iso(row.created),
