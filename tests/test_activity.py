@@ -112,6 +112,64 @@ async def test_over_long_values_cost_no_record(
     assert any(r["user_name"] == "after-long@example.com" for r in records)
 
 
+async def test_the_user_filter_folds_case_as_the_database_stores_it(
+    scim: ScimClient, client: httpx.AsyncClient, db_url: str, tenant: InitResult
+) -> None:
+    """Both sides are lower-cased by the database, so a name is found as it was sent.
+
+    Lower-casing the filter in Python (Unicode) but the stored names in SQL (ASCII only on
+    SQLite) lost every name with a capital letter outside ASCII on SQLite.
+    """
+    admin = Admin(client, tenant.workspace, await make_admin_key(db_url, tenant))
+    name = "Åsa.ÖBERG@example.com"
+    assert (await scim.post("/Users", user_body(name))).status_code == 201
+    for asked in (name, "ÅSA.ÖBERG@EXAMPLE.COM", "Åsa.Öberg@Example.com"):
+        found = await wait_for(admin, 1, user=asked)
+        assert [r["user_name"] for r in found] == [name]
+    other = await admin.call("GET", "/activity", params={"user": "asa.oberg@example.com"})
+    assert other.json()["records"] == []
+
+
+@pytest.mark.parametrize(
+    ("filters", "indexes"),
+    [
+        ({"user": "someone@example.com"}, {"ix_activity_user_name", "ix_activity_resource_id"}),
+        ({"user": "someone", "before": 1000}, {"ix_activity_user_name", "ix_activity_resource_id"}),
+        ({"outcome": "error"}, {"ix_activity_errors"}),
+    ],
+)
+async def test_the_filters_are_read_from_indexes(
+    db_url: str, tenant: InitResult, filters: dict[str, Any], indexes: set[str]
+) -> None:
+    """The dashboard's "why did this user not get a card?" stays an index look-up.
+
+    Thirty days of log are millions of records: the user filter walked every record of the
+    workspace (an `OR` across two columns, one compared lower-cased, used neither index).
+    """
+    from sqlalchemy import text
+
+    from hub.core import activity
+    from hub.core.database import open_database
+
+    statement = activity.query(workspace_pk=1, **filters).limit(100)
+
+    def plan(conn: Any) -> str:
+        sql = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+        if conn.dialect.name == "sqlite":
+            rows = conn.execute(text("EXPLAIN QUERY PLAN " + sql)).all()
+            return "\n".join(str(row[-1]) for row in rows)
+        conn.execute(text("SET LOCAL enable_seqscan = off"))  # an empty table is read whole
+        return "\n".join(str(row[0]) for row in conn.execute(text("EXPLAIN " + sql)).all())
+
+    db = open_database(db_url)
+    try:
+        shown = await db.read(plan)
+    finally:
+        await db.close()
+    for index in indexes:
+        assert index in shown, shown
+
+
 async def test_a_backlog_is_written_whole_in_order_in_bounded_units(
     db_url: str, tenant: InitResult
 ) -> None:

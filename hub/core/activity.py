@@ -16,10 +16,20 @@ from typing import Any
 
 import msgspec
 import structlog
-from sqlalchemy import Connection, bindparam, delete, func, or_, select
+from sqlalchemy import (
+    CompoundSelect,
+    Connection,
+    Select,
+    bindparam,
+    delete,
+    func,
+    literal_column,
+    select,
+    union_all,
+)
 
 from hub.core.clock import now_us, to_iso
-from hub.core.models import activity, connectors
+from hub.core.models import FAILURE_STATUS, activity, connectors
 from hub.core.sql import Prepared
 
 log = structlog.get_logger("hub.activity")
@@ -215,6 +225,29 @@ def entries(
     limit: int = 100,
 ) -> list[ActivityEntry]:
     """The workspace's requests, newest first; `user` matches a userName or a resource id."""
+    if before is not None and before <= 1:
+        return []  # keys start at 1
+    stmt = query(
+        workspace_pk=workspace_pk,
+        connector_id=connector_id,
+        outcome=outcome,
+        user=user,
+        before=before,
+    )
+    rows: Any = conn.execute(stmt.limit(limit))
+    return [_entry(r) for r in rows]
+
+
+def query(
+    *,
+    workspace_pk: int,
+    connector_id: str | None = None,
+    outcome: str | None = None,
+    user: str | None = None,
+    before: int | None = None,
+) -> Select[Any]:
+    """The statement `entries` runs, newest first, without its limit."""
+    bound = before is not None and before <= MAX_PK  # a larger bound is no bound
     stmt = (
         select(activity, connectors.c.id.label("connector_id"), connectors.c.name)
         .outerjoin(connectors, connectors.c.pk == activity.c.connector_pk)
@@ -222,21 +255,38 @@ def entries(
     )
     if connector_id is not None:
         stmt = stmt.where(connectors.c.id == connector_id)
+    # The bound written into the statement, as the partial index `ix_activity_errors` says it:
+    # with a bound parameter, neither database could tell the index covers the query.
+    failed = activity.c.status >= literal_column(str(FAILURE_STATUS))
     if outcome == "ok":
-        stmt = stmt.where(activity.c.status < 400)
+        stmt = stmt.where(~failed)
     elif outcome == "error":
-        stmt = stmt.where(activity.c.status >= 400)
+        stmt = stmt.where(failed)
     if user:
-        # userName is case-insensitive (RFC 7643 §4.1.1); ids are exact.
-        named = func.lower(activity.c.user_name) == user.lower()
-        stmt = stmt.where(or_(named, activity.c.resource_id == user))
+        stmt = stmt.where(activity.c.pk.in_(_about(workspace_pk, user, before if bound else None)))
+    if bound:
+        stmt = stmt.where(activity.c.pk < before)
+    return stmt.order_by(activity.c.pk.desc())
+
+
+def _about(workspace_pk: int, user: str, before: int | None) -> CompoundSelect[Any]:
+    """Keys of the records naming `user` (case-insensitive, RFC 7643 §4.1.1) or with its id.
+
+    Two look-ups, one in each partial index: a single `OR` across the two columns is read from
+    an index by neither database, so it walked every record of the workspace.
+    """
+    named = select(activity.c.pk).where(
+        activity.c.workspace_pk == workspace_pk,
+        activity.c.user_name.is_not(None),
+        func.lower(activity.c.user_name) == func.lower(user),
+    )
+    identified = select(activity.c.pk).where(
+        activity.c.workspace_pk == workspace_pk, activity.c.resource_id == user
+    )
     if before is not None:
-        if before <= 1:
-            return []  # keys start at 1
-        if before <= MAX_PK:  # a larger bound is no bound (and would overflow the column)
-            stmt = stmt.where(activity.c.pk < before)
-    rows: Any = conn.execute(stmt.order_by(activity.c.pk.desc()).limit(limit))
-    return [_entry(r) for r in rows]
+        named = named.where(activity.c.pk < before)
+        identified = identified.where(activity.c.pk < before)
+    return union_all(named, identified)
 
 
 def _entry(row: Any) -> ActivityEntry:
@@ -252,7 +302,7 @@ def _entry(row: Any) -> ActivityEntry:
         row.resource_id,
         row.user_name,
         row.status,
-        "ok" if row.status < 400 else "error",
+        "ok" if row.status < FAILURE_STATUS else "error",
         row.error,
         row.request_id,
     )

@@ -9,7 +9,7 @@ exactly as they were sent; the columns beside it are copies kept for indexes and
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from sqlalchemy import (
     JSON,
@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -394,6 +395,10 @@ class AuditRecord(Base):
 audit = cast(Table, AuditRecord.__table__)
 
 
+#: The first status the provisioning log counts as a failure (its `ix_activity_errors` index).
+FAILURE_STATUS: Final = 400
+
+
 class ActivityRecord(Base):
     """One SCIM request as the provisioning log shows it, failures included."""
 
@@ -416,8 +421,30 @@ class ActivityRecord(Base):
     ms: Mapped[int] = mapped_column(Integer)
     __table_args__ = (
         Index("ix_activity_workspace", "workspace_pk", "pk"),
-        Index("ix_activity_resource", "workspace_pk", "resource_id"),
-        Index("ix_activity_user", "workspace_pk", "user_name"),
+        # The user filter's look-ups (`activity.entries`): each index holds only the records
+        # that have a value, the name lower-cased as the filter compares it.
+        Index(
+            "ix_activity_user_name",
+            "workspace_pk",
+            text("lower(user_name)"),
+            sqlite_where=text("user_name IS NOT NULL"),
+            postgresql_where=text("user_name IS NOT NULL"),
+        ),
+        Index(
+            "ix_activity_resource_id",
+            "workspace_pk",
+            "resource_id",
+            sqlite_where=text("resource_id IS NOT NULL"),
+            postgresql_where=text("resource_id IS NOT NULL"),
+        ),
+        # `outcome=error`: failures are few, so only they pay for it.
+        Index(
+            "ix_activity_errors",
+            "workspace_pk",
+            "pk",
+            sqlite_where=text(f"status >= {FAILURE_STATUS}"),
+            postgresql_where=text(f"status >= {FAILURE_STATUS}"),
+        ),
     )
 
 
