@@ -200,11 +200,16 @@ async def test_a_backlog_is_written_whole_in_order_in_bounded_units(
         stop = activity.start_writer(buffer, write)
         await stop()  # flushes what is queued
         stored = await db.read(
-            lambda conn: conn.execute(text("SELECT request_id FROM activity ORDER BY pk")).all()
+            lambda conn: conn.execute(
+                text("SELECT request_id, path, resource_id FROM activity ORDER BY pk")
+            ).all()
         )
     finally:
         await db.close()
-    assert [row[0] for row in stored] == [f"{i:016x}" for i in range(count)]
+    # Every value in its column, whether its record went in a multi-row statement or alone.
+    assert [tuple(row) for row in stored] == [
+        (f"{i:016x}", f"/scim/v2/Users/{i}", str(i)) for i in range(count)
+    ]
     assert units == [activity.CHUNK, activity.CHUNK, 37]
 
 

@@ -115,17 +115,40 @@ _INSERT = Prepared(
         }
     )
 )
+#: Records one INSERT statement carries. The writer runs on a thread: the database releases the
+#: interpreter lock for every statement it steps, and taking it back from the event loop once
+#: per record (thousands a second under load) cost every request ~0.02 to 0.05 CPU ms. 64 rows
+#: of 13 values stay under the 999 parameters SQLite before 3.32 allows.
+ROWS_PER_STATEMENT = 64
+_ROW_BINDS = tuple(tuple(f"{bind}_{i}" for bind in _BIND_NAMES) for i in range(ROWS_PER_STATEMENT))
+_INSERT_ROWS = Prepared(
+    activity.insert().values(
+        [
+            {
+                name: bindparam(bind)
+                for name, bind in zip(Entry.__struct_fields__, binds, strict=True)
+            }
+            for binds in _ROW_BINDS
+        ]
+    )
+)
 
 
 def write(conn: Connection, entries: list[Entry]) -> None:
-    """Insert a batch of records (one unit of work, one executemany)."""
-    _INSERT.run_many(
-        conn,
-        [
-            dict(zip(_BIND_NAMES, map(_storable, msgspec.structs.astuple(e)), strict=True))
-            for e in entries
-        ],
-    )
+    """Insert a batch of records: `ROWS_PER_STATEMENT` a statement, the rest one by one."""
+    rows = [tuple(map(_storable, msgspec.structs.astuple(e))) for e in entries]
+    whole = len(rows) - len(rows) % ROWS_PER_STATEMENT
+    for start in range(0, whole, ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        _INSERT_ROWS.run(
+            conn,
+            **{
+                bind: value
+                for binds, row in zip(_ROW_BINDS, chunk, strict=True)
+                for bind, value in zip(binds, row, strict=True)
+            },
+        )
+    _INSERT.run_many(conn, [dict(zip(_BIND_NAMES, row, strict=True)) for row in rows[whole:]])
 
 
 _OLDEST = (
