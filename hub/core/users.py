@@ -225,8 +225,9 @@ def render_raw(row: Any, base: str, member_of: Sequence[tuple[str, str]] | None)
     The stored document is canonical (`canonicalise`: `schemas` present; no `id`, `meta`,
     `groups`, `active` or `password`), so the resource is the text with those spliced in; the
     keys come in another order than `render`'s, which JSON objects do not distinguish. The
-    attributes the hub keeps are written as text too (what `_managed` holds): building and
-    encoding that dict was most of a list page's rendering.
+    attributes the hub keeps are written as text too (what `_managed` holds; the two are held
+    equal by `tests/test_list_rendering.py`): building and encoding that dict was most of a list
+    page's rendering.
     """
     inner = row.data.strip()[1:-1].strip()
     groups = ""
