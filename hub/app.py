@@ -159,7 +159,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        db = open_database(settings.database_url, serving=True)
+        db = open_database(
+            settings.database_url, serving=True, pool_size=settings.database_pool_size
+        )
         # Here, not in the first requests (and every request committed beside them).
         db.compile_statements()
         app.state.hub = Hub(settings, db, plugins, tenant_url(settings.base_url))

@@ -23,6 +23,8 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     """Everything the hub can be configured with."""
 
     database_url: str = "sqlite+aiosqlite:///var/scim-hub.db"
+    #: PostgreSQL connections each server process keeps open; requests beyond wait for one.
+    database_pool_size: int = 20
     base_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
     port: int = 8000
@@ -138,7 +140,14 @@ def _check_database_url(url: str) -> None:
 
 
 def _check_ranges(settings: Settings) -> None:
-    positive = ("port", "workers", "max_body_bytes", "max_results", "max_filter_length")
+    positive = (
+        "port",
+        "workers",
+        "database_pool_size",
+        "max_body_bytes",
+        "max_results",
+        "max_filter_length",
+    )
     for name in positive:
         if getattr(settings, name) < 1:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
