@@ -32,7 +32,6 @@ from hub.core.admins import create_key
 from hub.core.clock import now_us
 from hub.core.database import open_database
 from hub.core.mailer import (
-    FILES_PER_TURN,
     ActivationContent,
     DeliveryError,
     FileMailer,
@@ -872,35 +871,6 @@ async def test_the_file_mailer_writes_a_batch_and_makes_its_directory_again(tmp_
     (tmp_path / "file").write_text("not a directory")
     outcomes = await blocked.deliver(batch[:2])
     assert all(isinstance(o, DeliveryError) and not o.permanent for o in outcomes)
-
-
-async def test_the_file_mailer_lets_the_loop_serve_between_turns_of_a_large_batch(
-    tmp_path: Path,
-) -> None:
-    """Files are written on the event loop's thread, `FILES_PER_TURN` before it serves others."""
-    directory = tmp_path / "outbox"
-    mailer = FileMailer(str(directory))
-    batch = [
-        activation_email(
-            ActivationContent(name=f"N{i}", workspace="w", link="https://x/activate/t"),
-            recipient=f"n{i}@example.com",
-            mail_from="x@localhost",
-            msg_id=f"<big-{i}@localhost>",
-        )
-        for i in range(2 * FILES_PER_TURN + 3)
-    ]
-    seen: list[int] = []
-
-    async def another_request() -> None:
-        seen.append(len(list(directory.glob("*.eml"))))
-
-    served = asyncio.create_task(another_request())
-    assert await mailer.deliver(batch) == [None] * len(batch)
-    await served
-    # It ran after the first turn's files and before the last ones.
-    assert seen == [FILES_PER_TURN]
-    for composed in batch:
-        assert mailer.path_for(composed.msg_id).read_bytes() == composed.data
 
 
 async def test_one_record_call_stores_every_outcome_and_a_cancellation_stands(
