@@ -523,11 +523,10 @@ class PostgresDatabase:
       write (none does).
     * A fixed pool: `pool_size` connections, opened as needed and kept; when all are busy a unit
       waits for one (up to `_POOL_WAIT_S`, then 503). Connections beyond the pool would be closed
-      as soon as they were checked in, so under a concurrency above the pool every request paid
-      for a new session (a TCP and TLS negotiation, authentication, a server process forked,
-      every statement prepared again): at 16 requests in flight on a pool of 10 plus 10 overflow,
-      GETs ran at two thirds of the rate they reach without that churn. Two cores gain nothing
-      from more sessions than requests in flight.
+      as soon as they were checked in, so under a concurrency above the pool requests kept
+      paying for new sessions (a TCP and TLS negotiation, authentication, a server process
+      forked, every statement prepared again): at 16 requests in flight on a pool of 10 plus 10
+      overflow, GETs ran at 56% of the rate they reach without that churn.
     * No pool pre-ping: SQLAlchemy's asyncpg ping is `BEGIN`, `;`, `ROLLBACK` — three round trips on
       every checkout, more than a read unit's own statements. Instead a checkout drops a connection
       that asyncpg already knows is closed (the server restarted, or ended the session, while it sat
