@@ -1,10 +1,10 @@
-"""PostgreSQL connection pool: requests beyond the pool wait for its connections.
+"""PostgreSQL connection pool: requests beyond the pool wait for its connections, for a while.
 
 A server process keeps `SCIM_HUB_DATABASE_POOL_SIZE` connections and opens no more: more requests
 in flight than connections queue for one, instead of each opening (and, on check-in, closing) a
 session of its own — a new server process on PostgreSQL's side and every statement prepared again.
 Counted by PostgreSQL itself (`pg_stat_database.sessions`) around bursts of GETs sent to a real
-`scim-hub serve`.
+`scim-hub serve`. A unit that cannot get a connection within the pool's wait answers 503.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from sqlalchemy import Connection, text
 
+from hub.core.database import PostgresDatabase
+from hub.core.errors import Unavailable
 from tests.conftest import SCIM_JSON, user_body
 from tests.hubprocess import HubProcess
 from tests.pg import asyncpg_dsn, database_url
@@ -86,3 +89,25 @@ async def test_requests_beyond_the_pool_wait_for_its_connections(
     # The pool's few sessions served every burst: none was opened (and closed) per request. One
     # more: `scim-hub serve` checks that the schema is current before it starts serving.
     assert 1 <= opened <= POOL + 1, f"{opened} sessions for a pool of {POOL}"
+
+
+async def test_a_unit_that_waits_too_long_for_a_connection_is_unavailable(
+    fresh_postgres_url: str,
+) -> None:
+    db = PostgresDatabase(fresh_postgres_url, pool_size=1, pool_wait_s=0.3)
+
+    def hold(conn: Connection) -> int:
+        return int(conn.execute(text("SELECT 1 FROM pg_sleep(1.5)")).scalar_one())
+
+    def quick(conn: Connection) -> int:
+        return int(conn.execute(text("SELECT 2")).scalar_one())
+
+    try:
+        holder = asyncio.create_task(db.read(hold))
+        await asyncio.sleep(0.2)  # the holder has the only connection
+        with pytest.raises(Unavailable, match="every database connection is busy"):
+            await db.read(quick)
+        assert await holder == 1
+        assert await db.read(quick) == 2  # the connection is back in the pool
+    finally:
+        await db.close()

@@ -522,7 +522,7 @@ class PostgresDatabase:
       transaction changes nothing a client can see. A unit that needs one snapshot must run as a
       write (none does).
     * A fixed pool: `pool_size` connections, opened as needed and kept; when all are busy a unit
-      waits for one (up to `_POOL_WAIT_S`, then 503). Connections beyond the pool would be closed
+      waits for one (up to `pool_wait_s`, then 503). Connections beyond the pool would be closed
       as soon as they were checked in, so under a concurrency above the pool requests kept
       paying for new sessions (a TCP and TLS negotiation, authentication, a server process
       forked, every statement prepared again): at 16 requests in flight on a pool of 10 plus 10
@@ -537,7 +537,9 @@ class PostgresDatabase:
 
     dialect = "postgresql"
 
-    def __init__(self, url: str, pool_size: int = DEFAULT_POOL_SIZE) -> None:
+    def __init__(
+        self, url: str, pool_size: int = DEFAULT_POOL_SIZE, pool_wait_s: float = _POOL_WAIT_S
+    ) -> None:
         self.url = url
         self._engine: AsyncEngine = create_async_engine(
             url,
@@ -545,7 +547,7 @@ class PostgresDatabase:
             json_deserializer=_json_decode,
             pool_size=pool_size,
             max_overflow=0,
-            pool_timeout=_POOL_WAIT_S,
+            pool_timeout=pool_wait_s,
         )
         # The sync-style engine the units run on (its pool is also what /metrics reads).
         self._sync_engine = self._engine.sync_engine
