@@ -17,6 +17,8 @@ import msgspec
 ENV_PREFIX = "SCIM_HUB_"
 #: The shortest server secret accepted (`SCIM_HUB_SECRET` or the key file): 32 characters.
 MIN_SECRET_LENGTH = 32
+#: PostgreSQL connections a process keeps open when nothing says otherwise.
+DEFAULT_POOL_SIZE = 20
 
 
 class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -24,7 +26,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
 
     database_url: str = "sqlite+aiosqlite:///var/scim-hub.db"
     #: PostgreSQL connections each server process keeps open; requests beyond wait for one.
-    database_pool_size: int = 20
+    database_pool_size: int = DEFAULT_POOL_SIZE
     base_url: str = "http://127.0.0.1:8000"
     host: str = "127.0.0.1"
     port: int = 8000

@@ -36,6 +36,7 @@ from sqlalchemy.util import greenlet_spawn
 from hub.core.errors import Unavailable
 from hub.core.filtering import register_sqlite_functions
 from hub.core.sql import compile_all
+from hub.settings import DEFAULT_POOL_SIZE
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -493,9 +494,8 @@ class SqliteDatabase:
 
 #: Runs of a PostgreSQL unit of work when it is rolled back by a deadlock or serialisation failure.
 _PG_ATTEMPTS = 3
-#: PostgreSQL connections a process keeps open (`SCIM_HUB_DATABASE_POOL_SIZE`), and how long a
-#: unit waits for one of them when all are busy before its request answers 503.
-DEFAULT_POOL_SIZE = 20
+#: How long a unit waits for a PostgreSQL connection when all are busy before its request
+#: answers 503 (the pool's size is `SCIM_HUB_DATABASE_POOL_SIZE`).
 _POOL_WAIT_S = 10.0
 
 
