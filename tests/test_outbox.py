@@ -871,6 +871,8 @@ async def test_the_file_mailer_writes_a_batch_and_makes_its_directory_again(tmp_
     (tmp_path / "file").write_text("not a directory")
     outcomes = await blocked.deliver(batch[:2])
     assert all(isinstance(o, DeliveryError) and not o.permanent for o in outcomes)
+    await mailer.close()
+    await blocked.close()
 
 
 async def test_one_record_call_stores_every_outcome_and_a_cancellation_stands(

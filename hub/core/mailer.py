@@ -35,6 +35,7 @@ import aiosmtplib
 import msgspec
 import structlog
 
+from hub.core.filewriter import FileWriter
 from hub.settings import Settings
 
 log = structlog.get_logger("hub.mail")
@@ -230,6 +231,10 @@ class Mailer(Protocol):
 
     async def deliver(self, messages: Sequence[Email]) -> list[DeliveryError | None]:
         """Deliver a batch; per message, None if it went out or the error that stopped it."""
+        ...
+
+    async def close(self) -> None:
+        """Release what delivery holds (connections, processes); called once, at shutdown."""
         ...
 
 
@@ -490,6 +495,9 @@ class SmtpMailer:
         if outcome is not None:
             raise outcome
 
+    async def close(self) -> None:
+        """Nothing to release: each batch opens and closes its own connections."""
+
 
 async def _hello(client: aiosmtplib.SMTP) -> None:
     try:
@@ -508,12 +516,17 @@ async def _reset(client: aiosmtplib.SMTP) -> None:
 
 
 class FileMailer:
-    """The embedded default: write each message to `{outbox_dir}/{message id}.eml`."""
+    """The embedded default: write each message to `{outbox_dir}/{message id}.eml`.
+
+    The files are written by a child process (`hub.core.filewriter`), a batch per hand-off, so
+    the file system's work neither runs on the event loop nor takes turns with it for the GIL.
+    """
 
     def __init__(self, outbox_dir: str) -> None:
         self.directory = Path(outbox_dir)
         self._folder = str(self.directory)
         self._made = False
+        self._writer = FileWriter()
 
     def path_for(self, msg_id: str) -> Path:
         """The file a message with this Message-ID is written to."""
@@ -522,49 +535,34 @@ class FileMailer:
     def _file_for(self, msg_id: str) -> str:
         return os.path.join(self._folder, _UNSAFE_FILENAME.sub("_", msg_id.strip("<>")) + ".eml")
 
-    def _write(self, message: Email) -> str:
-        path = self._file_for(message.msg_id)
-        partial = path + ".partial"
-        with open(partial, "wb") as file:
-            file.write(message.data)
-        # Atomic rename: a reader never sees half a message, a resend replaces it whole.
-        os.replace(partial, path)
-        return path
-
-    def _write_all(self, messages: Sequence[Email]) -> list[str | OSError]:
-        if not self._made:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            self._made = True
-        written: list[str | OSError] = []
-        for message in messages:
-            try:
-                try:
-                    written.append(self._write(message))
-                except FileNotFoundError:  # the directory went away: make it again
-                    self.directory.mkdir(parents=True, exist_ok=True)
-                    written.append(self._write(message))
-            except OSError as exc:
-                written.append(exc)
-        return written
-
     async def deliver(self, messages: Sequence[Email]) -> list[DeliveryError | None]:
-        """Write the batch's files in one hop off the event loop.
+        """Write the batch's files through the writer process, in one hand-off.
 
         A message whose file cannot be written gets a (retryable) `DeliveryError`.
         """
         try:
-            written = await asyncio.to_thread(self._write_all, messages)
-        except OSError as exc:  # the directory cannot be made
+            if not self._made:
+                await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
+                self._made = True
+            paths = [self._file_for(message.msg_id) for message in messages]
+            written = await self._writer.write(
+                [(path, message.data) for path, message in zip(paths, messages, strict=True)]
+            )
+        except OSError as exc:  # the directory cannot be made, or the writer process failed
             error = DeliveryError(f"cannot write to {self.directory}: {exc}")
             return [error for _ in messages]
         outcomes: list[DeliveryError | None] = []
-        for message, path in zip(messages, written, strict=True):
-            if isinstance(path, OSError):
-                outcomes.append(DeliveryError(f"cannot write to {self.directory}: {path}"))
+        for message, path, problem in zip(messages, paths, written, strict=True):
+            if problem is not None:
+                outcomes.append(DeliveryError(f"cannot write to {self.directory}: {problem}"))
             else:
                 log.info("email written", file=path, message_id=message.msg_id)
                 outcomes.append(None)
         return outcomes
+
+    async def close(self) -> None:
+        """Stop the writer process."""
+        await self._writer.close()
 
 
 def mailer_for(settings: Settings) -> Mailer:

@@ -466,6 +466,7 @@ class Sender:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.mailer.close()
 
     async def _run(self) -> None:
         while not self._stopping:

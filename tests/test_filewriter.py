@@ -1,0 +1,153 @@
+"""The process that writes `.eml` files for the FileMailer: outcomes, deaths, and its end.
+
+Everything is real: the child is `python -I hub/core/filewriter.py`, files land on disk, and the
+deaths are SIGKILLs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hub.core.filewriter import FileWriter
+from tests.hubprocess import HubProcess
+
+
+def _writer_pids(parent: int) -> list[int]:
+    """The live file-writer processes whose parent is `parent`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        state, ppid = fields[0], int(fields[1])
+        if ppid == parent and state != "Z" and b"filewriter.py" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return True
+    return state == "Z"
+
+
+async def _wait_gone(pid: int, within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not _gone(pid):
+        assert time.monotonic() < deadline, f"process {pid} still running"
+        await asyncio.sleep(0.02)
+
+
+async def test_each_file_gets_its_own_outcome(tmp_path: Path) -> None:
+    writer = FileWriter()
+    (tmp_path / "a-file").write_text("not a directory")
+    files = [
+        (str(tmp_path / "one.eml"), b"first"),
+        (str(tmp_path / "a-file" / "two.eml"), b"second"),
+        (str(tmp_path / "deep" / "three.eml"), b"third"),  # a missing directory is made
+    ]
+    try:
+        outcomes = await writer.write(files)
+    finally:
+        await writer.close()
+    assert outcomes[0] is None
+    assert outcomes[2] is None
+    assert "Not a directory" in str(outcomes[1])
+    assert _contents(tmp_path) == {"one.eml": b"first", "deep/three.eml": b"third"}
+    assert _writer_pids(os.getpid()) == []  # closed: the child exited
+
+
+def _contents(directory: Path) -> dict[str, bytes]:
+    """Every `.eml` or `.partial` file under `directory`, by relative path."""
+    return {
+        str(path.relative_to(directory)): path.read_bytes()
+        for path in directory.rglob("*")
+        if path.suffix in (".eml", ".partial") and path.is_file()
+    }
+
+
+async def test_a_writer_killed_between_batches_is_replaced(tmp_path: Path) -> None:
+    writer = FileWriter()
+    try:
+        assert await writer.write([(str(tmp_path / "a.eml"), b"a")]) == [None]
+        [first] = _writer_pids(os.getpid())
+        os.kill(first, signal.SIGKILL)
+        await _wait_gone(first)
+        for _ in range(50):  # the loop hears of the death from its child watcher
+            await asyncio.sleep(0.01)
+        assert await writer.write([(str(tmp_path / "b.eml"), b"b")]) == [None]
+        [second] = _writer_pids(os.getpid())
+        assert second != first
+    finally:
+        await writer.close()
+    assert _contents(tmp_path) == {"a.eml": b"a", "b.eml": b"b"}
+
+
+async def test_a_writer_killed_mid_batch_fails_that_batch_and_the_next_one_works(
+    tmp_path: Path,
+) -> None:
+    writer = FileWriter()
+    stuck = tmp_path / "stuck.eml"
+    os.mkfifo(f"{stuck}.partial")  # opening it for writing blocks until a reader comes: forever
+    try:
+        assert await writer.write([(str(tmp_path / "warm.eml"), b"w")]) == [None]
+        [child] = _writer_pids(os.getpid())
+        batch = asyncio.create_task(writer.write([(str(stuck), b"never")]))
+        await asyncio.sleep(0.2)
+        assert not batch.done()
+        os.kill(child, signal.SIGKILL)
+        with pytest.raises(OSError, match="file writer process stopped"):
+            await asyncio.wait_for(batch, 10)
+        assert await writer.write([(str(tmp_path / "after.eml"), b"after")]) == [None]
+    finally:
+        await writer.close()
+    assert _contents(tmp_path)["after.eml"] == b"after"
+
+
+async def test_a_served_hubs_writer_ends_with_the_hub(tmp_path: Path) -> None:
+    """Stopped politely, the hub ends its writer; killed alone, the writer sees its input end."""
+    for ending in ("stop", "sigkill-hub-only"):
+        url = f"sqlite+aiosqlite:///{tmp_path / ending / 'hub.db'}"
+        hub = HubProcess(url, tmp_path / ending)
+        hub.prepare()
+        hub.start()
+        assert hub.process is not None
+        try:
+            async with httpx.AsyncClient(timeout=10) as http:
+                created = await http.post(
+                    f"{hub.tenant_url}/Users",
+                    headers={"Authorization": f"Bearer {hub.token}"},
+                    json={
+                        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                        "userName": "writer@example.com",
+                        "emails": [{"value": "writer@example.com", "primary": True}],
+                    },
+                )
+            assert created.status_code == 201, created.text
+            deadline = time.monotonic() + 10
+            while not list((tmp_path / ending / "outbox").glob("*.eml")):
+                assert time.monotonic() < deadline, "no activation email was written"
+                await asyncio.sleep(0.05)
+            [writer] = _writer_pids(hub.process.pid)
+            if ending == "stop":
+                hub.stop()
+            else:
+                os.kill(hub.process.pid, signal.SIGKILL)
+                hub.process.wait(10)
+            await _wait_gone(writer)
+        finally:
+            hub.kill()
