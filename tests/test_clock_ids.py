@@ -1,7 +1,8 @@
-"""Timestamps render exactly as `datetime` would; ids are RFC 9562 version-4 UUID text."""
+"""Timestamps render exactly as `datetime` would; ids are RFC 9562 version-7 UUID text."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -24,13 +25,23 @@ def test_to_iso_matches_datetime_and_round_trips(values: list[int]) -> None:
         assert parse_iso(to_iso(us)) == us
 
 
-def test_new_ids_are_distinct_version_4_uuids() -> None:
+def test_new_ids_are_distinct_version_7_uuids_that_sort_by_time() -> None:
+    before = time.time_ns() // 1_000_000
     ids = [new_id() for _ in range(2000)]
+    after = time.time_ns() // 1_000_000
     assert len(set(ids)) == len(ids)
     for text in ids:
         parsed = uuid.UUID(text)
         assert str(parsed) == text
-        assert parsed.version == 4
+        assert parsed.version == 7
         assert parsed.variant == uuid.RFC_4122
+        assert before <= parsed.int >> 80 <= after  # the first 48 bits: Unix time in ms
     # Every variant nibble (8, 9, a, b) shows up: the bits come from the random data.
     assert {text[19] for text in ids} == set("89ab")
+    # Beyond the time, 74 random bits: within one millisecond no order, across them creation's.
+    time.sleep(0.002)
+    later = new_id()
+    assert all(text < later for text in ids)
+    numbers = [uuid.UUID(text).int for text in ids]
+    random_bits = {(n >> 64 & 0xFFF) << 62 | n & ((1 << 62) - 1) for n in numbers}
+    assert len(random_bits) == len(ids)
