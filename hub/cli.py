@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -63,19 +64,27 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         base_url = f"http://{host}:{port}"
         os.environ["SCIM_HUB_BASE_URL"] = base_url
     print(f"scim-hub serving on http://{host}:{port} (SCIM at {base_url}/scim/v2)")
-    uvicorn.run(
-        "hub.asgi:create",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
+    options: dict[str, Any] = {
+        "app": "hub.asgi:create",
+        "factory": True,
+        "host": host,
+        "port": port,
+        "loop": "uvloop",
         # Each response in one write (see hub/http_protocol.py).
-        http="hub.http_protocol:CoalescingHttpToolsProtocol",
-        log_level="warning",
-        access_log=False,
-        lifespan="on",
-    )
+        "http": "hub.http_protocol:CoalescingHttpToolsProtocol",
+        "log_level": "warning",
+        "access_log": False,
+        "lifespan": "on",
+    }
+    if workers > 1 and hasattr(socket, "SO_REUSEPORT"):
+        # A socket per worker, so connections spread over the workers (see hub/serving.py).
+        from hub.serving import PortTaken, serve_workers
+
+        try:
+            return serve_workers(options, workers)
+        except PortTaken as exc:
+            raise CliError(str(exc)) from exc
+    uvicorn.run(workers=workers, **options)
     return 0
 
 

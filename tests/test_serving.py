@@ -1,0 +1,180 @@
+"""`scim-hub serve --workers N`: a socket per worker, so connections spread over the workers.
+
+Real servers only: `scim-hub serve` processes on free ports, raw TCP connections, and the kernel's
+own tables (`/proc/<pid>/fd`, `/proc/net/tcp`) to say which worker holds which connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.hubprocess import HubProcess
+from tests.server import run_cli
+
+pytestmark = pytest.mark.skipif(
+    not hasattr(socket, "SO_REUSEPORT"), reason="SO_REUSEPORT is Linux/BSD only"
+)
+
+
+def _sqlite_hub(tmp_path: Path, name: str, workers: int = 2) -> HubProcess:
+    hub = HubProcess(
+        f"sqlite+aiosqlite:///{tmp_path / name / 'hub.db'}", tmp_path / name, workers=workers
+    )
+    hub.prepare()
+    return hub
+
+
+def _workers(supervisor: int) -> list[int]:
+    """The worker processes `supervisor` spawned (not multiprocessing's resource tracker)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == supervisor and fields[0] != "Z" and b"spawn_main" in cmdline:
+            found.append(int(entry))
+    return sorted(found)
+
+
+def _established(port: int, state: str = "01") -> set[int]:
+    """Socket inodes of the TCP sockets in `state` (01 established, 0A listening) on `port`."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == port and fields[3] == state:
+                    inodes.add(int(fields[9]))
+    return inodes
+
+
+def _held_by(pid: int, inodes: set[int]) -> int:
+    """How many of `inodes` process `pid` has open."""
+    held = 0
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:[") and int(target[8:-1]) in inodes:
+                    held += 1
+    return held
+
+
+@contextlib.contextmanager
+def _connections(port: int, count: int) -> Iterator[list[socket.socket]]:
+    sockets = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(count)]
+    try:
+        yield sockets
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _wait_listening(port: int, workers: list[int]) -> None:
+    """Wait until every worker listens (the server answers as soon as the first one does)."""
+    deadline = time.monotonic() + 20
+    while not all(_held_by(pid, _established(port, "0A")) for pid in workers):
+        assert time.monotonic() < deadline, "not every worker is listening"
+        time.sleep(0.05)
+
+
+def _spread(hub: HubProcess, workers: list[int], count: int) -> list[int]:
+    """Connections each worker holds once all `count` are accepted (waits up to 10 s)."""
+    deadline = time.monotonic() + 10
+    while True:
+        inodes = _established(hub.port)
+        held = [_held_by(pid, inodes) for pid in workers]
+        if sum(held) >= count or time.monotonic() > deadline:
+            return held
+        time.sleep(0.05)
+
+
+def test_connections_opened_together_spread_over_the_workers(tmp_path: Path) -> None:
+    hub = _sqlite_hub(tmp_path, "spread")
+    hub.start()
+    try:
+        assert hub.process is not None
+        workers = _workers(hub.process.pid)
+        assert len(workers) == 2
+        _wait_listening(hub.port, workers)
+        # 32 connections at once, as an IdP or a load balancer opens its pool: with one socket
+        # shared by the workers, the first one to wake accepted all of them.
+        with _connections(hub.port, 32):
+            held = _spread(hub, workers, 32)
+        assert sum(held) == 32
+        assert min(held) >= 4, held
+    finally:
+        hub.stop()
+
+
+def test_a_second_server_on_the_same_port_is_refused(tmp_path: Path) -> None:
+    first = _sqlite_hub(tmp_path, "first")
+    first.start()
+    try:
+        # Another hub's workers share their port with each other (SO_REUSEPORT), not with us.
+        second = _sqlite_hub(tmp_path, "second")
+        refused = run_cli(
+            ["serve", "--host", "127.0.0.1", "--port", str(first.port), "--workers", "2"],
+            second.env,
+            timeout=30,
+            check=False,
+        )
+        assert refused.returncode != 0
+        assert f"cannot listen on 127.0.0.1:{first.port}" in refused.stderr
+    finally:
+        first.stop()
+
+
+def test_a_dead_worker_is_replaced_and_a_stop_ends_them_all(tmp_path: Path) -> None:
+    hub = _sqlite_hub(tmp_path, "replace")
+    hub.start()
+    assert hub.process is not None
+    try:
+        old = _workers(hub.process.pid)
+        os.kill(old[0], signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while True:
+            now = _workers(hub.process.pid)
+            if len(now) == 2 and old[0] not in now:
+                break
+            assert time.monotonic() < deadline, f"workers {now} after killing {old[0]}"
+            time.sleep(0.1)
+        for _ in range(20):  # a new connection each time, to either worker
+            assert httpx.get(f"{hub.base_url}/readyz", timeout=5).status_code == 200
+        hub.stop(timeout=30)  # SIGTERM: every worker finishes, then the supervisor
+        assert hub.process.returncode == 0
+        assert _workers(hub.process.pid) == []
+    finally:
+        hub.kill()
+
+
+def test_workers_that_cannot_start_stop_the_server_instead_of_restarting(tmp_path: Path) -> None:
+    hub = _sqlite_hub(tmp_path, "broken")
+    (tmp_path / "a-directory").mkdir()
+    env = {**hub.env, "SCIM_HUB_SECRET_FILE": str(tmp_path / "a-directory")}
+    started = time.monotonic()
+    failed = run_cli(
+        ["serve", "--host", "127.0.0.1", "--port", str(hub.port), "--workers", "2"],
+        env,
+        timeout=60,
+        check=False,
+    )
+    assert failed.returncode == 1
+    assert "could not start; stopping" in failed.stderr
+    assert "cannot read or create the server secret" in failed.stderr
+    assert time.monotonic() - started < 30
