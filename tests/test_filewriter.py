@@ -1,6 +1,6 @@
 """The process that writes `.eml` files for the FileMailer: outcomes, deaths, and its end.
 
-Everything is real: the child is `python -I hub/core/filewriter.py`, files land on disk, and the
+Everything is real: the child is `python -m hub.core.filewriter`, files land on disk, and the
 deaths are SIGKILLs.
 """
 
@@ -32,7 +32,7 @@ def _writer_pids(parent: int) -> list[int]:
             continue
         fields = stat.rsplit(")", 1)[1].split()
         state, ppid = fields[0], int(fields[1])
-        if ppid == parent and state != "Z" and b"filewriter.py" in cmdline:
+        if ppid == parent and state != "Z" and b"hub.core.filewriter" in cmdline:
             found.append(int(entry))
     return found
 

@@ -27,8 +27,6 @@ import msgspec
 _LENGTH = struct.Struct(">I")
 _encode_files = msgspec.msgpack.Encoder().encode
 _decode_outcomes = msgspec.msgpack.Decoder(list[str | None]).decode
-#: This file, which the child runs as a script.
-_SCRIPT = os.path.abspath(__file__)
 #: How long a closing writer may take to finish its batch and exit before it is killed.
 _EXIT_WAIT_S = 5.0
 
@@ -86,8 +84,11 @@ def serve(source: BinaryIO, sink: BinaryIO) -> None:
         body = _read_exactly(source, size)
         if body is None:
             return
-        sink.write(frame(encode(_write_all(decode(body)))))
-        sink.flush()
+        try:
+            sink.write(frame(encode(_write_all(decode(body)))))
+            sink.flush()
+        except BrokenPipeError:
+            return  # the parent is gone: nobody to answer
 
 
 class FileWriter:
@@ -131,13 +132,15 @@ class FileWriter:
             return outcomes
 
     async def _start(self) -> asyncio.subprocess.Process:
-        # This file run as a script, isolated (-I): it needs msgspec and the standard library only.
+        # The child finds its modules where this process found them, however it was started.
+        path = os.pathsep.join(entry for entry in sys.path if entry)
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-I",
-            _SCRIPT,
+            "-m",
+            "hub.core.filewriter",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": path},
         )
         return self._process
 
