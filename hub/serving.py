@@ -15,6 +15,7 @@ everything when a worker cannot start at all (the port taken, the app failing to
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -33,6 +34,8 @@ STARTUP_FAILURE = 3
 #: How long stopping workers may take to finish their requests before they are killed.
 _STOP_WAIT_S = 30.0
 _spawn = multiprocessing.get_context("spawn")
+#: prctl(2) option: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
 class PortTaken(Exception):
@@ -58,8 +61,23 @@ def listening_socket(host: str, port: int, *, share: bool) -> socket.socket:
     return sock
 
 
-def _work(options: dict[str, Any]) -> None:
+def _end_with_parent(supervisor: int) -> None:
+    """Linux: have the kernel SIGTERM this worker when its supervisor dies, however it dies.
+
+    A supervisor killed outright (SIGKILL, the OOM killer) would otherwise leave its workers
+    serving on the port with nobody to stop them, and a new `scim-hub serve` refused the port.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before prctl: nobody would signal us
+        sys.exit(0)
+
+
+def _work(options: dict[str, Any], supervisor: int) -> None:
     """A worker process: serve the app on a socket of its own until told to stop."""
+    _end_with_parent(supervisor)
     config = uvicorn.Config(**options)
     try:
         sock = listening_socket(config.host, config.port, share=True)
@@ -106,7 +124,7 @@ def serve_workers(options: dict[str, Any], workers: int) -> int:
 
 
 def _start(options: dict[str, Any]) -> BaseProcess:
-    process = _spawn.Process(target=_work, args=(options,), name="scim-hub-worker")
+    process = _spawn.Process(target=_work, args=(options, os.getpid()), name="scim-hub-worker")
     process.start()
     return process
 

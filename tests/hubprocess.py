@@ -149,3 +149,20 @@ class HubProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout)
         self.kill()
+
+
+def child_processes(parent: int, marker: bytes) -> list[int]:
+    """The live (not zombie) children of `parent` whose command line contains `marker`."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == parent and state != "Z" and marker in cmdline:
+            found.append(int(entry))
+    return sorted(found)

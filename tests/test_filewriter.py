@@ -16,25 +16,12 @@ import httpx
 import pytest
 
 from hub.core.filewriter import FileWriter
-from tests.hubprocess import HubProcess
+from tests.hubprocess import HubProcess, child_processes
 
 
 def _writer_pids(parent: int) -> list[int]:
     """The live file-writer processes whose parent is `parent`."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        state, ppid = fields[0], int(fields[1])
-        if ppid == parent and state != "Z" and b"hub.core.filewriter" in cmdline:
-            found.append(int(entry))
-    return found
+    return child_processes(parent, b"hub.core.filewriter")
 
 
 def _gone(pid: int) -> bool:

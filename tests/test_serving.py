@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.hubprocess import HubProcess
+from tests.hubprocess import HubProcess, child_processes
 from tests.server import run_cli
 
 pytestmark = pytest.mark.skipif(
@@ -35,19 +35,7 @@ def _sqlite_hub(tmp_path: Path, name: str, workers: int = 2) -> HubProcess:
 
 def _workers(supervisor: int) -> list[int]:
     """The worker processes `supervisor` spawned (not multiprocessing's resource tracker)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == supervisor and fields[0] != "Z" and b"spawn_main" in cmdline:
-            found.append(int(entry))
-    return sorted(found)
+    return child_processes(supervisor, b"spawn_main")
 
 
 def _established(port: int, state: str = "01") -> set[int]:
@@ -178,3 +166,28 @@ def test_workers_that_cannot_start_stop_the_server_instead_of_restarting(tmp_pat
     assert "could not start; stopping" in failed.stderr
     assert "cannot read or create the server secret" in failed.stderr
     assert time.monotonic() - started < 30
+
+
+def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    hub = _sqlite_hub(tmp_path, "orphans")
+    hub.start()
+    assert hub.process is not None
+    try:
+        workers = _workers(hub.process.pid)
+        assert len(workers) == 2
+        os.kill(hub.process.pid, signal.SIGKILL)  # the supervisor alone, no shutdown code
+        hub.process.wait(10)
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in workers):
+            assert time.monotonic() < deadline, "workers outlived their supervisor"
+            time.sleep(0.05)
+    finally:
+        hub.kill()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
