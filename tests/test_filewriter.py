@@ -1,6 +1,6 @@
 """The process that writes `.eml` files for the FileMailer: outcomes, deaths, and its end.
 
-Everything is real: the child is `python -m hub.core.filewriter`, files land on disk, and the
+Everything is real: the child is `python -m hub.core.writer_child`, files land on disk, and the
 deaths are SIGKILLs.
 """
 
@@ -21,7 +21,7 @@ from tests.hubprocess import HubProcess, child_processes
 
 def _writer_pids(parent: int) -> list[int]:
     """The live file-writer processes whose parent is `parent`."""
-    return child_processes(parent, b"hub.core.filewriter")
+    return child_processes(parent, b"hub.core.writer_child")
 
 
 def _gone(pid: int) -> bool:

@@ -1,0 +1,87 @@
+"""The file writer's child process: `python -m hub.core.writer_child`.
+
+`hub.core.filewriter.FileWriter` starts it and talks to it; it imports only msgspec and the
+standard library (asyncio alone would add ~8 MB to its memory).
+
+The protocol on stdin/stdout, one request at a time: a frame is a 4-byte big-endian length and a
+msgpack body. A request is a list of ``[path, data]``; its answer is a list with, per file, nil
+when it was written or the error's text. Each file is written to ``path + ".partial"`` and renamed
+into place, so a reader never sees half a file and a rewrite replaces it whole. The child exits at
+the end of its input (the parent closed the pipe or is gone).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+from typing import BinaryIO
+
+import msgspec
+
+#: A frame's length prefix (4 bytes, big-endian).
+LENGTH = struct.Struct(">I")
+
+
+def frame(body: bytes) -> bytes:
+    """`body` with its length in front."""
+    return LENGTH.pack(len(body)) + body
+
+
+def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
+    data = stream.read(size)
+    if len(data) < size:
+        return None  # the end of the input
+    return data
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Write `data` to `path` atomically: into a partial file, then renamed into place."""
+    partial = path + ".partial"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    os.replace(partial, path)
+
+
+def _write_all(files: list[tuple[str, bytes]]) -> list[str | None]:
+    outcomes: list[str | None] = []
+    for path, data in files:
+        try:
+            try:
+                write_file(path, data)
+            except FileNotFoundError:  # the directory went away: make it again
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                write_file(path, data)
+        except OSError as exc:
+            outcomes.append(str(exc))
+        else:
+            outcomes.append(None)
+    return outcomes
+
+
+def serve(source: BinaryIO, sink: BinaryIO) -> None:
+    """Answer requests from `source` on `sink` until `source` ends."""
+    decode = msgspec.msgpack.Decoder(list[tuple[str, bytes]]).decode
+    encode = msgspec.msgpack.Encoder().encode
+    while True:
+        header = _read_exactly(source, LENGTH.size)
+        if header is None:
+            return
+        (size,) = LENGTH.unpack(header)
+        body = _read_exactly(source, size)
+        if body is None:
+            return
+        try:
+            sink.write(frame(encode(_write_all(decode(body)))))
+            sink.flush()
+        except BrokenPipeError:
+            return  # the parent is gone: nobody to answer
+
+
+if __name__ == "__main__":
+    serve(sys.stdin.buffer, sys.stdout.buffer)
