@@ -25,6 +25,20 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@contextlib.contextmanager
+def _serving(tmp_path: Path, name: str) -> Iterator[tuple[HubProcess, int, list[int]]]:
+    """A started two-worker hub, its supervisor's pid and its workers' pids; killed at the end."""
+    hub = _sqlite_hub(tmp_path, name)
+    hub.start()
+    assert hub.process is not None
+    try:
+        workers = _workers(hub.process.pid)
+        assert len(workers) == 2
+        yield hub, hub.process.pid, workers
+    finally:
+        hub.kill()
+
+
 def _sqlite_hub(tmp_path: Path, name: str, workers: int = 2) -> HubProcess:
     hub = HubProcess(
         f"sqlite+aiosqlite:///{tmp_path / name / 'hub.db'}", tmp_path / name, workers=workers
@@ -93,12 +107,7 @@ def _spread(hub: HubProcess, workers: list[int], count: int) -> list[int]:
 
 
 def test_connections_opened_together_spread_over_the_workers(tmp_path: Path) -> None:
-    hub = _sqlite_hub(tmp_path, "spread")
-    hub.start()
-    try:
-        assert hub.process is not None
-        workers = _workers(hub.process.pid)
-        assert len(workers) == 2
+    with _serving(tmp_path, "spread") as (hub, _, workers):
         _wait_listening(hub.port, workers)
         # 32 connections at once, as an IdP or a load balancer opens its pool: with one socket
         # shared by the workers, the first one to wake accepted all of them.
@@ -106,8 +115,6 @@ def test_connections_opened_together_spread_over_the_workers(tmp_path: Path) -> 
             held = _spread(hub, workers, 32)
         assert sum(held) == 32
         assert min(held) >= 4, held
-    finally:
-        hub.stop()
 
 
 def test_a_second_server_on_the_same_port_is_refused(tmp_path: Path) -> None:
@@ -129,15 +136,11 @@ def test_a_second_server_on_the_same_port_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_dead_worker_is_replaced_and_a_stop_ends_them_all(tmp_path: Path) -> None:
-    hub = _sqlite_hub(tmp_path, "replace")
-    hub.start()
-    assert hub.process is not None
-    try:
-        old = _workers(hub.process.pid)
+    with _serving(tmp_path, "replace") as (hub, supervisor, old):
         os.kill(old[0], signal.SIGKILL)
         deadline = time.monotonic() + 20
         while True:
-            now = _workers(hub.process.pid)
+            now = _workers(supervisor)
             if len(now) == 2 and old[0] not in now:
                 break
             assert time.monotonic() < deadline, f"workers {now} after killing {old[0]}"
@@ -145,10 +148,9 @@ def test_a_dead_worker_is_replaced_and_a_stop_ends_them_all(tmp_path: Path) -> N
         for _ in range(20):  # a new connection each time, to either worker
             assert httpx.get(f"{hub.base_url}/readyz", timeout=5).status_code == 200
         hub.stop(timeout=30)  # SIGTERM: every worker finishes, then the supervisor
+        assert hub.process is not None
         assert hub.process.returncode == 0
-        assert _workers(hub.process.pid) == []
-    finally:
-        hub.kill()
+        assert _workers(supervisor) == []
 
 
 def test_workers_that_cannot_start_stop_the_server_instead_of_restarting(tmp_path: Path) -> None:
@@ -169,20 +171,14 @@ def test_workers_that_cannot_start_stop_the_server_instead_of_restarting(tmp_pat
 
 
 def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
-    hub = _sqlite_hub(tmp_path, "orphans")
-    hub.start()
-    assert hub.process is not None
-    try:
-        workers = _workers(hub.process.pid)
-        assert len(workers) == 2
-        os.kill(hub.process.pid, signal.SIGKILL)  # the supervisor alone, no shutdown code
+    with _serving(tmp_path, "orphans") as (hub, supervisor, workers):
+        os.kill(supervisor, signal.SIGKILL)  # the supervisor alone, no shutdown code
+        assert hub.process is not None
         hub.process.wait(10)
         deadline = time.monotonic() + 20
         while any(_alive(pid) for pid in workers):
             assert time.monotonic() < deadline, "workers outlived their supervisor"
             time.sleep(0.05)
-    finally:
-        hub.kill()
 
 
 def _alive(pid: int) -> bool:
