@@ -106,8 +106,9 @@ async def test_a_writer_killed_mid_batch_fails_that_batch_and_the_next_one_works
 
 
 async def test_a_served_hubs_writer_ends_with_the_hub(tmp_path: Path) -> None:
-    """Stopped politely, the hub ends its writer; killed alone, the writer sees its input end."""
-    for ending in ("stop", "sigkill-hub-only"):
+    """Stopped (SIGTERM or Ctrl-C to the group), the hub ends its writer, which prints nothing;
+    the hub killed alone, the writer sees its input end."""
+    for ending in ("stop", "ctrl-c", "sigkill-hub-only"):
         url = f"sqlite+aiosqlite:///{tmp_path / ending / 'hub.db'}"
         hub = HubProcess(url, tmp_path / ending)
         hub.prepare()
@@ -132,9 +133,13 @@ async def test_a_served_hubs_writer_ends_with_the_hub(tmp_path: Path) -> None:
             [writer] = _writer_pids(hub.process.pid)
             if ending == "stop":
                 hub.stop()
+            elif ending == "ctrl-c":
+                os.killpg(hub.process.pid, signal.SIGINT)
+                hub.process.wait(30)
             else:
                 os.kill(hub.process.pid, signal.SIGKILL)
                 hub.process.wait(10)
             await _wait_gone(writer)
+            assert "Traceback" not in hub.stderr_tail(), hub.stderr_tail()
         finally:
             hub.kill()

@@ -13,6 +13,7 @@ the end of its input (the parent closed the pipe or is gone).
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import sys
 from typing import BinaryIO
@@ -84,4 +85,8 @@ def serve(source: BinaryIO, sink: BinaryIO) -> None:
 
 
 if __name__ == "__main__":
+    # The parent decides when this ends (the end of its input): a Ctrl-C or a SIGTERM sent to the
+    # whole process group must not cut a batch short or print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     serve(sys.stdin.buffer, sys.stdout.buffer)
