@@ -116,16 +116,7 @@ async def test_a_served_hubs_writer_ends_with_the_hub(tmp_path: Path) -> None:
         assert hub.process is not None
         try:
             async with httpx.AsyncClient(timeout=10) as http:
-                created = await http.post(
-                    f"{hub.tenant_url}/Users",
-                    headers={"Authorization": f"Bearer {hub.token}"},
-                    json={
-                        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-                        "userName": "writer@example.com",
-                        "emails": [{"value": "writer@example.com", "primary": True}],
-                    },
-                )
-            assert created.status_code == 201, created.text
+                await _create_user(http, hub, "writer@example.com")
             deadline = time.monotonic() + 10
             while not list((tmp_path / ending / "outbox").glob("*.eml")):
                 assert time.monotonic() < deadline, "no activation email was written"
@@ -143,3 +134,66 @@ async def test_a_served_hubs_writer_ends_with_the_hub(tmp_path: Path) -> None:
             assert "Traceback" not in hub.stderr_tail(), hub.stderr_tail()
         finally:
             hub.kill()
+
+
+async def _create_user(http: httpx.AsyncClient, hub: HubProcess, email: str) -> None:
+    created = await http.post(
+        f"{hub.tenant_url}/Users",
+        headers={"Authorization": f"Bearer {hub.token}"},
+        json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": email,
+            "emails": [{"value": email, "primary": True}],
+        },
+    )
+    assert created.status_code == 201, created.text
+
+
+def _emails(outbox: Path) -> tuple[set[str], list[str]]:
+    """The recipients of the `.eml` files in `outbox`, and the names of any partial files."""
+    recipients = set()
+    for path in outbox.glob("*.eml"):
+        for line in path.read_text().splitlines():
+            if line.startswith("To: "):
+                recipients.add(line[4:].strip())
+    return recipients, [p.name for p in outbox.glob("*.partial")]
+
+
+async def test_writers_killed_during_a_burst_lose_no_email(tmp_path: Path) -> None:
+    """Every 201 gets its email even when the writer process is killed again and again."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+    hub = HubProcess(url, tmp_path, mail_retry_base_ms="50", mail_poll_ms="50")
+    hub.prepare()
+    hub.start()
+    assert hub.process is not None
+    supervisor = hub.process.pid
+    outbox = tmp_path / "outbox"
+    killed: set[int] = set()
+
+    async def kill_writers() -> None:
+        while len(killed) < 5:
+            for pid in _writer_pids(supervisor):
+                if pid not in killed:
+                    os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
+            await asyncio.sleep(0.01)
+
+    expected = {f"burst{i}@example.com" for i in range(150)}
+    try:
+        killer = asyncio.create_task(kill_writers())
+        async with httpx.AsyncClient(timeout=30) as http:
+            for start in range(0, 150, 10):
+                await asyncio.gather(
+                    *(
+                        _create_user(http, hub, f"burst{i}@example.com")
+                        for i in range(start, start + 10)
+                    )
+                )
+        await asyncio.wait_for(killer, 60)
+        deadline = time.monotonic() + 60
+        while (found := await asyncio.to_thread(_emails, outbox))[0] != expected or found[1]:
+            assert time.monotonic() < deadline, f"missing {sorted(expected - found[0])[:5]}…"
+            await asyncio.sleep(0.1)
+    finally:
+        hub.stop()
+    assert len(killed) == 5
