@@ -152,3 +152,29 @@ async def test_deleting_a_user_removes_their_memberships(scim: ScimClient) -> No
     ).json()["id"]
     assert (await scim.delete(f"/Users/{a}")).status_code == 204
     assert member_ids((await scim.get(f"/Groups/{gid}")).json()) == {b}
+
+
+async def test_a_user_shows_each_of_its_groups_in_the_order_they_were_made(
+    scim: ScimClient,
+) -> None:
+    """The `groups` of a GET come with the user (one statement on PostgreSQL, two on SQLite):
+    every group, its display name as it is now (quotes and non-ASCII kept), oldest first."""
+    [user] = await make_users(scim, 1)
+    names = ['Zeta "quoted"', "Ålesund ✓", "alpha"]
+    gids = []
+    for name in names:
+        made = await scim.post("/Groups", group_body(name, members=[{"value": user}]))
+        assert made.status_code == 201, made.text
+        gids.append(made.json()["id"])
+    shown = (await scim.get(f"/Users/{user}")).json()["groups"]
+    assert [(g["value"], g["display"], g["type"]) for g in shown] == [
+        (gid, name, "direct") for gid, name in zip(gids, names, strict=True)
+    ]
+    assert all(g["$ref"].endswith(f"/Groups/{g['value']}") for g in shown)
+    # Out of one group, renamed in another: the next GET says so.
+    await scim.patch(f"/Groups/{gids[0]}", ops({"op": "remove", "path": "members"}))
+    await scim.patch(
+        f"/Groups/{gids[2]}", ops({"op": "replace", "path": "displayName", "value": "Ω"})
+    )
+    shown = (await scim.get(f"/Users/{user}")).json()["groups"]
+    assert [(g["value"], g["display"]) for g in shown] == [(gids[1], names[1]), (gids[2], "Ω")]
