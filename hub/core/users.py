@@ -450,9 +450,12 @@ class StoredUser(NamedTuple):
 
 
 _LOAD_TEXT = Prepared(select(*_TEXT_COLUMNS, users.c.user_name).where(*_BY_ID))
-_LOAD_TEXT_WITH_GROUPS = Prepared(
-    select(*_TEXT_COLUMNS, users.c.user_name, _GROUPS_AS_JSON.label("member_of")).where(*_BY_ID)
-)
+#: By dialect, as `groups._ADD_MEMBER`: the statement compiles for PostgreSQL only.
+_LOAD_TEXT_WITH_GROUPS = {
+    "postgresql": Prepared(
+        select(*_TEXT_COLUMNS, users.c.user_name, _GROUPS_AS_JSON.label("member_of")).where(*_BY_ID)
+    )
+}
 _decode_member_of = msgspec.json.Decoder(list[tuple[str, str]]).decode
 
 
@@ -462,8 +465,9 @@ def get_as_stored(conn: Connection, caller: Caller, user_id: str, base: str) -> 
     Raises:
         NotFound: no such user in this workspace (deleted users included).
     """
-    if conn.dialect.name == "postgresql":
-        row = _LOAD_TEXT_WITH_GROUPS.first(conn, b_ws=caller.workspace_pk, b_id=user_id)
+    with_groups = _LOAD_TEXT_WITH_GROUPS.get(conn.dialect.name)
+    if with_groups is not None:
+        row = with_groups.first(conn, b_ws=caller.workspace_pk, b_id=user_id)
         if row is None:
             raise NotFound(f"no User with id {user_id!r}")
         member_of = _decode_member_of(row.member_of) if row.member_of else []
