@@ -23,7 +23,6 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -113,7 +112,7 @@ def serve_workers(options: dict[str, Any], workers: int) -> int:
     failed = False
     try:
         while not stop.wait(0.5):
-            failed = _tend(processes, lambda: _start(options))
+            failed = _tend(processes, options)
             if failed:
                 break
     finally:
@@ -129,7 +128,7 @@ def _start(options: dict[str, Any]) -> BaseProcess:
     return process
 
 
-def _tend(processes: list[BaseProcess], start: Callable[[], BaseProcess]) -> bool:
+def _tend(processes: list[BaseProcess], options: dict[str, Any]) -> bool:
     """Start again each worker that died; return True when one could not start at all."""
     for index, process in enumerate(processes):
         if process.is_alive():
@@ -141,7 +140,7 @@ def _tend(processes: list[BaseProcess], start: Callable[[], BaseProcess]) -> boo
             f"scim-hub: worker {process.pid} exited ({process.exitcode}); starting another",
             file=sys.stderr,
         )
-        processes[index] = start()
+        processes[index] = _start(options)
     return False
 
 

@@ -166,3 +166,12 @@ def child_processes(parent: int, marker: bytes) -> list[int]:
         if int(ppid) == parent and state != "Z" and marker in cmdline:
             found.append(int(entry))
     return sorted(found)
+
+
+def process_alive(pid: int) -> bool:
+    """Whether `pid` is running (an exited process not yet reaped, a zombie, is not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from hub.core.filewriter import FileWriter
-from tests.hubprocess import HubProcess, child_processes
+from tests.hubprocess import HubProcess, child_processes, process_alive
 
 
 def _writer_pids(parent: int) -> list[int]:
@@ -24,17 +24,9 @@ def _writer_pids(parent: int) -> list[int]:
     return child_processes(parent, b"hub.core.writer_child")
 
 
-def _gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return True
-    return state == "Z"
-
-
 async def _wait_gone(pid: int, within: float = 10.0) -> None:
     deadline = time.monotonic() + within
-    while not _gone(pid):
+    while process_alive(pid):
         assert time.monotonic() < deadline, f"process {pid} still running"
         await asyncio.sleep(0.02)
 

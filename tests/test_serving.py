@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.hubprocess import HubProcess, child_processes
+from tests.hubprocess import HubProcess, child_processes, process_alive
 from tests.server import run_cli
 
 pytestmark = pytest.mark.skipif(
@@ -176,14 +176,6 @@ def test_workers_end_when_their_supervisor_is_killed(tmp_path: Path) -> None:
         assert hub.process is not None
         hub.process.wait(10)
         deadline = time.monotonic() + 20
-        while any(_alive(pid) for pid in workers):
+        while any(process_alive(pid) for pid in workers):
             assert time.monotonic() < deadline, "workers outlived their supervisor"
             time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

@@ -525,7 +525,6 @@ class FileMailer:
     def __init__(self, outbox_dir: str) -> None:
         self.directory = Path(outbox_dir)
         self._folder = str(self.directory)
-        self._made = False
         self._writer = FileWriter()
 
     def path_for(self, msg_id: str) -> Path:
@@ -538,17 +537,15 @@ class FileMailer:
     async def deliver(self, messages: Sequence[Email]) -> list[DeliveryError | None]:
         """Write the batch's files through the writer process, in one hand-off.
 
-        A message whose file cannot be written gets a (retryable) `DeliveryError`.
+        A message whose file cannot be written gets a (retryable) `DeliveryError`; the writer
+        makes the directory when it is missing.
         """
+        paths = [self._file_for(message.msg_id) for message in messages]
         try:
-            if not self._made:
-                await asyncio.to_thread(self.directory.mkdir, parents=True, exist_ok=True)
-                self._made = True
-            paths = [self._file_for(message.msg_id) for message in messages]
             written = await self._writer.write(
                 [(path, message.data) for path, message in zip(paths, messages, strict=True)]
             )
-        except OSError as exc:  # the directory cannot be made, or the writer process failed
+        except OSError as exc:  # the writer process could not be started or stopped answering
             error = DeliveryError(f"cannot write to {self.directory}: {exc}")
             return [error for _ in messages]
         outcomes: list[DeliveryError | None] = []
