@@ -211,6 +211,44 @@ async def test_short_writes_queued_together_commit_together_and_one_that_raises_
         await db.close()
 
 
+async def test_a_batch_keeps_its_undo_pages_in_memory_and_still_undoes_a_large_unit(
+    sqlite_file: Path,
+) -> None:
+    """Each unit's savepoint journal stays in memory: spilled to a temp file (SQLite's default past
+    64 KiB), it cost two writes per page a create touched, ~60 system calls a create. A unit
+    that changes far more than that and then raises is still undone alone."""
+    db = SqliteDatabase(f"sqlite+aiosqlite:///{sqlite_file}")
+
+    def big(conn: Connection, base: int, fail: bool) -> None:
+        rows = [{"x": base + i, "pad": "p" * 2000} for i in range(200)]
+        conn.execute(text("INSERT INTO padded VALUES (:x, :pad)"), rows)
+        conn.execute(text("UPDATE padded SET pad = 'q' WHERE x < :top"), {"top": base})
+        if fail:
+            raise ValueError("refused after writing ~100 pages")
+
+    try:
+        await db.write(lambda conn: conn.execute(text("CREATE TABLE padded (x PRIMARY KEY, pad)")))
+        await db.write_now(big, 0, False)
+        store = await db.write_now(lambda c: c.exec_driver_sql("PRAGMA temp_store").scalar())
+        assert store == 2, "the short writes' connection keeps temporary data in memory"
+        outcomes = await asyncio.gather(
+            db.write_now(big, 1000, True), db.write_now(big, 2000, False), return_exceptions=True
+        )
+        assert isinstance(outcomes[0], ValueError)
+        assert outcomes[1] is None
+
+        def contents(conn: Connection) -> list[tuple[int, int]]:
+            query = "SELECT x / 1000, count(*) FROM padded WHERE pad != 'q' GROUP BY 1 ORDER BY 1"
+            return [(row[0], row[1]) for row in conn.execute(text(query))]
+
+        assert await db.read(contents) == [(2, 200)]
+        assert (
+            await db.read(lambda c: c.execute(text("SELECT count(*) FROM padded")).scalar()) == 400
+        )
+    finally:
+        await db.close()
+
+
 async def test_a_batch_whose_commit_fails_fails_every_caller_and_stores_nothing(
     sqlite_file: Path,
 ) -> None:
