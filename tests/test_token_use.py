@@ -147,3 +147,31 @@ async def test_reads_refresh_a_never_used_token(
             break
     (stored,) = _run_sql(db_url, ("SELECT last_used FROM tokens",))
     assert stored[0] is not None
+
+
+async def test_a_token_revoked_or_switched_off_elsewhere_fails_the_very_next_read(
+    client: httpx.AsyncClient, db_url: str
+) -> None:
+    """Reads may answer a token from the reading connection's memory (SQLite), but only while the
+    database is unchanged: a revocation or a disabled connector committed by another process (the
+    CLI, another worker) is refused at the next GET, by id and by filter, and the token works
+    again once restored."""
+    workspace = await create_workspace(db_url, "revoked.elsewhere")
+    scim = ScimClient(client, workspace.token)
+    created = await scim.post("/Users", user_body("kept.reader"))
+    assert created.status_code == 201, created.text
+    by_id, by_filter = f"/Users/{created.json()['id']}", '/Users?filter=userName eq "kept.reader"'
+
+    async def statuses() -> list[int]:
+        return [(await scim.get(path)).status_code for path in (by_id, by_filter, by_id)]
+
+    assert await statuses() == [200, 200, 200]
+    for off, on in (
+        ("UPDATE tokens SET revoked = 1", "UPDATE tokens SET revoked = NULL"),
+        ("UPDATE connectors SET enabled = false", "UPDATE connectors SET enabled = true"),
+        ("UPDATE admins SET active = false", "UPDATE admins SET active = true"),
+    ):
+        _run_sql(db_url, (off,))
+        assert await statuses() == [401, 401, 401], off
+        _run_sql(db_url, (on,))
+        assert await statuses() == [200, 200, 200], on

@@ -146,6 +146,37 @@ def authenticate(conn: Connection, token_digest: str) -> Caller | None:
     )
 
 
+#: Tokens a reading SQLite connection remembers (a workspace's connectors, times a few).
+_CACHED_TOKENS: Final = 256
+_CACHE_KEY: Final = "hub.tokens.authenticated"
+
+
+def authenticate_reading(conn: Connection, token_digest: str) -> Caller | None:
+    """`authenticate` on a connection that only reads; on SQLite, cached while nothing changed.
+
+    SQLite's `PRAGMA data_version` (read inside the unit's read transaction, whose snapshot it
+    starts) changes whenever another connection has committed, and a reading connection commits
+    nothing itself: while it is unchanged the token, its connector, admin and workspace rows are
+    the ones cached, so a revocation made anywhere (this process, the CLI) takes effect at once.
+    The token's SELECT, its joins and the row's decoding cost a GET ~10 µs; the pragma ~1.
+    Unknown tokens are not cached (no one can fill the cache with guesses).
+    """
+    dbapi = conn.connection.dbapi_connection
+    if conn.dialect.name != "sqlite" or dbapi is None:
+        return authenticate(conn, token_digest)
+    version = dbapi.execute("PRAGMA data_version").fetchone()[0]
+    cache: dict[str, tuple[int, Caller]] = conn.info.setdefault(_CACHE_KEY, {})
+    hit = cache.get(token_digest)
+    if hit is not None and hit[0] == version:
+        return hit[1]
+    found = authenticate(conn, token_digest)
+    if found is not None:
+        if len(cache) >= _CACHED_TOKENS:
+            cache.clear()
+        cache[token_digest] = (version, found)
+    return found
+
+
 def touch(conn: Connection, caller: Caller, when: int) -> None:
     """Record that a token (and its connector) was used at `when`."""
     conn.execute(update(tokens).where(tokens.c.pk == caller.token_pk).values(last_used=when))

@@ -45,7 +45,14 @@ from hub.core.schema import (
     USER_TYPE,
     ResourceType,
 )
-from hub.core.tokens import Caller, authenticate, digest, needs_touch, touch
+from hub.core.tokens import (
+    Caller,
+    authenticate,
+    authenticate_reading,
+    digest,
+    needs_touch,
+    touch,
+)
 from hub.plugins import Registry
 from hub.scim import discovery
 from hub.scim.response import SCIM_JSON, ScimResponse
@@ -178,7 +185,7 @@ def _authenticated(
     request_id: str,
     seen: list[Caller],
 ) -> tuple[Caller, T]:
-    found = authenticate(conn, token_digest)
+    found = authenticate(conn, token_digest) if writes else authenticate_reading(conn, token_digest)
     if found is None:
         raise Unauthorized("the token is unknown, revoked, or its connector or admin is disabled")
     caller = msgspec.structs.replace(found, request_id=request_id)
