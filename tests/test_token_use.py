@@ -153,9 +153,9 @@ async def test_a_token_revoked_or_switched_off_elsewhere_fails_the_very_next_rea
     client: httpx.AsyncClient, db_url: str
 ) -> None:
     """Reads may answer a token from the reading connection's memory (SQLite), but only while the
-    database is unchanged: a revocation or a disabled connector committed by another process (the
-    CLI, another worker) is refused at the next GET, by id and by filter, and the token works
-    again once restored."""
+    database is unchanged: a revocation, a disabled connector or a deactivated admin committed by
+    another process (the CLI, another worker) is refused at the next GET, by id and by filter, and
+    the token works again once restored."""
     workspace = await create_workspace(db_url, "revoked.elsewhere")
     scim = ScimClient(client, workspace.token)
     created = await scim.post("/Users", user_body("kept.reader"))
