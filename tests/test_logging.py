@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -55,3 +59,43 @@ def test_console_format_is_not_json(tmp_path: Path, capsys: pytest.CaptureFixtur
     for word in ("shown", "key", "value"):
         assert word in err
     assert not err.lstrip().startswith("{")
+
+
+class _Writes(io.RawIOBase):
+    """A binary stream that keeps each write it is given."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        chunk = bytes(data)
+        self.writes.append(chunk)
+        return len(chunk)
+
+
+def test_each_json_line_is_one_write_with_a_utc_microsecond_timestamp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request's line reaches stderr in one write (no torn lines between processes sharing
+    it, one system call), stamped like ISO 8601 UTC to the microsecond."""
+    raw = _Writes()
+    # stderr as `python -u` / PYTHONUNBUFFERED (common in containers) makes it: text written
+    # straight through to the file, with no buffer to join a line's pieces.
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, write_through=True))
+    _configure(tmp_path, "json")
+    log = structlog.get_logger("test")
+    before = datetime.now(UTC)
+    log.info("one", n=1)
+    log.info("two", n=2)
+    after = datetime.now(UTC)
+    assert all(w.endswith(b"\n") and w.count(b"\n") == 1 for w in raw.writes), raw.writes
+    events = [json.loads(w) for w in raw.writes]
+    assert [e["event"] for e in events] == ["one", "two"]
+    for event in events:
+        stamp = event["timestamp"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp), stamp
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert before - timedelta(milliseconds=1) <= when <= after + timedelta(milliseconds=1)
