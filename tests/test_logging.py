@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -99,3 +100,59 @@ def test_each_json_line_is_one_write_with_a_utc_microsecond_timestamp(
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp), stamp
         when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         assert before - timedelta(milliseconds=1) <= when <= after + timedelta(milliseconds=1)
+
+
+def _events(writes: list[bytes]) -> list[str]:
+    return [json.loads(line)["event"] for chunk in writes for line in chunk.splitlines()]
+
+
+async def test_a_turn_of_the_loop_writes_its_lines_in_one_write_and_threads_write_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines logged on the loop wait for the end of its turn and go out together, in order;
+    a line logged where no loop runs goes out at once, after those waiting."""
+    raw = _Writes()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, write_through=True))
+    _configure(tmp_path, "json")
+    log = structlog.get_logger("test")
+    for n in range(3):
+        log.info(f"turn {n}")
+    assert raw.writes == [], "written before the turn ended"
+    await asyncio.sleep(0)
+    assert len(raw.writes) == 1
+    assert _events(raw.writes) == ["turn 0", "turn 1", "turn 2"]
+
+    log.info("waiting")
+    await asyncio.to_thread(log.info, "from a thread")
+    assert _events(raw.writes[1:]) == ["waiting", "from a thread"]
+
+
+def test_lines_left_waiting_by_a_stopped_loop_go_out_with_the_next_loops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop that stops before its turn's write (a server shutting down) strands nothing: the
+    next loop's turn writes those lines first."""
+    raw = _Writes()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, write_through=True))
+    _configure(tmp_path, "json")
+    log = structlog.get_logger("test")
+
+    async def log_and_stop() -> None:
+        log.info("stopped loop")
+        asyncio.get_running_loop().stop()
+
+    loop = asyncio.new_event_loop()
+    task = loop.create_task(log_and_stop())
+    loop.run_forever()
+    loop.close()
+    assert task.done()
+    assert raw.writes == [], "the stopped loop never ended the turn that would write it"
+
+    async def log_and_turn() -> list[str]:
+        log.info("next loop")
+        await asyncio.sleep(0)
+        return _events(raw.writes)
+
+    assert asyncio.run(log_and_turn()) == ["stopped loop", "next loop"]
+    log.info("no loop")
+    assert _events(raw.writes)[-1] == "no loop"
