@@ -24,6 +24,7 @@ from hub.core.errors import ScimError
 from hub.core.outbox import start_sender
 from hub.core.tenants import tenant_url
 from hub.core.tokens import Caller
+from hub.logging import drain_logs
 from hub.metrics import Metrics
 from hub.plugins import Registry, build_registry
 from hub.scim.errors import handle_http_exception, handle_scim_error, handle_unexpected
@@ -184,6 +185,7 @@ def create_app(
             await stop_activity()
             await stop_sender()
             await db.close()
+            drain_logs()
 
     return Litestar(
         route_handlers=[

@@ -9,6 +9,7 @@ import logging
 import sys
 import threading
 import time
+import weakref
 from typing import Any, BinaryIO, cast
 
 import msgspec
@@ -110,14 +111,20 @@ class LineBatch:
             pass
 
 
-#: the batch `configure_logging` set up last, drained at exit
-_batch: LineBatch | None = None
+#: every batch `configure_logging` set up, drained at exit: a logger structlog cached before a
+#: later `configure_logging` still writes to the batch of its time.
+_batches: weakref.WeakSet[LineBatch] = weakref.WeakSet()
 
 
 @atexit.register
-def _drain_at_exit() -> None:
-    if _batch is not None:
-        _batch.drain()
+def drain_logs() -> None:
+    """Write every log line still waiting for its loop's turn to end (at shutdown, at exit).
+
+    A served process can end without `atexit`: uvicorn, stopped by SIGTERM, raises the signal
+    again once it has shut down. The app's shutdown calls this as its last step.
+    """
+    for batch in list(_batches):
+        batch.drain()
 
 
 def configure_logging(settings: Settings) -> None:
@@ -130,16 +137,13 @@ def configure_logging(settings: Settings) -> None:
     binary = getattr(sys.stderr, "buffer", None)
     renderer: structlog.typing.Processor
     factory: Any
-    global _batch
-    if _batch is not None:
-        _batch.drain()
-        _batch = None
     if use_json and binary is not None:
         # Bytes, a turn's lines in one write: `print` made two system calls of every line.
         renderer = structlog.processors.JSONRenderer(serializer=_json_line)
-        _batch = LineBatch(binary)
+        batch = LineBatch(binary)
+        _batches.add(batch)
         # `BytesLogger` only calls write and flush.
-        factory = structlog.BytesLoggerFactory(file=cast(BinaryIO, _batch))
+        factory = structlog.BytesLoggerFactory(file=cast(BinaryIO, batch))
     elif use_json:  # a text-only stream in place of stderr
         renderer = structlog.processors.JSONRenderer(serializer=_json_text)
         factory = structlog.WriteLoggerFactory(file=sys.stderr)

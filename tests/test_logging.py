@@ -10,11 +10,13 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import structlog
 
 from hub.logging import configure_logging
 from hub.settings import load_settings
+from tests.hubprocess import HubProcess
 
 # configure_logging binds the test's stderr, which closes after it.
 pytestmark = pytest.mark.usefixtures("restored_logging")
@@ -156,3 +158,29 @@ def test_lines_left_waiting_by_a_stopped_loop_go_out_with_the_next_loops(
     assert asyncio.run(log_and_turn()) == ["stopped loop", "next loop"]
     log.info("no loop")
     assert _events(raw.writes)[-1] == "no loop"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_served_hub_stopped_gracefully_has_logged_every_request(
+    tmp_path: Path, workers: int
+) -> None:
+    """Every request's line is in the log once the server has stopped (SIGTERM): none is left
+    waiting for a turn of the loop that never came, with one process or several."""
+    hub = HubProcess(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", tmp_path, workers=workers)
+    hub.env["SCIM_HUB_LOG_LEVEL"] = "info"
+    hub.prepare()
+    hub.start()
+    try:
+        headers = {"Authorization": f"Bearer {hub.token}"}
+        async with httpx.AsyncClient(base_url=hub.tenant_url, headers=headers) as client:
+            answers = await asyncio.gather(*(client.get(f"/Users/absent-{n}") for n in range(120)))
+        assert [a.status_code for a in answers] == [404] * 120
+    finally:
+        hub.stop()
+    lines = hub.stderr_path.read_bytes().splitlines()
+    logged = sorted(
+        int(event["path"].rsplit("-", 1)[1])
+        for event in map(json.loads, lines)
+        if event.get("event") == "request" and "/Users/absent-" in event.get("path", "")
+    )
+    assert logged == list(range(120))
