@@ -8,7 +8,6 @@ import json
 import logging
 import sys
 import threading
-import time
 import weakref
 from typing import Any, BinaryIO, cast
 
@@ -16,6 +15,7 @@ import msgspec
 import structlog
 from structlog.typing import EventDict
 
+from hub.core.clock import now_us, to_iso
 from hub.settings import Settings
 
 # One JSON line per request is on every request's path: msgspec encodes it in ~1 µs where the
@@ -37,22 +37,13 @@ def _json_text(event: Any, **_: Any) -> str:
     return _json_line(event).decode()
 
 
-#: (Unix second, its ISO 8601 text): the date and time are formatted once a second, not per line.
-_second: tuple[int, str] = (-1, "")
-
-
 def _timestamp(_logger: Any, _method: str, event: EventDict) -> EventDict:
-    """Add `timestamp`, UTC ISO 8601 to the microsecond (what `TimeStamper("iso")` writes).
+    """Add `timestamp`, UTC ISO 8601 to the microsecond, as `meta` renders times.
 
     `TimeStamper` builds a `datetime` and formats all of it for every line (~2 µs of a request's
-    log line); only the fraction changes within a second.
+    log line); `to_iso` formats only what changed.
     """
-    global _second
-    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
-    cached = _second
-    if cached[0] != seconds:
-        cached = _second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
-    event["timestamp"] = f"{cached[1]}.{nanos // 1000:06d}Z"
+    event["timestamp"] = to_iso(now_us())
     return event
 
 
