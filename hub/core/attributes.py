@@ -243,23 +243,48 @@ def _canonical_extension(extension: Schema, value: Any) -> dict[str, Any] | None
         return None
     if not isinstance(value, Mapping):
         raise InvalidValue(f"extension {extension.id!r} must be a JSON object")
-    return _canonical_object(value, extension.attribute, extension.id)
+    return _canonical_object(value, extension.by_key, f"{extension.id}:")
+
+
+#: A complex attribute's sub-attributes by lower-cased name: a definition, or `_DROPPED` for one
+#: the hub never stores (readOnly, `_NEVER_STORED`). Built once per attribute (`_subs_of`).
+_Subs = dict[str, Attribute | None]
+_DROPPED: Final = None
+_SUBS: dict[int, tuple[Attribute, _Subs]] = {}
+
+
+def _subs_of(attribute: Attribute) -> _Subs:
+    """`attribute`'s sub-attributes, with the RFC 7643 §2.4 multi-valued defaults under them."""
+    cached = _SUBS.get(id(attribute))
+    if cached is not None and cached[0] is attribute:
+        return cached[1]
+    found = dict(attribute.by_key)
+    if attribute.multi_valued and attribute.type == "complex":
+        found = {**_MULTI_VALUED_SUBS, **found}
+    subs = {name: sub if _is_stored(sub) else _DROPPED for name, sub in found.items()}
+    _SUBS[id(attribute)] = (attribute, subs)
+    return subs
 
 
 def _canonical_object(
-    value: Mapping[str, Any], find: Callable[[str], Attribute | None], where: str
+    value: Mapping[str, Any], subs: Mapping[str, Attribute | None], prefix: str
 ) -> dict[str, Any]:
-    """Canonicalise the keys of a complex value or extension object (unknown keys kept as sent)."""
+    """Canonicalise the keys of a complex value or extension object (unknown keys kept as sent).
+
+    `subs` are the object's attributes by lower-cased name (a schema's `by_key`, or
+    `_subs_of`); `prefix` starts the path an error names ("name.", "urn:…:User:").
+    """
     result: dict[str, Any] = {}
     for key, item in value.items():
-        attribute = find(key)
-        if attribute is None:
+        lowered = key.lower()
+        if lowered not in subs:
             _store(result, key, json_copy(item))
-        elif _is_stored(attribute):
-            # Extension attributes are named "urn:...:User:department", sub-attributes "name.x".
-            joiner = ":" if where.startswith(_URN_PREFIX) else "."
-            label = f"{where}{joiner}{attribute.name}"
-            _store(result, attribute.name, canonical_value(attribute, item, label))
+            continue
+        attribute = subs[lowered]
+        if attribute is _DROPPED or not _is_stored(attribute):
+            continue
+        name = attribute.name
+        _store(result, name, canonical_value(attribute, item, prefix + name))
     return result
 
 
@@ -296,35 +321,40 @@ def canonical_value(attribute: Attribute, value: Any, where: str) -> Any:
         return _canonical_single(attribute, value, where)
     if not isinstance(value, list):
         raise InvalidValue(f"{where!r} is multi-valued and must be a list")
-    items = (_canonical_single(attribute, item, where) for item in value)
-    return [item for item in items if item is not None and item != {}]
+    items = []
+    for element in value:
+        item = _canonical_single(attribute, element, where)
+        if item is not None and item != {}:
+            items.append(item)
+    return items
 
 
 def _canonical_single(attribute: Attribute, value: Any, where: str) -> Any:
     if value is None:
         return None
-    if attribute.type == "complex":
+    kind = attribute.type
+    if kind == "complex":
         if not isinstance(value, Mapping):
             raise InvalidValue(f"{where!r} must be a JSON object")
-        return _canonical_object(value, lambda name: _sub(attribute, name), where)
-    _check_simple(attribute, value, where)
+        return _canonical_object(value, _subs_of(attribute), where + ".")
+    if not _SIMPLE_CHECKS.get(kind, _is_string)(value):
+        raise InvalidValue(f"{where!r} must be a {kind}, got {type(value).__name__} {value!r}")
     return value
 
 
-def _check_simple(attribute: Attribute, value: Any, where: str) -> None:
-    kind = attribute.type
-    if kind == "boolean":
-        ok = isinstance(value, bool)
-    elif kind == "integer":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif kind == "decimal":
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    elif kind == "dateTime":
-        ok = isinstance(value, str) and _is_datetime(value)
-    else:  # string, reference, binary: JSON strings (RFC 7643 §2.3.1, §2.3.6, §2.3.7)
-        ok = isinstance(value, str)
-    if not ok:
-        raise InvalidValue(f"{where!r} must be a {kind}, got {type(value).__name__} {value!r}")
+def _is_string(value: Any) -> bool:
+    # string, reference, binary: JSON strings (RFC 7643 §2.3.1, §2.3.6, §2.3.7)
+    return isinstance(value, str)
+
+
+#: RFC 7643 §2.3: does a JSON value have the attribute type's form?
+_SIMPLE_CHECKS: Final[dict[str, Callable[[Any], bool]]] = {
+    "string": _is_string,
+    "boolean": lambda value: isinstance(value, bool),
+    "integer": lambda value: isinstance(value, int) and not isinstance(value, bool),
+    "decimal": lambda value: isinstance(value, int | float) and not isinstance(value, bool),
+    "dateTime": lambda value: isinstance(value, str) and _is_datetime(value),
+}
 
 
 def _is_datetime(text: str) -> bool:

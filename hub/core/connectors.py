@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from sqlalchemy import Connection, func, select, update
@@ -172,6 +172,40 @@ def _keys(paths: Iterable[str]) -> list[_Key]:
     return [k for k in (_key_of_path(p) for p in paths) if k is not None]
 
 
+class _Ignored(NamedTuple):
+    """Ignored paths by attribute: (urn, name) -> (the whole attribute?, sub-attributes)."""
+
+    by_attribute: dict[tuple[str | None, str], tuple[bool, frozenset[str]]]
+
+    def covers(self, key: _Key | None) -> bool:
+        """Is the attribute `key` wholly inside an ignored path?"""
+        if key is None:
+            return False
+        entry = self.by_attribute.get((key[0], key[1]))
+        return entry is not None and (entry[0] or key[2] in entry[1])
+
+    def subs(self, urn: str | None, name: str) -> frozenset[str]:
+        """The ignored sub-attributes of an attribute that is not ignored whole."""
+        entry = self.by_attribute.get((urn, name))
+        return _NO_SUBS if entry is None else entry[1]
+
+
+_NO_SUBS: frozenset[str] = frozenset()
+
+
+@functools.lru_cache(maxsize=256)  # a connector's paths are the same on every request
+def _ignored(paths: tuple[str, ...]) -> _Ignored:
+    whole: dict[tuple[str | None, str], bool] = {}
+    subs: dict[tuple[str | None, str], set[str]] = {}
+    for urn, name, sub in _keys(paths):
+        attribute = (urn, name)
+        whole[attribute] = whole.get(attribute, False) or sub is None
+        subs.setdefault(attribute, set())
+        if sub is not None:
+            subs[attribute].add(sub)
+    return _Ignored({a: (whole[a], frozenset(subs[a])) for a in whole})
+
+
 def _covered(key: _Key | None, ignored: Sequence[_Key]) -> bool:
     """Is the attribute `key` wholly inside an ignored path?"""
     if key is None:
@@ -183,10 +217,6 @@ def _covered(key: _Key | None, ignored: Sequence[_Key]) -> bool:
     )
 
 
-def _subs_ignored(urn: str | None, name: str, ignored: Sequence[_Key]) -> set[str]:
-    return {i_sub for i_urn, i_name, i_sub in ignored if i_urn == urn and i_name == name and i_sub}
-
-
 def strip_ignored(body: JSON, kind: str, paths: Sequence[str]) -> JSON:
     """Remove the ignored attribute `paths` from a request body.
 
@@ -195,8 +225,8 @@ def strip_ignored(body: JSON, kind: str, paths: Sequence[str]) -> JSON:
     values (dotted and URN-qualified keys included). A PatchOp left with no operation changes
     nothing and still answers with the resource (`hub.core.patch`: an empty list is a no-op).
     """
-    ignored = _keys(paths)
-    if not ignored:
+    ignored = _ignored(tuple(paths))
+    if not ignored.by_attribute:
         return body
     if kind == "resource":
         return _strip_object(body, None, ignored)
@@ -210,7 +240,7 @@ def strip_ignored(body: JSON, kind: str, paths: Sequence[str]) -> JSON:
     return result
 
 
-def _strip_object(value: Mapping[str, Any], urn: str | None, ignored: Sequence[_Key]) -> JSON:
+def _strip_object(value: Mapping[str, Any], urn: str | None, ignored: _Ignored) -> JSON:
     """Strip ignored attributes from a resource-shaped object.
 
     `urn` is None for a resource or a path-less PATCH value (whose keys may be plain, dotted,
@@ -218,23 +248,28 @@ def _strip_object(value: Mapping[str, Any], urn: str | None, ignored: Sequence[_
     extension object being stripped.
     """
     result: JSON = {}
+    by_attribute = ignored.by_attribute
     for key, item in value.items():
         path_key = (urn, key.lower(), None) if urn is not None else _key_of_path(key)
-        if path_key is not None and path_key[1] == "":  # an extension object, keyed by its URN
-            result[key] = (
-                _strip_object(item, path_key[0], ignored) if isinstance(item, dict) else item
-            )
+        if path_key is None:
+            result[key] = item
             continue
-        if _covered(path_key, ignored):
+        key_urn, name, sub = path_key
+        if name == "":  # an extension object, keyed by its URN
+            result[key] = _strip_object(item, key_urn, ignored) if isinstance(item, dict) else item
             continue
-        if path_key is not None and path_key[2] is None:
-            subs = _subs_ignored(path_key[0], path_key[1], ignored)
-            item = _strip_subs(item, subs) if subs else item
+        entry = by_attribute.get((key_urn, name))
+        if entry is not None:
+            whole, subs = entry
+            if whole or sub in subs:
+                continue
+            if sub is None and subs:
+                item = _strip_subs(item, subs)
         result[key] = item
     return result
 
 
-def _strip_subs(value: Any, subs: set[str]) -> Any:
+def _strip_subs(value: Any, subs: frozenset[str]) -> Any:
     if isinstance(value, dict):
         return {k: v for k, v in value.items() if k.lower() not in subs}
     if isinstance(value, list):
@@ -242,7 +277,7 @@ def _strip_subs(value: Any, subs: set[str]) -> Any:
     return value
 
 
-def _strip_operation(operation: Any, ignored: Sequence[_Key]) -> Any:
+def _strip_operation(operation: Any, ignored: _Ignored) -> Any:
     if not isinstance(operation, dict):
         return operation
     path = next((v for k, v in operation.items() if k.lower() == "path"), None)
@@ -264,10 +299,10 @@ def _strip_operation(operation: Any, ignored: Sequence[_Key]) -> Any:
         stripped = dict(operation)
         stripped[value_key] = _strip_object(operation[value_key], key[0], ignored)
         return stripped
-    if _covered(key, ignored):
+    if ignored.covers(key):
         return None
     if key[2] is None and value_key is not None:
-        subs = _subs_ignored(key[0], key[1], ignored)
+        subs = ignored.subs(key[0], key[1])
         if subs:
             stripped = dict(operation)
             stripped[value_key] = _strip_subs(json_copy(operation[value_key]), subs)

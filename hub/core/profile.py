@@ -101,8 +101,10 @@ def _reader(path_text: str) -> _Reader:
 
 
 def _plain_reader(urn: str | None, name: str, sub: str | None) -> _Reader:
+    extension = None if _is_core(urn) else urn  # core attributes are top-level keys
+
     def read(resource: Mapping[str, Any]) -> str | None:
-        found = _lookup(_container(resource, urn), name)
+        found = _lookup(resource if extension is None else _lookup(resource, extension), name)
         if sub is not None:
             found = _lookup(found, sub)
         return _text(found)
@@ -117,9 +119,13 @@ def _filtered_reader(
     matches: Callable[[Mapping[str, Any]], bool],
     primary_only: bool,
 ) -> _Reader:
+    extension = None if _is_core(urn) else urn  # core attributes are top-level keys
+
     def read(resource: Mapping[str, Any]) -> str | None:
-        values = _lookup(_container(resource, urn), name)
-        elements = [v for v in values if isinstance(v, Mapping)] if isinstance(values, list) else []
+        values = _lookup(resource if extension is None else _lookup(resource, extension), name)
+        if type(values) is not list:
+            return None
+        elements = [v for v in values if isinstance(v, dict)]
         chosen = next((e for e in elements if matches(e)), None)
         if chosen is None and primary_only and elements:
             # RFC 7643 §2.4: "primary" marks the preferred value; clients that send a single
@@ -141,15 +147,14 @@ def _element_describe(urn: str | None, parent: str) -> rules.Describe:
     return describe
 
 
-def _container(resource: Mapping[str, Any], urn: str | None) -> Any:
-    if urn is None or urn.lower().startswith("urn:ietf:params:scim:schemas:core:"):
-        return resource
-    return _lookup(resource, urn)
+def _is_core(urn: str | None) -> bool:
+    """Does a path's URN name the core schema (its attributes are top-level keys)?"""
+    return urn is None or urn.lower().startswith("urn:ietf:params:scim:schemas:core:")
 
 
 def _lookup(obj: Any, key: str) -> Any:
     """Case-insensitive `obj[key]` (RFC 7643 §2.1), None when absent or `obj` is no object."""
-    if not isinstance(obj, Mapping):
+    if not isinstance(obj, dict):
         return None
     if key in obj:
         return obj[key]
@@ -158,8 +163,12 @@ def _lookup(obj: Any, key: str) -> Any:
 
 
 def _text(value: Any) -> str | None:
-    if value is None or value == "" or isinstance(value, Mapping | list):
+    if value is None or value == "" or isinstance(value, _CONTAINERS):
         return None
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+#: What a profile field cannot be read from (JSON objects and arrays)
+_CONTAINERS: Final = (dict, list)

@@ -69,20 +69,33 @@ def _fix_booleans(value: Any) -> Any:
     boolean attributes of the User schema Entra maps.
     """
     if isinstance(value, dict):
-        return {
-            key: _boolean(item)
-            if _names_boolean(key)
-            else _fix_booleans(item)
-            if isinstance(item, dict | list)
-            else item
-            for key, item in value.items()
-        }
+        fixed = {}
+        for key, item in value.items():
+            names_boolean = _BOOLEAN_KEYS.get(key)
+            if names_boolean is None:
+                names_boolean = _names_boolean(key)
+                if len(_BOOLEAN_KEYS) < _KEYS_KEPT:
+                    _BOOLEAN_KEYS[key] = names_boolean
+            if names_boolean:
+                fixed[key] = _boolean(item)
+            elif isinstance(item, _CONTAINERS):
+                fixed[key] = _fix_booleans(item)
+            else:
+                fixed[key] = item
+        return fixed
     if isinstance(value, list):
-        return [_fix_booleans(item) if isinstance(item, dict | list) else item for item in value]
+        return [_fix_booleans(item) if isinstance(item, _CONTAINERS) else item for item in value]
     return value
 
 
-@functools.lru_cache(maxsize=1024)  # the same few keys arrive in every request
+_CONTAINERS = (dict, list)
+#: key -> does it name a boolean: the same few keys arrive in every request (a dictionary look-up
+#: is cheaper than `_names_boolean`'s cache, and this runs for every key of every body)
+_BOOLEAN_KEYS: dict[str, bool] = {}
+_KEYS_KEPT = 1024
+
+
+@functools.lru_cache(maxsize=1024)  # PATCH paths repeat too
 def _names_boolean(path: str) -> bool:
     """Does this key or path end in a boolean attribute (``active``, ``emails[…].primary``)?"""
     last = path.rsplit(".", 1)[-1].rsplit(":", 1)[-1]
