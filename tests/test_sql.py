@@ -308,3 +308,52 @@ async def test_errors_are_sqlalchemy_errors(db: SqliteDatabase | PostgresDatabas
         return [r.name for r in _JOINED.all(conn, b_min=-1)]
 
     assert "item-500" not in await db.read(names)
+
+
+_ROW_ORDER = ("b_owner", "b_name", "b_flag", "b_doc", "b_big")
+
+
+async def test_rows_in_parameter_order_write_what_dicts_write(
+    db: SqliteDatabase | PostgresDatabase,
+) -> None:
+    """`run_rows` stores what `run_many` stores, in the statement's order or in another one."""
+    await _setup(db)
+
+    def named(way: str, i: int, doc: Any) -> dict[str, Any]:
+        return {**_item(i, None, doc), "b_name": f"{way}-{i}"}
+
+    def write(conn: Connection) -> None:
+        assert _INSERT_MANY._plan(conn.dialect).names == _ROW_ORDER  # type: ignore[union-attr]
+        _INSERT_MANY.run_many(conn, [named("dicts", i, doc) for i, doc in enumerate(DOCS)])
+        # In the statement's order, and in another (named, so still right).
+        for way, order in (("rows", _ROW_ORDER), ("reversed", tuple(reversed(_ROW_ORDER)))):
+            items = [named(way, i, doc) for i, doc in enumerate(DOCS)]
+            _INSERT_MANY.run_rows(conn, order, [tuple(r[n] for n in order) for r in items])
+        _INSERT_MANY.run_rows(conn, _ROW_ORDER, [])
+
+    await db.write(write)
+
+    def stored(conn: Connection) -> dict[str, tuple[Any, ...]]:
+        rows = conn.execute(select(_ITEMS.c.name, _ITEMS.c.flag, _ITEMS.c.doc, _ITEMS.c.big))
+        return {r.name: tuple(r)[1:] for r in rows}
+
+    rows = await db.read(stored)
+    for i, doc in enumerate(DOCS):
+        expected = rows[f"dicts-{i}"]
+        assert rows[f"rows-{i}"] == rows[f"reversed-{i}"] == expected
+        assert expected[0] is _item(i, None, doc)["b_flag"]  # booleans stay booleans
+        assert expected[1] == doc
+
+    def duplicate(conn: Connection) -> None:
+        _INSERT_MANY.run_rows(
+            conn, _ROW_ORDER, [(None, "new", True, {}, 1), (None, "rows-0", True, {}, 1)]
+        )
+
+    def not_a_boolean(conn: Connection) -> None:
+        _INSERT_MANY.run_rows(conn, _ROW_ORDER, [(None, "new", 2, {}, 1)])
+
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        await db.write(duplicate)
+    with pytest.raises((ValueError, sqlalchemy.exc.StatementError)):
+        await db.write(not_a_boolean)
+    assert "new" not in await db.read(stored)

@@ -150,6 +150,8 @@ _INSERT_CARD = Prepared(
 )
 #: `_INSERT_FIELD`'s parameters for a `FieldState`'s values, in their order
 _FIELD_PARAMS: Final = tuple(f"b_{name}" for name in FieldState._fields)
+#: `_INSERT_FIELD`'s parameters in the order of a row (card, field name, `FieldState`)
+_FIELD_ROW: Final = ("b_card", "b_name", *_FIELD_PARAMS)
 _INSERT_FIELD = Prepared(
     card_fields.insert().values(
         card_pk=bindparam("b_card"),
@@ -189,12 +191,8 @@ def _create(
         b_now=now,
     )
     fields = _initial_fields(profile, {} if template is None else template.fields)
-    _INSERT_FIELD.run_many(
-        conn,
-        [
-            dict(zip(_FIELD_PARAMS, state, strict=True), b_card=card_pk, b_name=name)
-            for name, state in fields.items()
-        ],
+    _INSERT_FIELD.run_rows(
+        conn, _FIELD_ROW, [(card_pk, name, *state) for name, state in fields.items()]
     )
     # Rendered from what was just written: no read-back on the provisioning hot path.
     head = SimpleNamespace(

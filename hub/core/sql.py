@@ -224,6 +224,33 @@ class Prepared:
         except conn.dialect.loaded_dbapi.Error as exc:
             conn._handle_dbapi_exception(exc, plan.sql, values, cursor, None)
 
+    def run_rows(
+        self, conn: Connection, names: tuple[str, ...], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        """Run a write statement once per row (executemany), each row's values in `names` order.
+
+        When `names` is the statement's own parameter order, the rows go to the driver as they
+        are (converted where SQLAlchemy would convert), without a dict per row: a card's ten
+        fields are one call.
+        """
+        if not rows:
+            return
+        plan = self._plan(conn.dialect)
+        if plan is None or plan.names != names:
+            self.run_many(conn, [dict(zip(names, row, strict=True)) for row in rows])
+            return
+        values: Sequence[Sequence[Any]] = rows
+        if plan.convert:
+            values = [list(row) for row in rows]
+            for row in values:
+                for i, convert in plan.convert:
+                    row[i] = convert(row[i])  # type: ignore[index]
+        cursor = self._cursor(conn)
+        try:
+            cursor.executemany(plan.sql, values)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            conn._handle_dbapi_exception(exc, plan.sql, values, cursor, None)
+
     def all(self, conn: Connection, **params: Any) -> list[Any]:
         """Run the statement and return every row (attribute access by column key)."""
         plan = self._plan(conn.dialect)
