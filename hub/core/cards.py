@@ -148,10 +148,8 @@ _INSERT_CARD = Prepared(
     .returning(cards.c.pk),
     json_params=("b_profile",),
 )
-#: `_INSERT_FIELD`'s parameters for a `FieldState`'s values, in their order
-_FIELD_PARAMS: Final = tuple(f"b_{name}" for name in FieldState._fields)
-#: `_INSERT_FIELD`'s parameters in the order of a row (card, field name, `FieldState`)
-_FIELD_ROW: Final = ("b_card", "b_name", *_FIELD_PARAMS)
+#: `_INSERT_FIELD`'s parameters in the order of a row: card, field name, the `FieldState`'s values
+_FIELD_ROW: Final = ("b_card", "b_name", *(f"b_{name}" for name in FieldState._fields))
 _INSERT_FIELD = Prepared(
     card_fields.insert().values(
         card_pk=bindparam("b_card"),

@@ -136,8 +136,8 @@ def effective_mapping(dialect: Dialect | None, overrides: Overrides) -> dict[str
     """The dialect's mapping with the connector's `map` on top, minus fields read from `drop`."""
     mapping = dict(dialect.mapping) if dialect is not None else {}
     mapping.update(overrides.map)
-    dropped = _keys(overrides.drop)
-    return {f: p for f, p in mapping.items() if not _covered(_key_of_path(p), dropped)}
+    dropped = _ignored(tuple(overrides.drop))
+    return {f: p for f, p in mapping.items() if not dropped.covers(_key_of_path(p))}
 
 
 def ignored_paths(dialect: Dialect | None, overrides: Overrides) -> tuple[str, ...]:
@@ -204,17 +204,6 @@ def _ignored(paths: tuple[str, ...]) -> _Ignored:
         if sub is not None:
             subs[attribute].add(sub)
     return _Ignored({a: (whole[a], frozenset(subs[a])) for a in whole})
-
-
-def _covered(key: _Key | None, ignored: Sequence[_Key]) -> bool:
-    """Is the attribute `key` wholly inside an ignored path?"""
-    if key is None:
-        return False
-    urn, name, sub = key
-    return any(
-        i_urn == urn and i_name == name and (i_sub is None or i_sub == sub)
-        for i_urn, i_name, i_sub in ignored
-    )
 
 
 def strip_ignored(body: JSON, kind: str, paths: Sequence[str]) -> JSON:
