@@ -32,6 +32,11 @@ START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
 SERVER_NAMES = ("hub", "peer", "floor")
+#: What names the hub's `.eml` writer child on its command line (`hub.core.writer_child`).
+MAIL_WRITER = b"hub.core.writer_child"
+FS_PROBE_FILES = 200
+#: A file creation slower than this (µs) means the file system is in its slow state.
+FS_SLOW_US = 150.0
 
 
 class ServerError(RuntimeError):
@@ -83,6 +88,49 @@ def cpu_seconds(pid: int) -> float:
     return total / CLK_TCK
 
 
+def _is_mail_writer(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return MAIL_WRITER in f.read()
+    except OSError:
+        return False
+
+
+def mail_writer_cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by the hub's `.eml` file writer processes under ``pid``."""
+    tree = _children()
+    total, stack = 0, list(tree.get(pid, ()))
+    while stack:
+        current = stack.pop()
+        if _is_mail_writer(current):
+            total += _own_ticks(current)
+        stack.extend(tree.get(current, ()))
+    return total / CLK_TCK
+
+
+def file_create_us(directory: Path, files: int = FS_PROBE_FILES) -> float:
+    """Microseconds to create one small file in ``directory`` as the hub's `.eml` writer does.
+
+    On ext4 without a journal, creating a file scans the inodes freed in the last minutes (the
+    kernel's `recently_deleted`): after a mass deletion (a previous run's work directory, a pip
+    install) it costs 10-20x more, in the hub's file writer, for up to six minutes. The probe's
+    files are left in place: deleting them would slow the very run that follows.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    data = b"x" * 3000
+    started = time.perf_counter()
+    for i in range(files):
+        path = directory / f"fs-probe-{i:05d}.eml"
+        partial = f"{path}.partial"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        os.replace(partial, path)
+    return round((time.perf_counter() - started) / files * 1e6, 1)
+
+
 def _rss_bytes(pid: int) -> int:
     try:
         with open(f"/proc/{pid}/statm") as f:
@@ -118,6 +166,9 @@ class Server:
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.pid)
+
+    def mail_writer_cpu_seconds(self) -> float:
+        return mail_writer_cpu_seconds(self.pid)
 
     def rss_bytes(self) -> int:
         tree = _children()
