@@ -42,7 +42,7 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     max_patch_operations: int = 1000
     max_group_members_per_patch: int = 1000
     #: SCIM requests per second per token (a workspace may set its own); 0 turns limits off.
-    rate_limit_per_second: int = 10000
+    rate_limit_per_second: int = 50000
     # Activation emails (hub.core.outbox / hub.core.mailer). No smtp_host: write .eml files.
     smtp_host: str = ""
     smtp_port: int = 587
