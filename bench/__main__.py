@@ -62,6 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--tmpdir", type=Path, default=None, help="where the database files go")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--hub-log-level",
+        choices=("warning", "info"),
+        default="warning",
+        help="the hub's log level (info: its default, a JSON line per request, to a file)",
+    )
     args = parser.parse_args(argv)
     args.users = args.users if args.users is not None else (100 if args.smoke else 2000)
     args.concurrency = (
@@ -182,7 +188,7 @@ def bench_server(
     name = label.split("-", 1)[0]
     file_us = servers.file_create_us(workdir / "outbox") if name == "hub" else None
     started = time.perf_counter()
-    server = servers.start(name, workdir, database_url, workers)
+    server = servers.start(name, workdir, database_url, workers, args.hub_log_level)
     print(f"[{label}] up in {time.perf_counter() - started:.1f}s at {server.base_url}", flush=True)
     out: dict[str, Any] = {"base_url": server.base_url, "notes": server.notes, "phases": {}}
     if name == "hub":
@@ -283,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             "phases": args.phase_list,
             "smoke": args.smoke,
             "workers": args.worker_list,
+            "hub_log_level": args.hub_log_level,
             "database": "postgresql"
             if args.postgres or (args.database_url or "").startswith("postgres")
             else "sqlite",

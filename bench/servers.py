@@ -333,12 +333,14 @@ def _create_tenants(database_url: str, names: list[str], idp: str, base_url: str
     return asyncio.run(go())
 
 
-def hub_env(workdir: Path, database_url: str | None, port: int) -> dict[str, str]:
+def hub_env(
+    workdir: Path, database_url: str | None, port: int, log_level: str = "warning"
+) -> dict[str, str]:
     # A developer's own SCIM_HUB_* settings must not leak into the benchmark.
     env = {k: v for k, v in _base_env().items() if not k.startswith("SCIM_HUB_")}
     env["SCIM_HUB_DATABASE_URL"] = database_url or f"sqlite+aiosqlite:///{workdir / 'hub.db'}"
     env["SCIM_HUB_BASE_URL"] = f"http://{HOST}:{port}"
-    env["SCIM_HUB_LOG_LEVEL"] = "warning"
+    env["SCIM_HUB_LOG_LEVEL"] = log_level
     env["SCIM_HUB_LOG_FORMAT"] = "json"
     env["SCIM_HUB_OUTBOX_DIR"] = str(workdir / "outbox")  # activation emails as .eml files
     return env
@@ -365,6 +367,7 @@ def start_hub(
     idp: str = "generic_scim",
     seed_users: int = 0,
     seed_timeout_s: float = 1800,
+    log_level: str = "warning",
 ) -> Server:
     """Migrate a fresh database, create workspace(s) + token(s), optionally seed, then serve.
 
@@ -373,7 +376,7 @@ def start_hub(
     that many users into the first workspace (`server.seed` holds its report).
     """
     port = free_port()
-    env = hub_env(workdir, database_url, port)
+    env = hub_env(workdir, database_url, port, log_level)
     # A workspace of its own, so that a reused database (PostgreSQL) can be benched again.
     stamp = f"bench-{int(time.time())}-{os.getpid()}"
     # Migrate and create the workspaces in this process: two `scim-hub` starts fewer per run.
@@ -415,9 +418,15 @@ def _last_json_object(text: str) -> dict[str, object]:
     return value
 
 
-def start(name: str, workdir: Path, database_url: str | None = None, workers: int = 1) -> Server:
+def start(
+    name: str,
+    workdir: Path,
+    database_url: str | None = None,
+    workers: int = 1,
+    hub_log_level: str = "warning",
+) -> Server:
     if name == "hub":
-        return start_hub(workdir, database_url, workers)
+        return start_hub(workdir, database_url, workers, log_level=hub_log_level)
     if name == "peer":
         return start_peer(workdir)
     if name == "floor":
