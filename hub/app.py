@@ -22,11 +22,13 @@ from hub.core import activity
 from hub.core.database import open_database
 from hub.core.errors import ScimError
 from hub.core.outbox import start_sender
+from hub.core.schema import GROUP_TYPE, USER_TYPE
 from hub.core.tenants import tenant_url
 from hub.core.tokens import Caller
 from hub.logging import drain_logs
 from hub.metrics import Metrics
 from hub.plugins import Registry, build_registry
+from hub.scim.dispatch import Dispatch
 from hub.scim.errors import handle_http_exception, handle_scim_error, handle_unexpected
 from hub.scim.openapi import openapi_document
 from hub.scim.routes import Hub, scim_routes
@@ -134,6 +136,21 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+class HubApp(Litestar):
+    """The hub's Litestar app: the SCIM resource routes are dispatched directly (`Dispatch`)."""
+
+    dispatch: Dispatch | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Serve a SCIM resource request directly, anything else through Litestar's router."""
+        if scope["type"] == ScopeType.HTTP and self.dispatch is not None:
+            scope["app"] = scope["litestar_app"] = self
+            scope.setdefault("state", {})
+            if await self.dispatch(scope, receive, send):
+                return
+        await super().__call__(scope, receive, send)
+
+
 def _settle_heap() -> None:
     """Take what start-up built out of the cyclic garbage collector's sight.
 
@@ -187,7 +204,7 @@ def create_app(
             await db.close()
             drain_logs()
 
-    return Litestar(
+    app = HubApp(
         route_handlers=[
             healthz,
             readyz,
@@ -212,3 +229,5 @@ def create_app(
         openapi_config=None,
         debug=False,
     )
+    app.dispatch = Dispatch(app, (USER_TYPE.endpoint.strip("/"), GROUP_TYPE.endpoint.strip("/")))
+    return app
