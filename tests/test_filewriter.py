@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from hub.core.filewriter import FileWriter
+from hub.core.writer_child import NICENESS
 from tests.hubprocess import HubProcess, child_processes, process_alive
 
 
@@ -57,6 +58,17 @@ def _contents(directory: Path) -> dict[str, bytes]:
         for path in directory.rglob("*")
         if path.suffix in (".eml", ".partial") and path.is_file()
     }
+
+
+async def test_the_writer_yields_the_cpu_to_the_server(tmp_path: Path) -> None:
+    writer = FileWriter()
+    try:
+        assert await writer.write([(str(tmp_path / "a.eml"), b"a")]) == [None]
+        [child] = _writer_pids(os.getpid())
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, child) == min(19, ours + NICENESS)
+    finally:
+        await writer.close()
 
 
 async def test_a_writer_killed_between_batches_is_replaced(tmp_path: Path) -> None:
