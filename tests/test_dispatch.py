@@ -128,6 +128,8 @@ async def test_direct_routes_answer_as_the_router(app: Litestar, scim: ScimClien
         lambda: scim.get("/Users/"),
         lambda: scim.get(f"/Users/{uid}/extra"),
         lambda: scim.request("HEAD", f"/Users/{uid}"),
+        lambda: scim.post(f"/Users/{uid}", user_body("405@example.com")),
+        lambda: scim.patch("/Users", {"schemas": [PATCH_OP], "Operations": []}),
         lambda: scim.request("OPTIONS", "/Users"),
         lambda: scim.get(f"/Users/{uid}", headers={"Host": "bad host"}),
         lambda: scim.get(f"{TEST_BASE_URL}/scim/v2//Users/{uid}"),
