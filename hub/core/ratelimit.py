@@ -1,12 +1,12 @@
 """Per-token rate limits: a token bucket per token, refilled at the workspace's rate.
 
 The default (`SCIM_HUB_RATE_LIMIT_PER_SECOND`, 50,000) is far above the 25 requests per second
-Microsoft Entra ID needs, and above what one hub process answers (GETs by id: ~9,000 a second on
+Microsoft Entra ID needs, and above what one hub process answers (GETs by id: ~11,000 a second on
 two small cores with the client beside it, so more on a faster machine): it guards a shared hub of
 several workers without refusing one client that merely keeps a fast machine busy. A workspace
 may set its own. A request over the limit is refused with 429 and `Retry-After` before any
-database work. With several worker processes each enforces its
-share (limit ÷ workers), so together they never admit more than the limit.
+database work. With several worker processes each enforces its share (limit ÷ workers), so
+together they never admit more than the limit.
 
 Buckets exist only for tokens that authenticated, so random tokens cannot grow memory; an unknown
 token goes on to authentication, which refuses it.
