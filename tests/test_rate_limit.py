@@ -13,6 +13,7 @@ import pytest
 from litestar.testing import AsyncTestClient
 
 from hub.app import create_app
+from hub.core.ratelimit import Limiter, TooManyRequests
 from hub.core.tenants import InitResult
 from hub.settings import Settings
 from tests.conftest import TEST_BASE_URL, ScimClient, assert_scim_error
@@ -99,3 +100,20 @@ async def test_the_limit_holds_across_worker_processes(
     finally:
         hub.stop()
         drop_database(postgres_server_url, url.rsplit("/", 1)[1])
+
+
+def test_requests_in_flight_together_cannot_pass_on_the_last_request() -> None:
+    # A token's bucket exists once one request is admitted; then each check takes a request, so
+    # requests checked before any of them is answered (in flight together) share what is left.
+    limiter = Limiter(4)
+    limiter.admit("token", None)  # the first request: a full bucket of 4, 3 left
+    counted = [limiter.check("token") for _ in range(3)]
+    assert counted == [True, True, True]
+    for _ in range(3):  # three more before any of the first three is answered
+        with pytest.raises(TooManyRequests) as refused:
+            limiter.check("token")
+        assert int(refused.value.headers["Retry-After"]) >= 1
+    for taken in counted:  # answered: admit does not count them twice
+        limiter.admit("token", None, taken)
+    time.sleep(0.3)  # 1.2 requests' worth at 4 a second: one more passes (none, counted twice)
+    assert limiter.check("token") is True

@@ -60,28 +60,40 @@ class Limiter:
         self.workers = max(1, workers)
         self._buckets: dict[str, _Bucket] = {}
 
-    def check(self, key: str) -> None:
-        """Refuse a request whose token has no request left (before any work is done).
+    def check(self, key: str) -> bool:
+        """Refuse a request whose token has no request left, or take one for it (before any work).
+
+        The request is counted here, not once it is answered: requests in flight together cannot
+        all pass on the bucket's last request. Returns False when the token has no bucket yet
+        (its first request in this process): `admit` counts it then.
 
         Raises:
             TooManyRequests: the bucket is empty; says when to retry.
         """
         bucket = self._buckets.get(key)
         if bucket is None:
-            return
+            return False
         bucket.refill(time.monotonic())
         if bucket.tokens < 1:
             raise TooManyRequests(max(1, math.ceil((1 - bucket.tokens) / bucket.rate)))
+        bucket.tokens -= 1
+        return True
 
-    def admit(self, key: str, per_second: int | None) -> None:
-        """Count an authenticated request against its token at its workspace's rate."""
+    def admit(self, key: str, per_second: int | None, counted: bool = False) -> None:
+        """Count an authenticated request against its token at its workspace's rate.
+
+        `counted`: `check` took the request from the token's bucket already.
+        """
         limit = self.default if per_second is None else per_second
         if limit <= 0:
             return
         rate = limit / self.workers
         bucket = self._buckets.get(key)
         if bucket is None or bucket.rate != rate:
+            # The workspace's rate is known now (or changed): a full bucket, this request in it.
             bucket = self._buckets[key] = _Bucket(rate)
+        elif counted:
+            return
         else:
             bucket.refill(time.monotonic())
         bucket.tokens -= 1

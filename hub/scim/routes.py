@@ -214,7 +214,7 @@ async def _run(
     """
     hub = _hub(request)
     token_digest = _bearer_digest(request)
-    hub.limiter.check(token_digest)
+    counted = hub.limiter.check(token_digest)
     db = hub.db
     if writes and problem is None:
         run = db.write_now if quick else db.write
@@ -230,7 +230,7 @@ async def _run(
         # Known even when the work failed, so the provisioning log can show the failure.
         if seen:
             _state(request)["caller"] = seen[0]
-            hub.limiter.admit(token_digest, seen[0].rate_limit)
+            hub.limiter.admit(token_digest, seen[0].rate_limit, counted)
     if not writes:
         hub.remember_use(caller)
     return caller, result
