@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from alembic import command
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from sqlalchemy import Connection, event, select
 from sqlalchemy.engine import Engine
@@ -311,28 +312,33 @@ async def test_an_edit_shows_on_every_card_read_path(
 
 
 async def test_migration_0013_carries_cards_that_stored_template_copies(
-    scim: Any, admin: Admin, db_url: str, tenant: InitResult
+    app: Litestar, db_url: str, tenant: InitResult
 ) -> None:
     """Cards stored before 0013 (template values copied onto each card) show the same after it,
     and follow later template edits and IdP updates like cards made after it."""
-    # job_title: a profile field this connector does not map.
-    await admin.ok("PUT", f"/connectors/{tenant.connector}/mapping", {"drop": ["title"]})
-    template = await create_template(
-        admin,
-        "Brand",
-        RULE_A,
-        job_title="Representative",
-        company_name="Blinq Inc.",
-        website="https://blinq.me",
-    )
-    ann = await provision(scim, person("ann@example.com", department="Sales"))
-    ben = await provision(scim, person("ben@example.com", department="Sales"))
-    eli = await provision(scim, person("eli@example.com", department="Ops"))
-    await admin.ok("PATCH", f"/cards/{ben}/fields/company_name", {"value": "Ben Ltd"})
-    await admin.ok("POST", f"/cards/{ben}/fields/website/unlock")
-    shown = {user_id: await admin.card(user_id) for user_id in (ann, ben, eli)}
-    assert "website" not in await _stored_fields(db_url, ann)
+    key = await make_admin_key(db_url, tenant)
+    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
+        scim, admin = ScimClient(client, tenant.token), Admin(client, tenant.workspace, key)
+        # job_title: a profile field this connector does not map.
+        await admin.ok("PUT", f"/connectors/{tenant.connector}/mapping", {"drop": ["title"]})
+        template = await create_template(
+            admin,
+            "Brand",
+            RULE_A,
+            job_title="Representative",
+            company_name="Blinq Inc.",
+            website="https://blinq.me",
+        )
+        ann = await provision(scim, person("ann@example.com", department="Sales"))
+        ben = await provision(scim, person("ben@example.com", department="Sales"))
+        eli = await provision(scim, person("eli@example.com", department="Ops"))
+        await admin.ok("PATCH", f"/cards/{ben}/fields/company_name", {"value": "Ben Ltd"})
+        await admin.ok("POST", f"/cards/{ben}/fields/website/unlock")
+        shown = {user_id: await admin.card(user_id) for user_id in (ann, ben, eli)}
+        assert "website" not in await _stored_fields(db_url, ann)
 
+    # The server stopped, as for any migration: its background writers (the provisioning log)
+    # would otherwise hold locks a schema change waits for.
     # Back to before 0013: each inheriting card stores a copy of its template's values.
     await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0013-1")
     old = await _stored_fields(db_url, ann)
@@ -343,33 +349,37 @@ async def test_migration_0013_carries_cards_that_stored_template_copies(
     assert "website" not in await _stored_fields(db_url, eli)
 
     upgrade(db_url)
-    assert {user_id: await admin.card(user_id) for user_id in shown} == shown
-    new = await _stored_fields(db_url, ann)
-    assert new["company_name"] == ("Blinq", "idp", True)  # the IdP's side, under the template
-    assert new["job_title"] == (None, "template", True)  # a placeholder the template fills
-    assert "website" not in new
+    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
+        scim, admin = ScimClient(client, tenant.token), Admin(client, tenant.workspace, key)
+        assert {user_id: await admin.card(user_id) for user_id in shown} == shown
+        new = await _stored_fields(db_url, ann)
+        assert new["company_name"] == ("Blinq", "idp", True)  # the IdP's side, under the template
+        assert new["job_title"] == (None, "template", True)  # a placeholder the template fills
+        assert "website" not in new
 
-    # Later IdP updates and template edits reach migrated cards.
-    moved = person("ann@example.com", department="Sales", organization="Blinq Pty")
-    assert (await scim.put(f"/Users/{ann}", moved)).status_code == 200
-    assert (await admin.values(ann))["company_name"] == "Blinq Inc."
-    await admin.ok("PATCH", f"/templates/{template['id']}", {"fields": {"website": "https://b.g"}})
-    ann_card, ben_card = await admin.card(ann), await admin.card(ben)
-    assert ann_card["fields"]["company_name"] == {
-        "value": "Blinq Pty",
-        "source": "idp",
-        "locked": True,
-        "linked": True,
-    }
-    assert ann_card["fields"]["job_title"] == {
-        "value": None,
-        "source": "manual",
-        "locked": False,
-        "linked": False,
-    }
-    assert ann_card["fields"]["website"]["value"] == "https://b.g"
-    assert ben_card["fields"]["company_name"]["value"] == "Ben Ltd"
-    assert ben_card["fields"]["website"] == shown[ben]["fields"]["website"]
+        # Later IdP updates and template edits reach migrated cards.
+        moved = person("ann@example.com", department="Sales", organization="Blinq Pty")
+        assert (await scim.put(f"/Users/{ann}", moved)).status_code == 200
+        assert (await admin.values(ann))["company_name"] == "Blinq Inc."
+        await admin.ok(
+            "PATCH", f"/templates/{template['id']}", {"fields": {"website": "https://b.g"}}
+        )
+        ann_card, ben_card = await admin.card(ann), await admin.card(ben)
+        assert ann_card["fields"]["company_name"] == {
+            "value": "Blinq Pty",
+            "source": "idp",
+            "locked": True,
+            "linked": True,
+        }
+        assert ann_card["fields"]["job_title"] == {
+            "value": None,
+            "source": "manual",
+            "locked": False,
+            "linked": False,
+        }
+        assert ann_card["fields"]["website"]["value"] == "https://b.g"
+        assert ben_card["fields"]["company_name"]["value"] == "Ben Ltd"
+        assert ben_card["fields"]["website"] == shown[ben]["fields"]["website"]
 
 
 async def test_assign_and_unassign_by_hand(scim: Any, admin: Admin) -> None:
