@@ -149,22 +149,29 @@ async def test_edit_reaches_inheriting_cards_and_delete_keeps_values(
     assert (await admin.call("GET", f"/templates/{template['id']}")).status_code == 404
 
 
-async def test_edit_changes_adds_and_drops_every_kind_of_field(
-    scim: Any, admin: Admin, tenant: InitResult
-) -> None:
-    """One edit changes two values, adds a field and drops an unmanaged profile field and a
-    template-only one; admin overrides of each stay as the admin left them."""
-    # job_title is a profile field this connector does not manage (titles dropped).
+async def _brand_template(admin: Admin, tenant: InitResult, **fields: str) -> Any:
+    """The "Brand" template (rule A) over a connector that does not manage job titles.
+
+    job_title is then a profile field the IdP never sets (titles dropped from the mapping).
+    """
     await admin.ok("PUT", f"/connectors/{tenant.connector}/mapping", {"drop": ["title"]})
-    template = await create_template(
+    return await create_template(
         admin,
         "Brand",
         RULE_A,
         job_title="Representative",
         company_name="Blinq Inc.",
         website="https://blinq.me",
-        logo_url="https://logo/1",
+        **fields,
     )
+
+
+async def test_edit_changes_adds_and_drops_every_kind_of_field(
+    scim: Any, admin: Admin, tenant: InitResult
+) -> None:
+    """One edit changes two values, adds a field and drops an unmanaged profile field and a
+    template-only one; admin overrides of each stay as the admin left them."""
+    template = await _brand_template(admin, tenant, logo_url="https://logo/1")
     ann = await provision(scim, person("ann@example.com", department="Sales"))
     ben = await provision(scim, person("ben@example.com", department="Sales"))
     await admin.ok("PATCH", f"/cards/{ben}/fields/job_title", {"value": "Boss"})
@@ -319,16 +326,7 @@ async def test_migration_0013_carries_cards_that_stored_template_copies(
     key = await make_admin_key(db_url, tenant)
     async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
         scim, admin = ScimClient(client, tenant.token), Admin(client, tenant.workspace, key)
-        # job_title: a profile field this connector does not map.
-        await admin.ok("PUT", f"/connectors/{tenant.connector}/mapping", {"drop": ["title"]})
-        template = await create_template(
-            admin,
-            "Brand",
-            RULE_A,
-            job_title="Representative",
-            company_name="Blinq Inc.",
-            website="https://blinq.me",
-        )
+        template = await _brand_template(admin, tenant)
         ann = await provision(scim, person("ann@example.com", department="Sales"))
         ben = await provision(scim, person("ben@example.com", department="Sales"))
         eli = await provision(scim, person("eli@example.com", department="Ops"))
