@@ -44,11 +44,15 @@ _STATIC_ITEMS = frozenset({".search"})
 class _Target:
     """One handler served directly: its ASGI stack and what the router would put in the scope."""
 
-    __slots__ = ("exception_handlers", "handler", "stack", "template")
+    __slots__ = ("exception_handlers", "handler", "param", "stack", "template")
 
-    def __init__(self, app: Litestar, handler: HTTPRouteHandler, template: str) -> None:
+    def __init__(
+        self, app: Litestar, handler: HTTPRouteHandler, template: str, param: str | None
+    ) -> None:
         self.handler = handler
         self.template = template
+        #: the name of the item path's one parameter (None: the collection's path)
+        self.param = param
         self.exception_handlers = handler.resolve_exception_handlers()
         # As Litestar's `build_route_middleware_stack`: the exception layer innermost, then the
         # handler's middleware, the first in the list wrapped first.
@@ -89,20 +93,35 @@ def _plain(app: Litestar, handler: HTTPRouteHandler) -> bool:
     )
 
 
+def _shape(route: HTTPRoute, names: set[str]) -> tuple[str, str | None] | None:
+    """(endpoint, its item parameter or None) of `/scim/v2/<endpoint>[/{<id>:str}]`, else None."""
+    if not route.path.startswith(PREFIX):
+        return None
+    name, _, rest = route.path_format[len(PREFIX) :].partition("/")
+    if name not in names:
+        return None
+    params = list(route.path_parameters.values())
+    if not rest and not params:
+        return name, None
+    if len(params) == 1 and params[0].type is str and rest == f"{{{params[0].name}}}":
+        return name, params[0].name
+    return None
+
+
 class Dispatch:
     """The directly served SCIM routes of one app, by (resource endpoint, item or not, method)."""
 
     def __init__(self, app: Litestar, endpoints: Iterable[str]) -> None:
-        wanted = {f"{PREFIX}{name}": (name, False) for name in endpoints}
-        wanted |= {f"{PREFIX}{name}/{{rid:str}}": (name, True) for name in endpoints}
+        names = set(endpoints)
         self._targets: dict[tuple[str, bool, str], _Target] = {}
         for route in app.routes:
-            if not isinstance(route, HTTPRoute) or route.path not in wanted:
+            if not isinstance(route, HTTPRoute) or (shape := _shape(route, names)) is None:
                 continue
-            name, item = wanted[route.path]
+            name, param = shape
             for method, (handler, _) in route.route_handler_map.items():
                 if _plain(app, handler):
-                    self._targets[(name, item, method)] = _Target(app, handler, route.path_format)
+                    target = _Target(app, handler, route.path_format, param)
+                    self._targets[(name, param is not None, method)] = target
 
     def __len__(self) -> int:
         return len(self._targets)
@@ -121,7 +140,7 @@ class Dispatch:
         host = next((value for key, value in scope["headers"] if key == b"host"), None)
         if host is not None and not is_valid_host(host):
             return False  # the router's 400
-        scope["path_params"] = {"rid": rid} if slash else {}
+        scope["path_params"] = {target.param: rid} if target.param else {}
         scope["route_handler"] = target.handler
         scope["path_template"] = target.template
         ScopeState.from_scope(scope).exception_handlers = target.exception_handlers
