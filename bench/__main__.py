@@ -215,7 +215,8 @@ def bench_server(
                     # Of which the `.eml` file writer (see `servers.file_create_us`).
                     mail = server.mail_writer_cpu_seconds() - mail_before
                     summary["mail_writer_cpu_s"] = round(mail, 3)
-                    per_email = mail * 1e6 / summary.get("requests", 0) if phase == "create" else 0
+                    emails = summary.get("requests", 0) if phase == "create" else 0
+                    per_email = mail * 1e6 / emails if emails else 0.0
                     if per_email > servers.FS_SLOW_US:
                         # The probe can miss it: the files may land in another block group.
                         what = f"the .eml writer took {per_email:,.0f} us of CPU an email"

@@ -77,15 +77,20 @@ def _own_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU seconds used so far by ``pid`` and all its live descendants."""
+def _family(pid: int) -> list[int]:
+    """``pid`` and its live descendants."""
     tree = _children()
-    total, stack = 0, [pid]
+    family, stack = [], [pid]
     while stack:
         current = stack.pop()
-        total += _own_ticks(current)
+        family.append(current)
         stack.extend(tree.get(current, ()))
-    return total / CLK_TCK
+    return family
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and all its live descendants."""
+    return sum(_own_ticks(p) for p in _family(pid)) / CLK_TCK
 
 
 def _is_mail_writer(pid: int) -> bool:
@@ -98,14 +103,7 @@ def _is_mail_writer(pid: int) -> bool:
 
 def mail_writer_cpu_seconds(pid: int) -> float:
     """CPU seconds used so far by the hub's `.eml` file writer processes under ``pid``."""
-    tree = _children()
-    total, stack = 0, list(tree.get(pid, ()))
-    while stack:
-        current = stack.pop()
-        if _is_mail_writer(current):
-            total += _own_ticks(current)
-        stack.extend(tree.get(current, ()))
-    return total / CLK_TCK
+    return sum(_own_ticks(p) for p in _family(pid) if _is_mail_writer(p)) / CLK_TCK
 
 
 def file_create_us(directory: Path, files: int = FS_PROBE_FILES) -> float:
@@ -116,18 +114,13 @@ def file_create_us(directory: Path, files: int = FS_PROBE_FILES) -> float:
     install) it costs 10-20x more, in the hub's file writer, for up to six minutes. The probe's
     files are left in place: deleting them would slow the very run that follows.
     """
+    from hub.core.writer_child import write_file
+
     directory.mkdir(parents=True, exist_ok=True)
     data = b"x" * 3000
     started = time.perf_counter()
     for i in range(files):
-        path = directory / f"fs-probe-{i:05d}.eml"
-        partial = f"{path}.partial"
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.write(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(partial, path)
+        write_file(str(directory / f"fs-probe-{i:05d}.eml"), data)
     return round((time.perf_counter() - started) / files * 1e6, 1)
 
 
@@ -171,13 +164,7 @@ class Server:
         return mail_writer_cpu_seconds(self.pid)
 
     def rss_bytes(self) -> int:
-        tree = _children()
-        total, stack = 0, [self.pid]
-        while stack:
-            current = stack.pop()
-            total += _rss_bytes(current)
-            stack.extend(tree.get(current, ()))
-        return total
+        return sum(_rss_bytes(p) for p in _family(self.pid))
 
     def log_tail(self, lines: int = 30) -> str:
         try:
