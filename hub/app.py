@@ -25,7 +25,7 @@ from hub.core.outbox import start_sender
 from hub.core.schema import GROUP_TYPE, USER_TYPE
 from hub.core.tenants import tenant_url
 from hub.core.tokens import Caller
-from hub.logging import drain_logs
+from hub.logging import drain_logs, log_request
 from hub.metrics import Metrics
 from hub.plugins import Registry, build_registry
 from hub.scim.dispatch import Dispatch
@@ -33,8 +33,6 @@ from hub.scim.errors import handle_http_exception, handle_scim_error, handle_une
 from hub.scim.openapi import openapi_document
 from hub.scim.routes import Hub, scim_routes
 from hub.settings import Settings
-
-log = structlog.get_logger("hub.http")
 
 
 @get("/healthz", sync_to_thread=False, include_in_schema=False)
@@ -123,8 +121,7 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
             secret = handler is not None and handler.opt.get(SECRET_PATH, False)
             if caller is not None and scope["path"].startswith("/scim/v2"):
                 _record_activity(scope, state, caller, status, started)
-            log.info(
-                "request",
+            log_request(
                 method=scope.get("method"),
                 path=scope.get("path_template", "?") if secret else scope["path"],
                 status=status,

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import structlog
 
-from hub.logging import configure_logging
+from hub.logging import configure_logging, log_request
 from hub.settings import load_settings
 from tests.hubprocess import HubProcess
 
@@ -102,6 +102,37 @@ def test_each_json_line_is_one_write_with_a_utc_microsecond_timestamp(
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", stamp), stamp
         when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         assert before - timedelta(milliseconds=1) <= when <= after + timedelta(milliseconds=1)
+
+
+def test_a_request_line_is_what_structlog_would_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`log_request` skips structlog's chain for speed but writes the very line the chain writes,
+    and leaves the line to structlog while a test captures structlog's events."""
+    raw = _Writes()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, write_through=True))
+    _configure(tmp_path, "json")
+    fields = {"method": "GET", "path": "/scim/v2/Users/é", "status": 200, "ms": 0.5, "nul": "\x00"}
+    structlog.contextvars.bind_contextvars(request_id="r1", method="bound, not the call's")
+    try:
+        log_request(**fields)
+        structlog.get_logger("hub.http").info("request", **fields)
+        with structlog.testing.capture_logs() as captured:
+            log_request(**fields, status_again=201)
+        log_request(**fields, after_capture=True)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    fast, chain, after = (json.loads(w) for w in raw.writes)
+    assert raw.writes[0].count(b"\n") == 1
+    assert raw.writes[0].endswith(b"\n")
+    stamps = [
+        datetime.fromisoformat(e.pop("timestamp").replace("Z", "+00:00")) for e in (fast, chain)
+    ]
+    assert timedelta(0) <= stamps[1] - stamps[0] < timedelta(seconds=1)
+    assert list(fast.items()) == list(chain.items())  # the same keys, values and order
+    assert (fast["method"], fast["request_id"]) == ("GET", "r1")
+    assert [(e["event"], e["status_again"]) for e in captured] == [("request", 201)]
+    assert after["after_capture"] is True
 
 
 def _events(writes: list[bytes]) -> list[str]:
