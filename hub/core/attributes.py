@@ -13,7 +13,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from hub.core.errors import InvalidPath, InvalidSyntax, InvalidValue, Mutability
-from hub.core.schema import Attribute, ResourceType, Schema
+from hub.core.schema import COMMON_BY_KEY, Attribute, ResourceType, Schema
 from rules import AttrInfo, Describe, FilterSyntaxError, parse_path
 
 _V = TypeVar("_V")
@@ -165,6 +165,7 @@ def canonicalise(
         raise InvalidValue(f"a {resource_type.name} must be a JSON object")
     schemas = _canonical_schemas(body, resource_type)
     listed = {urn.lower() for urn in schemas}
+    top = _shape_of(resource_type)
     result: dict[str, Any] = {"schemas": schemas}
     seen: set[str] = {"schemas"}
     for key, value in body.items():
@@ -184,14 +185,17 @@ def canonicalise(
             else:
                 _store(result, extension.id, _canonical_extension(extension, value))
             continue
-        attribute = resource_type.attribute(key)
-        if attribute is None:
+        slot = top.get(lowered, _UNKNOWN)
+        if slot is _UNKNOWN:
             _store(result, key, json_copy(value))
-        elif _is_stored(attribute):
-            if key == attribute.name and _unchanged(key, value, stored):
+        elif slot is not _DROPPED:
+            name, attribute, plain = slot
+            if plain and value.__class__ is str:
+                _store(result, name, value)
+            elif key == name and _unchanged(key, value, stored):
                 _store(result, key, value)
             else:
-                _store(result, attribute.name, canonical_value(attribute, value, attribute.name))
+                _store(result, name, canonical_value(attribute, value, name))
     return result
 
 
@@ -243,48 +247,72 @@ def _canonical_extension(extension: Schema, value: Any) -> dict[str, Any] | None
         return None
     if not isinstance(value, Mapping):
         raise InvalidValue(f"extension {extension.id!r} must be a JSON object")
-    return _canonical_object(value, extension.by_key, f"{extension.id}:")
+    return _canonical_object(value, _shape_of(extension), f"{extension.id}:")
 
 
-#: A complex attribute's sub-attributes by lower-cased name: a definition, or `_DROPPED` for one
-#: the hub never stores (readOnly, `_NEVER_STORED`). Built once per attribute (`_subs_of`).
-_Subs = dict[str, Attribute | None]
+#: One attribute of an object, as `_canonical_object` needs it: its canonical name, its
+#: definition, and whether any JSON string is a valid value of it (a single-valued string,
+#: reference or binary: most of what a User holds, taken without a call per value).
+_Slot = tuple[str, Attribute, bool]
+#: An object's attributes by lower-cased name: a `_Slot`, or `_DROPPED` for one the hub never
+#: stores (readOnly, `_NEVER_STORED`). Built once per complex attribute or extension schema.
+_Shape = dict[str, _Slot | None]
 _DROPPED: Final = None
-_SUBS: dict[int, tuple[Attribute, _Subs]] = {}
+#: what `_Shape.get` gives for a name not in the schema (a slot of its own, for the type checker)
+_UNKNOWN: Final[_Slot] = ("", Attribute(""), False)
+_SHAPES: dict[int, tuple[Attribute | Schema | ResourceType, _Shape]] = {}
+_PLAIN_TYPES: Final = frozenset({"string", "reference", "binary"})
 
 
-def _subs_of(attribute: Attribute) -> _Subs:
-    """`attribute`'s sub-attributes, with the RFC 7643 §2.4 multi-valued defaults under them."""
-    cached = _SUBS.get(id(attribute))
-    if cached is not None and cached[0] is attribute:
+def _shape_of(owner: Attribute | Schema | ResourceType) -> _Shape:
+    """The `_Shape` of a complex attribute, an extension schema or a resource type's top level.
+
+    A multi-valued complex attribute also gets the RFC 7643 §2.4 defaults under its own
+    sub-attributes; a resource type's top level is its core schema and the common attributes
+    (RFC 7643 §3.1).
+    """
+    cached = _SHAPES.get(id(owner))
+    if cached is not None and cached[0] is owner:
         return cached[1]
-    found = dict(attribute.by_key)
-    if attribute.multi_valued and attribute.type == "complex":
+    if isinstance(owner, ResourceType):
+        found = {**COMMON_BY_KEY, **owner.schema.by_key}
+    else:
+        found = dict(owner.by_key)
+    if isinstance(owner, Attribute) and owner.multi_valued and owner.type == "complex":
         found = {**_MULTI_VALUED_SUBS, **found}
-    subs = {name: sub if _is_stored(sub) else _DROPPED for name, sub in found.items()}
-    _SUBS[id(attribute)] = (attribute, subs)
-    return subs
+    shape = {
+        name: (sub.name, sub, not sub.multi_valued and sub.type in _PLAIN_TYPES)
+        if _is_stored(sub)
+        else _DROPPED
+        for name, sub in found.items()
+    }
+    _SHAPES[id(owner)] = (owner, shape)
+    return shape
 
 
-def _canonical_object(
-    value: Mapping[str, Any], subs: Mapping[str, Attribute | None], prefix: str
-) -> dict[str, Any]:
+def _canonical_object(value: Mapping[str, Any], shape: _Shape, prefix: str) -> dict[str, Any]:
     """Canonicalise the keys of a complex value or extension object (unknown keys kept as sent).
 
-    `subs` are the object's attributes by lower-cased name (a schema's `by_key`, or
-    `_subs_of`); `prefix` starts the path an error names ("name.", "urn:…:User:").
+    `shape` is the object's (`_shape_of`); `prefix` starts the path an error names ("name.",
+    "urn:…:User:").
     """
     result: dict[str, Any] = {}
     for key, item in value.items():
-        lowered = key.lower()
-        if lowered not in subs:
+        slot = shape.get(key.lower(), _UNKNOWN)
+        if slot is _UNKNOWN:
             _store(result, key, json_copy(item))
             continue
-        attribute = subs[lowered]
-        if attribute is _DROPPED or not _is_stored(attribute):
+        if slot is _DROPPED:
             continue
-        name = attribute.name
-        _store(result, name, canonical_value(attribute, item, prefix + name))
+        name, attribute, plain = slot
+        if plain and item.__class__ is str:
+            if name in result:
+                raise InvalidValue(
+                    f"attribute {name!r} is given twice (names are case-insensitive)"
+                )
+            result[name] = item
+        else:
+            _store(result, name, canonical_value(attribute, item, prefix + name))
     return result
 
 
@@ -336,7 +364,7 @@ def _canonical_single(attribute: Attribute, value: Any, where: str) -> Any:
     if kind == "complex":
         if not isinstance(value, Mapping):
             raise InvalidValue(f"{where!r} must be a JSON object")
-        return _canonical_object(value, _subs_of(attribute), where + ".")
+        return _canonical_object(value, _shape_of(attribute), where + ".")
     if not _SIMPLE_CHECKS.get(kind, _is_string)(value):
         raise InvalidValue(f"{where!r} must be a {kind}, got {type(value).__name__} {value!r}")
     return value

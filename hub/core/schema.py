@@ -277,7 +277,7 @@ class ResourceType:
         found = self.schema.attribute(name)
         if found is not None:
             return found
-        return _COMMON_BY_KEY.get(name.lower())
+        return COMMON_BY_KEY.get(name.lower())
 
     def extension(self, urn: str) -> Schema | None:
         """Return the extension schema whose id is `urn` (case-insensitive)."""
@@ -293,7 +293,8 @@ class ResourceType:
         return (self.schema.id, *(e.id for e in self.extensions))
 
 
-_COMMON_BY_KEY: Final = {a.name.lower(): a for a in COMMON_ATTRIBUTES}
+#: The common attributes (RFC 7643 §3.1) by lower-cased name.
+COMMON_BY_KEY: Final = {a.name.lower(): a for a in COMMON_ATTRIBUTES}
 
 USER_TYPE: Final = ResourceType("User", "/Users", USER, (ENTERPRISE_USER,))
 GROUP_TYPE: Final = ResourceType("Group", "/Groups", GROUP)
