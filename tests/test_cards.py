@@ -7,16 +7,25 @@ admin authentication. The helpers here are shared by the template and owner test
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from typing import Any
 
 import httpx
 import pytest
+from alembic import command
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from hub.core.admins import create_key
 from hub.core.database import open_database
 from hub.core.models import admins, users
 from hub.core.tenants import InitResult
+from hub.migrate import alembic_config, upgrade
+from tests.conftest import TEST_BASE_URL, ScimClient
+from tests.dbstate import dump
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -232,6 +241,39 @@ async def test_writes_that_change_no_mapped_value_leave_the_fields_as_they_show(
     lead = await scim.patch(f"/Users/{user_id}", replace_op("title", "Lead"))
     assert lead.status_code == 200, lead.text
     assert (await admin.values(user_id))["job_title"] == "Lead"
+
+
+def _clustered(db_url: str) -> bool | None:
+    """Is `card_fields` a WITHOUT ROWID table? None on PostgreSQL, which has no such choice."""
+    if not db_url.startswith("sqlite"):
+        return None
+    with sqlite3.connect(make_url(db_url).database or "") as conn:
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'card_fields'").fetchone()
+    return "WITHOUT ROWID" in sql.upper()
+
+
+async def test_migration_0016_clusters_card_fields_and_keeps_every_one(
+    app: Litestar, db_url: str, tenant: InitResult
+) -> None:
+    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
+        scim = ScimClient(client, tenant.token)
+        for n in range(3):
+            await provision(scim, person(f"user{n}@example.com"))
+    before = dump(db_url, ["card_fields"])
+    assert len(before["card_fields"]) == 30
+    sqlite = db_url.startswith("sqlite")
+    assert _clustered(db_url) is (True if sqlite else None)
+    # The server stopped, as for any migration.
+    await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0016-1")
+    assert dump(db_url, ["card_fields"]) == before
+    assert _clustered(db_url) is (False if sqlite else None)
+    await asyncio.to_thread(upgrade, db_url)
+    assert dump(db_url, ["card_fields"]) == before
+    assert _clustered(db_url) is (True if sqlite else None)
+    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
+        scim = ScimClient(client, tenant.token)
+        await provision(scim, person("after@example.com"))
+    assert len(dump(db_url, ["card_fields"])["card_fields"]) == 40
 
 
 async def test_lock_and_field_errors(scim: Any, admin: Admin) -> None:

@@ -361,6 +361,8 @@ class CardField(Base):
     linked: Mapped[bool] = mapped_column(Boolean)
     managed: Mapped[bool] = mapped_column(Boolean)
     idp_value: Mapped[str | None] = mapped_column(String, nullable=True)
+    # Clustered on (card, name) on SQLite: each row is written once, not in a table and an index.
+    __table_args__ = ({"sqlite_with_rowid": False},)
 
 
 templates = cast(Table, Template.__table__)
