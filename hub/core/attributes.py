@@ -173,7 +173,7 @@ def canonicalise(
         if lowered == "schemas":
             continue
         if lowered in seen:
-            raise InvalidValue(f"attribute {key!r} is given twice (names are case-insensitive)")
+            raise _given_twice(key)
         seen.add(lowered)
         if lowered.startswith(_URN_PREFIX):
             if resource_type.extension(key) is None and lowered in listed:
@@ -305,11 +305,9 @@ def _canonical_object(value: Mapping[str, Any], shape: _Shape, prefix: str) -> d
         if slot is _DROPPED:
             continue
         name, attribute, plain = slot
-        if plain and item.__class__ is str:
+        if plain and item.__class__ is str:  # a string is never unassigned: no `_store` call
             if name in result:
-                raise InvalidValue(
-                    f"attribute {name!r} is given twice (names are case-insensitive)"
-                )
+                raise _given_twice(name)
             result[name] = item
         else:
             _store(result, name, canonical_value(attribute, item, prefix + name))
@@ -325,8 +323,12 @@ def _store(target: dict[str, Any], key: str, value: Any) -> None:
     if value is None or value == [] or value == {}:
         return
     if key in target:
-        raise InvalidValue(f"attribute {key!r} is given twice (names are case-insensitive)")
+        raise _given_twice(key)
     target[key] = value
+
+
+def _given_twice(name: str) -> InvalidValue:
+    return InvalidValue(f"attribute {name!r} is given twice (names are case-insensitive)")
 
 
 def canonical_value(attribute: Attribute, value: Any, where: str) -> Any:
