@@ -23,6 +23,8 @@ Workspaces and SCIM calls
                                `await scim.post("/Users", {...})`, `.get`, `.put`, `.patch`,
                                `.delete`, `.request(method, path, ...)`; paths are relative to
                                `/scim/v2`; bearer token and `application/scim+json` are set.
+    `serving(app, tenant)`     `async with serving(app, tenant) as scim:` the app running for one
+                               block (a test that migrates runs it before and after).
     `make_user_body`, `make_group_body`   helpers building minimal valid SCIM documents.
     `scim_error`   `scim_error(response, status, scim_type=None)` asserts a SCIM Error document
                    (RFC 7644 §3.12) and returns its body.
@@ -47,6 +49,7 @@ import shutil
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -337,6 +340,19 @@ class ScimClient:
     async def delete(self, path: str, **kwargs: Any) -> httpx.Response:
         """DELETE `/scim/v2{path}`."""
         return await self.request("DELETE", path, **kwargs)
+
+
+@asynccontextmanager
+async def serving(app: Litestar, tenant: InitResult) -> AsyncIterator[ScimClient]:
+    """SCIM calls as `tenant` while `app` runs; leaving the block stops it (lifespan ends).
+
+    For tests that migrate between two such blocks: a migration runs with the server stopped,
+    or its background writers (the provisioning log) hold locks a schema change waits for.
+    """
+    from litestar.testing import AsyncTestClient
+
+    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
+        yield ScimClient(client, tenant.token)
 
 
 def assert_scim_error(response: httpx.Response, status: int, scim_type: str | None = None) -> dict:

@@ -15,7 +15,6 @@ import httpx
 import pytest
 from alembic import command
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
@@ -24,7 +23,7 @@ from hub.core.database import open_database
 from hub.core.models import admins, users
 from hub.core.tenants import InitResult
 from hub.migrate import alembic_config, upgrade
-from tests.conftest import TEST_BASE_URL, ScimClient
+from tests.conftest import serving
 from tests.dbstate import dump
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -255,8 +254,7 @@ def _clustered(db_url: str) -> bool | None:
 async def test_migration_0016_clusters_card_fields_and_keeps_every_one(
     app: Litestar, db_url: str, tenant: InitResult
 ) -> None:
-    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
-        scim = ScimClient(client, tenant.token)
+    async with serving(app, tenant) as scim:
         for n in range(3):
             await provision(scim, person(f"user{n}@example.com"))
     before = dump(db_url, ["card_fields"])
@@ -270,8 +268,7 @@ async def test_migration_0016_clusters_card_fields_and_keeps_every_one(
     await asyncio.to_thread(upgrade, db_url)
     assert dump(db_url, ["card_fields"]) == before
     assert _clustered(db_url) is (True if sqlite else None)
-    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
-        scim = ScimClient(client, tenant.token)
+    async with serving(app, tenant) as scim:
         await provision(scim, person("after@example.com"))
     assert len(dump(db_url, ["card_fields"])["card_fields"]) == 40
 

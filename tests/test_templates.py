@@ -33,7 +33,7 @@ from hub.hookspecs import hookimpl
 from hub.migrate import alembic_config, upgrade
 from hub.plugins import build_registry
 from hub.settings import Settings
-from tests.conftest import TEST_BASE_URL, ScimClient
+from tests.conftest import TEST_BASE_URL, ScimClient, serving
 from tests.test_card_owner import ME, sign_in
 from tests.test_cards import Admin, make_admin_key, person, provision, replace_op
 from tests.test_dashboard_http import signed_in
@@ -324,8 +324,8 @@ async def test_migration_0013_carries_cards_that_stored_template_copies(
     """Cards stored before 0013 (template values copied onto each card) show the same after it,
     and follow later template edits and IdP updates like cards made after it."""
     key = await make_admin_key(db_url, tenant)
-    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
-        scim, admin = ScimClient(client, tenant.token), Admin(client, tenant.workspace, key)
+    async with serving(app, tenant) as scim:
+        admin = Admin(scim.http, tenant.workspace, key)
         template = await _brand_template(admin, tenant)
         ann = await provision(scim, person("ann@example.com", department="Sales"))
         ben = await provision(scim, person("ben@example.com", department="Sales"))
@@ -347,8 +347,8 @@ async def test_migration_0013_carries_cards_that_stored_template_copies(
     assert "website" not in await _stored_fields(db_url, eli)
 
     upgrade(db_url)
-    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
-        scim, admin = ScimClient(client, tenant.token), Admin(client, tenant.workspace, key)
+    async with serving(app, tenant) as scim:
+        admin = Admin(scim.http, tenant.workspace, key)
         assert {user_id: await admin.card(user_id) for user_id in shown} == shown
         new = await _stored_fields(db_url, ann)
         assert new["company_name"] == ("Blinq", "idp", True)  # the IdP's side, under the template

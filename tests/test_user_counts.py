@@ -10,14 +10,13 @@ import asyncio
 
 from alembic import command
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 from sqlalchemy import Connection, func, insert, select, update
 
 from hub.core.database import open_database
 from hub.core.models import user_counts, users
 from hub.core.tenants import InitResult
 from hub.migrate import alembic_config, upgrade
-from tests.conftest import TEST_BASE_URL, ScimClient, user_body
+from tests.conftest import ScimClient, serving, user_body
 
 
 async def _total(scim: ScimClient, **params: str) -> int:
@@ -97,8 +96,7 @@ async def test_total_counts_rows_written_outside_the_scim_path(
 async def test_migration_fills_the_counts_of_existing_users(
     app: Litestar, db_url: str, tenant: InitResult
 ) -> None:
-    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
-        scim = ScimClient(client, tenant.token)
+    async with serving(app, tenant) as scim:
         for i in range(4):
             assert (await scim.post("/Users", user_body(f"old-{i}@example.com"))).status_code == 201
         listed = await scim.get("/Users", params={"count": "1"})
@@ -109,8 +107,7 @@ async def test_migration_fills_the_counts_of_existing_users(
     # from before migration 0011 would be, then upgrade.
     await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0011-1")
     upgrade(db_url)
-    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
-        scim = ScimClient(client, tenant.token)
+    async with serving(app, tenant) as scim:
         assert await _total(scim) == 3
         assert (await scim.post("/Users", user_body("new@example.com"))).status_code == 201
         assert await _total(scim) == 4

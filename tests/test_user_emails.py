@@ -13,14 +13,13 @@ from typing import Any
 
 from alembic import command
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 
 from hub.core.database import open_database
 from hub.core.models import EMAIL_KEY_MAX
 from hub.core.seed import seed_users, user_document
 from hub.core.tenants import InitResult
 from hub.migrate import alembic_config, upgrade
-from tests.conftest import TEST_BASE_URL, ScimClient, user_body
+from tests.conftest import ScimClient, serving, user_body
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
@@ -146,14 +145,14 @@ async def test_seeded_users_are_found_by_email(
 async def test_migration_fills_the_email_index_of_existing_users(
     app: Litestar, db_url: str, tenant: InitResult
 ) -> None:
-    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
-        ada = await create(ScimClient(client, tenant.token), "ada", ("work", "ada@work.example"))
+    async with serving(app, tenant) as scim:
+        ada = await create(scim, "ada", ("work", "ada@work.example"))
     # The server stopped, as for any migration: its background writers (the provisioning log)
     # would otherwise hold locks a schema change waits for.
     await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0014-1")
     await asyncio.to_thread(upgrade, db_url)
-    async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
-        found = await by_work_email(ScimClient(client, tenant.token), "ADA@work.example")
+    async with serving(app, tenant) as scim:
+        found = await by_work_email(scim, "ADA@work.example")
     assert found == [ada]
 
 
