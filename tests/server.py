@@ -26,6 +26,10 @@ from tests.pg import free_port
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
 
+# Every outbox and secret directory a test process makes lives under this one, removed when the
+# process exits, so a test run leaves nothing behind in the system's temporary directory.
+_SCRATCH = tempfile.TemporaryDirectory(prefix="scim-hub-tests-")
+
 
 def cli_command() -> list[str]:
     """The `scim-hub` console script next to this interpreter, else `python -m hub.cli`."""
@@ -46,8 +50,8 @@ def hub_environ(database_url: str, base_url: str, **settings: str) -> dict[str, 
     env["SCIM_HUB_LOG_FORMAT"] = "json"
     # Emails without SMTP become files, and the server secret is generated on first start:
     # keep both out of the checkout's var/.
-    env["SCIM_HUB_OUTBOX_DIR"] = tempfile.mkdtemp(prefix="scim-hub-outbox-")
-    secret_dir = tempfile.mkdtemp(prefix="scim-hub-secret-")
+    env["SCIM_HUB_OUTBOX_DIR"] = tempfile.mkdtemp(prefix="outbox-", dir=_SCRATCH.name)
+    secret_dir = tempfile.mkdtemp(prefix="secret-", dir=_SCRATCH.name)
     env["SCIM_HUB_SECRET_FILE"] = str(Path(secret_dir) / "secret.key")
     for name, value in settings.items():
         env[f"SCIM_HUB_{name.upper()}"] = value
