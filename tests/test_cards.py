@@ -15,12 +15,12 @@ import httpx
 import pytest
 from alembic import command
 from litestar import Litestar
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 
 from hub.core.admins import create_key
 from hub.core.database import open_database
-from hub.core.models import admins, users
+from hub.core.models import admins, card_fields, cards, users
 from hub.core.tenants import InitResult
 from hub.migrate import alembic_config, upgrade
 from tests.conftest import serving
@@ -240,6 +240,64 @@ async def test_writes_that_change_no_mapped_value_leave_the_fields_as_they_show(
     lead = await scim.patch(f"/Users/{user_id}", replace_op("title", "Lead"))
     assert lead.status_code == 200, lead.text
     assert (await admin.values(user_id))["job_title"] == "Lead"
+
+
+async def _field_rows(db_url: str) -> dict[str, tuple[Any, ...]]:
+    """The stored field rows of the database's only card, by field name."""
+    db = open_database(db_url)
+    try:
+        rows = await db.read(lambda conn: conn.execute(select(card_fields)).all())
+    finally:
+        await db.close()
+    return {row.name: tuple(row) for row in rows}
+
+
+async def test_an_update_writes_only_the_fields_whose_idp_value_changed(
+    scim: Any, admin: Admin, db_url: str
+) -> None:
+    user_id = await provision(scim, person("katherine.johnson@example.com", title="Analyst"))
+    await admin.ok("PATCH", f"/cards/{user_id}/fields/department", {"value": "Flight"})
+    fields_before = await _field_rows(db_url)
+
+    patched = await scim.patch(f"/Users/{user_id}", replace_op("title", "Mathematician"))
+    assert patched.status_code == 200, patched.text
+    fields_after = await _field_rows(db_url)
+    changed = {name for name in fields_after if fields_after[name] != fields_before[name]}
+    assert changed == {"job_title"}
+    assert (await admin.values(user_id))["job_title"] == "Mathematician"
+
+    # An unlinked field keeps its own value and learns the IdP's, which relinking shows.
+    body = person("katherine.johnson@example.com", title="Mathematician", department="NASA")
+    assert (await scim.put(f"/Users/{user_id}", body)).status_code == 200
+    card = await admin.card(user_id)
+    assert card["fields"]["department"]["value"] == "Flight"
+    relinked = await admin.ok("POST", f"/cards/{user_id}/fields/department/relink")
+    assert relinked["fields"]["department"]["value"] == "NASA"
+
+
+async def test_a_card_missing_a_mapped_fields_row_gets_it_on_the_next_update(
+    scim: Any, admin: Admin, db_url: str
+) -> None:
+    # A card older than one of its fields (written before that field existed) has no row for it.
+    user_id = await provision(scim, person("dorothy.vaughan@example.com", title="Supervisor"))
+    card_pk = (await admin.card(user_id))["id"]
+    db = open_database(db_url)
+
+    def drop_row(conn: Any) -> int:
+        pk = conn.execute(select(cards.c.pk).where(cards.c.id == card_pk)).scalar_one()
+        where = (card_fields.c.card_pk == pk) & (card_fields.c.name == "job_title")
+        return int(conn.execute(delete(card_fields).where(where)).rowcount)
+
+    try:
+        assert await db.write(drop_row) == 1
+    finally:
+        await db.close()
+    assert "job_title" not in (await admin.card(user_id))["fields"]
+
+    patched = await scim.patch(f"/Users/{user_id}", replace_op("title", "Programmer"))
+    assert patched.status_code == 200, patched.text
+    job = (await admin.card(user_id))["fields"]["job_title"]
+    assert job == {"value": "Programmer", "source": "idp", "locked": True, "linked": True}
 
 
 def _clustered(db_url: str) -> bool | None:

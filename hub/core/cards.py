@@ -309,6 +309,18 @@ _UPDATE_FIELD = Prepared(
         idp_value=bindparam("f_idp"),
     )
 )
+_IDP_VALUE = bindparam("f_idp", type_=card_fields.c.idp_value.type)
+#: One field's new IdP value: a linked field shows it, an unlinked one keeps its own value.
+_SYNC_FIELD = Prepared(
+    update(card_fields)
+    .where(card_fields.c.card_pk == bindparam("f_card"), card_fields.c.name == bindparam("f_name"))
+    .values(
+        value=case((card_fields.c.linked, _IDP_VALUE), else_=card_fields.c.value),
+        source=case((card_fields.c.linked, literal("idp")), else_=card_fields.c.source),
+        managed=True,
+        idp_value=_IDP_VALUE,
+    )
+)
 # The IdP-sync path (every IdP update of every user) runs on prepared statements.
 _CARD_OF_USER = Prepared(
     _CARD.where(cards.c.user_pk == bindparam("b_user")).with_for_update(of=cards)
@@ -332,10 +344,11 @@ def _refresh(conn: Connection, card: Any, profile: Profile, document: JSON, acti
     A linked field the card's template sets stores the IdP's value too: the template's is laid
     over it at read (`_shown`), and shows again once the template stops setting the field.
 
-    A card whose stored rule document is `document` already holds these IdP values: every writer
-    of field rows keeps a managed row's `idp_value` (and a linked one's value) in step with the
-    last sync, so only the active flag can differ (a deactivation, a PATCH of an attribute no
-    field maps) and the rows are not read.
+    The card's stored rule document holds the IdP values of the last sync, and every writer of
+    field rows keeps a managed row's `idp_value` (and a linked one's value) in step with it. So
+    only the fields whose IdP value differs from it are written, each by one UPDATE that needs no
+    read of the rows (an IdP update usually changes one or two); a field without a row (a card
+    older than its field) sends the card through `_reconcile`, which reads and compares them all.
     """
     if card.profile == document:
         if card.active != active:
@@ -343,28 +356,38 @@ def _refresh(conn: Connection, card: Any, profile: Profile, document: JSON, acti
                 conn, b_card=card.pk, b_active=active, b_profile=document, b_now=now_us()
             )
         return
-    stored = {row.name: row for row in _FIELDS_OF_CARD.all(conn, b_card=card.pk)}
+    last = card.profile if isinstance(card.profile, dict) else {}
+    for name, idp_value in profile.items():
+        if name in last and last[name] == idp_value:
+            continue
+        if not _SYNC_FIELD.run(conn, f_card=card.pk, f_name=name, f_idp=idp_value):
+            _reconcile(conn, card.pk, profile)
+            break
+    _TOUCH_CARD.run(conn, b_card=card.pk, b_active=active, b_profile=document, b_now=now_us())
+
+
+def _reconcile(conn: Connection, card_pk: int, profile: Profile) -> None:
+    """Bring every field row of the card in step with `profile`, adding rows it lacks."""
+    stored = {row.name: row for row in _FIELDS_OF_CARD.all(conn, b_card=card_pk)}
     changes: list[JSON] = []
     inserts: list[JSON] = []
     for name, idp_value in profile.items():
         row = stored.get(name)
         if row is None:
             state = FieldState(idp_value, "idp", True, True, True, idp_value)
-            inserts.append({"card_pk": card.pk, "name": name, **state._asdict()})
+            inserts.append({"card_pk": card_pk, "name": name, **state._asdict()})
             continue
         follows_idp = row.linked
         value, source = (idp_value, "idp") if follows_idp else (row.value, row.source)
         if (value, source, idp_value, True) != (row.value, row.source, row.idp_value, row.managed):
             changes.append(
-                {"f_card": card.pk, "f_name": name, "f_value": value, "f_source": source}
+                {"f_card": card_pk, "f_name": name, "f_value": value, "f_source": source}
                 | {"f_idp": idp_value}
             )
     if changes:
         _UPDATE_FIELD.run_many(conn, changes)
     if inserts:
         conn.execute(card_fields.insert(), inserts)
-    if changes or inserts or (card.active, card.profile) != (active, document):
-        _TOUCH_CARD.run(conn, b_card=card.pk, b_active=active, b_profile=document, b_now=now_us())
 
 
 # --- bulk creation (seeding) ----------------------------------------------------------------
