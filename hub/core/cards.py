@@ -322,8 +322,11 @@ _SYNC_FIELD = Prepared(
     )
 )
 # The IdP-sync path (every IdP update of every user) runs on prepared statements.
+#: What an IdP sync reads of a user's card: no join, as `_refresh` needs nothing else.
 _CARD_OF_USER = Prepared(
-    _CARD.where(cards.c.user_pk == bindparam("b_user")).with_for_update(of=cards)
+    select(cards.c.pk, cards.c.active, cards.c.profile)
+    .where(cards.c.user_pk == bindparam("b_user"))
+    .with_for_update(of=cards)
 )
 _FIELDS_OF_CARD = Prepared(select(card_fields).where(card_fields.c.card_pk == bindparam("b_card")))
 _TOUCH_CARD = Prepared(
