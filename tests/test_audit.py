@@ -51,6 +51,29 @@ async def test_scim_changes_are_audited_with_request_ids(
     assert group_trail[0]["changes"]["members_added"] == [uid]
 
 
+async def test_a_put_that_changes_nothing_is_not_written(
+    scim: ScimClient, client: httpx.AsyncClient, db_url: str, tenant: InitResult
+) -> None:
+    # Okta pushes a user's whole profile with PUT, changed or not.
+    admin = Admin(client, tenant.workspace, await make_admin_key(db_url, tenant))
+    body = user_body("same@example.com", title="Engineer", active=True)
+    created = await scim.post("/Users", body)
+    uid = created.json()["id"]
+
+    again = await scim.put(f"/Users/{uid}", {**body, "id": uid})
+    assert again.status_code == 200, again.text
+    assert again.headers["etag"] == created.headers["etag"]
+    assert again.json()["meta"] == created.json()["meta"]
+    assert [r["action"] for r in await records(admin, resource=uid)] == ["create"]
+
+    changed = await scim.put(f"/Users/{uid}", {**body, "title": "Lead"})
+    assert changed.status_code == 200, changed.text
+    assert changed.headers["etag"] != created.headers["etag"]
+    trail = await records(admin, resource=uid)
+    assert [r["action"] for r in trail] == ["replace", "create"]
+    assert trail[0]["changes"] == {"attributes": ["title"]}
+
+
 async def test_admin_changes_are_audited(
     client: httpx.AsyncClient, db_url: str, tenant: InitResult
 ) -> None:

@@ -863,6 +863,14 @@ def _save(
     provisioning: Provisioning,
     action: str,
 ) -> Outcome:
+    """Store the user's new document; one that changes nothing is not written (`none`).
+
+    An IdP re-sending what is stored (Okta pushes the whole profile with PUT) then neither moves
+    the version and `lastModified` nor writes the user, its card or an audit row.
+    """
+    if doc == row.data and active == row.active:
+        resource = render(row, base, _groups_of_one(conn, row.pk))
+        return Outcome(resource, row.version, "none")
     cols = _columns(doc)
     if cols["user_name_key"] != row.data["userName"].lower():
         _claim_name(conn, caller, row.pk, doc["userName"], cols["user_name_key"])
@@ -967,9 +975,6 @@ def patch(
     patched = apply_patch(current, operations, USER_TYPE, max_operations=max_operations)
     doc, active = _split(canonicalise(patched, USER_TYPE, current), None)
     required_missing(doc, USER_TYPE)
-    if doc == row.data and active == row.active:
-        resource = render(row, base, _groups_of_one(conn, row.pk))
-        return Outcome(resource, row.version, "none")
     return _save(conn, caller, row, doc, active, base, provisioning, "patch")
 
 
