@@ -294,10 +294,17 @@ async def test_a_card_missing_a_mapped_fields_row_gets_it_on_the_next_update(
         await db.close()
     assert "job_title" not in (await admin.card(user_id))["fields"]
 
-    patched = await scim.patch(f"/Users/{user_id}", replace_op("title", "Programmer"))
-    assert patched.status_code == 200, patched.text
-    job = (await admin.card(user_id))["fields"]["job_title"]
-    assert job == {"value": "Programmer", "source": "idp", "locked": True, "linked": True}
+    # Its other changed fields are brought in step with it.
+    body = person("dorothy.vaughan@example.com", title="Programmer", department="Computing")
+    assert (await scim.put(f"/Users/{user_id}", body)).status_code == 200
+    fields = (await admin.card(user_id))["fields"]
+    assert fields["job_title"] == {
+        "value": "Programmer",
+        "source": "idp",
+        "locked": True,
+        "linked": True,
+    }
+    assert fields["department"]["value"] == "Computing"
 
 
 def _clustered(db_url: str) -> bool | None:

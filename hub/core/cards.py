@@ -299,16 +299,7 @@ def _effective_modified(card: Any) -> int:
     return modified if template_modified is None else max(modified, template_modified)
 
 
-_UPDATE_FIELD = Prepared(
-    update(card_fields)
-    .where(card_fields.c.card_pk == bindparam("f_card"), card_fields.c.name == bindparam("f_name"))
-    .values(
-        value=bindparam("f_value"),
-        source=bindparam("f_source"),
-        managed=True,
-        idp_value=bindparam("f_idp"),
-    )
-)
+# The IdP-sync path (every IdP update of every user) runs on prepared statements.
 _IDP_VALUE = bindparam("f_idp", type_=card_fields.c.idp_value.type)
 #: One field's new IdP value: a linked field shows it, an unlinked one keeps its own value.
 _SYNC_FIELD = Prepared(
@@ -321,7 +312,6 @@ _SYNC_FIELD = Prepared(
         idp_value=_IDP_VALUE,
     )
 )
-# The IdP-sync path (every IdP update of every user) runs on prepared statements.
 #: What an IdP sync reads of a user's card: no join, as `_refresh` needs nothing else.
 _CARD_OF_USER = Prepared(
     select(cards.c.pk, cards.c.active, cards.c.profile)
@@ -380,15 +370,11 @@ def _reconcile(conn: Connection, card_pk: int, profile: Profile) -> None:
             state = FieldState(idp_value, "idp", True, True, True, idp_value)
             inserts.append({"card_pk": card_pk, "name": name, **state._asdict()})
             continue
-        follows_idp = row.linked
-        value, source = (idp_value, "idp") if follows_idp else (row.value, row.source)
+        value, source = (idp_value, "idp") if row.linked else (row.value, row.source)
         if (value, source, idp_value, True) != (row.value, row.source, row.idp_value, row.managed):
-            changes.append(
-                {"f_card": card_pk, "f_name": name, "f_value": value, "f_source": source}
-                | {"f_idp": idp_value}
-            )
+            changes.append({"f_card": card_pk, "f_name": name, "f_idp": idp_value})
     if changes:
-        _UPDATE_FIELD.run_many(conn, changes)
+        _SYNC_FIELD.run_many(conn, changes)
     if inserts:
         conn.execute(card_fields.insert(), inserts)
 
