@@ -280,11 +280,11 @@ async def test_a_card_missing_a_mapped_fields_row_gets_it_on_the_next_update(
 ) -> None:
     # A card older than one of its fields (written before that field existed) has no row for it.
     user_id = await provision(scim, person("dorothy.vaughan@example.com", title="Supervisor"))
-    card_pk = (await admin.card(user_id))["id"]
+    card_id = (await admin.card(user_id))["id"]
     db = open_database(db_url)
 
     def drop_row(conn: Any) -> int:
-        pk = conn.execute(select(cards.c.pk).where(cards.c.id == card_pk)).scalar_one()
+        pk = conn.execute(select(cards.c.pk).where(cards.c.id == card_id)).scalar_one()
         where = (card_fields.c.card_pk == pk) & (card_fields.c.name == "job_title")
         return int(conn.execute(delete(card_fields).where(where)).rowcount)
 
