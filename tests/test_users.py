@@ -366,3 +366,36 @@ async def test_users_sharing_an_external_id_are_paged_and_counted(scim: ScimClie
     assert later["totalResults"] == 3
     trimmed = await listed(attributes="userName")
     assert [set(u) - {"schemas", "id"} for u in trimmed["Resources"]] == [{"userName"}] * 3
+
+
+async def test_a_renamed_user_is_found_by_its_new_names_only(scim: ScimClient) -> None:
+    """userName and externalId are copied to indexed columns on the updates that change them.
+
+    An update that keeps them leaves those columns alone; the look-ups and the uniqueness
+    check read the columns, so they must follow a rename by PATCH and by PUT.
+    """
+    user = (await scim.post("/Users", user_body("old@example.com", externalId="ext-old"))).json()
+    path = f"/Users/{user['id']}"
+
+    async def found(text: str) -> list[str]:
+        page = (await scim.get("/Users", params={"filter": text})).json()
+        return [resource["id"] for resource in page["Resources"]]
+
+    renamed = await scim.patch(
+        path, ops({"op": "replace", "path": "userName", "value": "New@example.com"})
+    )
+    assert renamed.status_code == 200, renamed.text
+    retitled = await scim.patch(path, ops({"op": "replace", "path": "title", "value": "Chief"}))
+    assert retitled.status_code == 200, retitled.text
+    assert await found('userName eq "new@example.com"') == [user["id"]]
+    assert await found('userName eq "old@example.com"') == []
+    assert await found('externalId eq "ext-old"') == [user["id"]]
+
+    document = {**retitled.json(), "externalId": "ext-new"}
+    assert (await scim.put(path, document)).status_code == 200
+    assert await found('externalId eq "ext-new"') == [user["id"]]
+    assert await found('externalId eq "ext-old"') == []
+
+    clash = await scim.post("/Users", user_body("NEW@example.com"))
+    assert_scim_error(clash, 409, "uniqueness")
+    assert (await scim.post("/Users", user_body("old@example.com"))).status_code == 201
