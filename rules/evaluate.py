@@ -152,7 +152,8 @@ def _compile(
     values = _getter(urn if not prefix else None, path, relative=bool(prefix))
     if isinstance(flt, Present):
         return lambda obj: any(_present(v) for v in values(obj))
-    if info.type == "complex":
+    compares_whole = info.type != "complex"
+    if not compares_whole:
         # RFC 7644 §3.4.2.2: a complex attribute without a sub-attribute compares its "value".
         names = (*names, "value")
         value_info = describe(urn, names)
@@ -171,9 +172,32 @@ def _compile(
         if flt.op == "eq":
             return lambda obj: not any(_present(v) for v in values(obj))
         return lambda obj: any(_present(v) for v in values(obj))
-    if flt.op == "ne":
-        return lambda obj: not any(matches(v) for v in values(obj))
-    return lambda obj: any(matches(v) for v in values(obj))
+    negate = flt.op == "ne"
+
+    def generic(obj: Mapping[str, Any]) -> bool:
+        found = any(matches(v) for v in values(obj))
+        return not found if negate else found
+
+    if path.sub is not None or not compares_whole or (urn is not None and not prefix):
+        return generic  # the values are gathered from elsewhere than `obj[path.name]`
+    return _scalar_first(path.name, matches, generic, negate=negate)
+
+
+def _scalar_first(name: str, matches: _Match, generic: _Predicate, *, negate: bool) -> _Predicate:
+    """`generic` for a plain attribute of the object itself, with a shortcut for one value.
+
+    Where the object holds `name` under that very spelling with one value (no list, not null),
+    the values `generic` would gather are that value alone, so the comparison is made on it
+    directly; anything else (another spelling, a list, nothing) goes the general way.
+    """
+
+    def predicate(obj: Mapping[str, Any]) -> bool:
+        found = obj.get(name) if obj.__class__ is dict else None
+        if found is None or isinstance(found, list):
+            return generic(obj)
+        return not matches(found) if negate else matches(found)
+
+    return predicate
 
 
 def _compile_value_path(flt: ValuePath, describe: Describe) -> _Predicate:

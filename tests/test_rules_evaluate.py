@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import copy
+from types import MappingProxyType
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hub.core.attributes import describe_for
 from hub.core.schema import USER_TYPE
@@ -245,3 +248,74 @@ def test_parse_datetime() -> None:
     for bad in ["1970-01-01", "1970-01-01 00:00:00Z", "1970-02-30T00:00:00Z", "x"]:
         with pytest.raises(ValueError, match="xsd:dateTime"):
             parse_datetime(bad)
+
+
+# --- the one-value shortcut agrees with the general way ------------------------------------
+
+_SHORTCUT_FILTERS = [
+    'title eq "Tour Guide"',
+    'title ne "tour guide"',
+    'title co "GUIDE"',
+    'userName sw "b"',
+    "active eq true",
+    "active ne false",
+    'emails[type eq "work"]',
+    'emails[type ne "work" and value co "@"]',
+    'phoneNumbers[type eq "mobile" or primary eq true]',
+    'not (title eq "x")',
+    'meta.lastModified gt "2011-05-13T04:42:34Z"',
+    f'{ENT}:department eq "tour operations"',
+]
+_SCALARS = st.sampled_from(
+    [
+        None,
+        True,
+        False,
+        0,
+        1,
+        "",
+        "Tour Guide",
+        "TOUR GUIDE",
+        "work",
+        "Mobile",
+        "b@x",
+        "2012-01-01T00:00:00Z",
+    ]
+)
+_ELEMENT = st.dictionaries(
+    st.sampled_from(["type", "Type", "value", "VALUE", "primary"]),
+    st.one_of(_SCALARS, st.lists(_SCALARS, max_size=2)),
+    max_size=3,
+)
+_USER = st.dictionaries(
+    st.sampled_from(["title", "Title", "userName", "active", "Active"]),
+    st.one_of(_SCALARS, st.lists(_SCALARS, max_size=2)),
+    max_size=4,
+).flatmap(
+    lambda top: st.fixed_dictionaries(
+        {
+            "emails": st.one_of(_SCALARS, _ELEMENT, st.lists(_ELEMENT, max_size=3)),
+            "phoneNumbers": st.lists(st.one_of(_ELEMENT, _SCALARS), max_size=3),
+            ENT: st.one_of(_SCALARS, st.fixed_dictionaries({"department": _SCALARS})),
+        }
+    ).map(lambda rest: {**top, **rest})
+)
+
+
+def _general(value: Any) -> Any:
+    """`value` with every object a read-only mapping: the evaluator takes the general way."""
+    if isinstance(value, dict):
+        return MappingProxyType({k: _general(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return [_general(v) for v in value]
+    return value
+
+
+@settings(max_examples=300, deadline=None)
+@given(user=_USER)
+def test_the_one_value_shortcut_agrees_with_the_general_way(user: dict[str, Any]) -> None:
+    # A plain dict holding an attribute under its filter's own spelling, with one value, is
+    # compared directly; any other mapping is read the general way, value by value.
+    for text in _SHORTCUT_FILTERS:
+        compiled = parse_filter(text)
+        assert evaluate(compiled, user, DESCRIBE) == evaluate(compiled, _general(user), DESCRIBE)

@@ -125,13 +125,17 @@ def _filtered_reader(
         values = _lookup(resource if extension is None else _lookup(resource, extension), name)
         if type(values) is not list:
             return None
-        elements = [v for v in values if isinstance(v, dict)]
-        chosen = next((e for e in elements if matches(e)), None)
-        if chosen is None and primary_only and elements:
+        first = None
+        for element in values:
+            if isinstance(element, dict):
+                if matches(element):
+                    return _text(_lookup(element, sub))
+                first = element if first is None else first
+        if primary_only and first is not None:
             # RFC 7643 §2.4: "primary" marks the preferred value; clients that send a single
             # email often leave the flag out, and that one value is then the preferred one.
-            chosen = elements[0]
-        return None if chosen is None else _text(_lookup(chosen, sub))
+            return _text(_lookup(first, sub))
+        return None
 
     return read
 
