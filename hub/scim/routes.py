@@ -277,7 +277,7 @@ def _normalise(
     # What the connector does not manage (its dialect's `unmanaged`, its admin's `drop`) is
     # ignored here, so neither a PUT nor any PATCH form can change or clear it.
     kind = "patch" if request.method == "PATCH" else "resource"
-    return strip_ignored(result, kind, ignored_paths(dialect, overrides_of(caller.overrides)))
+    return strip_ignored(result, kind, hub.provisioning(caller).unmanaged)
 
 
 def _normalise_query(
