@@ -53,6 +53,12 @@ def test_bench_smoke_hub_and_floor(tmp_path: Path) -> None:
             assert figures["rps"] > 0, (name, phase)
             assert not figures["timed_out"], (name, phase)
     assert set(result["ratios"]["hub/floor"]) == set(PHASES)
+    # Writes are also set against the floor's insert rate, the measure issue 5 names for them.
+    inserts = result["servers"]["floor"]["phases"]["create"]["rps"]
+    by_insert = result["ratios"]["hub/floor insert"]
+    assert set(by_insert) == {"create", "patch", "deactivate"}
+    patch_rps = result["servers"]["hub"]["phases"]["patch"]["rps"]
+    assert by_insert["patch"] == round(patch_rps / inserts, 3)
     hub = result["servers"]["hub"]
     # The file system probe ran in the hub's outbox, and the .eml writer's share of the CPU is
     # split out (the emails of the create phase are delivered before the phase's CPU is read).
