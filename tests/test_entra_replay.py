@@ -92,6 +92,32 @@ async def test_test_connection_queries_a_random_user_name(entra: ScimClient) -> 
     assert assert_list(groups, 0) == []
 
 
+async def test_string_booleans_in_a_created_user_become_booleans(entra: ScimClient) -> None:
+    """[KNOWN-ISSUES]: without the flag Entra sends "True"/"False" for boolean attributes.
+
+    `active` at the top, `primary` inside multi-valued elements, any case; a string under any
+    other name (`type`, a custom extension's text) is kept as sent.
+    """
+    body = entra_user(
+        active="True",
+        phoneNumbers=[
+            {"type": "work", "value": "+1 425 555 0100", "primary": "FALSE"},
+            {"type": "mobile", "value": "True", "primary": "true"},
+        ],
+    )
+    body["emails"][0]["primary"] = "True"
+    user = await create(entra, body)
+    assert user["active"] is True
+    assert user["emails"][0]["primary"] is True
+    assert [(p["value"], p["primary"]) for p in user["phoneNumbers"]] == [
+        ("+1 425 555 0100", False),
+        ("True", True),
+    ]
+    stored = (await entra.get(f"/Users/{user['id']}")).json()
+    assert stored["phoneNumbers"] == user["phoneNumbers"]
+    assert stored["emails"][0]["primary"] is True
+
+
 @pytest.mark.parametrize("flag", [False, True], ids=["default", "aadOptscim062020"])
 async def test_user_cycle(entra: ScimClient, flag: bool) -> None:
     """[TUTORIAL] user operations, in order, as the provisioning service sends them."""

@@ -243,12 +243,11 @@ def _initial_fields(profile: Profile, template_fields: Mapping[str, str]) -> dic
     """
     fields: dict[str, FieldState] = {}
     for name in PROFILE_FIELDS:
-        managed = name in profile
-        value = profile.get(name)
-        if not managed and name in template_fields:
-            fields[name] = _PLACEHOLDER
+        if name in profile:
+            value = profile[name]
+            fields[name] = FieldState(value, "idp", True, True, True, value)
         else:
-            fields[name] = FieldState(value, "idp" if managed else "manual", *(managed,) * 3, value)
+            fields[name] = _PLACEHOLDER if name in template_fields else _EMPTY
     return fields
 
 

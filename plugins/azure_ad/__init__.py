@@ -67,25 +67,32 @@ def _fix_booleans(value: Any) -> Any:
     disables a user with ``{"op": "Replace", "path": "active", "value": "False"}``; it also
     sends ``"primary": "True"`` in multi-valued elements. ``active`` and ``primary`` are the
     boolean attributes of the User schema Entra maps.
+
+    Objects are fixed in place and `value` is returned: a request body is decoded for this
+    request alone, and `normalise` may return its input. Copying every object and list of every
+    body cost more than the rest of the normalisation.
     """
     if isinstance(value, dict):
-        fixed = {}
         for key, item in value.items():
-            names_boolean = _BOOLEAN_KEYS.get(key)
-            if names_boolean is None:
-                names_boolean = _names_boolean(key)
-                if len(_BOOLEAN_KEYS) < _KEYS_KEPT:
-                    _BOOLEAN_KEYS[key] = names_boolean
-            if names_boolean:
-                fixed[key] = _boolean(item)
-            elif isinstance(item, _CONTAINERS):
-                fixed[key] = _fix_booleans(item)
-            else:
-                fixed[key] = item
-        return fixed
-    if isinstance(value, list):
-        return [_fix_booleans(item) if isinstance(item, _CONTAINERS) else item for item in value]
+            if item.__class__ is str:
+                if _key_names_boolean(key):
+                    value[key] = _boolean(item)  # the same key: the dict keeps its size
+            elif isinstance(item, _CONTAINERS) and not _key_names_boolean(key):
+                _fix_booleans(item)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, _CONTAINERS):
+                _fix_booleans(item)
     return value
+
+
+def _key_names_boolean(key: str) -> bool:
+    known = _BOOLEAN_KEYS.get(key)
+    if known is None:
+        known = _names_boolean(key)
+        if len(_BOOLEAN_KEYS) < _KEYS_KEPT:
+            _BOOLEAN_KEYS[key] = known
+    return known
 
 
 _CONTAINERS = (dict, list)
