@@ -96,7 +96,7 @@ async def test_string_booleans_in_a_created_user_become_booleans(entra: ScimClie
     """[KNOWN-ISSUES]: without the flag Entra sends "True"/"False" for boolean attributes.
 
     `active` at the top, `primary` inside multi-valued elements, any case; a string under any
-    other name (`type`, a custom extension's text) is kept as sent.
+    other name (here a phone number's `value`) is kept as sent.
     """
     body = entra_user(
         active="True",
