@@ -881,13 +881,13 @@ def _save(
     if doc == row.data and active == row.active:
         resource = render(row, base, _groups_of_one(conn, row.pk))
         return Outcome(resource, row.version, "none")
-    cols = _columns(doc)
-    if cols["user_name_key"] != row.data["userName"].lower():
+    cols, kept = _columns(doc), _columns(row.data)
+    if cols["user_name_key"] != kept["user_name_key"]:
         _claim_name(conn, caller, row.pk, doc["userName"], cols["user_name_key"])
     now = now_us()
     version = row.version + 1
     values = {"b_pk": row.pk, "b_data": doc, "b_active": active, "b_version": version, "b_now": now}
-    if cols == _columns(row.data):
+    if cols == kept:
         _SAVE.run(conn, **values)
     else:
         _SAVE_NAMES.run(
