@@ -130,7 +130,8 @@ def _filtered_reader(
             if isinstance(element, dict):
                 if matches(element):
                     return _text(_lookup(element, sub))
-                first = element if first is None else first
+                if first is None:
+                    first = element
         if primary_only and first is not None:
             # RFC 7643 §2.4: "primary" marks the preferred value; clients that send a single
             # email often leave the flag out, and that one value is then the preferred one.
