@@ -37,7 +37,7 @@ from sqlalchemy import (
 import hub.core
 from hub.core.database import PostgresDatabase, SqliteDatabase, open_database
 from hub.core.models import JSONDocument
-from hub.core.sql import Prepared
+from hub.core.sql import Prepared, PreparedInsert
 
 _META = MetaData()
 _OWNERS = Table(
@@ -56,6 +56,15 @@ _ITEMS = Table(
     Column("doc", JSONDocument, nullable=True),
     Column("big", BigInteger, nullable=True),
 )
+
+# A table whose INSERT trigger writes a row of another table (as `users` counts its users).
+_LOGGED = Table(
+    "sqltest_logged",
+    _META,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(50), unique=True),
+)
+_INSERT_LOGGED = PreparedInsert(_LOGGED.insert().values(name=bindparam("b_name")), _LOGGED.c.pk)
 
 _INSERT = Prepared(
     _ITEMS.insert()
@@ -189,7 +198,12 @@ def _hub_statements() -> dict[str, Prepared]:
     found: dict[str, Prepared] = {}
     for info in pkgutil.iter_modules(hub.core.__path__):
         module = importlib.import_module(f"hub.core.{info.name}")
-        found |= {f"{info.name}.{k}": v for k, v in vars(module).items() if isinstance(v, Prepared)}
+        for name, value in vars(module).items():
+            if isinstance(value, Prepared):
+                found[f"{info.name}.{name}"] = value
+            elif isinstance(value, PreparedInsert):
+                found[f"{info.name}.{name}.bare"] = value.bare
+                found[f"{info.name}.{name}.returning"] = value.returning
     return found
 
 
@@ -275,6 +289,48 @@ async def test_writes_match_connection_execute(db: SqliteDatabase | PostgresData
         assert len(rows) > 2 * len(DOCS)
 
     await db.read(everything)
+
+
+async def test_an_insert_gives_back_the_key_of_its_row(
+    db: SqliteDatabase | PostgresDatabase,
+) -> None:
+    """`PreparedInsert` returns the key the row got: on SQLite the rowid SQLite reports, which a
+    trigger's own inserts into another table (whose keys run ahead) must not change."""
+    await _setup(db)
+
+    def insert(conn: Connection) -> list[tuple[int, int]]:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql(
+                "CREATE TRIGGER sqltest_log AFTER INSERT ON sqltest_logged BEGIN "
+                "INSERT INTO sqltest_owners (name) VALUES ('logged ' || NEW.name); END"
+            )
+        keys = []
+        for i in range(5):
+            conn.execute(_OWNERS.insert().values(name=f"before {i}"))
+            keys.append((_INSERT_LOGGED.run(conn, b_name=f"row {i}"), i))
+        return keys
+
+    keys = await db.write(insert)
+
+    def stored(conn: Connection) -> dict[str, int]:
+        return {name: pk for name, pk in conn.execute(select(_LOGGED.c.name, _LOGGED.c.pk))}
+
+    rows = await db.read(stored)
+    assert [key for key, _ in keys] == [rows[f"row {i}"] for _, i in keys]
+    assert len(set(rows.values())) == 5
+
+    def duplicate(conn: Connection) -> int:
+        return _INSERT_LOGGED.run(conn, b_name="row 0")
+
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        await db.write(duplicate)
+
+
+def test_an_insert_giving_back_its_key_needs_the_integer_primary_key() -> None:
+    """Another column (SQLite would report the rowid, not its value) is refused when built."""
+    for column in (_ITEMS.c.big, _ITEMS.c.name):
+        with pytest.raises(ValueError, match="INTEGER PRIMARY KEY"):
+            PreparedInsert(_ITEMS.insert(), column)
 
 
 async def test_errors_are_sqlalchemy_errors(db: SqliteDatabase | PostgresDatabase) -> None:

@@ -28,7 +28,7 @@ from hub.core.errors import NotFound, ScimError
 from hub.core.events import Event
 from hub.core.models import activation_links, outbox_messages, users, workspaces
 from hub.core.resources import JSON
-from hub.core.sql import Prepared
+from hub.core.sql import Prepared, PreparedInsert
 from hub.core.tokens import Caller
 
 #: How many users one admin request may send activation emails to.
@@ -161,16 +161,15 @@ _USER = Prepared(
     .join(workspaces, workspaces.c.pk == users.c.workspace_pk)
     .where(users.c.pk == bindparam("b_user"))
 )
-_INSERT_LINK = Prepared(
-    activation_links.insert()
-    .values(
+_INSERT_LINK = PreparedInsert(
+    activation_links.insert().values(
         digest=bindparam("b_digest"),
         workspace_pk=bindparam("b_ws"),
         user_pk=bindparam("b_user"),
         generation=bindparam("b_generation"),
         created=bindparam("b_now"),
-    )
-    .returning(activation_links.c.pk)
+    ),
+    activation_links.c.pk,
 )
 #: A workspace's activation toggle (a SCIM write reads it with the caller's token).
 _WORKSPACE = Prepared(
@@ -240,7 +239,7 @@ def _queue(conn: Connection, user: Any, *, fresh: bool = False) -> str | None:
         ).scalar()
         generation = (latest or 0) + 1
     nonce = links.new_nonce()
-    link_pk = _INSERT_LINK.scalar(
+    link_pk = _INSERT_LINK.run(
         conn,
         b_digest=links.stored_digest(nonce),
         b_ws=user.workspace_pk,

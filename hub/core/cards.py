@@ -50,7 +50,7 @@ from hub.core.ids import new_id
 from hub.core.models import activation_links, card_fields, cards, users
 from hub.core.models import templates as templates_table
 from hub.core.profile import Profile, effective_mapping, read_profile, rule_input
-from hub.core.sql import Prepared
+from hub.core.sql import Prepared, PreparedInsert
 from hub.core.tokens import Caller
 
 JSON = dict[str, Any]
@@ -133,9 +133,8 @@ def sync_user(
     return []
 
 
-_INSERT_CARD = Prepared(
-    cards.insert()
-    .values(
+_INSERT_CARD = PreparedInsert(
+    cards.insert().values(
         id=bindparam("b_id"),
         workspace_pk=bindparam("b_ws"),
         user_pk=bindparam("b_user"),
@@ -144,8 +143,8 @@ _INSERT_CARD = Prepared(
         profile=bindparam("b_profile", type_=cards.c.profile.type),
         created=bindparam("b_now"),
         modified=bindparam("b_now"),
-    )
-    .returning(cards.c.pk),
+    ),
+    cards.c.pk,
     json_params=("b_profile",),
 )
 #: `_INSERT_FIELD`'s parameters in the order of a row: card, field name, the `FieldState`'s values
@@ -178,7 +177,7 @@ def _create(
     if event == "provisioned":
         template = templates.first_match(conn, caller.workspace_pk, document)
     now, card_id = now_us(), new_id()
-    card_pk = _INSERT_CARD.scalar(
+    card_pk = _INSERT_CARD.run(
         conn,
         b_id=card_id,
         b_ws=caller.workspace_pk,

@@ -40,7 +40,7 @@ from hub.core.resources import (
     filter_clause,
 )
 from hub.core.schema import GROUP_TYPE
-from hub.core.sql import Prepared, fixed_in, fixed_in_params
+from hub.core.sql import Prepared, PreparedInsert, fixed_in, fixed_in_params
 from hub.core.tokens import Caller
 
 _COLUMNS = (
@@ -216,9 +216,8 @@ def _split_members(doc: JSON) -> tuple[JSON, list[Member] | None]:
     return doc, None if members is None else _member_ids(members)
 
 
-_INSERT = Prepared(
-    groups.insert()
-    .values(
+_INSERT = PreparedInsert(
+    groups.insert().values(
         id=bindparam("b_id"),
         workspace_pk=bindparam("b_ws"),
         connector_pk=bindparam("b_connector"),
@@ -229,8 +228,8 @@ _INSERT = Prepared(
         display_name=bindparam("b_name"),
         display_name_key=bindparam("b_name_key"),
         external_id=bindparam("b_external"),
-    )
-    .returning(groups.c.pk),
+    ),
+    groups.c.pk,
     json_params=("b_data",),
 )
 
@@ -247,7 +246,7 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
     now = now_us()
     group_id = new_id()
     columns = _columns(doc)
-    pk = _INSERT.scalar(
+    pk = _INSERT.run(
         conn,
         b_id=group_id,
         b_ws=caller.workspace_pk,

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import msgspec
-from sqlalchemy import JSON, Boolean, ColumnElement, Connection, bindparam
+from sqlalchemy import JSON, Boolean, Column, ColumnElement, Connection, Insert, Integer, bindparam
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import Executable
 
@@ -281,6 +281,46 @@ class Prepared:
         if plan is None:
             return int(conn.execute(self.stmt, params).rowcount)
         return int(self._execute(conn, plan, params).rowcount)
+
+    def lastrowid(self, conn: Connection, **params: Any) -> int:
+        """Run an INSERT of one row on SQLite and return the rowid SQLite gave it."""
+        plan = self._plan(conn.dialect)
+        if plan is None:
+            rowid = conn.execute(self.stmt, params).lastrowid
+        else:
+            rowid = self._execute(conn, plan, params).lastrowid
+        return int(rowid)
+
+
+class PreparedInsert:
+    """A plain INSERT of one row that gives back the row's integer primary key.
+
+    SQLite hands over the rowid it has just assigned for nothing (the cursor's `lastrowid`),
+    where `RETURNING` makes it collect the result into a row and step it back out: ~2.5 µs more
+    an INSERT, a quarter of a small one (raw `sqlite3`, 20,000 rows in batches of 16). So on
+    SQLite the statement runs as it is and the key comes from `lastrowid`; other dialects run it
+    with `RETURNING pk`. The key must be the table's `INTEGER PRIMARY KEY` (SQLite's rowid
+    itself), and the statement a plain INSERT: one that may insert nothing (`ON CONFLICT DO
+    NOTHING`) would leave `lastrowid` at an earlier row's. A trigger's own inserts do not move
+    it: SQLite restores it when the trigger ends.
+    """
+
+    __slots__ = ("bare", "returning")
+
+    def __init__(self, stmt: Insert, pk: Column[int], json_params: Sequence[str] = ()) -> None:
+        table = pk.table
+        if list(table.primary_key.columns) != [pk] or type(pk.type) is not Integer:
+            raise ValueError(f"{pk} is not {table}'s INTEGER PRIMARY KEY (SQLite's rowid)")
+        #: the INSERT as written, run on SQLite
+        self.bare = Prepared(stmt, json_params)
+        #: the INSERT … RETURNING pk, run on other dialects
+        self.returning = Prepared(stmt.returning(pk), json_params)
+
+    def run(self, conn: Connection, **params: Any) -> int:
+        """Insert the row; return its primary key."""
+        if conn.dialect.name == "sqlite":
+            return self.bare.lastrowid(conn, **params)
+        return int(self.returning.scalar(conn, **params))
 
 
 def fixed_in(column: ColumnElement[Any], size: int) -> ColumnElement[bool]:

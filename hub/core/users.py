@@ -66,7 +66,7 @@ from hub.core.resources import (
     filter_clause,
 )
 from hub.core.schema import USER_TYPE
-from hub.core.sql import Prepared, fixed_in, fixed_in_params
+from hub.core.sql import Prepared, PreparedInsert, fixed_in, fixed_in_params
 from hub.core.tokens import Caller
 
 _COLUMNS = (
@@ -149,9 +149,8 @@ def _in_the_way() -> Any:
 
 
 _IN_THE_WAY = Prepared(_in_the_way())
-_INSERT = Prepared(
-    users.insert()
-    .values(
+_INSERT = PreparedInsert(
+    users.insert().values(
         id=bindparam("b_id"),
         workspace_pk=bindparam("b_ws"),
         connector_pk=bindparam("b_connector"),
@@ -164,8 +163,8 @@ _INSERT = Prepared(
         user_name=bindparam("b_name"),
         user_name_key=bindparam("b_key"),
         external_id=bindparam("b_ext"),
-    )
-    .returning(users.c.pk),
+    ),
+    users.c.pk,
     json_params=("b_data",),
 )
 _BY_PK = Prepared(select(*_COLUMNS).where(users.c.pk == bindparam("b_pk")))
@@ -404,7 +403,7 @@ def create(
         return Outcome(resource, row.version, "reactivated", events)
     user_id = new_id()
     try:
-        pk = _INSERT.scalar(
+        pk = _INSERT.run(
             conn,
             b_id=user_id,
             b_ws=caller.workspace_pk,
