@@ -157,20 +157,30 @@ async def test_deleting_a_user_removes_their_memberships(scim: ScimClient) -> No
 async def test_a_user_shows_each_of_its_groups_in_the_order_they_were_made(
     scim: ScimClient,
 ) -> None:
-    """The `groups` of a GET come with the user (one statement on PostgreSQL, two on SQLite):
-    every group, its display name as it is now (quotes and non-ASCII kept), oldest first."""
+    """The `groups` of a GET, and of a `userName eq` look-up, come in the user's row (one
+    statement): every group, its display name as it is now (quotes and non-ASCII kept), oldest
+    first, whatever order the user joined them in."""
     [user] = await make_users(scim, 1)
+    user_name = (await scim.get(f"/Users/{user}")).json()["userName"]
     names = ['Zeta "quoted"', "Ålesund ✓", "alpha"]
     gids = []
     for name in names:
-        made = await scim.post("/Groups", group_body(name, members=[{"value": user}]))
+        made = await scim.post("/Groups", group_body(name))
         assert made.status_code == 201, made.text
         gids.append(made.json()["id"])
+    for gid in reversed(gids):
+        added = await scim.patch(
+            f"/Groups/{gid}", ops({"op": "add", "path": "members", "value": [{"value": user}]})
+        )
+        assert added.status_code in (200, 204), added.text
+    found = await scim.get("/Users", params={"filter": f'userName eq "{user_name}"'})
+    [looked_up] = found.json()["Resources"]
+    for shown in ((await scim.get(f"/Users/{user}")).json()["groups"], looked_up["groups"]):
+        assert [(g["value"], g["display"], g["type"]) for g in shown] == [
+            (gid, name, "direct") for gid, name in zip(gids, names, strict=True)
+        ]
+        assert all(g["$ref"].endswith(f"/Groups/{g['value']}") for g in shown)
     shown = (await scim.get(f"/Users/{user}")).json()["groups"]
-    assert [(g["value"], g["display"], g["type"]) for g in shown] == [
-        (gid, name, "direct") for gid, name in zip(gids, names, strict=True)
-    ]
-    assert all(g["$ref"].endswith(f"/Groups/{g['value']}") for g in shown)
     # Out of one group, renamed in another: the next GET says so.
     await scim.patch(f"/Groups/{gids[0]}", ops({"op": "remove", "path": "members"}))
     await scim.patch(
