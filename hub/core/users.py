@@ -881,9 +881,11 @@ def _by_user_name(
         return Page(0, 1, [], cursor=paged)
     if query.count == 0:
         return Page(1, 1, [], cursor=paged)
+    member_of: list[tuple[str, str]] | None
     if in_row:
-        return Page(1, 1, [render_raw(row, base, _member_of(row))], cursor=paged)
-    member_of = _groups_of_one(conn, row.pk) if query.with_members else None
+        member_of = _member_of(row)
+    else:
+        member_of = _groups_of_one(conn, row.pk) if query.with_members else None
     show = render_raw if query.as_stored else render
     return Page(1, 1, [show(row, base, member_of)], cursor=paged)
 
