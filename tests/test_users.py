@@ -143,6 +143,28 @@ async def test_user_name_lookups_read_the_filter_as_the_parser_does(scim: ScimCl
         assert_scim_error(refused, 400, "invalidFilter")
 
 
+async def test_query_strings_are_read_as_url_encoded_forms(scim: ScimClient) -> None:
+    created = await scim.post(
+        "/Users", user_body("zo\u00eb+x@example.com", displayName="Zo\u00eb", title="Chef")
+    )
+    await scim.post("/Users", user_body("plain@example.com"))
+    user_id = created.json()["id"]
+    # `+` is a space, `%2B` a plus, UTF-8 escapes decode, empty pieces are skipped.
+    found = await scim.get("/Users?&filter=userName+eq+%22zo%C3%AB%2Bx%40example.com%22&&")
+    assert [r["id"] for r in found.json()["Resources"]] == [user_id]
+    # A repeated parameter: the last one counts.
+    twice = await scim.get(
+        "/Users?filter=userName+eq+%22zoe%22&filter=userName%20eq%20%22plain@example.com%22"
+    )
+    assert [r["userName"] for r in twice.json()["Resources"]] == ["plain@example.com"]
+    # A parameter's name may be escaped too; a malformed escape is kept as it was sent.
+    one = await scim.get(f"/Users/{user_id}?%61ttributes=userName%2CdisplayName")
+    assert set(one.json()) == {"schemas", "id", "userName", "displayName"}
+    odd = await scim.get("/Users?filter=userName+eq+%22a%zz%22")
+    assert odd.status_code == 200
+    assert odd.json()["totalResults"] == 0
+
+
 async def test_value_path_and_urn_filters(scim: ScimClient) -> None:
     await scim.post("/Users", full_user("x@example.com"))
     await scim.post("/Users", user_body("y@example.com"))

@@ -99,3 +99,8 @@ class Dialect(msgspec.Struct, frozen=True, kw_only=True):
 def renders_as_stored(dialect: Dialect | None) -> bool:
     """Say whether responses to this dialect's IdP are the hub's own rendering (no `render`)."""
     return dialect is None or dialect.render is _render_identity
+
+
+def rewrites_queries(dialect: Dialect | None) -> bool:
+    """Say whether this dialect rewrites list query parameters (has a `normalise_query`)."""
+    return dialect is not None and dialect.normalise_query is not _query_identity

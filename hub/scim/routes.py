@@ -23,7 +23,7 @@ from hub.core import activity, directory, groups, users
 from hub.core.clock import now_us
 from hub.core.connectors import effective_mapping, ignored_paths, overrides_of, strip_ignored
 from hub.core.database import Database
-from hub.core.dialects import Dialect, renders_as_stored
+from hub.core.dialects import Dialect, renders_as_stored, rewrites_queries
 from hub.core.errors import (
     Forbidden,
     InvalidSyntax,
@@ -63,6 +63,7 @@ from hub.scim.wire import (
     header,
     list_params,
     projection_params,
+    query_values,
     read_json,
     wants,
 )
@@ -264,7 +265,7 @@ def _normalise(
             method=request.method,
             resource_type=rt.name,
             operation="request",
-            query=dict(request.query_params.items()),
+            query=query_values(request),
         )
         try:
             result = dialect.normalise(body, context)
@@ -288,7 +289,7 @@ def _normalise_query(
     rt: ResourceType,
 ) -> dict[str, str]:
     dialect = hub.dialect(caller)
-    if dialect is None:
+    if dialect is None or not rewrites_queries(dialect):
         return values
     context = hub.registry.context(
         dialect, method=request.method, resource_type=rt.name, operation="query", query=values
@@ -590,7 +591,7 @@ async def _search_request(request: Request[Any, Any, Any]) -> JSON:
 
 async def _list(request: Request[Any, Any, Any], rt: ResourceType) -> Response[bytes]:
     _, problem = await _parse(_accepting(request))
-    return await _search(request, rt, dict(request.query_params.items()), problem)
+    return await _search(request, rt, query_values(request), problem)
 
 
 async def _post_search(request: Request[Any, Any, Any], rt: ResourceType) -> Response[bytes]:

@@ -9,6 +9,7 @@ import base64
 import binascii
 import re
 from typing import Any
+from urllib.parse import unquote
 
 import msgspec
 from litestar import Request
@@ -44,6 +45,29 @@ def header(request: Request[Any, Any, Any], name: str) -> str | None:
         if raw == key:
             return bytes(value).decode("latin-1")
     return None
+
+
+def query_values(request: Request[Any, Any, Any]) -> dict[str, str]:
+    """The request's query-string parameters, the last value of a repeated one winning.
+
+    What ``dict(request.query_params.items())`` gives (the same decoding: Latin-1 bytes, ``+``
+    as a space, percent-escapes as UTF-8), without the multidict around it or Litestar's parse
+    cache, which IdP look-ups (each a different userName) only ever miss.
+    """
+    raw: bytes = request.scope.get("query_string", b"")
+    values: dict[str, str] = {}
+    if not raw:
+        return values
+    for part in raw.decode("latin-1").split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            values[_unquote_plus(name)] = _unquote_plus(value)
+    return values
+
+
+def _unquote_plus(text: str) -> str:
+    text = text.replace("+", " ")
+    return unquote(text) if "%" in text else text
 
 
 class UnsupportedMediaType(ScimError):
@@ -300,9 +324,7 @@ def list_params(
 
 def projection_params(request: Request[Any, Any, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """`attributes` and `excludedAttributes` of a single-resource request (RFC 7644 §3.9)."""
-    if not request.scope.get("query_string"):
-        return (), ()  # the usual case: no query string to parse
-    params = {k.lower(): v for k, v in request.query_params.items()}
+    params = {k.lower(): v for k, v in query_values(request).items()}
     return _attribute_list(params.get("attributes")), _attribute_list(
         params.get("excludedattributes")
     )
