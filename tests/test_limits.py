@@ -7,10 +7,12 @@ little. SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import msgspec
@@ -175,6 +177,33 @@ async def test_a_streamed_body_without_length_is_cut_at_the_limit(live_server: A
         )
         assert "content-length" not in response.request.headers
         assert_scim_error(response, 413)
+
+
+async def test_a_body_cut_short_by_the_client_stores_nothing(live_server: Any) -> None:
+    """A client that goes away mid-body sent no request, even when what came is a whole object."""
+    db_url = live_server.env["SCIM_HUB_DATABASE_URL"]
+    url = urlsplit(live_server.tenant_url)
+    document = json.dumps(user_body("cut-short@example.com")).encode()
+    head = (
+        f"POST {url.path}/Users HTTP/1.1\r\nHost: {url.netloc}\r\n"
+        f"Authorization: Bearer {live_server.token}\r\n"
+        f"Content-Type: application/scim+json\r\nContent-Length: {len(document) + 64}\r\n\r\n"
+    ).encode()
+    async with Unchanged(db_url):
+        _, writer = await asyncio.open_connection(url.hostname, url.port)
+        writer.write(head + document)
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the server holds the object and waits for the rest
+        writer.close()
+        await writer.wait_closed()
+        await asyncio.sleep(0.5)  # time to have stored it, had the hub taken it as complete
+    async with httpx.AsyncClient(timeout=10) as http:
+        found = await http.get(
+            f"{live_server.tenant_url}/Users",
+            params={"filter": 'userName eq "cut-short@example.com"'},
+            headers={"Authorization": f"Bearer {live_server.token}"},
+        )
+    assert found.json()["totalResults"] == 0
 
 
 async def test_a_body_just_under_the_limit_is_accepted(scim: ScimClient) -> None:

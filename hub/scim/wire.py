@@ -13,7 +13,6 @@ from urllib.parse import unquote
 
 import msgspec
 from litestar import Request
-from litestar.exceptions import HTTPException
 
 from hub.core.errors import (
     InvalidCount,
@@ -111,13 +110,7 @@ async def read_json(request: Request[Any, Any, Any]) -> JSON:
         raise UnsupportedMediaType(
             f"Content-Type {content_type!r} is not supported; send application/scim+json"
         )
-    try:
-        raw = await request.body()
-    except HTTPException as exc:
-        if exc.status_code == 413:
-            limit = request.route_handler.resolve_request_max_body_size()
-            raise PayloadTooLarge(f"the request body is larger than {limit} bytes") from exc
-        raise
+    raw = await _body(request)
     if not raw.strip():
         raise InvalidSyntax("the request body is empty; send a JSON object")
     try:
@@ -128,6 +121,33 @@ async def read_json(request: Request[Any, Any, Any]) -> JSON:
         raise InvalidSyntax("the request body must be a JSON object")
     refuse_nul(raw, body)
     return body
+
+
+async def _body(request: Request[Any, Any, Any]) -> bytes:
+    """The request body, read straight off the ASGI channel, within the app's size limit.
+
+    What `Request.body()` does, less its cost (~4 µs a write: a multidict of every header for
+    the Content-Length, an async generator): a declared length over the limit is refused before
+    anything is read, a streamed body as soon as it passes the limit.
+    """
+    limit = request.route_handler.resolve_request_max_body_size()
+    declared = header(request, "content-length")
+    if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await request.receive()
+        if message["type"] != "http.request":  # http.disconnect
+            raise InvalidSyntax("the client went away before its request body was complete")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 _NUL_ESCAPE = b"\\u0000"
