@@ -344,6 +344,8 @@ def list_params(
 
 def projection_params(request: Request[Any, Any, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """`attributes` and `excludedAttributes` of a single-resource request (RFC 7644 §3.9)."""
+    if not request.scope.get("query_string"):
+        return (), ()  # the usual case: no query string to parse
     params = {k.lower(): v for k, v in query_values(request).items()}
     return _attribute_list(params.get("attributes")), _attribute_list(
         params.get("excludedattributes")
