@@ -13,6 +13,8 @@ from urllib.parse import unquote
 
 import msgspec
 from litestar import Request
+from litestar.types import Empty
+from litestar.utils.scope.state import ScopeState
 
 from hub.core.errors import (
     InvalidCount,
@@ -128,8 +130,12 @@ async def _body(request: Request[Any, Any, Any]) -> bytes:
 
     What `Request.body()` does, less its cost (~4 µs a write: a multidict of every header for
     the Content-Length, an async generator): a declared length over the limit is refused before
-    anything is read, a streamed body as soon as it passes the limit.
+    anything is read, a streamed body as soon as it passes the limit. A body already read (by
+    `Request.body()`) is not read again: the channel would wait for a message that never comes.
     """
+    state = ScopeState.from_scope(request.scope)
+    if state.body is not Empty:  # read already (the admin API's authentication reads it first)
+        return state.body
     limit = request.route_handler.resolve_request_max_body_size()
     declared = header(request, "content-length")
     if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
@@ -147,7 +153,9 @@ async def _body(request: Request[Any, Any, Any]) -> bytes:
                 raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
             chunks.append(chunk)
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            # Kept where `Request.body()` looks, for whatever reads the body after this.
+            state.body = b"".join(chunks)
+            return state.body
 
 
 _NUL_ESCAPE = b"\\u0000"
