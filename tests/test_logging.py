@@ -22,9 +22,9 @@ from tests.hubprocess import HubProcess
 pytestmark = pytest.mark.usefixtures("restored_logging")
 
 
-def _configure(tmp_path: Path, log_format: str) -> None:
+def _configure(tmp_path: Path, log_format: str, level: str = "info") -> None:
     settings = load_settings(
-        environ={"SCIM_HUB_LOG_LEVEL": "info", "SCIM_HUB_LOG_FORMAT": log_format},
+        environ={"SCIM_HUB_LOG_LEVEL": level, "SCIM_HUB_LOG_FORMAT": log_format},
         database_url=f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}",
         base_url="http://127.0.0.1:8000",
     )
@@ -133,6 +133,22 @@ def test_a_request_line_is_what_structlog_would_write(
     assert (fast["method"], fast["request_id"]) == ("GET", "r1")
     assert [(e["event"], e["status_again"]) for e in captured] == [("request", 201)]
     assert after["after_capture"] is True
+
+
+def test_request_lines_follow_the_level(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above `info` no request line is written (while warnings are); back at `info`, it is."""
+    raw = _Writes()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, write_through=True))
+    for log_format in ("json", "console"):
+        _configure(tmp_path, log_format, level="warning")
+        log_request(method="GET", path="/dropped", status=200, ms=0.1)
+        structlog.get_logger("test").warning("kept", format=log_format)
+    _configure(tmp_path, "json", level="info")
+    log_request(method="GET", path="/written", status=200, ms=0.1)
+    text = b"".join(raw.writes).decode()
+    assert "/dropped" not in text
+    assert text.count("kept") == 2
+    assert json.loads(text.splitlines()[-1])["path"] == "/written"
 
 
 def _events(writes: list[bytes]) -> list[str]:
