@@ -51,6 +51,21 @@ async def test_each_file_gets_its_own_outcome(tmp_path: Path) -> None:
     assert _writer_pids(os.getpid()) == []  # closed: the child exited
 
 
+async def test_files_appear_whole_and_a_rewrite_replaces_one(tmp_path: Path) -> None:
+    writer = FileWriter()
+    try:
+        assert await writer.write([(str(tmp_path / "a.eml"), b"one" * 1000)]) == [None]
+        first = (tmp_path / "a.eml").stat()
+        assert await writer.write([(str(tmp_path / "a.eml"), b"two")]) == [None]
+    finally:
+        await writer.close()
+    assert _contents(tmp_path) == {"a.eml": b"two"}  # no partial file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert first.st_mode & 0o777 == 0o644 & ~umask
+    assert first.st_size == 3000
+
+
 def _contents(directory: Path) -> dict[str, bytes]:
     """Every `.eml` or `.partial` file under `directory`, by relative path."""
     return {
@@ -93,6 +108,7 @@ async def test_a_writer_killed_mid_batch_fails_that_batch_and_the_next_one_works
 ) -> None:
     writer = FileWriter()
     stuck = tmp_path / "stuck.eml"
+    stuck.write_bytes(b"old")  # a rewrite: it goes through the partial file, replaced into place
     os.mkfifo(f"{stuck}.partial")  # opening it for writing blocks until a reader comes: forever
     try:
         assert await writer.write([(str(tmp_path / "warm.eml"), b"w")]) == [None]

@@ -5,13 +5,15 @@ standard library (asyncio alone would add ~8 MB to its memory).
 
 The protocol on stdin/stdout, one request at a time: a frame is a 4-byte big-endian length and a
 msgpack body. A request is a list of ``[path, data]``; its answer is a list with, per file, nil
-when it was written or the error's text. Each file is written to ``path + ".partial"`` and renamed
-into place, so a reader never sees half a file and a rewrite replaces it whole. The child exits at
-the end of its input (the parent closed the pipe or is gone).
+when it was written or the error's text. Each file appears whole (an unnamed file linked into
+place, or a partial file renamed into place: `write_file`), so a reader never sees half a file and
+a rewrite replaces it whole. The child exits at the end of its input (the parent closed the pipe or
+is gone).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import struct
@@ -39,16 +41,64 @@ def _read_exactly(stream: BinaryIO, size: int) -> bytes | None:
 
 
 def write_file(path: str, data: bytes) -> None:
-    """Write `data` to `path` atomically: into a partial file, then renamed into place."""
+    """Write `data` to `path` atomically: no reader ever sees part of it, a rewrite replaces it.
+
+    Where the file system can, the data goes into an unnamed file (``O_TMPFILE``) that is then
+    linked into place: one directory entry made, where a partial file renamed into place makes,
+    removes and replaces one (on ext4 ~30 µs a file against ~45-90). Elsewhere, and to replace
+    a file already there, into ``path + ".partial"``, renamed into place.
+    """
+    global _unnamed_files, _proc_fds
+    if _unnamed_files is None:  # the first file: can this system make unnamed ones?
+        _proc_fds = _proc_fd_directory() if _O_TMPFILE else None
+        _unnamed_files = _proc_fds is not None
+    if _unnamed_files:
+        try:
+            fd = os.open(os.path.dirname(path) or ".", _O_TMPFILE | os.O_WRONLY, 0o644)
+        except OSError as exc:
+            if exc.errno not in _NO_TMPFILE:
+                raise  # the directory is missing or not one: the caller says so
+            _unnamed_files = False  # this file system has none: partial files from now on
+        else:
+            try:
+                _write_out(fd, data)
+                os.link(str(fd), path, src_dir_fd=_proc_fds, follow_symlinks=True)
+                return
+            except FileExistsError:
+                pass  # a rewrite: replaced below, whole
+            finally:
+                os.close(fd)
     partial = path + ".partial"
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        _write_out(fd, data)
     finally:
         os.close(fd)
     os.replace(partial, path)
+
+
+def _write_out(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _proc_fd_directory() -> int | None:
+    """`/proc/self/fd`, open, to link an unnamed file by its descriptor; None without one."""
+    try:
+        return os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+    except (OSError, AttributeError):
+        return None
+
+
+#: Linux's flag for an unnamed file in a directory (0 where there is none)
+_O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
+#: what `open` says where the file system or the kernel has no unnamed files
+_NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
+#: `/proc/self/fd` (opened with the first file, in the writer process alone)
+_proc_fds: int | None = None
+#: unnamed files are tried until the file system refuses one (None: not known yet)
+_unnamed_files: bool | None = None
 
 
 def _write_all(files: list[tuple[str, bytes]]) -> list[str | None]:
