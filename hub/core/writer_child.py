@@ -62,10 +62,15 @@ def write_file(path: str, data: bytes) -> None:
         else:
             try:
                 _write_out(fd, data)
-                os.link(str(fd), path, src_dir_fd=_proc_fds, follow_symlinks=True)
-                return
-            except FileExistsError:
-                pass  # a rewrite: replaced below, whole
+                try:
+                    os.link(str(fd), path, src_dir_fd=_proc_fds, follow_symlinks=True)
+                    return
+                except FileExistsError:
+                    pass  # a rewrite: replaced below, whole
+                except FileNotFoundError:
+                    raise  # the directory went away: the caller makes it again
+                except OSError:
+                    _unnamed_files = False  # linking by descriptor refused here: named files
             finally:
                 os.close(fd)
     partial = path + ".partial"
