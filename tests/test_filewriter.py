@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from hub.core import writer_child
 from hub.core.filewriter import FileWriter
 from hub.core.writer_child import NICENESS
 from tests.hubprocess import HubProcess, child_processes, process_alive
@@ -64,6 +65,22 @@ async def test_files_appear_whole_and_a_rewrite_replaces_one(tmp_path: Path) -> 
     os.umask(umask)
     assert first.st_mode & 0o777 == 0o644 & ~umask
     assert first.st_size == 3000
+
+
+def test_a_file_system_refusing_unnamed_files_gets_named_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where linking a file by its descriptor is refused, files are written under a name."""
+    monkeypatch.setattr(writer_child, "_unnamed_files", None)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refused)  # the kernel's answer under some security modules
+    writer_child.write_file(str(tmp_path / "a.eml"), b"first")
+    writer_child.write_file(str(tmp_path / "b.eml"), b"second")
+    assert _contents(tmp_path) == {"a.eml": b"first", "b.eml": b"second"}
+    assert writer_child._unnamed_files is False
 
 
 def _contents(directory: Path) -> dict[str, bytes]:
