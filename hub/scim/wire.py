@@ -139,7 +139,7 @@ async def _body(request: Request[Any, Any, Any]) -> bytes:
     limit = request.route_handler.resolve_request_max_body_size()
     declared = header(request, "content-length")
     if limit is not None and declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+        raise _too_large(limit)
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -150,12 +150,16 @@ async def _body(request: Request[Any, Any, Any]) -> bytes:
         if chunk:
             size += len(chunk)
             if limit is not None and size > limit:
-                raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
+                raise _too_large(limit)
             chunks.append(chunk)
         if not message.get("more_body", False):
             # Kept where `Request.body()` looks, for whatever reads the body after this.
             state.body = b"".join(chunks)
             return state.body
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"the request body is larger than {limit} bytes")
 
 
 _NUL_ESCAPE = b"\\u0000"
