@@ -211,6 +211,34 @@ async def test_short_writes_queued_together_commit_together_and_one_that_raises_
         await db.close()
 
 
+async def test_short_writes_queued_over_the_next_turns_of_the_loop_join_the_batch(
+    sqlite_file: Path,
+) -> None:
+    """A write queued two turns after the first (a request read on the next turn of the loop,
+    reaching its write on the one after) shares the first one's transaction; a write queued
+    long after gets a transaction of its own."""
+    db = SqliteDatabase(f"sqlite+aiosqlite:///{sqlite_file}")
+
+    def insert(conn: Connection, x: int) -> object:
+        conn.execute(text("INSERT INTO item VALUES (:x)"), {"x": x})
+        return conn.get_transaction()
+
+    async def after(turns: int, x: int) -> object:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await db.write_now(insert, x)
+
+    try:
+        await _with_items_table(db)
+        first, second = await asyncio.gather(db.write_now(insert, 1), after(2, 2))
+        assert first is second, "one transaction"
+        third, fourth = await asyncio.gather(db.write_now(insert, 3), after(50, 4))
+        assert third is not fourth
+        assert await db.read(_items) == [1, 2, 3, 4]
+    finally:
+        await db.close()
+
+
 async def test_a_batch_keeps_its_undo_pages_in_memory_and_still_undoes_a_large_unit(
     sqlite_file: Path,
 ) -> None:
