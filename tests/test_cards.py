@@ -15,7 +15,7 @@ import httpx
 import pytest
 from alembic import command
 from litestar import Litestar
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.engine import make_url
 
 from hub.core.admins import create_key
@@ -252,49 +252,71 @@ async def _field_rows(db_url: str) -> dict[str, tuple[Any, ...]]:
     return {row.name: tuple(row) for row in rows}
 
 
-async def test_an_update_writes_only_the_fields_whose_idp_value_changed(
+async def test_a_card_stores_rows_only_for_fields_holding_more_than_the_idp_value(
     scim: Any, admin: Admin, db_url: str
 ) -> None:
+    # The IdP fills eight of the ten fields: only the two it leaves empty are stored as rows.
     user_id = await provision(scim, person("katherine.johnson@example.com", title="Analyst"))
-    await admin.ok("PATCH", f"/cards/{user_id}/fields/department", {"value": "Flight"})
-    fields_before = await _field_rows(db_url)
+    rows = await _field_rows(db_url)
+    assert set(rows) == {"department", "photo_url"}
+    assert rows["department"][2:] == (None, "idp", True, True, True, None)
 
+    # An IdP update of a field with no row writes no row; the card shows the new value.
     patched = await scim.patch(f"/Users/{user_id}", replace_op("title", "Mathematician"))
     assert patched.status_code == 200, patched.text
-    fields_after = await _field_rows(db_url)
-    changed = {name for name in fields_after if fields_after[name] != fields_before[name]}
-    assert changed == {"job_title"}
+    assert await _field_rows(db_url) == rows
     assert (await admin.values(user_id))["job_title"] == "Mathematician"
 
-    # An unlinked field keeps its own value and learns the IdP's, which relinking shows.
-    body = person("katherine.johnson@example.com", title="Mathematician", department="NASA")
+    # An update writes only the rows of fields whose IdP value changed: an unlinked field keeps
+    # its own value and learns the IdP's, which relinking shows (and then stores by no row).
+    await admin.ok("PATCH", f"/cards/{user_id}/fields/department", {"value": "Flight"})
+    before = await _field_rows(db_url)
+    body = person("katherine.johnson@example.com", title="Director", department="NASA")
     assert (await scim.put(f"/Users/{user_id}", body)).status_code == 200
+    after = await _field_rows(db_url)
+    assert {name for name in after if after[name] != before.get(name)} == {"department"}
     card = await admin.card(user_id)
     assert card["fields"]["department"]["value"] == "Flight"
+    assert card["fields"]["job_title"]["value"] == "Director"
     relinked = await admin.ok("POST", f"/cards/{user_id}/fields/department/relink")
     assert relinked["fields"]["department"]["value"] == "NASA"
+    assert "department" not in await _field_rows(db_url)
+
+    # The IdP clearing a field with no row stores the empty IdP value.
+    body = person("katherine.johnson@example.com", title=None, department="NASA")
+    assert (await scim.put(f"/Users/{user_id}", body)).status_code == 200
+    assert (await _field_rows(db_url))["job_title"][2:] == (None, "idp", True, True, True, None)
+    job = (await admin.card(user_id))["fields"]["job_title"]
+    assert job == {"value": None, "source": "idp", "locked": True, "linked": True}
 
 
-async def test_a_card_missing_a_mapped_fields_row_gets_it_on_the_next_update(
+async def test_a_card_older_than_a_mapped_field_shows_it_from_the_next_update(
     scim: Any, admin: Admin, db_url: str
 ) -> None:
-    # A card older than one of its fields (written before that field existed) has no row for it.
+    # A card written before a field existed has neither a row nor a profile value for it.
     user_id = await provision(scim, person("dorothy.vaughan@example.com", title="Supervisor"))
-    card_id = (await admin.card(user_id))["id"]
+    other = await provision(scim, person("mary.jackson@example.com", title="Engineer"))
     db = open_database(db_url)
 
-    def drop_row(conn: Any) -> int:
-        pk = conn.execute(select(cards.c.pk).where(cards.c.id == card_id)).scalar_one()
-        where = (card_fields.c.card_pk == pk) & (card_fields.c.name == "job_title")
+    def forget(conn: Any, user: str, name: str) -> int:
+        pk, profile = conn.execute(
+            select(cards.c.pk, cards.c.profile)
+            .join(users, users.c.pk == cards.c.user_pk)
+            .where(users.c.id == user)
+        ).one()
+        kept = {key: value for key, value in profile.items() if key != name}
+        conn.execute(update(cards).where(cards.c.pk == pk).values(profile=kept))
+        where = (card_fields.c.card_pk == pk) & (card_fields.c.name == name)
         return int(conn.execute(delete(card_fields).where(where)).rowcount)
 
     try:
-        assert await db.write(drop_row) == 1
+        assert await db.write(forget, user_id, "job_title") == 0, "the IdP's value has no row"
+        assert await db.write(forget, other, "job_title") == 0
     finally:
         await db.close()
     assert "job_title" not in (await admin.card(user_id))["fields"]
 
-    # Its other changed fields are brought in step with it.
+    # The next update brings it in, with the IdP's value or, when the IdP sends none, empty.
     body = person("dorothy.vaughan@example.com", title="Programmer", department="Computing")
     assert (await scim.put(f"/Users/{user_id}", body)).status_code == 200
     fields = (await admin.card(user_id))["fields"]
@@ -302,6 +324,23 @@ async def test_a_card_missing_a_mapped_fields_row_gets_it_on_the_next_update(
     shown = (job["value"], job["source"], job["locked"], job["linked"])
     assert shown == ("Programmer", "idp", True, True)
     assert fields["department"]["value"] == "Computing"
+    body = person("mary.jackson@example.com", title=None, department="Computing")
+    assert (await scim.put(f"/Users/{other}", body)).status_code == 200
+    job = (await admin.card(other))["fields"]["job_title"]
+    assert job == {"value": None, "source": "idp", "locked": True, "linked": True}
+
+
+async def test_a_field_the_connector_stops_mapping_keeps_the_idps_last_value(
+    scim: Any, admin: Admin, tenant: InitResult
+) -> None:
+    user_id = await provision(scim, person("grace.hopper@example.com", title="Rear Admiral"))
+    await admin.ok("PUT", f"/connectors/{tenant.connector}/mapping", {"drop": ["title"]})
+    body = person("grace.hopper@example.com", title="Commodore", department="Navy")
+    assert (await scim.put(f"/Users/{user_id}", body)).status_code == 200
+    fields = (await admin.card(user_id))["fields"]
+    kept = {"value": "Rear Admiral", "source": "idp", "locked": True, "linked": True}
+    assert fields["job_title"] == kept
+    assert fields["department"]["value"] == "Navy"
 
 
 def _clustered(db_url: str) -> bool | None:
@@ -319,6 +358,8 @@ async def test_migration_0016_clusters_card_fields_and_keeps_every_one(
     async with serving(app, tenant) as scim:
         for n in range(3):
             await provision(scim, person(f"user{n}@example.com"))
+    # Down to 0016 first: its downgrade stores every field as a row, as 0016 kept them.
+    await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0016")
     before = dump(db_url, ["card_fields"])
     assert len(before["card_fields"]) == 30
     sqlite = db_url.startswith("sqlite")
@@ -331,8 +372,9 @@ async def test_migration_0016_clusters_card_fields_and_keeps_every_one(
     assert dump(db_url, ["card_fields"]) == before
     assert _clustered(db_url) is (True if sqlite else None)
     async with serving(app, tenant) as scim:
-        await provision(scim, person("after@example.com"))
-    assert len(dump(db_url, ["card_fields"])["card_fields"]) == 40
+        await provision(scim, person("after.upgrade@example.com"))
+    # The new card stores rows only for the two fields the IdP left empty (department, photo).
+    assert len(dump(db_url, ["card_fields"])["card_fields"]) == 32
 
 
 async def test_lock_and_field_errors(scim: Any, admin: Admin) -> None:

@@ -166,6 +166,26 @@ async def _brand_template(admin: Admin, tenant: InitResult, **fields: str) -> An
     )
 
 
+async def test_a_deleted_template_leaves_an_idp_field_relinkable_to_the_idp(
+    scim: Any, admin: Admin
+) -> None:
+    """A template over a field the IdP fills: deleting the template keeps its value on the card,
+    unlinked, and relinking brings back the IdP's value, which later updates keep moving."""
+    template = await create_template(admin, "Brand", RULE_A, company_name="Blinq Inc.")
+    ann = await provision(scim, person("ann@example.com", department="Sales"))
+    assert (await admin.values(ann))["company_name"] == "Blinq Inc."
+
+    assert (await admin.call("DELETE", f"/templates/{template['id']}")).status_code == 204
+    kept = (await admin.card(ann))["fields"]["company_name"]
+    assert kept == {"value": "Blinq Inc.", "source": "template", "locked": True, "linked": False}
+    relinked = await admin.ok("POST", f"/cards/{ann}/fields/company_name/relink")
+    idp = {"value": "Blinq", "source": "idp", "locked": True, "linked": True}
+    assert relinked["fields"]["company_name"] == idp
+    moved = person("ann@example.com", department="Sales", organization="Blinq Pty")
+    assert (await scim.put(f"/Users/{ann}", moved)).status_code == 200
+    assert (await admin.values(ann))["company_name"] == "Blinq Pty"
+
+
 async def test_edit_changes_adds_and_drops_every_kind_of_field(
     scim: Any, admin: Admin, tenant: InitResult
 ) -> None:

@@ -17,6 +17,13 @@ no row at all), and a read lays the card's template over it (`_shown`): a field 
 shows the template's value wherever the card has no row for it or its row is still linked. So a
 template edit writes the template row, not its cards; only fields an admin or the owner unlinked
 keep a value of their own. A card's `modified` is the later of its own and its template's.
+
+Nor are the IdP's values copied into rows while they are all a field holds: a field the IdP gives
+a value, still locked and linked to it, has no row (`_elided`), and a read takes it from the card's
+`profile`, the IdP values of the last sync (`_with_elided`). So a create writes rows only for the
+fields the IdP leaves empty, and an IdP update of such a field writes the card alone. A row
+appears once a field holds something else: an edit, an unlock, the IdP clearing it, a template
+detached, or the connector no longer mapping it.
 """
 
 from __future__ import annotations
@@ -189,7 +196,13 @@ def _create(
     )
     fields = _initial_fields(profile, {} if template is None else template.fields)
     _INSERT_FIELD.run_rows(
-        conn, _FIELD_ROW, [(card_pk, name, *state) for name, state in fields.items()]
+        conn,
+        _FIELD_ROW,
+        [
+            (card_pk, name, *state)
+            for name, state in fields.items()
+            if not _elided(name, state, profile)
+        ],
     )
     # Rendered from what was just written: no read-back on the provisioning hot path.
     head = SimpleNamespace(
@@ -201,6 +214,7 @@ def _create(
         template_name=None if template is None else template.name,
         template_fields=None if template is None else template.fields,
         template_modified=None if template is None else template.modified,
+        profile=document,
         created=now,
         modified=now,
     )
@@ -254,6 +268,44 @@ def _initial_fields(profile: Profile, template_fields: Mapping[str, str]) -> dic
 _PLACEHOLDER: Final = FieldState(None, "template", True, True, False, None)
 #: A profile field nothing sets: empty and editable by the owner.
 _EMPTY: Final = FieldState(None, "manual", False, False, False, None)
+
+
+class _Row(NamedTuple):
+    """A field row as the database returns it, or as `_with_elided` makes it for a missing one."""
+
+    name: str
+    value: str | None
+    source: str
+    locked: bool
+    linked: bool
+    managed: bool
+    idp_value: str | None
+
+
+def _elided(name: str, state: FieldState, profile: Mapping[str, Any]) -> bool:
+    """Is `state` what field `name` shows with no row: the IdP's value in `profile`, untouched?"""
+    value = profile.get(name)
+    return value is not None and state == FieldState(value, "idp", True, True, True, value)
+
+
+def _elided_row(profile: Any, name: str) -> _Row | None:
+    """The row field `name` stands for when it has none, per the card's `profile`; None: none."""
+    value = profile.get(name) if isinstance(profile, dict) and name in PROFILE_FIELDS else None
+    if value is None:
+        return None
+    return _Row(name, value, "idp", True, True, True, value)
+
+
+def _with_elided(profile: Any, rows: Mapping[str, Any]) -> dict[str, Any]:
+    """A card's stored field rows by name, with a row for each field stored by none."""
+    found = dict(rows)
+    if isinstance(profile, dict):
+        for name in PROFILE_FIELDS:
+            if name not in found:
+                row = _elided_row(profile, name)
+                if row is not None:
+                    found[name] = row
+    return found
 
 
 def _shown(name: str, row: Any | None, template_fields: Mapping[str, str]) -> FieldState | None:
@@ -316,7 +368,6 @@ _CARD_OF_USER = Prepared(
     .where(cards.c.user_pk == bindparam("b_user"))
     .with_for_update(of=cards)
 )
-_FIELDS_OF_CARD = Prepared(select(card_fields).where(card_fields.c.card_pk == bindparam("b_card")))
 _TOUCH_CARD = Prepared(
     update(cards)
     .where(cards.c.pk == bindparam("b_card"))
@@ -338,8 +389,9 @@ def _refresh(conn: Connection, card: Any, profile: Profile, document: JSON, acti
     The card's stored rule document holds the IdP values of the last sync, and every writer of
     field rows keeps a managed row's `idp_value` (and a linked one's value) in step with it. So
     only the fields whose IdP value differs from it are written, each by one UPDATE that needs no
-    read of the rows (an IdP update usually changes one or two); a field without a row (a card
-    older than its field) sends the card through `_reconcile`, which reads and compares them all.
+    read of the rows (an IdP update usually changes one or two). A field with no row shows the
+    document's value (`_elided`): the new document is its update, unless the IdP cleared it,
+    which takes a row (a field with neither row nor value is no field at all).
     """
     if card.profile == document:
         if card.active != active:
@@ -351,30 +403,19 @@ def _refresh(conn: Connection, card: Any, profile: Profile, document: JSON, acti
     for name, idp_value in profile.items():
         if name in last and last[name] == idp_value:
             continue
-        if not _SYNC_FIELD.run(conn, f_card=card.pk, f_name=name, f_idp=idp_value):
-            _reconcile(conn, card.pk, profile)
-            break
+        updated = _SYNC_FIELD.run(conn, f_card=card.pk, f_name=name, f_idp=idp_value)
+        if not updated and idp_value is None:
+            _insert_field(conn, card.pk, name, FieldState(None, "idp", True, True, True, None))
+    for name in last.keys() - profile.keys():
+        # A field the connector no longer maps keeps showing the IdP's last value.
+        row = _elided_row(last, name)
+        if row is not None and _stored_row(conn, card.pk, name) is None:
+            _insert_field(conn, card.pk, name, FieldState(*row[1:]))
     _TOUCH_CARD.run(conn, b_card=card.pk, b_active=active, b_profile=document, b_now=now_us())
 
 
-def _reconcile(conn: Connection, card_pk: int, profile: Profile) -> None:
-    """Bring every field row of the card in step with `profile`, adding rows it lacks."""
-    stored = {row.name: row for row in _FIELDS_OF_CARD.all(conn, b_card=card_pk)}
-    changes: list[JSON] = []
-    inserts: list[JSON] = []
-    for name, idp_value in profile.items():
-        row = stored.get(name)
-        if row is None:
-            state = FieldState(idp_value, "idp", True, True, True, idp_value)
-            inserts.append({"card_pk": card_pk, "name": name, **state._asdict()})
-            continue
-        value, source = (idp_value, "idp") if row.linked else (row.value, row.source)
-        if (value, source, idp_value, True) != (row.value, row.source, row.idp_value, row.managed):
-            changes.append({"f_card": card_pk, "f_name": name, "f_idp": idp_value})
-    if changes:
-        _SYNC_FIELD.run_many(conn, changes)
-    if inserts:
-        conn.execute(card_fields.insert(), inserts)
+def _insert_field(conn: Connection, card_pk: int, name: str, state: FieldState) -> None:
+    _INSERT_FIELD.run(conn, **dict(zip(_FIELD_ROW, (card_pk, name, *state), strict=True)))
 
 
 # --- bulk creation (seeding) ----------------------------------------------------------------
@@ -394,8 +435,9 @@ def create_many(
 
     The same rows and values as `sync_user` with event "provisioned": profile read through the
     connector's `mapping`, first matching template in the admin's order, fields from
-    `_initial_fields`, active unless the user is not. Written in two executemany statements (cards
-    with RETURNING, then every field), not per user. Emits no plugin events and no audit rows.
+    `_initial_fields` less those `_elided` stores by no row, active unless the user is not.
+    Written in two executemany statements (cards with RETURNING, then every stored field), not
+    per user. Emits no plugin events and no audit rows.
     """
     if not new_users:
         return 0
@@ -403,7 +445,7 @@ def create_many(
     candidates = templates.rule_templates(conn, workspace_pk)
     now = now_us()
     card_rows: list[JSON] = []
-    fields_of: dict[int, dict[str, FieldState]] = {}
+    fields_of: dict[int, list[tuple[str, FieldState]]] = {}
     templated = 0
     for user in new_users:
         resource = user.resource
@@ -423,17 +465,17 @@ def create_many(
                 "modified": now,
             }
         )
-        fields_of[user.pk] = _initial_fields(profile, {} if template is None else template.fields)
+        fields = _initial_fields(profile, {} if template is None else template.fields)
+        fields_of[user.pk] = [
+            (name, state) for name, state in fields.items() if not _elided(name, state, profile)
+        ]
     made = conn.execute(cards.insert().returning(cards.c.pk, cards.c.user_pk), card_rows)
-    # Positional rows straight to the driver's executemany: ten or more fields a card.
-    conn.exec_driver_sql(
-        _bulk_fields_sql(conn.dialect),
-        [
-            (card_pk, name, *state)
-            for card_pk, user_pk in made
-            for name, state in fields_of[user_pk].items()
-        ],
-    )
+    # Positional rows straight to the driver's executemany: up to ten fields a card.
+    field_rows = [
+        (card_pk, name, *state) for card_pk, user_pk in made for name, state in fields_of[user_pk]
+    ]
+    if field_rows:
+        conn.exec_driver_sql(_bulk_fields_sql(conn.dialect), field_rows)
     return templated
 
 
@@ -479,7 +521,7 @@ def _field_order(name: str) -> int:
 def _shown_fields(card: Any, field_rows: Sequence[Any]) -> dict[str, FieldState]:
     """Every field the card shows, by name, in card order (`_shown` of each)."""
     template_fields: Mapping[str, str] = card.template_fields or {}
-    rows = {row.name: row for row in field_rows}
+    rows = _with_elided(card.profile, {row.name: row for row in field_rows})
     shown: dict[str, FieldState] = {}
     for name in sorted(rows.keys() | template_fields.keys(), key=lambda n: (_field_order(n), n)):
         state = _shown(name, rows.get(name), template_fields)
@@ -586,7 +628,9 @@ def _search(conn: Connection, workspace_pk: int, text: str) -> Any:
 
     A linked field a card's template sets shows the template's value, not the stored one: the
     workspace's few templates are read first, so such rows are left out of the stored-value match
-    and the template's value is matched for the cards that show it.
+    and the template's value is matched for the cards that show it. A field without a row shows
+    the IdP's value in the card's profile (`_elided`), which is matched where the card has no row
+    for it and no template over it.
     """
     needle = text.lower()
     setting: dict[str, list[int]] = {}
@@ -630,8 +674,23 @@ def _search(conn: Connection, workspace_pk: int, text: str) -> Any:
     return or_(
         exists().where(*stored_match),
         *template_matches,
+        *(_profile_match(name, needle, setting.get(name, [])) for name in _SEARCHED),
         users.c.user_name_key.contains(needle, autoescape=True),
     )
+
+
+def _profile_match(name: str, needle: str, overlaying: Sequence[int]) -> Any:
+    """Cards showing the IdP's value of field `name` from their profile and containing `needle`."""
+    has_row = exists().where(card_fields.c.card_pk == cards.c.pk, card_fields.c.name == name)
+    conditions = [
+        func.lower(cards.c.profile[name].as_string()).contains(needle, autoescape=True),
+        ~has_row,
+    ]
+    if overlaying:
+        conditions.append(
+            or_(cards.c.template_pk.is_(None), cards.c.template_pk.not_in(list(overlaying)))
+        )
+    return and_(*conditions)
 
 
 def list_cards(conn: Connection, workspace_pk: int, query: CardQuery) -> JSON:
@@ -712,10 +771,16 @@ def user_row(conn: Connection, user_id: str) -> Any:
 # --- admin edits -----------------------------------------------------------------------------
 
 
-def _stored_field(conn: Connection, card_pk: int, name: str) -> Any | None:
+def _stored_row(conn: Connection, card_pk: int, name: str) -> Any | None:
     return conn.execute(
         select(card_fields).where(card_fields.c.card_pk == card_pk, card_fields.c.name == name)
     ).first()
+
+
+def _field_row(conn: Connection, card: Any, name: str) -> Any | None:
+    """Field `name`'s stored row, or the one it stands for without a row (`_elided_row`)."""
+    row = _stored_row(conn, card.pk, name)
+    return row if row is not None else _elided_row(card.profile, name)
 
 
 def _put_field(conn: Connection, card: Any, name: str, **changes: Any) -> None:
@@ -726,11 +791,13 @@ def _put_field(conn: Connection, card: Any, name: str, **changes: Any) -> None:
     IdP side, an unlinked one its own value.
     """
     template_fields: Mapping[str, str] = card.template_fields or {}
-    row = _stored_field(conn, card.pk, name)
-    state = (_shown(name, row, template_fields) or _EMPTY)._replace(**changes)
+    row = _stored_row(conn, card.pk, name)
+    shown = _shown(name, row or _elided_row(card.profile, name), template_fields)
+    state = (shown or _EMPTY)._replace(**changes)
     keep = _stored(name, state, template_fields)
+    profile = card.profile if isinstance(card.profile, dict) else {}
     this_field = (card_fields.c.card_pk == card.pk) & (card_fields.c.name == name)
-    if keep is None:
+    if keep is None or _elided(name, keep, profile):
         conn.execute(delete(card_fields).where(this_field))
     elif row is None:
         conn.execute(card_fields.insert().values(card_pk=card.pk, name=name, **keep._asdict()))
@@ -756,7 +823,7 @@ def edit_field(
 def _existing(conn: Connection, workspace_pk: int, card_ref: str, name: str) -> Any:
     templates.check_field_name(name)
     card = _load(conn, workspace_pk, card_ref)
-    shown = _shown(name, _stored_field(conn, card.pk, name), card.template_fields or {})
+    shown = _shown(name, _field_row(conn, card, name), card.template_fields or {})
     if shown is None:
         raise NotFound(f"the card has no field {name!r}")
     return card
@@ -797,7 +864,7 @@ def relink_field(conn: Connection, workspace_pk: int, card_ref: str, name: str) 
     templates.check_field_name(name)
     card = _load(conn, workspace_pk, card_ref)
     template_fields: Mapping[str, str] = card.template_fields or {}
-    stored = _stored_field(conn, card.pk, name)
+    stored = _field_row(conn, card, name)
     if name in template_fields:
         value, source = template_fields[name], "template"
     elif stored is not None and stored.managed:

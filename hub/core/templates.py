@@ -29,6 +29,7 @@ from sqlalchemy import (
     exists,
     func,
     literal,
+    null,
     select,
     update,
 )
@@ -390,7 +391,9 @@ def detach(conn: Connection, where: ColumnElement[bool], fields: Mapping[str, st
 
     Each field the cards showed from the template gets the template's value stored, unlinked
     (still locked): one UPDATE of the linked rows and one INSERT … SELECT per field for cards
-    without a row for it.
+    without a row for it. A card without a row may still have the field from the IdP (its
+    profile's value, `hub.core.cards`): the new row stays managed and keeps that value as the
+    IdP's, so relinking brings it back.
     """
     if fields:
         conn.execute(
@@ -406,6 +409,9 @@ def detach(conn: Connection, where: ColumnElement[bool], fields: Mapping[str, st
             has_field = exists().where(
                 card_fields.c.card_pk == cards.c.pk, card_fields.c.name == name
             )
+            idp_value: ColumnElement[Any] = (
+                cards.c.profile[name].as_string() if name in PROFILE_FIELDS else null()
+            )
             missing = select(
                 cards.c.pk,
                 literal(name),
@@ -413,11 +419,22 @@ def detach(conn: Connection, where: ColumnElement[bool], fields: Mapping[str, st
                 literal("template"),
                 literal(True),
                 literal(False),
-                literal(False),
+                idp_value.is_not(None),
+                idp_value,
             ).where(where, ~has_field)
             conn.execute(
                 card_fields.insert().from_select(
-                    ["card_pk", "name", "value", "source", "locked", "linked", "managed"], missing
+                    [
+                        "card_pk",
+                        "name",
+                        "value",
+                        "source",
+                        "locked",
+                        "linked",
+                        "managed",
+                        "idp_value",
+                    ],
+                    missing,
                 )
             )
     conn.execute(update(cards).where(where).values(template_pk=None, modified=now_us()))
