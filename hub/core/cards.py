@@ -270,30 +270,21 @@ _PLACEHOLDER: Final = FieldState(None, "template", True, True, False, None)
 _EMPTY: Final = FieldState(None, "manual", False, False, False, None)
 
 
-class _Row(NamedTuple):
-    """A field row as the database returns it, or as `_with_elided` makes it for a missing one."""
-
-    name: str
-    value: str | None
-    source: str
-    locked: bool
-    linked: bool
-    managed: bool
-    idp_value: str | None
-
-
 def _elided(name: str, state: FieldState, profile: Mapping[str, Any]) -> bool:
     """Is `state` what field `name` shows with no row: the IdP's value in `profile`, untouched?"""
     value = profile.get(name)
     return value is not None and state == FieldState(value, "idp", True, True, True, value)
 
 
-def _elided_row(profile: Any, name: str) -> _Row | None:
-    """The row field `name` stands for when it has none, per the card's `profile`; None: none."""
+def _elided_row(profile: Any, name: str) -> FieldState | None:
+    """The row field `name` stands for when it has none, per the card's `profile`; None: none.
+
+    A `FieldState` has every column of a row `_shown` reads.
+    """
     value = profile.get(name) if isinstance(profile, dict) and name in PROFILE_FIELDS else None
     if value is None:
         return None
-    return _Row(name, value, "idp", True, True, True, value)
+    return FieldState(value, "idp", True, True, True, value)
 
 
 def _with_elided(profile: Any, rows: Mapping[str, Any]) -> dict[str, Any]:
@@ -410,7 +401,7 @@ def _refresh(conn: Connection, card: Any, profile: Profile, document: JSON, acti
         # A field the connector no longer maps keeps showing the IdP's last value.
         row = _elided_row(last, name)
         if row is not None and _stored_row(conn, card.pk, name) is None:
-            _insert_field(conn, card.pk, name, FieldState(*row[1:]))
+            _insert_field(conn, card.pk, name, row)
     _TOUCH_CARD.run(conn, b_card=card.pk, b_active=active, b_profile=document, b_now=now_us())
 
 
