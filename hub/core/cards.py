@@ -258,7 +258,7 @@ def _initial_fields(profile: Profile, template_fields: Mapping[str, str]) -> dic
     for name in PROFILE_FIELDS:
         if name in profile:
             value = profile[name]
-            fields[name] = FieldState(value, "idp", True, True, True, value)
+            fields[name] = _from_idp(value)
         else:
             fields[name] = _PLACEHOLDER if name in template_fields else _EMPTY
     return fields
@@ -270,10 +270,9 @@ _PLACEHOLDER: Final = FieldState(None, "template", True, True, False, None)
 _EMPTY: Final = FieldState(None, "manual", False, False, False, None)
 
 
-def _elided(name: str, state: FieldState, profile: Mapping[str, Any]) -> bool:
-    """Is `state` what field `name` shows with no row: the IdP's value in `profile`, untouched?"""
-    value = profile.get(name)
-    return value is not None and state == FieldState(value, "idp", True, True, True, value)
+def _from_idp(value: str | None) -> FieldState:
+    """A field showing the IdP's `value`: locked, linked and managed."""
+    return FieldState(value, "idp", True, True, True, value)
 
 
 def _elided_row(profile: Any, name: str) -> FieldState | None:
@@ -282,20 +281,20 @@ def _elided_row(profile: Any, name: str) -> FieldState | None:
     A `FieldState` has every column of a row `_shown` reads.
     """
     value = profile.get(name) if isinstance(profile, dict) and name in PROFILE_FIELDS else None
-    if value is None:
-        return None
-    return FieldState(value, "idp", True, True, True, value)
+    return None if value is None else _from_idp(value)
+
+
+def _elided(name: str, state: FieldState, profile: Any) -> bool:
+    """Is `state` what field `name` shows with no row: the IdP's value in `profile`, untouched?"""
+    return state == _elided_row(profile, name)
 
 
 def _with_elided(profile: Any, rows: Mapping[str, Any]) -> dict[str, Any]:
     """A card's stored field rows by name, with a row for each field stored by none."""
     found = dict(rows)
-    if isinstance(profile, dict):
-        for name in PROFILE_FIELDS:
-            if name not in found:
-                row = _elided_row(profile, name)
-                if row is not None:
-                    found[name] = row
+    for name in PROFILE_FIELDS:
+        if name not in found and (row := _elided_row(profile, name)) is not None:
+            found[name] = row
     return found
 
 
@@ -396,7 +395,7 @@ def _refresh(conn: Connection, card: Any, profile: Profile, document: JSON, acti
             continue
         updated = _SYNC_FIELD.run(conn, f_card=card.pk, f_name=name, f_idp=idp_value)
         if not updated and idp_value is None:
-            _insert_field(conn, card.pk, name, FieldState(None, "idp", True, True, True, None))
+            _insert_field(conn, card.pk, name, _from_idp(None))
     for name in last.keys() - profile.keys():
         # A field the connector no longer maps keeps showing the IdP's last value.
         row = _elided_row(last, name)
@@ -783,12 +782,13 @@ def _put_field(conn: Connection, card: Any, name: str, **changes: Any) -> None:
     """
     template_fields: Mapping[str, str] = card.template_fields or {}
     row = _stored_row(conn, card.pk, name)
-    shown = _shown(name, row or _elided_row(card.profile, name), template_fields)
+    shown = _shown(
+        name, row if row is not None else _elided_row(card.profile, name), template_fields
+    )
     state = (shown or _EMPTY)._replace(**changes)
     keep = _stored(name, state, template_fields)
-    profile = card.profile if isinstance(card.profile, dict) else {}
     this_field = (card_fields.c.card_pk == card.pk) & (card_fields.c.name == name)
-    if keep is None or _elided(name, keep, profile):
+    if keep is None or _elided(name, keep, card.profile):
         conn.execute(delete(card_fields).where(this_field))
     elif row is None:
         conn.execute(card_fields.insert().values(card_pk=card.pk, name=name, **keep._asdict()))
