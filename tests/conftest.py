@@ -3,7 +3,8 @@
 Databases
     `db_url`                 parametrised `sqlite` / `postgresql`: a fresh, migrated database URL.
                              `sqlite` is `sqlite+aiosqlite:///{tmp_path}/hub.db`; `postgresql` is a
-                             new database on the session's PostgreSQL server (marked `postgres`).
+                             database on the session's PostgreSQL server (marked `postgres`),
+                             emptied and reused by a later test (`postgres_database_pool`).
     `postgres_server_url`    (session) `postgresql+asyncpg://postgres@127.0.0.1:PORT`, no database
                              named. `SCIM_HUB_TEST_POSTGRES_URL` if set, else a throwaway cluster
                              started on first use and removed at the end of the session (the URL is
@@ -68,6 +69,7 @@ from tests.pg import (  # noqa: E402
     drop_database,
     server_url,
 )
+from tests.pg_pool import DatabasePool  # noqa: E402
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -181,6 +183,16 @@ def migrated_postgres_template(postgres_server_url: str) -> Iterator[str]:
         print(f"could not drop template database {name}: {exc!r}", file=sys.stderr)
 
 
+@pytest.fixture(scope="session")
+def postgres_database_pool(
+    postgres_server_url: str, migrated_postgres_template: str
+) -> Iterator[DatabasePool]:
+    """Copies of the migrated template, emptied after each test and handed out again."""
+    pool = DatabasePool(postgres_server_url, migrated_postgres_template)
+    yield pool
+    pool.close()
+
+
 @pytest.fixture(
     params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
 )
@@ -188,7 +200,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh database migrated to head: a SQLite file in `tmp_path`, or a PostgreSQL database.
 
     Both are copies of a database migrated once per session (a file copy; `CREATE DATABASE …
-    TEMPLATE`), so a test pays for a copy, not for running every migration again.
+    TEMPLATE`), so a test pays for a copy, not for running every migration again. A PostgreSQL
+    copy is emptied after the test and handed to a later one (`tests.pg_pool`).
     """
     if request.param == "sqlite":
         source: Path = request.getfixturevalue("migrated_sqlite_file")
@@ -196,15 +209,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         shutil.copyfile(source, target)
         yield f"sqlite+aiosqlite:///{target}"
         return
-    server: str = request.getfixturevalue("postgres_server_url")
-    template: str = request.getfixturevalue("migrated_postgres_template")
-    url = create_database(server, template=template)
+    pool: DatabasePool = request.getfixturevalue("postgres_database_pool")
+    url = pool.take()
     yield url
-    name = url.rsplit("/", 1)[1]
-    try:
-        drop_database(server, name)
-    except Exception as exc:  # a leftover database must not fail the test that used it
-        print(f"could not drop test database {name}: {exc!r}", file=sys.stderr)
+    pool.give_back(url)
 
 
 @pytest.fixture
