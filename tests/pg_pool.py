@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from tests.dbstate import table_names
 from tests.pg import (
     asyncpg_dsn,
     create_database,
@@ -79,17 +80,10 @@ class _Shape:
         )
 
 
-async def _read_shape(url: str) -> _Shape | None:
-    """The template's shape, or None if a table other than `alembic_version` holds rows."""
+async def _read_shape(url: str, tables: Sequence[str]) -> _Shape | None:
+    """The template's shape, or None if one of its `tables` holds rows."""
     conn = await asyncpg.connect(asyncpg_dsn(url), timeout=10)
     try:
-        tables = [
-            row[0]
-            for row in await conn.fetch(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-                " AND tablename <> 'alembic_version' ORDER BY tablename"
-            )
-        ]
         for table in tables:
             if await conn.fetchval(f'SELECT EXISTS (SELECT FROM "{table}")'):
                 return None  # rows a migration wrote would have to be put back: not worth it
@@ -137,7 +131,9 @@ class DatabasePool:
     def __init__(self, server: str, template: str) -> None:
         self.server = server
         self.template = template
-        self.shape = run_coroutine(lambda: _read_shape(database_url(server, template)))
+        url = database_url(server, template)
+        tables = sorted(table_names(url) - {"alembic_version"})
+        self.shape = run_coroutine(lambda: _read_shape(url, tables))
         self.free: list[str] = []
         self.max_growth = MAX_GROWTH_BYTES
 

@@ -7,6 +7,7 @@ rows changed (`tests.pg_pool`).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -123,39 +124,50 @@ def test_missing_binaries_say_how_to_get_them(
 # --------------------------------------------------------------------------- the database pool
 
 
+@pytest.fixture
+def pool(postgres_server_url: str, migrated_postgres_template: str) -> Iterator[DatabasePool]:
+    """A pool of its own over the session's template; what it still holds is dropped after."""
+    own = DatabasePool(postgres_server_url, migrated_postgres_template)
+    yield own
+    own.close()
+
+
 async def _exists(server: str, name: str) -> bool:
     rows = await _fetch(server + "/postgres", "SELECT datname FROM pg_database")
     return name in {row["datname"] for row in rows}
 
 
+async def _assert_dropped(pool: DatabasePool, url: str) -> None:
+    """`url`'s database was not kept for reuse, and no longer exists."""
+    assert pool.free == []
+    assert not await _exists(pool.server, url.rsplit("/", 1)[1])
+
+
 async def test_a_used_database_comes_back_empty_with_its_sequences_restarted(
-    postgres_server_url: str, migrated_postgres_template: str
+    pool: DatabasePool,
 ) -> None:
     from tests.conftest import create_workspace
 
-    pool = DatabasePool(postgres_server_url, migrated_postgres_template)
-    try:
-        url = pool.take()
-        await create_workspace(url, "acme")
-        await create_workspace(url, "globex")
-        pks = "SELECT pk FROM workspaces ORDER BY pk"
-        assert [row[0] for row in await _fetch(url, pks)] == [1, 2]
-        pool.give_back(url)
-        assert pool.free == [url.rsplit("/", 1)[1]]
+    url = pool.take()
+    await create_workspace(url, "acme")
+    await create_workspace(url, "globex")
+    pks = "SELECT pk FROM workspaces ORDER BY pk"
+    assert [row[0] for row in await _fetch(url, pks)] == [1, 2]
+    pool.give_back(url)
+    assert pool.free == [url.rsplit("/", 1)[1]]
 
-        assert pool.take() == url
-        counts = await _fetch(
-            url,
-            "SELECT (SELECT count(*) FROM workspaces) + (SELECT count(*) FROM tokens)"
-            " + (SELECT count(*) FROM admins) + (SELECT count(*) FROM connectors)",
-        )
-        assert counts[0][0] == 0
-        await create_workspace(url, "acme")
-        assert [row[0] for row in await _fetch(url, pks)] == [1]  # the sequence starts over
-        pool.give_back(url)
-    finally:
-        pool.close()
-    assert not await _exists(postgres_server_url, url.rsplit("/", 1)[1])
+    assert pool.take() == url
+    counts = await _fetch(
+        url,
+        "SELECT (SELECT count(*) FROM workspaces) + (SELECT count(*) FROM tokens)"
+        " + (SELECT count(*) FROM admins) + (SELECT count(*) FROM connectors)",
+    )
+    assert counts[0][0] == 0
+    await create_workspace(url, "acme")
+    assert [row[0] for row in await _fetch(url, pks)] == [1]  # the sequence starts over
+    pool.give_back(url)
+    pool.close()
+    assert not await _exists(pool.server, url.rsplit("/", 1)[1])
 
 
 @pytest.mark.parametrize(
@@ -168,52 +180,36 @@ async def test_a_used_database_comes_back_empty_with_its_sequences_restarted(
     ids=["table-added", "index-dropped", "migrated-down"],
 )
 async def test_a_database_whose_schema_changed_is_dropped_not_reused(
-    postgres_server_url: str, migrated_postgres_template: str, change: str
+    pool: DatabasePool, change: str
 ) -> None:
-    pool = DatabasePool(postgres_server_url, migrated_postgres_template)
+    url = pool.take()
+    conn = await asyncpg.connect(asyncpg_dsn(url))
     try:
-        url = pool.take()
-        conn = await asyncpg.connect(asyncpg_dsn(url))
-        try:
-            assert await conn.execute(change) != "UPDATE 0"
-        finally:
-            await conn.close()
-        pool.give_back(url)
-        assert pool.free == []
-        assert not await _exists(postgres_server_url, url.rsplit("/", 1)[1])
+        assert await conn.execute(change) != "UPDATE 0"
     finally:
-        pool.close()
+        await conn.close()
+    pool.give_back(url)
+    await _assert_dropped(pool, url)
 
 
-async def test_a_database_grown_past_the_bound_is_dropped(
-    postgres_server_url: str, migrated_postgres_template: str
-) -> None:
+async def test_a_database_grown_past_the_bound_is_dropped(pool: DatabasePool) -> None:
     from tests.conftest import create_workspace
 
-    pool = DatabasePool(postgres_server_url, migrated_postgres_template)
     pool.max_growth = 0  # any page written is growth
-    try:
-        url = pool.take()
-        await create_workspace(url, "acme")
-        pool.give_back(url)
-        assert pool.free == []
-        assert not await _exists(postgres_server_url, url.rsplit("/", 1)[1])
-    finally:
-        pool.close()
+    url = pool.take()
+    await create_workspace(url, "acme")
+    pool.give_back(url)
+    await _assert_dropped(pool, url)
 
 
 async def test_a_session_left_connected_is_ended_before_the_database_is_reused(
-    postgres_server_url: str, migrated_postgres_template: str
+    pool: DatabasePool,
 ) -> None:
-    pool = DatabasePool(postgres_server_url, migrated_postgres_template)
-    try:
-        url = pool.take()
-        left = await asyncpg.connect(asyncpg_dsn(url))
-        await left.execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
-        pool.give_back(url)  # would wait on the lock for ever if the session were kept
-        assert pool.free == [url.rsplit("/", 1)[1]]
-        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
-            await left.fetchval("SELECT 1")
-        left.terminate()
-    finally:
-        pool.close()
+    url = pool.take()
+    left = await asyncpg.connect(asyncpg_dsn(url))
+    await left.execute("BEGIN; LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+    pool.give_back(url)  # would wait on the lock for ever if the session were kept
+    assert pool.free == [url.rsplit("/", 1)[1]]
+    with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError)):
+        await left.fetchval("SELECT 1")
+    left.terminate()
