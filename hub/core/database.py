@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -119,6 +120,30 @@ _LOCK_PAUSE_MAX_S = 0.001
 #: after four turns, and each batch has a fixed cost (BEGIN, COMMIT, the pages every unit
 #: touches). An idle loop turns in microseconds, so a lone write hardly waits.
 _SETTLE_TURNS = 4
+
+
+#: Tries, and the pause between two, at putting a rollback-journal file in WAL mode.
+_WAL_TRIES = 100
+_WAL_PAUSE_S = 0.005
+
+
+def _use_wal(cursor: sqlite3.Cursor) -> None:
+    """Put the database file in WAL mode (a lasting property of the file: once done, a no-op).
+
+    A file the migrations left in rollback-journal mode is converted by whichever connection
+    opens it first, and the first connections open together (the provisioning log's writer,
+    the first requests' reads): two converting at once both hold a shared lock and want an
+    exclusive one, and SQLite answers one of them "database is locked" at once, since waiting
+    could never end. The other converts the file within milliseconds, so the loser tries again.
+    """
+    for attempt in range(_WAL_TRIES):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == _WAL_TRIES - 1:
+                raise
+        time.sleep(_WAL_PAUSE_S)
 
 
 @contextlib.contextmanager
@@ -253,7 +278,7 @@ class SqliteDatabase:
             # Take over transaction control from the sqlite3 module so BEGIN is ours.
             dbapi_conn.isolation_level = None
             cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _use_wal(cursor)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=10000")
