@@ -213,6 +213,35 @@ async def test_a_backlog_is_written_whole_in_order_in_bounded_units(
     assert units == [activity.CHUNK, activity.CHUNK, 37]
 
 
+@pytest.mark.parametrize("count", [1, 64 + 3], ids=["alone", "in-a-multi-row-statement"])
+async def test_a_record_holding_a_nul_is_stored_with_a_replacement_character(
+    db_url: str, tenant: InitResult, count: int
+) -> None:
+    """U+0000 in a client's userName or an echoed detail: PostgreSQL text cannot hold it, and
+    the record must not fail the batch it is written in, alone or in a 64-row statement."""
+    from sqlalchemy import text
+
+    from hub.core import activity
+    from hub.core.database import open_database
+
+    db = open_database(db_url)
+    try:
+        workspace_pk = await db.read(
+            lambda conn: conn.execute(text("SELECT pk FROM workspaces")).scalar_one()
+        )
+        batch = [_entry(workspace_pk, i, activity.now()) for i in range(count)]
+        batch[-1] = msgspec.structs.replace(batch[-1], user_name="a\x00b", error="bad \x00")
+        await db.write(activity.write, batch)
+        stored = await db.read(
+            lambda conn: conn.execute(
+                text("SELECT user_name, error FROM activity ORDER BY pk DESC")
+            ).first()
+        )
+    finally:
+        await db.close()
+    assert tuple(stored) == ("a\ufffdb", "bad \ufffd")
+
+
 def _entry(workspace_pk: int, i: int, at: int) -> Any:
     from hub.core import activity
 

@@ -372,7 +372,8 @@ _ROW_ORDER = ("b_owner", "b_name", "b_flag", "b_doc", "b_big")
 async def test_rows_in_parameter_order_write_what_dicts_write(
     db: SqliteDatabase | PostgresDatabase,
 ) -> None:
-    """`run_rows` stores what `run_many` stores, in the statement's order or in another one."""
+    """`run_rows` and `run_values` store what `run_many` stores, in the statement's order or in
+    another one."""
     await _setup(db)
 
     def named(way: str, i: int, doc: Any) -> dict[str, Any]:
@@ -386,6 +387,10 @@ async def test_rows_in_parameter_order_write_what_dicts_write(
             items = [named(way, i, doc) for i, doc in enumerate(DOCS)]
             _INSERT_MANY.run_rows(conn, order, [tuple(r[n] for n in order) for r in items])
         _INSERT_MANY.run_rows(conn, _ROW_ORDER, [])
+        for way, order in (("values", _ROW_ORDER), ("values-reversed", _ROW_ORDER[::-1])):
+            for i, doc in enumerate(DOCS):
+                item = named(way, i, doc)
+                assert _INSERT_MANY.run_values(conn, order, [item[n] for n in order]) == 1
 
     await db.write(write)
 
@@ -397,6 +402,7 @@ async def test_rows_in_parameter_order_write_what_dicts_write(
     for i, doc in enumerate(DOCS):
         expected = rows[f"dicts-{i}"]
         assert rows[f"rows-{i}"] == rows[f"reversed-{i}"] == expected
+        assert rows[f"values-{i}"] == rows[f"values-reversed-{i}"] == expected
         assert expected[0] is _item(i, None, doc)["b_flag"]  # booleans stay booleans
         assert expected[1] == doc
 

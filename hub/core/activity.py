@@ -122,23 +122,21 @@ _INSERT = Prepared(activity.insert().values(_row(_BIND_NAMES)))
 ROWS_PER_STATEMENT = 64
 _ROW_BINDS = tuple(tuple(f"{bind}_{i}" for bind in _BIND_NAMES) for i in range(ROWS_PER_STATEMENT))
 _INSERT_ROWS = Prepared(activity.insert().values([_row(binds) for binds in _ROW_BINDS]))
+_FLAT_BINDS = tuple(bind for binds in _ROW_BINDS for bind in binds)
 
 
 def write(conn: Connection, entries: list[Entry]) -> None:
-    """Insert a batch of records: `ROWS_PER_STATEMENT` a statement, the rest one by one."""
-    rows = [tuple(map(_storable, msgspec.structs.astuple(e))) for e in entries]
+    """Insert a batch of records: `ROWS_PER_STATEMENT` a statement, the rest one by one.
+
+    Rows go to the driver as flat lists in the statements' parameter order: naming each of a
+    record's 13 values and mapping them back to positions cost ~3 of the ~5 µs a record took.
+    """
+    rows = [_storable(msgspec.structs.astuple(e)) for e in entries]
     whole = len(rows) - len(rows) % ROWS_PER_STATEMENT
     for start in range(0, whole, ROWS_PER_STATEMENT):
         chunk = rows[start : start + ROWS_PER_STATEMENT]
-        _INSERT_ROWS.run(
-            conn,
-            **{
-                bind: value
-                for binds, row in zip(_ROW_BINDS, chunk, strict=True)
-                for bind, value in zip(binds, row, strict=True)
-            },
-        )
-    _INSERT.run_many(conn, [dict(zip(_BIND_NAMES, row, strict=True)) for row in rows[whole:]])
+        _INSERT_ROWS.run_values(conn, _FLAT_BINDS, [value for row in chunk for value in row])
+    _INSERT.run_rows(conn, _BIND_NAMES, rows[whole:])
 
 
 _OLDEST = (
@@ -164,12 +162,14 @@ def prune(conn: Connection, *, before: int, limit: int = PRUNE_CHUNK) -> int:
     return _PRUNE.run(conn, b_limit=limit, b_before=before)
 
 
-def _storable(value: Any) -> Any:
+def _storable(row: tuple[Any, ...]) -> tuple[Any, ...]:
     # One record echoing a client's U+0000 (an error detail) must not fail the whole batch:
     # PostgreSQL text cannot hold it.
-    if isinstance(value, str) and "\x00" in value:
-        return value.replace("\x00", "\ufffd")
-    return value
+    if any(value.__class__ is str and "\x00" in value for value in row):
+        return tuple(
+            value.replace("\x00", "\ufffd") if value.__class__ is str else value for value in row
+        )
+    return row
 
 
 def start_writer(

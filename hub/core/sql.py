@@ -251,6 +251,27 @@ class Prepared:
         except conn.dialect.loaded_dbapi.Error as exc:
             conn._handle_dbapi_exception(exc, plan.sql, values, cursor, None)
 
+    def run_values(self, conn: Connection, names: tuple[str, ...], values: Sequence[Any]) -> int:
+        """Run a write statement once, its parameters' values given in `names` order.
+
+        When `names` is the statement's own parameter order, the values go to the driver as they
+        are (converted where SQLAlchemy would convert), without a dict: a batch of provisioning
+        log records is one flat list. Returns the number of rows changed.
+        """
+        plan = self._plan(conn.dialect)
+        if plan is None or plan.names != names:
+            return self.run(conn, **dict(zip(names, values, strict=True)))
+        if plan.convert:
+            values = list(values)
+            for i, convert in plan.convert:
+                values[i] = convert(values[i])
+        cursor = self._cursor(conn)
+        try:
+            cursor.execute(plan.sql, values)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            conn._handle_dbapi_exception(exc, plan.sql, values, cursor, None)
+        return int(cursor.rowcount)
+
     def all(self, conn: Connection, **params: Any) -> list[Any]:
         """Run the statement and return every row (attribute access by column key)."""
         plan = self._plan(conn.dialect)
