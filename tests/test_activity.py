@@ -199,11 +199,7 @@ async def test_a_backlog_is_written_whole_in_order_in_bounded_units(
 
         stop = activity.start_writer(buffer, write)
         await stop()  # flushes what is queued
-        stored = await db.read(
-            lambda conn: conn.execute(
-                text("SELECT request_id, path, resource_id FROM activity ORDER BY pk")
-            ).all()
-        )
+        stored = await _rows(db, "SELECT request_id, path, resource_id FROM activity ORDER BY pk")
     finally:
         await db.close()
     # Every value in its column, whether its record went in a multi-row statement or alone.
@@ -232,14 +228,16 @@ async def test_a_record_holding_a_nul_is_stored_with_a_replacement_character(
         batch = [_entry(workspace_pk, i, activity.now()) for i in range(count)]
         batch[-1] = msgspec.structs.replace(batch[-1], user_name="a\x00b", error="bad \x00")
         await db.write(activity.write, batch)
-        stored = await db.read(
-            lambda conn: conn.execute(
-                text("SELECT user_name, error FROM activity ORDER BY pk DESC")
-            ).first()
-        )
+        stored = await _rows(db, "SELECT user_name, error FROM activity ORDER BY pk DESC")
     finally:
         await db.close()
-    assert tuple(stored) == ("a\ufffdb", "bad \ufffd")
+    assert tuple(stored[0]) == ("a\ufffdb", "bad \ufffd")
+
+
+async def _rows(db: Any, sql: str) -> list[Any]:
+    from sqlalchemy import text
+
+    return list(await db.read(lambda conn: conn.execute(text(sql)).all()))
 
 
 def _entry(workspace_pk: int, i: int, at: int) -> Any:
