@@ -769,7 +769,11 @@ def _stored_row(conn: Connection, card_pk: int, name: str) -> Any | None:
 
 def _field_row(conn: Connection, card: Any, name: str) -> Any | None:
     """Field `name`'s stored row, or the one it stands for without a row (`_elided_row`)."""
-    row = _stored_row(conn, card.pk, name)
+    return _or_elided(_stored_row(conn, card.pk, name), card, name)
+
+
+def _or_elided(row: Any | None, card: Any, name: str) -> Any | None:
+    """`row` if the card stores one for field `name`, else the row its profile stands for."""
     return row if row is not None else _elided_row(card.profile, name)
 
 
@@ -782,9 +786,7 @@ def _put_field(conn: Connection, card: Any, name: str, **changes: Any) -> None:
     """
     template_fields: Mapping[str, str] = card.template_fields or {}
     row = _stored_row(conn, card.pk, name)
-    shown = _shown(
-        name, row if row is not None else _elided_row(card.profile, name), template_fields
-    )
+    shown = _shown(name, _or_elided(row, card, name), template_fields)
     state = (shown or _EMPTY)._replace(**changes)
     keep = _stored(name, state, template_fields)
     this_field = (card_fields.c.card_pk == card.pk) & (card_fields.c.name == name)
