@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from bench import report
-from bench.load import REQUEST_TIMEOUT_S, SCIM_JSON, percentile
+from bench.load import REQUEST_TIMEOUT_S, SCIM_JSON, CollectorPaused, percentile
 
 RESULTS = Path(__file__).resolve().parent / "results"
 _decode = msgspec.json.decode
@@ -309,9 +309,14 @@ def workdir(tmpdir: Path | None, keep: bool) -> Iterator[Path]:
 
 
 async def bounded(coros: list[Any], timeout_s: float) -> bool:
-    """Run coroutines concurrently for at most `timeout_s`; False if the deadline cut them off."""
+    """Run coroutines concurrently for at most `timeout_s`; False if the deadline cut them off.
+
+    The client's garbage collector is paused meanwhile (`CollectorPaused`): its passes would
+    count as the server's latency.
+    """
     tasks = [asyncio.ensure_future(c) for c in coros]
-    done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    with CollectorPaused():
+        done, pending = await asyncio.wait(tasks, timeout=timeout_s)
     for task in pending:
         task.cancel()
     if pending:
