@@ -144,21 +144,19 @@ def percentile(sorted_values: list[float], pct: float) -> float:
 
 
 class CollectorPaused:
-    """Keep this process's garbage collector out of a timed run; collect once it is over.
+    """Keep this process's garbage collector out of a timed run.
 
     A collection stops every request in flight at once. During list pages (thousands of objects
-    decoded a page) the load generator's passes added 50-90 ms to a dozen requests at a time:
+    decoded a page) the load generator's full passes (~24 ms) stopped all 16 requests in flight:
     its own time, counted as the server's latency while the server sat idle. Reference counting
-    still frees what the run makes; what only the collector can free (objects in reference
-    cycles) waits for the collection at the end, and `cycles` says how many there were.
+    still frees what a run makes; what only the collector can free (objects in reference cycles)
+    waits for a collection after the run, outside its clock (`run_phase` counts them).
     """
 
     def __init__(self) -> None:
-        self.cycles = 0
         self._was_enabled = False
 
     def __enter__(self) -> CollectorPaused:
-        gc.collect()  # start from a clean heap: the run's own garbage is all the end collects
         self._was_enabled = gc.isenabled()
         gc.disable()
         return self
@@ -166,7 +164,6 @@ class CollectorPaused:
     def __exit__(self, *exc: object) -> None:
         if self._was_enabled:
             gc.enable()
-        self.cycles = gc.collect()
 
 
 class LoadGenerator:
@@ -281,6 +278,7 @@ class LoadGenerator:
         latencies = result.latencies_ms
         keep_ids = phase == "create"
         created: dict[int, int] = {}
+        gc.collect()  # the phase's clock starts on a clean heap (see `CollectorPaused`)
         start = time.perf_counter()
         deadline = start + self.phase_timeout_s
 
@@ -330,10 +328,10 @@ class LoadGenerator:
                     continue
                 result.ok += 1
 
-        with CollectorPaused() as collector:
+        with CollectorPaused():
             await asyncio.gather(*(worker() for _ in range(self.concurrency)))
             result.wall_s = time.perf_counter() - start
-        result.cycles_collected = collector.cycles
+        result.cycles_collected = gc.collect()
         if phase == "dupes" and not result.timed_out:
             for i in {r.index for r in todo}:
                 if created.get(i, 0) != 1:
