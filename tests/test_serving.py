@@ -135,8 +135,17 @@ def test_a_second_server_on_the_same_port_is_refused(tmp_path: Path) -> None:
         first.stop()
 
 
+def _listening(port: int, workers: list[int]) -> dict[int, bool]:
+    """Whether each of `workers` holds a socket listening on `port`."""
+    sockets = _established(port, "0A")
+    return {pid: _held_by(pid, sockets) > 0 for pid in workers}
+
+
 def test_a_dead_worker_is_replaced_and_a_stop_ends_them_all(tmp_path: Path) -> None:
     with _serving(tmp_path, "replace") as (hub, supervisor, old):
+        # The server answers once one worker listens. Killing that one before the other listens
+        # would leave nobody listening for a moment: connections refused, as with one worker.
+        _wait_listening(hub.port, old)
         os.kill(old[0], signal.SIGKILL)
         deadline = time.monotonic() + 20
         while True:
@@ -150,11 +159,13 @@ def test_a_dead_worker_is_replaced_and_a_stop_ends_them_all(tmp_path: Path) -> N
         for _ in range(20):  # a new connection each time, to either worker
             try:
                 answer = httpx.get(f"{hub.base_url}/readyz", timeout=5)
-            except httpx.TransportError as exc:  # seen once in CI-like load: say what ran
+            except httpx.TransportError as exc:  # say what ran
                 assert hub.process is not None
                 ended = hub.process.poll()
+                workers = _workers(supervisor)
                 raise AssertionError(
-                    f"{exc!r}; workers now {_workers(supervisor)}, supervisor "
+                    f"{exc!r}; workers now {workers} (listening: "
+                    f"{_listening(hub.port, workers)}), supervisor "
                     f"{'running' if ended is None else f'exited {ended}'}\n{hub.stderr_tail()}"
                 ) from exc
             assert answer.status_code == 200
