@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bench.load import PHASES, CollectorPaused
+from bench.load import PHASES, CollectorPaused, _expect_page, _expect_total
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -165,3 +165,15 @@ def test_collector_paused_leaves_a_disabled_collector_disabled() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_the_load_generators_checks_count_what_a_list_response_holds() -> None:
+    page = json.dumps(
+        {"totalResults": 3, "Resources": [{"id": "a", "emails": [{"value": "x"}]}, {}, {}]}
+    ).encode()
+    assert _expect_page(3)(page) is None
+    assert _expect_page(2)(page) == "3 resources, expected 2"
+    assert _expect_total(3)(page) is None
+    assert _expect_total(1)(page) == "totalResults 3, expected 1"
+    for broken in (b"[]", b'{"Resources": 5}', page[:-3], b"<html>"):
+        assert _expect_page(3)(broken) == "not a ListResponse", broken
