@@ -132,6 +132,11 @@ class PhaseResult:
             "error_samples": self.error_samples,
             "timed_out": self.timed_out,
             "cycles_collected": self.cycles_collected,
+            # The four slowest requests as (ms, n): the n-th to complete. Outliers bunched at
+            # the start are the phase's warm-up; spaced ~concurrency apart, one connection.
+            "slowest": sorted(
+                ((round(ms, 2), i) for i, ms in enumerate(self.latencies_ms)), reverse=True
+            )[:4],
         }
 
 

@@ -55,6 +55,11 @@ def test_bench_smoke_hub_and_floor(tmp_path: Path) -> None:
             assert not figures["timed_out"], (name, phase)
             # The phase ran with the load generator's collector off and said what it left.
             assert figures["cycles_collected"] >= 0, (name, phase)
+            # The slowest requests and when they completed in the phase: (ms, n), slowest first.
+            slowest = figures["slowest"]
+            assert slowest, (name, phase)
+            assert slowest[0][0] == figures["max_ms"], (name, phase, slowest)
+            assert slowest == sorted(slowest, reverse=True), (name, phase, slowest)
     assert set(result["ratios"]["hub/floor"]) == set(PHASES)
     # Writes are also set against the floor's insert rate, the measure issue 5 names for them.
     inserts = result["servers"]["floor"]["phases"]["create"]["rps"]
