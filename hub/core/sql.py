@@ -196,11 +196,23 @@ class Prepared:
         return values
 
     @staticmethod
+    def _converted(plan: _Plan, values: Sequence[Any]) -> Sequence[Any]:
+        """`values` in the plan's order, converted where SQLAlchemy would convert them."""
+        if not plan.convert:
+            return values
+        converted = list(values)
+        for i, convert in plan.convert:
+            converted[i] = convert(converted[i])
+        return converted
+
+    @staticmethod
     def _cursor(conn: Connection) -> Any:
         return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
     def _execute(self, conn: Connection, plan: _Plan, params: dict[str, Any]) -> Any:
-        values = self._values(plan, params)
+        return self._execute_values(conn, plan, self._values(plan, params))
+
+    def _execute_values(self, conn: Connection, plan: _Plan, values: Sequence[Any]) -> Any:
         cursor = self._cursor(conn)
         try:
             cursor.execute(plan.sql, values)
@@ -239,12 +251,7 @@ class Prepared:
         if plan is None or plan.names != names:
             self.run_many(conn, [dict(zip(names, row, strict=True)) for row in rows])
             return
-        values: Sequence[Sequence[Any]] = rows
-        if plan.convert:
-            values = [list(row) for row in rows]
-            for row in values:
-                for i, convert in plan.convert:
-                    row[i] = convert(row[i])  # type: ignore[index]
+        values = [self._converted(plan, row) for row in rows] if plan.convert else rows
         cursor = self._cursor(conn)
         try:
             cursor.executemany(plan.sql, values)
@@ -261,16 +268,7 @@ class Prepared:
         plan = self._plan(conn.dialect)
         if plan is None or plan.names != names:
             return self.run(conn, **dict(zip(names, values, strict=True)))
-        if plan.convert:
-            values = list(values)
-            for i, convert in plan.convert:
-                values[i] = convert(values[i])
-        cursor = self._cursor(conn)
-        try:
-            cursor.execute(plan.sql, values)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            conn._handle_dbapi_exception(exc, plan.sql, values, cursor, None)
-        return int(cursor.rowcount)
+        return int(self._execute_values(conn, plan, self._converted(plan, values)).rowcount)
 
     def all(self, conn: Connection, **params: Any) -> list[Any]:
         """Run the statement and return every row (attribute access by column key)."""
