@@ -497,10 +497,9 @@ async def _let_arrivals_in() -> None:
     took up in one look at its sockets, so a request arriving meanwhile waited for the next look
     and then, often, for the whole round that look took up: with 16 connections in a closed loop,
     two of them fell a round behind the others and stayed there (the list phase's p95 and p99 at
-    twice its p50). A page
-    that yields once first runs one turn later, after the loop has looked at its sockets again,
-    so requests run in about the order they arrived (BENCHMARKS.md, "What makes the list phase's
-    p99"). A look-up takes ~50 µs and does not yield.
+    twice its p50). A page that yields once first runs one turn later, after the loop has looked
+    at its sockets again, so requests run in about the order they arrived (BENCHMARKS.md, "What
+    makes the list phase's p99"). A look-up takes ~50 µs and does not yield.
     """
     await asyncio.sleep(0)
 
