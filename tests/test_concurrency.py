@@ -4,7 +4,8 @@ Each test runs against four targets: the in-process app on SQLite and on Postgre
 `scim-hub serve` on SQLite, and a real server with 2 worker processes on PostgreSQL (so the
 race crosses processes and connections, as behind a load balancer).
 
-* 64 concurrent creates of one userName: exactly one 201, the others 409 `uniqueness`.
+* 64 concurrent creates of one userName: exactly one 201, the others 409 `uniqueness`; the same
+  for 32 creates of one group displayName.
 * 50 concurrent PATCHes with one `If-Match`: one 200, the others 412; then 50 writers retrying
   on 412: exactly one success per version, and every write lands.
 * Concurrent PATCHes without `If-Match` on different attributes: no lost update.
@@ -188,6 +189,21 @@ async def test_64_concurrent_creates_of_one_user_name_make_one_user(api: Api) ->
     assert found["Resources"][0]["id"] == created["id"]
 
 
+async def test_32_concurrent_creates_of_one_group_name_make_one_group(api: Api) -> None:
+    name = unique("racing-group")
+    bodies = [
+        {"schemas": [GROUP_URN], "displayName": name.upper() if n % 2 else name} for n in range(32)
+    ]
+    responses = await asyncio.gather(*(api.call("POST", "/Groups", body) for body in bodies))
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [201] + [409] * 31, [(r.status_code, r.text[:200]) for r in responses]
+    for response in responses:
+        if response.status_code == 409:
+            assert_scim_error(response, 409, "uniqueness")
+    found = await api.get(f'/Groups?filter=displayName eq "{name}"')
+    assert found["totalResults"] == 1
+
+
 async def test_concurrent_creates_of_different_users_all_succeed(api: Api) -> None:
     names = [unique(f"crowd{n}") + "@example.com" for n in range(40)]
     responses = await asyncio.gather(
@@ -326,6 +342,7 @@ async def test_racing_member_adds_and_removes_end_in_the_serial_result(api: Api)
         assert group.status_code == 201, group.text
         path = f"/Groups/{group.json()['id']}"
         added, removed, kept = ids[15:], ids[:8], ids[8:15]
+        new_name = unique(f"renamed-{round_number}")  # a group name is taken once a workspace
 
         def add(uid: str, path: str = path) -> Any:
             return api.patch(path, {"op": "add", "path": "members", "value": [{"value": uid}]})
@@ -338,7 +355,7 @@ async def test_racing_member_adds_and_removes_end_in_the_serial_result(api: Api)
             *(remove(uid) for uid in removed),
             *(add(uid) for uid in kept),  # already members: idempotent
             *(remove(uid) for uid in removed[:4]),  # removed twice: idempotent
-            api.patch(path, {"op": "replace", "path": "displayName", "value": "renamed"}),
+            api.patch(path, {"op": "replace", "path": "displayName", "value": new_name}),
         ]
         responses = await asyncio.gather(*requests)
         # Member-only PATCHes answer 204; the rename answers 200 with the group.
@@ -349,7 +366,7 @@ async def test_racing_member_adds_and_removes_end_in_the_serial_result(api: Api)
         stored = await api.get(path)
         members = [m["value"] for m in stored.get("members", [])]
         assert sorted(members) == sorted(kept + added), f"round {round_number}"
-        assert stored["displayName"] == "renamed"
+        assert stored["displayName"] == new_name
         # Both sides of the membership agree.
         for uid in (*removed[:2], *kept[:2], *added[:2]):
             user = await api.get(f"/Users/{uid}")

@@ -188,3 +188,47 @@ async def test_a_user_shows_each_of_its_groups_in_the_order_they_were_made(
     )
     shown = (await scim.get(f"/Users/{user}")).json()["groups"]
     assert [(g["value"], g["display"]) for g in shown] == [(gids[1], names[1]), (gids[2], "Ω")]
+
+
+async def test_a_group_name_is_taken_once_per_workspace(
+    scim: ScimClient, other_scim: ScimClient
+) -> None:
+    """Entra ID matches groups by displayName: a second group of one name would strand it."""
+    first = await scim.post("/Groups", group_body("Engineering", externalId="e-1"))
+    assert first.status_code == 201, first.text
+    gid = first.json()["id"]
+    for clash in ("Engineering", "ENGINEERING", "engineering"):
+        again = await scim.post("/Groups", group_body(clash, externalId="e-2"))
+        body = assert_scim_error(again, 409, "uniqueness")
+        assert gid in body["detail"]
+    found = (await scim.get("/Groups", params={"filter": 'displayName eq "engineering"'})).json()
+    assert [g["id"] for g in found["Resources"]] == [gid]
+    # Another workspace is another namespace.
+    assert (await other_scim.post("/Groups", group_body("Engineering"))).status_code == 201
+
+    other = (await scim.post("/Groups", group_body("Operations"))).json()
+    path = f"/Groups/{other['id']}"
+    put = await scim.put(path, group_body("engineering"))
+    assert_scim_error(put, 409, "uniqueness")
+    for operation in (
+        {"op": "replace", "path": "displayName", "value": "Engineering"},
+        {"op": "Replace", "value": {"displayName": "ENGINEERING"}},
+    ):
+        assert_scim_error(await scim.patch(path, ops(operation)), 409, "uniqueness")
+    unchanged = (await scim.get(path)).json()
+    assert unchanged["displayName"] == "Operations"
+    assert unchanged["meta"]["version"] == other["meta"]["version"]
+
+    # A group keeps its own name in another case, and a freed name is free again.
+    renamed = await scim.patch(
+        f"/Groups/{gid}", ops({"op": "replace", "path": "displayName", "value": "ENGINEERING"})
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert (await scim.delete(f"/Groups/{gid}")).status_code == 204
+    assert (await scim.put(path, group_body("Engineering"))).status_code == 200
+
+
+async def test_the_group_schema_says_its_name_is_unique(scim: ScimClient) -> None:
+    schema = (await scim.get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:Group")).json()
+    name = next(a for a in schema["attributes"] if a["name"] == "displayName")
+    assert name["uniqueness"] == "server"

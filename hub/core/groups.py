@@ -25,9 +25,9 @@ from hub.core.attributes import (
     required_missing,
 )
 from hub.core.clock import now_us, to_iso
-from hub.core.errors import InvalidPath, InvalidValue, Mutability, NotFound
+from hub.core.errors import InvalidPath, InvalidValue, Mutability, NotFound, Uniqueness
 from hub.core.ids import new_id
-from hub.core.models import groups, memberships, users
+from hub.core.models import groups, memberships, users, workspaces
 from hub.core.patch import apply_patch
 from hub.core.resources import (
     JSON,
@@ -239,6 +239,7 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
 
     Raises:
         InvalidValue: not a valid Group, or a member is not a user of this workspace.
+        Uniqueness: another group of the workspace has this displayName (in any case).
     """
     doc, member_ids = _split_members(canonicalise(body, GROUP_TYPE))
     required_missing(doc, GROUP_TYPE)
@@ -246,6 +247,7 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
     now = now_us()
     group_id = new_id()
     columns = _columns(doc)
+    _claim_name(conn, caller.workspace_pk, columns, 0)
     pk = _INSERT.run(
         conn,
         b_id=group_id,
@@ -271,6 +273,45 @@ def _audit(
 
 def _ids(members: Sequence[Member] | None) -> list[str]:
     return [uid for uid, _ in members or ()]
+
+
+#: Name changes of one workspace's groups take turns on its row: FOR NO KEY UPDATE on PostgreSQL
+#: (it does not wait for the key-share locks every insert's foreign key takes on the row);
+#: SQLite's single writer already serialises them.
+_NAME_TURN = Prepared(
+    select(workspaces.c.pk)
+    .where(workspaces.c.pk == bindparam("b_ws"))
+    .with_for_update(key_share=True)
+)
+_NAMED = Prepared(
+    select(groups.c.id)
+    .where(
+        groups.c.workspace_pk == bindparam("b_ws"),
+        groups.c.display_name_key == bindparam("b_key"),
+        groups.c.pk != bindparam("b_own"),
+    )
+    .limit(1)
+)
+
+
+def _claim_name(conn: Connection, workspace_pk: int, columns: dict[str, Any], own: int) -> None:
+    """Refuse a displayName another group of the workspace has, in any case.
+
+    Not an RFC 7643 rule (a Group's displayName has no uniqueness), but Microsoft Entra ID's: it
+    matches groups by `displayName eq`, so a second group of one name (a POST retried after a
+    timeout) leaves it two matches and no way to pick. `own` is the renamed group's key (0 for
+    a new one). Groups that already shared a name keep it; only new clashes are refused.
+
+    Raises:
+        Uniqueness: the name is taken (409, RFC 7644 §3.3).
+    """
+    _NAME_TURN.first(conn, b_ws=workspace_pk)
+    taken = _NAMED.first(conn, b_ws=workspace_pk, b_key=columns["display_name_key"], b_own=own)
+    if taken is not None:
+        raise Uniqueness(
+            f"displayName {columns['display_name']!r} is already the name of group "
+            f"{taken.id!r} in this workspace"
+        )
 
 
 def _columns(doc: JSON) -> dict[str, Any]:
@@ -327,12 +368,15 @@ _TOUCH = Prepared(
 )
 
 
-def _touch(conn: Connection, row: Any, doc: JSON | None) -> None:
+def _touch(conn: Connection, caller: Caller, row: Any, doc: JSON | None) -> None:
     if doc is None:
         # What a membership PATCH does: a new version, nothing else of the row.
         _TOUCH.run(conn, b_pk=row.pk, b_version=row.version + 1, b_now=now_us())
         return
-    values = {"version": row.version + 1, "modified": now_us(), "data": doc, **_columns(doc)}
+    columns = _columns(doc)
+    if columns["display_name_key"] != str(row.data.get("displayName", "")).lower():
+        _claim_name(conn, caller.workspace_pk, columns, row.pk)
+    values = {"version": row.version + 1, "modified": now_us(), "data": doc, **columns}
     conn.execute(update(groups).where(groups.c.pk == row.pk).values(**values))
 
 
@@ -347,7 +391,8 @@ def replace(
     """Replace a group, members included (RFC 7644 §3.5.1).
 
     Raises:
-        NotFound, PreconditionFailed, InvalidValue, Mutability.
+        NotFound, PreconditionFailed, InvalidValue, Mutability, Uniqueness (the new
+        displayName is another group's).
     """
     row = _load(conn, caller, group_id, lock=True)
     check_if_match(row.version, if_match)
@@ -361,7 +406,7 @@ def replace(
     user_pks = _user_pks(conn, caller, member_ids or [])
     _remove_members(conn, row.pk, None)
     _add_members(conn, row.pk, user_pks)
-    _touch(conn, row, doc)
+    _touch(conn, caller, row, doc)
     changes = {
         "attributes": audit.changed_attributes(row.data, doc),
         "members_replaced_with": _ids(member_ids),
@@ -391,7 +436,8 @@ def patch(
     O(n), and building a large group one PATCH at a time quadratic.
 
     Raises:
-        NotFound, PreconditionFailed, InvalidValue, InvalidPath, NoTarget, Mutability.
+        NotFound, PreconditionFailed, InvalidValue, InvalidPath, NoTarget, Mutability,
+        Uniqueness (the new displayName is another group's).
     """
     row = _load(conn, caller, group_id, lock=True)
     check_if_match(row.version, if_match)
@@ -421,7 +467,7 @@ def patch(
             _remove_members(conn, row.pk, None)
         _add_members(conn, row.pk, resolved)
     if doc is not None or member_ops:
-        _touch(conn, row, doc if doc is not None else None)
+        _touch(conn, caller, row, doc if doc is not None else None)
         _audit(conn, caller, row.id, "patch", _patch_changes(row.data, doc, member_ops))
     if quiet and member_ops and not other_ops:
         outcome = _outcome(conn, row.pk, base, "updated", with_members=False)

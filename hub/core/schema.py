@@ -247,7 +247,8 @@ GROUP: Final = Schema(
     "Group",
     "Group",
     (
-        Attribute("displayName", required=True),
+        # Microsoft Entra ID matches groups by it (`hub.core.groups._claim_name`).
+        Attribute("displayName", required=True, uniqueness="server"),
         Attribute(
             "members",
             "complex",
