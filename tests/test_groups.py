@@ -232,3 +232,21 @@ async def test_the_group_schema_says_its_name_is_unique(scim: ScimClient) -> Non
     schema = (await scim.get("/Schemas/urn:ietf:params:scim:schemas:core:2.0:Group")).json()
     name = next(a for a in schema["attributes"] if a["name"] == "displayName")
     assert name["uniqueness"] == "server"
+
+
+async def test_a_deleted_member_gives_its_groups_a_new_version(scim: ScimClient) -> None:
+    a, b = await make_users(scim, 2)
+    group = (await scim.post("/Groups", group_body(members=[{"value": a}, {"value": b}]))).json()
+    lonely = (await scim.post("/Groups", group_body(members=[{"value": b}]))).json()
+    path = f"/Groups/{group['id']}"
+    assert (await scim.delete(f"/Users/{a}")).status_code == 204
+    after = await scim.get(path)
+    assert member_ids(after.json()) == {b}
+    assert after.headers["ETag"] != group["meta"]["version"]
+    assert after.json()["meta"]["lastModified"] >= group["meta"]["lastModified"]
+    cached = await scim.get(path, headers={"If-None-Match": group["meta"]["version"]})
+    assert cached.status_code == 200
+    # A group the user was not in keeps its version.
+    untouched = (await scim.get(f"/Groups/{lonely['id']}")).json()
+    assert untouched["meta"]["version"] == lonely["meta"]["version"]
+

@@ -1016,6 +1016,17 @@ def patch(
 
 
 _END_MEMBERSHIPS = Prepared(delete(memberships).where(memberships.c.user_pk == bindparam("b_pk")))
+#: The groups a deleted user leaves show one member fewer: a new version and lastModified for
+#: each (RFC 7644 §3.14), so no client keeps a cached copy that still lists the user.
+_GROUPS_LOSE_MEMBER = Prepared(
+    update(groups)
+    .where(
+        groups.c.pk.in_(
+            select(memberships.c.group_pk).where(memberships.c.user_pk == bindparam("b_pk"))
+        )
+    )
+    .values(version=groups.c.version + 1, modified=bindparam("b_now"))
+)
 _MARK_DELETED = Prepared(
     update(users)
     .where(users.c.pk == bindparam("b_pk"))
@@ -1033,15 +1044,18 @@ def remove(
 ) -> Outcome:
     """DELETE a user (RFC 7644 §3.6): it answers 404 from now on, but is kept, inactive.
 
-    Group memberships end; a later create of the same userName brings the user back.
+    Group memberships end, and each group it was in gets a new version; a later create of the
+    same userName brings the user back.
 
     Raises:
         NotFound, PreconditionFailed.
     """
     row = _load(conn, caller, user_id, lock=True)
     check_if_match(row.version, if_match)
+    now = now_us()
+    _GROUPS_LOSE_MEMBER.run(conn, b_pk=row.pk, b_now=now)
     _END_MEMBERSHIPS.run(conn, b_pk=row.pk)
-    _MARK_DELETED.run(conn, b_pk=row.pk, b_version=row.version + 1, b_now=now_us())
+    _MARK_DELETED.run(conn, b_pk=row.pk, b_version=row.version + 1, b_now=now)
     _audit(conn, caller, row.id, "delete", {})
     resource = render(row, base, None)
     events = user_written(conn, caller, row.pk, resource, "deleted", provisioning)
