@@ -250,3 +250,15 @@ async def test_a_deleted_member_gives_its_groups_a_new_version(scim: ScimClient)
     untouched = (await scim.get(f"/Groups/{lonely['id']}")).json()
     assert untouched["meta"]["version"] == lonely["meta"]["version"]
 
+
+async def test_a_pathless_patch_may_send_back_the_groups_own_id(scim: ScimClient) -> None:
+    group = (await scim.post("/Groups", group_body("Before"))).json()
+    path = f"/Groups/{group['id']}"
+    value = {"id": group["id"], "displayName": "After"}
+    renamed = await scim.patch(path, ops({"op": "replace", "value": value}))
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["displayName"] == "After"
+    other = {"id": "not-its-id", "displayName": "Again"}
+    refused = await scim.patch(path, ops({"op": "replace", "value": other}))
+    assert_scim_error(refused, 400, "mutability")
+    assert (await scim.get(path)).json()["displayName"] == "After"

@@ -280,6 +280,19 @@ async def test_failed_patch_changes_nothing(scim: ScimClient) -> None:
     assert after == created
 
 
+async def test_a_pathless_patch_may_send_back_the_users_own_id(scim: ScimClient) -> None:
+    created = (await scim.post("/Users", full_user())).json()
+    path = f"/Users/{created['id']}"
+    value = {"ID": created["id"], "title": "Echoed"}
+    echoed = await scim.patch(path, ops({"op": "Replace", "value": value}))
+    assert echoed.status_code == 200, echoed.text
+    assert echoed.json()["title"] == "Echoed"
+    assert echoed.json()["id"] == created["id"]
+    other = {"id": "someone-else", "title": "Other"}
+    assert_scim_error(await scim.patch(path, ops({"op": "add", "value": other})), 400, "mutability")
+    assert (await scim.get(path)).json()["title"] == "Echoed"
+
+
 async def test_patch_checks_a_value_python_finds_equal_to_the_stored_one(scim: ScimClient) -> None:
     # Python takes 1 for True: a PATCH writing 1 into a boolean whose stored value is true must
     # be refused all the same, by path, inside a list, and without a path.

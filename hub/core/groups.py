@@ -28,7 +28,7 @@ from hub.core.clock import now_us, to_iso
 from hub.core.errors import InvalidPath, InvalidValue, Mutability, NotFound, Uniqueness
 from hub.core.ids import new_id
 from hub.core.models import groups, memberships, users, workspaces
-from hub.core.patch import apply_patch
+from hub.core.patch import apply_patch, without_own_id
 from hub.core.resources import (
     JSON,
     ListQuery,
@@ -443,6 +443,7 @@ def patch(
     check_if_match(row.version, if_match)
     if not isinstance(operations, list):
         raise InvalidValue("Operations must be a list")
+    operations = without_own_id(operations, row.id)
     if len(operations) > max_operations:
         raise InvalidValue(f"at most {max_operations} operations per PATCH request")
     other_ops: list[Any] = []

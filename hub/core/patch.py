@@ -93,6 +93,32 @@ class _Target:
     sub: Attribute | None
 
 
+def without_own_id(operations: Any, resource_id: str) -> Any:
+    """`operations`, with the resource's own ``id`` taken out of every path-less value.
+
+    ``id`` is readOnly, but sending its stored value changes nothing, and RFC 7644 §3.5.2 only
+    forbids changing it: a client may send back what it read (Okta renames a group with
+    ``{"op": "replace", "value": {"id": …, "displayName": …}}``), as a PUT may (§3.5.1). Any
+    other ``id`` is left in place for `apply_patch` to refuse (``mutability``).
+    """
+    if not isinstance(operations, list):
+        return operations
+    return [_without_own_id(operation, resource_id) for operation in operations]
+
+
+def _without_own_id(operation: Any, resource_id: str) -> Any:
+    if not isinstance(operation, Mapping):
+        return operation
+    fields = {str(k).lower(): k for k in operation}
+    value = operation.get(fields.get("value", ""))
+    if operation.get(fields.get("path", "")) or not isinstance(value, Mapping):
+        return operation
+    kept = {k: v for k, v in value.items() if str(k).lower() != "id" or v != resource_id}
+    if len(kept) == len(value):
+        return operation
+    return {**operation, fields["value"]: kept}
+
+
 def apply_patch(
     resource: Mapping[str, Any],
     operations: list[Any],

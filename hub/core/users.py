@@ -53,7 +53,7 @@ from hub.core.models import (
     user_emails,
     users,
 )
-from hub.core.patch import apply_patch
+from hub.core.patch import apply_patch, without_own_id
 from hub.core.provisioning import Provisioning, UserEvent, user_written
 from hub.core.resources import (
     JSON,
@@ -1009,6 +1009,7 @@ def patch(
     current = dict(row.data)
     if row.active is not None:
         current["active"] = row.active
+    operations = without_own_id(operations, row.id)
     patched = apply_patch(current, operations, USER_TYPE, max_operations=max_operations)
     doc, active = _split(canonicalise(patched, USER_TYPE, current), None)
     required_missing(doc, USER_TYPE)
