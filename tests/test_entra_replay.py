@@ -265,6 +265,25 @@ async def test_value_filter_paths_create_the_element(entra: ScimClient) -> None:
     assert user["emails"][0]["primary"] is True
 
 
+async def test_the_validators_string_boolean_in_a_path_filter(entra: ScimClient) -> None:
+    """Microsoft's SCIM Validator, "Patch User - Add Attributes Verbose": ``primary eq "True"``.
+
+    The filter compares a boolean with a string, as Entra's values do without the flag.
+    """
+    uid = (await create(entra, entra_user()))["id"]
+    for op, value in (("Add", "Admin"), ("Replace", "Owner")):
+        operation = {"op": op, "path": 'roles[primary eq "True"].display', "value": value}
+        response = await entra.patch(f"/Users/{uid}", patch(operation))
+        assert response.status_code == 200, response.text
+        assert response.json()["roles"] == [{"primary": True, "display": value}]
+    retyped = await entra.patch(
+        f"/Users/{uid}",
+        patch({"op": "Replace", "path": 'emails[primary EQ "TRUE"].type', "value": "home"}),
+    )
+    assert retyped.status_code == 200, retyped.text
+    assert retyped.json()["emails"][0]["type"] == "home"
+
+
 async def test_enterprise_extension_and_bare_manager(entra: ScimClient) -> None:
     """[TUTORIAL] enterprise attributes; manager is sent as the manager's bare id."""
     boss = (await create(entra, entra_user()))["id"]

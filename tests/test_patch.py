@@ -337,6 +337,12 @@ def test_read_only_paths_are_mutability_errors(path: str) -> None:
         patch(USER, {"op": "remove", "path": path})
 
 
+def test_a_filter_that_cannot_make_its_element_names_the_attribute() -> None:
+    path = 'roles[primary eq "True"].display'
+    with pytest.raises(InvalidValue, match=r"^Operations\[0\]: 'roles\.primary' must be a boolean"):
+        patch(USER, {"op": "add", "path": path, "value": "x"})
+
+
 def test_read_only_pathless_key_is_mutability_error() -> None:
     with pytest.raises(Mutability):
         patch(USER, {"op": "replace", "value": {"id": "other"}})

@@ -447,7 +447,8 @@ class _Patcher:
         template = _eq_template(target.filter)
         if template is None:
             raise NoTarget(f"path {target.text!r} matches no value and cannot create one")
-        element = canonical_value(target.attribute, [template], target.text)
+        # Named as the attribute, not the path: the path's sub-attribute is not what is wrong.
+        element = canonical_value(target.attribute, [template], target.attribute.name)
         return dict(element[0]) if element else {}
 
     def _matches(self, target: _Target, element: Any) -> bool:

@@ -23,6 +23,7 @@ user, inactive.
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from hub.hookspecs import Dialect, JSONObject, RequestContext, hookimpl
@@ -109,6 +110,21 @@ def _names_boolean(path: str) -> bool:
     return last.lower() in _BOOLEAN_NAMES
 
 
+#: ``primary eq "True"`` inside a path's value filter: Entra compares booleans to strings there too.
+_STRING_BOOLEAN_FILTER = re.compile(r'\b(active|primary)(\s+(?:eq|ne)\s+)"(true|false)"', re.I)
+
+
+def _fix_path(path: str) -> str:
+    """``roles[primary eq "True"].display`` -> ``roles[primary eq true].display``.
+
+    Microsoft's SCIM Validator (Entra's own test of an endpoint) sends this path in its "Patch
+    User - Add Attributes Verbose" test, with a string where the filter needs a boolean.
+    """
+    if '"' not in path:
+        return path
+    return _STRING_BOOLEAN_FILTER.sub(lambda m: f"{m[1]}{m[2]}{m[3].lower()}", path)
+
+
 def _without_filter(path: str) -> str:
     """``emails[type eq "work"].primary`` -> ``emails.primary`` (the attribute a path names)."""
     if "[" not in path or "]" not in path:
@@ -134,6 +150,8 @@ def _fix_manager(body: JSONObject) -> JSONObject:
 def _fix_operation(operation: Any) -> Any:
     """Normalise one PATCH operation: lower-case ``op``, string booleans to booleans.
 
+    String booleans are fixed in the value and in the path's value filter (`_fix_path`).
+
     [KNOWN-ISSUES]: without the flag Entra sends ``"op": "Replace"``/``"Add"``/``"Remove"``
     (capitalised) and ``"value": "False"`` for ``active``; with the flag it sends
     ``{"op": "replace", "value": {"active": false}}`` — both forms land here as RFC 7644 §3.5.2.
@@ -147,7 +165,7 @@ def _fix_operation(operation: Any) -> Any:
         if lowered == "op" and isinstance(value, str):
             fixed[key] = value.lower()
         elif lowered == "path" and isinstance(value, str):
-            path = value
+            path = fixed[key] = _fix_path(value)
     for key, value in operation.items():
         if key.lower() != "value":
             continue
