@@ -307,6 +307,31 @@ async def test_enterprise_extension_and_bare_manager(entra: ScimClient) -> None:
         assert response.json()[ENTERPRISE]["manager"] == {"value": other}
 
 
+async def test_an_empty_manager_id_removes_the_manager(entra: ScimClient) -> None:
+    """Microsoft's validator, SCIM_Update_Manager_Test: set (Add), change, remove (Replace, "")."""
+    first, second = [(await create(entra, entra_user()))["id"] for _ in range(2)]
+    uid = (await create(entra, entra_user()))["id"]
+    path = f"{ENTERPRISE}:manager"
+    for op, value in (("Add", first), ("Replace", second)):
+        response = await entra.patch(
+            f"/Users/{uid}", patch({"op": op, "path": path, "value": value})
+        )
+        assert response.json()[ENTERPRISE]["manager"] == {"value": value}
+    for operation in (
+        {"op": "Replace", "path": path, "value": ""},
+        {"op": "replace", "value": {path: ""}},
+    ):
+        await entra.patch(f"/Users/{uid}", patch({"op": "Add", "path": path, "value": first}))
+        removed = await entra.patch(f"/Users/{uid}", patch(operation))
+        assert removed.status_code == 200, removed.text
+        assert "manager" not in removed.json().get(ENTERPRISE, {})
+        assert "manager" not in (await entra.get(f"/Users/{uid}")).json().get(ENTERPRISE, {})
+    body = entra_user()
+    body[ENTERPRISE] = {"department": "Sales", "manager": ""}
+    created = await create(entra, body)
+    assert created[ENTERPRISE] == {"department": "Sales"}
+
+
 @pytest.mark.parametrize("resource", ["Users", "Groups"])
 @pytest.mark.parametrize("idp", ["azure_ad", "generic_scim"])
 async def test_the_validators_empty_patch_changes_nothing(

@@ -21,7 +21,7 @@ Decisions on points the RFC leaves open or that IdPs rely on:
 * replace of a complex attribute merges sub-attributes (RFC 7644 §3.5.2.3: "sub-attributes that
   are not specified in the value parameter are left unchanged"), as add does.
 * Entra ID sends ``urn:...:enterprise:2.0:User:manager`` with a bare string: it is taken as
-  ``{"value": <string>}``.
+  ``{"value": <string>}``, and an empty one removes the manager.
 * ``readOnly`` sub-attributes inside a value object (Okta sends member ``display``) are ignored
   as on PUT; a *path* naming a ``readOnly`` attribute is a ``mutability`` error.
 * a path into a custom extension (an Entra or Okta custom-attribute namespace the hub has no
@@ -334,8 +334,10 @@ class _Patcher:
     # -- add / replace --------------------------------------------------------------------
 
     def write(self, op: str, target: _Target, value: Any) -> None:
-        if value is None:
-            self.remove(target, _MISSING)  # null means unassigned (RFC 7643 §2.5)
+        if value is None or (value == "" and _bare_reference(target)):
+            # null means unassigned (RFC 7643 §2.5); so does an empty bare id, how Entra ID
+            # removes a manager (Microsoft's validator: "remove (Replace with empty)").
+            self.remove(target, _MISSING)
             return
         if target.attribute is None:
             self._write_extension(op, target, value)
@@ -520,6 +522,19 @@ class _Patcher:
     def _drop_empty_extension(self, target: _Target) -> None:
         if target.extension is not None and self.container(target, create=False) == {}:
             self._remove_extension(target)
+
+
+def _bare_reference(target: _Target) -> bool:
+    """Whether `target` is a whole complex attribute a bare id may stand for (``manager``)."""
+    attribute = target.attribute
+    return (
+        attribute is not None
+        and attribute.type == "complex"
+        and not attribute.multi_valued
+        and target.sub is None
+        and target.filter is None
+        and attribute.sub("value") is not None
+    )
 
 
 def _check_writable(target: _Target) -> None:

@@ -142,7 +142,8 @@ def _fix_manager(body: JSONObject) -> JSONObject:
         if key.lower() == ENTERPRISE.lower() and isinstance(extension, dict):
             for name, value in extension.items():
                 if name.lower() == "manager" and isinstance(value, str):
-                    body[key] = {**extension, name: {"value": value}}
+                    # An empty id is no manager (None: unassigned, RFC 7643 §2.5).
+                    body[key] = {**extension, name: {"value": value} if value else None}
                     break
     return body
 
