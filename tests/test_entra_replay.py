@@ -240,6 +240,39 @@ async def test_flag_forms_of_patch(entra: ScimClient) -> None:
     assert disabled.json()["active"] is False
 
 
+async def test_single_valued_attribute_given_as_a_value_list(entra: ScimClient) -> None:
+    """Entra's 2017 PATCH form: a single-valued attribute's value as ``[{"value": …}]``.
+
+    Lists stay lists where they are the value: a multi-valued attribute, and an extension the
+    hub does not know (Entra sends a custom multi-valued attribute in the same shape).
+    """
+    uid = (await create(entra, entra_user()))["id"]
+    custom = "urn:ietf:params:scim:schemas:extension:contoso:2.0:User"
+    response = await entra.patch(
+        f"/Users/{uid}",
+        patch(
+            {"op": "Add", "path": "nickName", "value": [{"value": "Babs"}]},
+            {"op": "Replace", "path": "displayName", "value": [{"$ref": None, "value": "User X"}]},
+            {"op": "Replace", "path": "name.givenName", "value": [{"value": "Barbara"}]},
+            {"op": "Add", "path": f"{ENTERPRISE}:manager", "value": [{"value": "m-1"}]},
+            {"op": "Replace", "path": "active", "value": [{"value": "False"}]},
+            {"op": "Add", "path": "roles", "value": [{"value": "admin"}]},
+            {"op": "Add", "path": f"{custom}:departmentIds", "value": [{"value": "1"}]},
+        ),
+    )
+    assert response.status_code == 200, response.text
+    user = response.json()
+    assert (user["nickName"], user["displayName"]) == ("Babs", "User X")
+    assert user["name"]["givenName"] == "Barbara"
+    assert user[ENTERPRISE]["manager"]["value"] == "m-1"
+    assert user["active"] is False
+    assert user["roles"] == [{"value": "admin"}]
+    assert user[custom]["departmentIds"] == [{"value": "1"}]
+    # Two values for a single-valued attribute are still an error, not a silent pick.
+    two = patch({"op": "Add", "path": "nickName", "value": [{"value": "a"}, {"value": "b"}]})
+    assert_scim_error(await entra.patch(f"/Users/{uid}", two), 400, "invalidValue")
+
+
 async def test_value_filter_paths_create_the_element(entra: ScimClient) -> None:
     """[TUTORIAL] mapping: addresses/phones by type; Add/Replace on a missing element creates it."""
     uid = (await create(entra, entra_user()))["id"]

@@ -9,6 +9,10 @@ Sources (Microsoft Learn):
 * [KNOWN-ISSUES] "Known issues and resolutions with SCIM 2.0 protocol compliance of the Microsoft
   Entra user provisioning service" — the ``aadOptscim062020`` flag appended to the tenant URL and
   the PATCH forms sent with and without it.
+* [BYOA-22] Azure/AzureAD-BYOA-Provisioning-Samples issue 22 — Microsoft's SCIM library read a
+  single-valued PATCH value as ``[{"$ref": null, "value": …}]``; the Learn Q&A "Why is Entra ID
+  sending 'Add' operations … for multi-value attributes" shows a custom multi-valued attribute
+  sent as ``[{"value": "1"}]``.
 
 What the hub core already does the RFC way and Entra relies on (tested by replay in
 ``tests/test_entra_replay.py``): every list query answers 200 with a ListResponse, zero results
@@ -148,10 +152,67 @@ def _fix_manager(body: JSONObject) -> JSONObject:
     return body
 
 
+#: The single-valued attributes of RFC 7643's User (§4.1.1, ``name`` §4.1.1, ``active`` §4.1.1),
+#: Enterprise User (§4.3) and Group (§4.2) schemas, lower-cased. Only these are unwrapped: an
+#: extension the hub does not know may hold a multi-valued attribute (Entra sends a custom
+#: multi-valued attribute as ``[{"value": "1"}]`` too).
+_SINGLE_VALUED = frozenset(
+    {
+        "username",
+        "name",
+        "displayname",
+        "nickname",
+        "profileurl",
+        "title",
+        "usertype",
+        "preferredlanguage",
+        "locale",
+        "timezone",
+        "active",
+        "externalid",
+        "employeenumber",
+        "costcenter",
+        "organization",
+        "division",
+        "department",
+        "manager",
+    }
+)
+_KNOWN_SCHEMAS = frozenset(
+    {
+        "urn:ietf:params:scim:schemas:core:2.0:user",
+        "urn:ietf:params:scim:schemas:core:2.0:group",
+        ENTERPRISE.lower(),
+    }
+)
+#: The keys of a value object that wraps one value (Microsoft's SCIM library wrote ``$ref``).
+_WRAPPER_KEYS = frozenset({"value", "$ref"})
+
+
+def _unwrapped(path: str, value: Any) -> Any:
+    """``[{"value": "Babs"}]`` -> ``"Babs"`` when `path` names a single-valued attribute.
+
+    The form Microsoft's own SCIM library read ([BYOA-22]: ``{"$ref": null, "value": "User X"}``),
+    from Entra's 2017 PATCH behaviour, which a tenant can still select (``AzureAdScimPatch2017``,
+    [KNOWN-ISSUES]). No single-valued attribute takes a list, so reading the one value out cannot
+    change a valid request; two values stay an error.
+    """
+    if type(value) is not list or len(value) != 1:
+        return value
+    element = value[0]
+    if type(element) is not dict or "value" not in element or not element.keys() <= _WRAPPER_KEYS:
+        return value
+    urn, _, attribute = path.rpartition(":")
+    if (urn and urn.lower() not in _KNOWN_SCHEMAS) or "[" in attribute:
+        return value
+    return element["value"] if attribute.split(".", 1)[0].lower() in _SINGLE_VALUED else value
+
+
 def _fix_operation(operation: Any) -> Any:
     """Normalise one PATCH operation: lower-case ``op``, string booleans to booleans.
 
-    String booleans are fixed in the value and in the path's value filter (`_fix_path`).
+    String booleans are fixed in the value and in the path's value filter (`_fix_path`); a
+    single-valued attribute's value wrapped in a list is unwrapped (`_unwrapped`).
 
     [KNOWN-ISSUES]: without the flag Entra sends ``"op": "Replace"``/``"Add"``/``"Remove"``
     (capitalised) and ``"value": "False"`` for ``active``; with the flag it sends
@@ -170,6 +231,8 @@ def _fix_operation(operation: Any) -> Any:
     for key, value in operation.items():
         if key.lower() != "value":
             continue
+        if path is not None:
+            value = _unwrapped(path, value)
         if path is not None and _names_boolean(_without_filter(path)):
             fixed[key] = _boolean(value)
         else:
