@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 ## make run: install, migrate the SQLite database, create a demo workspace on first start, serve.
 run: $(STAMP)
 	$(BIN)/scim-hub db upgrade
-	$(BIN)/scim-hub init --workspace demo --if-missing
+	$(BIN)/scim-hub init --workspace demo --idp any_scim --if-missing
 	$(BIN)/scim-hub serve
 
 ## make test: lint, then the whole suite, on two worker processes (pytest-xdist).

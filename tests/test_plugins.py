@@ -62,6 +62,7 @@ def test_builtin_plugins_load_through_entry_points() -> None:
         ("azure_ad", "azure_ad"),
         ("okta", "okta"),
         ("generic_scim", "generic_scim"),
+        ("any_scim", "any_scim"),
     ):
         assert names[plugin].error is None
         assert names[plugin].version == importlib.metadata.version("scim-hub")
@@ -308,7 +309,7 @@ def test_partner_plugin_appears_in_scim_hub_plugins() -> None:
     out = result.stdout
     assert "humble_hr 1.2.0 [ok]" in out, out
     assert "humble_hr (Humble HR)" in out
-    for builtin in ("azure_ad", "okta", "generic_scim"):
+    for builtin in ("azure_ad", "okta", "generic_scim", "any_scim"):
         assert f"{builtin} " in out
         assert "register_idps" in out
 
