@@ -1,5 +1,7 @@
 """Okta provisioning replayed over HTTP against an `okta` connector.
 
+Each replay also runs through an `any_scim` connector (the `make run` demo's dialect).
+
 Request bodies are the ones Okta documents:
 
 * [OKTA-REF] Okta developer documentation, "SCIM 2.0 protocol reference" (Okta as the SCIM
@@ -31,10 +33,15 @@ LIST = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 CUSTOM = "urn:ietf:params:scim:schemas:extension:CustomExtension:2.0:User"
 
 
-@pytest.fixture
-async def okta(client: httpx.AsyncClient, db_url: str) -> ScimClient:
-    """SCIM calls as Okta (workspace "initech", `okta` connector)."""
-    workspace = await create_workspace(db_url, "initech", idp="okta")
+@pytest.fixture(params=["okta", "any_scim"])
+async def okta(
+    client: httpx.AsyncClient, db_url: str, request: pytest.FixtureRequest
+) -> ScimClient:
+    """SCIM calls as Okta (workspace "initech").
+
+    Through an `okta` connector, and through the tolerant `any_scim` one the `make run` demo gets.
+    """
+    workspace = await create_workspace(db_url, "initech", idp=request.param)
     return ScimClient(client, workspace.token)
 
 
