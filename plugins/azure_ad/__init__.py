@@ -33,6 +33,7 @@ from typing import Any
 from hub.hookspecs import Dialect, JSONObject, RequestContext, hookimpl
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+_ENTERPRISE_KEY = ENTERPRISE.lower()
 
 #: Card profile field -> the SCIM attribute Entra fills by default ([TUTORIAL], "Design your user
 #: and group schema": userPrincipalName, displayName, givenName, surname, jobTitle, department,
@@ -143,7 +144,7 @@ def _fix_manager(body: JSONObject) -> JSONObject:
     id; RFC 7643 §4.3 makes ``manager`` complex. (PATCH forms are handled by the core engine.)
     """
     for key, extension in body.items():
-        if key.lower() == ENTERPRISE.lower() and isinstance(extension, dict):
+        if key.lower() == _ENTERPRISE_KEY and isinstance(extension, dict):
             for name, value in extension.items():
                 if name.lower() == "manager" and isinstance(value, str):
                     # An empty id is no manager (None: unassigned, RFC 7643 §2.5).

@@ -52,16 +52,18 @@ def _list_extensions(body: JSONObject) -> JSONObject:
     CustomExtension:2.0:User``); RFC 7643 §3 wants that URN in ``schemas`` and Okta does not
     always add it, so the attribute would be refused instead of stored.
     """
-    schemas_key = next((k for k in body if k.lower() == "schemas"), None)
+    # Most bodies carry no extension object, or list it as sent: look at the keys first.
+    extensions = [k for k, v in body.items() if k[:4].lower() == "urn:" and isinstance(v, dict)]
+    if not extensions:
+        return body
+    schemas_key = (
+        "schemas" if "schemas" in body else next((k for k in body if k.lower() == "schemas"), None)
+    )
     schemas = body.get(schemas_key) if schemas_key is not None else None
     if not isinstance(schemas, list):
         return body
     listed = {s.lower() for s in schemas if isinstance(s, str)}
-    missing = [
-        key
-        for key, value in body.items()
-        if key.lower().startswith("urn:") and isinstance(value, dict) and key.lower() not in listed
-    ]
+    missing = [key for key in extensions if key.lower() not in listed]
     if not missing:
         return body
     return {**body, schemas_key: [*schemas, *missing]}  # type: ignore[dict-item]
