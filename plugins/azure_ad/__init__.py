@@ -153,8 +153,8 @@ def _fix_manager(body: JSONObject) -> JSONObject:
     return body
 
 
-#: The single-valued attributes of RFC 7643's User (§4.1.1, ``name`` §4.1.1, ``active`` §4.1.1),
-#: Enterprise User (§4.3) and Group (§4.2) schemas, lower-cased. Only these are unwrapped: an
+#: The single-valued attributes of RFC 7643's User (§4.1.1), Enterprise User (§4.3) and Group
+#: (§4.2) schemas, lower-cased. Only these are unwrapped: an
 #: extension the hub does not know may hold a multi-valued attribute (Entra sends a custom
 #: multi-valued attribute as ``[{"value": "1"}]`` too).
 _SINGLE_VALUED = frozenset(
@@ -194,9 +194,9 @@ def _unwrapped(path: str, value: Any) -> Any:
     """``[{"value": "Babs"}]`` -> ``"Babs"`` when `path` names a single-valued attribute.
 
     The form Microsoft's own SCIM library read ([BYOA-22]: ``{"$ref": null, "value": "User X"}``),
-    from Entra's 2017 PATCH behaviour, which a tenant can still select (``AzureAdScimPatch2017``,
-    [KNOWN-ISSUES]). No single-valued attribute takes a list, so reading the one value out cannot
-    change a valid request; two values stay an error.
+    so a provisioning job still on the older PATCH behaviour (``AzureAdScimPatch2017``,
+    [KNOWN-ISSUES]) may send it. No single-valued attribute takes a list, so reading the one
+    value out cannot change a valid request; two values stay an error.
     """
     if type(value) is not list or len(value) != 1:
         return value
