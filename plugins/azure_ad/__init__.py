@@ -57,6 +57,7 @@ ENTRA_UNMANAGED = ("photos",)
 
 _BOOLEAN_NAMES = frozenset({"active", "primary"})
 _STRING_BOOLEANS = {"true": True, "false": False}
+_LONGEST_BOOLEAN = len("false")
 
 
 def _boolean(value: Any) -> Any:
@@ -80,10 +81,12 @@ def _fix_booleans(value: Any) -> Any:
     """
     if isinstance(value, dict):
         for key, item in value.items():
-            if item.__class__ is str:
-                if _key_names_boolean(key):
+            kind = item.__class__
+            if kind is str:
+                # Only "true" and "false" (any case) change: a longer string needs no key check.
+                if len(item) <= _LONGEST_BOOLEAN and _key_names_boolean(key):
                     value[key] = _boolean(item)  # the same key: the dict keeps its size
-            elif isinstance(item, _CONTAINERS) and not _key_names_boolean(key):
+            elif (kind is dict or kind is list) and not _key_names_boolean(key):
                 _fix_booleans(item)
     elif isinstance(value, list):
         for item in value:
