@@ -28,7 +28,14 @@ from __future__ import annotations
 
 import pluggy
 
-from hub.core.dialects import PROFILE_FIELDS, Dialect, JSONObject, RequestContext
+from hub.core.dialects import (
+    PROFILE_FIELDS,
+    STANDARD_MAPPING,
+    Dialect,
+    JSONObject,
+    RequestContext,
+    with_extensions_listed,
+)
 
 PROJECT = "scim_hub"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -36,11 +43,13 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 __all__ = [
     "PROFILE_FIELDS",
+    "STANDARD_MAPPING",
     "Dialect",
     "JSONObject",
     "RequestContext",
     "hookimpl",
     "hookspec",
+    "with_extensions_listed",
 ]
 
 
@@ -58,6 +67,8 @@ def register_idps() -> list[Dialect]:  # type: ignore[empty-body]
     (``mapping``), lists the attributes the IdP does not manage (``unmanaged``), and may supply
     ``normalise`` / ``normalise_query`` (requests into RFC form), ``render`` (responses into what
     the IdP expects) and a ``settings`` struct read from ``SCIM_HUB_PLUGIN_<PLUGIN>_<FIELD>``.
+    ``extends`` names other dialects whose ``normalise`` runs first: one plugin reuses another's
+    quirks by name, never by importing it.
     Combination: every plugin's lists are concatenated into the registry; two dialects with the
     same `name` are a start-up error naming both plugins. A list that is not valid (unknown
     profile field, unparsable path) marks the plugin broken and leaves all its dialects out.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -25,12 +25,14 @@ import pluggy
 import structlog
 
 from hub import hookspecs
-from hub.core.dialects import PROFILE_FIELDS, Dialect, RequestContext
+from hub.core.dialects import PROFILE_FIELDS, Dialect, JSONObject, RequestContext
 from hub.core.events import Lazy
 from hub.settings import SettingsError
 from rules import FilterSyntaxError, parse_path
 
 log = structlog.get_logger("hub.plugins")
+#: A dialect's request normalisation (`Dialect.normalise`).
+NormaliseStep = Callable[[JSONObject, RequestContext], JSONObject]
 
 #: Environment variables of plugin settings: SCIM_HUB_PLUGIN_<PLUGIN>_<FIELD>.
 PLUGIN_ENV_PREFIX = "SCIM_HUB_PLUGIN_"
@@ -193,6 +195,35 @@ def _collect_dialects(
                     f"IdP {dialect.name!r} is registered by both {other!r} and {name!r}"
                 )
             registry.dialects[dialect.name] = msgspec.structs.replace(dialect, plugin=name)
+    _join_extended(registry)
+
+
+def _join_extended(registry: Registry) -> None:
+    """Give each dialect with `extends` a `normalise` that runs the extended ones' first."""
+    declared = dict(registry.dialects)  # every dialect's own normalise, before any joining
+    for name, dialect in declared.items():
+        steps = []
+        for base in dialect.extends:
+            extended = declared.get(base)
+            if extended is None or base == name:
+                # Not installed (or its plugin is broken): the dialect works without its quirks.
+                log.warning("dialect extension skipped", idp=name, extends=base)
+                continue
+            steps.append(extended.normalise)
+        if steps:
+            steps.append(dialect.normalise)
+            registry.dialects[name] = msgspec.structs.replace(
+                dialect, normalise=_chained(tuple(steps))
+            )
+
+
+def _chained(steps: tuple[NormaliseStep, ...]) -> NormaliseStep:
+    def normalise(body: JSONObject, context: RequestContext) -> JSONObject:
+        for step in steps:
+            body = step(body, context)
+        return body
+
+    return normalise
 
 
 def _checked(result: object) -> list[Dialect]:

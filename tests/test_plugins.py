@@ -192,6 +192,51 @@ async def test_a_failing_dialect_hook_fails_only_its_request(db_url: str, settin
         assert (await working.get(f"/Users/{created.json()['id']}")).status_code == 200
 
 
+class _Stamper:
+    """A plugin whose dialect sets ``nickName``."""
+
+    @hookimpl
+    def register_idps(self) -> list[Dialect]:
+        return [
+            Dialect(
+                name="stamped",
+                display_name="Stamped",
+                normalise=lambda body, context: {**body, "nickName": "stamped"},
+            )
+        ]
+
+
+class _Layered:
+    """A plugin whose dialect extends "stamped" (and one no plugin provides) by name."""
+
+    @hookimpl
+    def register_idps(self) -> list[Dialect]:
+        return [
+            Dialect(
+                name="layered",
+                display_name="Layered",
+                # Runs after "stamped": the title shows what the extended dialect wrote.
+                normalise=lambda body, context: {**body, "title": body.get("nickName", "none")},
+                extends=("stamped", "not_installed"),
+            )
+        ]
+
+
+async def test_a_dialect_extends_another_by_name(db_url: str, settings: Any) -> None:
+    """`Dialect.extends`: the extended dialect's normalise runs first; a missing one is skipped."""
+    from litestar.testing import AsyncTestClient
+
+    from hub.app import create_app
+
+    registry = build_registry(extra_plugins={"stamper": _Stamper(), "layered": _Layered()})
+    assert not [info for info in registry.plugins if info.error]
+    workspace = await create_workspace(db_url, "layers", idp="layered")
+    async with AsyncTestClient(app=create_app(settings, registry), base_url=TEST_BASE_URL) as http:
+        created = await ScimClient(http, workspace.token).post("/Users", user_body())
+    assert created.status_code == 201, created.text
+    assert (created.json()["nickName"], created.json()["title"]) == ("stamped", "stamped")
+
+
 async def test_event_hooks_are_broadcast_after_commit(db_url: str, settings: Any) -> None:
     from litestar.testing import AsyncTestClient
 

@@ -27,6 +27,46 @@ PROFILE_FIELDS: tuple[str, ...] = (
 )
 
 
+#: The mapping of the RFC 7643 §4.1 / §4.3 attributes: what a dialect without one reads, and what
+#: a dialect for RFC clients may declare.
+STANDARD_MAPPING: Mapping[str, str] = {
+    "display_name": "displayName",
+    "first_name": "name.givenName",
+    "last_name": "name.familyName",
+    "job_title": "title",
+    "department": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
+    "company_name": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:organization",
+    "office_phone": 'phoneNumbers[type eq "work"].value',
+    "mobile_phone": 'phoneNumbers[type eq "mobile"].value',
+    "email": "emails[primary eq true].value",
+    "photo_url": 'photos[type eq "photo"].value',
+}
+
+
+def with_extensions_listed(body: JSONObject) -> JSONObject:
+    """`body` with every extension object it carries listed in its ``schemas``.
+
+    RFC 7643 §3 wants the URN of each extension a resource carries in ``schemas``; a client that
+    leaves one out (Okta, for its custom attributes) would have the object refused. Returns
+    `body` itself when nothing is missing, else a shallow copy with the URNs appended.
+    """
+    # Most bodies carry no extension object, or list it as sent: look at the keys first.
+    extensions = [k for k, v in body.items() if k[:4].lower() == "urn:" and isinstance(v, dict)]
+    if not extensions:
+        return body
+    schemas_key = (
+        "schemas" if "schemas" in body else next((k for k in body if k.lower() == "schemas"), None)
+    )
+    schemas = body.get(schemas_key) if schemas_key is not None else None
+    if not isinstance(schemas, list):
+        return body
+    listed = {s.lower() for s in schemas if isinstance(s, str)}
+    missing = [key for key in extensions if key.lower() not in listed]
+    if not missing:
+        return body
+    return {**body, schemas_key: [*schemas, *missing]}  # type: ignore[dict-item]
+
+
 def _identity(body: JSONObject, context: RequestContext) -> JSONObject:
     return body
 
@@ -82,6 +122,10 @@ class Dialect(msgspec.Struct, frozen=True, kw_only=True):
         settings: the plugin's own settings struct type (a frozen `msgspec.Struct` whose fields
             all have defaults or are given in the environment), validated at start-up. Values
             come from ``SCIM_HUB_PLUGIN_<PLUGIN>_<FIELD>`` environment variables.
+        extends: names of other dialects whose own ``normalise`` runs on a request before this
+            dialect's, in order, with this dialect's context. The registry joins them at
+            start-up; a name no installed plugin registers is skipped with a warning. How one
+            dialect reuses another's quirks without importing its plugin.
         plugin: the name of the plugin that registered it (filled in by the registry).
     """
 
@@ -93,6 +137,7 @@ class Dialect(msgspec.Struct, frozen=True, kw_only=True):
     normalise_query: Callable[[dict[str, str], RequestContext], dict[str, str]] = _query_identity
     render: Callable[[JSONObject, RequestContext], JSONObject] = _render_identity
     settings: type[msgspec.Struct] | None = None
+    extends: tuple[str, ...] = ()
     plugin: str = ""
 
 

@@ -17,24 +17,11 @@ from typing import Any, Final
 
 import rules
 from hub.core.attributes import describe_for
-from hub.core.dialects import PROFILE_FIELDS
+from hub.core.dialects import PROFILE_FIELDS, STANDARD_MAPPING
 from hub.core.schema import USER_TYPE
 
 Profile = dict[str, str | None]
 
-#: What a dialect without a mapping reads: the RFC 7643 §4.1 / §4.3 attributes.
-STANDARD_MAPPING: Final[Mapping[str, str]] = {
-    "display_name": "displayName",
-    "first_name": "name.givenName",
-    "last_name": "name.familyName",
-    "job_title": "title",
-    "department": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
-    "company_name": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:organization",
-    "office_phone": 'phoneNumbers[type eq "work"].value',
-    "mobile_phone": 'phoneNumbers[type eq "mobile"].value',
-    "email": "emails[primary eq true].value",
-    "photo_url": 'photos[type eq "photo"].value',
-}
 
 #: Attribute names a template rule may use, lower-cased -> the profile key they read.
 RULE_ATTRIBUTES: Final[Mapping[str, str]] = {

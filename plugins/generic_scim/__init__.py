@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-from hub.hookspecs import Dialect, hookimpl
+from hub.hookspecs import STANDARD_MAPPING, Dialect, hookimpl
 
-GENERIC_MAPPING = {
-    "display_name": "displayName",
-    "first_name": "name.givenName",
-    "last_name": "name.familyName",
-    "job_title": "title",
-    "department": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:department",
-    "company_name": "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:organization",
-    "office_phone": 'phoneNumbers[type eq "work"].value',
-    "mobile_phone": 'phoneNumbers[type eq "mobile"].value',
-    "email": "emails[primary eq true].value",
-    "photo_url": 'photos[type eq "photo"].value',
-}
+#: The RFC 7643 attributes, `photos[type eq "photo"]` included (the contract's standard mapping).
+GENERIC_MAPPING = dict(STANDARD_MAPPING)
 
 
 @hookimpl

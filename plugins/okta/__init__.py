@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hub.hookspecs import Dialect, JSONObject, RequestContext, hookimpl
+from hub.hookspecs import Dialect, JSONObject, RequestContext, hookimpl, with_extensions_listed
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -42,31 +42,6 @@ OKTA_MAPPING = {
     "email": "emails[primary eq true].value",
     "photo_url": 'photos[type eq "photo"].value',
 }
-
-
-def _list_extensions(body: JSONObject) -> JSONObject:
-    """List in ``schemas`` every extension object the body carries.
-
-    [OKTA-BUILD]: custom attributes travel in an object keyed by the external namespace the
-    admin typed in the Profile Editor (e.g. ``urn:ietf:params:scim:schemas:extension:
-    CustomExtension:2.0:User``); RFC 7643 §3 wants that URN in ``schemas`` and Okta does not
-    always add it, so the attribute would be refused instead of stored.
-    """
-    # Most bodies carry no extension object, or list it as sent: look at the keys first.
-    extensions = [k for k, v in body.items() if k[:4].lower() == "urn:" and isinstance(v, dict)]
-    if not extensions:
-        return body
-    schemas_key = (
-        "schemas" if "schemas" in body else next((k for k in body if k.lower() == "schemas"), None)
-    )
-    schemas = body.get(schemas_key) if schemas_key is not None else None
-    if not isinstance(schemas, list):
-        return body
-    listed = {s.lower() for s in schemas if isinstance(s, str)}
-    missing = [key for key in extensions if key.lower() not in listed]
-    if not missing:
-        return body
-    return {**body, schemas_key: [*schemas, *missing]}  # type: ignore[dict-item]
 
 
 def _drop_echoed_id(operation: Any, resource_type: str) -> Any:
@@ -96,7 +71,11 @@ def normalise(body: JSONObject, context: RequestContext) -> JSONObject:
             else value
             for key, value in body.items()
         }
-    return _list_extensions(body)
+    # [OKTA-BUILD]: custom attributes travel in an object keyed by the external namespace the
+    # admin typed in the Profile Editor (e.g. ``urn:ietf:params:scim:schemas:extension:
+    # CustomExtension:2.0:User``); Okta does not always list that URN in ``schemas``, and RFC 7643
+    # §3 wants it there, so the attribute would be refused instead of stored.
+    return with_extensions_listed(body)
 
 
 @hookimpl
