@@ -74,6 +74,56 @@ async def test_a_put_that_changes_nothing_is_not_written(
     assert trail[0]["changes"] == {"attributes": ["title"]}
 
 
+async def test_a_member_patch_that_changes_nothing_is_not_written(
+    scim: ScimClient, client: httpx.AsyncClient, db_url: str, tenant: InitResult
+) -> None:
+    # An IdP restarting its sync re-adds every member it knows of and retries removals.
+    admin = Admin(client, tenant.workspace, await make_admin_key(db_url, tenant))
+    a, b, c = [(await scim.post("/Users", user_body())).json()["id"] for _ in range(3)]
+    created = await scim.post("/Groups", group_body("Crew", members=[{"value": a}]))
+    gid = created.json()["id"]
+
+    def member_patch(*operations: dict[str, Any]) -> Any:
+        return scim.patch(f"/Groups/{gid}", {"schemas": [PATCH_OP], "Operations": operations})
+
+    for operations in (
+        [{"op": "add", "path": "members", "value": [{"value": a}]}],
+        [{"op": "remove", "path": "members", "value": [{"value": b}]}],
+        [{"op": "remove", "path": f'members[value eq "{c}"]'}],
+        [
+            {"op": "add", "path": "members", "value": [{"value": a}, {"value": a}]},
+            {"op": "remove", "path": "members", "value": [{"value": "no-such-user"}]},
+        ],
+    ):
+        unchanged = await member_patch(*operations)
+        assert unchanged.status_code == 204, (operations, unchanged.text)
+        assert unchanged.headers["etag"] == created.headers["etag"], operations
+    group = (await scim.get(f"/Groups/{gid}")).json()
+    assert group["meta"] == created.json()["meta"]
+    assert [r["action"] for r in await records(admin, resource=gid)] == ["create"]
+
+    # A PATCH naming members and non-members records only what it changed.
+    added = await member_patch(
+        {"op": "add", "path": "members", "value": [{"value": a}, {"value": b}]}
+    )
+    assert added.headers["etag"] == 'W/"2"'
+    removed = await member_patch(
+        {"op": "remove", "path": f'members[value eq "{a}" or value eq "{c}"]'}
+    )
+    assert removed.headers["etag"] == 'W/"3"'
+    emptied = await member_patch({"op": "remove", "path": "members"})
+    assert emptied.headers["etag"] == 'W/"4"'
+    again = await member_patch({"op": "remove", "path": "members"})
+    assert again.headers["etag"] == 'W/"4"'
+    trail = await records(admin, resource=gid)
+    assert [r["changes"] for r in trail[:3]] == [
+        {"members_removed": ["*"]},
+        {"members_removed": [a]},
+        {"members_added": [b]},
+    ]
+    assert "members" not in (await scim.get(f"/Groups/{gid}")).json()
+
+
 async def test_admin_changes_are_audited(
     client: httpx.AsyncClient, db_url: str, tenant: InitResult
 ) -> None:

@@ -204,11 +204,32 @@ def _add_members(
     _ADD_MEMBER[conn.dialect.name].run_many(conn, rows)
 
 
-def _remove_members(conn: Connection, group_pk: int, user_pks: Sequence[int] | None) -> None:
+def _remove_members(conn: Connection, group_pk: int, user_pks: Sequence[int] | None) -> int:
+    """End the listed memberships (None: every one); return how many there were."""
     stmt = delete(memberships).where(memberships.c.group_pk == group_pk)
     if user_pks is not None:
         stmt = stmt.where(memberships.c.user_pk.in_(list(user_pks)))
-    conn.execute(stmt)
+    return int(conn.execute(stmt).rowcount)
+
+
+#: Which of some users are a group's members already: one of them, or up to `_IDS_CHUNK`.
+_PRESENT = {
+    size: Prepared(
+        select(memberships.c.user_pk).where(
+            memberships.c.group_pk == bindparam("b_group"), fixed_in(memberships.c.user_pk, size)
+        )
+    )
+    for size in (1, _IDS_CHUNK)
+}
+
+
+def _present(conn: Connection, group_pk: int, user_pks: Sequence[int]) -> set[int]:
+    """The members of the group among `user_pks` (0 is no user's pk: the lists' padding)."""
+    size = 1 if len(user_pks) == 1 else _IDS_CHUNK
+    found: set[int] = set()
+    for params in fixed_in_params(user_pks, size, 0):
+        found.update(row.user_pk for row in _PRESENT[size].all(conn, b_group=group_pk, **params))
+    return found
 
 
 def _split_members(doc: JSON) -> tuple[JSON, list[Member] | None]:
@@ -458,22 +479,61 @@ def patch(
         doc = canonicalise(patched, GROUP_TYPE)
         doc.pop("members", None)
         required_missing(doc, GROUP_TYPE)
-    for op, members in member_ops:
-        if op == "remove":
-            gone = None if members is None else _known_pks(conn, caller, members)
-            _remove_members(conn, row.pk, gone)
-            continue
-        resolved = _user_pks(conn, caller, members or [])
-        if op == "replace":
-            _remove_members(conn, row.pk, None)
-        _add_members(conn, row.pk, resolved)
-    if doc is not None or member_ops:
-        _touch(conn, caller, row, doc if doc is not None else None)
-        _audit(conn, caller, row.id, "patch", _patch_changes(row.data, doc, member_ops))
+    applied = [
+        change
+        for op, members in member_ops
+        if (change := _apply_member_op(conn, caller, row.pk, op, members)) is not None
+    ]
+    # Adding a member twice or removing a non-member changes nothing: no new version, no audit
+    # row (an IdP restarting its sync re-sends every membership it believes in).
+    event = "updated" if doc is not None or applied else "none"
+    if event == "updated":
+        _touch(conn, caller, row, doc)
+        _audit(conn, caller, row.id, "patch", _patch_changes(row.data, doc, applied))
     if quiet and member_ops and not other_ops:
-        outcome = _outcome(conn, row.pk, base, "updated", with_members=False)
+        outcome = _outcome(conn, row.pk, base, event, with_members=False)
         return msgspec.structs.replace(outcome, content=False)
-    return _outcome(conn, row.pk, base, "updated", with_members=with_members)
+    return _outcome(conn, row.pk, base, event, with_members=with_members)
+
+
+def _apply_member_op(
+    conn: Connection, caller: Caller, group_pk: int, op: str, members: list[Member] | None
+) -> tuple[str, list[Member] | None] | None:
+    """Apply one membership operation; return it as it changed the group, None: no change.
+
+    An add keeps only the users not yet members, a remove only those that were (`members` None:
+    every member); a replace is a change whenever the group had or gets any member.
+
+    Raises:
+        InvalidValue: an add or replace names a user the workspace does not have.
+    """
+    if op == "remove":
+        if members is None:
+            return (op, None) if _remove_members(conn, group_pk, None) else None
+        # Unknown ids are skipped: IdPs retry removals of users deleted meanwhile.
+        known = dict(_ids_to_pks(conn, caller, [uid for uid, _ in members], live=False))
+        present = _present(conn, group_pk, list(known.values()))
+        gone = [(uid, pk) for uid, pk in known.items() if pk in present]
+        if not gone:
+            return None
+        _remove_members(conn, group_pk, [pk for _, pk in gone])
+        return op, [(uid, None) for uid, _ in gone]
+    resolved = _user_pks(conn, caller, members or [])
+    if op == "replace":
+        removed = _remove_members(conn, group_pk, None)
+        _add_members(conn, group_pk, resolved)
+        return (op, members) if removed or resolved else None
+    present = _present(conn, group_pk, [pk for pk, _ in resolved])
+    # `_user_pks` answers in the order of the distinct ids.
+    new = [
+        (uid, (pk, display))
+        for uid, (pk, display) in zip(dict(members or []), resolved, strict=True)
+        if pk not in present
+    ]
+    if not new:
+        return None
+    _add_members(conn, group_pk, [member for _, member in new])
+    return op, [(uid, display) for uid, (_, display) in new]
 
 
 #: Members a POST or PATCH may name and still run as a short unit (`small_create`, …).
@@ -529,11 +589,6 @@ def _patch_changes(
         key = {"add": "members_added", "remove": "members_removed"}.get(op, "members_replaced_with")
         changes.setdefault(key, []).extend(_ids(members) if members is not None else ["*"])
     return changes
-
-
-def _known_pks(conn: Connection, caller: Caller, members: Sequence[Member]) -> list[int]:
-    """Pks of the listed users; unknown ids are skipped, since IdPs retry removals."""
-    return [pk for _, pk in _ids_to_pks(conn, caller, [uid for uid, _ in members], live=False)]
 
 
 def _split_operation(
