@@ -25,6 +25,7 @@ from hub.core.outbox import start_sender
 from hub.core.schema import GROUP_TYPE, USER_TYPE
 from hub.core.tenants import tenant_url
 from hub.core.tokens import Caller
+from hub.head import is_head, method_of, serve_head
 from hub.logging import drain_logs, log_request
 from hub.metrics import Metrics
 from hub.plugins import Registry, build_registry
@@ -65,7 +66,7 @@ def _record_activity(
             workspace_pk=caller.workspace_pk,
             connector_pk=caller.connector_pk,
             at=activity.now(),
-            method=str(scope.get("method", "")),
+            method=method_of(scope),
             path=scope["path"][:512],
             operation=name.split("-", 1)[-1][:32],
             resource_type=resource_type,
@@ -122,7 +123,7 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
             if caller is not None and scope["path"].startswith("/scim/v2"):
                 _record_activity(scope, state, caller, status, started)
             log_request(
-                method=scope.get("method"),
+                method=method_of(scope),
                 path=scope.get("path_template", "?") if secret else scope["path"],
                 status=status,
                 ms=round((time.perf_counter() - started) * 1000, 2),
@@ -139,7 +140,13 @@ class HubApp(Litestar):
     dispatch: Dispatch | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        """Serve a SCIM resource request directly, anything else through Litestar's router."""
+        """Serve a SCIM resource request directly, anything else through Litestar's router.
+
+        A HEAD request is served as the GET of its URL, without the body (`hub.head`).
+        """
+        if scope["type"] == ScopeType.HTTP and is_head(scope):
+            await serve_head(self, scope, receive, send)
+            return
         if scope["type"] == ScopeType.HTTP and self.dispatch is not None:
             scope["app"] = scope["litestar_app"] = self
             scope.setdefault("state", {})

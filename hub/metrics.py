@@ -47,6 +47,7 @@ from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import DBAPIError
 
 from hub.core.models import outbox_messages
+from hub.head import method_of
 
 #: Upper bounds (seconds) of the latency histogram's buckets.
 BUCKETS: tuple[float, ...] = (
@@ -132,7 +133,7 @@ class Metrics:
                 caller = state.get("caller") if isinstance(state, dict) else None
                 observe(
                     scope.get("path_template") or _UNMATCHED,
-                    str(scope.get("method", "?")),
+                    method_of(scope),
                     status,
                     getattr(caller, "connector_id", None) or _NO_CONNECTOR,
                     clock() - started,

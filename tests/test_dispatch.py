@@ -89,6 +89,7 @@ async def test_direct_routes_answer_as_the_router(app: Litestar, scim: ScimClien
     direct_reads = [
         lambda: scim.get(f"/Users/{uid}"),
         lambda: scim.get(f"/Users/{uid}", headers={"If-None-Match": etag}),
+        lambda: scim.request("HEAD", f"/Users/{uid}"),  # served as the GET, less the body
         lambda: scim.get(f"/Users/{uid}", params={"attributes": "userName,emails"}),
         lambda: scim.get(f"/Users/{uid}", params={"excludedAttributes": "name"}),
         lambda: scim.get("/Users/no-such-user"),
@@ -127,7 +128,6 @@ async def test_direct_routes_answer_as_the_router(app: Litestar, scim: ScimClien
         lambda: scim.get("/Users/.search"),
         lambda: scim.get("/Users/"),
         lambda: scim.get(f"/Users/{uid}/extra"),
-        lambda: scim.request("HEAD", f"/Users/{uid}"),
         lambda: scim.post(f"/Users/{uid}", user_body("405@example.com")),
         lambda: scim.patch("/Users", {"schemas": [PATCH_OP], "Operations": []}),
         lambda: scim.request("OPTIONS", "/Users"),
