@@ -58,6 +58,19 @@ async def test_an_unknown_document_is_404_for_a_caller_and_401_for_anyone_else(
     scim_error(await scim.with_token("shub_not-a-token").get(path), 401)
 
 
+async def test_me_is_501_for_a_caller_whatever_the_method(
+    scim: ScimClient, scim_error: ScimError
+) -> None:
+    """RFC 7644 §3.11: a service provider without /Me answers 501; a token here is no user."""
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        body = None if method in ("GET", "DELETE") else {"schemas": [], "userName": "me"}
+        error = scim_error(await scim.request(method, "/Me", body), 501)
+        assert "/Users/" in error["detail"], method
+        scim_error(await scim.with_token(None).request(method, "/Me", body), 401)
+    refused = await scim.request("GET", "/Me", headers={"Accept": "application/xml"})
+    scim_error(refused, 406)
+
+
 async def test_bulk_is_501_for_a_caller_after_its_accept_is_checked(
     scim: ScimClient, scim_error: ScimError
 ) -> None:

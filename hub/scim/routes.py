@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import structlog
-from litestar import Request, Response, delete, get, patch, post, put
+from litestar import Request, Response, delete, get, patch, post, put, route
 from litestar.handlers import HTTPRouteHandler
 from sqlalchemy import Connection
 
@@ -81,7 +81,7 @@ _EVENTS = {
 
 
 class NotImplementedFeature(ScimError):
-    """An optional SCIM feature the hub does not offer (RFC 7644 §3.7 Bulk)."""
+    """An optional SCIM feature the hub does not offer (RFC 7644 §3.7 Bulk, §3.11 /Me)."""
 
     status = 501
 
@@ -854,16 +854,39 @@ async def root_search(request: Request[Any, Any, Any]) -> Response[bytes]:
     return _response(_list_body(page, resources))
 
 
+async def _not_offered(request: Request[Any, Any, Any], detail: str) -> Response[bytes]:
+    """Answer 501 with `detail`, once the caller is authenticated (a stranger gets 401)."""
+    _, problem = await _parse(_accepting(request))
+    await _run(request, _nothing, writes=False, problem=problem, quick=True)
+    raise NotImplementedFeature(detail)
+
+
 @post("/scim/v2/Bulk", name="bulk", status_code=501, **_OPTS)
 async def bulk(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Bulk is not supported (ServiceProviderConfig says so); RFC 7644 §3.7 asks for 501."""
+    return await _not_offered(
+        request, "Bulk operations are not supported; send one request per change"
+    )
 
-    async def check() -> None:
-        check_accept(request)
 
-    _, problem = await _parse(check)
-    await _run(request, _nothing, writes=False, problem=problem, quick=True)  # 401 before 501
-    raise NotImplementedFeature("Bulk operations are not supported; send one request per change")
+@route(
+    "/scim/v2/Me",
+    http_method=["GET", "POST", "PUT", "PATCH", "DELETE"],
+    name="me",
+    status_code=501,
+    **_OPTS,
+)
+async def me(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """The /Me alias is not offered; RFC 7644 §3.11 asks for 501.
+
+    /Me stands for the resource the caller authenticated as, and a hub token is a connector's
+    (an IdP's), never a user's.
+    """
+    return await _not_offered(
+        request,
+        "/Me is not supported: tokens here belong to connectors, not users; "
+        "address a user as /Users/{id}",
+    )
 
 
 def scim_routes() -> list[HTTPRouteHandler]:
@@ -878,4 +901,5 @@ def scim_routes() -> list[HTTPRouteHandler]:
         schema,
         root_search,
         bulk,
+        me,
     ]
