@@ -479,13 +479,15 @@ def patch(
         doc = canonicalise(patched, GROUP_TYPE)
         doc.pop("members", None)
         required_missing(doc, GROUP_TYPE)
+        if doc == row.data:
+            doc = None  # Okta re-sends a pushed group's name, changed or not
     applied = [
         change
         for op, members in member_ops
         if (change := _apply_member_op(conn, caller, row.pk, op, members)) is not None
     ]
-    # Adding a member twice or removing a non-member changes nothing: no new version, no audit
-    # row (an IdP restarting its sync re-sends every membership it believes in).
+    # Adding a member twice, removing a non-member or setting a value the group has changes
+    # nothing: no new version, no audit row (IdPs re-send what they believe is there).
     event = "updated" if doc is not None or applied else "none"
     if event == "updated":
         _touch(conn, caller, row, doc)
