@@ -74,7 +74,7 @@ async def test_a_put_that_changes_nothing_is_not_written(
     assert trail[0]["changes"] == {"attributes": ["title"]}
 
 
-async def test_a_member_patch_that_changes_nothing_is_not_written(
+async def test_a_group_write_that_changes_nothing_is_not_written(
     scim: ScimClient, client: httpx.AsyncClient, db_url: str, tenant: InitResult
 ) -> None:
     # An IdP restarting its sync re-adds every member it knows of and retries removals.
@@ -100,6 +100,11 @@ async def test_a_member_patch_that_changes_nothing_is_not_written(
         unchanged = await member_patch(*operations)
         assert unchanged.status_code in (200, 204), (operations, unchanged.text)
         assert unchanged.headers["etag"] == created.headers["etag"], operations
+    # Okta's push of the whole group by PUT, unchanged.
+    same = {**group_body("Crew", members=[{"value": a}]), "id": gid}
+    put = await scim.put(f"/Groups/{gid}", same)
+    assert put.status_code == 200, put.text
+    assert put.json() == created.json()
     group = (await scim.get(f"/Groups/{gid}")).json()
     assert group["meta"] == created.json()["meta"]
     assert [r["action"] for r in await records(admin, resource=gid)] == ["create"]
@@ -124,6 +129,10 @@ async def test_a_member_patch_that_changes_nothing_is_not_written(
         {"members_added": [b]},
     ]
     assert "members" not in (await scim.get(f"/Groups/{gid}")).json()
+    # A PUT that changes the members is written, once.
+    assert (await scim.put(f"/Groups/{gid}", same)).headers["etag"] == 'W/"5"'
+    assert (await scim.put(f"/Groups/{gid}", same)).headers["etag"] == 'W/"5"'
+    assert [r["action"] for r in (await records(admin, resource=gid))[:2]] == ["replace", "patch"]
 
 
 async def test_admin_changes_are_audited(

@@ -212,6 +212,18 @@ def _remove_members(conn: Connection, group_pk: int, user_pks: Sequence[int] | N
     return int(conn.execute(stmt).rowcount)
 
 
+_MEMBERSHIPS = Prepared(
+    select(memberships.c.user_pk, memberships.c.display).where(
+        memberships.c.group_pk == bindparam("b_group")
+    )
+)
+
+
+def _memberships_of(conn: Connection, group_pk: int) -> set[tuple[int, str | None]]:
+    """The group's memberships as `(user pk, display)`, what a PUT's member list resolves to."""
+    return {(row.user_pk, row.display) for row in _MEMBERSHIPS.all(conn, b_group=group_pk)}
+
+
 #: Which of some users are a group's members already: one of them, or up to `_IDS_CHUNK`.
 _PRESENT = {
     size: Prepared(
@@ -425,6 +437,9 @@ def replace(
     doc.pop("members", None)
     required_missing(doc, GROUP_TYPE)
     user_pks = _user_pks(conn, caller, member_ids or [])
+    if doc == row.data and set(user_pks) == _memberships_of(conn, row.pk):
+        # Okta pushes whole groups with PUT, changed or not: nothing is written.
+        return _outcome(conn, row.pk, base, "none", with_members=True)
     _remove_members(conn, row.pk, None)
     _add_members(conn, row.pk, user_pks)
     _touch(conn, caller, row, doc)
