@@ -3,9 +3,10 @@
 Mail security scanners (Microsoft Defender Safe Links, Proofpoint…) fetch every link of a message
 before the person clicks, so following the link changes nothing:
 
-* `GET` (and `HEAD`) checks the link and answers a confirmation page naming the card and the
-  workspace, with one button: a plain HTML form that posts back to the same URL (no JavaScript).
-  A used, replaced, withdrawn, expired or re-keyed link answers 410 saying so; an unknown one 404.
+* `GET` (and `HEAD`, served as the GET without its body: `hub.head`) checks the link and
+  answers a confirmation page naming the card and the workspace, with one button: a plain HTML
+  form that posts back to the same URL (no JavaScript). A used, replaced, withdrawn, expired or
+  re-keyed link answers 410 saying so; an unknown one 404.
 * `POST` uses the link: marks the account activated, starts the owner's session (an HttpOnly,
   SameSite=Lax cookie, Secure when the hub is served over https) and redirects (303) to
   `/activated`, which greets the owner by name.
@@ -26,7 +27,7 @@ import html
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from litestar import Request, Response, get, head, post
+from litestar import Request, Response, get, post
 from litestar.handlers import HTTPRouteHandler
 
 from hub.core import activation, secret, sessions
@@ -116,18 +117,6 @@ async def confirm_page(request: Request[Any, Any, Any]) -> Response[bytes]:
     return await _confirmation(request)
 
 
-@head(
-    "/activate/{token:str}",
-    name="activate-head",
-    include_in_schema=False,
-    opt={SECRET_PATH: True},
-)
-async def confirm_page_head(request: Request[Any, Any, Any]) -> Response[None]:
-    """`GET`'s status and headers without the page: a scanner's probe, changing nothing."""
-    page = await _confirmation(request)
-    return Response(None, status_code=page.status_code, headers=dict(_HEADERS))
-
-
 def _same_origin(request: Request[Any, Any, Any], base_url: str) -> bool:
     """Whether the browser says this POST comes from one of our own pages (see module doc)."""
     fetch_site = request.headers.get("sec-fetch-site")
@@ -199,4 +188,4 @@ async def welcome_page(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
-ROUTES: list[HTTPRouteHandler] = [confirm_page, confirm_page_head, activate, welcome_page]
+ROUTES: list[HTTPRouteHandler] = [confirm_page, activate, welcome_page]
