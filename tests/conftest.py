@@ -403,6 +403,11 @@ def user_body(user_name: str | None = None, **attributes: Any) -> dict[str, Any]
     }
 
 
+def patch_op(*operations: dict[str, Any]) -> dict[str, Any]:
+    """A PatchOp request body (RFC 7644 §3.5.2) carrying `operations`."""
+    return {"schemas": [PATCH_URN], "Operations": list(operations)}
+
+
 def group_body(display_name: str | None = None, **attributes: Any) -> dict[str, Any]:
     """A minimal valid SCIM Group (random displayName unless given), plus `attributes`."""
     return {

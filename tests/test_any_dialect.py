@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from tests.conftest import ScimClient, assert_scim_error, create_workspace, user_body
+from tests.conftest import patch_op as patch
 
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 CUSTOM = "urn:ietf:params:scim:schemas:extension:CustomExtension:2.0:User"
 MAKEFILE = Path(__file__).resolve().parents[1] / "Makefile"
@@ -28,10 +28,6 @@ async def anyone(client: httpx.AsyncClient, db_url: str) -> ScimClient:
     """SCIM calls through an `any_scim` connector."""
     workspace = await create_workspace(db_url, "demo", idp="any_scim")
     return ScimClient(client, workspace.token)
-
-
-def patch(*operations: dict[str, object]) -> dict[str, object]:
-    return {"schemas": [PATCH_OP], "Operations": list(operations)}
 
 
 async def test_entra_default_forms_are_read_as_entra_means_them(anyone: ScimClient) -> None:

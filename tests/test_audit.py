@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from hub.core.tenants import InitResult
-from tests.conftest import ScimClient, group_body, user_body
+from tests.conftest import ScimClient, group_body, patch_op, user_body
 from tests.test_cards import Admin, make_admin_key
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -84,7 +84,7 @@ async def test_a_group_write_that_changes_nothing_is_not_written(
     gid = created.json()["id"]
 
     def member_patch(*operations: dict[str, Any]) -> Any:
-        return scim.patch(f"/Groups/{gid}", {"schemas": [PATCH_OP], "Operations": operations})
+        return scim.patch(f"/Groups/{gid}", patch_op(*operations))
 
     for operations in (
         [{"op": "add", "path": "members", "value": [{"value": a}]}],

@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from tests.conftest import ScimClient, assert_scim_error, create_workspace
+from tests.conftest import patch_op as patch
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -54,10 +55,6 @@ async def entra_only(client: httpx.AsyncClient, db_url: str) -> ScimClient:
     """SCIM calls through an `azure_ad` connector alone (what only Entra's dialect does)."""
     workspace = await create_workspace(db_url, "contoso", idp="azure_ad")
     return ScimClient(client, workspace.token)
-
-
-def patch(*operations: dict[str, Any]) -> dict[str, Any]:
-    return {"schemas": [PATCH_OP], "Operations": list(operations)}
 
 
 def entra_user(**extra: Any) -> dict[str, Any]:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from tests.conftest import patch_op as patch_body
+
 if TYPE_CHECKING:
     from tests.conftest import ScimClient
 
@@ -160,10 +162,6 @@ async def test_invalid_filters(
 
 
 # --------------------------------------------------------------------------- PATCH
-
-
-def patch_body(*operations: dict[str, Any]) -> dict[str, Any]:
-    return {"schemas": [PATCH_URN], "Operations": list(operations)}
 
 
 @pytest.mark.parametrize(

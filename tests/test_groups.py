@@ -5,12 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import ScimClient, assert_scim_error, group_body, user_body
-
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
-
-
-def ops(*operations: dict[str, Any]) -> dict[str, Any]:
-    return {"schemas": [PATCH_OP], "Operations": list(operations)}
+from tests.conftest import patch_op as ops
 
 
 async def make_users(scim: ScimClient, count: int) -> list[str]:

@@ -18,7 +18,8 @@ import httpx
 import msgspec
 import pytest
 
-from tests.conftest import PATCH_URN, ScimClient, assert_scim_error, group_body, user_body
+from tests.conftest import ScimClient, assert_scim_error, group_body, user_body
+from tests.conftest import patch_op as ops
 from tests.dbstate import scim_state
 
 MAX_BODY = 4096
@@ -79,10 +80,6 @@ class Unchanged:
     async def __aexit__(self, *exc: object) -> None:
         if exc[0] is None:
             assert scim_state(self.db_url) == self.before, "a refused request changed the state"
-
-
-def ops(*operations: dict[str, Any]) -> dict[str, Any]:
-    return {"schemas": [PATCH_URN], "Operations": list(operations)}
 
 
 # --------------------------------------------------------------------------- discovery

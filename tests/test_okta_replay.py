@@ -25,10 +25,10 @@ import httpx
 import pytest
 
 from tests.conftest import ScimClient, create_workspace
+from tests.conftest import patch_op as patch
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 LIST = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 CUSTOM = "urn:ietf:params:scim:schemas:extension:CustomExtension:2.0:User"
 
@@ -43,10 +43,6 @@ async def okta(
     """
     workspace = await create_workspace(db_url, "initech", idp=request.param)
     return ScimClient(client, workspace.token)
-
-
-def patch(*operations: dict[str, Any]) -> dict[str, Any]:
-    return {"schemas": [PATCH_OP], "Operations": list(operations)}
 
 
 def okta_user(user_name: str | None = None) -> dict[str, Any]:

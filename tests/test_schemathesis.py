@@ -50,6 +50,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.hubprocess import HubProcess
 from tests.pg import create_database, drop_database
+from tests.test_openapi import NOT_OFFERED
 
 #: Requests per run and backend: the full run on SQLite, a shorter one on PostgreSQL (the same
 #: operations and checks with fewer examples each), to keep `make test` within its budget.
@@ -69,7 +70,6 @@ PATCH_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 CARD_FIELDS = ["display_name", "job_title", "department", "email", "logo_url", "website"]
 SPARE_CONNECTOR = "spare"
 OWNER = "owner@example.com"
-NOT_OFFERED = {"/scim/v2/Bulk", "/scim/v2/Me"}
 
 
 @dataclass

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 
+from tests.conftest import patch_op as patch_body
+
 if TYPE_CHECKING:
     from litestar import Litestar
 
@@ -26,13 +28,8 @@ if TYPE_CHECKING:
 
 USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"
-PATCH_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 SEARCH_URN = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 ScimError = Callable[..., dict[str, Any]]
-
-
-def patch_body(*operations: dict[str, Any]) -> dict[str, Any]:
-    return {"schemas": [PATCH_URN], "Operations": list(operations)}
 
 
 class Globex:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from tests.conftest import ScimClient, assert_scim_error, user_body
+from tests.conftest import patch_op as ops
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
-PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 
 
 def full_user(user_name: str = "bjensen@example.com") -> dict[str, Any]:
@@ -32,10 +32,6 @@ def full_user(user_name: str = "bjensen@example.com") -> dict[str, Any]:
         "x-unmapped": {"kept": ["as", "sent"]},
         ENTERPRISE: {"department": "Tours", "manager": {"value": "m-1"}},
     }
-
-
-def ops(*operations: dict[str, Any]) -> dict[str, Any]:
-    return {"schemas": [PATCH_OP], "Operations": list(operations)}
 
 
 async def test_create_returns_the_resource_with_meta(scim: ScimClient) -> None:
