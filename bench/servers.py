@@ -19,6 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +30,8 @@ REPO = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 HOST = "127.0.0.1"
 START_TIMEOUT_S = 30.0
+#: A server under callgrind (`bench.callgrind`) starts ~5x slower.
+WRAPPED_START_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 10.0
 
 SERVER_NAMES = ("hub", "peer", "floor")
@@ -265,26 +268,30 @@ def _base_env() -> dict[str, str]:
     return env
 
 
-def start_floor(workdir: Path) -> Server:
+def _ready_timeout(wrapper: Sequence[str]) -> float:
+    return WRAPPED_START_TIMEOUT_S if wrapper else START_TIMEOUT_S
+
+
+def start_floor(workdir: Path, wrapper: Sequence[str] = ()) -> Server:
     port = free_port()
     env = _base_env()
     env["BENCH_FLOOR_DB"] = str(workdir / "floor.db")
     log_path = workdir / "floor.log"
     with log_path.open("wb") as log:
-        process = _spawn(_uvicorn("bench.floor:app", port), env, log)
+        process = _spawn([*wrapper, *_uvicorn("bench.floor:app", port)], env, log)
     server = Server("floor", f"http://{HOST}:{port}/scim/v2", None, process, log_path)
-    _wait_ready(server, "/healthz")
+    _wait_ready(server, "/healthz", _ready_timeout(wrapper))
     server.notes.append("raw sqlite3, WAL, synchronous=NORMAL, one connection on the event loop")
     return server
 
 
-def start_peer(workdir: Path) -> Server:
+def start_peer(workdir: Path, wrapper: Sequence[str] = ()) -> Server:
     port = free_port()
     log_path = workdir / "peer.log"
     with log_path.open("wb") as log:
-        process = _spawn(_uvicorn("bench.peer:app", port), _base_env(), log)
+        process = _spawn([*wrapper, *_uvicorn("bench.peer:app", port)], _base_env(), log)
     server = Server("peer", f"http://{HOST}:{port}/v2", None, process, log_path)
-    _wait_ready(server, "/v2/ServiceProviderConfig")
+    _wait_ready(server, "/v2/ServiceProviderConfig", _ready_timeout(wrapper))
     server.notes.append("scim2-server ASGI app, AsyncInMemoryStorage (not durable)")
     return server
 
@@ -355,12 +362,14 @@ def start_hub(
     seed_users: int = 0,
     seed_timeout_s: float = 1800,
     log_level: str = "warning",
+    wrapper: Sequence[str] = (),
 ) -> Server:
     """Migrate a fresh database, create workspace(s) + token(s), optionally seed, then serve.
 
     Migration and workspaces (`hub.migrate.upgrade`, `tenants.init_workspace`, as `scim-hub db
     upgrade` and `scim-hub init` do) run in this process; with `seed_users`, `scim-hub seed` loads
-    that many users into the first workspace (`server.seed` holds its report).
+    that many users into the first workspace (`server.seed` holds its report). `wrapper` goes
+    before the serving command (`bench.callgrind.command`).
     """
     port = free_port()
     env = hub_env(workdir, database_url, port, log_level)
@@ -378,7 +387,7 @@ def start_hub(
         seed = _last_json_object(run_hub_cli(args, env, timeout_s=seed_timeout_s))
     tenant_path = "/scim/v2"
     log_path = workdir / "hub.log"
-    cmd = [*_hub_cli(), "serve", "--host", HOST, "--port", str(port)]
+    cmd = [*wrapper, *_hub_cli(), "serve", "--host", HOST, "--port", str(port)]
     if workers != 1:
         cmd += ["--workers", str(workers)]
     with log_path.open("wb") as log:
@@ -386,7 +395,7 @@ def start_hub(
     server = Server("hub", f"http://{HOST}:{port}{tenant_path}", made[0].token, process, log_path)
     server.tenants = made
     server.seed = seed
-    _wait_ready(server, "/healthz")
+    _wait_ready(server, "/healthz", _ready_timeout(wrapper))
     kind = "PostgreSQL" if database_url and database_url.startswith("postgres") else "SQLite"
     server.notes.append(f"scim-hub on {kind}, {workers} worker(s)")
     return server
@@ -411,11 +420,12 @@ def start(
     database_url: str | None = None,
     workers: int = 1,
     hub_log_level: str = "warning",
+    wrapper: Sequence[str] = (),
 ) -> Server:
     if name == "hub":
-        return start_hub(workdir, database_url, workers, log_level=hub_log_level)
+        return start_hub(workdir, database_url, workers, log_level=hub_log_level, wrapper=wrapper)
     if name == "peer":
-        return start_peer(workdir)
+        return start_peer(workdir, wrapper)
     if name == "floor":
-        return start_floor(workdir)
+        return start_floor(workdir, wrapper)
     raise ValueError(f"unknown server {name!r}; expected one of {', '.join(SERVER_NAMES)}")

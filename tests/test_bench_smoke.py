@@ -16,12 +16,13 @@ from typing import Any
 
 import pytest
 
+from bench import callgrind
 from bench.load import PHASES, CollectorPaused, _expect_page, _expect_total
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def run_bench(tmp_path: Path, module: str, *args: str) -> dict[str, Any]:
+def run_bench(tmp_path: Path, module: str, *args: str, timeout_s: float = 120) -> dict[str, Any]:
     """Run `python -m <module> --smoke …` to completion; return the JSON line it wrote."""
     out = tmp_path / f"{module}.jsonl"
     where = ["--tmpdir", str(tmp_path), "--json", str(out)]
@@ -30,7 +31,7 @@ def run_bench(tmp_path: Path, module: str, *args: str) -> dict[str, Any]:
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout_s,
         check=False,
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
@@ -75,6 +76,42 @@ def test_bench_smoke_hub_and_floor(tmp_path: Path) -> None:
         assert 0 <= figures["mail_writer_cpu_s"] <= figures["cpu_s"] + 0.02, figures
     check = hub["metrics_check"]
     assert check["match"] is True, check
+
+
+@pytest.mark.server
+@pytest.mark.skipif(
+    not callgrind.available(),
+    reason="Valgrind is not installed (Debian package valgrind; .ci/run installs it)",
+)
+def test_bench_smoke_counts_instructions(tmp_path: Path) -> None:
+    """`--instructions`: each server under callgrind, its instructions counted per phase."""
+    phases = ("create", "get")
+    args = (
+        "--instructions",
+        "--servers",
+        "hub,floor",
+        "--users",
+        "20",
+        "--phases",
+        ",".join(phases),
+    )
+    result = run_bench(tmp_path, "bench", *args, "--phase-timeout", "60", timeout_s=240)
+    counted = {
+        name: {phase: figures["instructions_per_req"] for phase, figures in s["phases"].items()}
+        for name, s in result["servers"].items()
+    }
+    for name, by_phase in counted.items():
+        assert list(by_phase) == list(phases), name
+        # An HTTP request through uvicorn and a framework is over 100,000 instructions.
+        assert min(by_phase.values()) > 100_000, (name, by_phase)
+    # A create writes far more than a GET reads, in the hub as in the floor.
+    assert counted["hub"]["create"] > counted["hub"]["get"]
+    ratios = result["instruction_ratios"]
+    # The hub's speed over the floor's: the floor's instructions a request over the hub's.
+    expected = counted["floor"]["get"] / counted["hub"]["get"]
+    assert ratios["hub/floor"]["get"] == pytest.approx(expected, abs=0.001)
+    assert ratios["hub/floor insert"]["create"] == ratios["hub/floor"]["create"]
+    assert result["servers"]["hub"]["metrics_check"]["match"] is True
 
 
 def _last_json(stdout: str) -> dict[str, Any]:
