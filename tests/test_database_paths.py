@@ -213,6 +213,50 @@ async def test_short_writes_queued_together_commit_together_and_one_that_raises_
         await db.close()
 
 
+async def test_a_batch_runs_again_in_savepoints_only_when_a_failing_unit_wrote(
+    sqlite_file: Path,
+) -> None:
+    """Units of a batch run without savepoints. One that fails before writing (a conflict found
+    by reading) leaves nothing to undo: the batch runs once. One that fails after writing makes
+    the batch run again, each unit in a savepoint: its rows are undone, the others' stored once."""
+    db = SqliteDatabase(f"sqlite+aiosqlite:///{sqlite_file}")
+    runs: list[int] = []
+
+    def insert(conn: Connection, x: int, fail: str = "") -> int:
+        runs.append(x)
+        if fail == "before":
+            raise ValueError("refused before writing")
+        conn.execute(text("INSERT INTO item VALUES (:x)"), {"x": x})
+        if fail == "after":
+            raise ValueError("refused after writing")
+        return x
+
+    try:
+        await _with_items_table(db)
+        outcomes = await asyncio.gather(
+            db.write_now(insert, 1),
+            db.write_now(insert, 2, "before"),
+            db.write_now(insert, 3),
+            return_exceptions=True,
+        )
+        assert outcomes[::2] == [1, 3]
+        assert isinstance(outcomes[1], ValueError)
+        assert runs == [1, 2, 3], "one run of the batch"
+        runs.clear()
+        outcomes = await asyncio.gather(
+            db.write_now(insert, 4),
+            db.write_now(insert, 5, "after"),
+            db.write_now(insert, 6),
+            return_exceptions=True,
+        )
+        assert outcomes[::2] == [4, 6]
+        assert isinstance(outcomes[1], ValueError)
+        assert runs == [4, 5, 4, 5, 6], "the batch ran again from the start, in savepoints"
+        assert await db.read(_items) == [1, 3, 4, 6]
+    finally:
+        await db.close()
+
+
 async def test_short_writes_queued_over_the_next_turns_of_the_loop_join_the_batch(
     sqlite_file: Path,
 ) -> None:
