@@ -517,10 +517,10 @@ class SqliteDatabase:
         """Run a short write unit on the loop's thread, committed with those queued beside it.
 
         Short writes queued within a few turns of the loop (`_SETTLE_TURNS`: under load, the
-        requests already on the wire) run one after another in one transaction, each in a
-        savepoint of its own, and every caller hears back only after that transaction has
-        committed: a unit that raises is rolled back alone and its caller gets the error; a
-        failed commit fails them all. One BEGIN/COMMIT, and one WAL frame for each page they
+        requests already on the wire) run one after another in one transaction, and every
+        caller hears back only after that transaction has committed: a unit that raises is
+        undone alone and its caller gets the error (`_run_batch`); a failed commit fails them
+        all. One BEGIN/COMMIT, and one WAL frame for each page they
         share, then serve many requests instead of one each. This process's writes, short and
         threaded, take turns in arrival order (`_gate`), so a stream of short writes cannot
         starve a queued long one (the provisioning log, an admin edit). When another process
