@@ -255,11 +255,13 @@ async def _field_rows(db_url: str) -> dict[str, tuple[Any, ...]]:
 async def test_a_card_stores_rows_only_for_fields_holding_more_than_the_idp_value(
     scim: Any, admin: Admin, db_url: str
 ) -> None:
-    # The IdP fills eight of the ten fields: only the two it leaves empty are stored as rows.
+    # The IdP fills eight of the ten fields and leaves two empty: all ten are its, no row at all.
     user_id = await provision(scim, person("katherine.johnson@example.com", title="Analyst"))
     rows = await _field_rows(db_url)
-    assert set(rows) == {"department", "photo_url"}
-    assert rows["department"][2:] == (None, "idp", True, True, True, None)
+    assert rows == {}
+    empty = {"value": None, "source": "idp", "locked": True, "linked": True}
+    fields = (await admin.card(user_id))["fields"]
+    assert fields["department"] == fields["photo_url"] == empty
 
     # An IdP update of a field with no row writes no row; the card shows the new value.
     patched = await scim.patch(f"/Users/{user_id}", replace_op("title", "Mathematician"))
@@ -282,10 +284,10 @@ async def test_a_card_stores_rows_only_for_fields_holding_more_than_the_idp_valu
     assert relinked["fields"]["department"]["value"] == "NASA"
     assert "department" not in await _field_rows(db_url)
 
-    # The IdP clearing a field with no row stores the empty IdP value.
+    # The IdP clearing a field with no row stores no row either: the card shows it empty.
     body = person("katherine.johnson@example.com", title=None, department="NASA")
     assert (await scim.put(f"/Users/{user_id}", body)).status_code == 200
-    assert (await _field_rows(db_url))["job_title"][2:] == (None, "idp", True, True, True, None)
+    assert "job_title" not in await _field_rows(db_url)
     job = (await admin.card(user_id))["fields"]["job_title"]
     assert job == {"value": None, "source": "idp", "locked": True, "linked": True}
 
@@ -373,8 +375,8 @@ async def test_migration_0016_clusters_card_fields_and_keeps_every_one(
     assert _clustered(db_url) is (True if sqlite else None)
     async with serving(app, tenant) as scim:
         await provision(scim, person("after.upgrade@example.com"))
-    # The new card stores rows only for the two fields the IdP left empty (department, photo).
-    assert len(dump(db_url, ["card_fields"])["card_fields"]) == 32
+    # The new card stores no row: the IdP's two empty fields are nulls in its profile.
+    assert len(dump(db_url, ["card_fields"])["card_fields"]) == 30
 
 
 async def test_lock_and_field_errors(scim: Any, admin: Admin) -> None:

@@ -18,12 +18,13 @@ shows the template's value wherever the card has no row for it or its row is sti
 template edit writes the template row, not its cards; only fields an admin or the owner unlinked
 keep a value of their own. A card's `modified` is the later of its own and its template's.
 
-Nor are the IdP's values copied into rows while they are all a field holds: a field the IdP gives
-a value, still locked and linked to it, has no row (`_elided`), and a read takes it from the card's
-`profile`, the IdP values of the last sync (`_with_elided`). So a create writes rows only for the
-fields the IdP leaves empty, and an IdP update of such a field writes the card alone. A row
-appears once a field holds something else: an edit, an unlock, the IdP clearing it, a template
-detached, or the connector no longer mapping it.
+Nor are the IdP's values copied into rows while they are all a field holds: a field the connector
+maps, still locked and linked to the IdP, has no row (`_elided`), and a read takes it from the
+card's `profile`, the IdP values of the last sync (`_with_elided`), where a mapped field the IdP
+left empty is a null. So a create writes rows only for the profile fields the connector does not
+map, and an IdP update of an IdP field, setting or clearing it, writes the card alone. A row
+appears once a field holds something else: an edit, an unlock, a template detached, or the
+connector no longer mapping it.
 """
 
 from __future__ import annotations
@@ -278,10 +279,13 @@ def _from_idp(value: str | None) -> FieldState:
 def _elided_row(profile: Any, name: str) -> FieldState | None:
     """The row field `name` stands for when it has none, per the card's `profile`; None: none.
 
-    A `FieldState` has every column of a row `_shown` reads.
+    A profile field the `profile` holds, a value or a null, shows the IdP's value; one it does not
+    hold (not mapped at the last sync, or on a card older than the field) is no field. A
+    `FieldState` has every column of a row `_shown` reads.
     """
-    value = profile.get(name) if isinstance(profile, dict) and name in PROFILE_FIELDS else None
-    return None if value is None else _from_idp(value)
+    if not isinstance(profile, dict) or name not in PROFILE_FIELDS or name not in profile:
+        return None
+    return _from_idp(profile[name])
 
 
 def _elided(name: str, state: FieldState, profile: Any) -> bool:
@@ -380,8 +384,7 @@ def _refresh(conn: Connection, card: Any, profile: Profile, document: JSON, acti
     field rows keeps a managed row's `idp_value` (and a linked one's value) in step with it. So
     only the fields whose IdP value differs from it are written, each by one UPDATE that needs no
     read of the rows (an IdP update usually changes one or two). A field with no row shows the
-    document's value (`_elided`): the new document is its update, unless the IdP cleared it,
-    which takes a row (a field with neither row nor value is no field at all).
+    document's value (`_elided`), a null when the IdP cleared it: the new document is its update.
     """
     if card.profile == document:
         if card.active != active:
@@ -393,9 +396,7 @@ def _refresh(conn: Connection, card: Any, profile: Profile, document: JSON, acti
     for name, idp_value in profile.items():
         if name in last and last[name] == idp_value:
             continue
-        updated = _SYNC_FIELD.run(conn, f_card=card.pk, f_name=name, f_idp=idp_value)
-        if not updated and idp_value is None:
-            _insert_field(conn, card.pk, name, _from_idp(None))
+        _SYNC_FIELD.run(conn, f_card=card.pk, f_name=name, f_idp=idp_value)
     for name in last.keys() - profile.keys():
         # A field the connector no longer maps keeps showing the IdP's last value.
         row = _elided_row(last, name)
