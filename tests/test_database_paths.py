@@ -12,6 +12,7 @@ import struct
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy.exc
@@ -222,7 +223,7 @@ async def test_a_batch_runs_again_in_savepoints_only_when_a_failing_unit_wrote(
     db = SqliteDatabase(f"sqlite+aiosqlite:///{sqlite_file}")
     runs: list[int] = []
 
-    def insert(conn: Connection, x: int, fail: str = "") -> int:
+    def write(conn: Connection, x: int, fail: str) -> int:
         runs.append(x)
         if fail == "before":
             raise ValueError("refused before writing")
@@ -231,26 +232,22 @@ async def test_a_batch_runs_again_in_savepoints_only_when_a_failing_unit_wrote(
             raise ValueError("refused after writing")
         return x
 
+    def insert(x: int, fail: str = "") -> Any:
+        return db.write_now(write, x, fail)
+
+    async def batch(first: int, fail: str) -> None:
+        """Three units in one batch, the middle one failing; the other two are stored."""
+        runs.clear()
+        units = (insert(first), insert(first + 1, fail), insert(first + 2))
+        outcomes = await asyncio.gather(*units, return_exceptions=True)
+        assert outcomes[::2] == [first, first + 2]
+        assert isinstance(outcomes[1], ValueError)
+
     try:
         await _with_items_table(db)
-        outcomes = await asyncio.gather(
-            db.write_now(insert, 1),
-            db.write_now(insert, 2, "before"),
-            db.write_now(insert, 3),
-            return_exceptions=True,
-        )
-        assert outcomes[::2] == [1, 3]
-        assert isinstance(outcomes[1], ValueError)
+        await batch(1, "before")
         assert runs == [1, 2, 3], "one run of the batch"
-        runs.clear()
-        outcomes = await asyncio.gather(
-            db.write_now(insert, 4),
-            db.write_now(insert, 5, "after"),
-            db.write_now(insert, 6),
-            return_exceptions=True,
-        )
-        assert outcomes[::2] == [4, 6]
-        assert isinstance(outcomes[1], ValueError)
+        await batch(4, "after")
         assert runs == [4, 5, 4, 5, 6], "the batch ran again from the start, in savepoints"
         assert await db.read(_items) == [1, 3, 4, 6]
     finally:
