@@ -330,6 +330,21 @@ async def test_the_validators_string_boolean_in_a_path_filter(entra: ScimClient)
     assert retyped.json()["emails"][0]["type"] == "home"
 
 
+async def test_a_string_boolean_in_a_path_less_values_key(entra: ScimClient) -> None:
+    """A path-less replace carries each attribute's path as a key ([KNOWN-ISSUES]), filter too."""
+    uid = (await create(entra, entra_user()))["id"]
+    for op, value in (("Add", "Admin"), ("Replace", "Owner")):
+        operation = {"op": op, "value": {'roles[primary eq "True"].display': value}}
+        response = await entra.patch(f"/Users/{uid}", patch(operation))
+        assert response.status_code == 200, response.text
+        assert response.json()["roles"] == [{"primary": True, "display": value}]
+    both = {'emails[primary eq "True"].type': "home", 'roles[primary eq "True"].primary': "False"}
+    response = await entra.patch(f"/Users/{uid}", patch({"op": "replace", "value": both}))
+    assert response.status_code == 200, response.text
+    assert response.json()["emails"][0]["type"] == "home"
+    assert response.json()["roles"] == [{"primary": False, "display": "Owner"}]
+
+
 async def test_enterprise_extension_and_bare_manager(entra: ScimClient) -> None:
     """[TUTORIAL] enterprise attributes; manager is sent as the manager's bare id."""
     boss = (await create(entra, entra_user()))["id"]

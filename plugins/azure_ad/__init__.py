@@ -133,6 +133,17 @@ def _fix_path(path: str) -> str:
     return _STRING_BOOLEAN_FILTER.sub(lambda m: f"{m[1]}{m[2]}{m[3].lower()}", path)
 
 
+def _fix_keys(value: Any) -> Any:
+    """A path-less operation's value with `_fix_path` applied to each of its keys.
+
+    With ``aadOptscim062020`` Entra sends several attributes in one path-less replace, each key a
+    path ([KNOWN-ISSUES]), so ``roles[primary eq "True"].display`` arrives as a key too.
+    """
+    if type(value) is not dict or not any('"' in key for key in value):
+        return value
+    return {_fix_path(key): item for key, item in value.items()}
+
+
 def _without_filter(path: str) -> str:
     """``emails[type eq "work"].primary`` -> ``emails.primary`` (the attribute a path names)."""
     if "[" not in path or "]" not in path:
@@ -239,8 +250,10 @@ def _fix_operation(operation: Any) -> Any:
             value = _unwrapped(path, value)
         if path is not None and _names_boolean(_without_filter(path)):
             fixed[key] = _boolean(value)
-        else:
+        elif path is not None:
             fixed[key] = _fix_booleans(value)
+        else:
+            fixed[key] = _fix_booleans(_fix_keys(value))
     return fixed
 
 
