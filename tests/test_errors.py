@@ -370,6 +370,27 @@ async def test_if_none_match_current_etag_is_304(scim: ScimClient, alice: httpx.
     assert changed.json() == alice.json()
 
 
+@pytest.mark.parametrize("resource", ["Users", "Groups"])
+async def test_a_get_whose_if_match_fails_is_412(
+    scim: ScimClient, alice: httpx.Response, scim_error: ScimError, resource: str
+) -> None:
+    """RFC 9110 §13.1.1: If-Match holds for every method; it is evaluated before If-None-Match."""
+    if resource == "Users":
+        created = alice
+    else:
+        created = await scim.post("/Groups", {"schemas": [GROUP_URN], "displayName": "Ops"})
+    path, etag = f"/{resource}/{created.json()['id']}", created.headers["etag"]
+    stale = 'W/"not-the-current-version"'
+    scim_error(await scim.get(path, headers={"If-Match": stale}), 412)
+    scim_error(await scim.get(path, headers={"If-Match": stale, "If-None-Match": etag}), 412)
+    for matching in (etag, "*", f"{stale}, {etag}"):
+        response = await scim.get(path, headers={"If-Match": matching})
+        assert response.status_code == 200, response.text
+        assert response.json() == created.json()
+    both = await scim.get(path, headers={"If-Match": etag, "If-None-Match": etag})
+    assert both.status_code == 304
+
+
 # --------------------------------------------------------------------------- wire level
 
 

@@ -36,7 +36,14 @@ from hub.core.errors import (
 from hub.core.projection import plan
 from hub.core.provisioning import Provisioning
 from hub.core.ratelimit import Limiter
-from hub.core.resources import JSON, Outcome, Page, etag, matches_if_none_match
+from hub.core.resources import (
+    JSON,
+    Outcome,
+    Page,
+    check_if_match,
+    etag,
+    matches_if_none_match,
+)
 from hub.core.schema import (
     GROUP_TYPE,
     LIST_RESPONSE,
@@ -439,6 +446,8 @@ async def _get(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
         _note(request, rt, rid, {"userName": outcome.user_name})
     else:
         _note(request, rt, rid, outcome.resource)
+    # RFC 9110 §13.2.2: If-Match first (412 on a GET too), then If-None-Match.
+    check_if_match(outcome.version, header(request, "if-match"))
     if matches_if_none_match(outcome.version, header(request, "if-none-match")):
         return Response(b"", status_code=304, headers={"ETag": etag(outcome.version)})
     if isinstance(outcome, users.StoredUser):
