@@ -262,6 +262,26 @@ async def test_patch_primary_rule(scim: ScimClient) -> None:
     assert primaries == [{"value": "p@x.org", "primary": True}]
 
 
+async def test_two_primary_values_are_refused(scim: ScimClient) -> None:
+    """RFC 7643 §2.4: ``primary`` true "MUST appear no more than once" in a POST or a PUT too."""
+    two = [{"value": "a@x.org", "primary": True}, {"value": "b@x.org", "primary": True}]
+    before = (await scim.get("/Users")).json()["totalResults"]
+    refused = await scim.post("/Users", {**full_user(), "emails": two})
+    assert_scim_error(refused, 400, "invalidValue")
+    assert (await scim.get("/Users")).json()["totalResults"] == before
+    created = (await scim.post("/Users", full_user())).json()
+    path = f"/Users/{created['id']}"
+    replaced = {**full_user(created["userName"]), "emails": two}
+    assert_scim_error(await scim.put(path, replaced), 400, "invalidValue")
+    listed = await scim.patch(path, ops({"op": "replace", "path": "emails", "value": two}))
+    assert_scim_error(listed, 400, "invalidValue")
+    assert (await scim.get(path)).json() == created
+    one = [two[0], {"value": "b@x.org", "primary": False}, {"value": "c@x.org"}]
+    kept = await scim.put(path, {**full_user(created["userName"]), "emails": one})
+    assert kept.status_code == 200, kept.text
+    assert [e.get("primary") for e in kept.json()["emails"]] == [True, False, None]
+
+
 async def test_failed_patch_changes_nothing(scim: ScimClient) -> None:
     created = (await scim.post("/Users", full_user())).json()
     bad = await scim.patch(

@@ -343,7 +343,8 @@ def canonical_value(attribute: Attribute, value: Any, where: str) -> Any:
         A new canonical value, or ``None`` when the value is unassigned.
 
     Raises:
-        InvalidValue: the value does not match the attribute's type (RFC 7643 §2.3).
+        InvalidValue: the value does not match the attribute's type (RFC 7643 §2.3), or more than
+            one of a multi-valued attribute's values is primary (§2.4).
     """
     if value is None:
         return None
@@ -352,10 +353,14 @@ def canonical_value(attribute: Attribute, value: Any, where: str) -> Any:
     if not isinstance(value, list):
         raise InvalidValue(f"{where!r} is multi-valued and must be a list")
     items = []
+    primaries = 0
     for element in value:
         item = _canonical_single(attribute, element, where)
         if item is not None and item != {}:
             items.append(item)
+            primaries += item.__class__ is dict and item.get("primary") is True
+    if primaries > 1:
+        raise InvalidValue(f"{where!r}: at most one value may be primary (RFC 7643 §2.4)")
     return items
 
 
