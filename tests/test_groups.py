@@ -246,6 +246,48 @@ async def test_a_deleted_member_gives_its_groups_a_new_version(scim: ScimClient)
     assert untouched["meta"]["version"] == lonely["meta"]["version"]
 
 
+async def test_a_users_version_changes_with_its_groups(scim: ScimClient) -> None:
+    """RFC 7644 §3.14: `groups` is part of a user, so its ETag and lastModified change with it."""
+    a, b, c, bystander = await make_users(scim, 4)
+    seen = {uid: (await scim.get(f"/Users/{uid}")).json()["meta"] for uid in (a, b, c, bystander)}
+
+    async def changed(*uids: str) -> None:
+        for uid in (a, b, c, bystander):
+            meta = (await scim.get(f"/Users/{uid}")).json()["meta"]
+            if uid in uids:
+                assert meta["version"] != seen[uid]["version"], uid
+                assert meta["lastModified"] > seen[uid]["lastModified"], uid
+                stale = await scim.get(
+                    f"/Users/{uid}", headers={"If-None-Match": seen[uid]["version"]}
+                )
+                assert stale.status_code == 200
+            else:
+                assert meta == seen[uid], uid
+            seen[uid] = meta
+
+    group = (await scim.post("/Groups", group_body("Ops", members=[{"value": a}]))).json()
+    path = f"/Groups/{group['id']}"
+    await changed(a)
+    added = await scim.patch(path, ops({"op": "add", "path": "members", "value": [{"value": b}]}))
+    assert added.status_code in (200, 204), added.text
+    await changed(b)
+    again = await scim.patch(path, ops({"op": "add", "path": "members", "value": [{"value": b}]}))
+    assert again.status_code in (200, 204), again.text
+    await changed()  # already a member: nothing changed
+    removed = await scim.patch(path, ops({"op": "remove", "path": f'members[value eq "{a}"]'}))
+    assert removed.status_code in (200, 204), removed.text
+    await changed(a)
+    renamed = await scim.patch(path, ops({"op": "replace", "path": "displayName", "value": "Ops2"}))
+    assert renamed.status_code == 200, renamed.text
+    assert (await scim.get(f"/Users/{b}")).json()["groups"][0]["display"] == "Ops2"
+    await changed(b)
+    put = group_body("Ops2", members=[{"value": c}])
+    assert (await scim.put(path, put)).status_code == 200
+    await changed(b, c)
+    assert (await scim.delete(path)).status_code == 204
+    await changed(c)
+
+
 async def test_a_pathless_patch_may_send_back_the_groups_own_id(scim: ScimClient) -> None:
     group = (await scim.post("/Groups", group_body("Before"))).json()
     path = f"/Groups/{group['id']}"

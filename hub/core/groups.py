@@ -198,18 +198,51 @@ _ADD_MEMBER = {"sqlite": _add_statement(sqlite_insert), "postgresql": _add_state
 def _add_members(
     conn: Connection, group_pk: int, members: Sequence[tuple[int, str | None]]
 ) -> None:
+    """Make the users members (none of them is one yet); each gets a new version."""
     if not members:
         return
     rows = [{"b_group": group_pk, "b_user": pk, "b_display": display} for pk, display in members]
     _ADD_MEMBER[conn.dialect.name].run_many(conn, rows)
+    _touch_users(conn, [pk for pk, _ in members])
 
 
 def _remove_members(conn: Connection, group_pk: int, user_pks: Sequence[int] | None) -> int:
-    """End the listed memberships (None: every one); return how many there were."""
+    """End the listed memberships (None: every one); return how many there were.
+
+    The users leaving get a new version; `user_pks` must all be members.
+    """
     stmt = delete(memberships).where(memberships.c.group_pk == group_pk)
-    if user_pks is not None:
+    if user_pks is None:
+        _touch_members(conn, group_pk)
+    else:
+        _touch_users(conn, user_pks)
         stmt = stmt.where(memberships.c.user_pk.in_(list(user_pks)))
     return int(conn.execute(stmt).rowcount)
+
+
+#: A user's `groups` is part of it: a membership that starts or ends, or a group renamed, gives
+#: each user concerned a new version and `lastModified` (RFC 7644 §3.14: the ETag must change
+#: with the representation, or `If-None-Match` answers 304 over stale groups).
+_USER_CHANGED = {"version": users.c.version + 1, "modified": bindparam("b_now")}
+_TOUCH_USER = Prepared(update(users).where(users.c.pk == bindparam("b_user")).values(_USER_CHANGED))
+_TOUCH_MEMBERS = Prepared(
+    update(users)
+    .where(
+        users.c.pk.in_(
+            select(memberships.c.user_pk).where(memberships.c.group_pk == bindparam("b_group"))
+        )
+    )
+    .values(_USER_CHANGED)
+)
+
+
+def _touch_users(conn: Connection, user_pks: Sequence[int]) -> None:
+    now = now_us()
+    _TOUCH_USER.run_many(conn, [{"b_user": pk, "b_now": now} for pk in user_pks])
+
+
+def _touch_members(conn: Connection, group_pk: int) -> None:
+    _TOUCH_MEMBERS.run(conn, b_group=group_pk, b_now=now_us())
 
 
 _MEMBERSHIPS = Prepared(
@@ -409,6 +442,8 @@ def _touch(conn: Connection, caller: Caller, row: Any, doc: JSON | None) -> None
     columns = _columns(doc)
     if columns["display_name_key"] != str(row.data.get("displayName", "")).lower():
         _claim_name(conn, caller.workspace_pk, columns, row.pk)
+    if columns["display_name"] != row.data.get("displayName"):
+        _touch_members(conn, row.pk)  # their `groups[].display` is the group's new name
     values = {"version": row.version + 1, "modified": now_us(), "data": doc, **columns}
     conn.execute(update(groups).where(groups.c.pk == row.pk).values(**values))
 
@@ -678,7 +713,7 @@ def remove(conn: Connection, caller: Caller, group_id: str, if_match: str | None
     """
     row = _load(conn, caller, group_id, lock=True)
     check_if_match(row.version, if_match)
-    conn.execute(delete(memberships).where(memberships.c.group_pk == row.pk))
+    _remove_members(conn, row.pk, None)
     conn.execute(delete(groups).where(groups.c.pk == row.pk))
     _audit(conn, caller, row.id, "delete", {})
     return Outcome({"id": row.id, **row.data}, row.version, "deleted")
