@@ -613,6 +613,45 @@ async def test_entra_mapping_fills_the_ten_profile_fields(client: httpx.AsyncCli
     assert "photos" in ENTRA_UNMANAGED
 
 
+async def test_users_are_found_by_a_custom_extension_attribute(entra: ScimClient) -> None:
+    """An Entra job may match users on a custom attribute (`urn:…:CustomExtensionName:…:x eq`).
+
+    The hub has no schema for the extension, so a comparison takes the filter value's type.
+    """
+    custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+    ids = {}
+    for code, level in (("CC-1", 3), ("cc-2", 5), (None, None)):
+        body = entra_user()
+        if code is not None:
+            body["schemas"] = [*body["schemas"], custom]
+            body[custom] = {"costCode": code, "level": level, "badge": {"site": f"S{level}"}}
+        ids[code] = (await create(entra, body))["id"]
+
+    async def found(flt: str, **params: str) -> list[str]:
+        response = await entra.get("/Users", params={"filter": flt, **params})
+        assert response.status_code == 200, response.text
+        return [user["id"] for user in response.json().get("Resources", [])]
+
+    assert await found(f'{custom}:costCode eq "CC-1"') == [ids["CC-1"]]
+    assert await found(f'{custom}:costCode eq "CC-2"') == [ids["cc-2"]]  # caseExact false
+    assert set(await found(f'{custom}:costCode sw "cc-"')) == {ids["CC-1"], ids["cc-2"]}
+    assert set(await found(f"{custom}:costCode pr")) == {ids["CC-1"], ids["cc-2"]}
+    assert await found(f"{custom}:level gt 4") == [ids["cc-2"]]
+    assert await found(f'{custom}:level eq "5"') == []  # a number is not the string "5"
+    assert await found(f'{custom}:badge.site eq "S3"') == [ids["CC-1"]]
+    assert ids[None] in await found(f"not ({custom}:costCode pr)")
+    ordered = await found(f"{custom}:costCode pr", sortBy=f"{custom}:costCode")
+    assert ordered == [ids["CC-1"], ids["cc-2"]]
+    for unknown in (
+        f"{ENTERPRISE}:noSuchAttribute eq 1",
+        'urn:ietf:params:scim:schemas:core:2.0:User:noSuchAttribute eq "x"',
+        f'{custom}:level[value eq "x"]',
+        f"{custom}:level gt true",
+    ):
+        response = await entra.get("/Users", params={"filter": unknown})
+        assert_scim_error(response, 400, "invalidFilter")
+
+
 async def test_custom_extension_attributes_patched_into_existing_users(entra: ScimClient) -> None:
     """Entra ID custom attributes (`urn:ietf:params:scim:schemas:extension:CustomExtensionName:
     2.0:User:<attribute>`, Microsoft Learn "Customize user provisioning attribute-mappings")

@@ -22,6 +22,7 @@ SQLite (see `register_sqlite_functions`) and `lower()` on PostgreSQL.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -53,7 +54,7 @@ from sqlalchemy.sql.selectable import Exists
 import rules
 from hub.core.errors import InvalidFilter
 from hub.core.models import groups, memberships, users
-from hub.core.schema import Attribute, ResourceType
+from hub.core.schema import RESOURCE_TYPES, Attribute, ResourceType
 from rules.evaluate import STRING_TYPES, AttrInfo, compile_match, parse_datetime
 
 Predicate = ColumnElement[bool]
@@ -144,7 +145,9 @@ class _Compiler:
         self.rt = resource_type
         self.dialect = dialect
 
-    def info(self, attr: Attribute) -> AttrInfo:
+    def info(self, attr: Attribute, value: rules.Value = None) -> AttrInfo:
+        if attr.type == _SCHEMALESS:
+            return AttrInfo(_json_type(value), False, False)
         return AttrInfo(attr.type, attr.case_exact, attr.multi_valued)
 
     def resolve(
@@ -163,8 +166,10 @@ class _Compiler:
             keys = ()
         else:
             extension = self.rt.extension(path.urn)
-            top = extension.attribute(path.name) if extension is not None else None
-            keys = (extension.id,) if extension is not None else ()
+            if extension is None:
+                return _schemaless(path)
+            top = extension.attribute(path.name)
+            keys = (extension.id,)
         if top is None:
             raise InvalidFilter(f"unknown attribute {where!r} in filter")
         sub: Attribute | None = None
@@ -233,7 +238,7 @@ class _Compiler:
             if value_attr is None:
                 raise InvalidFilter(f"'{where}' is complex; compare one of its sub-attributes")
             leaf, leaf_keys = value_attr, ("value",)
-        info = self.info(leaf)
+        info = self.info(leaf, flt.value)
         try:  # the evaluator's own checks, so both refuse the same filters
             compile_match(flt.op, flt.value, info, where)
         except rules.InvalidComparison as exc:
@@ -255,6 +260,43 @@ class _Compiler:
         # `ne x` is `not (eq x)` and `eq null` is "not present" (see rules.evaluate).
         negated = (flt.op == "ne") != (flt.value is None)
         return _negate(found) if negated else found
+
+
+#: The type of an attribute of an extension the hub has no schema for (an IdP's custom extension,
+#: stored as sent): a comparison takes the JSON type of the filter's value.
+_SCHEMALESS: Final = "schemaless"
+#: What such a filter path may hold: its names go into a JSON path as they are.
+_SCHEMALESS_URN = re.compile(r"urn:[A-Za-z0-9._:-]+", re.IGNORECASE)
+#: The hub's own schemas: an attribute they do not define is unknown, not schemaless.
+_KNOWN_URNS: Final = frozenset(urn.lower() for rt in RESOURCE_TYPES for urn in rt.schema_ids)
+
+
+def _schemaless(path: rules.AttrPath) -> tuple[tuple[str, ...], Attribute, Attribute | None]:
+    """An attribute of a custom extension, where the hub keeps what the IdP sent (RFC 7643 §3).
+
+    Entra ID and Okta send custom attributes under an extension URN of their own, and an Entra
+    job may match users on one (`GET /Users?filter=urn:…:User:costCode eq "CC1"`). The value is
+    read from the stored document at the URN and names as the filter spells them (the IdP's
+    mapping spells them the same way in its writes and its queries).
+
+    Raises:
+        InvalidFilter: the URN is one of the hub's own schemas, or not a plain URN.
+    """
+    urn = path.urn or ""
+    if urn.lower() in _KNOWN_URNS or not _SCHEMALESS_URN.fullmatch(urn):
+        raise InvalidFilter(f"unknown attribute {path.dotted()!r} in filter")
+    top = Attribute(path.name, type=_SCHEMALESS)
+    sub = None if path.sub is None else Attribute(path.sub, type=_SCHEMALESS)
+    return (urn, path.name), top, sub
+
+
+def _json_type(value: rules.Value) -> str:
+    """The SCIM type a filter value has (`pr` and `eq null` have none: string, as any value)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "decimal"
+    return "string"
 
 
 def _value_fits(info: AttrInfo, value: rules.Value) -> bool:
