@@ -652,6 +652,33 @@ async def test_users_are_found_by_a_custom_extension_attribute(entra: ScimClient
         assert_scim_error(response, 400, "invalidFilter")
 
 
+async def test_attributes_and_excluded_attributes_name_a_custom_extension(
+    entra: ScimClient,
+) -> None:
+    """RFC 7644 §3.9 for an extension the hub has no schema for: the whole object or its names."""
+    custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+    body = entra_user()
+    body["schemas"] = [*body["schemas"], custom]
+    body[custom] = {"costCode": "CC-1", "level": 3}
+    uid = (await create(entra, body))["id"]
+
+    async def shown(**params: str) -> dict[str, Any]:
+        response = await entra.get(f"/Users/{uid}", params=params)
+        assert response.status_code == 200, response.text
+        listed = await entra.get("/Users", params={"filter": f'id eq "{uid}"', **params})
+        assert listed.json()["Resources"] == [response.json()]
+        return dict(response.json())
+
+    whole = await shown(attributes=custom)
+    assert whole[custom] == {"costCode": "CC-1", "level": 3}
+    assert "title" not in whole
+    assert (await shown(attributes=f"{custom}:COSTCODE"))[custom] == {"costCode": "CC-1"}
+    assert custom not in await shown(attributes="userName")
+    assert custom not in await shown(excludedAttributes=custom)
+    assert (await shown(excludedAttributes=f"{custom}:level"))[custom] == {"costCode": "CC-1"}
+    assert (await shown(excludedAttributes="title"))[custom] == {"costCode": "CC-1", "level": 3}
+
+
 async def test_custom_extension_attributes_patched_into_existing_users(entra: ScimClient) -> None:
     """Entra ID custom attributes (`urn:ietf:params:scim:schemas:extension:CustomExtensionName:
     2.0:User:<attribute>`, Microsoft Learn "Customize user provisioning attribute-mappings")

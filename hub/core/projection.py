@@ -107,6 +107,9 @@ class Projection:
                 kept = self._extension(lowered, value, self.extensions[lowered])
                 if kept:
                     result[key] = kept
+            elif lowered.startswith("urn:") and isinstance(value, Mapping):
+                if kept := self._custom(lowered, value):
+                    result[key] = kept
             else:
                 self._member(result, key, value, self.resource_type.attribute, _CORE)
         return result
@@ -120,6 +123,24 @@ class Projection:
         kept: dict[str, Any] = {}
         for key, item in value.items():
             self._member(kept, key, item, find, urn)
+        return kept
+
+    def _custom(self, urn: str, value: Mapping[str, Any]) -> dict[str, Any]:
+        """A custom extension's object: no schema, so each attribute is ``returned: default``.
+
+        ``attributes=<urn>`` keeps the whole object and ``<urn>:<name>`` that attribute, as the
+        paths of a known extension do; likewise for ``excludedAttributes``.
+        """
+        kept = dict(value)
+        if self.include:
+            wanted = _custom_names(self.include, urn)
+            if wanted is None:
+                return {}
+            if wanted:
+                kept = {k: v for k, v in kept.items() if k.lower() in wanted}
+        unwanted = _custom_names(self.exclude, urn)
+        if unwanted is not None:
+            kept = {k: v for k, v in kept.items() if unwanted and k.lower() not in unwanted}
         return kept
 
     def _member(self, out: dict[str, Any], key: str, value: Any, find: Find, scope: str) -> None:
@@ -139,6 +160,21 @@ class Projection:
         kept = _unselect(self.exclude.get(scope), name, attribute, kept)
         if kept is not None and kept != [] and kept != {}:
             out[key] = kept
+
+
+def _custom_names(scopes: Mapping[str, _Scope], urn: str) -> frozenset[str] | None:
+    """What `scopes` names of custom extension `urn`: None nothing, empty the whole object.
+
+    `_split` leaves a path into a schema the hub does not know whole and lower-cased: the
+    extension's own URN, or the URN followed by ``:name`` (and maybe ``.sub``, taken as name).
+    """
+    if urn in scopes:
+        return frozenset()
+    prefix = urn + ":"
+    names = frozenset(
+        path[len(prefix) :].partition(".")[0] for path in scopes if path.startswith(prefix)
+    )
+    return names or None
 
 
 def _named(scope: _Scope | None, name: str) -> bool:
