@@ -701,6 +701,16 @@ async def test_custom_extension_attributes_patched_into_existing_users(entra: Sc
         assert custom in response.json()["schemas"]
     stored = (await entra.get(f"/Users/{user['id']}")).json()
     assert stored[custom] == {"badge": "B-7"}
+    # With no attribute of it left, the extension is no longer listed either (as Enterprise's).
+    for path in (f"{custom}:badge", custom):
+        response = await entra.patch(f"/Users/{user['id']}", patch({"op": "Remove", "path": path}))
+        assert response.status_code == 200, response.text
+        assert custom not in response.json()
+        assert custom not in response.json()["schemas"]
+        again = {"op": "Add", "path": f"{custom}:badge", "value": "B-8"}
+        response = await entra.patch(f"/Users/{user['id']}", patch(again))
+        assert response.json()[custom] == {"badge": "B-8"}
+        assert response.json()["schemas"].count(custom) == 1
     # Removing from an extension the user never had changes nothing; other URNs stay invalid.
     fresh = await create(entra, entra_user())
     other = "urn:ietf:params:scim:schemas:extension:Other:2.0:User"

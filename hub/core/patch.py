@@ -260,7 +260,10 @@ class _Patcher:
                 if isinstance(inner, dict):
                     inner.pop(_key_of(inner, names[-1]), None)
             if not names or (isinstance(holder, dict) and not holder):
+                # No attribute of it left: unlisted too, as a known extension is.
                 self.doc.pop(key, None)
+                assert isinstance(schemas, list)
+                schemas.remove(listed)
             return True
         if not isinstance(holder, dict):
             holder = self.doc[key] = {}
