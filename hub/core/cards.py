@@ -199,11 +199,7 @@ def _create(
     _INSERT_FIELD.run_rows(
         conn,
         _FIELD_ROW,
-        [
-            (card_pk, name, *state)
-            for name, state in fields.items()
-            if not _elided(name, state, profile)
-        ],
+        [(card_pk, name, *state) for name, state in _initial_rows(fields, profile)],
     )
     # Rendered from what was just written: no read-back on the provisioning hot path.
     head = SimpleNamespace(
@@ -269,6 +265,17 @@ def _initial_fields(profile: Profile, template_fields: Mapping[str, str]) -> dic
 _PLACEHOLDER: Final = FieldState(None, "template", True, True, False, None)
 #: A profile field nothing sets: empty and editable by the owner.
 _EMPTY: Final = FieldState(None, "manual", False, False, False, None)
+
+
+def _initial_rows(
+    fields: Mapping[str, FieldState], profile: Profile
+) -> list[tuple[str, FieldState]]:
+    """The rows a new card stores of its `_initial_fields`: those of fields `profile` lacks.
+
+    A field the profile holds starts as the IdP's value, which is what it shows with no row
+    (`_elided_row`); comparing each with that row was 3% of a card's creation.
+    """
+    return [(name, state) for name, state in fields.items() if name not in profile]
 
 
 def _from_idp(value: str | None) -> FieldState:
@@ -457,9 +464,7 @@ def create_many(
             }
         )
         fields = _initial_fields(profile, {} if template is None else template.fields)
-        fields_of[user.pk] = [
-            (name, state) for name, state in fields.items() if not _elided(name, state, profile)
-        ]
+        fields_of[user.pk] = _initial_rows(fields, profile)
     made = conn.execute(cards.insert().returning(cards.c.pk, cards.c.user_pk), card_rows)
     # Positional rows straight to the driver's executemany: up to ten fields a card.
     field_rows = [
