@@ -55,7 +55,7 @@ class ScimResponse(Response[bytes]):
         `status_code` must allow a body (not 1xx, 204 or 304).
         """
         # Response's own __init__, minus its two isinstance checks against `typing.Mapping`
-        # (~2 µs a response): there are no cookies, and the headers are a plain dict.
+        # (~1.2 µs a response): there are no cookies, and the headers are a plain dict.
         self.content = body
         self.background = None
         self.cookies = []
