@@ -75,6 +75,13 @@ BAD_BODIES = [
     pytest.param("/Users", b"[]", "invalidSyntax", id="json-array-not-object"),
     pytest.param(
         "/Users",
+        b'{"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "b\xe9b"}',
+        "invalidSyntax",
+        id="not-utf-8",  # RFC 8259 §8.1: JSON is UTF-8; a Latin-1 body is not JSON
+    ),
+    pytest.param("/Groups", b'{"displayName\xff": 1}', "invalidSyntax", id="not-utf-8-key"),
+    pytest.param(
+        "/Users",
         json.dumps({"schemas": USER_URN, "userName": "bob"}),
         "invalidSyntax",
         id="schemas-not-a-list",

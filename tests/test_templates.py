@@ -439,10 +439,14 @@ async def test_invalid_rules_are_refused_with_their_position(admin: Admin) -> No
     assert (await admin.ok("GET", f"/templates/{good['id']}"))["rule"] == 'job_title co "eng"'
     preview = await admin.call("POST", "/templates/preview", {"rule": "or"})
     assert preview.status_code == 400
-    not_json = await admin.http.post(
-        admin.url("/templates"), content=b"{", headers={"Authorization": f"Bearer {admin.key}"}
-    )
-    assert not_json.status_code == 400
+    for content in (b"{", b'{"name": "Caf\xe9"}'):  # the second is Latin-1, not UTF-8
+        not_json = await admin.http.post(
+            admin.url("/templates"),
+            content=content,
+            headers={"Authorization": f"Bearer {admin.key}"},
+        )
+        assert not_json.status_code == 400, not_json.text
+        assert not_json.json()["scimType"] == "invalidSyntax"
 
 
 async def test_preview_counts_current_users(scim: Any, admin: Admin) -> None:

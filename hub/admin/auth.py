@@ -23,6 +23,7 @@ from hub.core.admins import AdminCaller, authenticate_admin
 from hub.core.errors import NotFound, ScimError, Unauthorized
 from hub.core.tokens import digest
 from hub.scim.routes import Hub
+from hub.scim.wire import NOT_JSON
 
 T = TypeVar("T")
 
@@ -86,7 +87,7 @@ async def _describe_change(request: Request[Any, Any, Any]) -> _Change:
     fields: list[str] = []
     try:
         body = msgspec.json.decode(await request.body()) if request.method != "DELETE" else None
-    except (msgspec.DecodeError, HTTPException):
+    except (*NOT_JSON, HTTPException):
         body = None
     if isinstance(body, dict):
         fields = sorted(str(k) for k in body)

@@ -19,7 +19,7 @@ from hub.core import cards, users
 from hub.core.admins import AdminCaller
 from hub.core.errors import InvalidSyntax, InvalidValue, ScimError
 from hub.scim.routes import Hub
-from hub.scim.wire import refuse_nul
+from hub.scim.wire import NOT_JSON, refuse_nul
 
 T = TypeVar("T")
 JSON = dict[str, Any]
@@ -44,7 +44,7 @@ async def read_body(
         refuse_nul(raw)
     except msgspec.ValidationError as exc:
         return None, InvalidValue(f"invalid request body: {exc}")
-    except msgspec.DecodeError as exc:
+    except NOT_JSON as exc:
         return None, InvalidSyntax(f"the request body is not JSON: {exc}")
     except ScimError as exc:
         return None, exc

@@ -35,7 +35,7 @@ from hub.core.errors import InvalidSyntax, InvalidValue, ScimError
 from hub.core.tokens import NewToken, TokenInfo
 from hub.plugins import Registry
 from hub.scim.routes import Hub
-from hub.scim.wire import refuse_nul
+from hub.scim.wire import NOT_JSON, refuse_nul
 
 T = TypeVar("T")
 _JSON = "application/json"
@@ -76,7 +76,7 @@ async def _body(
         refuse_nul(raw)
     except msgspec.ValidationError as exc:
         return None, InvalidValue(str(exc))
-    except msgspec.DecodeError as exc:
+    except NOT_JSON as exc:
         return None, InvalidSyntax(f"the request body is not valid JSON: {exc}")
     except ScimError as exc:
         return None, exc

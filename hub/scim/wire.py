@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote
 
 import msgspec
@@ -30,6 +30,9 @@ from hub.settings import Settings
 
 JSON = dict[str, Any]
 _decode = msgspec.json.Decoder().decode
+#: What decoding a request body raises when it is not JSON: msgspec reports bytes that are not
+#: UTF-8 inside a string (RFC 8259 §8.1) as Python's `UnicodeDecodeError`, not as a DecodeError.
+NOT_JSON: Final = (msgspec.DecodeError, UnicodeDecodeError)
 _ACCEPTED_BODY_TYPES = ("application/scim+json", "application/json")
 _MAX_INT = 2**63 - 1
 _ACCEPTABLE = ("application/scim+json", "application/json", "application/*", "*/*")
@@ -117,7 +120,7 @@ async def read_json(request: Request[Any, Any, Any]) -> JSON:
         raise InvalidSyntax("the request body is empty; send a JSON object")
     try:
         body = _decode(raw)
-    except msgspec.DecodeError as exc:
+    except NOT_JSON as exc:
         raise InvalidSyntax(f"the request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidSyntax("the request body must be a JSON object")

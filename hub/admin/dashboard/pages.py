@@ -39,6 +39,7 @@ from hub.core import team_cards as team_cards_service
 from hub.core.admins import AdminCaller
 from hub.core.errors import InvalidFilter, InvalidValue, ScimError
 from hub.core.templates import CARD_FIELDS, TemplateChanges
+from hub.scim.wire import NOT_JSON
 
 PAGE_SIZE: Final = 50
 ACTIVITY_PAGE: Final = 100
@@ -376,7 +377,7 @@ async def preview_rule(request: Req) -> Response[bytes]:
     """
     try:
         body = msgspec.json.decode(await request.body())
-    except msgspec.DecodeError:
+    except NOT_JSON:
         body = None
     rule = body.get("rule") if isinstance(body, dict) else None
     if not isinstance(rule, str):
