@@ -106,6 +106,27 @@ async def test_list_filter_paging_and_sorting(scim: ScimClient) -> None:
     assert zero["Resources"] == []
 
 
+async def test_users_without_the_sort_value_come_last_ascending_and_first_descending(
+    scim: ScimClient,
+) -> None:
+    """RFC 7644 §3.4.2.3: no value sorts "last if ascending and first if descending"."""
+    for user_name, family in (("b@x.org", "Beta"), ("n@x.org", None), ("a@x.org", "alpha")):
+        body = user_body(user_name)
+        if family is not None:
+            body["name"] = {"familyName": family}
+            body["emails"] = [{"value": f"{family}@x.org", "type": "work"}]
+        assert (await scim.post("/Users", body)).status_code == 201
+    for sort_by, ascending in (
+        ("name.familyName", ["a@x.org", "b@x.org", "n@x.org"]),
+        ("emails", ["a@x.org", "b@x.org", "n@x.org"]),  # a multi-valued attribute
+        ("title", ["b@x.org", "n@x.org", "a@x.org"]),  # nobody has one: insertion order
+    ):
+        for order, expected in (("ascending", ascending), ("descending", ascending[::-1])):
+            params = {"sortBy": sort_by, "sortOrder": order}
+            page = (await scim.get("/Users", params=params)).json()
+            assert [r["userName"] for r in page["Resources"]] == expected, (sort_by, order)
+
+
 async def test_filter_with_no_match_is_an_empty_list_response(scim: ScimClient) -> None:
     response = await scim.get("/Users", params={"filter": 'userName eq "nobody@example.com"'})
     assert response.status_code == 200

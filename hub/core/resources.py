@@ -138,12 +138,16 @@ def keyset(query: ListQuery, pk: Any) -> tuple[list[ColumnElement[bool]], list[A
 def order_clause(
     query: ListQuery, resource_type: ResourceType, dialect: str, default: Any
 ) -> list[Any]:
-    """ORDER BY for the query: its `sortBy` (RFC 7644 §3.4.2.3), then insertion order."""
+    """ORDER BY for the query: its `sortBy` (RFC 7644 §3.4.2.3), then insertion order.
+
+    A resource without a value for `sortBy` comes last in ascending order and first in
+    descending order, as §3.4.2.3 asks: the descending order is the ascending one reversed.
+    """
     if query.sort_by is None:
         return [default.desc() if query.descending else default]
     key = sort_key(query.sort_by, resource_type, dialect)
     if query.descending:
-        return [key.desc().nulls_last(), default.desc()]
+        return [key.desc().nulls_first(), default.desc()]
     return [key.asc().nulls_last(), default]
 
 
