@@ -140,7 +140,7 @@ USER: Final = Schema(
     "User",
     "User Account",
     (
-        Attribute("userName", required=True, returned="always", uniqueness="server"),
+        Attribute("userName", required=True, uniqueness="server"),
         Attribute(
             "name",
             "complex",
