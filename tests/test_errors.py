@@ -168,6 +168,12 @@ async def test_invalid_filters(
     scim_error(search, 400, "invalidFilter")
 
 
+async def test_an_unknown_sort_by_names_sort_by(scim: ScimClient, scim_error: ScimError) -> None:
+    response = await scim.get("/Users", params={"sortBy": "noSuchAttribute"})
+    scim_error(response, 400, "invalidFilter")
+    assert "'noSuchAttribute' in sortBy" in response.json()["detail"]
+
+
 # --------------------------------------------------------------------------- PATCH
 
 

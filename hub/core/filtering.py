@@ -116,7 +116,7 @@ def sort_key(path_text: str, resource_type: ResourceType, dialect: str) -> Colum
         raise InvalidFilter(f"invalid sortBy: {exc}") from exc
     if parsed.filter is not None or not parsed.attr.name:
         raise InvalidFilter(f"invalid sortBy {path_text!r}: name one attribute")
-    compiler = _Compiler(resource_type, dialect)
+    compiler = _Compiler(resource_type, dialect, "sortBy")
     scope = _root_scope(resource_type, dialect)
     keys, top, sub = compiler.resolve(parsed.attr, None)
     if top.multi_valued:
@@ -139,11 +139,13 @@ def sort_key(path_text: str, resource_type: ResourceType, dialect: str) -> Colum
 
 
 class _Compiler:
-    def __init__(self, resource_type: ResourceType, dialect: str) -> None:
+    def __init__(self, resource_type: ResourceType, dialect: str, what: str = "filter") -> None:
         if dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported dialect {dialect!r}")
         self.rt = resource_type
         self.dialect = dialect
+        #: what the paths come from, as errors name it ("filter", "sortBy")
+        self.what = what
 
     def info(self, attr: Attribute, value: rules.Value = None) -> AttrInfo:
         if attr.type == _SCHEMALESS:
@@ -167,16 +169,16 @@ class _Compiler:
         else:
             extension = self.rt.extension(path.urn)
             if extension is None:
-                return _schemaless(path)
+                return _schemaless(path, self.what)
             top = extension.attribute(path.name)
             keys = (extension.id,)
         if top is None:
-            raise InvalidFilter(f"unknown attribute {where!r} in filter")
+            raise InvalidFilter(f"unknown attribute {where!r} in {self.what}")
         sub: Attribute | None = None
         if path.sub is not None:
             sub = top.sub(path.sub)
             if sub is None:
-                raise InvalidFilter(f"unknown attribute {where!r} in filter")
+                raise InvalidFilter(f"unknown attribute {where!r} in {self.what}")
         return (*keys, top.name), top, sub
 
     def filter(self, flt: rules.Filter, scope: _Scope, parent: Attribute | None) -> Predicate:
@@ -271,7 +273,9 @@ _SCHEMALESS_URN = re.compile(r"urn:[A-Za-z0-9._:-]+", re.IGNORECASE)
 _KNOWN_URNS: Final = frozenset(urn.lower() for rt in RESOURCE_TYPES for urn in rt.schema_ids)
 
 
-def _schemaless(path: rules.AttrPath) -> tuple[tuple[str, ...], Attribute, Attribute | None]:
+def _schemaless(
+    path: rules.AttrPath, what: str
+) -> tuple[tuple[str, ...], Attribute, Attribute | None]:
     """An attribute of a custom extension, where the hub keeps what the IdP sent (RFC 7643 §3).
 
     Entra ID and Okta send custom attributes under an extension URN of their own, and an Entra
@@ -284,7 +288,7 @@ def _schemaless(path: rules.AttrPath) -> tuple[tuple[str, ...], Attribute, Attri
     """
     urn = path.urn or ""
     if urn.lower() in _KNOWN_URNS or not _SCHEMALESS_URN.fullmatch(urn):
-        raise InvalidFilter(f"unknown attribute {path.dotted()!r} in filter")
+        raise InvalidFilter(f"unknown attribute {path.dotted()!r} in {what}")
     top = Attribute(path.name, type=_SCHEMALESS)
     sub = None if path.sub is None else Attribute(path.sub, type=_SCHEMALESS)
     return (urn, path.name), top, sub
