@@ -103,6 +103,21 @@ def test_unknown_attributes_kept_as_sent() -> None:
     assert doc[ENTERPRISE_SCHEMA] == {"Shoe": 42}
 
 
+def test_schemas_lists_no_unpublished_urn_without_attributes() -> None:
+    """RFC 7643 §3: `schemas` names the schemas of the attributes present."""
+    custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+    ad = "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/User"
+    body = user(**{custom: {"costCode": "CC-1"}})
+    body["schemas"] = [USER_SCHEMA, ad, ENTERPRISE_SCHEMA, custom, "urn:x:empty:1.0"]
+    doc = canonicalise(body, USER_TYPE)
+    # The Enterprise extension is published, so listing it alone is kept; a custom one with
+    # attributes is kept; the others, unpublished and empty, are not.
+    assert doc["schemas"] == [USER_SCHEMA, ENTERPRISE_SCHEMA, custom]
+    emptied = user(**{custom: {}})
+    emptied["schemas"] = [USER_SCHEMA, custom]
+    assert canonicalise(emptied, USER_TYPE)["schemas"] == [USER_SCHEMA]
+
+
 def test_server_managed_and_password_dropped() -> None:
     body = user(
         id="client-id",

@@ -439,6 +439,8 @@ async def test_group_cycle(entra: ScimClient) -> None:
     assert group["displayName"] == "displayName"
     assert group["externalId"] == body["externalId"]
     assert group.get("members", []) == []
+    # The ADSCIM URN holds no attribute and /Schemas does not publish it: not echoed back.
+    assert group["schemas"] == [GROUP]
 
     got = await entra.get(f"/Groups/{gid}", params={"excludedAttributes": "members"})
     assert got.status_code == 200

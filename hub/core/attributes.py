@@ -196,7 +196,30 @@ def canonicalise(
                 _store(result, key, value)
             else:
                 _store(result, name, canonical_value(attribute, value, name))
+    if len(schemas) > 1:
+        result["schemas"] = _without_empty_unknown(schemas, result, resource_type)
     return result
+
+
+def _without_empty_unknown(
+    schemas: list[str], doc: Mapping[str, Any], resource_type: ResourceType
+) -> list[str]:
+    """`schemas` less the URNs the hub does not publish that hold no attribute of `doc`.
+
+    RFC 7643 §3: `schemas` names the schemas of the attributes present. Entra lists
+    `http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group` on every group
+    it creates, with nothing under it; echoing it back made strict clients (scim2-client)
+    refuse every page holding that group, as a schema neither /Schemas nor /ResourceTypes
+    shows. A custom extension that holds attributes stays listed, as RFC 7643 §3 requires.
+    """
+    keys = {key.lower() for key in doc}
+    return [
+        urn
+        for urn in schemas
+        if urn == resource_type.schema.id
+        or resource_type.extension(urn) is not None
+        or urn.lower() in keys
+    ]
 
 
 def _unchanged(key: str, value: Any, stored: Mapping[str, Any] | None) -> bool:
