@@ -77,9 +77,10 @@ def _token_for(live_server: LiveServer, idp: str) -> str:
     return match.group(1)
 
 
-#: The strict dialect, and the tolerant one the `make run` demo gives (a suite run against the
-#: demo's token must pass too).
-@pytest.fixture(scope="module", params=["generic_scim", "any_scim"])
+#: The strict dialect, the tolerant one the `make run` demo gives (a suite run against the
+#: demo's token must pass too), and the Entra ID and Okta ones (a suite run through a
+#: workspace's Entra or Okta connector must pass as well).
+@pytest.fixture(scope="module", params=["generic_scim", "any_scim", "azure_ad", "okta"])
 def conformance_results(
     live_server: LiveServer, request: pytest.FixtureRequest
 ) -> Iterator[list[CheckResult]]:

@@ -13,6 +13,7 @@ import pytest
 from hub.core.tenants import InitResult
 from tests.conftest import ScimClient, assert_scim_error, user_body
 
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 CUSTOM = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -238,6 +239,44 @@ async def test_dropped_attributes_are_ignored_in_requests(admin: Admin, scim: Sc
     assert put.status_code == 200
     assert put.json()["title"] == "CEO"
     assert put.json()["displayName"] == "Put"
+
+
+async def test_discovery_shows_what_a_connector_does_not_manage_as_read_only(
+    admin: Admin, scim: ScimClient
+) -> None:
+    """Attributes a connector's requests cannot change (its IdP's unmanaged ones, its admin's
+    `drop`) are `readOnly` in the Schemas it is shown (RFC 7643 §7), as they behave for it."""
+    await admin.call("POST", "/connectors", {"name": "Entra", "idp": "azure_ad"})
+    entra = scim.with_token(await admin.token("Entra"))
+
+    def mutability(doc: dict[str, Any], *path: str) -> str:
+        found: Any = {"subAttributes": doc["attributes"]}
+        for name in path:
+            found = next(a for a in found["subAttributes"] if a["name"] == name)
+        return str(found["mutability"])
+
+    async def user_schemas(client: ScimClient) -> tuple[dict[str, Any], dict[str, Any]]:
+        listed = (await client.get("/Schemas")).json()["Resources"]
+        one = (await client.get(f"/Schemas/{USER}")).json()
+        assert one == next(doc for doc in listed if doc["id"] == USER)
+        return one, next(doc for doc in listed if doc["id"] == ENTERPRISE)
+
+    core, _ = await user_schemas(entra)
+    assert mutability(core, "photos") == mutability(core, "photos", "value") == "readOnly"
+    assert mutability(core, "title") == "readWrite"
+    drop = {"drop": ["title", "name.middleName", f"{ENTERPRISE}:costCenter"]}
+    saved = await admin.call("PUT", "/connectors/Entra/mapping", drop)
+    assert saved.status_code == 200, saved.text
+    core, enterprise = await user_schemas(entra)
+    assert mutability(core, "title") == "readOnly"
+    assert mutability(core, "name", "middleName") == "readOnly"
+    assert mutability(core, "name", "givenName") == "readWrite"
+    assert mutability(enterprise, "costCenter") == "readOnly"
+    assert mutability(enterprise, "department") == "readWrite"
+    # A connector that manages everything is shown the schemas as they are.
+    core, enterprise = await user_schemas(scim)
+    assert mutability(core, "photos") == mutability(core, "title") == "readWrite"
+    assert mutability(enterprise, "costCenter") == "readWrite"
 
 
 def test_cli_connector_commands(db_url: str, tenant: InitResult) -> None:

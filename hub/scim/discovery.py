@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
+import rules
 from hub.core.schema import (
+    ENTERPRISE_SCHEMA,
     LIST_RESPONSE,
     RESOURCE_TYPE_SCHEMA,
     RESOURCE_TYPES,
     SCHEMAS,
     SPC_SCHEMA,
+    USER_SCHEMA,
     ResourceType,
 )
 from hub.settings import Settings
@@ -71,9 +75,46 @@ def resource_types(base: str) -> list[JSON]:
     return [resource_type(rt, base) for rt in RESOURCE_TYPES]
 
 
-def schemas(base: str) -> list[JSON]:
-    """Every schema the hub supports (core User, Group, Enterprise User)."""
-    return [schema.to_scim(base) for schema in SCHEMAS]
+def schemas(base: str, ignored: Sequence[str] = ()) -> list[JSON]:
+    """Every schema the hub supports (core User, Group, Enterprise User).
+
+    `ignored` names User attributes (paths, as a connector's `unmanaged` holds them) that the
+    hub ignores in the caller's requests: they are shown `readOnly` (RFC 7643 §7: the client
+    cannot change them, the server may return a value), which is how they behave for it.
+    """
+    docs = [schema.to_scim(base) for schema in SCHEMAS]
+    for path in ignored:
+        target = _attribute_doc(docs, path)
+        if target is not None:
+            _read_only(target)
+    return docs
+
+
+def _attribute_doc(docs: list[JSON], path: str) -> JSON | None:
+    """The attribute (or sub-attribute) document a User attribute path names, if any."""
+    try:
+        parsed = rules.parse_path(path)
+    except rules.FilterSyntaxError:
+        return None
+    urn = (parsed.attr.urn or USER_SCHEMA).lower()
+    if urn not in (USER_SCHEMA.lower(), ENTERPRISE_SCHEMA.lower()):
+        return None  # a custom extension: not described here
+    schema = next(doc for doc in docs if doc["id"].lower() == urn)
+    found = _named(schema["attributes"], parsed.attr.name)
+    sub = parsed.attr.sub or parsed.sub
+    if found is not None and sub is not None:
+        found = _named(found.get("subAttributes", []), sub)
+    return found
+
+
+def _named(attributes: list[JSON], name: str) -> JSON | None:
+    return next((a for a in attributes if a["name"].lower() == name.lower()), None)
+
+
+def _read_only(attribute: JSON) -> None:
+    attribute["mutability"] = "readOnly"
+    for sub in attribute.get("subAttributes", []):
+        _read_only(sub)
 
 
 def list_response(resources: list[JSON]) -> JSON:
@@ -87,10 +128,13 @@ def list_response(resources: list[JSON]) -> JSON:
     }
 
 
-def documents(settings: Settings, base: str) -> dict[str, JSON]:
-    """Every discovery document by its path under the SCIM base, e.g. `Schemas/<urn>`."""
+def documents(settings: Settings, base: str, ignored: Sequence[str] = ()) -> dict[str, JSON]:
+    """Every discovery document by its path under the SCIM base, e.g. `Schemas/<urn>`.
+
+    `ignored`: the User attributes the caller's connector does not manage (see `schemas`).
+    """
     types = resource_types(base)
-    all_schemas = schemas(base)
+    all_schemas = schemas(base, ignored)
     return {
         "ServiceProviderConfig": service_provider_config(settings, base),
         "ResourceTypes": list_response(types),

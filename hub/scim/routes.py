@@ -113,13 +113,30 @@ class Hub:
     #: the discovery documents, encoded, by lower-cased path (`schemas/<urn>`): they depend only
     #: on the settings and the base URL, so they are built here, once.
     documents: dict[str, bytes] = field(init=False)
+    #: the same for connectors that do not manage some attributes, by those attributes' paths
+    _documents_ignoring: dict[tuple[str, ...], dict[str, bytes]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.limiter = Limiter(self.settings.rate_limit_per_second, self.settings.workers)
-        self.documents = {
+        self.documents = self._documents(())
+
+    def _documents(self, ignored: tuple[str, ...]) -> dict[str, bytes]:
+        return {
             path.lower(): _encode_json(doc)
-            for path, doc in discovery.documents(self.settings, self.base).items()
+            for path, doc in discovery.documents(self.settings, self.base, ignored).items()
         }
+
+    def discovery(self, caller: Caller) -> dict[str, bytes]:
+        """The discovery documents as the caller's connector sees them (`discovery.schemas`)."""
+        ignored = self.provisioning(caller).unmanaged
+        if not ignored:
+            return self.documents
+        known = self._documents_ignoring.get(ignored)
+        if known is None:
+            if len(self._documents_ignoring) >= _PROVISIONING_CACHE:
+                self._documents_ignoring.clear()
+            known = self._documents_ignoring[ignored] = self._documents(ignored)
+        return known
 
     def dialect(self, caller: Caller) -> Dialect | None:
         """The dialect of the caller's connector (None: its plugin is not installed)."""
@@ -794,8 +811,8 @@ async def _discovery(request: Request[Any, Any, Any], path: str, missing: str) -
 
     _, problem = await _parse(check)
     # Authentication alone: one indexed statement, no thread hand-off.
-    await _run(request, _nothing, writes=False, problem=problem, quick=True)
-    body = hub.documents.get(path.lower())
+    caller, _ = await _run(request, _nothing, writes=False, problem=problem, quick=True)
+    body = hub.discovery(caller).get(path.lower())
     if body is None:
         raise NotFound(missing)
     return ScimResponse(body, 200, {})
