@@ -137,7 +137,7 @@ def effective_mapping(dialect: Dialect | None, overrides: Overrides) -> dict[str
     mapping = dict(dialect.mapping) if dialect is not None else {}
     mapping.update(overrides.map)
     dropped = _ignored(tuple(overrides.drop))
-    return {f: p for f, p in mapping.items() if not dropped.covers(_key_of_path(p))}
+    return {f: p for f, p in mapping.items() if not dropped.covers(attribute_key(p))}
 
 
 def ignored_paths(dialect: Dialect | None, overrides: Overrides) -> tuple[str, ...]:
@@ -152,7 +152,11 @@ _Key = tuple[str | None, str, str | None]  # (extension urn or None, attribute, 
 
 
 @functools.lru_cache(maxsize=4096)  # request keys repeat endlessly; parsing them does not need to
-def _key_of_path(path: str) -> _Key | None:
+def attribute_key(path: str) -> _Key | None:
+    """A User attribute path as lower-cased (extension URN or None, name, sub-attribute).
+
+    The core User schema's URN counts as none; None when the path does not parse.
+    """
     try:
         parsed = parse_path(path)
     except FilterSyntaxError:
@@ -169,7 +173,7 @@ def _key_of_path(path: str) -> _Key | None:
 
 
 def _keys(paths: Iterable[str]) -> list[_Key]:
-    return [k for k in (_key_of_path(p) for p in paths) if k is not None]
+    return [k for k in (attribute_key(p) for p in paths) if k is not None]
 
 
 class _Ignored(NamedTuple):
@@ -239,7 +243,7 @@ def _strip_object(value: Mapping[str, Any], urn: str | None, ignored: _Ignored) 
     result: JSON = {}
     by_attribute = ignored.by_attribute
     for key, item in value.items():
-        path_key = (urn, key.lower(), None) if urn is not None else _key_of_path(key)
+        path_key = (urn, key.lower(), None) if urn is not None else attribute_key(key)
         if path_key is None:
             result[key] = item
             continue
@@ -279,7 +283,7 @@ def _strip_operation(operation: Any, ignored: _Ignored) -> Any:
         return stripped
     if not isinstance(path, str):
         return operation
-    key = _key_of_path(path)
+    key = attribute_key(path)
     if key is None:
         return operation
     if key[1] == "":  # a bare extension URN: its value is the extension object

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import rules
+from hub.core.connectors import attribute_key
 from hub.core.schema import (
     ENTERPRISE_SCHEMA,
     LIST_RESPONSE,
@@ -92,16 +92,15 @@ def schemas(base: str, ignored: Sequence[str] = ()) -> list[JSON]:
 
 def _attribute_doc(docs: list[JSON], path: str) -> JSON | None:
     """The attribute (or sub-attribute) document a User attribute path names, if any."""
-    try:
-        parsed = rules.parse_path(path)
-    except rules.FilterSyntaxError:
+    key = attribute_key(path)
+    if key is None:
         return None
-    urn = (parsed.attr.urn or USER_SCHEMA).lower()
+    urn, name, sub = key
+    urn = urn or USER_SCHEMA.lower()
     if urn not in (USER_SCHEMA.lower(), ENTERPRISE_SCHEMA.lower()):
         return None  # a custom extension: not described here
     schema = next(doc for doc in docs if doc["id"].lower() == urn)
-    found = _named(schema["attributes"], parsed.attr.name)
-    sub = parsed.attr.sub or parsed.sub
+    found = _named(schema["attributes"], name)
     if found is not None and sub is not None:
         found = _named(found.get("subAttributes", []), sub)
     return found
