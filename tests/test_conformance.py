@@ -84,13 +84,44 @@ def _token_for(live_server: LiveServer, idp: str) -> str:
 def conformance_results(
     live_server: LiveServer, request: pytest.FixtureRequest
 ) -> Iterator[list[CheckResult]]:
-    """scim2-tester's results against the live server, through a connector of each dialect."""
+    """scim2-tester's results against the live server, through a connector of each dialect.
+
+    Each run starts with a user and a group holding custom extension attributes, as Entra ID and
+    Okta send them: every list and search then returns resources a strict client can read only
+    if discovery describes those extensions.
+    """
     with httpx.Client(
         base_url=live_server.tenant_url,
         headers={"Authorization": f"Bearer {_token_for(live_server, request.param)}"},
         timeout=30,
     ) as http:
+        _hold_custom_extensions(http, request.param)
         yield check_server(HttpxSCIMClient(http))
+
+
+CUSTOM_USER = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+CUSTOM_GROUP = "urn:example:params:scim:schemas:extension:acme:2.0:Group"
+
+
+def _hold_custom_extensions(http: httpx.Client, idp: str) -> None:
+    user = http.post(
+        "/Users",
+        json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", CUSTOM_USER],
+            "userName": f"custom-{idp}@example.com",
+            CUSTOM_USER: {"costCode": "CC-1", "level": 3, "badge": {"number": "B-7"}},
+        },
+    )
+    assert user.status_code == 201, user.text
+    group = http.post(
+        "/Groups",
+        json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group", CUSTOM_GROUP],
+            "displayName": f"custom-{idp}",
+            CUSTOM_GROUP: {"site": "Paris"},
+        },
+    )
+    assert group.status_code == 201, group.text
 
 
 def _describe(result: CheckResult) -> str:

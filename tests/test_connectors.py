@@ -279,6 +279,26 @@ async def test_discovery_shows_what_a_connector_does_not_manage_as_read_only(
     assert mutability(enterprise, "costCenter") == "readWrite"
 
 
+async def test_discovery_shows_a_dropped_custom_attribute_as_read_only(
+    admin: Admin, scim: ScimClient
+) -> None:
+    """A custom extension's attribute the connector's admin dropped is `readOnly` for it."""
+    await admin.call("POST", "/connectors", {"name": "Entra", "idp": "azure_ad"})
+    entra = scim.with_token(await admin.token("Entra"))
+    body = user_body(schemas=[USER, CUSTOM], **{CUSTOM: {"costCode": "CC", "site": "P"}})
+    assert (await entra.post("/Users", body)).status_code == 201
+    drop = {"drop": [f"{CUSTOM}:costCode"], "extensions": [CUSTOM]}
+    saved = await admin.call("PUT", "/connectors/Entra/mapping", drop)
+    assert saved.status_code == 200, saved.text
+
+    async def mutability(client: ScimClient) -> dict[str, str]:
+        doc = (await client.get(f"/Schemas/{CUSTOM}")).json()
+        return {a["name"]: a["mutability"] for a in doc["attributes"]}
+
+    assert await mutability(entra) == {"costCode": "readOnly", "site": "readWrite"}
+    assert await mutability(scim) == {"costCode": "readWrite", "site": "readWrite"}
+
+
 def test_cli_connector_commands(db_url: str, tenant: InitResult) -> None:
     """`scim-hub connector …` (a real process, like an operator runs it)."""
     import os

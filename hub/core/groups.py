@@ -8,6 +8,7 @@ whole member list; every other attribute goes through the generic PATCH engine.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -16,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 import rules
-from hub.core import audit
+from hub.core import audit, extensions
 from hub.core.attributes import (
     MAX_KEY_LENGTH,
     bounded,
@@ -326,6 +327,7 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
         b_external=columns["external_id"],
     )
     _add_members(conn, pk, user_pks)
+    extensions.record(conn, caller.workspace_pk, GROUP_TYPE, doc)
     changes = {"attributes": sorted(doc), "members_added": _ids(member_ids)}
     _audit(conn, caller, group_id, "create", changes)
     return _outcome(conn, pk, base, "provisioned", with_members=True)
@@ -446,6 +448,7 @@ def _touch(conn: Connection, caller: Caller, row: Any, doc: JSON | None) -> None
         _touch_members(conn, row.pk)  # their `groups[].display` is the group's new name
     values = {"version": row.version + 1, "modified": now_us(), "data": doc, **columns}
     conn.execute(update(groups).where(groups.c.pk == row.pk).values(**values))
+    extensions.record(conn, caller.workspace_pk, GROUP_TYPE, doc, row.data)
 
 
 def replace(
@@ -525,7 +528,13 @@ def patch(
         raise InvalidValue(f"at most {max_members} members may change in one PATCH request")
     doc: JSON | None = None
     if other_ops:
-        patched = apply_patch(dict(row.data), other_ops, GROUP_TYPE, max_operations=max_operations)
+        patched = apply_patch(
+            dict(row.data),
+            other_ops,
+            GROUP_TYPE,
+            max_operations=max_operations,
+            described=partial(extensions.describes, conn, caller.workspace_pk, GROUP_TYPE),
+        )
         doc = canonicalise(patched, GROUP_TYPE)
         doc.pop("members", None)
         required_missing(doc, GROUP_TYPE)

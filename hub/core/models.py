@@ -197,6 +197,31 @@ class UserEmail(Base):
     __table_args__ = (Index("ix_user_emails_user", "user_pk"), {"sqlite_with_rowid": False})
 
 
+class ExtensionAttribute(Base):
+    """An attribute (or sub-attribute) stored under a custom extension, for discovery.
+
+    Written with the resource that first holds it (`hub.core.extensions`), never removed: the
+    hub describes in `/Schemas` what it may return. Keys are lowered (RFC 7643 §2.1 names are
+    case-insensitive); the spelling beside them is the one first sent. `sub_key` is empty for
+    the attribute itself.
+    """
+
+    __tablename__ = "extension_attributes"
+    workspace_pk: Mapped[int] = mapped_column(
+        ForeignKey("workspaces.pk", ondelete="CASCADE"), primary_key=True
+    )
+    resource_type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    urn_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    name_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    sub_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    urn: Mapped[str] = mapped_column(String(512))
+    name: Mapped[str] = mapped_column(String(200))
+    sub: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(16))
+    multi_valued: Mapped[bool] = mapped_column(Boolean)
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+
 # Core tables for the hot paths (statements without ORM overhead).
 workspaces = cast(Table, Workspace.__table__)
 admins = cast(Table, Admin.__table__)
@@ -207,6 +232,7 @@ users = cast(Table, User.__table__)
 user_emails = cast(Table, UserEmail.__table__)
 groups = cast(Table, Group.__table__)
 memberships = cast(Table, Membership.__table__)
+extension_attributes = cast(Table, ExtensionAttribute.__table__)
 
 
 # --------------------------------------------------------------------------- activation emails

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +125,7 @@ def apply_patch(
     resource_type: ResourceType,
     *,
     max_operations: int = 1000,
+    described: Callable[[str], bool] | None = None,
 ) -> dict[str, Any]:
     """Apply a PatchOp's ``Operations`` to a stored resource (RFC 7644 §3.5.2).
 
@@ -138,6 +139,9 @@ def apply_patch(
         operations: the raw ``Operations`` list of the PatchOp body.
         resource_type: the resource's type.
         max_operations: the most operations one request may carry.
+        described: says whether a URN is a custom extension the workspace's discovery
+            describes for this resource type (`hub.core.extensions`); asked only for a path
+            into an unlisted extension outside ``urn:ietf:params:scim:schemas:extension:``.
 
     Returns:
         A new document with every operation applied.
@@ -153,7 +157,7 @@ def apply_patch(
         raise InvalidSyntax("'Operations' must be a list of operations")
     if len(operations) > max_operations:
         raise InvalidValue(f"a PATCH may carry at most {max_operations} operations")
-    patcher = _Patcher(json_copy(dict(resource)), resource_type)
+    patcher = _Patcher(json_copy(dict(resource)), resource_type, described)
     for index, raw in enumerate(operations):
         try:
             patcher.apply(_operation(raw))
@@ -179,9 +183,15 @@ def _operation(raw: Any) -> _Operation:
 class _Patcher:
     """Applies operations, one at a time, to a document it owns."""
 
-    def __init__(self, doc: dict[str, Any], resource_type: ResourceType) -> None:
+    def __init__(
+        self,
+        doc: dict[str, Any],
+        resource_type: ResourceType,
+        described: Callable[[str], bool] | None = None,
+    ) -> None:
         self.doc = doc
         self.type = resource_type
+        self.described = described
         self.describe: Describe = describe_for(resource_type)
 
     def apply(self, operation: _Operation) -> None:
@@ -217,6 +227,16 @@ class _Patcher:
         else:  # unknown attributes are stored as sent, like on POST/PUT
             _put_raw(self.doc, key, value)
 
+    def extends(self, urn: str) -> bool:
+        """Whether a resource not listing `urn` may take it on: a custom extension's URN.
+
+        One in the namespace RFC 7643 gives extensions, or one discovery describes for the type
+        (another resource of the workspace holds it).
+        """
+        if urn.lower().startswith(_CUSTOM_NAMESPACE):
+            return True
+        return self.described is not None and self.described(urn)
+
     def custom(self, op: str, text: str, value: Any) -> bool:
         """Apply `op` if `text` is a path into a custom extension listed in ``schemas``.
 
@@ -237,9 +257,7 @@ class _Patcher:
             if isinstance(schemas, list)
             else None
         )
-        if listed is None and (
-            not urn.lower().startswith(_CUSTOM_NAMESPACE) or not isinstance(schemas, list)
-        ):
+        if listed is None and (not isinstance(schemas, list) or not self.extends(urn)):
             return False
         if parsed.filter is not None:
             raise InvalidPath(f"path {text!r}: no value filters inside custom extension {urn!r}")

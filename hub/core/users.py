@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from functools import partial
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -33,7 +34,7 @@ from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.exc import IntegrityError
 
 import rules
-from hub.core import audit
+from hub.core import audit, extensions
 from hub.core.attributes import (
     bounded,
     canonicalise,
@@ -434,6 +435,7 @@ def create(
     except IntegrityError as exc:  # `Prepared` raises SQLAlchemy's, on every driver
         raise _taken(doc["userName"], None) from exc
     _index_emails(conn, caller.workspace_pk, pk, set(), doc)
+    extensions.record(conn, caller.workspace_pk, USER_TYPE, doc)
     _audit(conn, caller, user_id, "create", {"attributes": sorted(doc)})
     resource = render(_Stored(pk, user_id, doc, active, 1, now, now), base, None)
     events = user_written(conn, caller, pk, resource, "provisioned", provisioning)
@@ -464,6 +466,7 @@ def _revive(
     )
     _DROP_EMAILS.run(conn, b_user=pk)
     _index_emails(conn, caller.workspace_pk, pk, set(), doc)
+    extensions.record(conn, caller.workspace_pk, USER_TYPE, doc)
 
 
 class StoredUser(NamedTuple):
@@ -925,6 +928,7 @@ def _save(
             b_ext=cols["external_id"],
         )
     _index_emails(conn, caller.workspace_pk, row.pk, email_keys(row.data), doc)
+    extensions.record(conn, caller.workspace_pk, USER_TYPE, doc, row.data)
     before = {**row.data, "active": row.active}
     changed = audit.changed_attributes(before, {**doc, "active": active})
     _audit(conn, caller, row.id, action, {"attributes": changed})
@@ -1010,7 +1014,13 @@ def patch(
     if row.active is not None:
         current["active"] = row.active
     operations = without_own_id(operations, row.id)
-    patched = apply_patch(current, operations, USER_TYPE, max_operations=max_operations)
+    patched = apply_patch(
+        current,
+        operations,
+        USER_TYPE,
+        max_operations=max_operations,
+        described=partial(extensions.describes, conn, caller.workspace_pk, USER_TYPE),
+    )
     doc, active = _split(canonicalise(patched, USER_TYPE, current), None)
     required_missing(doc, USER_TYPE)
     return _save(conn, caller, row, doc, active, base, provisioning, "patch")

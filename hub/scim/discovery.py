@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hub.core.connectors import attribute_key
 from hub.core.schema import (
-    ENTERPRISE_SCHEMA,
+    GROUP_SCHEMA,
     LIST_RESPONSE,
     RESOURCE_TYPE_SCHEMA,
     RESOURCE_TYPES,
@@ -15,10 +15,13 @@ from hub.core.schema import (
     SPC_SCHEMA,
     USER_SCHEMA,
     ResourceType,
+    Schema,
 )
 from hub.settings import Settings
 
 JSON = dict[str, Any]
+#: Custom extension schemas by the name of the resource type they extend (`hub.core.extensions`).
+Custom = Mapping[str, Sequence[Schema]]
 
 
 def service_provider_config(settings: Settings, base: str) -> JSON:
@@ -56,8 +59,8 @@ def service_provider_config(settings: Settings, base: str) -> JSON:
     }
 
 
-def resource_type(rt: ResourceType, base: str) -> JSON:
-    """One ResourceType resource (RFC 7643 §6)."""
+def resource_type(rt: ResourceType, base: str, custom: Sequence[Schema] = ()) -> JSON:
+    """One ResourceType resource (RFC 7643 §6); `custom`: its custom extensions."""
     return {
         "schemas": [RESOURCE_TYPE_SCHEMA],
         "id": rt.name,
@@ -65,24 +68,32 @@ def resource_type(rt: ResourceType, base: str) -> JSON:
         "endpoint": rt.endpoint,
         "description": rt.schema.description,
         "schema": rt.schema.id,
-        "schemaExtensions": [{"schema": ext.id, "required": False} for ext in rt.extensions],
+        "schemaExtensions": [
+            {"schema": ext.id, "required": False} for ext in (*rt.extensions, *custom)
+        ],
         "meta": {"resourceType": "ResourceType", "location": f"{base}/ResourceTypes/{rt.name}"},
     }
 
 
-def resource_types(base: str) -> list[JSON]:
+def resource_types(base: str, custom: Custom | None = None) -> list[JSON]:
     """Every ResourceType the hub serves."""
-    return [resource_type(rt, base) for rt in RESOURCE_TYPES]
+    custom = custom or {}
+    return [resource_type(rt, base, custom.get(rt.name, ())) for rt in RESOURCE_TYPES]
 
 
-def schemas(base: str, ignored: Sequence[str] = ()) -> list[JSON]:
-    """Every schema the hub supports (core User, Group, Enterprise User).
+def schemas(base: str, ignored: Sequence[str] = (), custom: Custom | None = None) -> list[JSON]:
+    """Every schema the hub supports (core User, Group, Enterprise User) and the custom ones.
+
+    `custom`: the custom extensions the workspace's resources hold (`hub.core.extensions`),
+    described so that a client can read every resource the hub returns (RFC 7643 §3, §7).
 
     `ignored` names User attributes (paths, as a connector's `unmanaged` holds them) that the
     hub ignores in the caller's requests: they are shown `readOnly` (RFC 7643 §7: the client
     cannot change them, the server may return a value), which is how they behave for it.
     """
     docs = [schema.to_scim(base) for schema in SCHEMAS]
+    for extension in _distinct(custom or {}):
+        docs.append(extension.to_scim(base))
     for path in ignored:
         target = _attribute_doc(docs, path)
         if target is not None:
@@ -97,13 +108,22 @@ def _attribute_doc(docs: list[JSON], path: str) -> JSON | None:
         return None
     urn, name, sub = key
     urn = urn or USER_SCHEMA.lower()
-    if urn not in (USER_SCHEMA.lower(), ENTERPRISE_SCHEMA.lower()):
-        return None  # a custom extension: not described here
-    schema = next(doc for doc in docs if doc["id"].lower() == urn)
+    schema = next((doc for doc in docs if doc["id"].lower() == urn), None)
+    if schema is None or urn == GROUP_SCHEMA.lower():
+        return None  # a custom extension nothing holds yet, or a Group's
     found = _named(schema["attributes"], name)
     if found is not None and sub is not None:
         found = _named(found.get("subAttributes", []), sub)
     return found
+
+
+def _distinct(custom: Custom) -> list[Schema]:
+    """Each custom schema once, though it may extend both Users and Groups."""
+    seen: dict[str, Schema] = {}
+    for extensions in custom.values():
+        for extension in extensions:
+            seen.setdefault(extension.id.lower(), extension)
+    return list(seen.values())
 
 
 def _named(attributes: list[JSON], name: str) -> JSON | None:
@@ -127,13 +147,16 @@ def list_response(resources: list[JSON]) -> JSON:
     }
 
 
-def documents(settings: Settings, base: str, ignored: Sequence[str] = ()) -> dict[str, JSON]:
+def documents(
+    settings: Settings, base: str, ignored: Sequence[str] = (), custom: Custom | None = None
+) -> dict[str, JSON]:
     """Every discovery document by its path under the SCIM base, e.g. `Schemas/<urn>`.
 
-    `ignored`: the User attributes the caller's connector does not manage (see `schemas`).
+    `ignored`: the User attributes the caller's connector does not manage; `custom`: the
+    workspace's custom extensions (see `schemas`).
     """
-    types = resource_types(base)
-    all_schemas = schemas(base, ignored)
+    types = resource_types(base, custom)
+    all_schemas = schemas(base, ignored, custom)
     return {
         "ServiceProviderConfig": service_provider_config(settings, base),
         "ResourceTypes": list_response(types),

@@ -19,7 +19,7 @@ from litestar import Request, Response, delete, get, patch, post, put, route
 from litestar.handlers import HTTPRouteHandler
 from sqlalchemy import Connection
 
-from hub.core import activity, directory, groups, users
+from hub.core import activity, directory, extensions, groups, users
 from hub.core.clock import now_us
 from hub.core.connectors import effective_mapping, ignored_paths, overrides_of, strip_ignored
 from hub.core.database import Database
@@ -113,29 +113,38 @@ class Hub:
     #: the discovery documents, encoded, by lower-cased path (`schemas/<urn>`): they depend only
     #: on the settings and the base URL, so they are built here, once.
     documents: dict[str, bytes] = field(init=False)
-    #: the same for connectors that do not manage some attributes, by those attributes' paths
-    _documents_ignoring: dict[tuple[str, ...], dict[str, bytes]] = field(default_factory=dict)
+    #: the same for connectors that do not manage some attributes (by those attributes' paths)
+    #: or whose workspace holds custom extensions (by their description)
+    _documents_for: dict[
+        tuple[tuple[str, ...], tuple[extensions.Described, ...]], dict[str, bytes]
+    ] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.limiter = Limiter(self.settings.rate_limit_per_second, self.settings.workers)
-        self.documents = self._documents(())
+        self.documents = self._documents((), ())
 
-    def _documents(self, ignored: tuple[str, ...]) -> dict[str, bytes]:
-        return {
-            path.lower(): _encode_json(doc)
-            for path, doc in discovery.documents(self.settings, self.base, ignored).items()
-        }
+    def _documents(
+        self, ignored: tuple[str, ...], custom: tuple[extensions.Described, ...]
+    ) -> dict[str, bytes]:
+        made = discovery.documents(self.settings, self.base, ignored, extensions.schemas(custom))
+        return {path.lower(): _encode_json(doc) for path, doc in made.items()}
 
-    def discovery(self, caller: Caller) -> dict[str, bytes]:
-        """The discovery documents as the caller's connector sees them (`discovery.schemas`)."""
+    def discovery(
+        self, caller: Caller, custom: tuple[extensions.Described, ...] = ()
+    ) -> dict[str, bytes]:
+        """The discovery documents as the caller's connector sees them (`discovery.schemas`).
+
+        `custom`: the custom extensions of its workspace (`extensions.described`).
+        """
         ignored = self.provisioning(caller).unmanaged
-        if not ignored:
+        if not ignored and not custom:
             return self.documents
-        known = self._documents_ignoring.get(ignored)
+        key = (ignored, custom)
+        known = self._documents_for.get(key)
         if known is None:
-            if len(self._documents_ignoring) >= _PROVISIONING_CACHE:
-                self._documents_ignoring.clear()
-            known = self._documents_ignoring[ignored] = self._documents(ignored)
+            if len(self._documents_for) >= _PROVISIONING_CACHE:
+                self._documents_for.clear()
+            known = self._documents_for[key] = self._documents(ignored, custom)
         return known
 
     def dialect(self, caller: Caller) -> Dialect | None:
@@ -796,6 +805,11 @@ def _nothing(conn: Connection, caller: Caller) -> None:
     """The unit of work of a request that only needs its caller authenticated."""
 
 
+def _custom_extensions(conn: Connection, caller: Caller) -> tuple[extensions.Described, ...]:
+    """The unit of work of a discovery request: what its workspace's custom extensions hold."""
+    return extensions.described(conn, caller.workspace_pk)
+
+
 async def _discovery(request: Request[Any, Any, Any], path: str, missing: str) -> Response[bytes]:
     """Answer with the discovery document at `path` (any case) once the caller is known.
 
@@ -810,9 +824,11 @@ async def _discovery(request: Request[Any, Any, Any], path: str, missing: str) -
             raise Forbidden("the discovery endpoints do not filter; ask without 'filter'")
 
     _, problem = await _parse(check)
-    # Authentication alone: one indexed statement, no thread hand-off.
-    caller, _ = await _run(request, _nothing, writes=False, problem=problem, quick=True)
-    body = hub.discovery(caller).get(path.lower())
+    # Authentication and a workspace's few described attributes: no thread hand-off.
+    caller, custom = await _run(
+        request, _custom_extensions, writes=False, problem=problem, quick=True
+    )
+    body = hub.discovery(caller, custom).get(path.lower())
     if body is None:
         raise NotFound(missing)
     return ScimResponse(body, 200, {})

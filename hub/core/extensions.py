@@ -1,0 +1,298 @@
+"""Custom schema extensions, described from what the workspace's IdPs store under them.
+
+An IdP may send attributes under an extension the hub has no schema for: Entra ID's
+`urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User`, an Okta app's own
+namespace. The hub stores them as sent (`attributes.canonicalise`) and lists the URN in the
+resource's `schemas`, as RFC 7643 §3 requires. A strict client (scim2-client) then refuses every
+resource naming a schema that `/ResourceTypes` and `/Schemas` do not show, so the hub records
+each attribute stored under such a URN, in the transaction that stores it, and discovery
+describes the URN from these records (RFC 7643 §7). An attribute's type is that of the value
+that first introduced it in the workspace; the description only grows, as the hub never
+forgets what it may return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
+
+from sqlalchemy import Boolean, Connection, Integer, String, bindparam, func, literal, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from hub.core.models import extension_attributes as table
+from hub.core.schema import Attribute, ResourceType, Schema
+from hub.core.sql import Prepared
+
+#: How many attributes (and sub-attributes) a workspace's custom extensions are described by at
+#: most: an IdP inventing attribute names cannot grow `/Schemas` without bound. Attributes past it
+#: are stored and returned as before, only not described.
+MAX_DESCRIBED = 1000
+#: Names longer than this are stored but not described (they are keys of an index).
+MAX_NAME = 200
+MAX_URN = 512
+#: URN prefixes of schemas RFC 7643 and RFC 7644 define; never described as an extension.
+_STANDARD = ("urn:ietf:params:scim:schemas:core:", "urn:ietf:params:scim:api:")
+
+
+class Described(NamedTuple):
+    """One attribute (`sub` empty) or sub-attribute of a custom extension, as first stored."""
+
+    resource_type: str
+    urn: str
+    name: str
+    sub: str
+    type: str
+    multi_valued: bool
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """What makes it one: resource type, URN and names, case-insensitively (RFC 7643 §2.1)."""
+        return (self.resource_type, self.urn.lower(), self.name.lower(), self.sub.lower())
+
+
+def record(
+    conn: Connection,
+    workspace_pk: int,
+    resource_type: ResourceType,
+    doc: Mapping[str, Any],
+    stored: Mapping[str, Any] | None = None,
+) -> None:
+    """Describe the custom-extension attributes `doc` holds that `stored` (its last state) lacked.
+
+    Called with every resource document written, in its transaction: what a rolled-back write
+    introduced is not described. `stored` is the document the write replaces (None on a create);
+    what it held was recorded when it was written, so a PATCH that leaves the extension's shape as
+    it was writes nothing here.
+    """
+    if not _may_hold_custom(doc, resource_type):
+        return
+    held = {d.key: d for d in _described(doc, resource_type)}
+    if not held:
+        return
+    if stored is not None:
+        for old in _described(stored, resource_type):
+            held.pop(old.key, None)
+    rows = [_row(workspace_pk, held[key]) for key in sorted(held)]  # one lock order on PostgreSQL
+    _INSERT[conn.dialect.name].run_many(conn, rows)
+
+
+def described(conn: Connection, workspace_pk: int) -> tuple[Described, ...]:
+    """Every custom-extension attribute the workspace's resources have held, in a stable order."""
+    return tuple(Described(*row) for row in _DESCRIBED.all(conn, b_ws=workspace_pk))
+
+
+def describes(conn: Connection, workspace_pk: int, resource_type: ResourceType, urn: str) -> bool:
+    """Whether discovery shows `urn` as a custom extension of `resource_type` in the workspace.
+
+    A PATCH may then add its attributes to a resource that does not list it yet, whatever its
+    namespace (`patch.apply_patch`), as the client was told the type takes it.
+    """
+    found = _DESCRIBES.first(
+        conn, b_ws=workspace_pk, b_rt=resource_type.name, b_urn_key=urn.lower()
+    )
+    return found is not None
+
+
+def schemas(found: Sequence[Described]) -> dict[str, list[Schema]]:
+    """The extension schemas `found` describes, by the name of the resource type each extends.
+
+    One URN used by Users and Groups is one schema (its attributes those of both), as `/Schemas`
+    shows each schema once. A sub-attribute of an attribute first stored as a simple value is
+    left out: RFC 7643 §2.4 gives only complex attributes sub-attributes.
+    """
+    by_urn: dict[str, dict[str, list[Described]]] = {}
+    extends: dict[str, list[str]] = {}
+    for one in found:
+        urn_key = one.urn.lower()
+        attrs = by_urn.setdefault(urn_key, {})
+        attrs.setdefault(one.name.lower(), []).append(one)
+        types = extends.setdefault(one.resource_type, [])
+        if urn_key not in types:
+            types.append(urn_key)
+    built = {urn_key: _schema(attrs) for urn_key, attrs in by_urn.items()}
+    return {rt: [built[urn_key] for urn_key in urns] for rt, urns in extends.items()}
+
+
+def _schema(attrs: Mapping[str, list[Described]]) -> Schema:
+    first = next(iter(attrs.values()))[0]
+    return Schema(
+        first.urn,
+        _schema_name(first.urn),
+        f"Custom {first.resource_type} extension: the attributes this workspace's identity "
+        "providers have sent under it, typed as first sent",
+        tuple(_attribute(parts) for parts in attrs.values()),
+    )
+
+
+def _attribute(parts: Sequence[Described]) -> Attribute:
+    top = next((p for p in parts if not p.sub), parts[0])
+    subs: dict[str, Described] = {}
+    if top.type == "complex":
+        for part in parts:
+            if part.sub:
+                subs.setdefault(part.sub.lower(), part)
+    return Attribute(
+        top.name,
+        top.type,
+        multi_valued=top.multi_valued,
+        sub_attributes=tuple(
+            Attribute(s.sub, s.type, multi_valued=s.multi_valued) for s in subs.values()
+        ),
+    )
+
+
+def _schema_name(urn: str) -> str:
+    """`CustomExtensionName` for `urn:ietf:params:scim:schemas:extension:CustomExtensionName:…`."""
+    parts = urn.split(":")
+    lowered = [p.lower() for p in parts]
+    if "extension" in lowered:
+        at = lowered.index("extension") + 1
+        if at < len(parts) and parts[at]:
+            return parts[at]
+    return urn
+
+
+def _may_hold_custom(doc: Mapping[str, Any], resource_type: ResourceType) -> bool:
+    """Whether `schemas` names a URN other than the type's own: the cheap test of every write."""
+    listed = doc.get("schemas")
+    if not isinstance(listed, list):
+        return False
+    own = _OWN_URNS.get(resource_type.name)
+    if own is None:
+        own = _OWN_URNS[resource_type.name] = frozenset(u.lower() for u in resource_type.schema_ids)
+    return any(isinstance(urn, str) and urn.lower() not in own for urn in listed)
+
+
+_OWN_URNS: dict[str, frozenset[str]] = {}
+
+
+def _described(doc: Mapping[str, Any], resource_type: ResourceType) -> Iterator[Described]:
+    """Every attribute and sub-attribute `doc` holds under a URN the hub has no schema for."""
+    for urn, value in doc.items():
+        lowered = urn.lower()
+        if (
+            not lowered.startswith("urn:")
+            or lowered.startswith(_STANDARD)
+            or resource_type.extension(urn) is not None
+            or not isinstance(value, dict)
+            or len(urn) > MAX_URN
+        ):
+            continue
+        for name, held in value.items():
+            if len(name) > MAX_NAME:
+                continue
+            yield from _parts(resource_type.name, urn, name, held)
+
+
+def _parts(rt: str, urn: str, name: str, value: Any) -> Iterator[Described]:
+    values = value if isinstance(value, list) else [value]
+    multi = isinstance(value, list)
+    present = [v for v in values if v is not None]
+    if not present:
+        return
+    complex_values = [v for v in present if isinstance(v, dict)]
+    if not complex_values:
+        scalar = _scalar_type(present[0])
+        if scalar is not None:
+            yield Described(rt, urn, name, "", scalar, multi)
+        return
+    yield Described(rt, urn, name, "", "complex", multi)
+    seen: set[str] = set()
+    for element in complex_values:
+        for sub, held in element.items():
+            sub_multi = isinstance(held, list)
+            first = next((v for v in held if v is not None), None) if sub_multi else held
+            sub_type = _scalar_type(first)
+            if sub_type is None or len(sub) > MAX_NAME or sub.lower() in seen:
+                continue  # no value, or a complex one: RFC 7643 §2.3.8 allows no such thing
+            seen.add(sub.lower())
+            yield Described(rt, urn, name, sub, sub_type, sub_multi)
+
+
+def _scalar_type(value: Any) -> str | None:
+    """The RFC 7643 §2.3 type of a JSON value as sent (a date is a string until someone says)."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "decimal"
+    if isinstance(value, str):
+        return "string"
+    return None
+
+
+def _row(workspace_pk: int, one: Described) -> dict[str, Any]:
+    rt, urn_key, name_key, sub_key = one.key
+    return {
+        "b_ws": workspace_pk,
+        "b_rt": rt,
+        "b_urn_key": urn_key,
+        "b_name_key": name_key,
+        "b_sub_key": sub_key,
+        "b_urn": one.urn,
+        "b_name": one.name,
+        "b_sub": one.sub,
+        "b_type": one.type,
+        "b_multi": one.multi_valued,
+    }
+
+
+def _insert_statement(insert: Any) -> Prepared:
+    """One description, unless the workspace has `MAX_DESCRIBED` or it is described already."""
+    count = (
+        select(func.count())
+        .select_from(table)
+        .where(table.c.workspace_pk == bindparam("b_ws", type_=Integer))
+        .scalar_subquery()
+    )
+    values = select(
+        bindparam("b_ws", type_=Integer),
+        bindparam("b_rt", type_=String),
+        bindparam("b_urn_key", type_=String),
+        bindparam("b_name_key", type_=String),
+        bindparam("b_sub_key", type_=String),
+        bindparam("b_urn", type_=String),
+        bindparam("b_name", type_=String),
+        bindparam("b_sub", type_=String),
+        bindparam("b_type", type_=String),
+        bindparam("b_multi", type_=Boolean),
+    ).where(count < literal(MAX_DESCRIBED))
+    columns = (
+        "workspace_pk",
+        "resource_type",
+        "urn_key",
+        "name_key",
+        "sub_key",
+        "urn",
+        "name",
+        "sub",
+        "type",
+        "multi_valued",
+    )
+    return Prepared(insert(table).from_select(columns, values).on_conflict_do_nothing())
+
+
+_INSERT = {"sqlite": _insert_statement(sqlite_insert), "postgresql": _insert_statement(pg_insert)}
+_DESCRIBED = Prepared(
+    select(
+        table.c.resource_type,
+        table.c.urn,
+        table.c.name,
+        table.c.sub,
+        table.c.type,
+        table.c.multi_valued,
+    )
+    .where(table.c.workspace_pk == bindparam("b_ws"))
+    .order_by(table.c.resource_type, table.c.urn_key, table.c.name_key, table.c.sub_key)
+)
+_DESCRIBES = Prepared(
+    select(table.c.type)
+    .where(
+        table.c.workspace_pk == bindparam("b_ws"),
+        table.c.resource_type == bindparam("b_rt"),
+        table.c.urn_key == bindparam("b_urn_key"),
+    )
+    .limit(1)
+)

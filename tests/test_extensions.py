@@ -1,0 +1,268 @@
+"""Custom extensions are described in discovery from what the workspace's resources hold.
+
+Entra ID and Okta send custom attributes under extension URNs the hub has no schema for; the hub
+stores and returns them. A strict client refuses a resource naming a schema that `/ResourceTypes`
+and `/Schemas` do not show, so once a resource holds such an attribute both describe it, on
+SQLite and PostgreSQL, per workspace, and only for writes that were committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from alembic import command
+from litestar import Litestar
+from scim2_models import ListResponse, SearchRequest, User
+
+from hub.core import extensions
+from hub.core.tenants import InitResult
+from hub.migrate import alembic_config, upgrade
+from tests.conftest import ScimClient, group_body, patch_op, serving, user_body
+from tests.test_conformance import HttpxSCIMClient
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+CUSTOM = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+SHARED = "urn:example:params:scim:schemas:extension:acme:2.0:Common"
+
+
+def holding(urn: str, user_name: str | None = None, **attributes: Any) -> dict[str, Any]:
+    """A user listing `urn` in `schemas` and holding `attributes` under it."""
+    return user_body(user_name, schemas=[USER, urn], **{urn: attributes})
+
+
+async def described(scim: ScimClient, rt: str = "User") -> dict[str, Any]:
+    """The custom schemas the caller is shown, by id, after checking both documents agree."""
+    resource_type = (await scim.get(f"/ResourceTypes/{rt}")).json()
+    listed = (await scim.get("/Schemas")).json()["Resources"]
+    ids = [e["schema"] for e in resource_type["schemaExtensions"]]
+    found = {doc["id"]: doc for doc in listed if doc["id"] in ids and "enterprise" not in doc["id"]}
+    for urn, doc in found.items():
+        for asked in (urn, urn.upper()):
+            one = await scim.get(f"/Schemas/{asked}")
+            assert one.status_code == 200, one.text
+            assert one.json() == doc
+    return found
+
+
+def attribute(schema: dict[str, Any], *path: str) -> dict[str, Any]:
+    found: Any = {"subAttributes": schema["attributes"]}
+    for name in path:
+        found = next(a for a in found["subAttributes"] if a["name"] == name)
+    assert isinstance(found, dict)
+    return found
+
+
+async def test_a_custom_extension_is_described_once_a_user_holds_it(scim: ScimClient) -> None:
+    assert await described(scim) == {}
+    assert (await scim.get(f"/Schemas/{CUSTOM}")).status_code == 404
+    body = holding(
+        CUSTOM,
+        costCode="CC-1",
+        level=3,
+        contractor=True,
+        rate=1.5,
+        tags=["a", "b"],
+        badge={"number": "B-7", "issued": 2024, "rooms": ["1", "2"], "ignored": None},
+        phones=[{"value": "+1", "primary": True}, {"value": "+2", "kind": "desk"}],
+        empty=[],
+        nothing=None,
+    )
+    created = await scim.post("/Users", body)
+    assert created.status_code == 201, created.text
+
+    schemas = await described(scim)
+    assert list(schemas) == [CUSTOM]
+    schema = schemas[CUSTOM]
+    assert schema["name"] == "CustomExtensionName"
+    kinds = {a["name"]: (a["type"], a["multiValued"]) for a in schema["attributes"]}
+    assert kinds == {
+        "badge": ("complex", False),
+        "contractor": ("boolean", False),
+        "costCode": ("string", False),
+        "level": ("integer", False),
+        "phones": ("complex", True),
+        "rate": ("decimal", False),
+        "tags": ("string", True),
+    }
+    badge = {
+        s["name"]: (s["type"], s["multiValued"])
+        for s in attribute(schema, "badge")["subAttributes"]
+    }
+    assert badge == {
+        "issued": ("integer", False),
+        "number": ("string", False),
+        "rooms": (
+            "string",
+            True,
+        ),
+    }
+    phones = [s["name"] for s in attribute(schema, "phones")["subAttributes"]]
+    assert sorted(phones) == ["kind", "primary", "value"]
+    assert attribute(schema, "costCode")["mutability"] == "readWrite"
+    # The Group resource type is not extended by a User's extension.
+    assert await described(scim, "Group") == {}
+
+
+async def test_attributes_added_later_are_described_with_the_type_first_sent(
+    scim: ScimClient,
+) -> None:
+    first = await scim.post("/Users", holding(CUSTOM, costCode="CC-1"))
+    user_id = first.json()["id"]
+    # Another spelling of the same name and another type change nothing: names are
+    # case-insensitive, and the first type stands.
+    again = await scim.post("/Users", holding(CUSTOM, COSTCODE=7, level=2))
+    assert again.status_code == 201, again.text
+    path = f"{CUSTOM}:building"
+    patched = await scim.patch(
+        f"/Users/{user_id}", patch_op({"op": "add", "path": path, "value": "B1"})
+    )
+    assert patched.status_code == 200, patched.text
+    replaced = await scim.put(
+        f"/Users/{user_id}",
+        holding(CUSTOM, first.json()["userName"], costCode="CC-2", floor=4),
+    )
+    assert replaced.status_code == 200, replaced.text
+    schema = (await described(scim))[CUSTOM]
+    kinds = {a["name"]: a["type"] for a in schema["attributes"]}
+    assert kinds == {
+        "building": "string",
+        "costCode": "string",
+        "floor": "integer",
+        "level": "integer",
+    }
+
+
+async def test_a_refused_write_describes_nothing(scim: ScimClient) -> None:
+    taken = await scim.post("/Users", user_body("ada@example.com"))
+    assert taken.status_code == 201, taken.text
+    clash = await scim.post("/Users", holding(CUSTOM, "ADA@example.com", costCode="x"))
+    assert clash.status_code == 409, clash.text
+    user_id = taken.json()["id"]
+    undone = patch_op(
+        {"op": "add", "path": f"{CUSTOM}:costCode", "value": "x"},
+        {"op": "replace", "path": "active", "value": "not a boolean"},
+    )
+    assert (await scim.patch(f"/Users/{user_id}", undone)).status_code == 400
+    assert await described(scim) == {}
+
+
+async def test_group_extensions_are_described_and_a_shared_urn_is_one_schema(
+    scim: ScimClient,
+) -> None:
+    group = group_body(schemas=[GROUP, SHARED], **{SHARED: {"site": "Paris"}})
+    assert (await scim.post("/Groups", group)).status_code == 201
+    assert list(await described(scim, "Group")) == [SHARED]
+    assert await described(scim) == {}
+    assert (await scim.post("/Users", holding(SHARED, costCode="CC"))).status_code == 201
+    listed = (await scim.get("/Schemas")).json()
+    assert [doc["id"] for doc in listed["Resources"]].count(SHARED) == 1
+    assert listed["totalResults"] == 4
+    names = {a["name"] for a in (await described(scim, "Group"))[SHARED]["attributes"]}
+    assert names == {"site", "costCode"}
+
+
+async def test_each_workspace_is_shown_its_own_extensions(
+    scim: ScimClient, other_scim: ScimClient
+) -> None:
+    assert (await scim.post("/Users", holding(CUSTOM, costCode="CC"))).status_code == 201
+    assert list(await described(scim)) == [CUSTOM]
+    assert await described(other_scim) == {}
+    assert (await other_scim.get("/Schemas")).json()["totalResults"] == 3
+
+
+async def test_a_workspace_describes_at_most_so_many_attributes(scim: ScimClient) -> None:
+    many = {f"a{i:04d}": i for i in range(extensions.MAX_DESCRIBED + 5)}
+    created = await scim.post("/Users", holding(CUSTOM, **many))
+    assert created.status_code == 201, created.text
+    assert len(created.json()[CUSTOM]) == len(many)  # stored and returned whole
+    more = await scim.post("/Users", holding(SHARED, extra="x"))
+    assert more.status_code == 201, more.text
+    schemas = await described(scim)
+    assert list(schemas) == [CUSTOM]
+    assert len(schemas[CUSTOM]["attributes"]) == extensions.MAX_DESCRIBED
+
+
+async def test_a_strict_client_reads_users_holding_custom_attributes(
+    scim: ScimClient, client: httpx.AsyncClient
+) -> None:
+    """scim2-client validates every response against the schemas discovery shows."""
+    await scim.post("/Users", holding(CUSTOM, costCode="CC-1", level=3, tags=["a"]))
+    await scim.post("/Groups", group_body(schemas=[GROUP, SHARED], **{SHARED: {"site": "P"}}))
+
+    transport = _SyncOverAsync(client)
+
+    def read() -> tuple[Any, Any]:
+        with httpx.Client(
+            transport=transport,
+            base_url=str(client.base_url) + "/scim/v2",
+            headers={"Authorization": f"Bearer {scim.token}"},
+        ) as http:
+            strict = HttpxSCIMClient(http)
+            strict.discover()
+            users = strict.query(User)
+            everything = strict.search(SearchRequest())
+            return users, everything
+
+    users, everything = await asyncio.to_thread(read)
+    assert isinstance(users, ListResponse)
+    assert users.total_results == 1
+    dumped = users.resources[0].model_dump()
+    assert dumped[CUSTOM] == {"costCode": "CC-1", "level": 3, "tags": ["a"]}
+    assert everything.total_results == 2
+    assert {"site": "P"} in [r.model_dump().get(SHARED) for r in everything.resources]
+
+
+class _SyncOverAsync(httpx.BaseTransport):
+    """Lets a synchronous httpx client call the test app through the async test client."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.loop = asyncio.get_running_loop()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        call = self.client.request(
+            request.method, str(request.url), headers=request.headers, content=request.read()
+        )
+        response = asyncio.run_coroutine_threadsafe(call, self.loop).result()
+        return httpx.Response(
+            response.status_code, headers=response.headers, content=response.content
+        )
+
+
+async def test_migration_describes_what_stored_resources_hold(
+    app: Litestar, db_url: str, tenant: InitResult
+) -> None:
+    async with serving(app, tenant) as scim:
+        await scim.post("/Users", holding(CUSTOM, costCode="CC-1"))
+        await scim.post("/Users", holding(CUSTOM, costCode=5, level=2))
+        await scim.post("/Groups", group_body(schemas=[GROUP, SHARED], **{SHARED: {"x": True}}))
+        before = await described(scim), await described(scim, "Group")
+    await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0018")
+    await asyncio.to_thread(upgrade, db_url)
+    async with serving(app, tenant) as scim:
+        after = await described(scim), await described(scim, "Group")
+    assert after == before
+    assert attribute(after[0][CUSTOM], "costCode")["type"] == "string"
+
+
+async def test_a_patch_may_add_an_extension_discovery_describes_to_a_resource(
+    scim: ScimClient, scim_error: Any
+) -> None:
+    """A URN outside the IETF extension namespace is taken on once discovery shows it."""
+    plain = await scim.post("/Groups", group_body())
+    group_id = plain.json()["id"]
+    add_site = patch_op({"op": "add", "path": f"{SHARED}:site", "value": "Lyon"})
+    error = scim_error(await scim.patch(f"/Groups/{group_id}", add_site), 400, "invalidPath")
+    assert SHARED in error["detail"]
+    holder = group_body(schemas=[GROUP, SHARED], **{SHARED: {"site": "Paris"}})
+    assert (await scim.post("/Groups", holder)).status_code == 201
+    patched = await scim.patch(f"/Groups/{group_id}", add_site)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["schemas"] == [GROUP, SHARED]
+    assert patched.json()[SHARED] == {"site": "Lyon"}
+    # Described for Groups only: a user cannot take it on.
+    user = (await scim.post("/Users", user_body())).json()
+    scim_error(await scim.patch(f"/Users/{user['id']}", add_site), 400, "invalidPath")
