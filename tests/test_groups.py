@@ -288,6 +288,18 @@ async def test_a_users_version_changes_with_its_groups(scim: ScimClient) -> None
     await changed(c)
 
 
+async def test_a_put_ignores_an_id_in_its_body(scim: ScimClient) -> None:
+    """`id` is readOnly: RFC 7644 §3.5.1 says a PUT's value for it SHALL be ignored."""
+    group = (await scim.post("/Groups", group_body("Before"))).json()
+    other = (await scim.post("/Groups", group_body("Other"))).json()
+    path = f"/Groups/{group['id']}"
+    replaced = await scim.put(path, {**group_body("After"), "ID": other["id"]})
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["id"] == group["id"]
+    assert replaced.json()["displayName"] == "After"
+    assert (await scim.get(f"/Groups/{other['id']}")).json()["displayName"] == "Other"
+
+
 async def test_a_pathless_patch_may_send_back_the_groups_own_id(scim: ScimClient) -> None:
     group = (await scim.post("/Groups", group_body("Before"))).json()
     path = f"/Groups/{group['id']}"

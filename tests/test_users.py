@@ -330,6 +330,19 @@ async def test_a_pathless_patch_may_send_back_the_users_own_id(scim: ScimClient)
     assert (await scim.get(path)).json()["title"] == "Echoed"
 
 
+async def test_a_put_ignores_an_id_in_its_body(scim: ScimClient) -> None:
+    """`id` is readOnly: RFC 7644 §3.5.1 says a PUT's value for it SHALL be ignored."""
+    created = (await scim.post("/Users", full_user())).json()
+    other = (await scim.post("/Users", full_user("other@example.com"))).json()
+    path = f"/Users/{created['id']}"
+    body = {**full_user(created["userName"]), "id": other["id"], "title": "Replaced"}
+    replaced = await scim.put(path, body)
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["id"] == created["id"]
+    assert (await scim.get(path)).json()["title"] == "Replaced"
+    assert (await scim.get(f"/Users/{other['id']}")).json() == other
+
+
 async def test_patch_checks_a_value_python_finds_equal_to_the_stored_one(scim: ScimClient) -> None:
     # Python takes 1 for True: a PATCH writing 1 into a boolean whose stored value is true must
     # be refused all the same, by path, inside a list, and without a path.

@@ -26,7 +26,7 @@ from hub.core.attributes import (
     required_missing,
 )
 from hub.core.clock import now_us, to_iso
-from hub.core.errors import InvalidPath, InvalidValue, Mutability, NotFound, Uniqueness
+from hub.core.errors import InvalidPath, InvalidValue, NotFound, Uniqueness
 from hub.core.ids import new_id
 from hub.core.models import groups, memberships, users, workspaces
 from hub.core.patch import apply_patch, without_own_id
@@ -459,7 +459,7 @@ def replace(
     base: str,
     if_match: str | None = None,
 ) -> Outcome:
-    """Replace a group, members included (RFC 7644 §3.5.1).
+    """Replace a group, members included (RFC 7644 §3.5.1); a body's `id` is ignored (readOnly).
 
     Raises:
         NotFound, PreconditionFailed, InvalidValue, Mutability, Uniqueness (the new
@@ -467,9 +467,6 @@ def replace(
     """
     row = _load(conn, caller, group_id, lock=True)
     check_if_match(row.version, if_match)
-    sent_id = next((v for k, v in body.items() if k.lower() == "id"), None)
-    if sent_id is not None and sent_id != row.id:
-        raise Mutability(f"id is readOnly: {sent_id!r} does not match {row.id!r}")
     incoming, member_ids = _split_members(canonicalise(body, GROUP_TYPE))
     doc = merge_put(dict(row.data), incoming, GROUP_TYPE)
     doc.pop("members", None)

@@ -43,7 +43,7 @@ from hub.core.attributes import (
     required_missing,
 )
 from hub.core.clock import now_us, to_iso
-from hub.core.errors import InvalidValue, Mutability, NotFound, Uniqueness
+from hub.core.errors import InvalidValue, NotFound, Uniqueness
 from hub.core.ids import new_id
 from hub.core.models import (
     EMAIL_KEY_MAX,
@@ -970,13 +970,14 @@ def replace(
 ) -> Outcome:
     """Replace a user (RFC 7644 §3.5.1); attributes in `unmanaged` keep their stored value.
 
+    An `id` in the body is ignored, whatever it says, as every readOnly value is (§3.5.1).
+
     Raises:
         NotFound, PreconditionFailed, Uniqueness, InvalidValue, Mutability.
     """
     row = _load(conn, caller, user_id, lock=True)
     check_if_match(row.version, if_match)
     incoming = canonicalise(body, USER_TYPE)
-    _reject_id_change(incoming, body, row.id)
     existing = dict(row.data)
     if row.active is not None:
         existing["active"] = row.active
@@ -985,12 +986,6 @@ def replace(
     doc, active = _split(merged, row.active)
     required_missing(doc, USER_TYPE)
     return _save(conn, caller, row, doc, active, base, provisioning, "replace")
-
-
-def _reject_id_change(incoming: JSON, body: JSON, user_id: str) -> None:
-    sent = next((v for k, v in body.items() if k.lower() == "id"), None)
-    if sent is not None and sent != user_id:
-        raise Mutability(f"id is readOnly: {sent!r} does not match {user_id!r}")
 
 
 def patch(
