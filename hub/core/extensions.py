@@ -156,12 +156,20 @@ def _schema_name(urn: str) -> str:
 def _may_hold_custom(doc: Mapping[str, Any], resource_type: ResourceType) -> bool:
     """Whether `schemas` names a URN other than the type's own: the cheap test of every write."""
     listed = doc.get("schemas")
-    if not isinstance(listed, list):
+    if listed.__class__ is not list:
         return False
     own = _OWN_URNS.get(resource_type.name)
     if own is None:
-        own = _OWN_URNS[resource_type.name] = frozenset(u.lower() for u in resource_type.schema_ids)
-    return any(isinstance(urn, str) and urn.lower() not in own for urn in listed)
+        own = _OWN_URNS[resource_type.name] = _own_urns(resource_type)
+    for urn in listed:  # spelled canonically by `canonicalise`: the set lookup is the usual test
+        if urn not in own and (urn.__class__ is not str or urn.lower() not in own):
+            return True
+    return False
+
+
+def _own_urns(resource_type: ResourceType) -> frozenset[str]:
+    """The type's schema URNs, as the hub spells them and lowered."""
+    return frozenset(u for urn in resource_type.schema_ids for u in (urn, urn.lower()))
 
 
 _OWN_URNS: dict[str, frozenset[str]] = {}
