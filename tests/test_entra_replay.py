@@ -368,6 +368,36 @@ async def test_enterprise_extension_and_bare_manager(entra: ScimClient) -> None:
         assert response.json()[ENTERPRISE]["manager"] == {"value": other}
 
 
+async def test_the_tutorials_manager_path_without_its_urn(entra: ScimClient) -> None:
+    """[TUTORIAL] Example 5: ``"path": "manager"``, the value a list of one reference."""
+    boss = (await create(entra, entra_user()))["id"]
+    user = await create(entra, entra_user())
+    value = [{"$ref": f"http://localhost/scim/Users/{boss}", "value": boss}]
+    response = await entra.patch(
+        f"/Users/{user['id']}", patch({"op": "Add", "path": "manager", "value": value})
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()[ENTERPRISE]["manager"]["value"] == boss
+    cleared = await entra.patch(f"/Users/{user['id']}", patch({"op": "Remove", "path": "Manager"}))
+    assert cleared.status_code == 200, cleared.text
+    assert ENTERPRISE not in cleared.json()
+    department = patch({"op": "Replace", "path": "department", "value": "Ops"})
+    replaced = await entra.patch(f"/Users/{user['id']}", department)
+    assert replaced.json()[ENTERPRISE] == {"department": "Ops"}
+
+
+async def test_a_custom_extension_object_not_listed_in_schemas(entra: ScimClient) -> None:
+    """MicrosoftDocs/azure-docs#65648: Entra sends the custom namespace's object unlisted."""
+    custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+    body = {**entra_user(), custom: {"costCode": "CC-9"}}
+    user = await create(entra, body)
+    assert user["schemas"] == [USER, ENTERPRISE, custom]
+    assert user[custom] == {"costCode": "CC-9"}
+    put = await entra.put(f"/Users/{user['id']}", {**body, custom: {"costCode": "CC-10"}})
+    assert put.status_code == 200, put.text
+    assert put.json()[custom] == {"costCode": "CC-10"}
+
+
 async def test_an_empty_manager_id_removes_the_manager(entra: ScimClient) -> None:
     """Microsoft's validator, SCIM_Update_Manager_Test: set (Add), change, remove (Replace, "")."""
     first, second = [(await create(entra, entra_user()))["id"] for _ in range(2)]

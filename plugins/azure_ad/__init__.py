@@ -30,7 +30,7 @@ import functools
 import re
 from typing import Any
 
-from hub.hookspecs import Dialect, JSONObject, RequestContext, hookimpl
+from hub.hookspecs import Dialect, JSONObject, RequestContext, hookimpl, with_extensions_listed
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 _ENTERPRISE_KEY = ENTERPRISE.lower()
@@ -223,7 +223,27 @@ def _unwrapped(path: str, value: Any) -> Any:
     return element["value"] if attribute.split(".", 1)[0].lower() in _SINGLE_VALUED else value
 
 
-def _fix_operation(operation: Any) -> Any:
+#: Enterprise User attributes (RFC 7643 §4.3): no core User attribute shares a name with one.
+_ENTERPRISE_NAMES = frozenset(
+    {"employeenumber", "costcenter", "organization", "division", "department", "manager"}
+)
+
+
+def _qualified(path: str, resource_type: str) -> str:
+    """``manager`` -> ``urn:…:enterprise:2.0:User:manager`` (any Enterprise attribute, any case).
+
+    [TUTORIAL], "Handling provisioning and deprovisioning of users", Example 5 updates a
+    manager with ``{"op": "Add", "path": "manager", "value": [{"$ref": …, "value": …}]}``:
+    an Enterprise attribute named without its URN, which RFC 7644 §3.10 asks for. No core User
+    attribute has such a name, so the path can only mean the Enterprise one.
+    """
+    head = re.split(r"[.\[]", path, maxsplit=1)[0]
+    if resource_type != "User" or head.lower() not in _ENTERPRISE_NAMES:
+        return path
+    return f"{ENTERPRISE}:{path}"
+
+
+def _fix_operation(operation: Any, resource_type: str = "User") -> Any:
     """Normalise one PATCH operation: lower-case ``op``, string booleans to booleans.
 
     String booleans are fixed in the value and in the path's value filter (`_fix_path`); a
@@ -242,7 +262,7 @@ def _fix_operation(operation: Any) -> Any:
         if lowered == "op" and isinstance(value, str):
             fixed[key] = value.lower()
         elif lowered == "path" and isinstance(value, str):
-            path = fixed[key] = _fix_path(value)
+            path = fixed[key] = _qualified(_fix_path(value), resource_type)
     for key, value in operation.items():
         if key.lower() != "value":
             continue
@@ -261,12 +281,15 @@ def normalise(body: JSONObject, context: RequestContext) -> JSONObject:
     """Rewrite an Entra request body into RFC 7643/7644 form (see the module docstring)."""
     if context.method == "PATCH":
         return {
-            key: [_fix_operation(op) for op in value]
+            key: [_fix_operation(op, context.resource_type) for op in value]
             if key.lower() == "operations" and isinstance(value, list)
             else value
             for key, value in body.items()
         }
-    fixed = _fix_booleans(body)
+    # MicrosoftDocs/azure-docs#65648: Entra sends a custom extension's object (the namespace of
+    # an attribute the admin added to the mapping) without listing its URN in `schemas`, which
+    # RFC 7643 §3 wants; listed here, as the okta dialect does, it is stored instead of refused.
+    fixed = with_extensions_listed(_fix_booleans(body))
     return _fix_manager(fixed) if context.resource_type == "User" else fixed
 
 
