@@ -266,3 +266,35 @@ async def test_a_patch_may_add_an_extension_discovery_describes_to_a_resource(
     # Described for Groups only: a user cannot take it on.
     user = (await scim.post("/Users", user_body())).json()
     scim_error(await scim.patch(f"/Users/{user['id']}", add_site), 400, "invalidPath")
+
+
+async def test_unassigned_values_under_a_custom_extension_are_not_kept(
+    scim: ScimClient, scim_error: Any
+) -> None:
+    """RFC 7643 §2.5 at every depth: null, [] and {} are unassigned, as for known attributes."""
+    body = holding(
+        CUSTOM,
+        kept="x",
+        gone=None,
+        none=[],
+        nulls=[None, "a", None],
+        badge={"number": "B-7", "floor": None, "rooms": [], "inner": {}},
+        cards=[{"id": None}, {"id": "c1", "tags": [None]}],
+    )
+    created = await scim.post("/Users", body)
+    assert created.status_code == 201, created.text
+    expected = {"kept": "x", "nulls": ["a"], "badge": {"number": "B-7"}, "cards": [{"id": "c1"}]}
+    assert created.json()[CUSTOM] == expected
+    user_id = created.json()["id"]
+    assert (await scim.get(f"/Users/{user_id}")).json()[CUSTOM] == expected
+    for path in ("kept", "nulls", "cards", "badge.number"):
+        op = {"op": "remove", "path": f"{CUSTOM}:{path}"}
+        removed = await scim.patch(f"/Users/{user_id}", patch_op(op))
+        assert removed.status_code == 200, removed.text
+    assert CUSTOM not in removed.json()
+    assert removed.json()["schemas"] == [USER]
+    for value in ("text", ["a"], 3):
+        refused = await scim.post(
+            "/Users", holding(CUSTOM, "refused@example.com") | {CUSTOM: value}
+        )
+        scim_error(refused, 400, "invalidValue")

@@ -177,7 +177,7 @@ def canonicalise(
         seen.add(lowered)
         if lowered.startswith(_URN_PREFIX):
             if resource_type.extension(key) is None and lowered in listed:
-                _store(result, key, json_copy(value))
+                _store(result, key, _custom_extension(key, value))
                 continue
             extension = _listed_extension(key, resource_type, listed)
             if key == extension.id and _unchanged(key, value, stored):
@@ -263,6 +263,37 @@ def _listed_extension(key: str, resource_type: ResourceType, listed: set[str]) -
     if key.lower() not in listed:
         raise InvalidValue(f"extension {extension.id!r} is present but not listed in 'schemas'")
     return extension
+
+
+def _custom_extension(urn: str, value: Any) -> dict[str, Any] | None:
+    """An extension the hub has no schema for, as sent less its unassigned values.
+
+    RFC 7643 §3 puts an extension's attributes in one object under its URN; a null, an empty
+    list and an empty object are unassigned (§2.5) at any depth, as for known attributes. Left
+    in, they made the resource unreadable for strict clients, which take a null for a value of
+    the wrong type, and a PATCH removing an object's last sub-attribute left `{}` behind.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidValue(f"extension {urn!r} must be a JSON object")
+    assigned = _assigned(value)
+    assert isinstance(assigned, dict)
+    return assigned
+
+
+def _assigned(value: Any) -> Any:
+    """A copy of a JSON value without its unassigned (null, [], {}) members and elements."""
+    if isinstance(value, Mapping):
+        kept = {key: _assigned(item) for key, item in value.items()}
+        return {key: item for key, item in kept.items() if not _unassigned(item)}
+    if isinstance(value, list):
+        return [item for item in map(_assigned, value) if not _unassigned(item)]
+    return value
+
+
+def _unassigned(value: Any) -> bool:
+    return value is None or value == [] or value == {}
 
 
 def _canonical_extension(extension: Schema, value: Any) -> dict[str, Any] | None:
