@@ -298,3 +298,41 @@ async def test_unassigned_values_under_a_custom_extension_are_not_kept(
             "/Users", holding(CUSTOM, "refused@example.com") | {CUSTOM: value}
         )
         scim_error(refused, 400, "invalidValue")
+
+
+async def test_a_patch_path_naming_a_whole_custom_urn(scim: ScimClient) -> None:
+    """`urn:…:extension:x:User` parses as attribute `User` of `urn:…:extension:x`; a URN the
+    resource lists, or discovery describes, is the whole extension instead."""
+    bare = "urn:ietf:params:scim:schemas:extension:x:User"
+    user = (await scim.post("/Users", holding(bare, a="1"))).json()
+    path = f"/Users/{user['id']}"
+    added = await scim.patch(path, patch_op({"op": "add", "path": bare, "value": {"b": "2"}}))
+    assert added.status_code == 200, added.text
+    assert added.json()[bare] == {"a": "1", "b": "2"}
+    assert "urn:ietf:params:scim:schemas:extension:x" not in added.json()
+    removed = await scim.patch(path, patch_op({"op": "remove", "path": bare}))
+    assert bare not in removed.json()
+    assert removed.json()["schemas"] == [USER]
+
+    other = "urn:acme:foo:bar:Group"
+    holder = group_body(schemas=[GROUP, other], **{other: {"site": "Paris"}})
+    assert (await scim.post("/Groups", holder)).status_code == 201
+    group = (await scim.post("/Groups", group_body())).json()
+    whole = patch_op({"op": "replace", "path": other, "value": {"site": "Lyon"}})
+    replaced = await scim.patch(f"/Groups/{group['id']}", whole)
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()[other] == {"site": "Lyon"}
+    assert replaced.json()["schemas"] == [GROUP, other]
+
+
+async def test_add_to_a_custom_list_appends(scim: ScimClient) -> None:
+    """RFC 7644 §3.5.2.1: add to a multi-valued attribute adds the values it lacks."""
+    user = (await scim.post("/Users", holding(CUSTOM, tags=["a"]))).json()
+    path = f"/Users/{user['id']}"
+    tags = f"{CUSTOM}:tags"
+    added = await scim.patch(path, patch_op({"op": "add", "path": tags, "value": ["b", "a"]}))
+    assert added.json()[CUSTOM]["tags"] == ["a", "b"]
+    pathless = patch_op({"op": "add", "value": {CUSTOM: {"tags": "c"}}})
+    assert (await scim.patch(path, pathless)).json()[CUSTOM]["tags"] == ["a", "b", "c"]
+    replaced = await scim.patch(path, patch_op({"op": "replace", "path": tags, "value": ["z"]}))
+    assert replaced.json()[CUSTOM]["tags"] == ["z"]

@@ -252,6 +252,11 @@ class _Patcher:
         if urn is None or urn.lower() == self.type.schema.id.lower() or self.type.extension(urn):
             return False
         schemas = self.doc.get("schemas")
+        names = [n for n in (parsed.attr.name, parsed.attr.sub or parsed.sub) if n]
+        if parsed.filter is None and self._whole_urn(text, schemas):
+            # `urn:…:extension:acme:User` parses as attribute `User` of `urn:…:acme`; RFC
+            # 7644's grammar cannot tell, so a URN the resource or discovery knows wins.
+            urn, names = text, []
         listed = (
             next((s for s in schemas if isinstance(s, str) and s.lower() == urn.lower()), None)
             if isinstance(schemas, list)
@@ -259,7 +264,7 @@ class _Patcher:
         )
         if listed is None and (not isinstance(schemas, list) or not self.extends(urn)):
             return False
-        if parsed.filter is not None:
+        if parsed.filter is not None and names:
             raise InvalidPath(f"path {text!r}: no value filters inside custom extension {urn!r}")
         if listed is None:
             if op == "remove" or value is None:
@@ -269,7 +274,6 @@ class _Patcher:
             assert isinstance(schemas, list)
             schemas.append(urn)
             listed = urn
-        names = [n for n in (parsed.attr.name, parsed.attr.sub or parsed.sub) if n]
         key = _key_of(self.doc, listed)
         holder = self.doc.get(key)
         if op == "remove" or value is None:
@@ -289,17 +293,26 @@ class _Patcher:
             if not isinstance(value, Mapping):
                 raise InvalidValue(f"{urn!r} must be a JSON object")
             for name, item in value.items():
-                _put_raw(holder, str(name), item)
+                _put_custom(op, holder, str(name), item)
         elif len(names) == 1:
-            _put_raw(holder, names[0], value)
+            _put_custom(op, holder, names[0], value)
         else:
             inner = holder.get(_key_of(holder, names[0]))
             if not isinstance(inner, dict):
                 inner = {}
                 _put_raw(holder, names[0], inner)
                 inner = holder[names[0]]
-            _put_raw(inner, names[1], value)
+            _put_custom(op, inner, names[1], value)
         return True
+
+    def _whole_urn(self, text: str, schemas: Any) -> bool:
+        """Whether `text` is a whole custom extension URN: listed, or described by discovery."""
+        lowered = text.lower()
+        if isinstance(schemas, list) and any(
+            isinstance(s, str) and s.lower() == lowered for s in schemas
+        ):
+            return True
+        return self.described is not None and self.described(text)
 
     def resolve(self, text: str) -> _Target:
         try:
@@ -597,6 +610,20 @@ def _put(holder: dict[str, Any], key: str, value: Any) -> None:
         holder.pop(key, None)  # unassigned (RFC 7643 §2.5)
     else:
         holder[key] = value
+
+
+def _put_custom(op: str, holder: dict[str, Any], key: str, value: Any) -> None:
+    """`_put_raw`, except that `add` to a list appends what it does not hold (RFC 7644 §3.5.2.1).
+
+    A custom attribute has no schema: a list stored is taken for a multi-valued attribute.
+    """
+    existing = holder.get(_key_of(holder, key))
+    if op != "add" or not isinstance(existing, list) or value is None:
+        _put_raw(holder, key, value)
+        return
+    for item in value if isinstance(value, list) else [value]:
+        if item not in existing:
+            existing.append(json_copy(item))
 
 
 def _put_raw(holder: dict[str, Any], key: str, value: Any) -> None:
