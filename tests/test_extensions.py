@@ -135,6 +135,19 @@ async def test_attributes_added_later_are_described_with_the_type_first_sent(
     }
 
 
+async def test_an_integer_attribute_sent_a_fraction_becomes_a_decimal(scim: ScimClient) -> None:
+    """Okta sends number attributes as 1, then 1.5: a strict client reads 1 as a decimal."""
+    user = (await scim.post("/Users", holding(CUSTOM, rate=1, level=2))).json()
+    assert attribute((await described(scim))[CUSTOM], "rate")["type"] == "integer"
+    op = {"op": "replace", "path": f"{CUSTOM}:rate", "value": 1.5}
+    assert (await scim.patch(f"/Users/{user['id']}", patch_op(op))).status_code == 200
+    assert (await scim.post("/Users", holding(CUSTOM, level=2.5, costCode=3.5))).status_code == 201
+    assert (await scim.post("/Users", holding(CUSTOM, costCode=4))).status_code == 201
+    schema = (await described(scim))[CUSTOM]
+    kinds = {a["name"]: a["type"] for a in schema["attributes"]}
+    assert kinds == {"rate": "decimal", "level": "decimal", "costCode": "decimal"}
+
+
 async def test_a_refused_write_describes_nothing(scim: ScimClient) -> None:
     taken = await scim.post("/Users", user_body("ada@example.com"))
     assert taken.status_code == 201, taken.text
@@ -238,6 +251,7 @@ async def test_migration_describes_what_stored_resources_hold(
     async with serving(app, tenant) as scim:
         await scim.post("/Users", holding(CUSTOM, costCode="CC-1"))
         await scim.post("/Users", holding(CUSTOM, costCode=5, level=2))
+        await scim.post("/Users", holding(CUSTOM, level=2.5))
         await scim.post("/Groups", group_body(schemas=[GROUP, SHARED], **{SHARED: {"x": True}}))
         before = await described(scim), await described(scim, "Group")
     await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0018")
@@ -246,6 +260,7 @@ async def test_migration_describes_what_stored_resources_hold(
         after = await described(scim), await described(scim, "Group")
     assert after == before
     assert attribute(after[0][CUSTOM], "costCode")["type"] == "string"
+    assert attribute(after[0][CUSTOM], "level")["type"] == "decimal"
 
 
 async def test_a_patch_may_add_an_extension_discovery_describes_to_a_resource(

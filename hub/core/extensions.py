@@ -7,8 +7,8 @@ resource's `schemas`, as RFC 7643 §3 requires. A strict client (scim2-client) t
 resource naming a schema that `/ResourceTypes` and `/Schemas` do not show, so the hub records
 each attribute stored under such a URN, in the transaction that stores it, and discovery
 describes the URN from these records (RFC 7643 §7). An attribute's type is that of the value
-that first introduced it in the workspace; the description only grows, as the hub never
-forgets what it may return.
+that first introduced it in the workspace (an integer attribute later sent a fraction becomes a
+decimal); the description only grows, as the hub never forgets what it may return.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def record(
         return
     if stored is not None:
         for old in _described(stored, resource_type):
-            held.pop(old.key, None)
+            if held.get(old.key) == old:
+                del held[old.key]
     rows = [_row(workspace_pk, held[key]) for key in sorted(held)]  # one lock order on PostgreSQL
     _INSERT[conn.dialect.name].run_many(conn, rows)
 
@@ -248,7 +249,10 @@ def _row(workspace_pk: int, one: Described) -> dict[str, Any]:
 
 
 def _insert_statement(insert: Any) -> Prepared:
-    """One description, unless the workspace has `MAX_DESCRIBED` or it is described already."""
+    """One description, unless the workspace has `MAX_DESCRIBED` or it is described already.
+
+    Already described, only an integer meeting a decimal changes it (to decimal).
+    """
     count = (
         select(func.count())
         .select_from(table)
@@ -279,7 +283,21 @@ def _insert_statement(insert: Any) -> Prepared:
         "type",
         "multi_valued",
     )
-    return Prepared(insert(table).from_select(columns, values).on_conflict_do_nothing())
+    statement = insert(table).from_select(columns, values)
+    # An attribute first sent as an integer and then with a fraction (an Okta number) is a
+    # decimal: a strict client reads an integer as a decimal, not the other way round.
+    widened = statement.on_conflict_do_update(
+        index_elements=[
+            table.c.workspace_pk,
+            table.c.resource_type,
+            table.c.urn_key,
+            table.c.name_key,
+            table.c.sub_key,
+        ],
+        set_={"type": statement.excluded.type},
+        where=(table.c.type == "integer") & (statement.excluded.type == "decimal"),
+    )
+    return Prepared(widened)
 
 
 _INSERT = {"sqlite": _insert_statement(sqlite_insert), "postgresql": _insert_statement(pg_insert)}

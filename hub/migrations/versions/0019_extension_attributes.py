@@ -8,7 +8,7 @@ hub has no schema for, such as Entra ID's `…:extension:CustomExtensionName:2.0
 recorded in `extension_attributes` (see `hub.core.models.ExtensionAttribute`), so `/Schemas`
 and `/ResourceTypes` can describe the extension. This revision fills it from the stored users
 and groups, in the order they were stored, so each attribute takes the type it was first sent
-with, as the running hub records it.
+with (an integer one later holding a fraction is a decimal), as the running hub records it.
 """
 
 from __future__ import annotations
@@ -144,7 +144,11 @@ def upgrade() -> None:
         for workspace_pk, data in _stored(conn, table):
             for rt_, urn, name, sub, kind, multi in _described(rt, data):
                 key = (workspace_pk, rt_, urn.lower(), name.lower(), sub.lower())
-                if key in found or per_workspace.get(workspace_pk, 0) >= _MAX_DESCRIBED:
+                if key in found:
+                    if found[key]["type"] == "integer" and kind == "decimal":
+                        found[key]["type"] = kind  # as the running hub widens it
+                    continue
+                if per_workspace.get(workspace_pk, 0) >= _MAX_DESCRIBED:
                     continue
                 per_workspace[workspace_pk] = per_workspace.get(workspace_pk, 0) + 1
                 found[key] = {
