@@ -323,6 +323,8 @@ USER_CORPUS = [
     'groups[display co "guide" and type eq "direct"]',
     "not (groups pr)",
     'name[givenName eq "barbara"]',
+    'name[familyName ne "x"]',
+    f'{ENT}:manager[value ne "x"]',
     'nickName eq "q\\"uote"',
 ]
 
@@ -366,6 +368,9 @@ def test_fixed_corpus(db: Db) -> None:
     assert hits['emails[type eq "work"].value eq "babs@jensen.org"'] == set()  # a home email
     assert hits['emails[type eq "work"].value pr'] == {"u1-00000000", "u2-00000000"}
     assert hits['groups eq "g1"'] == {"u1-00000000"}
+    # A value filter applies to a value: users without `name` match none of its `ne`.
+    assert hits['name[familyName ne "x"]'] == {"u1-00000000"}
+    assert hits[f'{ENT}:manager[value ne "x"]'] == {"u1-00000000"}
     for text in REFUSED:
         check(db, text)
     group_hits = {text: check(db, text, GROUP_TYPE) for text in GROUP_CORPUS}

@@ -206,7 +206,10 @@ class _Compiler:
         if top.multi_valued:
             element, wrap = scope.elements(keys, flt.path.dotted())
             return wrap(self.filter(flt.filter, element, top))
-        return self.filter(flt.filter, _PrefixScope(scope, keys), top)
+        # The bracketed filter applies to a value of the attribute (RFC 7644 §3.4.2.2): without
+        # one nothing matches, even `ne`, as the evaluator decides for a document.
+        present = scope.target(keys, flt.path.dotted()).present()
+        return and_(present, self.filter(flt.filter, _PrefixScope(scope, keys), top))
 
     def present(
         self,
