@@ -103,6 +103,28 @@ async def test_member_patch_answers_204_whatever_the_group_size(scim: ScimClient
     assert (await scim.get(f"/Groups/{gid}")).json()["meta"]["version"] == 'W/"6"'
 
 
+async def test_a_member_sub_attribute_excluded_keeps_the_members(scim: ScimClient) -> None:
+    """RFC 7644 §3.4.2.5: excluding `members.display` or `groups.display` drops that
+    sub-attribute, not the attribute; naming the core schema shows every attribute of it."""
+    user = (await scim.post("/Users", user_body("member@example.com"))).json()
+    members = [{"value": user["id"]}]
+    group = (await scim.post("/Groups", group_body("Team", members=members))).json()
+    one = await scim.get(f"/Groups/{group['id']}", params={"excludedAttributes": "members.display"})
+    assert [set(m) for m in one.json()["members"]] == [{"value", "$ref", "type"}]
+    listed = await scim.get("/Groups", params={"excludedAttributes": "members.$ref"})
+    assert [set(m) for m in listed.json()["Resources"][0]["members"]] == [{"value", "type"}]
+    for params, shows_display in (
+        ({"excludedAttributes": "groups.display"}, False),
+        ({"attributes": "urn:ietf:params:scim:schemas:core:2.0:User"}, True),
+        ({"attributes": "groups.value"}, False),
+    ):
+        got = (await scim.get(f"/Users/{user['id']}", params=params)).json()
+        assert [g["value"] for g in got["groups"]] == [group["id"]], params
+        assert ("display" in got["groups"][0]) is shows_display, params
+    page = await scim.get("/Users", params={"excludedAttributes": "groups.display"})
+    assert [set(g) for g in page.json()["Resources"][0]["groups"]] == [{"value", "$ref", "type"}]
+
+
 async def test_excluded_members_and_filters(scim: ScimClient) -> None:
     (a,) = await make_users(scim, 1)
     gid = (await scim.post("/Groups", group_body("Ops", members=[{"value": a}]))).json()["id"]

@@ -229,15 +229,32 @@ class ListParams(msgspec.Struct, frozen=True):
 
 
 def _wants(name: str, attributes: tuple[str, ...], excluded: tuple[str, ...]) -> bool:
-    """Say whether the response shows the multi-valued attribute `name` (groups, members)."""
+    """Say whether the response shows the multi-valued attribute `name` (groups, members).
+
+    `attributes` wants it when it names the attribute, one of its sub-attributes or the whole
+    core schema (RFC 7644 §3.10); `excluded` drops it only when it names the whole attribute:
+    `groups.display` leaves `groups` without `display`, which the projection does.
+    """
     lowered = name.lower()
 
-    def names(paths: tuple[str, ...]) -> set[str]:
-        return {p.rsplit(":", 1)[-1].split(".", 1)[0].lower() for p in paths}
+    def named(path: str, *, whole: bool) -> bool:
+        if not whole and _is_core_schema(path):
+            return True  # the core schema itself: every attribute of it
+        attribute = path.lower().rsplit(":", 1)[-1]
+        return attribute == lowered if whole else attribute.split(".", 1)[0] == lowered
 
     if attributes:
-        return lowered in names(attributes)
-    return lowered not in names(excluded)
+        return any(named(p, whole=False) for p in attributes)
+    return not any(named(p, whole=True) for p in excluded)
+
+
+def _is_core_schema(path: str) -> bool:
+    """`urn:ietf:params:scim:schemas:core:2.0:User` (a whole core schema, no attribute)."""
+    rest = path.lower().removeprefix(_CORE_PREFIX)
+    return len(rest) < len(path) and rest.count(":") == 1
+
+
+_CORE_PREFIX = "urn:ietf:params:scim:schemas:core:"
 
 
 _CURSOR_CHARS = re.compile(r"[A-Za-z0-9_-]{1,64}")
