@@ -416,6 +416,8 @@ def test_sort_key(db: Db) -> None:
     assert order("meta.created")[0] == "u2-00000000"
     assert order(f"{ENT}:department")[:2] == ["u3-00000000", "u1-00000000"]
     assert order("displayName", GROUP_TYPE) == ["g3", "g2", "g1"]
+    # No primary flag: the first group as rendered (g1, "Tour Guides", for u1), not the least.
+    assert order("groups.display") == ["u2-00000000", "u3-00000000", "u5-00000000", "u1-00000000"]
     with pytest.raises(InvalidFilter):
         sort_key("nope", USER_TYPE, db.dialect)
     with pytest.raises(InvalidFilter):

@@ -657,6 +657,8 @@ class _RelationScope:
     columns: dict[str, _Target]
     joined: Any
     correlate: Predicate
+    #: the order the elements are rendered in (the related row's primary key)
+    order: Any
 
     def target(self, keys: tuple[str, ...], where: str) -> _Target:
         found = self.columns.get(keys[0]) if len(keys) == 1 else None
@@ -677,10 +679,15 @@ class _RelationScope:
         return exists(select(literal(1)).select_from(self.joined).where(self.correlate, predicate))
 
     def sort_first(self, leaf: Attribute, info: AttrInfo) -> ColumnElement[Any]:
-        # Memberships have no order or primary flag: the smallest value is a stable choice.
+        # No primary flag: RFC 7644 §3.4.2.3 then sorts by the first value, as rendered.
         value = self.target((leaf.name,), leaf.name).sort(info)
         return (
-            select(func.min(value)).select_from(self.joined).where(self.correlate).scalar_subquery()
+            select(value)
+            .select_from(self.joined)
+            .where(self.correlate)
+            .order_by(self.order)
+            .limit(1)
+            .scalar_subquery()
         )
 
 
@@ -746,6 +753,7 @@ def _root_scope_of(resource_type_name: str, dialect: str) -> _RowScope:
                 },
                 memberships.join(groups, groups.c.pk == memberships.c.group_pk),
                 memberships.c.user_pk == users.c.pk,
+                groups.c.pk,
             )
         }
     elif resource_type_name == "Group":
@@ -762,6 +770,7 @@ def _root_scope_of(resource_type_name: str, dialect: str) -> _RowScope:
                 },
                 memberships.join(users, users.c.pk == memberships.c.user_pk),
                 and_(memberships.c.group_pk == groups.c.pk, users.c.deleted.is_(False)),
+                memberships.c.user_pk,
             )
         }
     else:
