@@ -333,3 +333,36 @@ async def test_a_pathless_patch_may_send_back_the_groups_own_id(scim: ScimClient
     refused = await scim.patch(path, ops({"op": "replace", "value": other}))
     assert_scim_error(refused, 400, "mutability")
     assert (await scim.get(path)).json()["displayName"] == "After"
+
+
+async def test_root_search_sorted_by_an_attribute_only_users_have(
+    scim: ScimClient, scim_error: Any
+) -> None:
+    """RFC 7644 §3.4.2.3: groups have no userName, so they sort last (first when descending)."""
+    for name in ("b-user", "a-user", "c-user"):
+        assert (await scim.post("/Users", user_body(name))).status_code == 201
+    for name in ("team-2", "team-1"):
+        assert (await scim.post("/Groups", group_body(name))).status_code == 201
+    search = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
+    async def names(**request: Any) -> list[str]:
+        response = await scim.post("/.search", {"schemas": [search], **request})
+        assert response.status_code == 200, response.text
+        assert response.json()["totalResults"] == 5
+        return [r.get("userName") or r["displayName"] for r in response.json()["Resources"]]
+
+    assert await names(sortBy="userName", count=1000) == [
+        "a-user",
+        "b-user",
+        "c-user",
+        "team-2",
+        "team-1",
+    ]
+    assert await names(sortBy="userName", startIndex=4) == ["team-2", "team-1"]
+    assert await names(sortBy="userName", sortOrder="descending", count=3) == [
+        "team-2",
+        "team-1",
+        "c-user",
+    ]
+    refused = await scim.post("/.search", {"schemas": [search], "sortBy": "nope"})
+    scim_error(refused, 400, "invalidFilter")
