@@ -129,3 +129,23 @@ async def test_projected_pages_are_still_projected(scim: ScimClient) -> None:
 
 def _escape(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+async def test_paging_numbers_beyond_64_bits_are_still_numbers(scim: ScimClient) -> None:
+    """RFC 7644 §3.4.2.4: any integer is a startIndex or count; past the end is an empty page."""
+    await scim.post("/Users", user_body())
+    huge = "9" * 30
+    for offset in (str(2**31), str(2**40), huge):  # past PostgreSQL's int4 and SQLite's int64
+        beyond = await scim.get("/Users", params={"startIndex": offset})
+        assert beyond.status_code == 200, beyond.text
+    far = await scim.get("/Users", params={"startIndex": huge})
+    assert far.status_code == 200, far.text
+    assert far.json().get("Resources", []) == []
+    assert far.json()["totalResults"] == 1
+    many = await scim.get("/Users", params={"count": huge})
+    assert many.status_code == 200, many.text
+    assert len(many.json()["Resources"]) == 1
+    below = await scim.get("/Users", params={"startIndex": "-" + huge, "count": "-" + huge})
+    assert below.status_code == 200, below.text
+    assert below.json()["startIndex"] == 1
+    assert below.json().get("Resources", []) == []
