@@ -692,6 +692,7 @@ async def test_attributes_and_excluded_attributes_name_a_custom_extension(
     body = entra_user()
     body["schemas"] = [*body["schemas"], custom]
     body[custom] = {"costCode": "CC-1", "level": 3}
+    badges = [{"number": "B-7", "floor": 2}, {"number": "B-8"}]
     uid = (await create(entra, body))["id"]
 
     async def shown(**params: str) -> dict[str, Any]:
@@ -709,6 +710,24 @@ async def test_attributes_and_excluded_attributes_name_a_custom_extension(
     assert custom not in await shown(excludedAttributes=custom)
     assert (await shown(excludedAttributes=f"{custom}:level"))[custom] == {"costCode": "CC-1"}
     assert (await shown(excludedAttributes="title"))[custom] == {"costCode": "CC-1", "level": 3}
+    # Sub-attributes, in an object and in each element of a list of objects.
+    patched = patch(
+        {"op": "add", "path": f"{custom}:badge", "value": {"number": "B-7", "floor": 2}}
+    )
+    assert (await entra.patch(f"/Users/{uid}", patched)).status_code == 200
+    listed = patch({"op": "add", "path": f"{custom}:badges", "value": badges})
+    assert (await entra.patch(f"/Users/{uid}", listed)).status_code == 200
+    picked = await shown(attributes=f"{custom}:badge.number,{custom}:badges.NUMBER")
+    assert picked[custom] == {
+        "badge": {"number": "B-7"},
+        "badges": [{"number": "B-7"}, {"number": "B-8"}],
+    }
+    dropped = (await shown(excludedAttributes=f"{custom}:badge.floor,{custom}:badges.floor"))[
+        custom
+    ]
+    assert dropped["badge"] == {"number": "B-7"}
+    assert dropped["badges"] == [{"number": "B-7"}, {"number": "B-8"}]
+    assert (await shown(attributes=f"{custom}:level.x"))[custom] == {"level": 3}
 
 
 async def test_custom_extension_attributes_patched_into_existing_users(entra: ScimClient) -> None:

@@ -128,7 +128,8 @@ class Projection:
     def _custom(self, urn: str, value: Mapping[str, Any]) -> dict[str, Any]:
         """A custom extension's object: no schema, so each attribute is ``returned: default``.
 
-        ``attributes=<urn>`` keeps the whole object and ``<urn>:<name>`` that attribute, as the
+        ``attributes=<urn>`` keeps the whole object, ``<urn>:<name>`` that attribute and
+        ``<urn>:<name>.<sub>`` that sub-attribute of it (in each element of a list), as the
         paths of a known extension do; likewise for ``excludedAttributes``.
         """
         kept = dict(value)
@@ -137,11 +138,20 @@ class Projection:
             if wanted is None:
                 return {}
             if wanted:
-                kept = {k: v for k, v in kept.items() if k.lower() in wanted}
+                kept = {
+                    k: _subs(v, wanted[k.lower()], keep=True)
+                    for k, v in kept.items()
+                    if k.lower() in wanted
+                }
         unwanted = _custom_names(self.exclude, urn)
         if unwanted is not None:
-            kept = {k: v for k, v in kept.items() if unwanted and k.lower() not in unwanted}
-        return kept
+            if not unwanted:
+                return {}
+            kept = {
+                k: _subs(v, unwanted[k.lower()], keep=False) if k.lower() in unwanted else v
+                for k, v in kept.items()
+            }
+        return {k: v for k, v in kept.items() if v is not None and v != [] and v != {}}
 
     def _member(self, out: dict[str, Any], key: str, value: Any, find: Find, scope: str) -> None:
         attribute = find(key)
@@ -162,19 +172,40 @@ class Projection:
             out[key] = kept
 
 
-def _custom_names(scopes: Mapping[str, _Scope], urn: str) -> frozenset[str] | None:
+def _custom_names(scopes: Mapping[str, _Scope], urn: str) -> dict[str, frozenset[str]] | None:
     """What `scopes` names of custom extension `urn`: None nothing, empty the whole object.
 
-    `_split` leaves a path into a schema the hub does not know whole and lower-cased: the
-    extension's own URN, or the URN followed by ``:name`` (and maybe ``.sub``, taken as name).
+    Otherwise each attribute named, with the sub-attributes named of it (none: the whole
+    attribute). `_split` leaves a path into a schema the hub does not know whole and lower-cased:
+    the extension's own URN, or the URN followed by ``:name`` and maybe ``.sub``.
     """
     if urn in scopes:
-        return frozenset()
+        return {}
     prefix = urn + ":"
-    names = frozenset(
-        path[len(prefix) :].partition(".")[0] for path in scopes if path.startswith(prefix)
-    )
-    return names or None
+    names: dict[str, set[str]] = {}
+    whole: set[str] = set()
+    for path in scopes:
+        if path.startswith(prefix):
+            name, _, sub = path[len(prefix) :].partition(".")
+            if sub:
+                names.setdefault(name, set()).add(sub)
+            else:
+                whole.add(name)
+    for name in whole:
+        names[name] = set()
+    return {name: frozenset(subs) for name, subs in names.items()} or None
+
+
+def _subs(value: Any, subs: frozenset[str], *, keep: bool) -> Any:
+    """`value` with only (`keep`) or without the sub-attributes `subs`; all of it if none."""
+    if not subs:
+        return value if keep else None
+    if isinstance(value, list):
+        picked = (_subs(item, subs, keep=keep) for item in value)
+        return [item for item in picked if item is not None and item != {}]
+    if not isinstance(value, Mapping):
+        return value  # a simple value has no sub-attributes to pick
+    return {k: v for k, v in value.items() if (k.lower() in subs) is keep}
 
 
 def _named(scope: _Scope | None, name: str) -> bool:
