@@ -10,6 +10,8 @@ race crosses processes and connections, as behind a load balancer).
   on 412: exactly one success per version, and every write lands.
 * Concurrent PATCHes without `If-Match` on different attributes: no lost update.
 * Group member adds and removes racing: the membership equals the serial result.
+* 20 creates meeting one deleted user (by userName or externalId): it comes back once, with the
+  document of its one 201; renames and creates racing onto one name: one holder, never a 500.
 """
 
 from __future__ import annotations
@@ -374,3 +376,71 @@ async def test_racing_member_adds_and_removes_end_in_the_serial_result(api: Api)
             user = await api.get(f"/Users/{uid}")
             member_of = {g["value"] for g in user.get("groups", [])}
             assert (stored["id"] in member_of) == (uid in members), uid
+
+
+async def test_concurrent_creates_bringing_back_one_deleted_user_make_one_201(api: Api) -> None:
+    """A deleted user created again by 20 requests at once comes back once: one 201 (whose
+    document is what is stored), the others 409, as if they had come one after another."""
+    for key in ("userName", "externalId"):
+        name = unique("revived")
+        gone = await api.create_user(name, externalId=f"ext-{name}")
+        assert (await api.call("DELETE", f"/Users/{gone['id']}")).status_code == 204
+
+        bodies = [_reviving(name, j, same_name=key == "userName") for j in range(20)]
+        answers = await asyncio.gather(*(api.call("POST", "/Users", b) for b in bodies))
+        assert sorted({r.status_code for r in answers}) in ([201], [201, 409]), [
+            r.text for r in answers if r.status_code not in (201, 409)
+        ]
+        created = [r.json() for r in answers if r.status_code == 201]
+        revived = [c for c in created if c["id"] == gone["id"]]
+        assert len(revived) == 1, (key, [c["id"] for c in created])
+        stored = await api.get(f"/Users/{gone['id']}")
+        assert stored["title"] == revived[0]["title"]
+        # Every other acknowledged create is a user of its own, findable by its userName.
+        for other in created:
+            mine = await api.get(f"/Users/{other['id']}")
+            assert mine["userName"] == other["userName"]
+            assert mine["title"] == other["title"]
+
+
+def _reviving(name: str, j: int, *, same_name: bool) -> dict[str, Any]:
+    """The j-th create meeting the deleted user `name`: by its userName, or its externalId."""
+    user_name = name if same_name else f"{name}-{j}"
+    return {
+        "schemas": [USER_URN],
+        "userName": user_name,
+        "externalId": f"ext-{name}",
+        "title": f"r{j}",
+    }
+
+
+async def test_renames_racing_creates_onto_one_name_end_with_one_holder(api: Api) -> None:
+    """PATCH renames of several users and creates, all onto one name (a deleted user's or a
+    new one): never a 500, and afterwards exactly one active user holds the name."""
+    for reuse in (True, False) * 4:
+        name = unique("contested")
+        if reuse:
+            gone = await api.create_user(name)
+            assert (await api.call("DELETE", f"/Users/{gone['id']}")).status_code == 204
+        movers = [await api.create_user(unique("mover")) for _ in range(4)]
+        rename = {"op": "replace", "path": "userName", "value": name}
+        answers = await asyncio.gather(
+            *(api.patch(f"/Users/{m['id']}", rename) for m in movers),
+            *(
+                api.call("POST", "/Users", {"schemas": [USER_URN], "userName": name})
+                for _ in range(4)
+            ),
+        )
+        assert all(r.status_code in (200, 201, 409) for r in answers), [
+            (r.status_code, r.text) for r in answers if r.status_code not in (200, 201, 409)
+        ]
+        assert sum(r.status_code in (200, 201) for r in answers) == 1
+        holders = []
+        for user_id in {m["id"] for m in movers} | {
+            r.json()["id"] for r in answers if r.status_code == 201
+        }:
+            if (await api.get(f"/Users/{user_id}"))["userName"].lower() == name.lower():
+                holders.append(user_id)
+        assert len(holders) == 1, holders
+        found = await api.call("GET", f'/Users?filter=userName eq "{name}"')
+        assert [u["id"] for u in found.json()["Resources"]] == holders

@@ -409,15 +409,18 @@ def create(
         conn, b_ws=caller.workspace_pk, b_key=cols["user_name_key"], b_ext=cols["external_id"]
     )
     now = now_us()
+    if existing is not None and existing.deleted:
+        if _revive(conn, caller, existing.pk, doc, active, cols, now):
+            return _revived(conn, caller, existing.pk, doc, base, provisioning)
+        # Another request brought that user back, or renamed someone onto its name, since it
+        # was read (PostgreSQL runs requests side by side): look again, as if after it.
+        existing = _IN_THE_WAY.first(
+            conn, b_ws=caller.workspace_pk, b_key=cols["user_name_key"], b_ext=cols["external_id"]
+        )
+        if existing is not None and existing.deleted:
+            raise _taken(doc["userName"], None)  # still changing under this request: refuse
     if existing is not None:
-        if not existing.deleted:
-            raise _taken(doc["userName"], existing.name)
-        _revive(conn, caller, existing.pk, doc, active, cols, now)
-        row = _BY_PK.first(conn, b_pk=existing.pk)
-        _audit(conn, caller, row.id, "reactivate", {"attributes": sorted(doc)})
-        resource = render(row, base, _groups_of_one(conn, row.pk))
-        events = user_written(conn, caller, row.pk, resource, "reactivated", provisioning)
-        return Outcome(resource, row.version, "reactivated", events)
+        raise _taken(doc["userName"], existing.name)
     user_id = new_id()
     try:
         pk = _INSERT.run(
@@ -442,6 +445,16 @@ def create(
     return Outcome(resource, 1, "provisioned", events)
 
 
+def _revived(
+    conn: Connection, caller: Caller, pk: int, doc: JSON, base: str, provisioning: Provisioning
+) -> Outcome:
+    row = _BY_PK.first(conn, b_pk=pk)
+    _audit(conn, caller, row.id, "reactivate", {"attributes": sorted(doc)})
+    resource = render(row, base, _groups_of_one(conn, row.pk))
+    events = user_written(conn, caller, row.pk, resource, "reactivated", provisioning)
+    return Outcome(resource, row.version, "reactivated", events)
+
+
 def _revive(
     conn: Connection,
     caller: Caller,
@@ -450,23 +463,37 @@ def _revive(
     active: bool | None,
     cols: dict[str, Any],
     now: int,
-) -> None:
-    conn.execute(
-        update(users)
-        .where(users.c.pk == pk)
-        .values(
-            deleted=False,
-            active=active,
-            data=doc,
-            connector_pk=caller.connector_pk,
-            version=users.c.version + 1,
-            modified=now,
-            **cols,
+) -> bool:
+    """Bring the deleted user back with `doc`; False if it is no longer deleted.
+
+    The update takes the row only while it is deleted: on PostgreSQL two creates may read the
+    same deleted user, and the second must not overwrite what the first acknowledged.
+
+    Raises:
+        Uniqueness: another user took the userName since it was read.
+    """
+    try:
+        revived = conn.execute(
+            update(users)
+            .where(users.c.pk == pk, users.c.deleted.is_(True))
+            .values(
+                deleted=False,
+                active=active,
+                data=doc,
+                connector_pk=caller.connector_pk,
+                version=users.c.version + 1,
+                modified=now,
+                **cols,
+            )
         )
-    )
+    except IntegrityError as exc:
+        raise _taken(doc["userName"], None) from exc
+    if revived.rowcount != 1:
+        return False
     _DROP_EMAILS.run(conn, b_user=pk)
     _index_emails(conn, caller.workspace_pk, pk, set(), doc)
     extensions.record(conn, caller.workspace_pk, USER_TYPE, doc)
+    return True
 
 
 class StoredUser(NamedTuple):
@@ -920,13 +947,16 @@ def _save(
     if cols == kept:
         _SAVE.run(conn, **values)
     else:
-        _SAVE_NAMES.run(
-            conn,
-            **values,
-            b_name=cols["user_name"],
-            b_key=cols["user_name_key"],
-            b_ext=cols["external_id"],
-        )
+        try:
+            _SAVE_NAMES.run(
+                conn,
+                **values,
+                b_name=cols["user_name"],
+                b_key=cols["user_name_key"],
+                b_ext=cols["external_id"],
+            )
+        except IntegrityError as exc:  # a create or rename took the name since it was checked
+            raise _taken(doc["userName"], None) from exc
     _index_emails(conn, caller.workspace_pk, row.pk, email_keys(row.data), doc)
     extensions.record(conn, caller.workspace_pk, USER_TYPE, doc, row.data)
     before = {**row.data, "active": row.active}
@@ -951,12 +981,15 @@ def _claim_name(conn: Connection, caller: Caller, pk: int, user_name: str, key: 
         return
     if not clash.deleted:
         raise _taken(user_name, clash.name)
-    # Free the deleted user's key so the unique index allows the rename.
-    conn.execute(
+    # Free the deleted user's key so the unique index allows the rename; only while it is
+    # deleted: a create may bring it back meanwhile (PostgreSQL), and its name is then taken.
+    freed = conn.execute(
         update(users)
-        .where(users.c.pk == clash.pk)
+        .where(users.c.pk == clash.pk, users.c.deleted.is_(True))
         .values(user_name_key=users.c.id + ":" + users.c.user_name_key)
     )
+    if freed.rowcount != 1:
+        raise _taken(user_name, None)
 
 
 def replace(
