@@ -656,7 +656,13 @@ async def test_users_are_found_by_a_custom_extension_attribute(entra: ScimClient
         body = entra_user()
         if code is not None:
             body["schemas"] = [*body["schemas"], custom]
-            body[custom] = {"costCode": code, "level": level, "badge": {"site": f"S{level}"}}
+            body[custom] = {
+                "costCode": code,
+                "level": level,
+                "badge": {"site": f"S{level}"},
+                "tags": [code.lower(), "all", level, level == 3],
+                "cards": [{"id": f"c{level}"}, {"id": "shared"}],
+            }
         ids[code] = (await create(entra, body))["id"]
 
     async def found(flt: str, **params: str) -> list[str]:
@@ -672,6 +678,18 @@ async def test_users_are_found_by_a_custom_extension_attribute(entra: ScimClient
     assert await found(f'{custom}:level eq "5"') == []  # a number is not the string "5"
     assert await found(f'{custom}:badge.site eq "S3"') == [ids["CC-1"]]
     assert ids[None] in await found(f"not ({custom}:costCode pr)")
+    # A list matches when one of its values does (RFC 7644 §3.4.2.2), whatever their types.
+    assert await found(f'{custom}:tags eq "CC-1"') == [ids["CC-1"]]
+    assert set(await found(f'{custom}:tags eq "all"')) == {ids["CC-1"], ids["cc-2"]}
+    assert await found(f'{custom}:tags co "c-2"') == [ids["cc-2"]]
+    assert await found(f"{custom}:tags eq 5") == [ids["cc-2"]]
+    assert await found(f"{custom}:tags eq true") == [ids["CC-1"]]
+    assert await found(f"{custom}:tags gt 4") == [ids["cc-2"]]
+    assert await found(f'{custom}:cards.id eq "c3"') == [ids["CC-1"]]
+    assert set(await found(f'{custom}:cards.id eq "shared"')) == {ids["CC-1"], ids["cc-2"]}
+    assert ids[None] in await found(f'not ({custom}:tags eq "all")')
+    assert ids["CC-1"] not in await found(f'{custom}:tags ne "all"')
+    assert await found(f'{custom}:badge.site eq "S5"') == [ids["cc-2"]]  # an object is no list
     ordered = await found(f"{custom}:costCode pr", sortBy=f"{custom}:costCode")
     assert ordered == [ids["CC-1"], ids["cc-2"]]
     for unknown in (

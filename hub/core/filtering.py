@@ -262,6 +262,11 @@ class _Compiler:
             found = wrap(leaf_predicate(element.target(leaf_keys, where)))
         else:
             found = leaf_predicate(scope.target((*keys, *leaf_keys), where))
+            if top.type == _SCHEMALESS and isinstance(scope, _RowScope):
+                # No schema says whether it is multi-valued: a list held there matches when
+                # one of its values does (RFC 7644 §3.4.2.2), as for any multi-valued attribute.
+                element, wrap = scope.data.any_elements(keys)
+                found = or_(found, wrap(leaf_predicate(element.target(leaf_keys, where))))
         # `ne x` is `not (eq x)` and `eq null` is "not present" (see rules.evaluate).
         negated = (flt.op == "ne") != (flt.value is None)
         return _negate(found) if negated else found
@@ -600,6 +605,28 @@ class _JsonScope:
             .render_derived()
         )
         return each, type_coerce(each.c.value, JSONB)
+
+    def any_elements(self, keys: tuple[str, ...]) -> tuple[_JsonScope, _Wrap]:
+        """The elements of the list at `keys`, of any JSON type (none if it holds no list)."""
+        if self.dialect != "sqlite":
+            each, element = self._array(keys)  # guarded: no rows unless it is an array
+            return _JsonScope(element, self.dialect), lambda predicate: exists(
+                select(literal(1)).select_from(each).where(predicate)
+            )
+        path = "$" + "".join(f'."{key}"' for key in keys)
+        each = func.json_each(self.doc, path).table_valued("value", "type")
+        # Each element as JSON text: json_each gives a string bare, a boolean as 1 or 0.
+        as_json = case(
+            (each.c.type.in_(("object", "array")), each.c.value),
+            (each.c.type.in_(("true", "false", "null")), each.c.type),
+            else_=func.json_quote(each.c.value),
+        )
+        is_list = func.json_type(self.doc, path) == "array"  # json_each walks objects too
+
+        def wrap(predicate: Predicate) -> Predicate:
+            return and_(is_list, exists(select(literal(1)).select_from(each).where(predicate)))
+
+        return _JsonScope(as_json, self.dialect), wrap
 
     def elements(self, keys: tuple[str, ...], where: str) -> tuple[_Scope, _Wrap]:
         each, element = self._array(keys)
