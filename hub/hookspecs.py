@@ -67,8 +67,8 @@ def register_idps() -> list[Dialect]:  # type: ignore[empty-body]
     (``mapping``), lists the attributes the IdP does not manage (``unmanaged``), and may supply
     ``normalise`` / ``normalise_query`` (requests into RFC form), ``render`` (responses into what
     the IdP expects) and a ``settings`` struct read from ``SCIM_HUB_PLUGIN_<PLUGIN>_<FIELD>``.
-    ``extends`` names other dialects whose ``normalise`` runs first: one plugin reuses another's
-    quirks by name, never by importing it.
+    ``extends`` names other dialects whose ``normalise`` (and ``normalise_query``) runs first:
+    one plugin reuses another's quirks by name, never by importing it.
     Combination: every plugin's lists are concatenated into the registry; two dialects with the
     same `name` are a start-up error naming both plugins. A list that is not valid (unknown
     profile field, unparsable path) marks the plugin broken and leaves all its dialects out.

@@ -25,7 +25,13 @@ import pluggy
 import structlog
 
 from hub import hookspecs
-from hub.core.dialects import PROFILE_FIELDS, Dialect, JSONObject, RequestContext
+from hub.core.dialects import (
+    PROFILE_FIELDS,
+    Dialect,
+    JSONObject,
+    RequestContext,
+    rewrites_queries,
+)
 from hub.core.events import Lazy
 from hub.settings import SettingsError
 from rules import FilterSyntaxError, parse_path
@@ -33,6 +39,7 @@ from rules import FilterSyntaxError, parse_path
 log = structlog.get_logger("hub.plugins")
 #: A dialect's request normalisation (`Dialect.normalise`).
 NormaliseStep = Callable[[JSONObject, RequestContext], JSONObject]
+QueryStep = Callable[[dict[str, str], RequestContext], dict[str, str]]
 
 #: Environment variables of plugin settings: SCIM_HUB_PLUGIN_<PLUGIN>_<FIELD>.
 PLUGIN_ENV_PREFIX = "SCIM_HUB_PLUGIN_"
@@ -199,22 +206,34 @@ def _collect_dialects(
 
 
 def _join_extended(registry: Registry) -> None:
-    """Give each dialect with `extends` a `normalise` that runs the extended ones' first."""
+    """Give each dialect with `extends` a `normalise` that runs the extended ones' first.
+
+    Likewise its `normalise_query`, where an extended dialect rewrites queries.
+    """
     declared = dict(registry.dialects)  # every dialect's own normalise, before any joining
     for name, dialect in declared.items():
-        steps = []
+        bodies: list[NormaliseStep] = []
+        queries: list[QueryStep] = []
         for base in dialect.extends:
             extended = declared.get(base)
             if extended is None or base == name:
                 # Not installed (or its plugin is broken): the dialect works without its quirks.
                 log.warning("dialect extension skipped", idp=name, extends=base)
                 continue
-            steps.append(extended.normalise)
-        if steps:
-            steps.append(dialect.normalise)
-            registry.dialects[name] = msgspec.structs.replace(
-                dialect, normalise=_chained(tuple(steps))
+            bodies.append(extended.normalise)
+            if rewrites_queries(extended):
+                queries.append(extended.normalise_query)
+        joined = dialect
+        if bodies:
+            joined = msgspec.structs.replace(
+                joined, normalise=_chained((*bodies, dialect.normalise))
             )
+        if queries:
+            own = [dialect.normalise_query] if rewrites_queries(dialect) else []
+            joined = msgspec.structs.replace(
+                joined, normalise_query=_chained_query((*queries, *own))
+            )
+        registry.dialects[name] = joined
 
 
 def _chained(steps: tuple[NormaliseStep, ...]) -> NormaliseStep:
@@ -224,6 +243,15 @@ def _chained(steps: tuple[NormaliseStep, ...]) -> NormaliseStep:
         return body
 
     return normalise
+
+
+def _chained_query(steps: tuple[QueryStep, ...]) -> QueryStep:
+    def normalise_query(query: dict[str, str], context: RequestContext) -> dict[str, str]:
+        for step in steps:
+            query = step(query, context)
+        return query
+
+    return normalise_query
 
 
 def _checked(result: object) -> list[Dialect]:

@@ -368,6 +368,21 @@ async def test_enterprise_extension_and_bare_manager(entra: ScimClient) -> None:
         assert response.json()[ENTERPRISE]["manager"] == {"value": other}
 
 
+async def test_the_tutorials_unquoted_filter_value(entra: ScimClient) -> None:
+    """[TUTORIAL] Example 1: ``GET /Users?filter=externalId eq jyoung`` (a bare word)."""
+    body = {**entra_user(), "externalId": "jyoung"}
+    user = await create(entra, body)
+    for text in ("externalId eq jyoung", "externalid EQ jyoung"):
+        response = await entra.get("/Users", params={"filter": text})
+        assert response.status_code == 200, response.text
+        assert [u["id"] for u in response.json()["Resources"]] == [user["id"]]
+    for refused in ("externalId eq jyoung and active eq true", "title gt tour guide"):
+        assert_scim_error(
+            await entra.get("/Users", params={"filter": refused}), 400, "invalidFilter"
+        )
+    assert (await entra.get("/Users", params={"filter": "active eq true"})).status_code == 200
+
+
 async def test_the_tutorials_manager_path_without_its_urn(entra: ScimClient) -> None:
     """[TUTORIAL] Example 5: ``"path": "manager"``, the value a list of one reference."""
     boss = (await create(entra, entra_user()))["id"]

@@ -122,10 +122,10 @@ class Dialect(msgspec.Struct, frozen=True, kw_only=True):
         settings: the plugin's own settings struct type (a frozen `msgspec.Struct` whose fields
             all have defaults or are given in the environment), validated at start-up. Values
             come from ``SCIM_HUB_PLUGIN_<PLUGIN>_<FIELD>`` environment variables.
-        extends: names of other dialects whose own ``normalise`` runs on a request before this
-            dialect's, in order, with this dialect's context. The registry joins them at
-            start-up; a name no installed plugin registers is skipped with a warning. How one
-            dialect reuses another's quirks without importing its plugin.
+        extends: names of other dialects whose own ``normalise`` (and ``normalise_query``)
+            runs on a request before this dialect's, in order, with this dialect's context. The
+            registry joins them at start-up; a name no installed plugin registers is skipped
+            with a warning. How one dialect reuses another's quirks without importing its plugin.
         plugin: the name of the plugin that registered it (filled in by the registry).
     """
 

@@ -293,6 +293,32 @@ def normalise(body: JSONObject, context: RequestContext) -> JSONObject:
     return _fix_manager(fixed) if context.resource_type == "User" else fixed
 
 
+#: One comparison whose value is a bare word: ``externalId eq jyoung``.
+_BARE_COMPARISON = re.compile(
+    r"\s*([A-Za-z0-9_.:$-]+)\s+(eq|ne|co|sw|ew|gt|ge|lt|le)\s+([^\s\"()\[\]]+)\s*",
+    re.IGNORECASE,
+)
+_NOT_STRINGS = re.compile(r"true|false|null|-?\d+(\.\d+)?([eE][+-]?\d+)?", re.IGNORECASE)
+
+
+def normalise_query(query: dict[str, str], context: RequestContext) -> dict[str, str]:
+    """``filter=externalId eq jyoung`` -> ``filter=externalId eq "jyoung"``.
+
+    [TUTORIAL], "Handling provisioning and deprovisioning of users", Example 1 queries a user with
+    an unquoted value, which RFC 7644's grammar does not allow (a string is quoted). Only a filter
+    of one comparison whose value is neither a boolean, null nor a number is rewritten.
+    """
+    key = next((k for k in query if k.lower() == "filter"), None)
+    text = query.get(key) if key is not None else None
+    if not text or '"' in text:
+        return query
+    match = _BARE_COMPARISON.fullmatch(text)
+    if match is None or _NOT_STRINGS.fullmatch(match[3]):
+        return query
+    assert key is not None
+    return {**query, key: f'{match[1]} {match[2]} "{match[3]}"'}
+
+
 @hookimpl
 def register_idps() -> list[Dialect]:
     """Provide the Entra ID dialect."""
@@ -303,5 +329,6 @@ def register_idps() -> list[Dialect]:
             mapping=ENTRA_MAPPING,
             unmanaged=ENTRA_UNMANAGED,
             normalise=normalise,
+            normalise_query=normalise_query,
         )
     ]
