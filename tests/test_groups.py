@@ -366,3 +366,28 @@ async def test_root_search_sorted_by_an_attribute_only_users_have(
     ]
     refused = await scim.post("/.search", {"schemas": [search], "sortBy": "nope"})
     scim_error(refused, 400, "invalidFilter")
+
+
+async def test_root_search_sorted_by_an_attribute_both_types_have_interleaves_them(
+    scim: ScimClient,
+) -> None:
+    """RFC 7644 §3.4.3 with §3.4.2.3: one sorted list of Users and Groups, paged as one."""
+    for user, display in (("u1", "Bravo"), ("u2", "delta"), ("u3", None)):
+        extra = {"displayName": display} if display else {}
+        assert (await scim.post("/Users", user_body(user, **extra))).status_code == 201
+    for name in ("alpha", "Charlie", "echo"):
+        assert (await scim.post("/Groups", group_body(name))).status_code == 201
+    search = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
+    async def names(**request: Any) -> list[str]:
+        response = await scim.post("/.search", {"schemas": [search], **request})
+        assert response.status_code == 200, response.text
+        assert response.json()["totalResults"] == 6
+        return [r.get("displayName") or r["userName"] for r in response.json().get("Resources", [])]
+
+    ordered = ["alpha", "Bravo", "Charlie", "delta", "echo", "u3"]
+    assert await names(sortBy="displayName") == ordered
+    assert await names(sortBy="displayName", startIndex=2, count=3) == ordered[1:4]
+    assert await names(sortBy="displayName", sortOrder="descending") == ["u3", *ordered[4::-1]]
+    by_creation = await names(sortBy="meta.created")
+    assert by_creation == ["Bravo", "delta", "u3", "alpha", "Charlie", "echo"]

@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 from sqlalchemy import Connection
 
+import rules
 from hub.core import groups, users
 from hub.core.errors import InvalidFilter
 from hub.core.filtering import sort_key
@@ -22,8 +23,9 @@ def search_all(conn: Connection, caller: Caller, query: ListQuery, base: str) ->
     type; a filter that neither type can evaluate is an error. A `sortBy` only one type has
     leaves the other's resources without a value for it: they come after the sorted ones in
     ascending order and before them in descending order (RFC 7644 §3.4.2.3), in their own order.
-    Each type is sorted on its own: Users and Groups that both hold the attribute are not
-    interleaved.
+    A `sortBy` both types have (`displayName`, `externalId`, `meta.created`…) interleaves them
+    in one order, for pages within the first `MERGE_WINDOW` results; past it each type is
+    sorted on its own, Users first.
 
     Raises:
         InvalidFilter: the filter or `sortBy` is invalid for both Users and Groups.
@@ -46,6 +48,10 @@ def search_all(conn: Connection, caller: Caller, query: ListQuery, base: str) ->
     if query.sort_by is not None:
         if all(own.sort_by is None for _, _, own in counted):
             sort_key(query.sort_by, USER_TYPE, conn.dialect.name)  # raises, saying why
+        window = query.start_index - 1 + query.count
+        both = len(counted) > 1 and all(own.sort_by for _, _, own in counted)
+        if both and window <= MERGE_WINDOW:
+            return _merged(conn, caller, query, base, counted)
         unsorted_first = query.descending
         counted.sort(key=lambda item: (item[2].sort_by is None) != unsorted_first)
     resources: list[JSON] = []
@@ -61,6 +67,61 @@ def search_all(conn: Connection, caller: Caller, query: ListQuery, base: str) ->
         room -= len(page.resources)
         skip = 0
     return Page(sum(total for _, total, _ in counted), query.start_index, resources)
+
+
+#: The most results a root search reads of each type to interleave a sorted page.
+MERGE_WINDOW = 10_000
+
+
+def _merged(
+    conn: Connection,
+    caller: Caller,
+    query: ListQuery,
+    base: str,
+    counted: list[tuple[Any, int, ListQuery]],
+) -> Page:
+    """A page of Users and Groups sorted together by `sortBy`, which both types hold.
+
+    Each type's first results up to the page's end come sorted by the database; they are merged
+    by the same value the database sorted on (case-insensitively for `displayName`), resources
+    without one last in ascending order and first in descending (RFC 7644 §3.4.2.3), Users
+    before Groups where the values are equal.
+    """
+    assert query.sort_by is not None
+    window = query.start_index - 1 + query.count
+    found: list[JSON] = []
+    for service, total, own in counted:
+        if total:
+            found.extend(
+                service.search(
+                    conn, caller, _with(own, start_index=1, count=window), base
+                ).resources
+            )
+    path = rules.parse_path(query.sort_by).attr
+    found.sort(key=lambda resource: _sort_value(resource, path), reverse=query.descending)
+    start = query.start_index - 1
+    return Page(sum(total for _, total, _ in counted), query.start_index, found[start:window])
+
+
+def _sort_value(resource: JSON, path: rules.AttrPath) -> tuple[int, str]:
+    """(1 for no value, else 0; the value): what `sortBy` orders by, missing values last."""
+    holder: Any = resource
+    for name in (path.name, path.sub):
+        if name is None:
+            continue
+        key = (
+            next((k for k in holder if k.lower() == name.lower()), None)
+            if isinstance(holder, dict)
+            else None
+        )
+        holder = holder.get(key) if key is not None else None
+    if not isinstance(holder, str):
+        return (1, "")
+    # caseExact attributes both types share (RFC 7643 §3.1); the others sort lowered, as in SQL
+    case_exact = path.name.lower() in ("id", "externalid") or (
+        path.sub is not None and path.sub.lower() == "version"
+    )
+    return (0, holder if case_exact else holder.lower())
 
 
 def _sorts_by(path: str, resource_type: ResourceType, conn: Connection) -> bool:
