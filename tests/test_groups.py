@@ -391,3 +391,46 @@ async def test_root_search_sorted_by_an_attribute_both_types_have_interleaves_th
     assert await names(sortBy="displayName", sortOrder="descending") == ["u3", *ordered[4::-1]]
     by_creation = await names(sortBy="meta.created")
     assert by_creation == ["Bravo", "delta", "u3", "alpha", "Charlie", "echo"]
+
+
+async def test_members_named_with_the_group_schema_urn(scim: ScimClient) -> None:
+    """RFC 7644 §3.10: `urn:…:core:2.0:Group:members` is `members`, in a path or a value key."""
+    a = (await scim.post("/Users", user_body("urn-a"))).json()["id"]
+    b = (await scim.post("/Users", user_body("urn-b"))).json()["id"]
+    group = (await scim.post("/Groups", group_body(members=[{"value": a}]))).json()
+    path = f"/Groups/{group['id']}"
+    members = "urn:ietf:params:scim:schemas:core:2.0:Group:members"
+
+    async def member_ids() -> list[str]:
+        return sorted(m["value"] for m in (await scim.get(path)).json().get("members", []))
+
+    added = await scim.patch(path, ops({"op": "add", "path": members, "value": [{"value": b}]}))
+    assert added.status_code in (200, 204), added.text
+    assert await member_ids() == sorted([a, b])
+    removed = await scim.patch(path, ops({"op": "remove", "path": f'{members}[value eq "{a}"]'}))
+    assert removed.status_code in (200, 204), removed.text
+    assert await member_ids() == [b]
+    pathless = ops({"op": "add", "value": {members.upper(): [{"value": a}]}})
+    assert (await scim.patch(path, pathless)).status_code in (200, 204)
+    assert await member_ids() == sorted([a, b])
+    unknown = ops({"op": "add", "path": members, "value": [{"value": "no-such-user"}]})
+    assert_scim_error(await scim.patch(path, unknown), 400, "invalidValue")
+
+
+async def test_replacing_members_with_the_same_set_changes_nothing(scim: ScimClient) -> None:
+    """Entra and Okta re-send whole member lists: the same set keeps the version."""
+    a = (await scim.post("/Users", user_body("same-a"))).json()["id"]
+    group = (await scim.post("/Groups", group_body(members=[{"value": a}]))).json()
+    path = f"/Groups/{group['id']}"
+    before = await scim.get(path)
+    user_before = (await scim.get(f"/Users/{a}")).json()["meta"]["version"]
+    for operation in (
+        {"op": "replace", "path": "members", "value": [{"value": a}]},
+        {"op": "replace", "value": {"members": [{"value": a}]}},
+    ):
+        response = await scim.patch(path, ops(operation))
+        assert response.status_code in (200, 204), response.text
+        after = await scim.get(path)
+        assert after.headers["etag"] == before.headers["etag"]
+        assert after.json()["meta"]["lastModified"] == before.json()["meta"]["lastModified"]
+    assert (await scim.get(f"/Users/{a}")).json()["meta"]["version"] == user_before

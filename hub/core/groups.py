@@ -560,7 +560,7 @@ def _apply_member_op(
     """Apply one membership operation; return it as it changed the group, None: no change.
 
     An add keeps only the users not yet members, a remove only those that were (`members` None:
-    every member); a replace is a change whenever the group had or gets any member.
+    every member); a replace is a change unless the group already has exactly those members.
 
     Raises:
         InvalidValue: an add or replace names a user the workspace does not have.
@@ -578,6 +578,8 @@ def _apply_member_op(
         return op, [(uid, None) for uid, _ in gone]
     resolved = _user_pks(conn, caller, members or [])
     if op == "replace":
+        if set(resolved) == _memberships_of(conn, group_pk):
+            return None  # IdPs re-send the whole list, changed or not
         removed = _remove_members(conn, group_pk, None)
         _add_members(conn, group_pk, resolved)
         return (op, members) if removed or resolved else None
@@ -664,8 +666,8 @@ def _split_operation(
     if path is None:
         if op == "remove" or not isinstance(value, dict):
             return [operation]
-        rest = {k: v for k, v in value.items() if k.lower() != "members"}
-        member_value = next((v for k, v in value.items() if k.lower() == "members"), None)
+        rest = {k: v for k, v in value.items() if k.lower() not in _MEMBERS_KEYS}
+        member_value = next((v for k, v in value.items() if k.lower() in _MEMBERS_KEYS), None)
         if member_value is not None or len(rest) != len(value):
             member_ops.append((op, _member_ids(member_value)))
         return [{**operation, "value": rest}] if rest else []
@@ -675,7 +677,8 @@ def _split_operation(
         parsed = rules.parse_path(path)
     except rules.FilterSyntaxError as exc:
         raise InvalidPath(f"invalid path {path!r}: {exc}") from exc
-    if parsed.attr.urn is not None or parsed.attr.name.lower() != "members":
+    urn = parsed.attr.urn
+    if (urn is not None and urn.lower() != _GROUP_URN) or parsed.attr.name.lower() != "members":
         return [operation]
     if parsed.attr.sub is not None or parsed.sub is not None:
         raise InvalidPath("member sub-attributes cannot be changed; add or remove the member")
@@ -686,6 +689,11 @@ def _split_operation(
         raise InvalidPath("add/replace of members takes the path 'members' and a value list")
     member_ops.append(("remove", _filtered_member_ids(parsed.filter)))
     return []
+
+
+#: `members` as a path-less value may name it, with or without its schema's URN (RFC 7644 §3.10).
+_GROUP_URN = GROUP_TYPE.schema.id.lower()
+_MEMBERS_KEYS = frozenset({"members", f"{_GROUP_URN}:members"})
 
 
 def _filtered_member_ids(flt: rules.Filter) -> list[Member]:
