@@ -351,3 +351,29 @@ async def test_add_to_a_custom_list_appends(scim: ScimClient) -> None:
     assert (await scim.patch(path, pathless)).json()[CUSTOM]["tags"] == ["a", "b", "c"]
     replaced = await scim.patch(path, patch_op({"op": "replace", "path": tags, "value": ["z"]}))
     assert replaced.json()[CUSTOM]["tags"] == ["z"]
+
+
+async def test_a_custom_urn_in_other_letters_is_spelled_as_discovery_shows_it(
+    scim: ScimClient,
+) -> None:
+    """RFC 7643 §2.1 URNs are case-insensitive; strict clients look `schemas` up as spelled."""
+    assert (await scim.post("/Users", holding(CUSTOM, costCode="A"))).status_code == 201
+    lower = CUSTOM.lower()
+    created = await scim.post("/Users", holding(lower, costCode="B"))
+    assert created.status_code == 201, created.text
+    assert created.json()["schemas"] == [USER, CUSTOM]
+    assert created.json()[CUSTOM] == {"costCode": "B"}
+    assert lower not in created.json()
+    plain = (await scim.post("/Users", user_body())).json()
+    patched = await scim.patch(
+        f"/Users/{plain['id']}", patch_op({"op": "add", "value": {f"{lower}:costCode": "C"}})
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["schemas"] == [USER, CUSTOM]
+    assert (await scim.get(f"/Users/{plain['id']}")).json()[CUSTOM] == {"costCode": "C"}
+    group = group_body(schemas=[GROUP, SHARED.upper()], **{SHARED.upper(): {"site": "P"}})
+    assert (await scim.post("/Groups", group)).status_code == 201
+    again = group_body(schemas=[GROUP, SHARED], **{SHARED: {"site": "Q"}})
+    made = (await scim.post("/Groups", again)).json()
+    assert made["schemas"] == [GROUP, SHARED.upper()]
+    assert made[SHARED.upper()] == {"site": "Q"}

@@ -78,6 +78,34 @@ def record(
     _INSERT[conn.dialect.name].run_many(conn, rows)
 
 
+def respelled(
+    conn: Connection, workspace_pk: int, resource_type: ResourceType, doc: dict[str, Any]
+) -> dict[str, Any]:
+    """`doc` with each custom URN spelled as discovery shows it, in its keys and `schemas`.
+
+    URNs compare case-insensitively (RFC 7643 §2.1), but a strict client looks a resource's
+    `schemas` up in `/Schemas` as spelled: a second IdP, or a PATCH, writing the URN in other
+    letters made that resource unreadable for it. A URN discovery does not show yet is kept as
+    sent (it becomes the spelling shown).
+    """
+    if not _may_hold_custom(doc, resource_type):
+        return doc
+    renames: dict[str, str] = {}
+    for key in doc:
+        if _is_custom(key, resource_type):
+            shown = _SPELLING.scalar(conn, b_ws=workspace_pk, b_key=key.lower())
+            if shown is not None and shown != key:
+                renames[key] = shown
+    if not renames:
+        return doc
+    spelled = {renames.get(key, key): value for key, value in doc.items()}
+    by_key = {urn.lower(): urn for urn in renames.values()}
+    spelled["schemas"] = [
+        by_key.get(urn.lower(), urn) if isinstance(urn, str) else urn for urn in doc["schemas"]
+    ]
+    return spelled
+
+
 def described(conn: Connection, workspace_pk: int) -> tuple[Described, ...]:
     """Every custom-extension attribute the workspace's resources have held, in a stable order."""
     return tuple(Described(*row) for row in _DESCRIBED.all(conn, b_ws=workspace_pk))
@@ -176,17 +204,21 @@ def _own_urns(resource_type: ResourceType) -> frozenset[str]:
 _OWN_URNS: dict[str, frozenset[str]] = {}
 
 
+def _is_custom(key: str, resource_type: ResourceType) -> bool:
+    """Whether a document key is a URN the hub has no schema for (a custom extension's)."""
+    lowered = key.lower()
+    return (
+        lowered.startswith("urn:")
+        and not lowered.startswith(_STANDARD)
+        and resource_type.extension(key) is None
+        and len(key) <= MAX_URN
+    )
+
+
 def _described(doc: Mapping[str, Any], resource_type: ResourceType) -> Iterator[Described]:
     """Every attribute and sub-attribute `doc` holds under a URN the hub has no schema for."""
     for urn, value in doc.items():
-        lowered = urn.lower()
-        if (
-            not lowered.startswith("urn:")
-            or lowered.startswith(_STANDARD)
-            or resource_type.extension(urn) is not None
-            or not isinstance(value, dict)
-            or len(urn) > MAX_URN
-        ):
+        if not _is_custom(urn, resource_type) or not isinstance(value, dict):
             continue
         for name, held in value.items():
             if len(name) > MAX_NAME:
@@ -320,5 +352,12 @@ _DESCRIBES = Prepared(
         table.c.resource_type == bindparam("b_rt"),
         table.c.urn_key == bindparam("b_urn_key"),
     )
+    .limit(1)
+)
+#: The spelling discovery shows for a URN: its first description's (`schemas` orders them so).
+_SPELLING = Prepared(
+    select(table.c.urn)
+    .where(table.c.workspace_pk == bindparam("b_ws"), table.c.urn_key == bindparam("b_key"))
+    .order_by(table.c.resource_type, table.c.name_key, table.c.sub_key)
     .limit(1)
 )

@@ -310,6 +310,7 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
     """
     doc, member_ids = _split_members(canonicalise(body, GROUP_TYPE))
     required_missing(doc, GROUP_TYPE)
+    doc = extensions.respelled(conn, caller.workspace_pk, GROUP_TYPE, doc)
     user_pks = _user_pks(conn, caller, member_ids or [])
     now = now_us()
     group_id = new_id()
@@ -441,6 +442,7 @@ def _touch(conn: Connection, caller: Caller, row: Any, doc: JSON | None) -> None
         # What a membership PATCH does: a new version, nothing else of the row.
         _TOUCH.run(conn, b_pk=row.pk, b_version=row.version + 1, b_now=now_us())
         return
+    doc = extensions.respelled(conn, caller.workspace_pk, GROUP_TYPE, doc)
     columns = _columns(doc)
     if columns["display_name_key"] != str(row.data.get("displayName", "")).lower():
         _claim_name(conn, caller.workspace_pk, columns, row.pk)

@@ -404,6 +404,7 @@ def create(
     """
     doc, active = _split(canonicalise(body, USER_TYPE), True)
     required_missing(doc, USER_TYPE)
+    doc = extensions.respelled(conn, caller.workspace_pk, USER_TYPE, doc)
     cols = _columns(doc)
     existing = _IN_THE_WAY.first(
         conn, b_ws=caller.workspace_pk, b_key=cols["user_name_key"], b_ext=cols["external_id"]
@@ -935,6 +936,7 @@ def _save(
     An IdP re-sending what is stored (Okta pushes the whole profile with PUT) then neither moves
     the version and `lastModified` nor writes the user, its card or an audit row.
     """
+    doc = extensions.respelled(conn, caller.workspace_pk, USER_TYPE, doc)
     if doc == row.data and active == row.active:
         resource = render(row, base, _groups_of_one(conn, row.pk))
         return Outcome(resource, row.version, "none")
