@@ -484,3 +484,29 @@ async def test_a_renamed_user_is_found_by_its_new_names_only(scim: ScimClient) -
     clash = await scim.post("/Users", user_body("NEW@example.com"))
     assert_scim_error(clash, 409, "uniqueness")
     assert (await scim.post("/Users", user_body("old@example.com"))).status_code == 201
+
+
+async def test_a_value_filter_naming_no_sub_attribute_is_refused_whatever_the_user_holds(
+    scim: ScimClient,
+) -> None:
+    """RFC 7644 §3.5.2 invalidPath, checked against the schema, not only against stored values:
+    on a user without emails the filter was never tried, and an add stored `{"foo": "x"}`."""
+    bare = (await scim.post("/Users", user_body("no-emails"))).json()
+    held = (
+        await scim.post(
+            "/Users", user_body("with-emails", emails=[{"value": "b@x.com", "type": "home"}])
+        )
+    ).json()
+    for operation in (
+        {"op": "add", "path": 'emails[foo eq "x"].value', "value": "a@x.com"},
+        {"op": "add", "path": 'phoneNumbers[type eq "work" and foo eq "x"].value', "value": "1"},
+        {"op": "remove", "path": 'emails[foo eq "x"]'},
+        {"op": "add", "path": 'emails[primary co "t"].value', "value": "a@x.com"},
+    ):
+        for user in (bare, held):
+            path = f"/Users/{user['id']}"
+            before = await scim.get(path)
+            response = await scim.patch(path, ops(operation))
+            assert_scim_error(response, 400, "invalidPath")
+            after = await scim.get(path)
+            assert after.json() == before.json()

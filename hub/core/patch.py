@@ -65,6 +65,7 @@ from rules import (
     InvalidComparison,
     UnknownAttribute,
     ValuePath,
+    compile_predicate,
     evaluate,
     parse_path,
 )
@@ -334,9 +335,28 @@ class _Patcher:
             attribute = self.type.attribute(name)
         if attribute is None:
             raise InvalidPath(f"path {text!r}: no attribute {name!r} in the schema")
-        return _Target(
+        target = _Target(
             text, extension, attribute, parsed.filter, self._sub(text, attribute, parsed)
         )
+        if parsed.filter is not None:
+            self._check_filter(target)
+        return target
+
+    def _check_filter(self, target: _Target) -> None:
+        """Refuse a value filter naming what the attribute lacks, before any element is tried.
+
+        Tried only against stored elements, `emails[foo eq "x"]` passed on a user without emails
+        (and an add built an element from it) and failed on one with emails.
+        """
+        assert target.attribute is not None
+        assert target.filter is not None
+        path = AttrPath(
+            target.extension.id if target.extension else None, target.attribute.name, None
+        )
+        try:
+            compile_predicate(ValuePath(path, target.filter), self.describe)
+        except (UnknownAttribute, InvalidComparison) as error:
+            raise InvalidPath(f"path {target.text!r}: {error}") from error
 
     def _sub(self, text: str, attribute: Attribute, parsed: Any) -> Attribute | None:
         if parsed.filter is not None and not attribute.multi_valued:
