@@ -510,3 +510,25 @@ async def test_a_value_filter_naming_no_sub_attribute_is_refused_whatever_the_us
             assert_scim_error(response, 400, "invalidPath")
             after = await scim.get(path)
             assert after.json() == before.json()
+
+
+async def test_an_element_made_from_a_filter_reads_its_names_case_insensitively(
+    scim: ScimClient,
+) -> None:
+    """RFC 7643 §2.1: `TYPe eq "other" and TYpe eq "other"` names one sub-attribute once."""
+    user = (await scim.post("/Users", user_body("filter-names"))).json()
+    path = f"/Users/{user['id']}"
+    made = await scim.patch(
+        path,
+        ops(
+            {
+                "op": "replace",
+                "path": 'emails[TYPe eq "other" and TYpe eq "other"].value',
+                "value": "v1@x.example",
+            }
+        ),
+    )
+    assert made.status_code == 200, made.text
+    assert made.json()["emails"] == [{"type": "other", "value": "v1@x.example"}]
+    clash = ops({"op": "add", "path": 'emails[type eq "a" and TYPE eq "b"].value', "value": "x"})
+    assert_scim_error(await scim.patch(path, clash), 400, "noTarget")

@@ -746,5 +746,17 @@ def _eq_template(node: Filter | None) -> dict[str, Any] | None:
         left, right = _eq_template(node.left), _eq_template(node.right)
         if left is None or right is None:
             return None
-        return {**left, **right}
+        merged = dict(left)
+        for name, value in right.items():
+            # Names are case-insensitive (RFC 7643 §2.1): `type eq "a" and TYPE eq "a"` is one.
+            same = _key_of(merged, name)
+            if same in merged and not _same_json(merged[same], value):
+                return None  # no element can hold both values
+            merged[same] = value
+        return merged
     return None
+
+
+def _same_json(left: Any, right: Any) -> bool:
+    """Equal as JSON: Python's `==` takes 1 and True for one another."""
+    return type(left) is type(right) and left == right
