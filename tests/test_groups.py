@@ -343,13 +343,9 @@ async def test_root_search_sorted_by_an_attribute_only_users_have(
         assert (await scim.post("/Users", user_body(name))).status_code == 201
     for name in ("team-2", "team-1"):
         assert (await scim.post("/Groups", group_body(name))).status_code == 201
-    search = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
     async def names(**request: Any) -> list[str]:
-        response = await scim.post("/.search", {"schemas": [search], **request})
-        assert response.status_code == 200, response.text
-        assert response.json()["totalResults"] == 5
-        return [r.get("userName") or r["displayName"] for r in response.json()["Resources"]]
+        return await _root_search_names(scim, 5, "userName", **request)
 
     assert await names(sortBy="userName", count=1000) == [
         "a-user",
@@ -364,8 +360,20 @@ async def test_root_search_sorted_by_an_attribute_only_users_have(
         "team-1",
         "c-user",
     ]
-    refused = await scim.post("/.search", {"schemas": [search], "sortBy": "nope"})
+    refused = await scim.post("/.search", {"schemas": [SEARCH], "sortBy": "nope"})
     scim_error(refused, 400, "invalidFilter")
+
+
+SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
+
+async def _root_search_names(scim: ScimClient, total: int, first: str, **request: Any) -> list[str]:
+    """The names (`first`, else the other of userName/displayName) of a root search's page."""
+    other = "displayName" if first == "userName" else "userName"
+    response = await scim.post("/.search", {"schemas": [SEARCH], **request})
+    assert response.status_code == 200, response.text
+    assert response.json()["totalResults"] == total
+    return [r.get(first) or r[other] for r in response.json().get("Resources", [])]
 
 
 async def test_root_search_sorted_by_an_attribute_both_types_have_interleaves_them(
@@ -377,13 +385,9 @@ async def test_root_search_sorted_by_an_attribute_both_types_have_interleaves_th
         assert (await scim.post("/Users", user_body(user, **extra))).status_code == 201
     for name in ("alpha", "Charlie", "echo"):
         assert (await scim.post("/Groups", group_body(name))).status_code == 201
-    search = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
     async def names(**request: Any) -> list[str]:
-        response = await scim.post("/.search", {"schemas": [search], **request})
-        assert response.status_code == 200, response.text
-        assert response.json()["totalResults"] == 6
-        return [r.get("displayName") or r["userName"] for r in response.json().get("Resources", [])]
+        return await _root_search_names(scim, 6, "displayName", **request)
 
     ordered = ["alpha", "Bravo", "Charlie", "delta", "echo", "u3"]
     assert await names(sortBy="displayName") == ordered
