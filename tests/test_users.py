@@ -532,3 +532,22 @@ async def test_an_element_made_from_a_filter_reads_its_names_case_insensitively(
     assert made.json()["emails"] == [{"type": "other", "value": "v1@x.example"}]
     clash = ops({"op": "add", "path": 'emails[type eq "a" and TYPE eq "b"].value', "value": "x"})
     assert_scim_error(await scim.patch(path, clash), 400, "noTarget")
+
+
+async def test_binary_values_must_be_base64(scim: ScimClient) -> None:
+    """RFC 7643 §2.3.6: `x509Certificates.value` is base64 (line breaks and padding aside)."""
+    good = "MIIDQzCCAqygAwIBAgICEAAwDQYJKoZIhvcNAQEFBQAwTjELMAkGA1UEBhMCVVMx\nEzARBgNVBAgMCkNh"
+    made = await scim.post("/Users", user_body("cert", x509Certificates=[{"value": good}]))
+    assert made.status_code == 201, made.text
+    assert (
+        await scim.post("/Users", user_body("nopad", x509Certificates=[{"value": "QQ"}]))
+    ).status_code == 201
+    bad = [{"value": "not base64!"}]
+    assert_scim_error(
+        await scim.post("/Users", user_body("bad-cert", x509Certificates=bad)), 400, "invalidValue"
+    )
+    path = f"/Users/{made.json()['id']}"
+    before = (await scim.get(path)).json()
+    patched = await scim.patch(path, ops({"op": "add", "path": "x509Certificates", "value": bad}))
+    assert_scim_error(patched, 400, "invalidValue")
+    assert (await scim.get(path)).json() == before

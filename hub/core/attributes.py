@@ -6,6 +6,8 @@ input, so a request that fails leaves stored state untouched.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Final, TypeVar
@@ -315,7 +317,7 @@ _DROPPED: Final = None
 #: what `_Shape.get` gives for a name not in the schema (a slot of its own, for the type checker)
 _UNKNOWN: Final[_Slot] = ("", Attribute(""), False)
 _SHAPES: dict[int, tuple[Attribute | Schema | ResourceType, _Shape]] = {}
-_PLAIN_TYPES: Final = frozenset({"string", "reference", "binary"})
+_PLAIN_TYPES: Final = frozenset({"string", "reference"})
 
 
 def _shape_of(owner: Attribute | Schema | ResourceType) -> _Shape:
@@ -436,9 +438,22 @@ def _is_string(value: Any) -> bool:
     return isinstance(value, str)
 
 
+def _is_base64(value: Any) -> bool:
+    """RFC 7643 §2.3.6: binary is base64 (RFC 4648 §4); line breaks and missing padding pass."""
+    if not isinstance(value, str):
+        return False
+    text = "".join(value.split())
+    try:
+        base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
 #: RFC 7643 §2.3: does a JSON value have the attribute type's form?
 _SIMPLE_CHECKS: Final[dict[str, Callable[[Any], bool]]] = {
     "string": _is_string,
+    "binary": _is_base64,
     "boolean": lambda value: isinstance(value, bool),
     "integer": lambda value: isinstance(value, int) and not isinstance(value, bool),
     "decimal": lambda value: isinstance(value, int | float) and not isinstance(value, bool),
