@@ -45,6 +45,8 @@ QueryStep = Callable[[dict[str, str], RequestContext], dict[str, str]]
 PLUGIN_ENV_PREFIX = "SCIM_HUB_PLUGIN_"
 _IDP_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 S = TypeVar("S", bound=msgspec.Struct)
+#: What a chain of request rewrites passes along: a body or query parameters.
+_T = TypeVar("_T")
 
 
 class PluginSettingsError(SettingsError):
@@ -230,28 +232,21 @@ def _join_extended(registry: Registry) -> None:
             )
         if queries:
             own = [dialect.normalise_query] if rewrites_queries(dialect) else []
-            joined = msgspec.structs.replace(
-                joined, normalise_query=_chained_query((*queries, *own))
-            )
+            joined = msgspec.structs.replace(joined, normalise_query=_chained((*queries, *own)))
         registry.dialects[name] = joined
 
 
-def _chained(steps: tuple[NormaliseStep, ...]) -> NormaliseStep:
-    def normalise(body: JSONObject, context: RequestContext) -> JSONObject:
+def _chained(
+    steps: tuple[Callable[[_T, RequestContext], _T], ...],
+) -> Callable[[_T, RequestContext], _T]:
+    """One step running `steps` in order, each on what the previous returned."""
+
+    def chained(value: _T, context: RequestContext) -> _T:
         for step in steps:
-            body = step(body, context)
-        return body
+            value = step(value, context)
+        return value
 
-    return normalise
-
-
-def _chained_query(steps: tuple[QueryStep, ...]) -> QueryStep:
-    def normalise_query(query: dict[str, str], context: RequestContext) -> dict[str, str]:
-        for step in steps:
-            query = step(query, context)
-        return query
-
-    return normalise_query
+    return chained
 
 
 def _checked(result: object) -> list[Dialect]:

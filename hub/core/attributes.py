@@ -376,7 +376,7 @@ def _is_stored(attribute: Attribute) -> bool:
 
 def _store(target: dict[str, Any], key: str, value: Any) -> None:
     """Keep `value` unless it is unassigned: null, [] or {} (RFC 7643 §2.5)."""
-    if value is None or value == [] or value == {}:
+    if _unassigned(value):
         return
     if key in target:
         raise _given_twice(key)

@@ -9,6 +9,7 @@ from sqlalchemy import Connection
 
 import rules
 from hub.core import groups, users
+from hub.core.attributes import describe_for
 from hub.core.errors import InvalidFilter
 from hub.core.filtering import sort_key
 from hub.core.resources import JSON, ListQuery, Page
@@ -117,11 +118,11 @@ def _sort_value(resource: JSON, path: rules.AttrPath) -> tuple[int, str]:
         holder = holder.get(key) if key is not None else None
     if not isinstance(holder, str):
         return (1, "")
-    # caseExact attributes both types share (RFC 7643 §3.1); the others sort lowered, as in SQL
-    case_exact = path.name.lower() in ("id", "externalid") or (
-        path.sub is not None and path.sub.lower() == "version"
-    )
-    return (0, holder if case_exact else holder.lower())
+    # As the database sorted it: case-insensitive strings lowered (a shared attribute has one
+    # definition for both types, RFC 7643 §3.1).
+    names = (path.name,) if path.sub is None else (path.name, path.sub)
+    info = describe_for(USER_TYPE)(path.urn, names)
+    return (0, holder if info is not None and info.case_exact else holder.lower())
 
 
 def _sorts_by(path: str, resource_type: ResourceType, conn: Connection) -> bool:

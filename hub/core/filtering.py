@@ -486,7 +486,7 @@ class _Json:
     where: str
 
     def _sqlite_path(self) -> str:
-        return "$" + "".join(f'."{key}"' for key in self.keys)
+        return _json_path(self.keys)
 
     def _type(self) -> ColumnElement[Any]:
         if self.dialect == "sqlite":
@@ -557,6 +557,11 @@ class _Json:
         return collate(text, "C") if self.dialect == "postgresql" else text
 
 
+def _json_path(keys: tuple[str, ...]) -> str:
+    """SQLite's JSON path of `keys`: `$."emails"."value"`."""
+    return "$" + "".join(f'."{key}"' for key in keys)
+
+
 # --------------------------------------------------------------------------- scopes
 
 _Wrap = Callable[[Predicate], Predicate]
@@ -592,7 +597,7 @@ class _JsonScope:
     def _array(self, keys: tuple[str, ...]) -> tuple[Any, ColumnElement[Any]]:
         """The elements of the array at `keys` as a table, and the element's JSON value."""
         if self.dialect == "sqlite":
-            path = "$" + "".join(f'."{key}"' for key in keys)
+            path = _json_path(keys)
             each = func.json_each(self.doc, path).table_valued("value", "type", "key")
             # json_each yields a string element as bare text, which json_extract would reject
             # as malformed JSON; only objects are complex values.
@@ -613,7 +618,7 @@ class _JsonScope:
             return _JsonScope(element, self.dialect), lambda predicate: exists(
                 select(literal(1)).select_from(each).where(predicate)
             )
-        path = "$" + "".join(f'."{key}"' for key in keys)
+        path = _json_path(keys)
         each = func.json_each(self.doc, path).table_valued("value", "type")
         # Each element as JSON text: json_each gives a string bare, a boolean as 1 or 0.
         as_json = case(

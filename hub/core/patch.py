@@ -637,13 +637,14 @@ def _put_custom(op: str, holder: dict[str, Any], key: str, value: Any) -> None:
 
     A custom attribute has no schema: a list stored is taken for a multi-valued attribute.
     """
-    existing = holder.get(_key_of(holder, key))
+    stored_key = _key_of(holder, key)
+    existing = holder.get(stored_key)
     if op != "add" or not isinstance(existing, list) or value is None:
         _put_raw(holder, key, value)
         return
-    for item in value if isinstance(value, list) else [value]:
-        if item not in existing:
-            existing.append(json_copy(item))
+    holder[stored_key] = _append_new(
+        existing, json_copy(value if isinstance(value, list) else [value])
+    )
 
 
 def _put_raw(holder: dict[str, Any], key: str, value: Any) -> None:
