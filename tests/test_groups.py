@@ -438,3 +438,130 @@ async def test_replacing_members_with_the_same_set_changes_nothing(scim: ScimCli
         assert after.headers["etag"] == before.headers["etag"]
         assert after.json()["meta"]["lastModified"] == before.json()["meta"]["lastModified"]
     assert (await scim.get(f"/Users/{a}")).json()["meta"]["version"] == user_before
+
+
+async def test_only_members_who_join_or_leave_get_a_new_version(scim: ScimClient) -> None:
+    """A PUT or a member replace gives a new version to the users who join or leave, not to
+    those who stay: their `groups` is the same (RFC 7644 §3.14), and a new ETag would cost an
+    IdP sending `If-Match` a needless 412."""
+    a, b, c, d = await make_users(scim, 4)
+    group = await scim.post("/Groups", group_body("Crew", members=[{"value": a}, {"value": b}]))
+    path = f"/Groups/{group.json()['id']}"
+
+    async def versions() -> dict[str, str]:
+        return {u: (await scim.get(f"/Users/{u}")).json()["meta"]["version"] for u in (a, b, c, d)}
+
+    seen = await versions()
+    steps: list[tuple[Any, set[str]]] = [
+        (
+            scim.put(
+                path, group_body("Crew", externalId="x", members=[{"value": a}, {"value": b}])
+            ),
+            set(),
+        ),
+        (
+            scim.put(
+                path, group_body("Crew", externalId="x", members=[{"value": b}, {"value": c}])
+            ),
+            {a, c},
+        ),
+        (
+            scim.patch(
+                path,
+                ops({"op": "replace", "path": "members", "value": [{"value": c}, {"value": d}]}),
+            ),
+            {b, d},
+        ),
+        (scim.patch(path, ops({"op": "replace", "value": {"members": [{"value": d}]}})), {c}),
+    ]
+    for number, (request, moved) in enumerate(steps):
+        response = await request
+        assert response.status_code in (200, 204), response.text
+        now = await versions()
+        assert {u for u in now if now[u] != seen[u]} == moved, number
+        seen = now
+    assert member_ids((await scim.get(path)).json()) == {d}
+
+
+async def test_a_group_put_back_as_a_get_showed_it_changes_nothing(scim: ScimClient) -> None:
+    """Okta pushes whole groups with PUT: a member's `display` is kept from a POST or PUT as a
+    PATCH keeps it, so sending the group back as it is keeps its version."""
+    a, b = await make_users(scim, 2)
+    created = await scim.post(
+        "/Groups", group_body("Pod", members=[{"value": a, "display": "Ann"}])
+    )
+    assert [m.get("display") for m in created.json()["members"]] == ["Ann"]
+    path = f"/Groups/{created.json()['id']}"
+    add = ops({"op": "add", "path": "members", "value": [{"value": b, "display": "Bob"}]})
+    assert (await scim.patch(path, add)).status_code == 204
+    shown = await scim.get(path)
+    body = {k: v for k, v in shown.json().items() if k not in ("id", "meta")}
+    assert {m["value"]: m.get("display") for m in body["members"]} == {a: "Ann", b: "Bob"}
+    users_before = [(await scim.get(f"/Users/{u}")).json()["meta"]["version"] for u in (a, b)]
+    again = await scim.put(path, body)
+    assert again.status_code == 200, again.text
+    assert again.headers["etag"] == shown.headers["etag"]
+    assert [
+        (await scim.get(f"/Users/{u}")).json()["meta"]["version"] for u in (a, b)
+    ] == users_before
+    # A new display is a change of the group alone.
+    body["members"] = [{"value": a, "display": "Annie"}, {"value": b, "display": "Bob"}]
+    renamed = await scim.put(path, body)
+    assert renamed.headers["etag"] != shown.headers["etag"]
+    assert {m["value"]: m.get("display") for m in renamed.json()["members"]} == {
+        a: "Annie",
+        b: "Bob",
+    }
+    assert [
+        (await scim.get(f"/Users/{u}")).json()["meta"]["version"] for u in (a, b)
+    ] == users_before
+
+
+async def test_a_member_change_without_a_value_is_refused(scim: ScimClient) -> None:
+    """RFC 7644 §3.5.2.1 and §3.5.2.3: add and replace MUST carry a value; a replace read as an
+    empty list removed every member. A member without a `value` is refused, not dropped."""
+    a, b = await make_users(scim, 2)
+    created = await scim.post("/Groups", group_body("Keep", members=[{"value": a}, {"value": b}]))
+    path = f"/Groups/{created.json()['id']}"
+    before = await scim.get(path)
+    refused = [
+        await scim.patch(path, ops({"op": "replace", "path": "members"})),
+        await scim.patch(path, ops({"op": "add", "path": "members"})),
+        await scim.put(path, group_body("Keep", members=[{"display": "No One"}])),
+        await scim.post("/Groups", group_body("Ghost", members=[{"display": "No One"}])),
+    ]
+    for response in refused:
+        assert_scim_error(response, 400, "invalidValue")
+    after = await scim.get(path)
+    assert after.json() == before.json()
+    ghost = await scim.get("/Groups", params={"filter": 'displayName eq "Ghost"'})
+    assert ghost.json()["totalResults"] == 0
+
+
+async def test_a_user_created_again_comes_back_in_no_group(scim: ScimClient, db_url: str) -> None:
+    """A membership a DELETE did not see (one added while it ran, by a version of the hub before
+    the members' rows were read FOR SHARE) does not come back with the user."""
+    from sqlalchemy import insert, select
+
+    from hub.core.database import open_database
+    from hub.core.models import groups, memberships, users
+
+    name = "returning@example.com"
+    uid = (await scim.post("/Users", user_body(name))).json()["id"]
+    gid = (await scim.post("/Groups", group_body("Alumni"))).json()["id"]
+    assert (await scim.delete(f"/Users/{uid}")).status_code == 204
+
+    def hide_membership(conn: Any) -> None:
+        user_pk = conn.execute(select(users.c.pk).where(users.c.id == uid)).scalar_one()
+        group_pk = conn.execute(select(groups.c.pk).where(groups.c.id == gid)).scalar_one()
+        conn.execute(insert(memberships).values(group_pk=group_pk, user_pk=user_pk))
+
+    db = open_database(db_url)
+    try:
+        await db.write(hide_membership)
+    finally:
+        await db.close()
+    back = await scim.post("/Users", user_body(name))
+    assert (back.status_code, back.json()["id"]) == (201, uid)
+    assert "groups" not in back.json()
+    assert "members" not in (await scim.get(f"/Groups/{gid}")).json()

@@ -253,9 +253,45 @@ _MEMBERSHIPS = Prepared(
 )
 
 
-def _memberships_of(conn: Connection, group_pk: int) -> set[tuple[int, str | None]]:
-    """The group's memberships as `(user pk, display)`, what a PUT's member list resolves to."""
-    return {(row.user_pk, row.display) for row in _MEMBERSHIPS.all(conn, b_group=group_pk)}
+def _memberships_of(conn: Connection, group_pk: int) -> dict[int, str | None]:
+    """The group's memberships as user pk -> display, what a PUT's member list resolves to."""
+    return {row.user_pk: row.display for row in _MEMBERSHIPS.all(conn, b_group=group_pk)}
+
+
+_REDISPLAY = Prepared(
+    update(memberships)
+    .where(
+        memberships.c.group_pk == bindparam("b_group"),
+        memberships.c.user_pk == bindparam("b_user"),
+    )
+    .values(display=bindparam("b_display"))
+)
+#: Memberships one DELETE ends by user pk: an `IN` list far below SQLite's variable limit.
+_REMOVE_CHUNK = 500
+
+
+def _replace_members(
+    conn: Connection, group_pk: int, members: Sequence[tuple[int, str | None]]
+) -> bool:
+    """Make `members` (user pk, display) the group's members; say whether anything changed.
+
+    Only the users who join or leave get a new version: one who stays has the same `groups`,
+    and a new ETag would cost an IdP that sends `If-Match` a needless 412.
+    """
+    current = _memberships_of(conn, group_pk)
+    wanted = dict(members)
+    gone = [pk for pk in current if pk not in wanted]
+    joining = [(pk, display) for pk, display in wanted.items() if pk not in current]
+    redisplayed = [
+        {"b_group": group_pk, "b_user": pk, "b_display": display}
+        for pk, display in wanted.items()
+        if pk in current and current[pk] != display
+    ]
+    for start in range(0, len(gone), _REMOVE_CHUNK):
+        _remove_members(conn, group_pk, gone[start : start + _REMOVE_CHUNK])
+    _add_members(conn, group_pk, joining)
+    _REDISPLAY.run_many(conn, redisplayed)
+    return bool(gone or joining or redisplayed)
 
 
 #: Which of some users are a group's members already: one of them, or up to `_IDS_CHUNK`.
@@ -278,9 +314,22 @@ def _present(conn: Connection, group_pk: int, user_pks: Sequence[int]) -> set[in
     return found
 
 
-def _split_members(doc: JSON) -> tuple[JSON, list[Member] | None]:
-    members = doc.pop("members", None)
-    return doc, None if members is None else _member_ids(members)
+def _split_members(body: JSON) -> tuple[JSON, list[Member] | None]:
+    """Take `members` out of a POST or PUT body before it is canonicalised.
+
+    Canonicalising drops every readOnly value, a member's `display` among them; taken out first,
+    each member keeps the display it was sent with, as a PATCH adding it keeps it, so a group
+    PUT back as a GET showed it changes nothing.
+    """
+    if not isinstance(body, dict):
+        return body, None  # `canonicalise` says what is wrong with it
+    keys = [key for key in body if key.lower() in _MEMBERS_KEYS]
+    if not keys:
+        return body, None
+    if len(keys) > 1:
+        raise InvalidValue(f"members is given twice: {', '.join(map(repr, keys))}")
+    rest = {key: value for key, value in body.items() if key != keys[0]}
+    return rest, _member_ids(body[keys[0]])
 
 
 _INSERT = PreparedInsert(
@@ -308,7 +357,8 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
         InvalidValue: not a valid Group, or a member is not a user of this workspace.
         Uniqueness: another group of the workspace has this displayName (in any case).
     """
-    doc, member_ids = _split_members(canonicalise(body, GROUP_TYPE))
+    rest, member_ids = _split_members(body)
+    doc = canonicalise(rest, GROUP_TYPE)
     required_missing(doc, GROUP_TYPE)
     doc = extensions.respelled(conn, caller.workspace_pk, GROUP_TYPE, doc)
     user_pks = _user_pks(conn, caller, member_ids or [])
@@ -469,16 +519,15 @@ def replace(
     """
     row = _load(conn, caller, group_id, lock=True)
     check_if_match(row.version, if_match)
-    incoming, member_ids = _split_members(canonicalise(body, GROUP_TYPE))
-    doc = merge_put(dict(row.data), incoming, GROUP_TYPE)
+    rest, member_ids = _split_members(body)
+    doc = merge_put(dict(row.data), canonicalise(rest, GROUP_TYPE), GROUP_TYPE)
     doc.pop("members", None)
     required_missing(doc, GROUP_TYPE)
     user_pks = _user_pks(conn, caller, member_ids or [])
-    if doc == row.data and set(user_pks) == _memberships_of(conn, row.pk):
+    members_changed = _replace_members(conn, row.pk, user_pks)
+    if doc == row.data and not members_changed:
         # Okta pushes whole groups with PUT, changed or not: nothing is written.
         return _outcome(conn, row.pk, base, "none", with_members=True)
-    _remove_members(conn, row.pk, None)
-    _add_members(conn, row.pk, user_pks)
     _touch(conn, caller, row, doc)
     changes = {
         "attributes": audit.changed_attributes(row.data, doc),
@@ -580,11 +629,8 @@ def _apply_member_op(
         return op, [(uid, None) for uid, _ in gone]
     resolved = _user_pks(conn, caller, members or [])
     if op == "replace":
-        if set(resolved) == _memberships_of(conn, group_pk):
-            return None  # IdPs re-send the whole list, changed or not
-        removed = _remove_members(conn, group_pk, None)
-        _add_members(conn, group_pk, resolved)
-        return (op, members) if removed or resolved else None
+        # IdPs re-send the whole list, changed or not.
+        return (op, members) if _replace_members(conn, group_pk, resolved) else None
     present = _present(conn, group_pk, [pk for pk, _ in resolved])
     # `_user_pks` answers in the order of the distinct ids.
     new = [
@@ -685,6 +731,10 @@ def _split_operation(
     if parsed.attr.sub is not None or parsed.sub is not None:
         raise InvalidPath("member sub-attributes cannot be changed; add or remove the member")
     if parsed.filter is None:
+        if op != "remove" and "value" not in fields:
+            # As the PATCH engine answers for any other attribute; a replace read as an empty
+            # list removed every member.
+            raise InvalidValue(f"{op} requires a value (RFC 7644 §3.5.2)")
         member_ops.append((op, None if op == "remove" and value is None else _member_ids(value)))
         return []
     if op != "remove":
