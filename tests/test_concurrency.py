@@ -378,6 +378,31 @@ async def test_racing_member_adds_and_removes_end_in_the_serial_result(api: Api)
             assert (stored["id"] in member_of) == (uid in members), uid
 
 
+async def test_a_user_deleted_while_added_to_a_group_leaves_no_membership(api: Api) -> None:
+    """A DELETE of a user racing a PATCH adding it to a group ends as one order or the other:
+    the add refused (400), or the membership ended by the DELETE with a new group version. No
+    membership of the deleted user is left behind, hidden (it came back with the user)."""
+    group = await api.call("POST", "/Groups", {"schemas": [GROUP_URN], "displayName": unique("g")})
+    path = f"/Groups/{group.json()['id']}"
+    for _ in range(8):
+        uid = (await api.create_user(unique("leaving") + "@example.com"))["id"]
+        start = version((await api.call("GET", path)).headers["etag"])
+        add = {"op": "add", "path": "members", "value": [{"value": uid}]}
+        deleted, added = await asyncio.gather(
+            api.call("DELETE", f"/Users/{uid}"), api.patch(path, add)
+        )
+        assert deleted.status_code == 204, deleted.text
+        assert added.status_code in (204, 400), added.text
+        shown = await api.call("GET", path)
+        assert "members" not in shown.json()
+        # Added first, then ended by the DELETE: two versions; refused: none.
+        assert version(shown.headers["etag"]) == start + (2 if added.status_code == 204 else 0)
+        # Removing the deleted user finds no membership to end.
+        probe = await api.patch(path, {"op": "remove", "path": f'members[value eq "{uid}"]'})
+        assert probe.status_code == 204, probe.text
+        assert probe.headers["etag"] == shown.headers["etag"]
+
+
 async def test_concurrent_creates_bringing_back_one_deleted_user_make_one_201(api: Api) -> None:
     """A deleted user created again by 20 requests at once comes back once: one 201 (whose
     document is what is stored), the others 409, as if they had come one after another."""

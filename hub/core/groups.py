@@ -163,22 +163,30 @@ def _user_pks(
 #: is in the WHERE clause (ids are unique across workspaces): given the workspace too, SQLite
 #: picks the workspace's index for a long IN list and scans every user of it.
 _IDS_CHUNK = 100
-_USERS_BY_ID = Prepared(
-    select(users.c.id, users.c.pk, users.c.workspace_pk, users.c.deleted).where(
-        fixed_in(users.c.id, _IDS_CHUNK)
-    )
+_USERS_BY_ID_SELECT = select(users.c.id, users.c.pk, users.c.workspace_pk, users.c.deleted).where(
+    fixed_in(users.c.id, _IDS_CHUNK)
 )
+_USERS_BY_ID = Prepared(_USERS_BY_ID_SELECT)
+#: The users a membership is about to name, read FOR SHARE on PostgreSQL: a DELETE of one of
+#: them (which locks its row FOR UPDATE) either ends before, and the user is seen deleted, or
+#: waits for this transaction and then ends the new membership too. Read without the lock, the
+#: membership of a user deleted meanwhile was kept, hidden, and came back when the user did.
+_LIVE_USERS_BY_ID = Prepared(_USERS_BY_ID_SELECT.with_for_update(read=True))
 
 
 def _ids_to_pks(
     conn: Connection, caller: Caller, ids: Sequence[str], *, live: bool
 ) -> list[tuple[str, int]]:
-    """(id, pk) of the listed users of the caller's workspace; `live` skips deleted ones."""
+    """(id, pk) of the listed users of the caller's workspace; `live` skips deleted ones.
+
+    `live` is for users about to become members: their rows are read FOR SHARE.
+    """
     found: list[tuple[str, int]] = []
+    statement = _LIVE_USERS_BY_ID if live else _USERS_BY_ID
     for params in fixed_in_params(ids, _IDS_CHUNK, ""):
         found.extend(
             (row.id, row.pk)
-            for row in _USERS_BY_ID.all(conn, **params)
+            for row in statement.all(conn, **params)
             if row.workspace_pk == caller.workspace_pk and not (live and row.deleted)
         )
     return found

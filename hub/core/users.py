@@ -491,6 +491,9 @@ def _revive(
         raise _taken(doc["userName"], None) from exc
     if revived.rowcount != 1:
         return False
+    # A user comes back in no group. Memberships a DELETE did not see (one added as it ran, on
+    # PostgreSQL before the members' rows were read FOR SHARE) were hidden while it was away.
+    _END_MEMBERSHIPS.run(conn, b_pk=pk)
     _DROP_EMAILS.run(conn, b_user=pk)
     _index_emails(conn, caller.workspace_pk, pk, set(), doc)
     extensions.record(conn, caller.workspace_pk, USER_TYPE, doc)
