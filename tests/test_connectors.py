@@ -264,11 +264,12 @@ async def test_discovery_shows_what_a_connector_does_not_manage_as_read_only(
     core, _ = await user_schemas(entra)
     assert mutability(core, "photos") == mutability(core, "photos", "value") == "readOnly"
     assert mutability(core, "title") == "readWrite"
-    drop = {"drop": ["title", "name.middleName", f"{ENTERPRISE}:costCenter"]}
+    drop = {"drop": ["title", "name.middleName", f"{ENTERPRISE}:costCenter", "externalId"]}
     saved = await admin.call("PUT", "/connectors/Entra/mapping", drop)
     assert saved.status_code == 200, saved.text
     core, enterprise = await user_schemas(entra)
     assert mutability(core, "title") == "readOnly"
+    assert mutability(core, "externalId") == "readOnly"  # a common attribute the schema lists
     assert mutability(core, "name", "middleName") == "readOnly"
     assert mutability(core, "name", "givenName") == "readWrite"
     assert mutability(enterprise, "costCenter") == "readOnly"
@@ -276,6 +277,7 @@ async def test_discovery_shows_what_a_connector_does_not_manage_as_read_only(
     # A connector that manages everything is shown the schemas as they are.
     core, enterprise = await user_schemas(scim)
     assert mutability(core, "photos") == mutability(core, "title") == "readWrite"
+    assert mutability(core, "externalId") == "readWrite"
     assert mutability(enterprise, "costCenter") == "readWrite"
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ScimClient
+from tests.conftest import GROUP_URN, USER_URN, ScimClient
 
 ScimError = Callable[..., dict[str, Any]]
 
@@ -36,6 +36,29 @@ async def test_each_document_equals_its_list_entry(
             assert one.json() == entry
     again = await scim.get(endpoint)
     assert again.content == listed.content
+
+
+@pytest.mark.parametrize("urn", [USER_URN, GROUP_URN])
+async def test_the_user_and_group_schemas_list_external_id(scim: ScimClient, urn: str) -> None:
+    """Microsoft's gallery validation (Entra's Schema_Discoverability_Test) fails a `/Schemas`
+    whose User or Group lacks `externalId`; RFC 7643 §3.1 lets a schema list the common
+    attributes. `id` and `meta` stay unlisted: the validation does not ask for them."""
+    schema = (await scim.get(f"/Schemas/{urn}")).json()
+    listed = [a for a in schema["attributes"] if a["name"] in ("id", "externalId", "meta")]
+    assert listed == [
+        {
+            "name": "externalId",
+            "type": "string",
+            "multiValued": False,
+            "description": listed[0]["description"],
+            "required": False,
+            "caseExact": True,
+            "mutability": "readWrite",
+            "returned": "default",
+            "uniqueness": "none",
+        }
+    ]
+    assert "provisioning client" in listed[0]["description"]
 
 
 async def test_service_provider_config_is_the_same_each_time(scim: ScimClient) -> None:

@@ -120,7 +120,12 @@ def _multi(name: str, value_type: str = "string", *, types: tuple[str, ...] = ()
 _ID = Attribute(
     "id", case_exact=True, mutability="readOnly", returned="always", uniqueness="server"
 )
-_EXTERNAL_ID = Attribute("externalId", case_exact=True)
+_EXTERNAL_ID = Attribute(
+    "externalId",
+    case_exact=True,
+    description="An identifier for the resource as defined by the provisioning client "
+    "(RFC 7643 §3.1)",
+)
 _META = Attribute(
     "meta",
     "complex",
@@ -140,6 +145,9 @@ USER: Final = Schema(
     "User",
     "User Account",
     (
+        # A common attribute (RFC 7643 §3.1), which a schema "MAY list": Microsoft's gallery
+        # validation fails a /Schemas whose User or Group lacks it.
+        _EXTERNAL_ID,
         Attribute("userName", required=True, uniqueness="server"),
         Attribute(
             "name",
@@ -247,6 +255,7 @@ GROUP: Final = Schema(
     "Group",
     "Group",
     (
+        _EXTERNAL_ID,  # listed as in the User schema
         # Microsoft Entra ID matches groups by it (`hub.core.groups._claim_name`).
         Attribute("displayName", required=True, uniqueness="server"),
         Attribute(
