@@ -15,17 +15,30 @@ import httpx
 from alembic import command
 from litestar import Litestar
 from scim2_models import ListResponse, SearchRequest, User
+from sqlalchemy import Connection, insert
 
 from hub.core import extensions
-from hub.core.tenants import InitResult
+from hub.core.database import open_database
+from hub.core.models import extension_attributes
+from hub.core.tenants import InitResult, require_workspace
 from hub.migrate import alembic_config, upgrade
-from tests.conftest import ScimClient, group_body, patch_op, serving, user_body
+from tests.conftest import (
+    ScimClient,
+    assert_scim_error,
+    create_workspace,
+    group_body,
+    patch_op,
+    serving,
+    user_body,
+)
+from tests.dbstate import dump, scim_state
 from tests.test_conformance import HttpxSCIMClient
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 CUSTOM = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
 SHARED = "urn:example:params:scim:schemas:extension:acme:2.0:Common"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 
 def holding(urn: str, user_name: str | None = None, **attributes: Any) -> dict[str, Any]:
@@ -377,3 +390,182 @@ async def test_a_custom_urn_in_other_letters_is_spelled_as_discovery_shows_it(
     made = (await scim.post("/Groups", again)).json()
     assert made["schemas"] == [GROUP, SHARED.upper()]
     assert made[SHARED.upper()] == {"site": "Q"}
+
+
+# --------------------------------------------------------------------------- the hub's own schemas
+
+
+async def discovery_is_intact(scim: ScimClient) -> None:
+    """`/Schemas` shows each of the hub's schemas once, as the hub defines it, and only the User
+    type takes the Enterprise User extension (RFC 7643 §3, §6, §7)."""
+    listed = (await scim.get("/Schemas")).json()["Resources"]
+    assert sorted(doc["id"] for doc in listed) == sorted([USER, GROUP, ENTERPRISE])
+    enterprise = (await scim.get(f"/Schemas/{ENTERPRISE}")).json()
+    assert enterprise["name"] == "EnterpriseUser"
+    group = (await scim.get("/ResourceTypes/Group")).json()
+    assert group["schemaExtensions"] == []
+    user = (await scim.get("/ResourceTypes/User")).json()
+    assert [e["schema"] for e in user["schemaExtensions"]] == [ENTERPRISE]
+
+
+class Unchanged:
+    """`async with Unchanged(db_url):` fails if the block changed a resource or a description."""
+
+    def __init__(self, db_url: str) -> None:
+        self.db_url = db_url
+        self.before: Any = None
+
+    def state(self) -> Any:
+        return scim_state(self.db_url), dump(self.db_url, ["extension_attributes"])
+
+    async def __aenter__(self) -> None:
+        self.before = self.state()
+
+    async def __aexit__(self, *exc: object) -> None:
+        if exc[0] is None:
+            assert self.state() == self.before, "a refused request changed the state"
+
+
+def refused(response: httpx.Response, scim_type: str, *named: str) -> None:
+    """A 400 with `scim_type` whose detail names every one of `named`."""
+    error = assert_scim_error(response, 400, scim_type)
+    for text in named:
+        assert text in error["detail"], error
+
+
+def misplaced_groups() -> list[dict[str, Any]]:
+    """Groups naming a User schema, in `schemas` or as a key, which none may take on."""
+    return [
+        group_body(schemas=[GROUP, ENTERPRISE], **{ENTERPRISE: {"department": "x"}}),
+        group_body(schemas=[GROUP, ENTERPRISE]),
+        group_body(schemas=[GROUP, USER], **{USER: {"title": "x"}}),
+        group_body(schemas=[GROUP, USER]),
+        group_body(**{ENTERPRISE: {"department": "x"}}),
+        group_body(**{USER: {"title": "x"}}),
+        group_body(schemas=[GROUP, ENTERPRISE.upper()], **{ENTERPRISE.upper(): {"x": 1}}),
+    ]
+
+
+async def test_a_group_naming_a_user_schema_is_refused_and_changes_nothing(
+    scim: ScimClient, db_url: str, client: httpx.AsyncClient
+) -> None:
+    """One Group holding the Enterprise User extension made `/Schemas` show two schemas with
+    its id and `/ResourceTypes` list it under Group, for the whole workspace."""
+    group = (await scim.post("/Groups", group_body())).json()
+    user = (await scim.post("/Users", user_body())).json()
+    # Entra's dialect lists an extension object's URN the request left out of `schemas`.
+    entra = ScimClient(client, (await create_workspace(db_url, "contoso", idp="azure_ad")).token)
+    async with Unchanged(db_url):
+        for body in misplaced_groups():
+            refused(await scim.post("/Groups", body), "invalidValue", "Group")
+            refused(await entra.post("/Groups", body), "invalidValue", "Group")
+            put = {**body, "displayName": group["displayName"]}
+            refused(await scim.put(f"/Groups/{group['id']}", put), "invalidValue", "Group")
+        for body in (
+            user_body(schemas=[USER, GROUP]),
+            user_body(schemas=[USER, GROUP], **{GROUP: {"displayName": "x"}}),
+            user_body(**{GROUP: {"displayName": "x"}}),
+        ):
+            refused(await scim.post("/Users", body), "invalidValue", GROUP)
+            put = {**body, "userName": user["userName"]}
+            refused(await scim.put(f"/Users/{user['id']}", put), "invalidValue", GROUP)
+    await discovery_is_intact(scim)
+    await discovery_is_intact(entra)
+
+
+async def test_a_patch_into_another_types_schema_is_refused_and_changes_nothing(
+    scim: ScimClient, db_url: str
+) -> None:
+    """A path is `invalidPath` (RFC 7644 §3.5.2); a path-less value's key is `invalidValue`."""
+    group = (await scim.post("/Groups", group_body())).json()
+    user = (await scim.post("/Users", user_body())).json()
+    for_group = [
+        ({"op": "add", "path": f"{ENTERPRISE}:department", "value": "x"}, "invalidPath"),
+        ({"op": "replace", "path": ENTERPRISE, "value": {"department": "x"}}, "invalidPath"),
+        ({"op": "remove", "path": f"{ENTERPRISE}:department"}, "invalidPath"),
+        ({"op": "add", "path": f"{USER}:title", "value": "x"}, "invalidPath"),
+        ({"op": "add", "value": {ENTERPRISE: {"department": "x"}}}, "invalidValue"),
+        ({"op": "replace", "value": {f"{ENTERPRISE}:department": "x"}}, "invalidValue"),
+    ]
+    for_user = [
+        ({"op": "add", "path": f"{GROUP}:displayName", "value": "x"}, "invalidPath"),
+        ({"op": "add", "value": {GROUP: {"displayName": "x"}}}, "invalidValue"),
+    ]
+    async with Unchanged(db_url):
+        for operation, scim_type in for_group:
+            response = await scim.patch(f"/Groups/{group['id']}", patch_op(operation))
+            refused(response, scim_type, "a schema of User resources, not of Groups")
+        for operation, scim_type in for_user:
+            response = await scim.patch(f"/Users/{user['id']}", patch_op(operation))
+            refused(response, scim_type, "a schema of Group resources, not of Users")
+    await discovery_is_intact(scim)
+
+
+async def test_an_object_under_the_core_urn_is_refused(scim: ScimClient, db_url: str) -> None:
+    """RFC 7644 §3.10 qualifies an attribute's name with its URN (`…:User:title`); an object
+    under the core URN is no form the RFCs give, and was stored as sent, setting nothing."""
+    user = (await scim.post("/Users", user_body())).json()
+    group = (await scim.post("/Groups", group_body())).json()
+    async with Unchanged(db_url):
+        for body in (user_body(**{USER: {"title": "x"}}), user_body(**{USER.upper(): {}})):
+            refused(await scim.post("/Users", body), "invalidValue", "top level")
+            put = {**body, "userName": user["userName"]}
+            refused(await scim.put(f"/Users/{user['id']}", put), "invalidValue", "top level")
+        pathless = patch_op({"op": "add", "value": {USER: {"title": "x"}}})
+        refused(await scim.patch(f"/Users/{user['id']}", pathless), "invalidValue", "top level")
+        whole = patch_op({"op": "add", "path": USER, "value": {"title": "x"}})
+        refused(await scim.patch(f"/Users/{user['id']}", whole), "invalidPath", "top level")
+        body = group_body(**{GROUP: {"displayName": "x"}})
+        refused(await scim.post("/Groups", body), "invalidValue", "top level")
+        put = {**body, "displayName": group["displayName"]}
+        refused(await scim.put(f"/Groups/{group['id']}", put), "invalidValue", "top level")
+    qualified = patch_op({"op": "add", "path": f"{USER}:title", "value": "Guide"})
+    patched = await scim.patch(f"/Users/{user['id']}", qualified)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["title"] == "Guide"
+
+
+async def test_a_description_of_a_hub_schema_recorded_earlier_is_not_shown(
+    scim: ScimClient, db_url: str, tenant: InitResult
+) -> None:
+    """Before the hub refused them, a Group holding the Enterprise User extension had it
+    described as a custom Group extension; discovery leaves such records out."""
+
+    def record_misplaced(conn: Connection) -> None:
+        ws = require_workspace(conn, tenant.workspace)
+        rows = (
+            ("Group", ENTERPRISE, "department"),
+            ("Group", USER, "title"),
+            ("User", ENTERPRISE, "badge"),
+            ("User", GROUP, "displayName"),
+        )
+        conn.execute(
+            insert(extension_attributes),
+            [
+                {
+                    "workspace_pk": ws.pk,
+                    "resource_type": rt,
+                    "urn_key": urn.lower(),
+                    "name_key": name.lower(),
+                    "sub_key": "",
+                    "urn": urn,
+                    "name": name,
+                    "sub": "",
+                    "type": "string",
+                    "multi_valued": False,
+                }
+                for rt, urn, name in rows
+            ],
+        )
+
+    db = open_database(db_url)
+    try:
+        await db.write(record_misplaced)
+    finally:
+        await db.close()
+    await discovery_is_intact(scim)
+    enterprise = (await scim.get(f"/Schemas/{ENTERPRISE}")).json()
+    assert "badge" not in {a["name"] for a in enterprise["attributes"]}
+    group = (await scim.post("/Groups", group_body())).json()
+    add = patch_op({"op": "add", "path": f"{ENTERPRISE}:department", "value": "x"})
+    refused(await scim.patch(f"/Groups/{group['id']}", add), "invalidPath", "not of Groups")

@@ -15,7 +15,7 @@ from typing import Any, Final, TypeVar
 import msgspec
 
 from hub.core.errors import InvalidPath, InvalidSyntax, InvalidValue, Mutability
-from hub.core.schema import COMMON_BY_KEY, Attribute, ResourceType, Schema
+from hub.core.schema import COMMON_BY_KEY, Attribute, ResourceType, Schema, schema_owner
 from rules import AttrInfo, Describe, FilterSyntaxError, parse_path
 
 _V = TypeVar("_V")
@@ -145,8 +145,11 @@ def canonicalise(
 
     A missing ``schemas`` is `InvalidValue` ("a required value was missing", RFC 7644 §3.12); one
     that is not a list of strings is `InvalidSyntax` (the message does not have the request's
-    structure). Every extension key must be listed in ``schemas`` (RFC 7643 §3). An extension the
-    hub has no schema for (an IdP's custom extension) is kept exactly as sent when it is listed.
+    structure). Every extension key holding a value must be listed in ``schemas`` (RFC 7643 §3);
+    one holding null or ``{}`` holds no extension, listed or not (§2.5). An extension the hub has
+    no schema for (an IdP's custom extension) is kept exactly as sent when it is listed. The
+    hub's own schemas are never such an extension: another resource type's, in ``schemas`` or
+    as a key, and an object under the type's core URN are refused (`misplaced_schema`).
 
     Args:
         body: the decoded JSON object from the request.
@@ -160,8 +163,8 @@ def canonicalise(
         A new dict in canonical form.
 
     Raises:
-        InvalidValue: a value has the wrong type, ``schemas`` is missing or wrong, or an extension
-            is unknown or unlisted.
+        InvalidValue: a value has the wrong type, ``schemas`` is missing or wrong, an extension
+            is unknown or unlisted, or one of the hub's schemas is where it does not belong.
     """
     if not isinstance(body, Mapping):
         raise InvalidValue(f"a {resource_type.name} must be a JSON object")
@@ -178,6 +181,9 @@ def canonicalise(
             raise _given_twice(key)
         seen.add(lowered)
         if lowered.startswith(_URN_PREFIX):
+            refused = misplaced_schema(key, resource_type)
+            if refused is not None:
+                raise InvalidValue(refused)
             if resource_type.extension(key) is None and lowered in listed:
                 _store(result, key, _custom_extension(key, value))
                 continue
@@ -249,13 +255,50 @@ def _canonical_schemas(body: Mapping[str, Any], resource_type: ResourceType) -> 
     known = {urn.lower(): urn for urn in resource_type.schema_ids}
     canonical: list[str] = []
     for urn in schemas:
-        # An extension the hub does not know (e.g. an Entra custom extension) is kept as sent.
-        spelled: str = known.get(urn.lower()) or urn
+        spelled = known.get(urn.lower())
+        if spelled is None:
+            refused = foreign_schema(urn, resource_type)
+            if refused is not None:
+                raise InvalidValue(f"'schemas': {refused}")
+            # An extension the hub does not know (e.g. an Entra custom extension): as sent.
+            spelled = urn
         if spelled not in canonical:
             canonical.append(spelled)
     if resource_type.schema.id not in canonical:
         raise InvalidValue(f"'schemas' must include {resource_type.schema.id!r}")
     return canonical
+
+
+def foreign_schema(urn: str, resource_type: ResourceType) -> str | None:
+    """What is wrong with `urn` on a `resource_type` resource: it is another type's schema.
+
+    The hub's schemas belong to their resource types (RFC 7643 §3, §6): the Enterprise User
+    extension on a Group is no custom extension of Groups, and taken for one it gave `/Schemas`
+    two schemas with its id (RFC 7643 §7). None for any other URN.
+    """
+    owner = schema_owner(urn)
+    if owner is None or owner is resource_type:
+        return None
+    return f"{urn!r} is a schema of {owner.name} resources, not of {resource_type.name}s"
+
+
+def misplaced_schema(urn: str, resource_type: ResourceType) -> str | None:
+    """Why no object of a `resource_type` resource may sit under `urn`, if it is one of the hub's.
+
+    Another type's schema (`foreign_schema`), or the type's own core schema: its attributes sit
+    at the top level (RFC 7643 §3), or carry their URN in their name where RFC 7644 §3.10 allows
+    it (`…:core:2.0:User:title` in a PATCH path); an object under the core URN is neither. Stored
+    as a custom extension, it was returned as sent and set nothing. None for any other URN.
+    """
+    foreign = foreign_schema(urn, resource_type)
+    if foreign is not None:
+        return foreign
+    if urn.lower() != resource_type.schema.id.lower():
+        return None
+    return (
+        f"attributes of {resource_type.schema.id!r} go at the top level of a "
+        f"{resource_type.name}, not in an object under the schema's URN"
+    )
 
 
 def _listed_extension(key: str, resource_type: ResourceType, listed: set[str]) -> Schema:

@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from hub.core.models import extension_attributes as table
-from hub.core.schema import Attribute, ResourceType, Schema
+from hub.core.schema import Attribute, ResourceType, Schema, schema_owner
 from hub.core.sql import Prepared
 
 #: How many attributes (and sub-attributes) a workspace's custom extensions are described by at
@@ -92,7 +92,7 @@ def respelled(
         return doc
     renames: dict[str, str] = {}
     for key in doc:
-        if _is_custom(key, resource_type):
+        if _is_custom(key):
             shown = _SPELLING.scalar(conn, b_ws=workspace_pk, b_key=key.lower())
             if shown is not None and shown != key:
                 renames[key] = shown
@@ -115,8 +115,11 @@ def describes(conn: Connection, workspace_pk: int, resource_type: ResourceType, 
     """Whether discovery shows `urn` as a custom extension of `resource_type` in the workspace.
 
     A PATCH may then add its attributes to a resource that does not list it yet, whatever its
-    namespace (`patch.apply_patch`), as the client was told the type takes it.
+    namespace (`patch.apply_patch`), as the client was told the type takes it. Never one of the
+    hub's own schemas, whatever an earlier version recorded (`schemas`).
     """
+    if _reserved(urn):
+        return False
     found = _DESCRIBES.first(
         conn, b_ws=workspace_pk, b_rt=resource_type.name, b_urn_key=urn.lower()
     )
@@ -128,11 +131,16 @@ def schemas(found: Sequence[Described]) -> dict[str, list[Schema]]:
 
     One URN used by Users and Groups is one schema (its attributes those of both), as `/Schemas`
     shows each schema once. A sub-attribute of an attribute first stored as a simple value is
-    left out: RFC 7643 §2.4 gives only complex attributes sub-attributes.
+    left out: RFC 7643 §2.4 gives only complex attributes sub-attributes. So is a description
+    of one of the hub's own schemas, which versions before the hub refused them recorded (the
+    Enterprise User extension sent on a Group): `/Schemas` showed it twice, once as a custom
+    Group extension, though RFC 7643 §7 wants schema ids unique.
     """
     by_urn: dict[str, dict[str, list[Described]]] = {}
     extends: dict[str, list[str]] = {}
     for one in found:
+        if _reserved(one.urn):
+            continue
         urn_key = one.urn.lower()
         attrs = by_urn.setdefault(urn_key, {})
         attrs.setdefault(one.name.lower(), []).append(one)
@@ -204,21 +212,24 @@ def _own_urns(resource_type: ResourceType) -> frozenset[str]:
 _OWN_URNS: dict[str, frozenset[str]] = {}
 
 
-def _is_custom(key: str, resource_type: ResourceType) -> bool:
+def _is_custom(key: str) -> bool:
     """Whether a document key is a URN the hub has no schema for (a custom extension's)."""
-    lowered = key.lower()
-    return (
-        lowered.startswith("urn:")
-        and not lowered.startswith(_STANDARD)
-        and resource_type.extension(key) is None
-        and len(key) <= MAX_URN
-    )
+    return key[:4].lower() == "urn:" and not _reserved(key) and len(key) <= MAX_URN
+
+
+def _reserved(urn: str) -> bool:
+    """Whether `urn` is in a namespace RFC 7643/7644 define, or one of the hub's schemas.
+
+    Such a URN is no custom extension of any resource type: the Enterprise User extension is
+    the User type's, even under a Group.
+    """
+    return urn.lower().startswith(_STANDARD) or schema_owner(urn) is not None
 
 
 def _described(doc: Mapping[str, Any], resource_type: ResourceType) -> Iterator[Described]:
     """Every attribute and sub-attribute `doc` holds under a URN the hub has no schema for."""
     for urn, value in doc.items():
-        if not _is_custom(urn, resource_type) or not isinstance(value, dict):
+        if not _is_custom(urn) or not isinstance(value, dict):
             continue
         for name, held in value.items():
             if len(name) > MAX_NAME:

@@ -45,7 +45,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hub.core.attributes import canonical_value, describe_for, json_copy
+from hub.core.attributes import (
+    canonical_value,
+    describe_for,
+    foreign_schema,
+    json_copy,
+    misplaced_schema,
+)
 from hub.core.errors import (
     InvalidPath,
     InvalidSyntax,
@@ -196,6 +202,10 @@ class _Patcher:
         self.describe: Describe = describe_for(resource_type)
 
     def apply(self, operation: _Operation) -> None:
+        if operation.path is not None:
+            refused = self.misplaced(operation.path)
+            if refused is not None:
+                raise InvalidPath(f"path {operation.path!r}: {refused}")
         if operation.op == "remove":
             if operation.path is None:
                 raise NoTarget("remove requires a path (RFC 7644 §3.5.2.2)")
@@ -222,11 +232,31 @@ class _Patcher:
         if lowered == "schemas":
             return  # kept in step with the extensions present; clients cannot edit it
         head = re.split(r"[.\[]", lowered, maxsplit=1)[0]
+        refused = self.misplaced(key)
+        if refused is not None:
+            raise InvalidValue(refused)
         if lowered.startswith("urn:") or self.type.attribute(head) is not None:
             if not self.custom(op, key, value):
                 self.write(op, self.resolve(key), value)
         else:  # unknown attributes are stored as sent, like on POST/PUT
             _put_raw(self.doc, key, value)
+
+    def misplaced(self, text: str) -> str | None:
+        """Why a path (or path-less key) into one of the hub's schemas is refused, if it is.
+
+        `attributes.misplaced_schema`: the Enterprise User extension on a Group, the core URN
+        alone. Asked before `custom`, which would take such a URN on as a custom extension.
+        """
+        if text[:4].lower() != "urn:":
+            return None
+        refused = misplaced_schema(text, self.type)  # the whole text one URN
+        if refused is not None:
+            return refused
+        try:
+            urn = parse_path(text).attr.urn
+        except FilterSyntaxError:
+            return None  # `resolve` says what is wrong with it
+        return None if urn is None else foreign_schema(urn, self.type)
 
     def extends(self, urn: str) -> bool:
         """Whether a resource not listing `urn` may take it on: a custom extension's URN.

@@ -310,3 +310,13 @@ USER_TYPE: Final = ResourceType("User", "/Users", USER, (ENTERPRISE_USER,))
 GROUP_TYPE: Final = ResourceType("Group", "/Groups", GROUP)
 RESOURCE_TYPES: Final = (USER_TYPE, GROUP_TYPE)
 SCHEMAS: Final = (USER, GROUP, ENTERPRISE_USER)
+#: The resource type of each schema `SCHEMAS` holds, by lower-cased id.
+_OWNERS: Final = {urn.lower(): rt for rt in RESOURCE_TYPES for urn in rt.schema_ids}
+
+
+def schema_owner(urn: str) -> ResourceType | None:
+    """The resource type whose core or extension schema `urn` is (case-insensitive), if any.
+
+    None for every URN but the hub's own schemas: a custom extension's, a misspelt one.
+    """
+    return _OWNERS.get(urn.lower())
