@@ -9,6 +9,7 @@ from tests.conftest import patch_op as ops
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+CUSTOM = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
 
 
 def full_user(user_name: str = "bjensen@example.com") -> dict[str, Any]:
@@ -83,6 +84,29 @@ async def test_password_is_accepted_but_never_stored_or_returned(scim: ScimClien
     assert "password" not in created.json()
     got = await scim.get(f"/Users/{created.json()['id']}")
     assert "hunter2" not in got.text
+
+
+async def test_a_null_extension_is_no_extension_listed_in_schemas_or_not(
+    scim: ScimClient,
+) -> None:
+    """RFC 7643 §2.5: null is unassigned. An extension sent as null holds nothing, so it need
+    not be listed in `schemas` (§3), as `{}` need not; on PUT it is removed, as if absent."""
+    for urn in (ENTERPRISE, CUSTOM):
+        for schemas in ([USER], [USER, urn]):
+            for value in (None, {}):
+                created = await scim.post("/Users", user_body(schemas=schemas, **{urn: value}))
+                assert created.status_code == 201, (urn, schemas, value, created.text)
+                assert urn not in created.json()
+    holding = {ENTERPRISE: {"department": "Tours"}, CUSTOM: {"costCode": "CC-1"}}
+    user = (await scim.post("/Users", user_body(schemas=[USER, *holding], **holding))).json()
+    assert user[ENTERPRISE] == {"department": "Tours"}
+    nulls = user_body(user["userName"], **dict.fromkeys(holding))
+    put = await scim.put(f"/Users/{user['id']}", nulls)
+    assert put.status_code == 200, put.text
+    got = (await scim.get(f"/Users/{user['id']}")).json()
+    assert got["schemas"] == [USER]
+    assert ENTERPRISE not in got
+    assert CUSTOM not in got
 
 
 async def test_list_filter_paging_and_sorting(scim: ScimClient) -> None:

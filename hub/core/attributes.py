@@ -184,6 +184,8 @@ def canonicalise(
             refused = misplaced_schema(key, resource_type)
             if refused is not None:
                 raise InvalidValue(refused)
+            if value is None or value == {}:
+                continue  # no extension (RFC 7643 §2.5), whether `schemas` lists it or not
             if resource_type.extension(key) is None and lowered in listed:
                 _store(result, key, _custom_extension(key, value))
                 continue
