@@ -15,11 +15,11 @@ import httpx
 from alembic import command
 from litestar import Litestar
 from scim2_models import ListResponse, SearchRequest, User
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, insert, update
 
 from hub.core import extensions
 from hub.core.database import open_database
-from hub.core.models import extension_attributes
+from hub.core.models import extension_attributes, groups, users
 from hub.core.tenants import InitResult, require_workspace
 from hub.migrate import alembic_config, upgrade
 from tests.conftest import (
@@ -569,3 +569,50 @@ async def test_a_description_of_a_hub_schema_recorded_earlier_is_not_shown(
     group = (await scim.post("/Groups", group_body())).json()
     add = patch_op({"op": "add", "path": f"{ENTERPRISE}:department", "value": "x"})
     refused(await scim.patch(f"/Groups/{group['id']}", add), "invalidPath", "not of Groups")
+
+
+async def test_what_an_earlier_version_stored_under_a_hub_schema_does_not_block_a_patch(
+    scim: ScimClient, db_url: str
+) -> None:
+    """Entra only PATCHes users: one stored before the hub refused an object under the core
+    URN stays patchable (the object kept as stored) until a PUT replaces it."""
+    user = (await scim.post("/Users", user_body())).json()
+    group = (await scim.post("/Groups", group_body())).json()
+    held_user = {**user_body(user["userName"]), USER: {"title": "x"}}
+    held_group = {
+        **group_body(group["displayName"], schemas=[GROUP, ENTERPRISE]),
+        ENTERPRISE: {"department": "x"},
+    }
+
+    def store_as_before(conn: Connection) -> None:
+        for table, resource, doc in ((users, user, held_user), (groups, group, held_group)):
+            conn.execute(
+                update(table)
+                .where(table.c.id == resource["id"])
+                .values(data=doc, version=table.c.version + 1)
+            )
+
+    db = open_database(db_url)
+    try:
+        await db.write(store_as_before)
+    finally:
+        await db.close()
+    title = patch_op({"op": "replace", "path": "title", "value": "Guide"})
+    patched = await scim.patch(f"/Users/{user['id']}", title)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["title"] == "Guide"
+    assert patched.json()[USER] == {"title": "x"}
+    renamed = patch_op({"op": "replace", "path": "displayName", "value": "Renamed"})
+    patched = await scim.patch(f"/Groups/{group['id']}", renamed)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()[ENTERPRISE] == {"department": "x"}
+    more = patch_op({"op": "add", "path": f"{ENTERPRISE}:division", "value": "y"})
+    refused(await scim.patch(f"/Groups/{group['id']}", more), "invalidPath", "not of Groups")
+    put = await scim.put(f"/Users/{user['id']}", user_body(user["userName"]))
+    assert put.status_code == 200, put.text
+    assert USER not in put.json()
+    put = await scim.put(f"/Groups/{group['id']}", group_body("Renamed"))
+    assert put.status_code == 200, put.text
+    assert ENTERPRISE not in put.json()
+    assert put.json()["schemas"] == [GROUP]
+    await discovery_is_intact(scim)

@@ -168,7 +168,7 @@ def canonicalise(
     """
     if not isinstance(body, Mapping):
         raise InvalidValue(f"a {resource_type.name} must be a JSON object")
-    schemas = _canonical_schemas(body, resource_type)
+    schemas = _canonical_schemas(body, resource_type, stored)
     listed = {urn.lower() for urn in schemas}
     top = _shape_of(resource_type)
     result: dict[str, Any] = {"schemas": schemas}
@@ -183,7 +183,10 @@ def canonicalise(
         if lowered.startswith(_URN_PREFIX):
             refused = misplaced_schema(key, resource_type)
             if refused is not None:
-                raise InvalidValue(refused)
+                if not _unchanged(key, value, stored):
+                    raise InvalidValue(refused)
+                _store(result, key, value)  # stored before the hub refused it (`_kept_listed`)
+                continue
             if value is None or value == {}:
                 continue  # no extension (RFC 7643 §2.5), whether `schemas` lists it or not
             if resource_type.extension(key) is None and lowered in listed:
@@ -246,7 +249,9 @@ def _unchanged(key: str, value: Any, stored: Mapping[str, Any] | None) -> bool:
     return type(kept) is type(value) and _encode(kept) == _encode(value)
 
 
-def _canonical_schemas(body: Mapping[str, Any], resource_type: ResourceType) -> list[str]:
+def _canonical_schemas(
+    body: Mapping[str, Any], resource_type: ResourceType, stored: Mapping[str, Any] | None
+) -> list[str]:
     schemas = next((v for k, v in body.items() if k.lower() == "schemas"), None)
     if schemas is None:
         raise InvalidValue(f"'schemas' is missing; it must include {resource_type.schema.id!r}")
@@ -260,7 +265,7 @@ def _canonical_schemas(body: Mapping[str, Any], resource_type: ResourceType) -> 
         spelled = known.get(urn.lower())
         if spelled is None:
             refused = foreign_schema(urn, resource_type)
-            if refused is not None:
+            if refused is not None and not _kept_listed(urn, stored):
                 raise InvalidValue(f"'schemas': {refused}")
             # An extension the hub does not know (e.g. an Entra custom extension): as sent.
             spelled = urn
@@ -301,6 +306,18 @@ def misplaced_schema(urn: str, resource_type: ResourceType) -> str | None:
         f"attributes of {resource_type.schema.id!r} go at the top level of a "
         f"{resource_type.name}, not in an object under the schema's URN"
     )
+
+
+def _kept_listed(urn: str, stored: Mapping[str, Any] | None) -> bool:
+    """Whether `stored` (a PATCH's starting point) lists `urn` as spelled.
+
+    Versions before the hub refused another type's schema stored it; a PATCH of other
+    attributes (Entra only PATCHes users) must still go through, and a PUT replaces it.
+    """
+    if stored is None:
+        return False
+    listed = stored.get("schemas")
+    return isinstance(listed, list) and urn in listed
 
 
 def _listed_extension(key: str, resource_type: ResourceType, listed: set[str]) -> Schema:

@@ -591,7 +591,7 @@ def patch(
             max_operations=max_operations,
             described=partial(extensions.describes, conn, caller.workspace_pk, GROUP_TYPE),
         )
-        doc = canonicalise(patched, GROUP_TYPE)
+        doc = canonicalise(patched, GROUP_TYPE, row.data)
         doc.pop("members", None)
         required_missing(doc, GROUP_TYPE)
         if doc == row.data:
