@@ -211,6 +211,31 @@ async def test_a_workspace_describes_at_most_so_many_attributes(scim: ScimClient
     assert len(schemas[CUSTOM]["attributes"]) == extensions.MAX_DESCRIBED
 
 
+async def test_names_too_long_once_lowered_are_stored_and_not_described(
+    scim: ScimClient,
+) -> None:
+    """ "İ" lowered is two characters: a name or URN within its limit as sent but past it lowered
+    is stored and returned, not described (PostgreSQL refused its key: the create was a 500)."""
+    long_name = "İ" * 101  # 101 sent, 202 lowered: past the 200 of a name
+    long_sub = "İ" * 150
+    long_urn = "urn:example:" + "İ" * 300  # 312 sent, 612 lowered: past the 512 of a URN
+    bodies = [
+        holding(CUSTOM, **{long_name: "x", "fine": "y"}),
+        holding(CUSTOM, badge={long_sub: "1", "number": "2"}),
+        holding(long_urn, kept="z"),
+    ]
+    for body in bodies:
+        created = await scim.post("/Users", body)
+        assert created.status_code == 201, created.text
+        shown = (await scim.get(f"/Users/{created.json()['id']}")).json()
+        urn = next(key for key in body if key.startswith("urn:"))
+        assert shown[urn] == body[urn]
+    schemas = await described(scim)
+    assert list(schemas) == [CUSTOM]
+    assert {a["name"] for a in schemas[CUSTOM]["attributes"]} == {"fine", "badge"}
+    assert [s["name"] for s in attribute(schemas[CUSTOM], "badge")["subAttributes"]] == ["number"]
+
+
 async def test_a_strict_client_reads_users_holding_custom_attributes(
     scim: ScimClient, client: httpx.AsyncClient
 ) -> None:

@@ -214,7 +214,16 @@ _OWN_URNS: dict[str, frozenset[str]] = {}
 
 def _is_custom(key: str) -> bool:
     """Whether a document key is a URN the hub has no schema for (a custom extension's)."""
-    return key[:4].lower() == "urn:" and not _reserved(key) and len(key) <= MAX_URN
+    return key[:4].lower() == "urn:" and not _reserved(key) and _fits(key, MAX_URN)
+
+
+def _fits(text: str, limit: int) -> bool:
+    """Whether `text` fits a column of `limit` characters as spelled and as lowered (its key).
+
+    Lowering may lengthen a name ("İ" is two characters lowered): PostgreSQL refuses the key
+    then, and the write that would have recorded it answered 500.
+    """
+    return len(text) <= limit and len(text.lower()) <= limit
 
 
 def _reserved(urn: str) -> bool:
@@ -232,7 +241,7 @@ def _described(doc: Mapping[str, Any], resource_type: ResourceType) -> Iterator[
         if not _is_custom(urn) or not isinstance(value, dict):
             continue
         for name, held in value.items():
-            if len(name) > MAX_NAME:
+            if not _fits(name, MAX_NAME):
                 continue
             yield from _parts(resource_type.name, urn, name, held)
 
@@ -256,7 +265,7 @@ def _parts(rt: str, urn: str, name: str, value: Any) -> Iterator[Described]:
             sub_multi = isinstance(held, list)
             first = next((v for v in held if v is not None), None) if sub_multi else held
             sub_type = _scalar_type(first)
-            if sub_type is None or len(sub) > MAX_NAME or sub.lower() in seen:
+            if sub_type is None or not _fits(sub, MAX_NAME) or sub.lower() in seen:
                 continue  # no value, or a complex one: RFC 7643 §2.3.8 allows no such thing
             seen.add(sub.lower())
             yield Described(rt, urn, name, sub, sub_type, sub_multi)
