@@ -34,9 +34,10 @@ BASE = "http://testserver/scim/v2"
 # Instants (µs) users are created at, so equality and boundary filters on meta.created hit.
 T0 = 1_700_000_000_123_456
 TIMES = [T0 - 1_000_000, T0 - 1, T0, T0 + 1, T0 + 86_400_000_000]
-# Non-ASCII letters whose lowercase is the same in Python and in glibc's C.UTF-8 (PostgreSQL's
-# lower()); LIKE wildcards, backslashes and quotes to prove values never become SQL.
-ALPHABET = "abAB%_\\\"'éÉßẞøØ漢😀 .@-"
+# Non-ASCII letters, among them "İ" and "Σ", which Python lowers to "i̇" and (word-final) "ς" and
+# glibc's lower() to "i" and a non-final sigma; LIKE wildcards, backslashes and quotes to prove
+# values never become SQL.
+ALPHABET = "abAB%_\\\"'éÉßẞøØİΣς漢😀 .@-"
 
 
 # --------------------------------------------------------------------------- database plumbing
@@ -254,7 +255,16 @@ def corpus_people() -> list[dict[str, Any]]:
             created=T0 - 1,
             modified=T0 + 1,
         ),
-        person(3, {"userName": "back\\slash", "nickName": 'Q"uote', ENT: {"department": "R&D"}}),
+        person(
+            3,
+            {
+                "userName": "back\\slash",
+                "nickName": 'Q"uote',
+                # Python and glibc lower "İ" and a word-final "Σ" differently.
+                "displayName": "İpek ΟΔΟΣ",
+                ENT: {"department": "R&D"},
+            },
+        ),
         person(4, {"userName": "deleted-one", "title": "Tour Guide"}, deleted=True),
         person(5, {"userName": "ØLE", "displayName": "Øle", "emails": [{"type": "work"}]}),
     ]
@@ -326,6 +336,11 @@ USER_CORPUS = [
     'name[familyName ne "x"]',
     f'{ENT}:manager[value ne "x"]',
     'nickName eq "q\\"uote"',
+    'displayName eq "İpek ΟΔΟΣ"',
+    'displayName eq "ipek οδοσ"',
+    'displayName sw "İp" and displayName ew "ΟΣ"',
+    'displayName co "K ΟΔ"',
+    'displayName gt "ipek"',
 ]
 
 REFUSED = [
@@ -371,6 +386,8 @@ def test_fixed_corpus(db: Db) -> None:
     # A value filter applies to a value: users without `name` match none of its `ne`.
     assert hits['name[familyName ne "x"]'] == {"u1-00000000"}
     assert hits[f'{ENT}:manager[value ne "x"]'] == {"u1-00000000"}
+    assert hits['displayName eq "İpek ΟΔΟΣ"'] == {"u3-00000000"}
+    assert hits['displayName sw "İp" and displayName ew "ΟΣ"'] == {"u3-00000000"}
     for text in REFUSED:
         check(db, text)
     group_hits = {text: check(db, text, GROUP_TYPE) for text in GROUP_CORPUS}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import ScimClient, assert_scim_error, user_body
+from tests.conftest import ScimClient, assert_scim_error, group_body, user_body
 from tests.conftest import patch_op as ops
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -149,6 +149,52 @@ async def test_users_without_the_sort_value_come_last_ascending_and_first_descen
             params = {"sortBy": sort_by, "sortOrder": order}
             page = (await scim.get("/Users", params=params)).json()
             assert [r["userName"] for r in page["Resources"]] == expected, (sort_by, order)
+
+
+async def test_a_value_matches_itself_whatever_its_case_mapping(scim: ScimClient) -> None:
+    """RFC 7644 §3.4.2.2: `eq` is "identical", case-insensitively for caseExact=false.
+
+    Python's `str.lower()` (Unicode's full case mapping) lowers "İ" to "i̇" and a word-final
+    "Σ" to "ς", where glibc lowers them to "i" and a non-final sigma ("οδοσ"): each database must
+    lower a stored value and the filter's the same way, so a value finds itself, and sort alike.
+    """
+    ids: dict[str, str] = {}
+    for given in ("ΟΔΟΣ", "İpek", "Ipek", "ΟΔΟς", "zeta"):
+        body = user_body(f"{len(ids)}@x.org", name={"givenName": given})
+        response = await scim.post("/Users", body)
+        assert response.status_code == 201, response.text
+        ids[given] = response.json()["id"]
+
+    async def found(flt: str) -> set[str]:
+        page = (await scim.get("/Users", params={"filter": flt})).json()
+        return {r["name"]["givenName"] for r in page["Resources"]}
+
+    for given, alike in (("ΟΔΟΣ", {"ΟΔΟΣ", "ΟΔΟς"}), ("İpek", {"İpek"})):
+        for op in ("eq", "sw", "co", "ew"):
+            assert await found(f'name.givenName {op} "{given}"') == alike, (given, op)
+        between = f'name.givenName ge "{given}" and name.givenName le "{given}"'
+        assert await found(between) == alike, given
+        assert await found(f'name.givenName ne "{given}"') == set(ids) - alike, given
+    assert await found('name.givenName eq "Ipek"') == {"Ipek"}
+    # Python's order: lowered values by code point, ties in creation order.
+    expected = sorted(ids, key=str.lower)
+    for order, names in (("ascending", expected), ("descending", expected[::-1])):
+        params = {"sortBy": "name.givenName", "sortOrder": order}
+        page = (await scim.get("/Users", params=params)).json()
+        assert [r["name"]["givenName"] for r in page["Resources"]] == names, order
+
+
+async def test_a_group_display_name_matches_itself_in_a_user_filter(scim: ScimClient) -> None:
+    """`groups.display eq "İstanbul"` finds the members of "İstanbul", not those of "Istanbul"."""
+    members: dict[str, str] = {}
+    for name in ("İstanbul", "Istanbul"):
+        user = (await scim.post("/Users", user_body(f"{len(members)}@x.org"))).json()
+        group = await scim.post("/Groups", {**group_body(name), "members": [{"value": user["id"]}]})
+        assert group.status_code == 201, group.text
+        members[name] = user["userName"]
+    for name, user_name in members.items():
+        page = (await scim.get("/Users", params={"filter": f'groups.display eq "{name}"'})).json()
+        assert [r["userName"] for r in page["Resources"]] == [user_name], name
 
 
 async def test_filter_with_no_match_is_an_empty_list_response(scim: ScimClient) -> None:

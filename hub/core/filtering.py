@@ -16,8 +16,12 @@ every leaf is made two-valued under `not` (SQL's NULL would otherwise turn `not 
 into "unknown" for a user without a title, where the evaluator says true).
 
 Only bound parameters carry filter values. Case-insensitive comparisons lower both sides with
-Python's `str.lower()` semantics: the filter value in Python, the column with `hub_lower` on
-SQLite (see `register_sqlite_functions`) and `lower()` on PostgreSQL.
+Python's `str.lower()` semantics (Unicode's full case mapping: "İ" → "i̇", a word-final "Σ" →
+"ς"): on SQLite with `hub_lower` (see `register_sqlite_functions`), the filter value in Python;
+on PostgreSQL with `lower()` under the ICU root collation, the filter value too, so a stored
+value always matches itself whatever the database's LC_CTYPE (glibc's `lower()` gives "i", and
+"οδοσ" for "ΟΔΟΣ"). The lowered `*_key` columns hold `str.lower()` of the value and are compared
+with the filter value lowered in Python, on both databases (indexed look-ups).
 """
 
 from __future__ import annotations
@@ -340,23 +344,47 @@ class _Target(Protocol):
     def sort(self, info: AttrInfo) -> ColumnElement[Any]: ...
 
 
+#: PostgreSQL's ICU root collation: `lower()` under it applies Unicode's full case mapping, as
+#: Python's `str.lower()` does, whatever the database's LC_CTYPE. It needs a server built with ICU
+#: (the default since PostgreSQL 16; the Debian, Ubuntu and PGDG packages of older ones are).
+_PG_CASE_MAPPING: Final = "und-x-icu"
+
+
 def _lower(expr: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
     if dialect == "sqlite":
         return func.hub_lower(expr, type_=String)
-    return func.lower(expr, type_=String)
+    return func.lower(collate(expr, _PG_CASE_MAPPING), type_=String)
 
 
-def _string_compare(expr: ColumnElement[Any], op: str, value: str, dialect: str) -> Predicate:
-    """Compare a text expression with a string in code-point order."""
+def _lower_value(value: str, dialect: str) -> str | ColumnElement[Any]:
+    """A filter value lowered as `_lower` lowers the stored one (by PostgreSQL on PostgreSQL)."""
+    if dialect == "sqlite":
+        return value.lower()  # what hub_lower does
+    return _lower(literal(value, String), dialect)
+
+
+def _string_compare(
+    expr: ColumnElement[Any], op: str, value: str | ColumnElement[Any], dialect: str
+) -> Predicate:
+    """Compare a text expression with a string (or a lowered one) in code-point order."""
     if op == "eq":
         return expr == value
     if op in _ORDERING:
         if dialect == "postgresql":
             # The database's collation may order "a" < "B"; Python compares code points.
             expr = collate(expr, "C")
+            if not isinstance(value, str):
+                value = collate(value, "C")
         return {"gt": expr > value, "ge": expr >= value, "lt": expr < value, "le": expr <= value}[
             op
         ]
+    if not isinstance(value, str):
+        # PostgreSQL lowered the value: no LIKE pattern to escape, as on SQLite below.
+        if op == "co":
+            return func.strpos(expr, value) > 0
+        if op == "sw":
+            return func.starts_with(expr, value, type_=Boolean)
+        return func.right(expr, func.length(value)) == value
     if dialect == "postgresql":
         if op == "co":
             return expr.contains(value, autoescape=True)
@@ -387,12 +415,13 @@ class _StringColumn:
 
     def compare(self, op: str, value: rules.Value, info: AttrInfo) -> Predicate:
         assert isinstance(value, str)
-        expr = self.expr
-        if not info.case_exact:
-            value = value.lower()
-            if not self.lowered:
-                expr = _lower(expr, self.dialect)
-        return _string_compare(expr, op, value, self.dialect)
+        expr: ColumnElement[Any] = self.expr
+        compared: str | ColumnElement[Any] = value
+        if not info.case_exact and self.lowered:
+            compared = value.lower()  # as the key column was written (an indexed look-up)
+        elif not info.case_exact:
+            expr, compared = _lower(expr, self.dialect), _lower_value(value, self.dialect)
+        return _string_compare(expr, op, compared, self.dialect)
 
     def sort(self, info: AttrInfo) -> ColumnElement[Any]:
         expr = self.expr
@@ -522,10 +551,11 @@ class _Json:
         if kind in STRING_TYPES:
             assert isinstance(value, str)
             text = self._text()
+            compared: str | ColumnElement[Any] = value
             if not info.case_exact:
-                text, value = _lower(text, self.dialect), value.lower()
+                text, compared = _lower(text, self.dialect), _lower_value(value, self.dialect)
             is_string = jtype == ("text" if sqlite else "string")
-            return and_(is_string, _string_compare(text, op, value, self.dialect))
+            return and_(is_string, _string_compare(text, op, compared, self.dialect))
         if kind == "boolean":
             if sqlite:
                 return jtype == ("true" if value else "false")
