@@ -420,8 +420,8 @@ def test_sort_key(db: Db) -> None:
 
     def order(path: str, resource_type: ResourceType = USER_TYPE) -> list[str]:
         table = users if resource_type is USER_TYPE else groups
-        key = sort_key(path, resource_type, db.dialect)
-        query = select(table.c.id).order_by(key.asc().nulls_last(), table.c.pk)
+        keys = sort_key(path, resource_type, db.dialect)
+        query = select(table.c.id).order_by(*(k.asc().nulls_last() for k in keys), table.c.pk)
         if table is users:
             query = query.where(users.c.deleted.is_(False))
         return list(db.run(lambda conn: conn.execute(query).scalars().all()))

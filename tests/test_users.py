@@ -197,6 +197,37 @@ async def test_a_group_display_name_matches_itself_in_a_user_filter(scim: ScimCl
         assert [r["userName"] for r in page["Resources"]] == [user_name], name
 
 
+async def test_a_custom_attribute_holding_numbers_sorts_them_as_numbers(
+    scim: ScimClient,
+) -> None:
+    """RFC 7644 §3.4.2.3 sorts "according to the attribute type": 9 before 10, on both databases.
+
+    A value of another type sorts as SQLite's `json_extract` gives it: numbers first (a boolean
+    as 1 or 0), then strings (case-insensitively), then no value.
+    """
+    urn = "urn:ietf:params:scim:schemas:extension:repro:2.0:User"
+    for user_name, score in (("a", 9), ("b", 10), ("c", -2), ("d", 100), ("e", 2.5)):
+        body = {**user_body(f"{user_name}@x.org"), urn: {"score": score}}
+        body["schemas"] = [*body["schemas"], urn]
+        response = await scim.post("/Users", body)
+        assert response.status_code == 201, response.text
+
+    async def order(sort_order: str) -> list[str]:
+        params = {"sortBy": f"{urn}:score", "sortOrder": sort_order}
+        page = (await scim.get("/Users", params=params)).json()
+        return [r["userName"].split("@")[0] for r in page["Resources"]]
+
+    assert await order("ascending") == ["c", "e", "a", "b", "d"]
+    assert await order("descending") == ["d", "b", "a", "e", "c"]
+    for user_name, score in (("f", "B"), ("g", "a"), ("h", None), ("i", True)):
+        body = user_body(f"{user_name}@x.org")
+        if score is not None:
+            body = {**body, urn: {"score": score}, "schemas": [*body["schemas"], urn]}
+        assert (await scim.post("/Users", body)).status_code == 201
+    assert await order("ascending") == ["c", "i", "e", "a", "b", "d", "g", "f", "h"]
+    assert await order("descending") == ["h", "f", "g", "d", "b", "a", "e", "i", "c"]
+
+
 async def test_filter_with_no_match_is_an_empty_list_response(scim: ScimClient) -> None:
     response = await scim.get("/Users", params={"filter": 'userName eq "nobody@example.com"'})
     assert response.status_code == 200

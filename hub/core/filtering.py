@@ -105,11 +105,15 @@ def compile_filter(flt: rules.Filter, resource_type: ResourceType, dialect: str)
     return _Compiler(resource_type, dialect).filter(flt, _root_scope(resource_type, dialect), None)
 
 
-def sort_key(path_text: str, resource_type: ResourceType, dialect: str) -> ColumnElement[Any]:
-    """The ORDER BY expression for `sortBy` (RFC 7644 §3.4.2.3).
+def sort_key(
+    path_text: str, resource_type: ResourceType, dialect: str
+) -> tuple[ColumnElement[Any], ...]:
+    """The ORDER BY expressions for `sortBy` (RFC 7644 §3.4.2.3), most significant first.
 
     A multi-valued attribute sorts by its primary value, else its first one; case-insensitive
-    strings sort by their lowered value, in code-point order on both databases.
+    strings sort by their lowered value, in code-point order on both databases. A custom
+    extension's attribute, which has no schema, sorts by the type of each value as SQLite
+    sorts what `json_extract` gives: numbers by value (a boolean as 1 or 0), then text.
 
     Raises:
         InvalidFilter: the path is malformed or names an unknown or unsortable attribute.
@@ -127,16 +131,18 @@ def sort_key(path_text: str, resource_type: ResourceType, dialect: str) -> Colum
         leaf = sub or top.sub("value")
         if leaf is None:
             raise InvalidFilter(f"cannot sort by {path_text!r}: name a sub-attribute")
-        return scope.sort_multi(keys, leaf, compiler.info(leaf))
+        return (scope.sort_multi(keys, leaf, compiler.info(leaf)),)
     leaf = sub or top
     if sub is not None:
         keys = (*keys, sub.name)
+    if leaf.type == _SCHEMALESS:
+        return scope.data.sort_any(keys)
     if leaf.type == "complex":
         value = leaf.sub("value")
         if value is None:
             raise InvalidFilter(f"cannot sort by {path_text!r}: name a sub-attribute")
         keys, leaf = (*keys, "value"), value
-    return scope.target(keys, path_text).sort(compiler.info(leaf))
+    return (scope.target(keys, path_text).sort(compiler.info(leaf)),)
 
 
 # --------------------------------------------------------------------------- the compiler
@@ -586,6 +592,29 @@ class _Json:
             text = _lower(text, self.dialect)
         return collate(text, "C") if self.dialect == "postgresql" else text
 
+    def sort_any(self) -> tuple[ColumnElement[Any], ...]:
+        """Sort keys for a value of any JSON type, as SQLite orders `json_extract`'s result.
+
+        SQLite gives a number as a number, a boolean as 1 or 0 and anything else as text, and
+        orders numbers (by value) before text; strings sort case-insensitively. PostgreSQL
+        gets two keys, a number (NULL for text) and the lowered text (NULL for a number), so
+        9 sorts before 10 there too (RFC 7644 §3.4.2.3: "according to the attribute type").
+        """
+        as_string = self.sort(AttrInfo("string", False, False))
+        if self.dialect == "sqlite":
+            return (as_string,)
+        jtype = self._type()
+        text = self._text()
+        # CASE keeps PostgreSQL from casting a non-number (evaluation order is free).
+        number = cast(
+            case(
+                (jtype == "number", text),
+                (jtype == "boolean", case((text == "true", "1"), else_="0")),
+            ),
+            type_=Numeric(),
+        )
+        return number, case((jtype.not_in(("number", "boolean")), as_string))
+
 
 def _json_path(keys: tuple[str, ...]) -> str:
     """SQLite's JSON path of `keys`: `$."emails"."value"`."""
@@ -640,6 +669,10 @@ class _JsonScope:
             .render_derived()
         )
         return each, type_coerce(each.c.value, JSONB)
+
+    def sort_any(self, keys: tuple[str, ...]) -> tuple[ColumnElement[Any], ...]:
+        """Sort keys for the value at `keys`, whatever its JSON type (see `_Json.sort_any`)."""
+        return _Json(self.doc, keys, self.dialect, "").sort_any()
 
     def any_elements(self, keys: tuple[str, ...]) -> tuple[_JsonScope, _Wrap]:
         """The elements of the list at `keys`, of any JSON type (none if it holds no list)."""

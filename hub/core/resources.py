@@ -145,10 +145,10 @@ def order_clause(
     """
     if query.sort_by is None:
         return [default.desc() if query.descending else default]
-    key = sort_key(query.sort_by, resource_type, dialect)
+    keys = sort_key(query.sort_by, resource_type, dialect)
     if query.descending:
-        return [key.desc().nulls_first(), default.desc()]
-    return [key.asc().nulls_last(), default]
+        return [*(key.desc().nulls_first() for key in keys), default.desc()]
+    return [*(key.asc().nulls_last() for key in keys), default]
 
 
 def fetch_page(
