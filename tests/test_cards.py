@@ -475,6 +475,23 @@ async def test_list_cards_pages_searches_and_filters(scim: Any, admin: Admin) ->
     assert (await admin.call("GET", "/cards", params={"template": "nope"})).status_code == 404
 
 
+async def test_card_search_folds_the_case_of_every_letter(scim: Any, admin: Admin) -> None:
+    """A name starting with an accented capital is found by itself in any case: SQLite's
+    `lower()` folds ASCII only, so "Élodie" did not contain "élodie" (nor "Élodie")."""
+    ids = [
+        await provision(scim, person(f"{n}@example.com")) for n in ("élodie.ørsted", "ömer.ırmak")
+    ]
+    for query, found in (
+        ("Élodie", ids[0]),
+        ("ÉLODIE ØRSTED", ids[0]),
+        ("ørsted", ids[0]),
+        ("ÖMER", ids[1]),
+        ("Ömer IRMAK", ids[1]),
+    ):
+        page = await admin.ok("GET", "/cards", params={"q": query})
+        assert [c["user"]["id"] for c in page["cards"]] == [found], query
+
+
 async def test_an_offset_beyond_64_bits_is_refused_not_crashed(
     admin: Admin, scim_error: Any
 ) -> None:

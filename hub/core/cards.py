@@ -54,6 +54,7 @@ from hub.core.clock import now_us, to_iso
 from hub.core.dialects import PROFILE_FIELDS
 from hub.core.errors import Conflict, Forbidden, InvalidValue, NotFound
 from hub.core.events import Event, Lazy
+from hub.core.filtering import contains_folded
 from hub.core.ids import new_id
 from hub.core.models import activation_links, card_fields, cards, users
 from hub.core.models import templates as templates_table
@@ -629,6 +630,7 @@ def _search(conn: Connection, workspace_pk: int, text: str) -> Any:
     for it and no template over it.
     """
     needle = text.lower()
+    dialect = conn.dialect.name
     setting: dict[str, list[int]] = {}
     template_matches: list[Any] = []
     rows = conn.execute(
@@ -646,17 +648,12 @@ def _search(conn: Connection, workspace_pk: int, text: str) -> Any:
                 card_fields.c.name == name,
                 ~card_fields.c.linked,
             )
-            template_matches.append(
-                and_(
-                    cards.c.template_pk == template_pk,
-                    func.lower(literal(fields[name])).contains(needle, autoescape=True),
-                    ~overridden,
-                )
-            )
+            if needle in str(fields[name]).lower():
+                template_matches.append(and_(cards.c.template_pk == template_pk, ~overridden))
     stored_match = [
         card_fields.c.card_pk == cards.c.pk,
         card_fields.c.name.in_(_SEARCHED),
-        func.lower(card_fields.c.value).contains(needle, autoescape=True),
+        contains_folded(card_fields.c.value, text, dialect),
     ]
     if setting:
         # Without the IS NOT NULL a card with no template gets NULL from IN, and NOT NULL drops it.
@@ -670,18 +667,15 @@ def _search(conn: Connection, workspace_pk: int, text: str) -> Any:
     return or_(
         exists().where(*stored_match),
         *template_matches,
-        *(_profile_match(name, needle, setting.get(name, [])) for name in _SEARCHED),
+        *(_profile_match(name, text, dialect, setting.get(name, [])) for name in _SEARCHED),
         users.c.user_name_key.contains(needle, autoescape=True),
     )
 
 
-def _profile_match(name: str, needle: str, overlaying: Sequence[int]) -> Any:
-    """Cards showing the IdP's value of field `name` from their profile and containing `needle`."""
+def _profile_match(name: str, text: str, dialect: str, overlaying: Sequence[int]) -> Any:
+    """Cards showing the IdP's value of field `name` from their profile and containing `text`."""
     has_row = exists().where(card_fields.c.card_pk == cards.c.pk, card_fields.c.name == name)
-    conditions = [
-        func.lower(cards.c.profile[name].as_string()).contains(needle, autoescape=True),
-        ~has_row,
-    ]
+    conditions = [contains_folded(cards.c.profile[name].as_string(), text, dialect), ~has_row]
     if overlaying:
         conditions.append(
             or_(cards.c.template_pk.is_(None), cards.c.template_pk.not_in(list(overlaying)))

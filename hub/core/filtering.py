@@ -369,6 +369,15 @@ def _lower_value(value: str, dialect: str) -> str | ColumnElement[Any]:
     return _lower(literal(value, String), dialect)
 
 
+def contains_folded(expr: ColumnElement[Any], text: str, dialect: str) -> Predicate:
+    """Whether a text expression contains `text`, case-insensitively, as filters' `co` tests it.
+
+    Both sides are lowered as a filter lowers them (`_lower`), so a value always contains itself:
+    SQLite's own `lower()` folds ASCII only ("Élodie" did not contain "élodie").
+    """
+    return _string_compare(_lower(expr, dialect), "co", _lower_value(text, dialect), dialect)
+
+
 def _string_compare(
     expr: ColumnElement[Any], op: str, value: str | ColumnElement[Any], dialect: str
 ) -> Predicate:
