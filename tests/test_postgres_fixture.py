@@ -26,6 +26,7 @@ from tests.pg_pool import DatabasePool
 
 pytestmark = pytest.mark.postgres
 
+
 EXPECTED_TABLES = {
     "alembic_version",
     "workspaces",
@@ -58,6 +59,21 @@ async def test_fresh_database_is_empty_then_migrated(fresh_postgres_url: str) ->
     assert names >= EXPECTED_TABLES
     [encoding] = await _fetch(fresh_postgres_url, "SHOW server_encoding")
     assert encoding[0] == "UTF8"
+
+
+async def test_a_server_without_the_icu_collation_is_refused_by_name(
+    fresh_postgres_url: str,
+) -> None:
+    """Filters lower text under `und-x-icu`: a server without it stops `db upgrade` with a
+    message naming it, instead of failing every case-insensitive filter later."""
+    from hub.migrate import upgrade
+
+    upgrade(fresh_postgres_url, "0019")
+    await _fetch(fresh_postgres_url, 'DROP COLLATION "und-x-icu"')
+    with pytest.raises(RuntimeError, match="und-x-icu"):
+        upgrade(fresh_postgres_url)
+    [version] = await _fetch(fresh_postgres_url, "SELECT version_num FROM alembic_version")
+    assert version[0] == "0019"
 
 
 async def test_each_database_is_independent(
@@ -175,7 +191,7 @@ async def test_a_used_database_comes_back_empty_with_its_sequences_restarted(
     [
         "CREATE TABLE only_here (x int)",
         "DROP INDEX ix_users_workspace_external",
-        "UPDATE alembic_version SET version_num = '0001' WHERE version_num = '0019'",
+        "UPDATE alembic_version SET version_num = '0001' WHERE version_num = '0020'",
     ],
     ids=["table-added", "index-dropped", "migrated-down"],
 )
