@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import msgspec
 from sqlalchemy import Connection, func, select, update
@@ -91,6 +91,7 @@ def parse_overrides(raw: Any) -> Overrides:
         if parsed.filter is not None or parsed.sub is not None:
             raise InvalidValue(f"drop: {path!r} must name an attribute, without a value filter")
         _check_names(path, parsed, extensions, "drop")
+        _check_droppable(path, parsed)
     for field, path in overrides.map.items():
         if field not in PROFILE_FIELDS:
             known = ", ".join(PROFILE_FIELDS)
@@ -107,6 +108,26 @@ def _parse(path: str, where: str) -> PatchPath:
     if not parsed.attr.name:
         raise InvalidValue(f"{where}: {path!r} names a schema, not an attribute")
     return parsed
+
+
+#: Core User attributes no connector may drop, and why: the hub could not do its work (or a
+#: drop would claim to change what the hub never takes from an IdP anyway).
+_UNDROPPABLE: Final = {
+    "username": "every User needs one (RFC 7643 §4.1): each create would be refused",
+    "active": "deprovisioning reads it: a user the IdP deactivates would keep an active card",
+    "id": "the hub sets it; no IdP request changes it",
+    "meta": "the hub sets it; no IdP request changes it",
+    "groups": "the hub sets it from group memberships; no IdP request changes it",
+}
+
+
+def _check_droppable(path: str, parsed: PatchPath) -> None:
+    urn = parsed.attr.urn
+    if urn is not None and urn.lower() != USER_SCHEMA.lower():
+        return
+    reason = _UNDROPPABLE.get(parsed.attr.name.lower())
+    if reason is not None:
+        raise InvalidValue(f"drop: {path!r} cannot be dropped: {reason}")
 
 
 def _check_names(path: str, parsed: PatchPath, extensions: set[str], where: str) -> None:
