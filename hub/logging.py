@@ -157,6 +157,12 @@ _dropping_info: type | None = None
 _http_log = structlog.get_logger("hub.http")
 
 
+def current_request_id() -> str:
+    """The id the request-log middleware gave the request being served ("" outside one)."""
+    found: str = structlog.contextvars.get_contextvars().get("request_id", "")
+    return found
+
+
 def log_request(**fields: Any) -> None:
     """Log the line that ends every HTTP request: the `request` event, at `info`."""
     dropping = _dropping_info

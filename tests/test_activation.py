@@ -98,10 +98,15 @@ async def link_used(db_url: str) -> bool:
 
 
 async def test_the_emailed_link_activates_once_and_starts_the_owners_session(
-    client: httpx.AsyncClient, scim: Any, make_user_body: Any, smtp: SmtpServer, db_url: str
+    client: httpx.AsyncClient,
+    scim: Any,
+    make_user_body: Any,
+    smtp: SmtpServer,
+    db_url: str,
+    admin: dict[str, str],
 ) -> None:
     smtp.start()
-    await provision(
+    ada = await provision(
         scim,
         make_user_body,
         "ada",
@@ -146,6 +151,16 @@ async def test_the_emailed_link_activates_once_and_starts_the_owners_session(
     assert "Secure" not in cookie, "the test server is plain http"
     session = used.cookies[sessions.SESSION_COOKIE]
     assert await read_session(db_url, session) is not None
+    # The owner's activation is audited, as every other change (the actor: the user).
+    trail = await client.get("/api/v1/workspaces/acme/audit", headers=admin)
+    latest = trail.json()["records"][0]
+    assert (latest["actor_kind"], latest["actor_id"], latest["action"]) == (
+        "owner",
+        ada,
+        "activate",
+    )
+    assert (latest["resource_type"], latest["resource_id"]) == ("User", ada)
+    assert latest["request_id"] == used.headers["x-request-id"]
     welcome = await client.get("/activated")  # the client kept the cookie
     assert welcome.status_code == 200, welcome.text
     assert "Welcome, Ada Lovelace" in welcome.text

@@ -149,6 +149,25 @@ async def test_admin_changes_are_audited(
     assert latest["request_id"] == changed.headers["x-request-id"]
 
 
+async def test_a_card_field_change_is_audited_with_the_fields_name(
+    scim: ScimClient, client: httpx.AsyncClient, db_url: str, tenant: InitResult
+) -> None:
+    """The record of an edit, lock, unlock or relink names the field, not the body's keys."""
+    admin = Admin(client, tenant.workspace, await make_admin_key(db_url, tenant))
+    user = (await scim.post("/Users", user_body("fields@example.com", title="Eng"))).json()
+    card = f"/cards/{user['id']}/fields/job_title"
+    for method, path, body in (
+        ("PATCH", card, {"value": "Boss"}),
+        ("POST", f"{card}/lock", None),
+        ("POST", f"{card}/unlock", None),
+        ("POST", f"{card}/relink", None),
+    ):
+        done = await admin.call(method, path, body)
+        assert done.status_code == 200, done.text
+        latest = (await records(admin))[0]
+        assert latest["changes"] == {"fields": ["job_title"]}, path
+
+
 async def test_failed_changes_leave_no_record(
     scim: ScimClient, client: httpx.AsyncClient, db_url: str, tenant: InitResult
 ) -> None:

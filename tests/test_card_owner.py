@@ -68,6 +68,11 @@ async def test_owner_reads_and_edits_unlocked_fields_only(
         "linked": False,
     }
     assert fields["website"]["value"] == "https://olive.example"
+    # The owner's edit is audited: who (the user), which fields, never their values.
+    latest = (await admin.ok("GET", "/audit"))["records"][0]
+    assert (latest["actor_kind"], latest["actor_id"]) == ("owner", user_id)
+    assert latest["changes"] == {"fields": ["mobile_phone", "website"]}
+    assert latest["request_id"] == edited.headers["x-request-id"]
 
     # The IdP's next update leaves the owner's edit alone.
     body = person("olive.owner@example.com", department="Sales", mobile="+61 499")

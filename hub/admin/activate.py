@@ -32,6 +32,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from hub.core import activation, secret, sessions
 from hub.core.errors import NotFound
+from hub.logging import current_request_id
 from hub.scim.routes import Hub
 
 #: Route option read by the request-log middleware: log the route template, not the path.
@@ -149,7 +150,9 @@ async def activate(request: Request[Any, Any, Any]) -> Response[bytes]:
         )
     token: str = request.path_params["token"]
     try:
-        done = await hub.db.write(activation.activate, token, key=_link_key(hub))
+        done = await hub.db.write(
+            activation.activate, token, key=_link_key(hub), request_id=current_request_id()
+        )
     except NotFound:
         return _page(404, *_NOT_RECOGNISED)
     except activation.LinkGone as exc:

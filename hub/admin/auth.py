@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgspec
-import structlog
 from litestar import Request
 from litestar.exceptions import HTTPException
 from sqlalchemy import Connection
@@ -22,6 +21,7 @@ from hub.core import audit
 from hub.core.admins import AdminCaller, authenticate_admin
 from hub.core.errors import NotFound, ScimError, Unauthorized
 from hub.core.tokens import digest
+from hub.logging import current_request_id
 from hub.scim.routes import Hub
 from hub.scim.wire import NOT_JSON
 
@@ -89,9 +89,13 @@ async def _describe_change(request: Request[Any, Any, Any]) -> _Change:
         body = msgspec.json.decode(await request.body()) if request.method != "DELETE" else None
     except (*NOT_JSON, HTTPException):
         body = None
-    if isinstance(body, dict):
+    if len(parts) > 7 and parts[6] == "fields":
+        # …/cards/{card}/fields/{field}[/unlock|lock|relink]: the field is what changed, not
+        # the body's one key ("value") or the empty body of an unlock.
+        fields = [parts[7]]
+    elif isinstance(body, dict):
         fields = sorted(str(k) for k in body)
-    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+    request_id = current_request_id()
     return _Change(f"{request.method} {handler}", noun, resource_id, fields, request_id)
 
 

@@ -16,8 +16,9 @@ from litestar.handlers import HTTPRouteHandler
 from sqlalchemy import Connection
 
 from hub.admin.cards import json_response, read_body
-from hub.core import cards, sessions
+from hub.core import audit, cards, sessions
 from hub.core.errors import ScimError, Unauthorized
+from hub.logging import current_request_id
 from hub.scim.routes import Hub
 
 T = TypeVar("T")
@@ -79,10 +80,24 @@ async def read_card(request: Request[Any, Any, Any]) -> Response[bytes]:
 async def edit_card(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Edit unlocked fields (`{"fields": {name: value}}`); any locked field -> 403, no change."""
     body, problem = await read_body(request, CardEdit)
+    request_id = current_request_id()
 
     def work(conn: Connection, workspace_pk: int, user_pk: int) -> JSON:
         assert body is not None  # a parse problem is raised before the work runs
-        return cards.owner_edit(conn, workspace_pk, user_pk, body.fields)
+        card = cards.owner_edit(conn, workspace_pk, user_pk, body.fields)
+        owner: str = card["user"]["id"]
+        audit.record(
+            conn,
+            workspace_pk=workspace_pk,
+            actor_kind="owner",
+            actor_id=owner,
+            request_id=request_id,
+            resource_type="cards",
+            resource_id=owner,
+            action="PATCH owner-card-edit",
+            changes={"fields": sorted(body.fields)},
+        )
+        return card
 
     return json_response(await _run_as_owner(request, work, writes=True, problem=problem))
 

@@ -22,7 +22,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 from sqlalchemy import Connection, bindparam, exists, func, or_, select, update
 
-from hub.core import links, outbox, sessions
+from hub.core import audit, links, outbox, sessions
 from hub.core.clock import now_us
 from hub.core.errors import NotFound, ScimError
 from hub.core.events import Event
@@ -340,8 +340,10 @@ def check(conn: Connection, link_token: str, *, key: bytes) -> LinkInfo:
     return LinkInfo(display_name(user.data, user.user_name), user.workspace)
 
 
-def activate(conn: Connection, link_token: str, *, key: bytes) -> Activated:
+def activate(conn: Connection, link_token: str, *, key: bytes, request_id: str = "") -> Activated:
     """Use an activation link: mark the account activated and start the owner's session.
+
+    The owner's activation is an audit record of its own (actor: the user).
 
     Raises:
         NotFound: no link has this token.
@@ -353,6 +355,17 @@ def activate(conn: Connection, link_token: str, *, key: bytes) -> Activated:
     )
     name = display_name(user.data, user.user_name)
     session = sessions.start_session(conn, user.pk)
+    audit.record(
+        conn,
+        workspace_pk=user.workspace_pk,
+        actor_kind="owner",
+        actor_id=user.id,
+        request_id=request_id,
+        resource_type="User",
+        resource_id=user.id,
+        action="activate",
+        changes={},
+    )
     return Activated(session, user.pk, user.workspace_pk, name, user.workspace)
 
 

@@ -45,6 +45,7 @@ from hub.core import admin_sessions, audit
 from hub.core.admin_sessions import Candidate, NewSession
 from hub.core.admins import AdminCaller
 from hub.core.clock import now_us
+from hub.logging import current_request_id
 
 log = structlog.get_logger("hub.dashboard")
 WRONG: Final = "The email or password is wrong."
@@ -187,7 +188,7 @@ async def sign_in(request: Req) -> Response[Any]:
     next_ = _next(text_field(form, "next"))
     password = text_field(form, "password")
     hub = hub_of(request)
-    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+    request_id = current_request_id()
     found = await hub.db.read(admin_sessions.candidates, email) if email else []
     now = now_us()
     open_ = [c for c in found if not (c.locked_until and c.locked_until > now)]

@@ -27,6 +27,7 @@ from hub.core.admin_sessions import SessionAdmin
 from hub.core.admins import AdminCaller
 from hub.core.clock import now_us
 from hub.core.errors import ScimError
+from hub.logging import current_request_id
 from hub.scim.routes import Hub
 
 T = TypeVar("T")
@@ -202,7 +203,7 @@ async def run_signed_in(
             csrf = value if isinstance(value, str) else None
     fields = sorted(k for k in (form or {}) if k != CSRF_FIELD)
     change = _Change(action, resource[0], resource[1], fields) if action else None
-    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+    request_id = current_request_id()
     hub = hub_of(request)
     run = hub.db.write if action else hub.db.read
     return await run(_signed_in, token, csrf, post, work, change, request_id)
