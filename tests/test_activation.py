@@ -362,6 +362,14 @@ async def test_the_admin_email_api_checks_credentials_and_bodies(
         await client.get(EMAILS, headers=admin, params={"status": "lost"}), 400, "invalidValue"
     )
     scim_error(await client.get(EMAILS, headers=admin, params={"limit": "-1"}), 400, "invalidValue")
+    # Past 4,300 digits int() refuses a number (it answered 500); it reads other digits as 1.
+    for limit in ("9" * 5000, "\u0661"):
+        refused = await client.get(EMAILS, headers=admin, params={"limit": limit})
+        scim_error(refused, 400, "invalidValue")
+    # JSON nested past the decoder's recursion answered 500, even without a key.
+    deep = "[" * 2000 + "]" * 2000
+    scim_error(await client.put(SETTINGS, content=deep), 401)
+    scim_error(await client.put(SETTINGS, headers=admin, content=deep), 400, "invalidSyntax")
     other = "/api/v1/workspaces/globex/activation-emails"
     scim_error(await client.get(other, headers=admin), 404)
 

@@ -522,3 +522,45 @@ async def test_a_nul_in_a_resource_id_is_not_found_after_authentication(
     ):
         assert response.status_code == 404, response.text
         assert response.json()["status"] == "404"
+
+
+async def test_a_body_nested_too_deep_is_400_after_authentication(
+    scim: ScimClient, alice: httpx.Response, scim_error: ScimError
+) -> None:
+    """JSON nested past the decoder's recursion (~1,000 levels) answered 500, before even
+    checking credentials; a custom extension ~490 levels deep overflowed the hub's own walk."""
+    alice_id = alice.json()["id"]
+    before = await snapshot(scim)
+    deep_array = "[" * 2000 + "]" * 2000
+    ext = "urn:example:deep:2.0:User"
+    nested: Any = 1
+    for _ in range(100):
+        nested = {"a": nested}
+    deep_user = json.dumps(
+        {"schemas": [USER_URN, ext], "userName": "deep@example.com", ext: {"v": nested}}
+    )
+    add = {"op": "add", "path": f"{ext}:v", "value": nested}
+    deep_patch = json.dumps({"schemas": [PATCH_URN], "Operations": [add]})
+    for method, path, content in (
+        ("POST", "/Users", deep_array),
+        ("POST", "/Users", deep_user),
+        ("PUT", f"/Users/{alice_id}", deep_user),
+        ("PATCH", f"/Users/{alice_id}", deep_patch),
+        ("POST", "/Groups", deep_array),
+        ("POST", "/.search", deep_array),
+    ):
+        refused = await scim.request(method, path, content=content)
+        body = scim_error(refused, 400, "invalidSyntax")
+        assert "nest" in body["detail"] or "JSON" in body["detail"], body
+        scim_error(await scim.with_token(None).request(method, path, content=content), 401)
+    assert await snapshot(scim) == before
+
+
+async def test_list_integers_are_ascii_digits(scim: ScimClient, scim_error: ScimError) -> None:
+    """`count`/`startIndex` are integers (RFC 7644 §3.4.2.4): not Python's "1_0" or other
+    scripts' digits, which int() reads."""
+    for params in ({"count": "1_0"}, {"startIndex": "٢"}, {"count": "1" * 5000}):
+        scim_error(await scim.get("/Users", params=params), 400, "invalidValue")
+    assert (
+        await scim.get("/Users", params={"count": " 10 ", "startIndex": "+1"})
+    ).status_code == 200

@@ -84,7 +84,8 @@ def _int_param(request: Request[Any, Any, Any], name: str, default: int, top: in
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) > top:
+    # ASCII digits only (int() takes other scripts' digits too), few enough for int() to take.
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > len(str(top)) or int(raw) > top:
         raise InvalidValue(f"{name} must be an integer between 0 and {top}")
     return int(raw)
 

@@ -32,7 +32,11 @@ JSON = dict[str, Any]
 _decode = msgspec.json.Decoder().decode
 #: What decoding a request body raises when it is not JSON: msgspec reports bytes that are not
 #: UTF-8 inside a string (RFC 8259 §8.1) as Python's `UnicodeDecodeError`, not as a DecodeError.
-NOT_JSON: Final = (msgspec.DecodeError, UnicodeDecodeError)
+#: A body nested deeper than msgspec's decoder recurses raises `RecursionError` (~1,000 levels).
+NOT_JSON: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+#: The deepest a SCIM request body may nest: a resource, an extension, a complex attribute, a
+#: list and its elements are five levels; deeper values made the hub's own walks overflow.
+MAX_DEPTH: Final = 64
 _ACCEPTED_BODY_TYPES = ("application/scim+json", "application/json")
 _MAX_INT = 2**63 - 1
 _MAX_PAGE_INT = 2**31 - 1
@@ -125,8 +129,25 @@ async def read_json(request: Request[Any, Any, Any]) -> JSON:
         raise InvalidSyntax(f"the request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidSyntax("the request body must be a JSON object")
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and too_deep(body, MAX_DEPTH):
+        raise InvalidSyntax(f"the request body nests values more than {MAX_DEPTH} levels deep")
     refuse_nul(raw, body)
     return body
+
+
+def too_deep(value: Any, limit: int) -> bool:
+    """Whether a decoded JSON value nests objects and lists more than `limit` levels deep.
+
+    Walked with a stack, not by recursion: the point is to refuse what would overflow Python's.
+    """
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        pending.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
 
 
 async def _body(request: Request[Any, Any, Any]) -> bytes:
@@ -196,6 +217,9 @@ def refuse_nul(raw: bytes, body: Any = None) -> None:
         raise InvalidValue("strings must not contain U+0000 (NUL); remove it or encode it")
 
 
+_INTEGER: Final = re.compile(r"[+-]?[0-9]+")
+
+
 def _int_param(name: str, raw: Any) -> int | None:
     if raw is None or raw == "":
         return None
@@ -204,10 +228,11 @@ def _int_param(name: str, raw: Any) -> int | None:
     if isinstance(raw, int):
         value = raw
     else:
-        try:
-            value = int(str(raw).strip())
-        except ValueError:
-            raise InvalidValue(f"{name} must be an integer, got {str(raw)[:50]!r}") from None
+        text = str(raw).strip()
+        # int() also reads "1_0" and other scripts' digits; past 4,300 digits it refuses.
+        if _INTEGER.fullmatch(text) is None or len(text) > 4000:
+            raise InvalidValue(f"{name} must be an integer, got {str(raw)[:50]!r}")
+        value = int(text)
     # Offsets are bound as 32-bit integers (PostgreSQL's int4). A larger number is still a
     # valid one (RFC 7644 §3.4.2.4), and no workspace holds 2**31 resources: past every result
     # it gives an empty page; a count is capped anyway.
