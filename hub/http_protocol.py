@@ -87,3 +87,23 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         """Start the request as uvicorn does; a read's response is held to the end of the turn."""
         super().on_headers_complete()
         self._coalescing.to_end_of_turn = self.scope["method"] in _READS
+        cycle = self.cycle
+        if cycle.waiting_for_100_continue:
+            cycle.send = _closing_unless_continued(cycle)  # type: ignore[method-assign]
+
+
+def _closing_unless_continued(cycle: Any) -> Any:
+    """The cycle's `send`, closing the connection if the answer comes before 100 Continue.
+
+    A client that sent `Expect: 100-continue` and got a final answer (401, 404, 413…) instead
+    may never send its body (RFC 9110 §10.1.1), so the connection cannot go on: uvicorn would
+    read the next request's bytes as that body. `Connection: close` says so.
+    """
+    send = cycle.send
+
+    async def closing_send(message: Any) -> None:
+        if message["type"] == "http.response.start" and cycle.waiting_for_100_continue:
+            cycle.keep_alive = False
+        await send(message)
+
+    return closing_send

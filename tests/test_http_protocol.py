@@ -179,6 +179,28 @@ def test_a_head_response_a_100_continue_and_a_closing_response_are_all_sent(
     assert httpx.get(f"{live_server.base_url}/healthz").status_code == 200
 
 
+def test_an_answer_before_100_continue_closes_the_connection(live_server: LiveServer) -> None:
+    """RFC 9110 §10.1.1: a client answered (here 405, 404 and 413) before it sent the body it
+    announced with `Expect: 100-continue` may never send it, so the connection closes; kept
+    open, the next request's bytes were read as that body and it got a 400."""
+    body = json.dumps(_user("never-sent@example.com")).encode()
+    expect = {"Expect": "100-continue"}
+    for path, headers, status in (
+        ("/ServiceProviderConfig", expect, 405),
+        ("/NoSuchResource", expect, 404),
+        ("/Users", {**expect, "Content-Length": str(64 * 1024 * 1024)}, 413),
+    ):
+        client = RawClient(live_server)
+        try:
+            client.send(client.request_bytes("POST", path, body, headers)[: -len(body)])
+            answer = client.read()
+            assert answer.status == status
+            assert answer.headers["connection"] == "close"
+            assert client.sock.recv(1) == b""
+        finally:
+            client.close()
+
+
 class _Socket:
     """What the transport writes to: the outside world, recorded."""
 
