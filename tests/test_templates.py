@@ -420,6 +420,35 @@ async def test_assign_and_unassign_by_hand(scim: Any, admin: Admin) -> None:
     assert unknown.status_code == 404
 
 
+async def test_a_template_given_later_shows_over_empty_fields_the_idp_does_not_manage(
+    scim: Any, admin: Admin, tenant: InitResult
+) -> None:
+    """A profile field the IdP does not manage (here job_title: the connector drops titles) has
+    an empty, editable row. A template setting it shows its value there (locked) when assigned by
+    hand or when it gains the field, as when a rule gives it at creation; a value an admin or
+    owner put there stays. Before, only a template given at creation showed."""
+    await admin.ok("PUT", f"/connectors/{tenant.connector}/mapping", {"drop": ["title"]})
+    inherited = {"value": "Representative", "source": "template", "locked": True, "linked": True}
+    empty = {"value": None, "source": "manual", "locked": False, "linked": False}
+    by_hand = await create_template(admin, "By hand", None, job_title="Representative")
+    ann = await provision(scim, person("ann@example.com", department="Support"))
+    assert (await admin.card(ann))["fields"]["job_title"] == empty
+    card = await admin.ok("PUT", f"/cards/{ann}/template", {"template": by_hand["id"]})
+    assert card["fields"]["job_title"] == inherited
+    card = await admin.ok("DELETE", f"/cards/{ann}/template")
+    assert card["fields"]["job_title"] == empty
+
+    later = await create_template(admin, "Later", RULE_A, company_name="Blinq Inc.")
+    ben = await provision(scim, person("ben@example.com", department="Sales"))
+    cat = await provision(scim, person("cat@example.com", department="Sales"))
+    await admin.ok("PATCH", f"/cards/{cat}/fields/job_title", {"value": "Chief"})
+    assert (await admin.card(ben))["fields"]["job_title"] == empty
+    fields = {"company_name": "Blinq Inc.", "job_title": "Representative"}
+    await admin.ok("PATCH", f"/templates/{later['id']}", {"fields": fields})
+    assert (await admin.card(ben))["fields"]["job_title"] == inherited
+    assert (await admin.card(cat))["fields"]["job_title"]["value"] == "Chief"
+
+
 async def test_invalid_rules_are_refused_with_their_position(admin: Admin) -> None:
     response = await admin.call("POST", "/templates", {"name": "Bad", "rule": "department eq"})
     assert response.status_code == 400

@@ -883,6 +883,7 @@ def assign_template(
     card = _load(conn, workspace_pk, card_ref)
     this_card = cards.c.pk == card.pk
     templates.revert_fields(conn, this_card, list(card.template_fields or {}))
+    templates.adopt_fields(conn, this_card, list(template.fields))
     conn.execute(update(cards).where(this_card).values(template_pk=template.pk, modified=now_us()))
     return _render_one(conn, this_card), templates.render(template)
 

@@ -274,8 +274,9 @@ def edit_template(
 ) -> JSON:
     """Change a template; every inheriting card shows the change at its next read.
 
-    Only dropping a profile field the IdP does not map writes the inheriting cards (one
-    set-based statement, `revert_fields`); values changed or added are read from the template.
+    Only dropping or adding a profile field the IdP does not map writes the inheriting cards (one
+    set-based statement, `revert_fields` or `adopt_fields`); values changed or added are read
+    from the template.
 
     Raises:
         NotFound, InvalidValue, InvalidFilter, Conflict.
@@ -291,7 +292,9 @@ def edit_template(
     if not isinstance(body.fields, msgspec.UnsetType):
         new = _checked_fields(body.fields)
         # Changed and added values reach the cards through the template row (and `modified`).
-        revert_fields(conn, cards.c.template_pk == row.pk, [k for k in row.fields if k not in new])
+        inheriting = cards.c.template_pk == row.pk
+        revert_fields(conn, inheriting, [k for k in row.fields if k not in new])
+        adopt_fields(conn, inheriting, [k for k in new if k not in row.fields])
         values["fields"] = new
     conn.execute(update(templates).where(templates.c.pk == row.pk).values(**values))
     return render(conn.execute(select(*_COLUMNS).where(templates.c.pk == row.pk)).one())
@@ -383,6 +386,33 @@ def revert_fields(conn: Connection, where: ColumnElement[bool], names: Sequence[
                 card_fields.c.source == "template",
             )
             .values(value=None, source="manual", locked=False, linked=False)
+        )
+
+
+def adopt_fields(conn: Connection, where: ColumnElement[bool], names: Sequence[str]) -> None:
+    """Lay template fields `names` over the empty, editable ones of the cards selected by `where`.
+
+    The inverse of `revert_fields`: a profile field the IdP does not manage has an empty,
+    unlocked row for the owner to fill; while a card inherits a template setting the field,
+    the template's value shows (locked) in its place. A card given the template at its creation
+    gets that placeholder at once (`hub.core.cards`); a template assigned by hand, or one
+    that gains the field, turns the empty rows into it here (one UPDATE, only for such fields).
+    A row holding a value (an admin or owner edit) keeps it.
+    """
+    profile = [name for name in names if name in PROFILE_FIELDS]
+    if profile:
+        conn.execute(
+            update(card_fields)
+            .where(
+                _fields_of(where),
+                card_fields.c.name.in_(profile),
+                ~card_fields.c.linked,
+                ~card_fields.c.managed,
+                ~card_fields.c.locked,
+                card_fields.c.source == "manual",
+                card_fields.c.value.is_(None),
+            )
+            .values(source="template", locked=True, linked=True)
         )
 
 
