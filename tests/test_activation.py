@@ -331,6 +331,50 @@ async def test_deprovisioning_cancels_a_pending_email_and_reactivation_queues_a_
     assert (await client.get("/api/v1/me/card", headers=owner)).status_code == 401
 
 
+async def test_an_invitation_follows_the_users_address(
+    client: httpx.AsyncClient,
+    scim: Any,
+    make_user_body: Any,
+    smtp: SmtpServer,
+    admin: dict[str, str],
+) -> None:
+    """An invitation is a credential: queued while SMTP is down, it goes to the address the IdP
+    corrected, not the mistyped one; a user first provisioned with no address is invited once
+    the IdP gives one."""
+    typo = await provision(
+        scim, make_user_body, "typo-user", emails=[{"value": "tpyo@example.com", "primary": True}]
+    )
+    for _ in range(200):  # SMTP is down: wait until the sender has tried and failed
+        if (await outbox_list(client, admin))["items"][0]["attempts"] >= 1:
+            break
+        await asyncio.sleep(0.02)
+    fixed = [{"value": "typo@example.com", "primary": True}]
+    correct = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "emails", "value": fixed}],
+    }
+    assert (await scim.patch(f"/Users/{typo}", correct)).status_code == 200
+
+    nobody = await provision(scim, make_user_body, "no-address-user")
+    for _ in range(200):
+        items = (await outbox_list(client, admin))["items"]
+        if items[0]["status"] == "failed":
+            break
+        await asyncio.sleep(0.02)
+    assert (items[0]["user_id"], items[0]["last_error"]) == (nobody, "no email address")
+    given = {
+        **correct,
+        "Operations": [
+            {"op": "add", "path": "emails", "value": [fixed[0] | {"value": "late@example.com"}]}
+        ],
+    }
+    assert (await scim.patch(f"/Users/{nobody}", given)).status_code == 200
+
+    smtp.start()
+    await next_link(smtp, 2)
+    assert sorted(m["To"] for m in smtp.inbox.messages) == ["late@example.com", "typo@example.com"]
+
+
 async def test_a_retried_create_does_not_queue_a_second_email(
     client: httpx.AsyncClient,
     scim: Any,

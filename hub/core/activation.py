@@ -113,16 +113,26 @@ def display_name(data: dict[str, Any], user_name: str) -> str:
 
 
 def user_changed(
-    conn: Connection, caller: Caller, user_pk: int, event: str, resource: JSON | None = None
+    conn: Connection,
+    caller: Caller,
+    user_pk: int,
+    event: str,
+    resource: JSON | None = None,
+    *,
+    readdressed: bool = False,
 ) -> list[Event]:
     """Queue or withdraw the user's activation email after a user write.
 
     Runs inside the user write's transaction. `provisioned`/`reactivated` queue an invitation
     when the workspace toggle is on and none is pending; `deprovisioned`/`deleted` cancel queued
-    emails, kill unused links and end sessions; `updated` costs nothing (a hot path).
+    emails, kill unused links and end sessions; `updated` costs nothing (a hot path) unless it
+    `readdressed` the user (changed their emails or userName): see `_readdressed`.
     `resource` is the user's SCIM resource as just written, if the caller has it (the user is
     then not read back).
     """
+    if event == "updated" and readdressed and resource is not None:
+        _readdressed(conn, caller, _written(user_pk, caller, resource, caller.workspace_name))
+        return []
     if event in ("provisioned", "reactivated"):
         # The caller's token was read in this transaction, with the workspace's toggle.
         if caller.send_activation_email:
@@ -138,6 +148,43 @@ def user_changed(
     elif event in ("deprovisioned", "deleted"):
         withdraw(conn, user_pk, reason="user deprovisioned")
     return []
+
+
+_READDRESS = Prepared(
+    update(outbox_messages)
+    .where(
+        outbox_messages.c.user_pk == bindparam("b_user"),
+        outbox_messages.c.purpose == outbox.ACTIVATION,
+        outbox_messages.c.status == outbox.QUEUED,
+    )
+    .values(recipient=bindparam("b_recipient"))
+)
+_LATEST = Prepared(
+    select(outbox_messages.c.status, outbox_messages.c.last_error)
+    .where(
+        outbox_messages.c.user_pk == bindparam("b_user"),
+        outbox_messages.c.purpose == outbox.ACTIVATION,
+    )
+    .order_by(outbox_messages.c.pk.desc())
+    .limit(1)
+)
+
+
+def _readdressed(conn: Connection, caller: Caller, user: _WrittenUser) -> None:
+    """Follow a change of the user's address: an invitation is a credential.
+
+    A queued invitation goes to the address the user has now, not the one it was queued with
+    (an IdP correcting a mistyped email must not send the link to the wrong mailbox). A user
+    whose invitation failed for want of any address gets one once an address appears.
+    """
+    recipient = recipient_of(user.data, user.user_name)
+    _READDRESS.run(conn, b_user=user.pk, b_recipient=recipient)
+    if recipient is None or not caller.send_activation_email or not _is_active(user):
+        return
+    latest = _LATEST.first(conn, b_user=user.pk)
+    never_reached = latest is not None and tuple(latest) == (outbox.FAILED, outbox.NO_ADDRESS)
+    if never_reached and not _pending(conn, user.pk):
+        _queue(conn, user)
 
 
 def withdraw(conn: Connection, user_pk: int, *, reason: str) -> None:

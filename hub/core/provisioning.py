@@ -36,11 +36,17 @@ def user_written(
     resource: JSON,
     event: UserEvent,
     provisioning: Provisioning,
+    *,
+    readdressed: bool = False,
 ) -> list[Event]:
     """Bring the user's card and activation email in line with a committed-to-be user write.
 
-    Returns the plugin events (card created, template applied…) to broadcast after commit.
+    `readdressed`: an update changed the user's emails or userName, where their invitation's
+    address comes from. Returns the plugin events (card created, template applied…) to
+    broadcast after commit.
     """
     events = cards.sync_user(conn, caller, user_pk, resource, event, provisioning.mapping)
-    events += activation.user_changed(conn, caller, user_pk, event, resource)
+    events += activation.user_changed(
+        conn, caller, user_pk, event, resource, readdressed=readdressed
+    )
     return events

@@ -975,7 +975,10 @@ def _save(
         event = "deprovisioned"
     elif is_active and not was_active:
         event = "reactivated"
-    events = user_written(conn, caller, row.pk, resource, event, provisioning)
+    readdressed = "emails" in changed or "userName" in changed
+    events = user_written(
+        conn, caller, row.pk, resource, event, provisioning, readdressed=readdressed
+    )
     return Outcome(resource, version, event, events)
 
 
