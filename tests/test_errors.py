@@ -371,6 +371,29 @@ async def test_if_match_mismatch_is_412(
     assert response.status_code in (200, 204), response.text
 
 
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
+async def test_a_write_whose_if_none_match_matches_is_412(
+    scim: ScimClient, alice: httpx.Response, method: str, scim_error: ScimError
+) -> None:
+    """RFC 9110 §13.1.2: a write whose If-None-Match is `*` or the current version is not
+    performed (412); one naming another version goes through."""
+    etag = alice.headers["etag"]
+    path = f"/Users/{alice.json()['id']}"
+    body = {
+        "PUT": {"schemas": [USER_URN], "userName": "Alice@Example.com", "displayName": "New"},
+        "PATCH": patch_body({"op": "replace", "path": "displayName", "value": "New"}),
+        "DELETE": None,
+    }[method]
+    for condition in ({"If-None-Match": "*"}, {"If-None-Match": f'W/"0", {etag}'}):
+        scim_error(await scim.request(method, path, body, headers=condition), 412)
+        assert (await current(scim, alice)).json() == alice.json()
+    # If-Match is evaluated first (RFC 9110 §13.2.2).
+    both = {"If-Match": 'W/"0"', "If-None-Match": 'W/"0"'}
+    scim_error(await scim.request(method, path, body, headers=both), 412)
+    passes = await scim.request(method, path, body, headers={"If-None-Match": 'W/"0"'})
+    assert passes.status_code in (200, 204), passes.text
+
+
 async def test_if_none_match_current_etag_is_304(scim: ScimClient, alice: httpx.Response) -> None:
     path = f"/Users/{alice.json()['id']}"
     etag = alice.headers["etag"]

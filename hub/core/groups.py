@@ -35,6 +35,7 @@ from hub.core.resources import (
     ListQuery,
     Outcome,
     Page,
+    Precondition,
     check_if_match,
     etag,
     fetch_page,
@@ -517,7 +518,7 @@ def replace(
     group_id: str,
     body: JSON,
     base: str,
-    if_match: str | None = None,
+    if_match: Precondition = None,
 ) -> Outcome:
     """Replace a group, members included (RFC 7644 §3.5.1); a body's `id` is ignored (readOnly).
 
@@ -551,7 +552,7 @@ def patch(
     group_id: str,
     operations: list[Any],
     base: str,
-    if_match: str | None = None,
+    if_match: Precondition = None,
     max_operations: int = 1000,
     max_members: int = 1000,
     with_members: bool = True,
@@ -779,7 +780,9 @@ def _filtered_member_ids(flt: rules.Filter) -> list[Member]:
     return ids
 
 
-def remove(conn: Connection, caller: Caller, group_id: str, if_match: str | None = None) -> Outcome:
+def remove(
+    conn: Connection, caller: Caller, group_id: str, if_match: Precondition = None
+) -> Outcome:
     """DELETE a group and its memberships (RFC 7644 §3.6).
 
     Raises:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import msgspec
 from sqlalchemy import ColumnElement, Connection, Table, func, select
@@ -66,13 +66,42 @@ def etag(version: int) -> str:
     return f'W/"{version}"'
 
 
-def check_if_match(version: int, if_match: str | None) -> None:
-    """Enforce `If-Match` (RFC 7644 §3.14, RFC 9110 §13.1.1).
+class Preconditions(NamedTuple):
+    """A write's `If-Match` and `If-None-Match` headers, when it sent the second."""
+
+    if_match: str | None
+    if_none_match: str
+
+
+#: What a write checks against the resource's version: its `If-Match` header (None: absent),
+#: or both headers (`write_preconditions`).
+Precondition = str | Preconditions | None
+
+
+def write_preconditions(if_match: str | None, if_none_match: str | None) -> Precondition:
+    """A write's preconditions: its `If-Match` alone (the usual case), or both headers."""
+    return if_match if if_none_match is None else Preconditions(if_match, if_none_match)
+
+
+def check_if_match(version: int, if_match: Precondition) -> None:
+    """Enforce `If-Match` (RFC 7644 §3.14, RFC 9110 §13.1.1), then a write's `If-None-Match`.
+
+    RFC 9110 §13.1.2: a write whose `If-None-Match` is `*` or names the current version must
+    not be performed (SCIM clients do not send it; HTTP ones may, to avoid overwriting).
 
     Raises:
-        PreconditionFailed: none of the listed tags is the current version.
+        PreconditionFailed: none of the `If-Match` tags is the current version, or the
+            `If-None-Match` matches it.
     """
     if if_match is None:
+        return
+    if isinstance(if_match, Preconditions):
+        check_if_match(version, if_match.if_match)
+        if matches_if_none_match(version, if_match.if_none_match):
+            raise PreconditionFailed(
+                f"If-None-Match {if_match.if_none_match} matches the current version "
+                f"{etag(version)}: nothing was changed"
+            )
         return
     current = etag(version)
     tags = [tag.strip() for tag in if_match.split(",")]

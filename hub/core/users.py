@@ -61,6 +61,7 @@ from hub.core.resources import (
     ListQuery,
     Outcome,
     Page,
+    Precondition,
     check_if_match,
     etag,
     fetch_page,
@@ -1006,7 +1007,7 @@ def replace(
     user_id: str,
     body: JSON,
     base: str,
-    if_match: str | None = None,
+    if_match: Precondition = None,
     provisioning: Provisioning = _PLAIN,
 ) -> Outcome:
     """Replace a user (RFC 7644 §3.5.1); attributes in `unmanaged` keep their stored value.
@@ -1035,7 +1036,7 @@ def patch(
     user_id: str,
     operations: list[Any],
     base: str,
-    if_match: str | None = None,
+    if_match: Precondition = None,
     max_operations: int = 1000,
     provisioning: Provisioning = _PLAIN,
 ) -> Outcome:
@@ -1085,7 +1086,7 @@ def remove(
     conn: Connection,
     caller: Caller,
     user_id: str,
-    if_match: str | None = None,
+    if_match: Precondition = None,
     provisioning: Provisioning = _PLAIN,
     base: str = "",
 ) -> Outcome:

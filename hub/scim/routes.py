@@ -40,9 +40,11 @@ from hub.core.resources import (
     JSON,
     Outcome,
     Page,
+    Precondition,
     check_if_match,
     etag,
     matches_if_none_match,
+    write_preconditions,
 )
 from hub.core.schema import (
     GROUP_TYPE,
@@ -654,7 +656,7 @@ async def _post_search(request: Request[Any, Any, Any], rt: ResourceType) -> Res
 async def _put(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
     hub = _hub(request)
     _note(request, rt, rid, None)
-    if_match = header(request, "if-match")
+    if_match = _write_preconditions(request)
 
     async def parse() -> JSON:
         check_accept(request)
@@ -676,6 +678,10 @@ async def _put(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
     return _resource_response(request, caller, outcome, rt)
 
 
+def _write_preconditions(request: Request[Any, Any, Any]) -> Precondition:
+    return write_preconditions(header(request, "if-match"), header(request, "if-none-match"))
+
+
 def _operations(body: JSON) -> list[Any]:
     schemas = body.get("schemas")
     if not isinstance(schemas, list) or PATCH_OP not in schemas:
@@ -690,7 +696,7 @@ def _operations(body: JSON) -> list[Any]:
 async def _patch(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
     hub = _hub(request)
     _note(request, rt, rid, None)
-    if_match = header(request, "if-match")
+    if_match = _write_preconditions(request)
     settings = hub.settings
     attributes, excluded = projection_params(request)
     with_members = wants(_members_attr(rt), attributes, excluded)
@@ -742,7 +748,7 @@ async def _patch(request: Request[Any, Any, Any], rt: ResourceType, rid: str) ->
 async def _delete(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> Response[bytes]:
     hub = _hub(request)
     _note(request, rt, rid, None)
-    if_match = header(request, "if-match")
+    if_match = _write_preconditions(request)
 
     def work(conn: Connection, caller: Caller) -> Outcome:
         if rt is USER_TYPE:
