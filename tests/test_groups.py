@@ -565,3 +565,23 @@ async def test_a_user_created_again_comes_back_in_no_group(scim: ScimClient, db_
     assert (back.status_code, back.json()["id"]) == (201, uid)
     assert "groups" not in back.json()
     assert "members" not in (await scim.get(f"/Groups/{gid}")).json()
+
+
+async def test_members_must_be_a_list_whose_unassigned_elements_are_dropped(
+    scim: ScimClient,
+) -> None:
+    """RFC 7643 §2.4: `members` is multi-valued, so one object is a 400; null and `{}` elements
+    are unassigned (§2.5) and dropped, as at any depth of a resource."""
+    (a,) = await make_users(scim, 1)
+    single = await scim.post("/Groups", group_body("Single", members={"value": a}))
+    assert_scim_error(single, 400, "invalidValue")
+    created = await scim.post("/Groups", group_body("Holes", members=[None, {"value": a}, {}]))
+    assert created.status_code == 201, created.text
+    assert member_ids(created.json()) == {a}
+    path = f"/Groups/{created.json()['id']}"
+    assert_scim_error(
+        await scim.put(path, group_body("Holes", members={"value": a})), 400, "invalidValue"
+    )
+    emptied = await scim.put(path, group_body("Holes", members=[None]))
+    assert emptied.status_code == 200, emptied.text
+    assert "members" not in emptied.json()

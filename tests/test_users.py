@@ -93,7 +93,8 @@ async def test_a_null_extension_is_no_extension_listed_in_schemas_or_not(
     not be listed in `schemas` (§3), as `{}` need not; on PUT it is removed, as if absent."""
     for urn in (ENTERPRISE, CUSTOM):
         for schemas in ([USER], [USER, urn]):
-            for value in (None, {}):
+            nulls_only = {"department": None, "manager": {"value": None}}
+            for value in (None, {}, nulls_only, {"manager": {}}):
                 created = await scim.post("/Users", user_body(schemas=schemas, **{urn: value}))
                 assert created.status_code == 201, (urn, schemas, value, created.text)
                 assert urn not in created.json()

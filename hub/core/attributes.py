@@ -189,6 +189,8 @@ def canonicalise(
                 continue
             if value is None or value == {}:
                 continue  # no extension (RFC 7643 §2.5), whether `schemas` lists it or not
+            if lowered not in listed and _unassigned(_assigned(value)):
+                continue  # nothing but unassigned values ({"department": null}): none either
             if resource_type.extension(key) is None and lowered in listed:
                 _store(result, key, _custom_extension(key, value))
                 continue

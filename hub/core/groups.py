@@ -338,7 +338,11 @@ def _split_members(body: JSON) -> tuple[JSON, list[Member] | None]:
     if len(keys) > 1:
         raise InvalidValue(f"members is given twice: {', '.join(map(repr, keys))}")
     rest = {key: value for key, value in body.items() if key != keys[0]}
-    return rest, _member_ids(body[keys[0]])
+    members = body[keys[0]]
+    if members is not None and not isinstance(members, list):
+        raise InvalidValue(f"{keys[0]!r} is multi-valued and must be a list")
+    # Unassigned elements (null, {}) are dropped, as at any depth of a resource (RFC 7643 §2.5).
+    return rest, _member_ids([m for m in members or () if m is not None and m != {}])
 
 
 _INSERT = PreparedInsert(
