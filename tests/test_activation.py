@@ -7,6 +7,7 @@ Over real HTTP (SCIM, admin API, the activation page, the owner API) with a real
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -81,6 +82,18 @@ async def open_link(client: httpx.AsyncClient, token: str) -> httpx.Response:
         return page
     assert '<form method="post">' in page.text
     return await client.post(f"/activate/{token}", headers=SAME_ORIGIN)
+
+
+async def latest_message(
+    client: httpx.AsyncClient, admin: dict[str, str], ready: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    """The newest outbox message once `ready` says so (the sender works in the background)."""
+    for _ in range(200):
+        newest: dict[str, Any] = (await outbox_list(client, admin))["items"][0]
+        if ready(newest):
+            return newest
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"the newest message never got ready: {newest}")
 
 
 async def link_used(db_url: str) -> bool:
@@ -298,10 +311,7 @@ async def test_deprovisioning_cancels_a_pending_email_and_reactivation_queues_a_
     admin: dict[str, str],
 ) -> None:
     user_id = await provision(scim, make_user_body, "leaver@example.com")
-    for _ in range(200):  # SMTP is down: wait until the sender has tried and failed
-        if (await outbox_list(client, admin))["items"][0]["attempts"] >= 1:
-            break
-        await asyncio.sleep(0.02)
+    await latest_message(client, admin, lambda m: m["attempts"] >= 1)  # SMTP is down
     deactivate = {
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
         "Operations": [{"op": "replace", "path": "active", "value": False}],
@@ -344,10 +354,7 @@ async def test_an_invitation_follows_the_users_address(
     typo = await provision(
         scim, make_user_body, "typo-user", emails=[{"value": "tpyo@example.com", "primary": True}]
     )
-    for _ in range(200):  # SMTP is down: wait until the sender has tried and failed
-        if (await outbox_list(client, admin))["items"][0]["attempts"] >= 1:
-            break
-        await asyncio.sleep(0.02)
+    await latest_message(client, admin, lambda m: m["attempts"] >= 1)  # SMTP is down
     fixed = [{"value": "typo@example.com", "primary": True}]
     correct = {
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
@@ -356,12 +363,8 @@ async def test_an_invitation_follows_the_users_address(
     assert (await scim.patch(f"/Users/{typo}", correct)).status_code == 200
 
     nobody = await provision(scim, make_user_body, "no-address-user")
-    for _ in range(200):
-        items = (await outbox_list(client, admin))["items"]
-        if items[0]["status"] == "failed":
-            break
-        await asyncio.sleep(0.02)
-    assert (items[0]["user_id"], items[0]["last_error"]) == (nobody, "no email address")
+    failed = await latest_message(client, admin, lambda m: m["status"] == "failed")
+    assert (failed["user_id"], failed["last_error"]) == (nobody, "no email address")
     given = {
         **correct,
         "Operations": [

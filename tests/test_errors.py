@@ -347,6 +347,14 @@ async def test_method_not_allowed(
 # --------------------------------------------------------------------------- ETags
 
 
+#: A write of Alice (`alice`) by each method, for the precondition tests.
+WRITES: dict[str, Any] = {
+    "PUT": {"schemas": [USER_URN], "userName": "Alice@Example.com", "displayName": "New"},
+    "PATCH": patch_body({"op": "replace", "path": "displayName", "value": "New"}),
+    "DELETE": None,
+}
+
+
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE"])
 async def test_if_match_mismatch_is_412(
     scim: ScimClient, alice: httpx.Response, method: str, scim_error: ScimError
@@ -355,11 +363,7 @@ async def test_if_match_mismatch_is_412(
     assert etag, "a created resource carries an ETag (RFC 7644 §3.14)"
     assert alice.json()["meta"]["version"] == etag
     path = f"/Users/{alice.json()['id']}"
-    body = {
-        "PUT": {"schemas": [USER_URN], "userName": "Alice@Example.com", "displayName": "New"},
-        "PATCH": patch_body({"op": "replace", "path": "displayName", "value": "New"}),
-        "DELETE": None,
-    }[method]
+    body = WRITES[method]
     stale = 'W/"not-the-current-version"'
     response = await scim.request(method, path, body, headers={"If-Match": stale})
     scim_error(response, 412)
@@ -379,11 +383,7 @@ async def test_a_write_whose_if_none_match_matches_is_412(
     performed (412); one naming another version goes through."""
     etag = alice.headers["etag"]
     path = f"/Users/{alice.json()['id']}"
-    body = {
-        "PUT": {"schemas": [USER_URN], "userName": "Alice@Example.com", "displayName": "New"},
-        "PATCH": patch_body({"op": "replace", "path": "displayName", "value": "New"}),
-        "DELETE": None,
-    }[method]
+    body = WRITES[method]
     for condition in ({"If-None-Match": "*"}, {"If-None-Match": f'W/"0", {etag}'}):
         scim_error(await scim.request(method, path, body, headers=condition), 412)
         assert (await current(scim, alice)).json() == alice.json()

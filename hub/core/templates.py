@@ -374,19 +374,10 @@ def revert_fields(conn: Connection, where: ColumnElement[bool], names: Sequence[
     (`hub.core.cards`). An unmanaged profile field's placeholder goes back to empty and editable:
     one UPDATE, run only when such a field is dropped.
     """
-    profile = [name for name in names if name in PROFILE_FIELDS]
-    if profile:
-        conn.execute(
-            update(card_fields)
-            .where(
-                _fields_of(where),
-                card_fields.c.name.in_(profile),
-                card_fields.c.linked,
-                ~card_fields.c.managed,
-                card_fields.c.source == "template",
-            )
-            .values(value=None, source="manual", locked=False, linked=False)
-        )
+    when = (card_fields.c.linked, card_fields.c.source == "template")
+    _set_unmanaged(
+        conn, where, names, when, value=None, source="manual", locked=False, linked=False
+    )
 
 
 def adopt_fields(conn: Connection, where: ColumnElement[bool], names: Sequence[str]) -> None:
@@ -399,20 +390,31 @@ def adopt_fields(conn: Connection, where: ColumnElement[bool], names: Sequence[s
     that gains the field, turns the empty rows into it here (one UPDATE, only for such fields).
     A row holding a value (an admin or owner edit) keeps it.
     """
+    when = (
+        ~card_fields.c.linked,
+        ~card_fields.c.locked,
+        card_fields.c.source == "manual",
+        card_fields.c.value.is_(None),
+    )
+    _set_unmanaged(conn, where, names, when, source="template", locked=True, linked=True)
+
+
+def _set_unmanaged(
+    conn: Connection,
+    where: ColumnElement[bool],
+    names: Sequence[str],
+    when: Sequence[ColumnElement[bool]],
+    **values: Any,
+) -> None:
+    """Set `values` on the rows of profile fields `names` the IdP does not manage, `when` true."""
     profile = [name for name in names if name in PROFILE_FIELDS]
     if profile:
         conn.execute(
             update(card_fields)
             .where(
-                _fields_of(where),
-                card_fields.c.name.in_(profile),
-                ~card_fields.c.linked,
-                ~card_fields.c.managed,
-                ~card_fields.c.locked,
-                card_fields.c.source == "manual",
-                card_fields.c.value.is_(None),
+                _fields_of(where), card_fields.c.name.in_(profile), ~card_fields.c.managed, *when
             )
-            .values(source="template", locked=True, linked=True)
+            .values(**values)
         )
 
 
