@@ -417,6 +417,39 @@ async def test_a_custom_urn_in_other_letters_is_spelled_as_discovery_shows_it(
     assert made[SHARED.upper()] == {"site": "Q"}
 
 
+async def test_schemas_inside_an_extension_object_is_no_attribute_of_it(
+    scim: ScimClient,
+) -> None:
+    """scim2-models writes an extension object on its own with ``"schemas": [its URN]`` (the
+    value of a PATCH whose path is the URN; scim2-tester sends it). ``schemas`` is the
+    resource's list of URNs (RFC 7643 §3), no attribute of an extension: it was stored under
+    the extension and discovery described a custom one as having an attribute ``schemas``."""
+    user = (await scim.post("/Users", holding(CUSTOM, costCode="A"))).json()
+    path = f"/Users/{user['id']}"
+    for urn, value in ((CUSTOM, {"costCode": "B"}), (ENTERPRISE, {"department": "D"})):
+        whole = patch_op({"op": "add", "path": urn, "value": {"schemas": [urn], **value}})
+        patched = await scim.patch(path, whole)
+        assert patched.status_code == 200, patched.text
+        assert patched.json()[urn] == value
+        pathless = patch_op({"op": "replace", "value": {urn: {"Schemas": [urn], **value}}})
+        assert (await scim.patch(path, pathless)).json()[urn] == value
+    put = user_body(
+        user["userName"],
+        schemas=[USER, CUSTOM, ENTERPRISE],
+        **{CUSTOM: {"schemas": [CUSTOM], "costCode": "C"}},
+        **{ENTERPRISE: {"schemas": [ENTERPRISE], "department": "E"}},
+    )
+    replaced = await scim.put(path, put)
+    assert replaced.status_code == 200, replaced.text
+    stored = (await scim.get(path)).json()
+    assert (stored[CUSTOM], stored[ENTERPRISE]) == ({"costCode": "C"}, {"department": "E"})
+    created = await scim.post("/Users", holding(CUSTOM, schemas=[CUSTOM], level=1))
+    assert created.status_code == 201, created.text
+    assert created.json()[CUSTOM] == {"level": 1}
+    names = [a["name"] for a in (await described(scim))[CUSTOM]["attributes"]]
+    assert sorted(names) == ["costCode", "level"]
+
+
 # --------------------------------------------------------------------------- the hub's own schemas
 
 

@@ -345,7 +345,20 @@ def _custom_extension(urn: str, value: Any) -> dict[str, Any] | None:
         raise InvalidValue(f"extension {urn!r} must be a JSON object")
     assigned = _assigned(value)
     assert isinstance(assigned, dict)
+    for key in [key for key in assigned if is_extension_schemas(key)]:
+        del assigned[key]
     return assigned
+
+
+def is_extension_schemas(key: str) -> bool:
+    """Whether a key of an extension object is ``schemas``, which is no attribute of it.
+
+    ``schemas`` lists a resource's schema URNs (RFC 7643 §3); no extension defines an attribute
+    of that name. scim2-models writes an extension object on its own, as the value of a PATCH
+    whose path is the extension's URN, with ``"schemas": [its URN]`` in it: kept, it came back
+    under the extension and discovery described it as one of the extension's attributes.
+    """
+    return key.lower() == "schemas"
 
 
 def _assigned(value: Any) -> Any:
@@ -406,6 +419,8 @@ def _shape_of(owner: Attribute | Schema | ResourceType) -> _Shape:
         else _DROPPED
         for name, sub in found.items()
     }
+    if isinstance(owner, Schema):
+        shape["schemas"] = _DROPPED  # an extension object's, no attribute (`is_extension_schemas`)
     _SHAPES[id(owner)] = (owner, shape)
     return shape
 

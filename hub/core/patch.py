@@ -49,6 +49,7 @@ from hub.core.attributes import (
     canonical_value,
     describe_for,
     foreign_schema,
+    is_extension_schemas,
     json_copy,
     misplaced_schema,
 )
@@ -324,7 +325,8 @@ class _Patcher:
             if not isinstance(value, Mapping):
                 raise InvalidValue(f"{urn!r} must be a JSON object")
             for name, item in value.items():
-                _put_custom(op, holder, str(name), item)
+                if not is_extension_schemas(str(name)):
+                    _put_custom(op, holder, str(name), item)
         elif len(names) == 1:
             _put_custom(op, holder, names[0], value)
         else:
@@ -443,6 +445,8 @@ class _Patcher:
         if not isinstance(value, Mapping):
             raise InvalidValue(f"{target.extension.id!r} must be a JSON object")
         for key, item in value.items():
+            if is_extension_schemas(str(key)):
+                continue
             if target.extension.attribute(str(key)) is None:
                 holder = self.container(target, create=True)
                 assert holder is not None
