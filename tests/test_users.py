@@ -636,6 +636,28 @@ async def test_an_element_made_from_a_filter_reads_its_names_case_insensitively(
     assert_scim_error(await scim.patch(path, clash), 400, "noTarget")
 
 
+async def test_binary_values_are_kept_as_rfc_4648_writes_base64(scim: ScimClient) -> None:
+    """RFC 7643 §2.3.6: binary is base64 as RFC 4648 §4 writes it, padded and without line
+    breaks (§3.1, §3.2). Sent without padding or wrapped, a value is taken and kept in that
+    form: returned as sent, it made strict clients refuse the user and every page holding it."""
+    wrapped = "MIIDQzCCAqygAwIBAgICEAAwDQYJ\r\nKoZIhvcNAQEFBQAwTjELMAkGA1UEBhMCVVMx\n"
+    sent = [{"value": wrapped}, {"value": "QQ"}, {"value": "QUI="}]
+    kept = [
+        {"value": "MIIDQzCCAqygAwIBAgICEAAwDQYJKoZIhvcNAQEFBQAwTjELMAkGA1UEBhMCVVMx"},
+        {"value": "QQ=="},
+        {"value": "QUI="},
+    ]
+    made = await scim.post("/Users", user_body("certs", x509Certificates=sent))
+    assert made.status_code == 201, made.text
+    assert made.json()["x509Certificates"] == kept
+    path = f"/Users/{made.json()['id']}"
+    assert (await scim.get(path)).json()["x509Certificates"] == kept
+    add = ops({"op": "add", "path": "x509Certificates", "value": [{"value": "QUJD\nRA"}]})
+    patched = await scim.patch(path, add)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["x509Certificates"] == [*kept, {"value": "QUJDRA=="}]
+
+
 async def test_binary_values_must_be_base64(scim: ScimClient) -> None:
     """RFC 7643 §2.3.6: `x509Certificates.value` is base64 (line breaks and padding aside)."""
     good = "MIIDQzCCAqygAwIBAgICEAAwDQYJKoZIhvcNAQEFBQAwTjELMAkGA1UEBhMCVVMx\nEzARBgNVBAgMCkNh"

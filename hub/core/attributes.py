@@ -509,6 +509,8 @@ def _canonical_single(attribute: Attribute, value: Any, where: str) -> Any:
         return _canonical_object(value, _shape_of(attribute), where + ".")
     if not _SIMPLE_CHECKS.get(kind, _is_string)(value):
         raise InvalidValue(f"{where!r} must be a {kind}, got {type(value).__name__} {value!r}")
+    if kind == "binary":
+        return _base64_text(value)
     return value
 
 
@@ -521,12 +523,22 @@ def _is_base64(value: Any) -> bool:
     """RFC 7643 §2.3.6: binary is base64 (RFC 4648 §4); line breaks and missing padding pass."""
     if not isinstance(value, str):
         return False
-    text = "".join(value.split())
     try:
-        base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        base64.b64decode(_base64_text(value), validate=True)
     except (binascii.Error, ValueError):
         return False
     return True
+
+
+def _base64_text(value: str) -> str:
+    """`value` as RFC 4648 §4 writes base64: no line breaks (§3.1), padded (§3.2).
+
+    RFC 7643 §2.3.6 asks for that form. Taken as sent ("QQ", a certificate wrapped at 64
+    characters), a value came back in it, and strict clients (scim2-models) refused every
+    resource and page holding it.
+    """
+    text = "".join(value.split())
+    return text + "=" * (-len(text) % 4)
 
 
 #: RFC 7643 §2.3: does a JSON value have the attribute type's form?
