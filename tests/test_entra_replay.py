@@ -807,3 +807,35 @@ async def test_custom_extension_attributes_patched_into_existing_users(entra: Sc
         f"/Users/{fresh['id']}", patch({"op": "Add", "path": "urn:example:bogus:x", "value": 1})
     )
     assert_scim_error(response, 400, "invalidPath")
+
+
+async def test_extension_attributes_in_the_dot_notation(entra: ScimClient) -> None:
+    """[KNOWN-ISSUES] "SCIM 2.0 compliance issues and status": the ``customappsso`` job wrote
+    "extension attributes use dot "." notation before attribute names instead of colon ":"".
+
+    ``urn:…:enterprise:2.0:User.department`` names the Enterprise department, as a path and as a
+    path-less value's key; read as sent, the URN ended at ``2.0`` and a stray extension holding
+    ``{"User": {"department": …}}`` was stored instead.
+    """
+    custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+    uid = (await create(entra, entra_user()))["id"]
+    for operation, expected in (
+        ({"op": "Replace", "path": f"{ENTERPRISE}.department", "value": "Sales"}, "Sales"),
+        ({"op": "replace", "value": {f"{ENTERPRISE}.department": "Ops"}}, "Ops"),
+        ({"op": "Add", "path": f"{ENTERPRISE.lower()}.Department", "value": "R&D"}, "R&D"),
+    ):
+        response = await entra.patch(f"/Users/{uid}", patch(operation))
+        assert response.status_code == 200, response.text
+        assert response.json()["schemas"] == [USER, ENTERPRISE]
+        assert response.json()[ENTERPRISE] == {"department": expected}
+    both = {
+        f"{custom}.costCode": "CC-1",
+        f"{ENTERPRISE}:manager.value": uid,
+        f"{custom}:group.name": "Guides",
+    }
+    response = await entra.patch(f"/Users/{uid}", patch({"op": "replace", "value": both}))
+    assert response.status_code == 200, response.text
+    stored = (await entra.get(f"/Users/{uid}")).json()
+    assert stored["schemas"] == [USER, ENTERPRISE, custom]
+    assert stored[custom] == {"costCode": "CC-1", "group": {"name": "Guides"}}
+    assert stored[ENTERPRISE] == {"department": "R&D", "manager": {"value": uid}}

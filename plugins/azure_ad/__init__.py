@@ -133,15 +133,49 @@ def _fix_path(path: str) -> str:
     return _STRING_BOOLEAN_FILTER.sub(lambda m: f"{m[1]}{m[2]}{m[3].lower()}", path)
 
 
+#: The last name of a resource type's schema URN, lower-cased (``urn:…:2.0:User``).
+_RESOURCE_NAMES = frozenset({"user", "group"})
+_URN_INITIALS = ("u", "U")
+
+
+def _colon_after_urn(path: str) -> str:
+    """``urn:…:enterprise:2.0:User.department`` -> ``urn:…:enterprise:2.0:User:department``.
+
+    [KNOWN-ISSUES], "SCIM 2.0 compliance issues and status": the provisioning job that predates
+    the SCIM job (``customappsso``) wrote "extension attributes use dot "." notation before
+    attribute names instead of colon ":" notation". Read as RFC 7644 §3.10 reads the dot, the URN
+    would end at ``2.0`` and the attribute would be ``User`` with a ``department`` inside: a
+    stray extension stored in place of the department. Only a dot right after a URN's ``User``
+    or ``Group`` changes, so ``…:User:manager.value`` stays as sent. Returns `path` itself when
+    nothing changes.
+    """
+    if path[:1] not in _URN_INITIALS or path[:4].lower() != "urn:":
+        return path
+    head, _, last = path.rpartition(":")
+    name, dot, rest = last.partition(".")
+    if not dot or name.lower() not in _RESOURCE_NAMES:
+        return path
+    if head.rpartition(":")[2].lower() in _RESOURCE_NAMES:
+        return path  # ``…:2.0:User:group.x``: an attribute named group, in colon notation
+    return f"{head}:{name}:{rest}"
+
+
 def _fix_keys(value: Any) -> Any:
     """A path-less operation's value with `_fix_path` applied to each of its keys.
 
     With ``aadOptscim062020`` Entra sends several attributes in one path-less replace, each key a
-    path ([KNOWN-ISSUES]), so ``roles[primary eq "True"].display`` arrives as a key too.
+    path ([KNOWN-ISSUES]), so ``roles[primary eq "True"].display`` arrives as a key too, and an
+    extension attribute may arrive dotted (`_colon_after_urn`).
     """
-    if type(value) is not dict or not any('"' in key for key in value):
+    if type(value) is not dict or not any(
+        '"' in key or (key[:1] in _URN_INITIALS and _colon_after_urn(key) is not key)
+        for key in value
+    ):
         return value
-    return {_fix_path(key): item for key, item in value.items()}
+    return {
+        _colon_after_urn(_fix_path(key)) if key[:1] in _URN_INITIALS else _fix_path(key): item
+        for key, item in value.items()
+    }
 
 
 def _without_filter(path: str) -> str:
@@ -262,6 +296,8 @@ def _fix_operation(operation: Any, resource_type: str = "User") -> Any:
         if lowered == "op" and isinstance(value, str):
             fixed[key] = value.lower()
         elif lowered == "path" and isinstance(value, str):
+            if value[:1] in _URN_INITIALS:
+                value = _colon_after_urn(value)
             path = fixed[key] = _qualified(_fix_path(value), resource_type)
     for key, value in operation.items():
         if key.lower() != "value":
