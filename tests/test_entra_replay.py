@@ -376,11 +376,45 @@ async def test_the_tutorials_unquoted_filter_value(entra: ScimClient) -> None:
         response = await entra.get("/Users", params={"filter": text})
         assert response.status_code == 200, response.text
         assert [u["id"] for u in response.json()["Resources"]] == [user["id"]]
-    for refused in ("externalId eq jyoung and active eq true", "title gt tour guide"):
-        assert_scim_error(
-            await entra.get("/Users", params={"filter": refused}), 400, "invalidFilter"
-        )
+    assert_scim_error(
+        await entra.get("/Users", params={"filter": "title gt tour guide"}), 400, "invalidFilter"
+    )
     assert (await entra.get("/Users", params={"filter": "active eq true"})).status_code == 200
+
+
+async def test_the_tutorials_manager_query(entra: ScimClient) -> None:
+    """[TUTORIAL] Example 4: does this user have this manager? Bare values, bare ``manager``.
+
+    ``GET /Users?filter=id eq <id> and manager eq <manager id>&attributes=id`` answers the user
+    with its id alone when it has that manager, and zero results otherwise (it was a 400).
+    """
+    boss, other = [(await create(entra, entra_user()))["id"] for _ in range(2)]
+    body = entra_user()
+    body[ENTERPRISE] = {"manager": boss, "department": "Tour Operations"}
+    uid = (await create(entra, body))["id"]
+
+    async def found(text: str) -> list[dict[str, Any]]:
+        response = await entra.get("/Users", params={"filter": text, "attributes": "id"})
+        return assert_list(response, len(response.json().get("Resources", [])))
+
+    assert await found(f"id eq {uid} and manager eq {boss}") == [
+        {"schemas": [USER, ENTERPRISE], "id": uid}
+    ]
+    assert await found(f"id eq {uid} and manager eq {other}") == []
+    assert await found(f"id eq {uid} AND Manager eq {boss} and active eq true") != []
+    assert await found(f"department eq Tour and id eq {uid}") == []
+    # The group form: "querying groups by ID and by member" (the tutorial's requirements list).
+    group = await entra.post("/Groups", {"schemas": [GROUP], "displayName": "Tour guides"})
+    gid = group.json()["id"]
+    add = patch({"op": "Add", "path": "members", "value": [{"value": uid}]})
+    assert (await entra.patch(f"/Groups/{gid}", add)).status_code == 204
+    for member, expected in ((uid, [{"schemas": [GROUP], "id": gid}]), (boss, [])):
+        query = {"filter": f"id eq {gid} and members eq {member}", "attributes": "id"}
+        response = await entra.get("/Groups", params=query)
+        assert assert_list(response, len(expected)) == expected
+    assert [
+        u["id"] for u in await found(f"externalId eq {body['externalId']} and active eq true")
+    ] == [uid]
 
 
 async def test_the_tutorials_manager_path_without_its_urn(entra: ScimClient) -> None:

@@ -335,24 +335,54 @@ _BARE_COMPARISON = re.compile(
     re.IGNORECASE,
 )
 _NOT_STRINGS = re.compile(r"true|false|null|-?\d+(\.\d+)?([eE][+-]?\d+)?", re.IGNORECASE)
+_AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+
+
+def _quoted(match: re.Match[str], resource_type: str) -> str | None:
+    """One bare comparison in RFC form (string value quoted, Enterprise name qualified), or None.
+
+    None when the comparison is RFC form already. ``manager eq 2819c223-…`` compares the
+    manager's id: ``manager`` is complex (RFC 7643 §4.3), so the comparison is on its ``value``.
+    """
+    name, operator, value = match[1], match[2], match[3]
+    qualified = _qualified(name, resource_type)
+    if qualified is not name and name.lower() == "manager":
+        qualified += ".value"
+    if not _NOT_STRINGS.fullmatch(value):
+        value = f'"{value}"'
+    elif qualified is name:
+        return None
+    return f"{qualified} {operator} {value}"
 
 
 def normalise_query(query: dict[str, str], context: RequestContext) -> dict[str, str]:
     """``filter=externalId eq jyoung`` -> ``filter=externalId eq "jyoung"``.
 
     [TUTORIAL], "Handling provisioning and deprovisioning of users", Example 1 queries a user with
-    an unquoted value, which RFC 7644's grammar does not allow (a string is quoted). Only a filter
-    of one comparison whose value is neither a boolean, null nor a number is rewritten.
+    an unquoted value, which RFC 7644's grammar does not allow (a string is quoted); Example 4
+    asks whether a user has a given manager with ``filter=id eq 54D382A4-… and manager eq
+    2819c223-…&attributes=id``: bare values again, and the Enterprise ``manager`` named without
+    its URN. A filter with no quote at all, made of comparisons joined by ``and``, is rewritten:
+    each value that is neither a boolean, null nor a number is quoted, and an Enterprise
+    attribute's name is qualified as `_qualified` qualifies a PATCH path.
     """
     key = next((k for k in query if k.lower() == "filter"), None)
     text = query.get(key) if key is not None else None
     if not text or '"' in text:
         return query
-    match = _BARE_COMPARISON.fullmatch(text)
-    if match is None or _NOT_STRINGS.fullmatch(match[3]):
+    comparisons = []
+    changed = False
+    for part in _AND.split(text):
+        match = _BARE_COMPARISON.fullmatch(part)
+        if match is None:
+            return query
+        rewritten = _quoted(match, context.resource_type)
+        changed = changed or rewritten is not None
+        comparisons.append(part.strip() if rewritten is None else rewritten)
+    if not changed:
         return query
     assert key is not None
-    return {**query, key: f'{match[1]} {match[2]} "{match[3]}"'}
+    return {**query, key: " and ".join(comparisons)}
 
 
 @hookimpl
