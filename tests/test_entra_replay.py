@@ -286,6 +286,37 @@ async def test_single_valued_attribute_given_as_a_value_list(entra: ScimClient) 
     assert_scim_error(await entra.patch(f"/Users/{uid}", two), 400, "invalidValue")
 
 
+async def test_single_valued_attribute_given_an_empty_value_list(entra: ScimClient) -> None:
+    """The 2017 form's list holding no value: ``[]`` for a single-valued attribute is no value.
+
+    RFC 7643 §2.5 makes an empty array the same state as null, so the attribute is removed, as
+    ``"value": null`` removes it; it was a 400 ("must be a string, got list []"). A multi-valued
+    attribute's ``[]`` and a custom extension's list stay as the core reads them.
+    """
+    boss = (await create(entra, entra_user()))["id"]
+    body = entra_user(nickName="Babs", title="Guide", roles=[{"value": "admin"}])
+    body[ENTERPRISE] = {"manager": boss, "department": "Tours"}
+    uid = (await create(entra, body))["id"]
+    response = await entra.patch(
+        f"/Users/{uid}",
+        patch(
+            {"op": "Replace", "path": "nickName", "value": []},
+            {"op": "Add", "path": "title", "value": []},
+            {"op": "Replace", "path": f"{ENTERPRISE}:manager", "value": []},
+            {"op": "Replace", "path": "name.givenName", "value": []},
+            {"op": "Add", "path": "roles", "value": []},
+        ),
+    )
+    assert response.status_code == 200, response.text
+    user = response.json()
+    assert "nickName" not in user
+    assert "title" not in user
+    assert user[ENTERPRISE] == {"department": "Tours"}
+    assert user["name"] == {"formatted": "givenName familyName", "familyName": "familyName"}
+    assert user["roles"] == [{"value": "admin"}]
+    assert (await entra.get(f"/Users/{uid}")).json() == user
+
+
 async def test_value_filter_paths_create_the_element(entra: ScimClient) -> None:
     """[TUTORIAL] mapping: addresses/phones by type; Add/Replace on a missing element creates it."""
     uid = (await create(entra, entra_user()))["id"]

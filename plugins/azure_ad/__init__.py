@@ -244,17 +244,23 @@ def _unwrapped(path: str, value: Any) -> Any:
     The form Microsoft's own SCIM library read ([BYOA-22]: ``{"$ref": null, "value": "User X"}``),
     so a provisioning job still on the older PATCH behaviour (``AzureAdScimPatch2017``,
     [KNOWN-ISSUES]) may send it. No single-valued attribute takes a list, so reading the one
-    value out cannot change a valid request; two values stay an error.
+    value out cannot change a valid request; two values stay an error. The same list holding no
+    value, ``[]``, is no value: null, which RFC 7643 §2.5 makes the same state as an empty array.
     """
-    if type(value) is not list or len(value) != 1:
+    if type(value) is not list or len(value) > 1:
         return value
-    element = value[0]
-    if type(element) is not dict or "value" not in element or not element.keys() <= _WRAPPER_KEYS:
-        return value
+    if value:
+        element = value[0]
+        if type(element) is not dict or "value" not in element:
+            return value
+        if not element.keys() <= _WRAPPER_KEYS:
+            return value
     urn, _, attribute = path.rpartition(":")
     if (urn and urn.lower() not in _KNOWN_SCHEMAS) or "[" in attribute:
         return value
-    return element["value"] if attribute.split(".", 1)[0].lower() in _SINGLE_VALUED else value
+    if attribute.split(".", 1)[0].lower() not in _SINGLE_VALUED:
+        return value
+    return value[0]["value"] if value else None
 
 
 #: Enterprise User attributes (RFC 7643 §4.3): no core User attribute shares a name with one.
