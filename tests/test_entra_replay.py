@@ -399,6 +399,48 @@ async def test_enterprise_extension_and_bare_manager(entra: ScimClient) -> None:
         assert response.json()[ENTERPRISE]["manager"] == {"value": other}
 
 
+async def test_the_tutorials_enterprise_attributes_at_the_top_of_a_body(
+    entra: ScimClient,
+) -> None:
+    """[TUTORIAL] Example 2 creates a user with ``department`` and ``manager`` beside ``title``.
+
+    Both are Enterprise attributes (no core User attribute has their names), as Example 5's
+    ``"path": "manager"``: they land in the Enterprise extension, where the card's department
+    is read from; they were stored as stray core attributes. The extension's own values win.
+    """
+    boss = (await create(entra, entra_user()))["id"]
+    example = {
+        **entra_user(),
+        "addresses": None,
+        "displayName": "Joy Young",
+        "phoneNumbers": None,
+        "preferredLanguage": None,
+        "title": None,
+        "department": None,
+        "manager": None,
+    }
+    created = await create(entra, example)
+    assert ENTERPRISE not in created
+    assert "department" not in created
+    body = {**entra_user(), "title": "Guide", "department": "Tour Operations", "manager": boss}
+    body["schemas"] = [USER]
+    created = await create(entra, body)
+    assert created["schemas"] == [USER, ENTERPRISE]
+    assert created[ENTERPRISE] == {"department": "Tour Operations", "manager": {"value": boss}}
+    assert "department" not in created
+    assert "manager" not in created
+    uid = created["id"]
+    assert (await entra.get(f"/Users/{uid}")).json() == created
+    put = {**body, "EmployeeNumber": "701984", ENTERPRISE: {"department": "Sales"}}
+    response = await entra.put(f"/Users/{uid}", put)
+    assert response.status_code == 200, response.text
+    assert response.json()[ENTERPRISE] == {
+        "department": "Sales",
+        "manager": {"value": boss},
+        "employeeNumber": "701984",
+    }
+
+
 async def test_the_tutorials_unquoted_filter_value(entra: ScimClient) -> None:
     """[TUTORIAL] Example 1: ``GET /Users?filter=externalId eq jyoung`` (a bare word)."""
     body = {**entra_user(), "externalId": "jyoung"}

@@ -185,19 +185,41 @@ def _without_filter(path: str) -> str:
     return path.split("[", 1)[0] + path.rsplit("]", 1)[-1]
 
 
-def _fix_manager(body: JSONObject) -> JSONObject:
-    """Wrap a bare manager id as ``{"value": id}`` in a POST/PUT body.
+def _fix_enterprise(body: JSONObject) -> JSONObject:
+    """A POST/PUT body's Enterprise attributes nested under their URN, a bare manager id wrapped.
+
+    [TUTORIAL], "Handling provisioning and deprovisioning of users", Example 2 creates a user
+    with ``"department"`` and ``"manager"`` at the top of the body, next to the core attributes,
+    as Example 5 names ``manager`` in a PATCH path: no core User attribute has such a name
+    (`_qualified`), so they are moved into the Enterprise extension's object (what it holds
+    itself wins). Read as sent, they were stored as core attributes the card never reads.
 
     [TUTORIAL] maps ``manager`` to ``urn:…:enterprise:2.0:User:manager`` and sends the manager's
-    id; RFC 7643 §4.3 makes ``manager`` complex. (PATCH forms are handled by the core engine.)
+    bare id, wrapped here as ``{"value": id}``: RFC 7643 §4.3 makes ``manager`` complex. (PATCH
+    forms are handled by the core engine.)
     """
-    for key, extension in body.items():
-        if key.lower() == _ENTERPRISE_KEY and isinstance(extension, dict):
-            for name, value in extension.items():
-                if name.lower() == "manager" and isinstance(value, str):
-                    # An empty id is no manager (None: unassigned, RFC 7643 §2.5).
-                    body[key] = {**extension, name: {"value": value} if value else None}
-                    break
+    extension_key = None
+    names = None
+    for key in body:
+        lowered = key.lower()
+        if lowered == _ENTERPRISE_KEY:
+            extension_key = key
+        elif lowered in _ENTERPRISE_NAMES:
+            names = [key] if names is None else [*names, key]
+    if names is not None:
+        extension = body.get(extension_key) if extension_key is not None else {}
+        if isinstance(extension, dict):
+            extension_key = extension_key or ENTERPRISE
+            body[extension_key] = {**{name: body.pop(name) for name in names}, **extension}
+    if extension_key is None:
+        return body
+    extension = body[extension_key]
+    if isinstance(extension, dict):
+        for name, value in extension.items():
+            if name.lower() == "manager" and isinstance(value, str):
+                # An empty id is no manager (None: unassigned, RFC 7643 §2.5).
+                body[extension_key] = {**extension, name: {"value": value} if value else None}
+                break
     return body
 
 
@@ -331,8 +353,10 @@ def normalise(body: JSONObject, context: RequestContext) -> JSONObject:
     # MicrosoftDocs/azure-docs#65648: Entra sends a custom extension's object (the namespace of
     # an attribute the admin added to the mapping) without listing its URN in `schemas`, which
     # RFC 7643 §3 wants; listed here, as the okta dialect does, it is stored instead of refused.
-    fixed = with_extensions_listed(_fix_booleans(body))
-    return _fix_manager(fixed) if context.resource_type == "User" else fixed
+    fixed = _fix_booleans(body)
+    return with_extensions_listed(
+        _fix_enterprise(fixed) if context.resource_type == "User" else fixed
+    )
 
 
 #: One comparison whose value is a bare word: ``externalId eq jyoung``.
