@@ -946,3 +946,30 @@ async def test_extension_attributes_in_the_dot_notation(entra: ScimClient) -> No
     assert stored["schemas"] == [USER, ENTERPRISE, custom]
     assert stored[custom] == {"costCode": "CC-1", "group": {"name": "Guides"}}
     assert stored[ENTERPRISE] == {"department": "R&D", "manager": {"value": uid}}
+
+
+@pytest.mark.parametrize("idp", ["azure_ad", "any_scim", "generic_scim"])
+async def test_patch_bodys_structural_names_in_any_case(
+    client: httpx.AsyncClient, db_url: str, idp: str
+) -> None:
+    """[TUTORIAL] requirements: "Don't require a case-sensitive match on structural elements".
+
+    ``Schemas`` (RFC 7643 §2.1: attribute names are case-insensitive) and the PatchOp URN in
+    other letters were a 400 ("a PATCH body lists … in 'schemas'"), though ``Operations``,
+    ``op``, ``path`` and a POST's ``Schemas`` were already read in any case.
+    """
+    entra = ScimClient(client, (await create_workspace(db_url, "contoso", idp=idp)).token)
+    uid = (await create(entra, entra_user()))["id"]
+    gid = (await entra.post("/Groups", {"schemas": [GROUP], "displayName": "Guides"})).json()["id"]
+    operations = [{"op": "replace", "path": "displayName", "value": "Renamed"}]
+    for path in (f"/Users/{uid}", f"/Groups/{gid}"):
+        for body in (
+            {"Schemas": [PATCH_OP], "Operations": operations},
+            {"SCHEMAS": [PATCH_OP.upper()], "operations": operations},
+            {"schemas": ["urn:ietf:params:scim:api:messages:2.0:patchop"], "Operations": []},
+        ):
+            response = await entra.patch(path, body)
+            assert response.status_code == 200, response.text
+            assert response.json()["displayName"] == "Renamed"
+        for refused in ({"schemas": [USER], "Operations": operations}, {"Operations": operations}):
+            assert_scim_error(await entra.patch(path, refused), 400, "invalidValue")

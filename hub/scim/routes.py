@@ -682,9 +682,18 @@ def _write_preconditions(request: Request[Any, Any, Any]) -> Precondition:
     return write_preconditions(header(request, "if-match"), header(request, "if-none-match"))
 
 
+#: Microsoft's tutorial: "Don't require a case-sensitive match on structural elements in SCIM".
+_PATCH_OP_LOWER = PATCH_OP.lower()
+
+
 def _operations(body: JSON) -> list[Any]:
     schemas = body.get("schemas")
-    if not isinstance(schemas, list) or PATCH_OP not in schemas:
+    if schemas is None:  # attribute names are case-insensitive (RFC 7643 §2.1): "Schemas"
+        schemas = next((v for k, v in body.items() if k.lower() == "schemas"), None)
+    if not isinstance(schemas, list) or (
+        PATCH_OP not in schemas
+        and _PATCH_OP_LOWER not in (s.lower() for s in schemas if isinstance(s, str))
+    ):
         raise InvalidValue(f"a PATCH body lists {PATCH_OP} in 'schemas'")
     operations = next((v for k, v in body.items() if k.lower() == "operations"), None)
     # An empty list is a no-op, not an error (see `hub.core.patch`: Microsoft's SCIM Validator).
