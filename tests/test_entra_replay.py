@@ -291,7 +291,8 @@ async def test_single_valued_attribute_given_an_empty_value_list(entra: ScimClie
 
     RFC 7643 §2.5 makes an empty array the same state as null, so the attribute is removed, as
     ``"value": null`` removes it; it was a 400 ("must be a string, got list []"). A multi-valued
-    attribute's ``[]`` and a custom extension's list stay as the core reads them.
+    attribute's ``[]`` and a custom extension's list stay as the core reads them. The one-value
+    list ``[{"value": …}]`` is unwrapped after a value filter too (it was a 400 there).
     """
     boss = (await create(entra, entra_user()))["id"]
     body = entra_user(nickName="Babs", title="Guide", roles=[{"value": "admin"}])
@@ -315,6 +316,41 @@ async def test_single_valued_attribute_given_an_empty_value_list(entra: ScimClie
     assert user["name"] == {"formatted": "givenName familyName", "familyName": "familyName"}
     assert user["roles"] == [{"value": "admin"}]
     assert (await entra.get(f"/Users/{uid}")).json() == user
+    # The sub-attribute after a value filter is single-valued too.
+    response = await entra.patch(
+        f"/Users/{uid}",
+        patch(
+            {
+                "op": "Replace",
+                "path": 'emails[type eq "work"].value',
+                "value": [{"value": "w@x.io"}],
+            },
+            {
+                "op": "Add",
+                "path": 'phoneNumbers[type eq "mobile"].value',
+                "value": [{"value": "1"}],
+            },
+            {"op": "Add", "path": 'phoneNumbers[type eq "work"].value', "value": [{"value": "2"}]},
+            {"op": "Replace", "path": 'phoneNumbers[type eq "work"].value', "value": []},
+            {
+                "op": "Add",
+                "path": 'addresses[type eq "work"].locality',
+                "value": [{"value": "Oslo"}],
+            },
+            {
+                "op": "Replace",
+                "path": 'emails[type eq "work"].primary',
+                "value": [{"value": "True"}],
+            },
+        ),
+    )
+    assert response.status_code == 200, response.text
+    user = response.json()
+    assert user["emails"] == [{"primary": True, "type": "work", "value": "w@x.io"}]
+    assert user["phoneNumbers"] == [{"type": "mobile", "value": "1"}, {"type": "work"}]
+    assert user["addresses"] == [{"type": "work", "locality": "Oslo"}]
+    whole = patch({"op": "Add", "path": 'roles[value eq "admin"]', "value": [{"value": "x"}]})
+    assert (await entra.patch(f"/Users/{uid}", whole)).status_code == 400
 
 
 async def test_value_filter_paths_create_the_element(entra: ScimClient) -> None:

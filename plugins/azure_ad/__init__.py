@@ -263,6 +263,9 @@ _WRAPPER_KEYS = frozenset({"value", "$ref"})
 def _unwrapped(path: str, value: Any) -> Any:
     """``[{"value": "Babs"}]`` -> ``"Babs"`` when `path` names a single-valued attribute.
 
+    A single-valued attribute is one of `_SINGLE_VALUED`, or the sub-attribute after a value
+    filter (``emails[type eq "work"].value``).
+
     The form Microsoft's own SCIM library read ([BYOA-22]: ``{"$ref": null, "value": "User X"}``),
     so a provisioning job still on the older PATCH behaviour (``AzureAdScimPatch2017``,
     [KNOWN-ISSUES]) may send it. No single-valued attribute takes a list, so reading the one
@@ -278,9 +281,15 @@ def _unwrapped(path: str, value: Any) -> Any:
         if not element.keys() <= _WRAPPER_KEYS:
             return value
     urn, _, attribute = path.rpartition(":")
-    if (urn and urn.lower() not in _KNOWN_SCHEMAS) or "[" in attribute:
+    if urn and urn.lower() not in _KNOWN_SCHEMAS:
         return value
-    if attribute.split(".", 1)[0].lower() not in _SINGLE_VALUED:
+    if "[" in attribute:
+        # ``emails[type eq "work"].value``: every sub-attribute of the RFC's multi-valued
+        # attributes is single-valued, so the one after a value filter is too.
+        after = attribute.rpartition("]")[2]
+        if after[:1] != "." or "[" in after:
+            return value
+    elif attribute.split(".", 1)[0].lower() not in _SINGLE_VALUED:
         return value
     return value[0]["value"] if value else None
 
