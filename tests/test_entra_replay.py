@@ -467,6 +467,17 @@ async def test_the_tutorials_enterprise_attributes_at_the_top_of_a_body(
     assert "manager" not in created
     uid = created["id"]
     assert (await entra.get(f"/Users/{uid}")).json() == created
+    # A path-less PATCH value's keys, as Example 5's path: Enterprise attributes.
+    pathless = {"Department": "Ops", "manager": boss, "costCenter": "CC-9", "title": "Lead"}
+    response = await entra.patch(f"/Users/{uid}", patch({"op": "replace", "value": pathless}))
+    assert response.status_code == 200, response.text
+    assert response.json()[ENTERPRISE] == {
+        "department": "Ops",
+        "manager": {"value": boss},
+        "costCenter": "CC-9",
+    }
+    assert response.json()["title"] == "Lead"
+    assert "costCenter" not in response.json()
     put = {**body, "EmployeeNumber": "701984", ENTERPRISE: {"department": "Sales"}}
     response = await entra.put(f"/Users/{uid}", put)
     assert response.status_code == 200, response.text
@@ -475,6 +486,11 @@ async def test_the_tutorials_enterprise_attributes_at_the_top_of_a_body(
         "manager": {"value": boss},
         "employeeNumber": "701984",
     }
+    # Groups have no Enterprise attributes: a group's key is left as sent.
+    group = await entra.post("/Groups", {"schemas": [GROUP], "displayName": "Guides"})
+    renamed = patch({"op": "replace", "value": {"displayName": "Tour guides"}})
+    response = await entra.patch(f"/Groups/{group.json()['id']}", renamed)
+    assert response.json()["displayName"] == "Tour guides"
 
 
 async def test_the_tutorials_unquoted_filter_value(entra: ScimClient) -> None:

@@ -160,22 +160,45 @@ def _colon_after_urn(path: str) -> str:
     return f"{head}:{name}:{rest}"
 
 
-def _fix_keys(value: Any) -> Any:
+def _fix_keys(value: Any, resource_type: str = "User") -> Any:
     """A path-less operation's value with `_fix_path` applied to each of its keys.
 
     With ``aadOptscim062020`` Entra sends several attributes in one path-less replace, each key a
-    path ([KNOWN-ISSUES]), so ``roles[primary eq "True"].display`` arrives as a key too, and an
-    extension attribute may arrive dotted (`_colon_after_urn`).
+    path ([KNOWN-ISSUES]), so ``roles[primary eq "True"].display`` arrives as a key too, an
+    extension attribute may arrive dotted (`_colon_after_urn`), and an Enterprise attribute may
+    be named without its URN as a path may (`_qualified`; read as sent, ``{"department": …}``
+    was stored as a stray core attribute).
     """
-    if type(value) is not dict or not any(
-        '"' in key or (key[:1] in _URN_INITIALS and _colon_after_urn(key) is not key)
+    if type(value) is not dict:
+        return value
+    users = resource_type == "User"
+    if not any(
+        '"' in key
+        or (key[:1] in _URN_INITIALS and _colon_after_urn(key) is not key)
+        or (users and _names_enterprise(key))
         for key in value
     ):
         return value
-    return {
-        _colon_after_urn(_fix_path(key)) if key[:1] in _URN_INITIALS else _fix_path(key): item
-        for key, item in value.items()
-    }
+    return {_fixed_key(key, users): item for key, item in value.items()}
+
+
+def _fixed_key(key: str, users: bool) -> str:
+    fixed = _colon_after_urn(_fix_path(key)) if key[:1] in _URN_INITIALS else _fix_path(key)
+    return f"{ENTERPRISE}:{fixed}" if users and _names_enterprise(fixed) else fixed
+
+
+def _names_enterprise(key: str) -> bool:
+    """Does this key name an Enterprise attribute without its URN (``department``)?"""
+    known = _ENTERPRISE_KEYS.get(key)
+    if known is None:
+        known = re.split(r"[.\[]", key, maxsplit=1)[0].lower() in _ENTERPRISE_NAMES
+        if len(_ENTERPRISE_KEYS) < _KEYS_KEPT:
+            _ENTERPRISE_KEYS[key] = known
+    return known
+
+
+#: key -> does it name an Enterprise attribute without its URN (as `_BOOLEAN_KEYS`)
+_ENTERPRISE_KEYS: dict[str, bool] = {}
 
 
 def _without_filter(path: str) -> str:
@@ -346,7 +369,7 @@ def _fix_operation(operation: Any, resource_type: str = "User") -> Any:
         elif path is not None:
             fixed[key] = _fix_booleans(value)
         else:
-            fixed[key] = _fix_booleans(_fix_keys(value))
+            fixed[key] = _fix_booleans(_fix_keys(value, resource_type))
     return fixed
 
 
