@@ -397,6 +397,35 @@ async def test_root_search_sorted_by_an_attribute_both_types_have_interleaves_th
     assert by_creation == ["Bravo", "delta", "u3", "alpha", "Charlie", "echo"]
 
 
+async def test_root_search_filter_on_an_attribute_only_one_type_has(
+    scim: ScimClient, scim_error: Any
+) -> None:
+    """RFC 7644 §3.4.2.1: an attribute a resource type does not define has no value there.
+
+    `pr` and `eq` on it are false for that type's resources, so an `or` may still match them
+    through another attribute and a `not` matches them all; an attribute neither type defines
+    is still an error.
+    """
+    for name in ("alice", "bob"):
+        assert (await scim.post("/Users", user_body(name))).status_code == 201
+    for name in ("admins", "staff"):
+        assert (await scim.post("/Groups", group_body(name))).status_code == 201
+
+    async def names(flt: str, total: int) -> list[str]:
+        found = await _root_search_names(scim, total, "userName", filter=flt)
+        return sorted(found)
+
+    assert await names('userName eq "alice"', 1) == ["alice"]
+    assert await names('userName eq "alice" or displayName eq "admins"', 2) == ["admins", "alice"]
+    assert await names('not (userName eq "alice")', 3) == ["admins", "bob", "staff"]
+    assert await names('members pr or userName sw "b"', 1) == ["bob"]
+    assert await names('not (emails[type eq "work"]) and displayName eq "staff"', 1) == ["staff"]
+    assert await names('userName ne "bob" and not (members pr)', 3) == ["admins", "alice", "staff"]
+    for unknown in ('nope eq "x"', 'userName eq "a" or nope pr', 'emails[nope eq "x"]'):
+        refused = await scim.post("/.search", {"schemas": [SEARCH], "filter": unknown})
+        scim_error(refused, 400, "invalidFilter")
+
+
 async def test_members_named_with_the_group_schema_urn(scim: ScimClient) -> None:
     """RFC 7644 §3.10: `urn:…:core:2.0:Group:members` is `members`, in a path or a value key."""
     a = (await scim.post("/Users", user_body("urn-a"))).json()["id"]

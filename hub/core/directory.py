@@ -12,7 +12,7 @@ from hub.core import groups, users
 from hub.core.attributes import describe_for
 from hub.core.errors import InvalidFilter
 from hub.core.filtering import sort_key
-from hub.core.resources import JSON, ListQuery, Page
+from hub.core.resources import JSON, ListQuery, Page, filter_clause
 from hub.core.schema import GROUP_TYPE, USER_TYPE, ResourceType
 from hub.core.tokens import Caller
 
@@ -20,8 +20,10 @@ from hub.core.tokens import Caller
 def search_all(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Page:
     """Users then Groups matching `query`, paged as one list.
 
-    A filter naming an attribute only one of the types has simply matches nothing of the other
-    type; a filter that neither type can evaluate is an error. A `sortBy` only one type has
+    An attribute only one of the types has has no value in the other's resources (RFC 7644
+    §3.4.2.1): `userName eq "x" or displayName eq "y"` finds groups named "y", and
+    `not (userName eq "x")` every group; a filter naming an attribute neither type has, or
+    that neither type can evaluate, is an error. A `sortBy` only one type has
     leaves the other's resources without a value for it: they come after the sorted ones in
     ascending order and before them in descending order (RFC 7644 §3.4.2.3), in their own order.
     A `sortBy` both types have (`displayName`, `externalId`, `meta.created`…) interleaves them
@@ -32,6 +34,9 @@ def search_all(conn: Connection, caller: Caller, query: ListQuery, base: str) ->
         InvalidFilter: the filter or `sortBy` is invalid for both Users and Groups.
     """
     services: list[tuple[Any, ResourceType]] = [(users, USER_TYPE), (groups, GROUP_TYPE)]
+    if query.filter is not None:
+        _check_filter(conn, query, [resource_type for _, resource_type in services])
+        query = _with(query, across_types=True)
     counted: list[tuple[Any, int, ListQuery]] = []
     errors: list[InvalidFilter] = []
     for service, resource_type in services:
@@ -123,6 +128,23 @@ def _sort_value(resource: JSON, path: rules.AttrPath) -> tuple[int, str]:
     names = (path.name,) if path.sub is None else (path.name, path.sub)
     info = describe_for(USER_TYPE)(path.urn, names)
     return (0, holder if info is not None and info.case_exact else holder.lower())
+
+
+def _check_filter(conn: Connection, query: ListQuery, types: list[ResourceType]) -> None:
+    """Refuse a filter naming, in one place, an attribute none of `types` defines.
+
+    Raises:
+        InvalidFilter: the filter is invalid, or one of its comparisons or value filters names
+            an attribute no type has (the error is the first type's).
+    """
+    recorded: list[dict[rules.Filter, InvalidFilter]] = []
+    for resource_type in types:
+        unknown: dict[rules.Filter, InvalidFilter] = {}
+        filter_clause(query, resource_type, conn.dialect.name, unknown=unknown)
+        recorded.append(unknown)
+    for node, error in recorded[0].items():
+        if all(node in other for other in recorded[1:]):
+            raise error
 
 
 def _sorts_by(path: str, resource_type: ResourceType, conn: Connection) -> bool:

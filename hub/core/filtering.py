@@ -87,13 +87,24 @@ def _py_lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
-def compile_filter(flt: rules.Filter, resource_type: ResourceType, dialect: str) -> Predicate:
+def compile_filter(
+    flt: rules.Filter,
+    resource_type: ResourceType,
+    dialect: str,
+    *,
+    unknown: dict[rules.Filter, InvalidFilter] | None = None,
+) -> Predicate:
     """Compile a parsed filter to a WHERE clause over `users` or `groups`.
 
     Args:
         flt: the parsed filter (`rules.parse_filter`).
         resource_type: `USER_TYPE` (rows of `users`) or `GROUP_TYPE` (rows of `groups`).
         dialect: "sqlite" or "postgresql".
+        unknown: for a search across resource types (the root `/.search`): an attribute
+            `resource_type` does not define then has no value instead of being an error (RFC
+            7644 §3.4.2.1: `pr` and `eq` on it are false, `ne` true), and the error it would
+            have raised is recorded here under the filter's comparison or value filter (the
+            outermost) naming it, so the caller can refuse one no type defines.
 
     Returns:
         A boolean SQL expression true exactly for the rows `rules.evaluate` matches.
@@ -102,7 +113,8 @@ def compile_filter(flt: rules.Filter, resource_type: ResourceType, dialect: str)
         InvalidFilter: an unknown attribute, a comparison its type forbids (`gt` on a boolean),
             an unparseable dateTime, or an attribute the hub cannot filter on (`meta.location`).
     """
-    return _Compiler(resource_type, dialect).filter(flt, _root_scope(resource_type, dialect), None)
+    compiler = _Compiler(resource_type, dialect, unknown=unknown)
+    return compiler.filter(flt, _root_scope(resource_type, dialect), None)
 
 
 def sort_key(
@@ -148,14 +160,38 @@ def sort_key(
 # --------------------------------------------------------------------------- the compiler
 
 
+class _Unknown(InvalidFilter):
+    """The path names an attribute the resource type does not define."""
+
+
 class _Compiler:
-    def __init__(self, resource_type: ResourceType, dialect: str, what: str = "filter") -> None:
+    def __init__(
+        self,
+        resource_type: ResourceType,
+        dialect: str,
+        what: str = "filter",
+        unknown: dict[rules.Filter, InvalidFilter] | None = None,
+    ) -> None:
         if dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported dialect {dialect!r}")
         self.rt = resource_type
         self.dialect = dialect
         #: what the paths come from, as errors name it ("filter", "sortBy")
         self.what = what
+        #: see `compile_filter`; None: an unknown attribute is an error
+        self.unknown = unknown
+        #: the value filter being compiled, which an unknown attribute inside it is recorded as
+        self.outer: rules.ValuePath | None = None
+
+    def absent(self, flt: rules.Filter, error: _Unknown) -> Predicate:
+        """What `flt` is for a resource without its attribute, which its type does not define."""
+        if self.unknown is None:
+            raise error
+        self.unknown.setdefault(self.outer or flt, error)
+        if isinstance(flt, rules.Compare):
+            # As for an absent value of a defined attribute: `ne x` and `eq null` hold.
+            return true() if (flt.op == "ne") != (flt.value is None) else false()
+        return false()
 
     def info(self, attr: Attribute, value: rules.Value = None) -> AttrInfo:
         if attr.type == _SCHEMALESS:
@@ -183,12 +219,12 @@ class _Compiler:
             top = extension.attribute(path.name)
             keys = (extension.id,)
         if top is None:
-            raise InvalidFilter(f"unknown attribute {where!r} in {self.what}")
+            raise _Unknown(f"unknown attribute {where!r} in {self.what}")
         sub: Attribute | None = None
         if path.sub is not None:
             sub = top.sub(path.sub)
             if sub is None:
-                raise InvalidFilter(f"unknown attribute {where!r} in {self.what}")
+                raise _Unknown(f"unknown attribute {where!r} in {self.what}")
         return (*keys, top.name), top, sub
 
     def filter(self, flt: rules.Filter, scope: _Scope, parent: Attribute | None) -> Predicate:
@@ -200,26 +236,36 @@ class _Compiler:
             return _negate(self.filter(flt.operand, scope, parent))
         if isinstance(flt, rules.ValuePath):
             return self.value_path(flt, scope)
-        keys, top, sub = self.resolve(flt.path, parent)
+        try:
+            keys, top, sub = self.resolve(flt.path, parent)
+        except _Unknown as error:
+            return self.absent(flt, error)
         where = flt.path.dotted()
         if isinstance(flt, rules.Present):
             return self.present(scope, keys, top, sub, where)
         return self.compare(scope, keys, top, sub, flt, where)
 
     def value_path(self, flt: rules.ValuePath, scope: _Scope) -> Predicate:
-        keys, top, _ = self.resolve(flt.path, None)
+        try:
+            keys, top, _ = self.resolve(flt.path, None)
+        except _Unknown as error:
+            return self.absent(flt, error)
         if top.type != "complex":
             raise InvalidFilter(
                 f"'{flt.path.dotted()}' is not complex; a value filter '[…]' needs a complex "
                 "attribute"
             )
-        if top.multi_valued:
-            element, wrap = scope.elements(keys, flt.path.dotted())
-            return wrap(self.filter(flt.filter, element, top))
-        # The bracketed filter applies to a value of the attribute (RFC 7644 §3.4.2.2): without
-        # one nothing matches, even `ne`, as the evaluator decides for a document.
-        present = scope.target(keys, flt.path.dotted()).present()
-        return and_(present, self.filter(flt.filter, _PrefixScope(scope, keys), top))
+        self.outer = flt
+        try:
+            if top.multi_valued:
+                element, wrap = scope.elements(keys, flt.path.dotted())
+                return wrap(self.filter(flt.filter, element, top))
+            # The bracketed filter applies to a value of the attribute (RFC 7644 §3.4.2.2):
+            # without one nothing matches, even `ne`, as the evaluator decides for a document.
+            present = scope.target(keys, flt.path.dotted()).present()
+            return and_(present, self.filter(flt.filter, _PrefixScope(scope, keys), top))
+        finally:
+            self.outer = None
 
     def present(
         self,
@@ -306,7 +352,7 @@ def _schemaless(
     """
     urn = path.urn or ""
     if urn.lower() in _KNOWN_URNS or not _SCHEMALESS_URN.fullmatch(urn):
-        raise InvalidFilter(f"unknown attribute {path.dotted()!r} in {what}")
+        raise _Unknown(f"unknown attribute {path.dotted()!r} in {what}")
     top = Attribute(path.name, type=_SCHEMALESS)
     sub = None if path.sub is None else Attribute(path.sub, type=_SCHEMALESS)
     return (urn, path.name), top, sub

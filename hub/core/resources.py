@@ -35,6 +35,9 @@ class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
     #: True when the response shows each resource exactly as rendered here (no projection, no
     #: dialect rewrite): a page may then hold pre-encoded documents (`msgspec.Raw`).
     as_stored: bool = False
+    #: True in a search across resource types (the root `/.search`): an attribute the type
+    #: searched does not define has no value, as RFC 7644 §3.4.2.1 asks, instead of being an error.
+    across_types: bool = False
 
 
 class Page(msgspec.Struct, frozen=True):
@@ -128,9 +131,16 @@ def _weak_equal(a: str, b: str) -> bool:
 
 
 def filter_clause(
-    query: ListQuery, resource_type: ResourceType, dialect: str
+    query: ListQuery,
+    resource_type: ResourceType,
+    dialect: str,
+    *,
+    unknown: dict[rules.Filter, InvalidFilter] | None = None,
 ) -> ColumnElement[bool] | None:
     """Parse and compile the query's filter, if any.
+
+    `unknown` (or `query.across_types`, which records into a dictionary of its own) takes the
+    attributes `resource_type` does not define as having no value (`compile_filter`).
 
     Raises:
         InvalidFilter: the filter is malformed, too long, too deep, or names an unknown attribute.
@@ -145,7 +155,9 @@ def filter_clause(
         )
     except rules.FilterSyntaxError as exc:
         raise InvalidFilter(f"invalid filter: {exc}") from exc
-    return compile_filter(parsed, resource_type, dialect)
+    if unknown is None and query.across_types:
+        unknown = {}
+    return compile_filter(parsed, resource_type, dialect, unknown=unknown)
 
 
 def keyset(query: ListQuery, pk: Any) -> tuple[list[ColumnElement[bool]], list[Any]]:
