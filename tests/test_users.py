@@ -419,6 +419,31 @@ async def test_failed_patch_changes_nothing(scim: ScimClient) -> None:
     assert after == created
 
 
+async def test_a_patch_removing_a_required_attribute_is_a_mutability_error(
+    scim: ScimClient,
+) -> None:
+    """RFC 7644 §3.5.2.2: a required attribute removed or left unassigned is `mutability`."""
+    user = (await scim.post("/Users", user_body("required-user"))).json()
+    group = (await scim.post("/Groups", group_body("Required Group"))).json()
+    for path, name in (
+        (f"/Users/{user['id']}", "userName"),
+        (f"/Groups/{group['id']}", "displayName"),
+    ):
+        before = (await scim.get(path)).json()
+        for operation in (
+            {"op": "remove", "path": name},
+            {"op": "replace", "path": name, "value": None},
+            {"op": "replace", "value": {name: None}},
+        ):
+            refused = await scim.patch(path, ops(operation))
+            assert_scim_error(refused, 400, "mutability")
+        assert (await scim.get(path)).json() == before
+    blank = await scim.patch(
+        f"/Users/{user['id']}", ops({"op": "replace", "path": "userName", "value": " "})
+    )
+    assert_scim_error(blank, 400, "invalidValue")
+
+
 async def test_a_pathless_patch_may_send_back_the_users_own_id(scim: ScimClient) -> None:
     created = (await scim.post("/Users", full_user())).json()
     path = f"/Users/{created['id']}"

@@ -579,7 +579,9 @@ def bounded(name: str, value: str) -> str:
     return value
 
 
-def required_missing(doc: Mapping[str, Any], resource_type: ResourceType) -> None:
+def required_missing(
+    doc: Mapping[str, Any], resource_type: ResourceType, *, patched: bool = False
+) -> None:
     """Reject a resource whose required core attributes are missing or blank.
 
     RFC 7643 §4.1.1 (``userName``) and §4.2 (``displayName``) mark these ``required``.
@@ -587,14 +589,22 @@ def required_missing(doc: Mapping[str, Any], resource_type: ResourceType) -> Non
     Args:
         doc: a canonical document (see `canonicalise`).
         resource_type: its resource type.
+        patched: `doc` is the result of a PATCH: a required attribute it removed or left
+            unassigned is a ``mutability`` error (RFC 7644 §3.5.2.2).
 
     Raises:
+        Mutability: `patched`, and a required attribute is absent.
         InvalidValue: a required attribute is absent, not a string, or only whitespace.
     """
     for attribute in resource_type.schema.attributes:
         if not attribute.required:
             continue
         value = doc.get(attribute.name)
+        if value is None and patched:
+            raise Mutability(
+                f"{attribute.name!r} is required for a {resource_type.name}: a PATCH may "
+                "replace it but not remove it or leave it unassigned"
+            )
         if value is None or (isinstance(value, str) and not value.strip()):
             raise InvalidValue(f"{attribute.name!r} is required for a {resource_type.name}")
 

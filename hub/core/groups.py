@@ -598,7 +598,7 @@ def patch(
         )
         doc = canonicalise(patched, GROUP_TYPE, row.data)
         doc.pop("members", None)
-        required_missing(doc, GROUP_TYPE)
+        required_missing(doc, GROUP_TYPE, patched=True)
         if doc == row.data:
             doc = None  # Okta re-sends a pushed group's name, changed or not
     applied = [

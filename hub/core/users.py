@@ -1059,7 +1059,7 @@ def patch(
         described=partial(extensions.describes, conn, caller.workspace_pk, USER_TYPE),
     )
     doc, active = _split(canonicalise(patched, USER_TYPE, current), None)
-    required_missing(doc, USER_TYPE)
+    required_missing(doc, USER_TYPE, patched=True)
     return _save(conn, caller, row, doc, active, base, provisioning, "patch")
 
 
