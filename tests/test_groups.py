@@ -426,6 +426,36 @@ async def test_root_search_filter_on_an_attribute_only_one_type_has(
         scim_error(refused, 400, "invalidFilter")
 
 
+async def test_filter_on_schemas(scim: ScimClient) -> None:
+    """RFC 7644 §3.4.2.2's example `schemas eq "urn:…:enterprise:2.0:User"` selects by schema."""
+    enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+    core = "urn:ietf:params:scim:schemas:core:2.0:User"
+    extended = user_body("extended", **{enterprise: {"department": "Tours"}})
+    extended["schemas"] = [core, enterprise]
+    assert (await scim.post("/Users", extended)).status_code == 201
+    assert (await scim.post("/Users", user_body("plain"))).status_code == 201
+    assert (await scim.post("/Groups", group_body("team"))).status_code == 201
+
+    async def names(path: str, flt: str) -> list[str]:
+        response = await scim.get(path, params={"filter": flt})
+        assert response.status_code == 200, response.text
+        found = response.json()["Resources"]
+        return sorted(r.get("userName") or r["displayName"] for r in found)
+
+    assert await names("/Users", f'schemas eq "{enterprise}"') == ["extended"]
+    assert await names("/Users", f'schemas eq "{enterprise.upper()}"') == ["extended"]
+    assert await names("/Users", f'not (schemas eq "{enterprise}")') == ["plain"]
+    assert await names("/Users", 'schemas co "enterprise"') == ["extended"]
+    assert await names("/Users", f'schemas eq "{core}" and schemas pr') == ["extended", "plain"]
+    group_schema = "urn:ietf:params:scim:schemas:core:2.0:Group"
+    assert await names("/Groups", f'schemas eq "{group_schema}"') == ["team"]
+    by_type = await _root_search_names(scim, 1, "userName", filter=f'schemas eq "{group_schema}"')
+    assert by_type == ["team"]
+    unsorted = await scim.get("/Users", params={"sortBy": "schemas"})
+    assert_scim_error(unsorted, 400, "invalidFilter")
+    assert unsorted.json()["detail"] == "cannot sort by 'schemas'"
+
+
 async def test_members_named_with_the_group_schema_urn(scim: ScimClient) -> None:
     """RFC 7644 §3.10: `urn:…:core:2.0:Group:members` is `members`, in a path or a value key."""
     a = (await scim.post("/Users", user_body("urn-a"))).json()["id"]

@@ -140,6 +140,8 @@ def sort_key(
     scope = _root_scope(resource_type, dialect)
     keys, top, sub = compiler.resolve(parsed.attr, None)
     if top.multi_valued:
+        if top.type != "complex":  # `schemas`: a list of URNs gives no order
+            raise InvalidFilter(f"cannot sort by {path_text!r}")
         leaf = sub or top.sub("value")
         if leaf is None:
             raise InvalidFilter(f"cannot sort by {path_text!r}: name a sub-attribute")
@@ -211,6 +213,8 @@ class _Compiler:
             keys: tuple[str, ...] = ()
         elif path.urn is None or path.urn.lower() == self.rt.schema.id.lower():
             top = self.rt.attribute(path.name)
+            if top is None and path.name.lower() == "schemas":
+                top = _SCHEMAS
             keys = ()
         else:
             extension = self.rt.extension(path.urn)
@@ -276,7 +280,7 @@ class _Compiler:
         where: str,
     ) -> Predicate:
         if top.multi_valued:
-            element, wrap = scope.elements(keys, where)
+            element, wrap = _elements(scope, keys, top, where)
             if sub is None:
                 return wrap(element.whole_present())
             return wrap(element.target((sub.name,), where).present())
@@ -314,7 +318,7 @@ class _Compiler:
             return target.compare(op, flt.value, info)
 
         if top.multi_valued:
-            element, wrap = scope.elements(keys, where)
+            element, wrap = _elements(scope, keys, top, where)
             found = wrap(leaf_predicate(element.target(leaf_keys, where)))
         else:
             found = leaf_predicate(scope.target((*keys, *leaf_keys), where))
@@ -326,6 +330,25 @@ class _Compiler:
         # `ne x` is `not (eq x)` and `eq null` is "not present" (see rules.evaluate).
         negated = (flt.op == "ne") != (flt.value is None)
         return _negate(found) if negated else found
+
+
+#: `schemas` (RFC 7643 §3), which no schema lists but RFC 7644 §3.4.2.2 filters on (its example
+#: `schemas eq "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"`): a list of URNs,
+#: compared case-insensitively as the hub reads URNs (RFC 7643 §2.1).
+_SCHEMAS: Final = Attribute("schemas", multi_valued=True, mutability="readOnly")
+
+
+def _elements(
+    scope: _Scope, keys: tuple[str, ...], top: Attribute, where: str
+) -> tuple[_Scope, _Wrap]:
+    """The elements of the multi-valued attribute `top` at `keys`, and how to test any of them.
+
+    A list of simple values (`schemas`) is read from the document element by element, each
+    element the value compared; complex values and relations come from `scope`.
+    """
+    if top.type != "complex" and isinstance(scope, _RowScope):
+        return scope.data.any_elements(keys)
+    return scope.elements(keys, where)
 
 
 #: The type of an attribute of an extension the hub has no schema for (an IdP's custom extension,
