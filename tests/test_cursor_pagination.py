@@ -122,6 +122,21 @@ async def test_filter_username_eq_with_cursor(scim: ScimClient) -> None:
     assert "nextCursor" not in body
 
 
+async def test_filter_on_a_shared_email_with_cursor(scim: ScimClient) -> None:
+    """RFC 9865: an email `eq` filter's cursor pages reach every user holding the email."""
+    ids = []
+    for i in range(3):
+        body = user_body(f"shared-{i}", emails=[{"value": "Shared@example.com"}])
+        response = await scim.post("/Users", body)
+        assert response.status_code == 201, response.text
+        ids.append(response.json()["id"])
+    await _make_users(scim, 2)
+    for flt in ('emails.value eq "shared@example.com"', 'emails[value eq "SHARED@example.com"]'):
+        pages = await _walk(scim, "/Users", {"count": "2", "filter": flt})
+        assert [r["id"] for p in pages for r in p["Resources"]] == ids
+        assert [p["totalResults"] for p in pages] == [3, 3]
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -563,7 +563,13 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
     if wanted is not None and query.after is None:
         return _by_external_id(conn, caller, query, base, wanted[1])
     email = _pinned_email(query)
-    if email is not None and query.sort_by is None and query.start_index == 1 and not query.after:
+    # Index pages only: a cursor walk's first page (after == 0) must carry its nextCursor.
+    if (
+        email is not None
+        and query.sort_by is None
+        and query.start_index == 1
+        and query.after is None
+    ):
         page = _by_email(conn, caller, query, base, email)
         if page is not None:
             return page
