@@ -229,6 +229,34 @@ async def test_a_custom_attribute_holding_numbers_sorts_them_as_numbers(
     assert await order("descending") == ["h", "f", "g", "d", "b", "a", "e", "i", "c"]
 
 
+async def test_a_custom_attribute_compared_with_an_integer_beyond_64_bits(
+    scim: ScimClient,
+) -> None:
+    """A JSON number has no size limit (RFC 8259 §6): a filter comparing one answers 200.
+
+    `urn:…:big gt 1000000000000000000000000000000` answered 500 on both databases (the integer
+    overflowed SQLite's INTEGER and PostgreSQL's BIGINT bind).
+    """
+    urn = "urn:ietf:params:scim:schemas:extension:CustomExtension:2.0:User"
+    for user_name, big in (("a", 10**30), ("b", 5), ("c", -(10**30)), ("d", 2**63)):
+        body = {**user_body(f"{user_name}@x.org"), urn: {"big": big}}
+        body["schemas"] = [*body["schemas"], urn]
+        response = await scim.post("/Users", body)
+        assert response.status_code == 201, response.text
+
+    async def found(flt: str) -> list[str]:
+        response = await scim.get("/Users", params={"filter": f"{urn}:{flt}"})
+        assert response.status_code == 200, (flt, response.text)
+        return sorted(r["userName"].split("@")[0] for r in response.json()["Resources"])
+
+    assert await found("big eq 1000000000000000000000000000000") == ["a"]
+    assert await found("big ge 1000000000000000000000000000000") == ["a"]
+    assert await found("big lt -1000000000000000000000000000000") == []
+    assert await found("big gt -1000000000000000000000000000000") == ["a", "b", "d"]
+    assert await found("big ge 9223372036854775808") == ["a", "d"]
+    assert await found("big lt 9223372036854775808") == ["b", "c"]
+
+
 async def test_filter_with_no_match_is_an_empty_list_response(scim: ScimClient) -> None:
     response = await scim.get("/Users", params={"filter": 'userName eq "nobody@example.com"'})
     assert response.status_code == 200

@@ -438,6 +438,22 @@ def _lower_value(value: str, dialect: str) -> str | ColumnElement[Any]:
     return _lower(literal(value, String), dialect)
 
 
+#: The integers SQLite binds, and the BIGINT a Python int is bound as on PostgreSQL.
+_INT64: Final = range(-(2**63), 2**63)
+
+
+def _number_value(value: rules.Value, sqlite: bool) -> rules.Value | ColumnElement[Any]:
+    """A filter's number bound as the database can take it; JSON numbers have no size limit.
+
+    An integer beyond 64 bits overflows SQLite's INTEGER and PostgreSQL's BIGINT (the request
+    answered 500). SQLite reads a stored one as the REAL `json_extract` gives, so it is compared
+    as that REAL; PostgreSQL compares it exactly, as NUMERIC. Other numbers are bound as they are.
+    """
+    if type(value) is not int or value in _INT64:
+        return value
+    return float(value) if sqlite else literal(value, Numeric())
+
+
 def contains_folded(expr: ColumnElement[Any], text: str, dialect: str) -> Predicate:
     """Whether a text expression contains `text`, case-insensitively, as filters' `co` tests it.
 
@@ -654,12 +670,13 @@ class _Json:
                 is_number = jtype == "number"
                 # CASE keeps PostgreSQL from casting a non-number (evaluation order is free).
                 number = cast(case((is_number, self._text())), type_=Numeric())
+            bound = _number_value(value, sqlite)
             test = {
-                "eq": number == value,
-                "gt": number > value,
-                "ge": number >= value,
-                "lt": number < value,
-                "le": number <= value,
+                "eq": number == bound,
+                "gt": number > bound,
+                "ge": number >= bound,
+                "lt": number < bound,
+                "le": number <= bound,
             }[op]
             return and_(is_number, test)
         raise InvalidFilter(f"filtering on the {kind} attribute '{self.where}' is not supported")
