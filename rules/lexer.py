@@ -66,6 +66,7 @@ def tokenize(text: str) -> list[Token]:
                     raise FilterSyntaxError(
                         f"invalid string: {exc.msg.lower()}", i + exc.pos, text
                     ) from None
+                _check_escaped(value, i, text)
             else:
                 value = raw[1:-1]
             append(Token(STRING, value, i))
@@ -78,6 +79,27 @@ def tokenize(text: str) -> list[Token]:
             append(Token(WORD, text[start:i], start))
     append(Token(END, "", n))
     return tokens
+
+
+def _check_escaped(value: str, position: int, text: str) -> None:
+    r"""Refuse what only an escape can put in a string: U+0000 and a lone UTF-16 surrogate.
+
+    No stored value holds either (a JSON body with one is refused), and neither can be bound
+    to a database: PostgreSQL text holds no NUL, and a lone surrogate (``\ud800``) is no
+    character UTF-8 can encode. Comparing with one answered 500, or stored it through a PATCH
+    path's value filter.
+    """
+    if "\x00" in value:
+        raise FilterSyntaxError("invalid string: U+0000 (NUL) is not allowed", position, text)
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise FilterSyntaxError(
+                "invalid string: a lone UTF-16 surrogate escape is not a character",
+                position,
+                text,
+            ) from None
 
 
 def _string_end(text: str, start: int) -> int:

@@ -529,6 +529,36 @@ async def test_nul_characters_are_refused_the_same_on_every_database(
         scim_error(response, 400, "invalidValue")
 
 
+async def test_a_filter_string_escaping_nul_or_a_lone_surrogate_is_refused(
+    scim: ScimClient, scim_error: ScimError
+) -> None:
+    # A filter's string may spell U+0000 or half a surrogate pair as an escape (the raw forms
+    # are refused with the body or the query). Compared with a column, the value answered 500
+    # (PostgreSQL text holds no NUL; UTF-8 cannot encode a lone surrogate); as a PATCH path's
+    # value filter matching nothing, it made an element holding it: SQLite stored the NUL.
+    user = await scim.post("/Users", {"schemas": [USER_URN], "userName": "esc@example.com"})
+    group = await scim.post("/Groups", {"schemas": [GROUP_URN], "displayName": "Esc"})
+    assert user.status_code == group.status_code == 201, (user.text, group.text)
+    user_path, group_path = f"/Users/{user.json()['id']}", f"/Groups/{group.json()['id']}"
+    before = (await scim.get(user_path)).json()
+    for escape in ("\\u0000", "\\ud800", "\\udc00x"):
+        expression = f'userName eq "a{escape}"'
+        scim_error(await scim.get("/Users", params={"filter": expression}), 400, "invalidFilter")
+        searched = await scim.post("/.search", {"filter": f'emails.value co "{escape}"'})
+        scim_error(searched, 400, "invalidFilter")
+        add = {"op": "add", "path": f'emails[value eq "{escape}"].type', "value": "work"}
+        patched = await scim.patch(user_path, {"schemas": [PATCH_URN], "Operations": [add]})
+        scim_error(patched, 400, "invalidPath")
+        remove = {"op": "remove", "path": f'members[value eq "{escape}"]'}
+        patched = await scim.patch(group_path, {"schemas": [PATCH_URN], "Operations": [remove]})
+        scim_error(patched, 400, "invalidPath")
+    assert (await scim.get(user_path)).json() == before
+    # A whole surrogate pair is a character like any other.
+    found = await scim.get("/Users", params={"filter": 'userName eq "\\ud83d\\ude00"'})
+    assert found.status_code == 200, found.text
+    assert found.json()["totalResults"] == 0
+
+
 @pytest.mark.parametrize("resource", ["Users", "Groups"])
 async def test_a_nul_in_a_resource_id_is_not_found_after_authentication(
     scim: ScimClient, client: httpx.AsyncClient, resource: str
