@@ -306,6 +306,43 @@ async def test_too_many_members_in_one_group_patch_are_refused_and_change_nothin
     assert len((await scim.get(f"/Groups/{group_id}")).json()["members"]) == MAX_MEMBERS + 1
 
 
+async def test_a_members_replace_counts_the_members_who_join_or_leave(
+    scim: ScimClient, db_url: str, user_ids: list[str], group_id: str
+) -> None:
+    # Okta's "full push of the membership" is a replace listing every member of the group: one
+    # larger than the limit was refused ("at most 4 members may change") though a PUT of the
+    # same members passes and nothing, or little, changes.
+    six = [{"value": uid} for uid in user_ids[:6]]
+    path = f"/Groups/{group_id}"
+    put = await scim.put(path, group_body("Limits", members=six))
+    assert put.status_code == 200, put.text
+    version = put.headers["ETag"]
+    same = await scim.patch(path, ops({"op": "replace", "path": "members", "value": six}))
+    assert same.status_code == 204, same.text
+    assert same.headers["ETag"] == version
+    shifted = [{"value": uid} for uid in user_ids[1:7]]  # user 0 leaves, user 6 joins
+    for body in (
+        ops({"op": "replace", "path": "members", "value": shifted}),
+        ops({"op": "replace", "value": {"displayName": "Limits", "members": six}}),
+    ):
+        response = await scim.patch(path, body)
+        assert response.status_code in (200, 204), response.text
+    members = (await scim.get(path)).json()["members"]
+    assert {m["value"] for m in members} == set(user_ids[:6])
+    async with Unchanged(db_url):
+        one = [{"value": user_ids[6]}]  # 6 leave, 1 joins
+        # The adds list 3 of the limit's 4; then 2 leave.
+        adds = {"op": "add", "path": "members", "value": [{"value": u} for u in user_ids[:2]] + one}
+        fewer = [{"value": uid} for uid in user_ids[2:7]]
+        for body in (
+            ops({"op": "replace", "path": "members", "value": one}),
+            ops(adds, {"op": "replace", "path": "members", "value": fewer}),
+        ):
+            response = await scim.patch(path, body)
+            detail = assert_scim_error(response, 400, "invalidValue")["detail"]
+            assert f"at most {MAX_MEMBERS} members" in detail, detail
+
+
 async def test_keys_longer_than_the_hub_keeps_are_invalid_value_and_change_nothing(
     scim: ScimClient, db_url: str, user_ids: list[str], group_id: str
 ) -> None:

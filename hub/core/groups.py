@@ -279,18 +279,32 @@ _REDISPLAY = Prepared(
 _REMOVE_CHUNK = 500
 
 
+def _too_many_members(limit: int) -> InvalidValue:
+    return InvalidValue(f"at most {limit} members may change in one PATCH request")
+
+
 def _replace_members(
-    conn: Connection, group_pk: int, members: Sequence[tuple[int, str | None]]
+    conn: Connection,
+    group_pk: int,
+    members: Sequence[tuple[int, str | None]],
+    max_changes: int | None = None,
+    changed_elsewhere: int = 0,
 ) -> bool:
     """Make `members` (user pk, display) the group's members; say whether anything changed.
 
     Only the users who join or leave get a new version: one who stays has the same `groups`,
     and a new ETag would cost an IdP that sends `If-Match` a needless 412.
+
+    Raises:
+        InvalidValue: more than `max_changes` users would join or leave, with the
+            `changed_elsewhere` of the same request (nothing is written).
     """
     current = _memberships_of(conn, group_pk)
     wanted = dict(members)
     gone = [pk for pk in current if pk not in wanted]
     joining = [(pk, display) for pk, display in wanted.items() if pk not in current]
+    if max_changes is not None and changed_elsewhere + len(gone) + len(joining) > max_changes:
+        raise _too_many_members(max_changes)
     redisplayed = [
         {"b_group": group_pk, "b_user": pk, "b_display": display}
         for pk, display in wanted.items()
@@ -585,8 +599,12 @@ def patch(
     member_ops: list[tuple[str, list[Member] | None]] = []
     for operation in operations:
         other_ops.extend(_split_operation(operation, member_ops))
-    if sum(len(ids or ()) for _, ids in member_ops) > max_members:
-        raise InvalidValue(f"at most {max_members} members may change in one PATCH request")
+    # An add or a remove changes at most the members it lists. A replace lists the whole group
+    # (Okta's "full push of the membership"), however few of them change: it counts the users
+    # who join or leave, as a PUT of the group is not limited by its size either.
+    listed = sum(len(ids or ()) for op, ids in member_ops if op != "replace")
+    if listed > max_members:
+        raise _too_many_members(max_members)
     doc: JSON | None = None
     if other_ops:
         patched = apply_patch(
@@ -604,7 +622,8 @@ def patch(
     applied = [
         change
         for op, members in member_ops
-        if (change := _apply_member_op(conn, caller, row.pk, op, members)) is not None
+        if (change := _apply_member_op(conn, caller, row.pk, op, members, (max_members, listed)))
+        is not None
     ]
     # Adding a member twice, removing a non-member or setting a value the group has changes
     # nothing: no new version, no audit row (IdPs re-send what they believe is there).
@@ -619,7 +638,12 @@ def patch(
 
 
 def _apply_member_op(
-    conn: Connection, caller: Caller, group_pk: int, op: str, members: list[Member] | None
+    conn: Connection,
+    caller: Caller,
+    group_pk: int,
+    op: str,
+    members: list[Member] | None,
+    limit: tuple[int, int],
 ) -> tuple[str, list[Member] | None] | None:
     """Apply one membership operation; return it as it changed the group, None: no change.
 
@@ -627,7 +651,9 @@ def _apply_member_op(
     every member); a replace is a change unless the group already has exactly those members.
 
     Raises:
-        InvalidValue: an add or replace names a user the workspace does not have.
+        InvalidValue: an add or replace names a user the workspace does not have, or a replace
+            would make more users join or leave than `limit` (the most a request may change,
+            the members its adds and removes list) leaves it.
     """
     if op == "remove":
         if members is None:
@@ -643,7 +669,8 @@ def _apply_member_op(
     resolved = _user_pks(conn, caller, members or [])
     if op == "replace":
         # IdPs re-send the whole list, changed or not.
-        return (op, members) if _replace_members(conn, group_pk, resolved) else None
+        changed = _replace_members(conn, group_pk, resolved, *limit)
+        return (op, members) if changed else None
     present = _present(conn, group_pk, [pk for pk, _ in resolved])
     # `_user_pks` answers in the order of the distinct ids.
     new = [
