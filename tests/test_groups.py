@@ -426,6 +426,37 @@ async def test_root_search_filter_on_an_attribute_only_one_type_has(
         scim_error(refused, 400, "invalidFilter")
 
 
+async def test_root_query_is_the_get_form_of_the_root_search(
+    scim: ScimClient, scim_error: Any
+) -> None:
+    """RFC 7644 §3.4.2: a GET at the base URI queries every resource type, as `/.search` does."""
+    for name in ("alice", "bob"):
+        assert (await scim.post("/Users", user_body(name))).status_code == 201
+    assert (await scim.post("/Groups", group_body("admins"))).status_code == 201
+
+    async def page(**params: str) -> Any:
+        response = await scim.get("", params=params)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("application/scim+json")
+        return response.json()
+
+    every = await page(sortBy="meta.created")
+    assert every["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:ListResponse"]
+    assert every["totalResults"] == 3
+    assert [r.get("userName") or r["displayName"] for r in every["Resources"]] == [
+        "alice",
+        "bob",
+        "admins",
+    ]
+    found = await page(filter='userName eq "bob" or displayName eq "admins"', attributes="id")
+    assert found["totalResults"] == 2
+    assert all(set(r) <= {"id", "schemas", "meta"} for r in found["Resources"])
+    second = await page(sortBy="meta.created", startIndex="2", count="1")
+    assert [r["userName"] for r in second["Resources"]] == ["bob"]
+    scim_error(await scim.get("", params={"filter": 'nope eq "x"'}), 400, "invalidFilter")
+    scim_error(await scim.get("", params={"cursor": ""}), 400, "invalidCursor")
+
+
 async def test_filter_on_schemas(scim: ScimClient) -> None:
     """RFC 7644 §3.4.2.2's example `schemas eq "urn:…:enterprise:2.0:User"` selects by schema."""
     enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"

@@ -885,10 +885,31 @@ async def schema(request: Request[Any, Any, Any]) -> Response[bytes]:
 @post("/scim/v2/.search", name="root-search", status_code=200, **_OPTS)
 async def root_search(request: Request[Any, Any, Any]) -> Response[bytes]:
     """RFC 7644 §3.4.3: search Users and Groups at once."""
+    return await _search_all(request, lambda: _search_request(request))
+
+
+@get("/scim/v2", name="root-query", **_OPTS)
+async def root_query(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """RFC 7644 §3.4.2: query Users and Groups at once, at the base URI, from the query string.
+
+    The GET form of the root `/.search` (scim2-client's `query()` without a resource type).
+    """
+
+    async def values() -> JSON:
+        check_accept(request)
+        return dict(query_values(request))
+
+    return await _search_all(request, values)
+
+
+async def _search_all(
+    request: Request[Any, Any, Any], values: Callable[[], Awaitable[JSON]]
+) -> Response[bytes]:
+    """A list of Users then Groups matching the parameters `values` reads."""
     hub = _hub(request)
 
     async def parse() -> ListParams:
-        return list_params(await _search_request(request), hub.settings, "members")
+        return list_params(await values(), hub.settings, "members")
 
     parsed, problem = await _parse(parse)
 
@@ -957,6 +978,7 @@ def scim_routes() -> list[HTTPRouteHandler]:
         schemas,
         schema,
         root_search,
+        root_query,
         bulk,
         me,
     ]
