@@ -87,8 +87,10 @@ def conformance_results(
     """scim2-tester's results against the live server, through a connector of each dialect.
 
     Each run starts with a user and a group holding custom extension attributes, as Entra ID and
-    Okta send them: every list and search then returns resources a strict client can read only
-    if discovery describes those extensions.
+    Okta send them, and a user holding attributes the hub's own schemas do not define (an Okta
+    app's custom attributes in the core User namespace, unknown keys in `name` and in the
+    Enterprise User extension): every list and search then returns resources a strict client
+    can read only if discovery describes them.
     """
     with httpx.Client(
         base_url=live_server.tenant_url,
@@ -101,6 +103,7 @@ def conformance_results(
 
 CUSTOM_USER = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
 CUSTOM_GROUP = "urn:example:params:scim:schemas:extension:acme:2.0:Group"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 
 def _hold_custom_extensions(http: httpx.Client, idp: str) -> None:
@@ -113,6 +116,17 @@ def _hold_custom_extensions(http: httpx.Client, idp: str) -> None:
         },
     )
     assert user.status_code == 201, user.text
+    undefined = http.post(
+        "/Users",
+        json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
+            "userName": f"undefined-{idp}@example.com",
+            "costCode": "CC-2",
+            "name": {"givenName": "Ada", "middleName2": "B."},
+            ENTERPRISE: {"costCentre": "CC-3", "manager": {"value": "m-1", "direct": True}},
+        },
+    )
+    assert undefined.status_code == 201, undefined.text
     group = http.post(
         "/Groups",
         json={

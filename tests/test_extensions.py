@@ -18,6 +18,7 @@ from scim2_models import ListResponse, SearchRequest, User
 from sqlalchemy import Connection, insert, update
 
 from hub.core import extensions
+from hub.core import schema as schema_definitions
 from hub.core.database import open_database
 from hub.core.models import extension_attributes, groups, users
 from hub.core.tenants import InitResult, require_workspace
@@ -587,14 +588,16 @@ async def test_a_description_of_a_hub_schema_recorded_earlier_is_not_shown(
     scim: ScimClient, db_url: str, tenant: InitResult
 ) -> None:
     """Before the hub refused them, a Group holding the Enterprise User extension had it
-    described as a custom Group extension; discovery leaves such records out."""
+    described as a custom Group extension; discovery leaves such records out. A record naming
+    an attribute a hub schema defines changes nothing of it (`test_undescribed` covers the
+    attributes it does not define, which are shown)."""
 
     def record_misplaced(conn: Connection) -> None:
         ws = require_workspace(conn, tenant.workspace)
         rows = (
             ("Group", ENTERPRISE, "department"),
             ("Group", USER, "title"),
-            ("User", ENTERPRISE, "badge"),
+            ("User", ENTERPRISE, "DEPARTMENT"),
             ("User", GROUP, "displayName"),
         )
         conn.execute(
@@ -609,7 +612,7 @@ async def test_a_description_of_a_hub_schema_recorded_earlier_is_not_shown(
                     "urn": urn,
                     "name": name,
                     "sub": "",
-                    "type": "string",
+                    "type": "integer",
                     "multi_valued": False,
                 }
                 for rt, urn, name in rows
@@ -623,7 +626,11 @@ async def test_a_description_of_a_hub_schema_recorded_earlier_is_not_shown(
         await db.close()
     await discovery_is_intact(scim)
     enterprise = (await scim.get(f"/Schemas/{ENTERPRISE}")).json()
-    assert "badge" not in {a["name"] for a in enterprise["attributes"]}
+    shown = [a for a in enterprise["attributes"] if a["name"].lower() == "department"]
+    assert [(a["name"], a["type"]) for a in shown] == [("department", "string")]
+    for urn, schema in ((GROUP, schema_definitions.GROUP), (USER, schema_definitions.USER)):
+        shown = (await scim.get(f"/Schemas/{urn}")).json()["attributes"]
+        assert shown == schema.to_scim("")["attributes"]
     group = (await scim.post("/Groups", group_body())).json()
     add = patch_op({"op": "add", "path": f"{ENTERPRISE}:department", "value": "x"})
     refused(await scim.patch(f"/Groups/{group['id']}", add), "invalidPath", "not of Groups")

@@ -132,6 +132,7 @@ def canonicalise(
     body: Mapping[str, Any],
     resource_type: ResourceType,
     stored: Mapping[str, Any] | None = None,
+    unknown: list[str] | None = None,
 ) -> dict[str, Any]:
     """Validate an inbound resource and spell every known attribute name canonically.
 
@@ -158,6 +159,11 @@ def canonicalise(
             attribute `body` holds exactly as stored, under its canonical name, is canonical
             already and is taken as it is, not copied (a PATCH touches one or two of a user's
             attributes; checking every other one again was most of its cost).
+        unknown: if given, receives the key of each top-level member of the result that is,
+            or holds, an attribute the type's schemas do not define: an unknown top-level
+            attribute, a complex attribute or the Enterprise User extension holding an unknown
+            sub-attribute (`extensions.record` describes them). Noted where the names are
+            looked up anyway; a member taken as stored (see `stored`) is not looked into.
 
     Returns:
         A new dict in canonical form.
@@ -198,11 +204,13 @@ def canonicalise(
             if key == extension.id and _unchanged(key, value, stored):
                 _store(result, key, value)
             else:
-                _store(result, extension.id, _canonical_extension(extension, value))
+                _store(result, extension.id, _canonical_extension(extension, value, unknown))
             continue
         slot = top.get(lowered, _UNKNOWN)
         if slot is _UNKNOWN:
             _store(result, key, json_copy(value))
+            if unknown is not None:
+                unknown.append(key)
         elif slot is not _DROPPED:
             name, attribute, plain = slot
             if plain and value.__class__ is str:
@@ -210,7 +218,7 @@ def canonicalise(
             elif key == name and _unchanged(key, value, stored):
                 _store(result, key, value)
             else:
-                _store(result, name, canonical_value(attribute, value, name))
+                _store(result, name, canonical_value(attribute, value, name, unknown))
     if len(schemas) > 1:
         result["schemas"] = _without_empty_unknown(schemas, result, resource_type)
     return result
@@ -375,12 +383,14 @@ def _unassigned(value: Any) -> bool:
     return value is None or value == [] or value == {}
 
 
-def _canonical_extension(extension: Schema, value: Any) -> dict[str, Any] | None:
+def _canonical_extension(
+    extension: Schema, value: Any, unknown: list[str] | None = None
+) -> dict[str, Any] | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
         raise InvalidValue(f"extension {extension.id!r} must be a JSON object")
-    return _canonical_object(value, _shape_of(extension), f"{extension.id}:")
+    return _canonical_object(value, _shape_of(extension), f"{extension.id}:", unknown)
 
 
 #: One attribute of an object, as `_canonical_object` needs it: its canonical name, its
@@ -425,17 +435,22 @@ def _shape_of(owner: Attribute | Schema | ResourceType) -> _Shape:
     return shape
 
 
-def _canonical_object(value: Mapping[str, Any], shape: _Shape, prefix: str) -> dict[str, Any]:
+def _canonical_object(
+    value: Mapping[str, Any], shape: _Shape, prefix: str, unknown: list[str] | None = None
+) -> dict[str, Any]:
     """Canonicalise the keys of a complex value or extension object (unknown keys kept as sent).
 
     `shape` is the object's (`_shape_of`); `prefix` starts the path an error names ("name.",
-    "urn:…:User:").
+    "urn:…:User:", "urn:…:User:manager."); `unknown`, if given, receives the top-level member
+    holding an unknown key, which `prefix` names (`_member_of`).
     """
     result: dict[str, Any] = {}
     for key, item in value.items():
         slot = shape.get(key.lower(), _UNKNOWN)
         if slot is _UNKNOWN:
             _store(result, key, json_copy(item))
+            if unknown is not None:
+                unknown.append(_member_of(prefix))
             continue
         if slot is _DROPPED:
             continue
@@ -445,8 +460,19 @@ def _canonical_object(value: Mapping[str, Any], shape: _Shape, prefix: str) -> d
                 raise _given_twice(name)
             result[name] = item
         else:
-            _store(result, name, canonical_value(attribute, item, prefix + name))
+            _store(result, name, canonical_value(attribute, item, prefix + name, unknown))
     return result
+
+
+def _member_of(prefix: str) -> str:
+    """The top-level key of a `_canonical_object` prefix.
+
+    `name` of "name.", the extension's URN of "urn:…:User:" and "urn:…:User:manager." (no name
+    the hub defines holds "." or ":").
+    """
+    if prefix.startswith(_URN_PREFIX):
+        return prefix.rsplit(":", 1)[0]
+    return prefix.split(".", 1)[0]
 
 
 def _is_stored(attribute: Attribute) -> bool:
@@ -466,13 +492,17 @@ def _given_twice(name: str) -> InvalidValue:
     return InvalidValue(f"attribute {name!r} is given twice (names are case-insensitive)")
 
 
-def canonical_value(attribute: Attribute, value: Any, where: str) -> Any:
+def canonical_value(
+    attribute: Attribute, value: Any, where: str, unknown: list[str] | None = None
+) -> Any:
     """Type-check one attribute value and return it in canonical form.
 
     Args:
         attribute: the attribute's definition.
         value: the value as sent; ``None`` means unassigned.
         where: the attribute path named in error details.
+        unknown: if given, receives the top-level member of the resource holding a
+            sub-attribute the definition lacks (see `canonicalise`).
 
     Returns:
         A new canonical value, or ``None`` when the value is unassigned.
@@ -484,13 +514,13 @@ def canonical_value(attribute: Attribute, value: Any, where: str) -> Any:
     if value is None:
         return None
     if not attribute.multi_valued:
-        return _canonical_single(attribute, value, where)
+        return _canonical_single(attribute, value, where, unknown)
     if not isinstance(value, list):
         raise InvalidValue(f"{where!r} is multi-valued and must be a list")
     items = []
     primaries = 0
     for element in value:
-        item = _canonical_single(attribute, element, where)
+        item = _canonical_single(attribute, element, where, unknown)
         if item is not None and item != {}:
             items.append(item)
             primaries += item.__class__ is dict and item.get("primary") is True
@@ -499,14 +529,16 @@ def canonical_value(attribute: Attribute, value: Any, where: str) -> Any:
     return items
 
 
-def _canonical_single(attribute: Attribute, value: Any, where: str) -> Any:
+def _canonical_single(
+    attribute: Attribute, value: Any, where: str, unknown: list[str] | None = None
+) -> Any:
     if value is None:
         return None
     kind = attribute.type
     if kind == "complex":
         if not isinstance(value, Mapping):
             raise InvalidValue(f"{where!r} must be a JSON object")
-        return _canonical_object(value, _shape_of(attribute), where + ".")
+        return _canonical_object(value, _shape_of(attribute), where + ".", unknown)
     if not _SIMPLE_CHECKS.get(kind, _is_string)(value):
         raise InvalidValue(f"{where!r} must be a {kind}, got {type(value).__name__} {value!r}")
     if kind == "binary":

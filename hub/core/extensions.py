@@ -9,17 +9,26 @@ each attribute stored under such a URN, in the transaction that stores it, and d
 describes the URN from these records (RFC 7643 §7). An attribute's type is that of the value
 that first introduced it in the workspace (an integer attribute later sent a fraction becomes a
 decimal); the description only grows, as the hub never forgets what it may return.
+
+The hub's own schemas are described the same way where a resource holds more than they define
+(README: everything a client sends is stored): Okta sends an app's custom attributes at the top
+level when their namespace is the core User schema, clients send unknown keys inside `name`, an
+element of `emails` or the Enterprise User extension, and typos (`adreses`). `canonicalise`
+notes where it met such a name; `record` describes what it noted, under the schema's own URN,
+in the same table and within the same `MAX_DESCRIBED`; discovery shows the hub's schema with
+them added (`additions`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import Boolean, Connection, Integer, String, bindparam, func, literal, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from hub.core.attributes import lookup
 from hub.core.models import extension_attributes as table
 from hub.core.schema import Attribute, ResourceType, Schema, schema_owner
 from hub.core.sql import Prepared
@@ -57,21 +66,27 @@ def record(
     resource_type: ResourceType,
     doc: Mapping[str, Any],
     stored: Mapping[str, Any] | None = None,
+    unknown: Collection[str] = (),
 ) -> None:
-    """Describe the custom-extension attributes `doc` holds that `stored` (its last state) lacked.
+    """Describe the undescribed attributes `doc` holds that `stored` (its last state) lacked.
 
     Called with every resource document written, in its transaction: what a rolled-back write
     introduced is not described. `stored` is the document the write replaces (None on a create);
     what it held was recorded when it was written, so a PATCH that leaves the extension's shape as
-    it was writes nothing here.
+    it was writes nothing here. `unknown`: the keys of `doc` that `canonicalise` found holding
+    attributes the hub's schemas do not define (its `unknown`); only those are looked into.
     """
-    if not _may_hold_custom(doc, resource_type):
+    custom = _may_hold_custom(doc, resource_type)
+    if not custom and not unknown:
         return
-    held = {d.key: d for d in _described(doc, resource_type)}
+    held = {d.key: d for d in _described(doc, resource_type)} if custom else {}
+    for part in _undefined(doc, resource_type, unknown):
+        held.setdefault(part.key, part)
     if not held:
         return
     if stored is not None:
-        for old in _described(stored, resource_type):
+        kept = _described(stored, resource_type) if custom else iter(())
+        for old in (*kept, *_undefined(stored, resource_type, unknown)):
             if held.get(old.key) == old:
                 del held[old.key]
     rows = [_row(workspace_pk, held[key]) for key in sorted(held)]  # one lock order on PostgreSQL
@@ -126,6 +141,28 @@ def describes(conn: Connection, workspace_pk: int, resource_type: ResourceType, 
     return found is not None
 
 
+def describes_undefined(
+    conn: Connection, workspace_pk: int, resource_type: ResourceType, urn: str, name: str, sub: str
+) -> bool:
+    """Whether discovery shows `name` (`sub` of it, unless empty) in the hub's schema `urn`.
+
+    Asked for a PATCH path the schema does not resolve (`patch.apply_patch`): the client was
+    told the schema has it. Only for the type's own schemas, as `additions` shows them.
+    """
+    owner = schema_owner(urn)
+    if owner is None or owner is not resource_type:
+        return False
+    found = _DESCRIBES_ONE.first(
+        conn,
+        b_ws=workspace_pk,
+        b_rt=resource_type.name,
+        b_urn_key=urn.lower(),
+        b_name_key=name.lower(),
+        b_sub_key=sub.lower(),
+    )
+    return found is not None
+
+
 def schemas(found: Sequence[Described]) -> dict[str, list[Schema]]:
     """The extension schemas `found` describes, by the name of the resource type each extends.
 
@@ -151,6 +188,61 @@ def schemas(found: Sequence[Described]) -> dict[str, list[Schema]]:
     return {rt: [built[urn_key] for urn_key in urns] for rt, urns in extends.items()}
 
 
+def additions(found: Sequence[Described]) -> dict[str, tuple[Attribute, ...]]:
+    """What `found` describes of the hub's own schemas, by schema id, for discovery to add.
+
+    An attribute the schema lacks comes whole; one it defines comes with only the
+    sub-attributes it lacks (`discovery.schemas` adds them to its `subAttributes`). Only a
+    description under the type's own schema counts: one of the Enterprise User extension
+    recorded for a Group (by versions before the hub refused it) is no attribute of Users.
+    """
+    by_urn: dict[str, tuple[ResourceType, dict[str, list[Described]]]] = {}
+    for one in found:
+        owner = schema_owner(one.urn)
+        if owner is None or owner.name != one.resource_type:
+            continue
+        urn = next(u for u in owner.schema_ids if u.lower() == one.urn.lower())
+        attrs = by_urn.setdefault(urn, (owner, {}))[1]
+        attrs.setdefault(one.name.lower(), []).append(one)
+    added: dict[str, tuple[Attribute, ...]] = {}
+    for urn, (owner, attrs) in by_urn.items():
+        made = (_addition(owner, urn, parts) for parts in attrs.values())
+        added[urn] = tuple(one for one in made if one is not None)
+    return added
+
+
+def _addition(owner: ResourceType, urn: str, parts: Sequence[Described]) -> Attribute | None:
+    defined = lookup(owner, urn, (parts[0].name,))
+    if defined is None:
+        if all(p.sub for p in parts):
+            return None  # its sub-attributes only, past `MAX_DESCRIBED`: nothing to type it by
+        return _attribute(parts, _UNDEFINED)
+    if defined.type != "complex":
+        return None
+    subs: dict[str, Described] = {}
+    for part in parts:
+        if part.sub and lookup(owner, urn, (defined.name, part.sub)) is None:
+            subs.setdefault(part.sub.lower(), part)
+    if not subs:
+        return None
+    return Attribute(
+        defined.name,
+        "complex",
+        multi_valued=defined.multi_valued,
+        sub_attributes=tuple(
+            Attribute(s.sub, s.type, multi_valued=s.multi_valued, description=_UNDEFINED)
+            for s in subs.values()
+        ),
+    )
+
+
+#: The description of an attribute the hub's schema lacks, in `/Schemas`.
+_UNDEFINED = (
+    "Not defined by this schema: an attribute this workspace's identity providers have sent, "
+    "stored as sent, typed as first sent"
+)
+
+
 def _schema(attrs: Mapping[str, list[Described]]) -> Schema:
     first = next(iter(attrs.values()))[0]
     return Schema(
@@ -162,7 +254,7 @@ def _schema(attrs: Mapping[str, list[Described]]) -> Schema:
     )
 
 
-def _attribute(parts: Sequence[Described]) -> Attribute:
+def _attribute(parts: Sequence[Described], description: str = "") -> Attribute:
     top = next((p for p in parts if not p.sub), parts[0])
     subs: dict[str, Described] = {}
     if top.type == "complex":
@@ -173,8 +265,10 @@ def _attribute(parts: Sequence[Described]) -> Attribute:
         top.name,
         top.type,
         multi_valued=top.multi_valued,
+        description=description,
         sub_attributes=tuple(
-            Attribute(s.sub, s.type, multi_valued=s.multi_valued) for s in subs.values()
+            Attribute(s.sub, s.type, multi_valued=s.multi_valued, description=description)
+            for s in subs.values()
         ),
     )
 
@@ -244,6 +338,43 @@ def _described(doc: Mapping[str, Any], resource_type: ResourceType) -> Iterator[
             if not _fits(name, MAX_NAME):
                 continue
             yield from _parts(resource_type.name, urn, name, held)
+
+
+def _undefined(
+    doc: Mapping[str, Any], resource_type: ResourceType, keys: Collection[str]
+) -> Iterator[Described]:
+    """What the members `keys` of `doc` hold that the hub's schemas for the type do not define.
+
+    `keys` are those `canonicalise` noted: an unknown top-level attribute (the core schema's),
+    a complex attribute holding unknown sub-attributes, the Enterprise User extension holding
+    unknown attributes or `manager` sub-attributes.
+    """
+    core = resource_type.schema.id
+    for key in dict.fromkeys(keys):
+        value = doc.get(key)
+        if value is None:
+            continue
+        extension = resource_type.extension(key)
+        if extension is None:
+            yield from _undefined_in(resource_type, core, key, value)
+        elif isinstance(value, dict):
+            for name, held in value.items():
+                yield from _undefined_in(resource_type, extension.id, name, held)
+
+
+def _undefined_in(rt: ResourceType, urn: str, name: str, value: Any) -> Iterator[Described]:
+    """`name` of schema `urn` holding `value`, if undefined; else its undefined sub-attributes."""
+    if not _fits(name, MAX_NAME):
+        return
+    defined = lookup(rt, urn, (name,))
+    if defined is None:
+        yield from _parts(rt.name, urn, name, value)
+        return
+    if defined.type != "complex":
+        return
+    for part in _parts(rt.name, urn, defined.name, value):
+        if part.sub and lookup(rt, urn, (defined.name, part.sub)) is None:
+            yield part
 
 
 def _parts(rt: str, urn: str, name: str, value: Any) -> Iterator[Described]:
@@ -373,6 +504,15 @@ _DESCRIBES = Prepared(
         table.c.urn_key == bindparam("b_urn_key"),
     )
     .limit(1)
+)
+_DESCRIBES_ONE = Prepared(
+    select(table.c.type).where(
+        table.c.workspace_pk == bindparam("b_ws"),
+        table.c.resource_type == bindparam("b_rt"),
+        table.c.urn_key == bindparam("b_urn_key"),
+        table.c.name_key == bindparam("b_name_key"),
+        table.c.sub_key == bindparam("b_sub_key"),
+    )
 )
 #: The spelling discovery shows for a URN: its first description's (`schemas` orders them so).
 _SPELLING = Prepared(

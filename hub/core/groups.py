@@ -7,7 +7,7 @@ whole member list; every other attribute goes through the generic PATCH engine.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import partial
 from typing import Any
 
@@ -385,7 +385,8 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
         Uniqueness: another group of the workspace has this displayName (in any case).
     """
     rest, member_ids = _split_members(body)
-    doc = canonicalise(rest, GROUP_TYPE)
+    unknown: list[str] = []
+    doc = canonicalise(rest, GROUP_TYPE, unknown=unknown)
     required_missing(doc, GROUP_TYPE)
     doc = extensions.respelled(conn, caller.workspace_pk, GROUP_TYPE, doc)
     user_pks = _user_pks(conn, caller, member_ids or [])
@@ -405,7 +406,7 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
         b_external=columns["external_id"],
     )
     _add_members(conn, pk, user_pks)
-    extensions.record(conn, caller.workspace_pk, GROUP_TYPE, doc)
+    extensions.record(conn, caller.workspace_pk, GROUP_TYPE, doc, unknown=unknown)
     changes = {"attributes": sorted(doc), "members_added": _ids(member_ids)}
     _audit(conn, caller, group_id, "create", changes)
     return _outcome(conn, pk, base, "provisioned", with_members=True)
@@ -514,7 +515,13 @@ _TOUCH = Prepared(
 )
 
 
-def _touch(conn: Connection, caller: Caller, row: Any, doc: JSON | None) -> None:
+def _touch(
+    conn: Connection, caller: Caller, row: Any, doc: JSON | None, unknown: Collection[str] = ()
+) -> None:
+    """Store the group's new `doc`, or only a new version (None).
+
+    `unknown`: what `canonicalise` noted of `doc` (`extensions.record`).
+    """
     if doc is None:
         # What a membership PATCH does: a new version, nothing else of the row.
         _TOUCH.run(conn, b_pk=row.pk, b_version=row.version + 1, b_now=now_us())
@@ -527,7 +534,7 @@ def _touch(conn: Connection, caller: Caller, row: Any, doc: JSON | None) -> None
         _touch_members(conn, row.pk)  # their `groups[].display` is the group's new name
     values = {"version": row.version + 1, "modified": now_us(), "data": doc, **columns}
     conn.execute(update(groups).where(groups.c.pk == row.pk).values(**values))
-    extensions.record(conn, caller.workspace_pk, GROUP_TYPE, doc, row.data)
+    extensions.record(conn, caller.workspace_pk, GROUP_TYPE, doc, row.data, unknown)
 
 
 def replace(
@@ -547,7 +554,8 @@ def replace(
     row = _load(conn, caller, group_id, lock=True)
     check_if_match(row.version, if_match)
     rest, member_ids = _split_members(body)
-    doc = merge_put(dict(row.data), canonicalise(rest, GROUP_TYPE), GROUP_TYPE)
+    unknown: list[str] = []
+    doc = merge_put(dict(row.data), canonicalise(rest, GROUP_TYPE, unknown=unknown), GROUP_TYPE)
     doc.pop("members", None)
     required_missing(doc, GROUP_TYPE)
     user_pks = _user_pks(conn, caller, member_ids or [])
@@ -555,7 +563,7 @@ def replace(
     if doc == row.data and not members_changed:
         # Okta pushes whole groups with PUT, changed or not: nothing is written.
         return _outcome(conn, row.pk, base, "none", with_members=True)
-    _touch(conn, caller, row, doc)
+    _touch(conn, caller, row, doc, unknown)
     changes = {
         "attributes": audit.changed_attributes(row.data, doc),
         "members_replaced_with": _ids(member_ids),
@@ -606,6 +614,7 @@ def patch(
     if listed > max_members:
         raise _too_many_members(max_members)
     doc: JSON | None = None
+    unknown: list[str] = []
     if other_ops:
         patched = apply_patch(
             dict(row.data),
@@ -613,8 +622,11 @@ def patch(
             GROUP_TYPE,
             max_operations=max_operations,
             described=partial(extensions.describes, conn, caller.workspace_pk, GROUP_TYPE),
+            undefined=partial(
+                extensions.describes_undefined, conn, caller.workspace_pk, GROUP_TYPE
+            ),
         )
-        doc = canonicalise(patched, GROUP_TYPE, row.data)
+        doc = canonicalise(patched, GROUP_TYPE, row.data, unknown)
         doc.pop("members", None)
         required_missing(doc, GROUP_TYPE, patched=True)
         if doc == row.data:
@@ -629,7 +641,7 @@ def patch(
     # nothing: no new version, no audit row (IdPs re-send what they believe is there).
     event = "updated" if doc is not None or applied else "none"
     if event == "updated":
-        _touch(conn, caller, row, doc)
+        _touch(conn, caller, row, doc, unknown)
         _audit(conn, caller, row.id, "patch", _patch_changes(row.data, doc, applied))
     if quiet and member_ops and not other_ops:
         outcome = _outcome(conn, row.pk, base, event, with_members=False)

@@ -29,6 +29,10 @@ Decisions on points the RFC leaves open or that IdPs rely on:
   the custom-extension namespace ``urn:ietf:params:scim:schemas:extension:`` (it is then added to
   ``schemas``: IdPs PATCH newly mapped custom attributes into existing users); its attributes are
   stored as sent, like on POST/PUT. Value filters inside such an extension are ``invalidPath``.
+* a path naming an attribute the hub's schema lacks (``costCode``, ``name.middleName2``,
+  ``urn:…:enterprise:2.0:User:costCentre``) is accepted when the workspace's discovery describes
+  it (`hub.core.extensions`: a resource holds it), as the client was told the schema has it;
+  its value is stored as sent. Any other is ``invalidPath``, as are value filters on it.
 * errors in path syntax and in the path's filter (unknown attribute, bad comparison) are all
   ``invalidPath``: the client must fix the path.
 * an empty ``Operations`` list changes nothing and succeeds. RFC 7644 §3.5.2 asks the client for
@@ -134,6 +138,7 @@ def apply_patch(
     *,
     max_operations: int = 1000,
     described: Callable[[str], bool] | None = None,
+    undefined: Callable[[str, str, str], bool] | None = None,
 ) -> dict[str, Any]:
     """Apply a PatchOp's ``Operations`` to a stored resource (RFC 7644 §3.5.2).
 
@@ -150,6 +155,9 @@ def apply_patch(
         described: says whether a URN is a custom extension the workspace's discovery
             describes for this resource type (`hub.core.extensions`); asked only for a path
             into an unlisted extension outside ``urn:ietf:params:scim:schemas:extension:``.
+        undefined: says whether discovery describes an attribute (schema id, name, and
+            sub-attribute or "") the hub's schema lacks; asked only for a path the schema
+            does not resolve.
 
     Returns:
         A new document with every operation applied.
@@ -165,7 +173,7 @@ def apply_patch(
         raise InvalidSyntax("'Operations' must be a list of operations")
     if len(operations) > max_operations:
         raise InvalidValue(f"a PATCH may carry at most {max_operations} operations")
-    patcher = _Patcher(json_copy(dict(resource)), resource_type, described)
+    patcher = _Patcher(json_copy(dict(resource)), resource_type, described, undefined)
     for index, raw in enumerate(operations):
         try:
             patcher.apply(_operation(raw))
@@ -196,10 +204,12 @@ class _Patcher:
         doc: dict[str, Any],
         resource_type: ResourceType,
         described: Callable[[str], bool] | None = None,
+        undefined: Callable[[str, str, str], bool] | None = None,
     ) -> None:
         self.doc = doc
         self.type = resource_type
         self.described = described
+        self.undefined = undefined
         self.describe: Describe = describe_for(resource_type)
 
     def apply(self, operation: _Operation) -> None:
@@ -212,13 +222,17 @@ class _Patcher:
                 raise NoTarget("remove requires a path (RFC 7644 §3.5.2.2)")
             if self.custom(operation.op, operation.path, None):
                 return
-            self.remove(self.resolve(operation.path), operation.value)
+            target = self.resolved(operation.op, operation.path, None)
+            if target is not None:
+                self.remove(target, operation.value)
             return
         if operation.value is _MISSING:
             raise InvalidValue(f"{operation.op} requires a value")
         if operation.path is not None:
             if not self.custom(operation.op, operation.path, operation.value):
-                self.write(operation.op, self.resolve(operation.path), operation.value)
+                target = self.resolved(operation.op, operation.path, operation.value)
+                if target is not None:
+                    self.write(operation.op, target, operation.value)
             return
         if not isinstance(operation.value, Mapping):
             raise InvalidValue(f"{operation.op} without a path needs an object value")
@@ -346,6 +360,67 @@ class _Patcher:
         ):
             return True
         return self.described is not None and self.described(text)
+
+    def resolved(self, op: str, text: str, value: Any) -> _Target | None:
+        """`resolve`, or None once `op` is applied to an attribute the schema lacks.
+
+        Such an attribute is one discovery describes (`put_undefined`).
+        """
+        try:
+            return self.resolve(text)
+        except InvalidPath:
+            if self.undefined is None or not self.put_undefined(op, text, value):
+                raise
+            return None
+
+    def put_undefined(self, op: str, text: str, value: Any) -> bool:
+        """Apply `op` if `text` names an attribute the schema lacks and discovery describes.
+
+        Or a sub-attribute of a single-valued complex one; the value is stored as sent
+        (`_put_custom`).
+        """
+        assert self.undefined is not None
+        try:
+            parsed = parse_path(text)
+        except FilterSyntaxError:
+            return False
+        urn = parsed.attr.urn
+        extension = None
+        if urn is not None and urn.lower() != self.type.schema.id.lower():
+            extension = self.type.extension(urn)
+            if extension is None:
+                return False
+        names = [n for n in (parsed.attr.name, parsed.attr.sub or parsed.sub) if n]
+        if parsed.filter is not None or not names:
+            return False
+        schema = extension or self.type.schema
+        name, sub = names[0], names[1] if len(names) > 1 else ""
+        defined = (extension or self.type).attribute(name)
+        if defined is not None:
+            if not sub or defined.type != "complex" or defined.multi_valued:
+                return False
+            if defined.sub(sub) is not None:
+                return False
+            name = defined.name
+        if not self.undefined(schema.id, name, sub):
+            return False
+        clear = op == "remove" or value is None
+        holder = self.container(_Target(text, extension, None, None, None), create=not clear)
+        if holder is None:
+            return True  # nothing stored under the extension: nothing to remove
+        if sub:
+            key = _key_of(holder, name)
+            inner = holder.get(key)
+            if not isinstance(inner, dict):
+                if clear:
+                    return True
+                inner = holder[key] = {}
+            holder, name = inner, sub
+        if clear:
+            holder.pop(_key_of(holder, name), None)
+        else:
+            _put_custom(op, holder, name, value)
+        return True
 
     def resolve(self, text: str) -> _Target:
         try:

@@ -8,7 +8,7 @@ create of the same userName (or externalId) brings the same user back.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any, Final, NamedTuple
 
@@ -403,7 +403,8 @@ def create(
         Uniqueness: an active user already has this userName (case-insensitive).
         InvalidValue: the document is not a valid User.
     """
-    doc, active = _split(canonicalise(body, USER_TYPE), True)
+    unknown: list[str] = []
+    doc, active = _split(canonicalise(body, USER_TYPE, unknown=unknown), True)
     required_missing(doc, USER_TYPE)
     doc = extensions.respelled(conn, caller.workspace_pk, USER_TYPE, doc)
     cols = _columns(doc)
@@ -412,7 +413,7 @@ def create(
     )
     now = now_us()
     if existing is not None and existing.deleted:
-        if _revive(conn, caller, existing.pk, doc, active, cols, now):
+        if _revive(conn, caller, existing.pk, doc, active, cols, now, unknown):
             return _revived(conn, caller, existing.pk, doc, base, provisioning)
         # Another request brought that user back, or renamed someone onto its name, since it
         # was read (PostgreSQL runs requests side by side): look again, as if after it.
@@ -440,7 +441,7 @@ def create(
     except IntegrityError as exc:  # `Prepared` raises SQLAlchemy's, on every driver
         raise _taken(doc["userName"], None) from exc
     _index_emails(conn, caller.workspace_pk, pk, set(), doc)
-    extensions.record(conn, caller.workspace_pk, USER_TYPE, doc)
+    extensions.record(conn, caller.workspace_pk, USER_TYPE, doc, unknown=unknown)
     _audit(conn, caller, user_id, "create", {"attributes": sorted(doc)})
     resource = render(_Stored(pk, user_id, doc, active, 1, now, now), base, None)
     events = user_written(conn, caller, pk, resource, "provisioned", provisioning)
@@ -465,8 +466,11 @@ def _revive(
     active: bool | None,
     cols: dict[str, Any],
     now: int,
+    unknown: Collection[str],
 ) -> bool:
     """Bring the deleted user back with `doc`; False if it is no longer deleted.
+
+    `unknown`: what `canonicalise` noted of `doc` (`extensions.record`).
 
     The update takes the row only while it is deleted: on PostgreSQL two creates may read the
     same deleted user, and the second must not overwrite what the first acknowledged.
@@ -497,7 +501,7 @@ def _revive(
     _END_MEMBERSHIPS.run(conn, b_pk=pk)
     _DROP_EMAILS.run(conn, b_user=pk)
     _index_emails(conn, caller.workspace_pk, pk, set(), doc)
-    extensions.record(conn, caller.workspace_pk, USER_TYPE, doc)
+    extensions.record(conn, caller.workspace_pk, USER_TYPE, doc, unknown=unknown)
     return True
 
 
@@ -940,8 +944,11 @@ def _save(
     base: str,
     provisioning: Provisioning,
     action: str,
+    unknown: Collection[str],
 ) -> Outcome:
     """Store the user's new document; one that changes nothing is not written (`none`).
+
+    `unknown`: what `canonicalise` noted of `doc` (`extensions.record`).
 
     An IdP re-sending what is stored (Okta pushes the whole profile with PUT) then neither moves
     the version and `lastModified` nor writes the user, its card or an audit row.
@@ -970,7 +977,7 @@ def _save(
         except IntegrityError as exc:  # a create or rename took the name since it was checked
             raise _taken(doc["userName"], None) from exc
     _index_emails(conn, caller.workspace_pk, row.pk, email_keys(row.data), doc)
-    extensions.record(conn, caller.workspace_pk, USER_TYPE, doc, row.data)
+    extensions.record(conn, caller.workspace_pk, USER_TYPE, doc, row.data, unknown)
     before = {**row.data, "active": row.active}
     changed = audit.changed_attributes(before, {**doc, "active": active})
     _audit(conn, caller, row.id, action, {"attributes": changed})
@@ -1025,7 +1032,8 @@ def replace(
     """
     row = _load(conn, caller, user_id, lock=True)
     check_if_match(row.version, if_match)
-    incoming = canonicalise(body, USER_TYPE)
+    unknown: list[str] = []
+    incoming = canonicalise(body, USER_TYPE, unknown=unknown)
     existing = dict(row.data)
     if row.active is not None:
         existing["active"] = row.active
@@ -1033,7 +1041,7 @@ def replace(
     merged = merge_put(existing, incoming, USER_TYPE, provisioning.unmanaged)
     doc, active = _split(merged, row.active)
     required_missing(doc, USER_TYPE)
-    return _save(conn, caller, row, doc, active, base, provisioning, "replace")
+    return _save(conn, caller, row, doc, active, base, provisioning, "replace", unknown)
 
 
 def patch(
@@ -1063,10 +1071,12 @@ def patch(
         USER_TYPE,
         max_operations=max_operations,
         described=partial(extensions.describes, conn, caller.workspace_pk, USER_TYPE),
+        undefined=partial(extensions.describes_undefined, conn, caller.workspace_pk, USER_TYPE),
     )
-    doc, active = _split(canonicalise(patched, USER_TYPE, current), None)
+    unknown: list[str] = []
+    doc, active = _split(canonicalise(patched, USER_TYPE, current, unknown), None)
     required_missing(doc, USER_TYPE, patched=True)
-    return _save(conn, caller, row, doc, active, base, provisioning, "patch")
+    return _save(conn, caller, row, doc, active, base, provisioning, "patch", unknown)
 
 
 _END_MEMBERSHIPS = Prepared(delete(memberships).where(memberships.c.user_pk == bindparam("b_pk")))

@@ -14,6 +14,7 @@ from hub.core.schema import (
     SCHEMAS,
     SPC_SCHEMA,
     USER_SCHEMA,
+    Attribute,
     ResourceType,
     Schema,
 )
@@ -22,6 +23,9 @@ from hub.settings import Settings
 JSON = dict[str, Any]
 #: Custom extension schemas by the name of the resource type they extend (`hub.core.extensions`).
 Custom = Mapping[str, Sequence[Schema]]
+#: Attributes the hub's own schemas lack that the workspace's resources hold, by schema id
+#: (`hub.core.extensions.additions`).
+Added = Mapping[str, Sequence[Attribute]]
 
 
 def service_provider_config(settings: Settings, base: str) -> JSON:
@@ -81,17 +85,30 @@ def resource_types(base: str, custom: Custom | None = None) -> list[JSON]:
     return [resource_type(rt, base, custom.get(rt.name, ())) for rt in RESOURCE_TYPES]
 
 
-def schemas(base: str, ignored: Sequence[str] = (), custom: Custom | None = None) -> list[JSON]:
+def schemas(
+    base: str,
+    ignored: Sequence[str] = (),
+    custom: Custom | None = None,
+    added: Added | None = None,
+) -> list[JSON]:
     """Every schema the hub supports (core User, Group, Enterprise User) and the custom ones.
 
     `custom`: the custom extensions the workspace's resources hold (`hub.core.extensions`),
     described so that a client can read every resource the hub returns (RFC 7643 §3, §7).
+    `added`: what those resources hold under the hub's own schemas that the schemas do not
+    define, added to them; an attribute the hub defines is never changed or shown twice.
 
     `ignored` names User attributes (paths, as a connector's `unmanaged` holds them) that the
     hub ignores in the caller's requests: they are shown `readOnly` (RFC 7643 §7: the client
     cannot change them, the server may return a value), which is how they behave for it.
     """
     docs = [schema.to_scim(base) for schema in SCHEMAS]
+    for schema, doc in zip(SCHEMAS, docs, strict=True):
+        extra = (added or {}).get(schema.id)
+        if extra:
+            attributes = doc["attributes"]
+            assert isinstance(attributes, list)
+            _add(attributes, extra)
     for extension in _distinct(custom or {}):
         docs.append(extension.to_scim(base))
     for path in ignored:
@@ -115,6 +132,19 @@ def _attribute_doc(docs: list[JSON], path: str) -> JSON | None:
     if found is not None and sub is not None:
         found = _named(found.get("subAttributes", []), sub)
     return found
+
+
+def _add(attributes: list[JSON], extra: Sequence[Attribute]) -> None:
+    """Add to a schema's `attributes` the `extra` ones, and sub-attributes, it does not name."""
+    for one in extra:
+        same = _named(attributes, one.name)
+        if same is None:
+            attributes.append(one.to_scim())
+        elif same["type"] == "complex":
+            subs = same.setdefault("subAttributes", [])
+            for sub in one.sub_attributes:
+                if _named(subs, sub.name) is None:
+                    subs.append(sub.to_scim())
 
 
 def _distinct(custom: Custom) -> list[Schema]:
@@ -148,15 +178,20 @@ def list_response(resources: list[JSON]) -> JSON:
 
 
 def documents(
-    settings: Settings, base: str, ignored: Sequence[str] = (), custom: Custom | None = None
+    settings: Settings,
+    base: str,
+    ignored: Sequence[str] = (),
+    custom: Custom | None = None,
+    added: Added | None = None,
 ) -> dict[str, JSON]:
     """Every discovery document by its path under the SCIM base, e.g. `Schemas/<urn>`.
 
     `ignored`: the User attributes the caller's connector does not manage; `custom`: the
-    workspace's custom extensions (see `schemas`).
+    workspace's custom extensions; `added`: what its resources hold that the hub's schemas
+    lack (see `schemas`).
     """
     types = resource_types(base, custom)
-    all_schemas = schemas(base, ignored, custom)
+    all_schemas = schemas(base, ignored, custom, added)
     return {
         "ServiceProviderConfig": service_provider_config(settings, base),
         "ResourceTypes": list_response(types),

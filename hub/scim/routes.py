@@ -116,7 +116,8 @@ class Hub:
     #: on the settings and the base URL, so they are built here, once.
     documents: dict[str, bytes] = field(init=False)
     #: the same for connectors that do not manage some attributes (by those attributes' paths)
-    #: or whose workspace holds custom extensions (by their description)
+    #: or whose workspace holds custom extensions or attributes the hub's schemas lack (by
+    #: their description)
     _documents_for: dict[
         tuple[tuple[str, ...], tuple[extensions.Described, ...]], dict[str, bytes]
     ] = field(default_factory=dict)
@@ -128,7 +129,13 @@ class Hub:
     def _documents(
         self, ignored: tuple[str, ...], custom: tuple[extensions.Described, ...]
     ) -> dict[str, bytes]:
-        made = discovery.documents(self.settings, self.base, ignored, extensions.schemas(custom))
+        made = discovery.documents(
+            self.settings,
+            self.base,
+            ignored,
+            extensions.schemas(custom),
+            extensions.additions(custom),
+        )
         return {path.lower(): _encode_json(doc) for path, doc in made.items()}
 
     def discovery(

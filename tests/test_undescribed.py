@@ -1,0 +1,294 @@
+"""Attributes the hub's own schemas do not define are described in discovery once stored.
+
+Okta sends an app's custom attributes at the top level when their namespace is the core User
+schema; clients send unknown keys inside `name`, inside the Enterprise User extension, or
+top-level typos (Microsoft's reference suite PUTs `adreses`). The hub stores and returns them
+(README: a GET returns what was PUT), so a strict client (scim2-client) refused every page
+holding such a resource: `/Schemas` did not describe what it held. Now the workspace's
+`/Schemas` shows the hub's schemas with those attributes added, typed as first sent, on SQLite
+and PostgreSQL, only for writes that were committed; a workspace holding none is shown the
+standard schemas, byte for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from scim2_models import ListResponse, SearchRequest, User
+
+from hub.core import extensions
+from hub.core import schema as schema_definitions
+from tests.conftest import ScimClient, patch_op, user_body
+from tests.test_conformance import HttpxSCIMClient
+from tests.test_extensions import _SyncOverAsync, attribute
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+def odd_user(user_name: str | None = None, **attributes: Any) -> dict[str, Any]:
+    """A user holding attributes the hub's schemas do not define, at every place they occur."""
+    return user_body(
+        user_name,
+        schemas=[USER, ENTERPRISE],
+        nickName2="Bobby",
+        adreses=[{"streetAddress": "1 Main St", "floor": 3}],
+        name={"givenName": "Ada", "middleName2": "B."},
+        emails=[{"value": "ada@example.com", "type": "work", "verified": True}],
+        **{
+            ENTERPRISE: {
+                "department": "R&D",
+                "costCentre": "CC-1",
+                "manager": {"value": "m-1", "reportsDirectly": True},
+            }
+        },
+        **attributes,
+    )
+
+
+async def schema_of(scim: ScimClient, urn: str) -> dict[str, Any]:
+    """The schema `urn` as `/Schemas` lists it, after checking `/Schemas/<urn>` agrees."""
+    listed = (await scim.get("/Schemas")).json()["Resources"]
+    found = [doc for doc in listed if doc["id"] == urn]
+    assert len(found) == 1, [doc["id"] for doc in listed]
+    one = await scim.get(f"/Schemas/{urn}")
+    assert one.status_code == 200, one.text
+    assert one.json() == found[0]
+    return found[0]
+
+
+def kinds(attributes: list[dict[str, Any]]) -> dict[str, tuple[str, bool]]:
+    return {a["name"]: (a["type"], a["multiValued"]) for a in attributes}
+
+
+def names(attributes: list[dict[str, Any]]) -> list[str]:
+    return [a["name"].lower() for a in attributes]
+
+
+async def standard(scim: ScimClient) -> dict[str, bytes]:
+    """What a workspace holding nothing unknown is shown: every discovery document, as bytes."""
+    paths = ["/Schemas", f"/Schemas/{USER}", f"/Schemas/{ENTERPRISE}", f"/Schemas/{GROUP}"]
+    return {path: (await scim.get(path)).content for path in (*paths, "/ResourceTypes")}
+
+
+async def assert_described(scim: ScimClient) -> None:
+    """`odd_user`'s unknown attributes are described, typed, each once, beside the hub's own."""
+    user = await schema_of(scim, USER)
+    added = kinds(user["attributes"])
+    assert added["nickName2"] == ("string", False)
+    assert added["adreses"] == ("complex", True)
+    assert kinds(attribute(user, "adreses")["subAttributes"]) == {
+        "streetAddress": ("string", False),
+        "floor": ("integer", False),
+    }
+    assert kinds(attribute(user, "name")["subAttributes"])["middleName2"] == ("string", False)
+    assert kinds(attribute(user, "emails")["subAttributes"])["verified"] == ("boolean", False)
+    enterprise = await schema_of(scim, ENTERPRISE)
+    assert kinds(enterprise["attributes"])["costCentre"] == ("string", False)
+    manager = kinds(attribute(enterprise, "manager")["subAttributes"])
+    assert manager["reportsDirectly"] == ("boolean", False)
+    for schema in (user, enterprise):
+        tops = names(schema["attributes"])
+        assert len(tops) == len(set(tops)), tops
+        for one in schema["attributes"]:
+            subs = names(one.get("subAttributes", []))
+            assert len(subs) == len(set(subs)), (one["name"], subs)
+    # The hub's own definitions are as they were.
+    assert attribute(user, "name", "givenName")["type"] == "string"
+    assert attribute(enterprise, "manager", "value")["mutability"] == "readWrite"
+    assert (await scim.get("/ResourceTypes/User")).json()["schemaExtensions"] == [
+        {"schema": ENTERPRISE, "required": False}
+    ]
+    assert len((await scim.get("/Schemas")).json()["Resources"]) == 3
+
+
+async def test_a_created_user_describes_what_the_hub_schemas_lack(
+    scim: ScimClient, other_scim: ScimClient
+) -> None:
+    before = await standard(scim)
+    created = await scim.post("/Users", odd_user())
+    assert created.status_code == 201, created.text
+    assert created.json()["nickName2"] == "Bobby"
+    await assert_described(scim)
+    # Another workspace is shown the standard schemas, byte for byte.
+    assert await standard(other_scim) == before
+
+
+async def test_a_put_describes_what_the_hub_schemas_lack(scim: ScimClient) -> None:
+    created = await scim.post("/Users", user_body())
+    assert created.status_code == 201, created.text
+    before = await standard(scim)
+    user = created.json()
+    replaced = await scim.put(f"/Users/{user['id']}", odd_user(user["userName"]))
+    assert replaced.status_code == 200, replaced.text
+    await assert_described(scim)
+    # Described from the first write that sent it: a later PUT without it forgets nothing.
+    again = await scim.put(f"/Users/{user['id']}", user_body(user["userName"]))
+    assert again.status_code == 200, again.text
+    await assert_described(scim)
+    assert await standard(scim) != before
+
+
+async def test_a_patch_describes_what_the_hub_schemas_lack(scim: ScimClient) -> None:
+    created = await scim.post("/Users", user_body(name={"givenName": "Ada"}))
+    assert created.status_code == 201, created.text
+    user_id = created.json()["id"]
+    # A path must name an attribute the schema defines (RFC 7644 §3.5.2: invalidPath), so
+    # unknown ones come in values: without a path, or under a complex attribute's path.
+    patched = await scim.patch(
+        f"/Users/{user_id}",
+        patch_op(
+            {"op": "add", "value": {"nickName2": "Bobby"}},
+            {"op": "add", "value": {"adreses": [{"streetAddress": "1 Main St", "floor": 3}]}},
+            {"op": "replace", "path": "name", "value": {"givenName": "Ada", "middleName2": "B."}},
+            {
+                "op": "add",
+                "path": "emails",
+                "value": [{"value": "a@example.com", "verified": True}],
+            },
+            {"op": "add", "path": ENTERPRISE, "value": {"costCentre": "CC-1"}},
+            {
+                "op": "add",
+                "path": f"{ENTERPRISE}:manager",
+                "value": {"value": "m-1", "reportsDirectly": True},
+            },
+        ),
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["adreses"] == [{"streetAddress": "1 Main St", "floor": 3}]
+    await assert_described(scim)
+
+
+async def test_the_type_first_sent_stands_and_names_are_case_insensitive(
+    scim: ScimClient,
+) -> None:
+    assert (await scim.post("/Users", user_body(badge=7))).status_code == 201
+    assert (await scim.post("/Users", user_body(BADGE="x", NAME={"Suffix2": 1}))).status_code == 201
+    assert (await scim.post("/Users", user_body(name={"suffix2": "x"}))).status_code == 201
+    user = await schema_of(scim, USER)
+    assert kinds(user["attributes"])["badge"] == ("integer", False)
+    assert kinds(attribute(user, "name")["subAttributes"])["Suffix2"] == ("integer", False)
+    assert names(user["attributes"]).count("badge") == 1
+
+
+async def test_a_group_describes_what_its_schema_lacks(scim: ScimClient) -> None:
+    body = {"schemas": [GROUP], "displayName": "Ops", "mailNickname": "ops"}
+    created = await scim.post("/Groups", body)
+    assert created.status_code == 201, created.text
+    group_id = created.json()["id"]
+    put = await scim.put(f"/Groups/{group_id}", {**body, "securityEnabled": True})
+    assert put.status_code == 200, put.text
+    patched = await scim.patch(f"/Groups/{group_id}", patch_op({"op": "add", "value": {"tier": 2}}))
+    assert patched.status_code == 200, patched.text
+    group = await schema_of(scim, GROUP)
+    added = kinds(group["attributes"])
+    assert added["mailNickname"] == ("string", False)
+    assert added["securityEnabled"] == ("boolean", False)
+    assert added["tier"] == ("integer", False)
+    assert "mailNickname" not in kinds((await schema_of(scim, USER))["attributes"])
+
+
+async def test_a_refused_write_describes_nothing(scim: ScimClient) -> None:
+    before = await standard(scim)
+    taken = await scim.post("/Users", user_body("ada@example.com"))
+    assert taken.status_code == 201, taken.text
+    clash = await scim.post("/Users", odd_user("ADA@example.com"))
+    assert clash.status_code == 409, clash.text
+    user_id = taken.json()["id"]
+    undone = patch_op(
+        {"op": "add", "value": {"nickName2": "Bobby"}},
+        {"op": "replace", "path": "active", "value": "not a boolean"},
+    )
+    assert (await scim.patch(f"/Users/{user_id}", undone)).status_code == 400
+    assert await standard(scim) == before
+
+
+async def test_the_described_attributes_count_toward_the_limit(scim: ScimClient) -> None:
+    many = {f"a{i:04d}": i for i in range(extensions.MAX_DESCRIBED + 5)}
+    created = await scim.post("/Users", user_body(**many))
+    assert created.status_code == 201, created.text
+    assert len(created.json()) > extensions.MAX_DESCRIBED  # stored and returned whole
+    custom = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
+    more = await scim.post("/Users", user_body(schemas=[USER, custom], **{custom: {"x": "y"}}))
+    assert more.status_code == 201, more.text
+    user = await schema_of(scim, USER)
+    standard_count = len(schema_definitions.USER.attributes)
+    assert len(user["attributes"]) == standard_count + extensions.MAX_DESCRIBED
+    assert (await scim.get(f"/Schemas/{custom}")).status_code == 404
+
+
+async def test_a_strict_client_reads_users_holding_unknown_attributes(
+    scim: ScimClient, client: httpx.AsyncClient
+) -> None:
+    """scim2-client validates every response against the schemas discovery shows: a list
+    page, a `.search` and a root search holding such a user were refused before."""
+    assert (await scim.post("/Users", odd_user())).status_code == 201
+    transport = _SyncOverAsync(client)
+
+    def read() -> tuple[Any, Any]:
+        with httpx.Client(
+            transport=transport,
+            base_url=str(client.base_url) + "/scim/v2",
+            headers={"Authorization": f"Bearer {scim.token}"},
+        ) as http:
+            strict = HttpxSCIMClient(http)
+            strict.discover()
+            users = strict.query(User)
+            everything = strict.search(SearchRequest())
+            return users, everything
+
+    users, everything = await asyncio.to_thread(read)
+    assert isinstance(users, ListResponse)
+    assert users.total_results == 1
+    assert everything.total_results == 1
+
+
+async def test_a_patch_path_may_name_what_discovery_describes(scim: ScimClient) -> None:
+    """Once `/Schemas` shows `costCode`, a client PATCHes it by path (scim2-tester does): an
+    attribute the workspace's discovery describes is taken, stored as sent; one it does not
+    is still invalidPath."""
+    holder = await scim.post("/Users", odd_user())
+    assert holder.status_code == 201, holder.text
+    created = await scim.post("/Users", user_body(name={"givenName": "Ada"}))
+    user_id = created.json()["id"]
+    patched = await scim.patch(
+        f"/Users/{user_id}",
+        patch_op(
+            {"op": "add", "path": "NICKNAME2", "value": "Bob"},
+            {"op": "add", "path": "name.middleName2", "value": "C."},
+            {"op": "replace", "path": f"{ENTERPRISE}:costCentre", "value": "CC-9"},
+            {"op": "add", "path": f"{ENTERPRISE}:manager.reportsDirectly", "value": False},
+        ),
+    )
+    assert patched.status_code == 200, patched.text
+    shown = patched.json()
+    assert shown["NICKNAME2"] == "Bob"
+    assert shown["name"] == {"givenName": "Ada", "middleName2": "C."}
+    assert shown[ENTERPRISE] == {"costCentre": "CC-9", "manager": {"reportsDirectly": False}}
+    removed = await scim.patch(
+        f"/Users/{user_id}",
+        patch_op(
+            {"op": "remove", "path": "nickName2"},
+            {"op": "remove", "path": "name.middleName2"},
+            {"op": "remove", "path": f"{ENTERPRISE}:manager.reportsDirectly"},
+        ),
+    )
+    assert removed.status_code == 200, removed.text
+    assert "NICKNAME2" not in removed.json()
+    assert removed.json()["name"] == {"givenName": "Ada"}
+    assert removed.json()[ENTERPRISE] == {"costCentre": "CC-9"}
+    for path in ("nickName3", "name.middleName3", f"{ENTERPRISE}:costCentre2"):
+        refused = await scim.patch(
+            f"/Users/{user_id}", patch_op({"op": "add", "path": path, "value": "x"})
+        )
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["scimType"] == "invalidPath"
+    # Described for Users, not for Groups.
+    group = (await scim.post("/Groups", {"schemas": [GROUP], "displayName": "G"})).json()
+    refused = await scim.patch(
+        f"/Groups/{group['id']}", patch_op({"op": "add", "path": "nickName2", "value": "x"})
+    )
+    assert refused.status_code == 400, refused.text
