@@ -16,11 +16,15 @@ import asyncio
 from typing import Any
 
 import httpx
+from alembic import command
+from litestar import Litestar
 from scim2_models import ListResponse, SearchRequest, User
 
 from hub.core import extensions
 from hub.core import schema as schema_definitions
-from tests.conftest import ScimClient, patch_op, user_body
+from hub.core.tenants import InitResult
+from hub.migrate import alembic_config, upgrade
+from tests.conftest import ScimClient, patch_op, serving, user_body
 from tests.test_conformance import HttpxSCIMClient
 from tests.test_extensions import _SyncOverAsync, attribute
 
@@ -292,3 +296,23 @@ async def test_a_patch_path_may_name_what_discovery_describes(scim: ScimClient) 
         f"/Groups/{group['id']}", patch_op({"op": "add", "path": "nickName2", "value": "x"})
     )
     assert refused.status_code == 400, refused.text
+
+
+async def test_migration_describes_what_stored_resources_hold(
+    app: Litestar, db_url: str, tenant: InitResult
+) -> None:
+    """Revision 0021 describes what users and groups stored before it hold, as if recorded."""
+    async with serving(app, tenant) as scim:
+        await scim.post("/Users", odd_user())
+        await scim.post("/Users", user_body(nickName2=7, name={"middleName2": 1}))
+        await scim.post("/Groups", {"schemas": [GROUP], "displayName": "G", "mailNickname": "g"})
+        before = await standard(scim)
+    await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0020")
+    async with serving(app, tenant) as scim:
+        assert (await scim.get(f"/Schemas/{USER}")).json()["attributes"] == (
+            schema_definitions.USER.to_scim("")["attributes"]
+        )
+    await asyncio.to_thread(upgrade, db_url)
+    async with serving(app, tenant) as scim:
+        assert await standard(scim) == before
+        await assert_described(scim)
