@@ -155,6 +155,14 @@ _request_lines: _RequestLines | None = None
 #: the bound-logger class `configure_logging` set up when its level drops `info` lines
 _dropping_info: type | None = None
 _http_log = structlog.get_logger("hub.http")
+#: structlog's processors and wrapper class when `_http_log` was made
+_http_log_config: tuple[list[Any], Any] | None = None
+
+
+def _http_log_live() -> bool:
+    """Is structlog still configured as it was when `_http_log` was made?"""
+    config = structlog.get_config()
+    return _http_log_config == (config["processors"], config["wrapper_class"])
 
 
 def current_request_id() -> str:
@@ -172,13 +180,17 @@ def log_request(**fields: Any) -> None:
     lines = _request_lines
     if lines is not None and lines.live():
         lines.write(fields)
-    else:
+    elif _http_log_live():
         _http_log.info("request", **fields)
+    else:
+        # structlog was configured again since (`capture_logs`): the logger cached on first use
+        # still holds the old chain, a new one follows the new configuration.
+        structlog.get_logger("hub.http").info("request", **fields)
 
 
 def configure_logging(settings: Settings) -> None:
     """Configure structlog and the standard library once, from the settings."""
-    global _request_lines, _dropping_info
+    global _request_lines, _dropping_info, _http_log, _http_log_config
     level = getattr(logging, settings.log_level.upper())
     use_json = settings.log_format == "json" or (
         settings.log_format == "auto"
@@ -217,4 +229,6 @@ def configure_logging(settings: Settings) -> None:
     )
     _request_lines = _RequestLines(batch) if batch is not None and level <= logging.INFO else None
     _dropping_info = wrapper_class if level > logging.INFO else None
+    _http_log = structlog.get_logger("hub.http")
+    _http_log_config = (list(structlog.get_config()["processors"]), wrapper_class)
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr, force=True)

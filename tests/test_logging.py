@@ -135,6 +135,20 @@ def test_a_request_line_is_what_structlog_would_write(
     assert after["after_capture"] is True
 
 
+def test_captured_request_lines_after_one_was_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request line written before `capture_logs` (structlog caches its logger on first use)
+    does not keep the next ones from the capture, in either format."""
+    for log_format in ("console", "json", "console"):
+        monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(_Writes(), write_through=True))
+        _configure(tmp_path, log_format)
+        log_request(method="GET", status=200, first=True)
+        with structlog.testing.capture_logs() as captured:
+            log_request(method="GET", status=201)
+        assert [(e["event"], e["status"]) for e in captured] == [("request", 201)], log_format
+
+
 def test_request_lines_follow_the_level(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Above `info` no request line is written (while warnings are); back at `info`, it is."""
     raw = _Writes()
