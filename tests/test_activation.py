@@ -223,6 +223,32 @@ async def test_a_post_from_another_site_never_uses_the_link(
     assert await link_used(db_url)
 
 
+async def test_every_activation_page_forbids_sniffing_framing_and_caching(
+    client: httpx.AsyncClient, scim: Any, make_user_body: Any, smtp: SmtpServer
+) -> None:
+    """The pages show IdP data (the user's name): each answer says it is HTML and nothing else."""
+    smtp.start()
+    await provision(scim, make_user_body, "sniff@example.com", displayName="Sniff")
+    token = await next_link(smtp, 1)
+    answers = [
+        await client.get(f"/activate/{token}"),
+        await client.head(f"/activate/{token}"),
+        await client.get("/activate/shact_nonsense"),
+        await client.post(f"/activate/{token}", headers={"Sec-Fetch-Site": "cross-site"}),
+        await client.get("/activated"),
+        await client.post(f"/activate/{token}", headers=SAME_ORIGIN, follow_redirects=False),
+        await client.get("/activated"),
+        await client.get(f"/activate/{token}"),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 404, 403, 403, 303, 200, 410]
+    for answer in answers:
+        assert answer.headers["x-content-type-options"] == "nosniff", answer.request.url
+        assert answer.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.headers["content-type"].startswith("text/html")
+
+
 async def test_unknown_tampered_and_expired_links_are_refused(
     client: httpx.AsyncClient, scim: Any, make_user_body: Any, smtp: SmtpServer, db_url: str
 ) -> None:

@@ -45,6 +45,9 @@ _HEADERS: Final = {
     "Referrer-Policy": "no-referrer",
     "X-Robots-Tag": "noindex",
     "X-Frame-Options": "DENY",
+    # The pages show what the IdP sent (the user's name): a browser must not read them as
+    # anything but the HTML they say they are.
+    "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
         "frame-ancestors 'none'; base-uri 'none'"
