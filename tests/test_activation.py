@@ -249,6 +249,35 @@ async def test_every_activation_page_forbids_sniffing_framing_and_caching(
         assert answer.headers["content-type"].startswith("text/html")
 
 
+async def test_an_idp_name_cannot_add_lines_or_reorder_the_hubs_own_words(
+    client: httpx.AsyncClient, scim: Any, make_user_body: Any, smtp: SmtpServer
+) -> None:
+    """A displayName is one line: its line breaks and bidi overrides stay out of the email.
+
+    "Mallory\r\n\r\nYour card is suspended…" would otherwise write paragraphs of its own into
+    the hub's email, and a RIGHT-TO-LEFT OVERRIDE (U+202E) would show the rest of the line (the
+    hub's own words, the workspace's name) backwards, in the email and on the link's pages.
+    """
+    smtp.start()
+    name = "Mallory\r\n\r\nYour card is suspended: visit evil.example\u202e\u2066\x0b"
+    await provision(scim, make_user_body, "mallory@example.com", displayName=name)
+    token = await next_link(smtp, 1)
+    [message] = smtp.inbox.messages
+    plain = message.get_body(preferencelist=("plain",)).get_content()
+    html_part = message.get_body(preferencelist=("html",)).get_content()
+    shown = "Mallory Your card is suspended: visit evil.example"
+    assert plain.splitlines()[0] == f"Hello {shown},"
+    assert f"<p>Hello {shown},</p>" in html_part
+    pages = [await client.get(f"/activate/{token}")]
+    await client.post(f"/activate/{token}", headers=SAME_ORIGIN)
+    pages.append(await client.get("/activated"))
+    assert [p.status_code for p in pages] == [200, 200]
+    assert f"card of {shown} in acme" in pages[0].text
+    assert f"<h1>Welcome, {shown}</h1>" in pages[1].text
+    for shown_text in (plain, html_part, pages[0].text, pages[1].text):
+        assert not {"\u202e", "\u2066", "\x0b", "\r"} & set(shown_text), shown_text
+
+
 async def test_unknown_tampered_and_expired_links_are_refused(
     client: httpx.AsyncClient, scim: Any, make_user_body: Any, smtp: SmtpServer, db_url: str
 ) -> None:

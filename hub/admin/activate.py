@@ -32,6 +32,7 @@ from litestar.handlers import HTTPRouteHandler
 
 from hub.core import activation, secret, sessions
 from hub.core.errors import NotFound
+from hub.core.mailer import one_line
 from hub.logging import current_request_id
 from hub.scim.routes import Hub
 
@@ -66,7 +67,8 @@ _CONFIRM_FORM: Final = (
 
 
 def _page(status: int, title: str, message: str, extra: str = "") -> Response[bytes]:
-    title, message = html.escape(title), html.escape(message)
+    # The title and message name the user as the IdP sent it: one line, its bidi kept to itself.
+    title, message = html.escape(one_line(title)), html.escape(one_line(message))
     body = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

@@ -42,6 +42,10 @@ log = structlog.get_logger("hub.mail")
 
 _UNSAFE_FILENAME = re.compile(r"[^A-Za-z0-9@._-]")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Line breaks (C0 and C1 controls, U+2028, U+2029) and the bidi embedding, override and isolate
+#: controls (U+202A-U+202E, U+2066-U+2069) that `one_line` takes out of what an IdP sent.
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_BIDI_CONTROLS = re.compile(r"[\u202a-\u202e\u2066-\u2069]")
 #: RFC 5322 §2.1.1: lines SHOULD be at most 78 characters.
 _LINE: Final = 78
 #: RFC 2047 §2: an encoded-word is at most 75 characters; "=?utf-8?b?" + "?=" leave 63 for
@@ -106,6 +110,18 @@ def encode_header_text(text: str, *, offset: int) -> str:
         size += width
     words.append(_encoded_word("".join(chunk)))
     return "\n ".join(words)
+
+
+def one_line(text: str) -> str:
+    """A name as the hub shows it in its own sentences: one line, in its own reading order.
+
+    An IdP's value is a single line of text, but nothing stops it holding line breaks (which
+    would write paragraphs of their own into the hub's email) or a bidi override such as U+202E
+    (which would show the hub's words after it backwards, Unicode TR9 §2.2). Runs of control
+    characters and line separators become one space; the bidi embedding, override and isolate
+    controls are dropped (an Arabic or Hebrew name needs none of them to read right).
+    """
+    return _BREAKS.sub(" ", _BIDI_CONTROLS.sub("", text)).strip()
 
 
 def _encoded_word(text: str) -> str:
@@ -184,15 +200,14 @@ class Composer:
         """
         if not recipient.strip() or _CONTROL.search(recipient):
             raise DeliveryError("invalid email address", permanent=True)
+        name, workspace = one_line(content.name), one_line(content.workspace)
         text = (
-            f"Hello {content.name},\n\n"
-            f"{content.workspace} has created a digital business card for you.\n"
+            f"Hello {name},\n\n"
+            f"{workspace} has created a digital business card for you.\n"
             f"Activate your account and see your card here:\n\n{content.link}\n\n"
             "The link works once and expires; ask your administrator for a new one if needed.\n"
         )
-        name, workspace, link = (
-            html.escape(v) for v in (content.name, content.workspace, content.link)
-        )
+        name, workspace, link = (html.escape(v) for v in (name, workspace, content.link))
         page = (
             "<!doctype html><html><body>"
             f"<p>Hello {name},</p>"
