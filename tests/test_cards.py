@@ -503,6 +503,20 @@ async def test_an_offset_beyond_64_bits_is_refused_not_crashed(
     assert far["cards"] == []
 
 
+async def test_a_search_longer_than_any_field_value_is_refused_not_crashed(
+    scim: Any, admin: Admin, scim_error: Any
+) -> None:
+    """SQLite refuses a LIKE pattern over 50,000 bytes ("LIKE or GLOB pattern too complex"):
+    `q` of 60,000 letters answered 500 there. A search is at most 2048 characters, the longest
+    value an admin or owner can give a card field; 2048 four-byte characters still search."""
+    await provision(scim, person("ann.archer@example.com"))
+    longest = await admin.ok("GET", "/cards", params={"q": "\U0001d518" * 2048})
+    assert longest["cards"] == []
+    for q in ("x" * 60_000, "x" * 2049):
+        response = await admin.call("GET", "/cards", params={"q": q})
+        assert "2048" in scim_error(response, 400, "invalidValue")["detail"]
+
+
 async def test_admin_api_needs_the_workspace_key(
     client: httpx.AsyncClient,
     scim: Any,

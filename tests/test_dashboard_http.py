@@ -589,6 +589,17 @@ async def test_team_cards_pages_by_keyset(
     assert "Search results, showing 5" in searched.text
 
 
+async def test_a_search_too_long_to_run_says_so_on_the_page(
+    client: httpx.AsyncClient, db_url: str, tenant: InitResult, scim: Any, make_user_body: Any
+) -> None:
+    # SQLite refuses a LIKE pattern over 50,000 bytes: this page answered 500.
+    assert (await scim.post("/Users", make_user_body("ann@example.com"))).status_code == 201
+    await signed_in(client, db_url, tenant)
+    page = await client.get("/admin/team-cards", params={"q": "x" * 60_000})
+    assert page.status_code == 200
+    assert "at most 2048 characters" in page.text
+
+
 async def test_team_cards_page_reads_an_index_not_a_sort(db_url: str, tenant: InitResult) -> None:
     """The page query walks (workspace, pk) in index order: no temporary sort, no OFFSET."""
     from sqlalchemy import event

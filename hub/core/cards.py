@@ -65,6 +65,10 @@ from hub.core.tokens import Caller
 JSON = dict[str, Any]
 STATUSES: Final = ("active", "inactive", "activated", "not_activated")
 MAX_PAGE: Final = 500
+#: The longest search: the longest value an admin or owner can give a card field. SQLite refuses a
+#: LIKE pattern over 50,000 bytes (SQLITE_MAX_LIKE_PATTERN_LENGTH); 2048 characters of UTF-8,
+#: escaped, stay within it.
+MAX_SEARCH: Final = templates.MAX_VALUE_LENGTH
 
 _CARD = (
     select(
@@ -613,6 +617,8 @@ def _filters(conn: Connection, workspace_pk: int, query: CardQuery) -> list[Any]
     elif query.template is not None:
         where.append(cards.c.template_pk == templates.load(conn, workspace_pk, query.template).pk)
     if query.q:
+        if len(query.q) > MAX_SEARCH:
+            raise InvalidValue(f"a search (q) is at most {MAX_SEARCH} characters")
         where.append(_search(conn, workspace_pk, query.q))
     return where
 
@@ -687,7 +693,8 @@ def list_cards(conn: Connection, workspace_pk: int, query: CardQuery) -> JSON:
     """A page of the workspace's cards, oldest first.
 
     Raises:
-        InvalidValue: bad paging or status. NotFound: unknown template id.
+        InvalidValue: bad paging or status, or a search over `MAX_SEARCH` characters.
+        NotFound: unknown template id.
     """
     if not 1 <= query.limit <= MAX_PAGE or not 0 <= query.offset < 2**63:
         raise InvalidValue(f"limit must be 1 to {MAX_PAGE} and offset 0 to {2**63 - 1}")

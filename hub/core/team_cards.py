@@ -53,7 +53,8 @@ def page(
     """A page of `query.limit` cards, oldest first, after card `after` or before card `before`.
 
     Raises:
-        InvalidValue: bad limit or status, or both `after` and `before`.
+        InvalidValue: bad limit or status, a search over `cards.MAX_SEARCH` characters, or
+            both `after` and `before`.
         NotFound: unknown template id.
     """
     if not 1 <= query.limit <= cards.MAX_PAGE:
