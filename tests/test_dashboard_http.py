@@ -185,6 +185,30 @@ async def test_every_post_needs_the_session_csrf_token(
     assert "Disabled" in (await client.get("/admin/integrations")).text
 
 
+async def test_a_csrf_token_that_is_not_ascii_is_refused_not_crashed(
+    client: httpx.AsyncClient, db_url: str, tenant: InitResult
+) -> None:
+    # hmac.compare_digest takes ASCII strings only: "é" for the token answered 500.
+    await sign_in_form(client)  # the sign-in form's cookie is set
+    forged = await client.post(
+        "/admin/sign-in", data={"csrf": "é", "email": tenant.admin, "password": PASSWORD}
+    )
+    assert forged.status_code == 403
+    assert "expired" in forged.text
+    await signed_in(client, db_url, tenant)
+    url = f"/admin/integrations/connectors/{tenant.connector_id}/state"
+    refused = await client.post(url, data={"enabled": "off", "csrf": "é"})
+    assert refused.status_code == 403
+    assert "security token" in refused.text
+    assert "Enabled" in (await client.get("/admin/integrations")).text
+    preview = await client.post(
+        "/admin/card-settings/preview",
+        json={"rule": 'title eq "x"'},
+        headers={"X-CSRF-Token": b"\xe9"},  # a header's bytes read as Latin-1: "é"
+    )
+    assert preview.status_code == 403
+
+
 async def test_unknown_emails_slow_down_like_accounts_so_429_reveals_nothing(
     client: httpx.AsyncClient, db_url: str, tenant: InitResult
 ) -> None:

@@ -281,8 +281,11 @@ def session_admin(conn: Connection, token: str) -> SessionAdmin | None:
 
 
 def check_csrf(session: SessionAdmin, submitted: str | None) -> bool:
-    """Say whether a posted CSRF token is the session's (constant-time comparison)."""
-    return submitted is not None and hmac.compare_digest(session.csrf, submitted)
+    """Say whether a posted CSRF token is the session's (constant-time comparison).
+
+    Compared as bytes: `hmac.compare_digest` refuses str holding anything but ASCII.
+    """
+    return submitted is not None and hmac.compare_digest(session.csrf.encode(), submitted.encode())
 
 
 def end_session(conn: Connection, token: str) -> None:

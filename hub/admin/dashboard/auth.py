@@ -178,7 +178,8 @@ async def sign_in(request: Req) -> Response[Any]:
     form = await form_of(request)
     expected = request.cookies.get(SIGNIN_COOKIE, "")
     posted = text_field(form, CSRF_FIELD)
-    if not expected or not hmac.compare_digest(expected, posted):
+    # As bytes: compare_digest refuses str holding anything but ASCII (TypeError, a 500).
+    if not expected or not hmac.compare_digest(expected.encode(), posted.encode()):
         return _sign_in_page(
             request,
             status=403,
