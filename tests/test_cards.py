@@ -517,6 +517,27 @@ async def test_a_search_longer_than_any_field_value_is_refused_not_crashed(
         assert "2048" in scim_error(response, 400, "invalidValue")["detail"]
 
 
+async def test_a_nul_in_a_query_parameter_is_refused_on_every_database(
+    client: httpx.AsyncClient, scim: Any, admin: Admin, scim_error: Any
+) -> None:
+    """PostgreSQL holds and compares no U+0000: `GET …/cards?q=a%00` answered 500 there (200 on
+    SQLite), as did the other lists' text parameters. Refused as SCIM bodies and filters are."""
+    await provision(scim, person("ann.archer@example.com"))
+    for path in (
+        "/cards?q=a%00",
+        "/cards?template=a%00",
+        "/activity?user=a%00",
+        "/activity?connector=a%00",
+        "/audit?actor=a%00",
+        "/activation-emails?user_id=a%00",
+    ):
+        response = await admin.call("GET", path)
+        assert "U+0000" in scim_error(response, 400, "invalidValue")["detail"], path
+    # Authentication comes first, as for every other problem with a request.
+    anonymous = await client.get(admin.url("/cards?q=a%00"))
+    assert anonymous.status_code == 401
+
+
 async def test_admin_api_needs_the_workspace_key(
     client: httpx.AsyncClient,
     scim: Any,

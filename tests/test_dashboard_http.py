@@ -624,6 +624,40 @@ async def test_a_search_too_long_to_run_says_so_on_the_page(
     assert "at most 2048 characters" in page.text
 
 
+async def test_a_nul_in_a_form_or_query_is_refused_on_every_database(
+    client: httpx.AsyncClient, db_url: str, tenant: InitResult, scim: Any, make_user_body: Any
+) -> None:
+    """PostgreSQL holds and compares no U+0000: these answered 500 there (SQLite stored it)."""
+    created = await scim.post("/Users", make_user_body("ann@example.com"))
+    assert created.status_code == 201
+    csrf = await signed_in(client, db_url, tenant)
+    listing = await client.get("/admin/team-cards")
+    card = re.search(r'href="(/admin/team-cards/[^"/?]+)"', listing.text)
+    assert card
+    posts = [
+        (f"{card.group(1)}/fields/job_title", {"do": "save", "value": "a\x00b"}),
+        ("/admin/card-settings/templates", {"name": "T\x00", "rule": ""}),
+        ("/admin/card-settings/templates", {"name": "T", "rule": "", "field_title": "a\x00"}),
+        ("/admin/integrations/connectors", {"name": "C\x00", "idp": "okta"}),
+    ]
+    for url, form in posts:
+        refused = await client.post(url, data={"csrf": csrf, **form})
+        assert refused.status_code == 303, (url, form)  # back to the form, saying why
+        back = await client.get(refused.headers["location"])
+        assert "must not contain U+0000" in back.text, (url, form)
+    for query in ("q=a%00", "template=%00", "status=%00", "after=%00"):
+        refused = await client.get(f"/admin/team-cards?{query}")
+        assert refused.status_code == 400, query
+        assert refused.headers["content-type"].startswith("text/html")
+        assert "U+0000" in refused.text
+    assert (await client.get("/admin/activity?user=a%00")).status_code == 400
+    assert "a\x00b" not in (await client.get(card.group(1))).text
+    assert "T\x00" not in (await client.get("/admin/card-settings")).text
+    # The sign-in form: an email holding NUL is no admin's.
+    client.cookies.clear()
+    assert (await attempt(client, "a\x00@example.com", PASSWORD)).status_code == 401
+
+
 async def test_team_cards_page_reads_an_index_not_a_sort(db_url: str, tenant: InitResult) -> None:
     """The page query walks (workspace, pk) in index order: no temporary sort, no OFFSET."""
     from sqlalchemy import event

@@ -19,7 +19,7 @@ from sqlalchemy import Connection
 
 from hub.core import audit
 from hub.core.admins import AdminCaller, authenticate_admin
-from hub.core.errors import NotFound, ScimError, Unauthorized
+from hub.core.errors import InvalidValue, NotFound, ScimError, Unauthorized
 from hub.core.tokens import digest
 from hub.logging import current_request_id
 from hub.scim.routes import Hub
@@ -99,6 +99,19 @@ async def _describe_change(request: Request[Any, Any, Any]) -> _Change:
     return _Change(f"{request.method} {handler}", noun, resource_id, fields, request_id)
 
 
+def nul_in_query(request: Request[Any, Any, Any]) -> ScimError | None:
+    """A query holding U+0000 is refused (400) on every database.
+
+    PostgreSQL stores and compares no NUL in text: a parameter holding one (`?q=a%00`) failed
+    there with a 500 and matched nothing on SQLite. (A path's NUL never gets here: the request
+    middleware makes it U+FFFD, which matches no id.) The query is searched still encoded, where
+    a NUL can only be `%00`.
+    """
+    if b"%00" in request.scope["query_string"]:
+        return InvalidValue("query parameters must not contain U+0000 (NUL); remove it")
+    return None
+
+
 async def run_as_admin(
     request: Request[Any, Any, Any],
     work: Callable[[Connection, AdminCaller], T],
@@ -114,6 +127,7 @@ async def run_as_admin(
     hub: Hub = request.app.state.hub
     key_digest = _key_digest(request)
     workspace: str = request.path_params["workspace"]
+    problem = problem or nul_in_query(request)
     change = await _describe_change(request) if writes and problem is None else None
     run = hub.db.write if writes and problem is None else hub.db.read
     result: T = await run(_as_admin, key_digest, workspace, work, problem, change)

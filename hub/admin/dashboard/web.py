@@ -22,11 +22,12 @@ from litestar.exceptions import HTTPException
 from litestar.response import Redirect, Template
 from sqlalchemy import Connection
 
+from hub.admin.auth import nul_in_query
 from hub.core import admin_sessions, audit
 from hub.core.admin_sessions import SessionAdmin
 from hub.core.admins import AdminCaller
 from hub.core.clock import now_us
-from hub.core.errors import ScimError
+from hub.core.errors import InvalidValue, ScimError
 from hub.logging import current_request_id
 from hub.scim.routes import Hub
 
@@ -143,12 +144,15 @@ def _signed_in(
     work: Callable[[Connection, AdminCaller], T],
     change: _Change | None,
     request_id: str,
+    problem: ScimError | None,
 ) -> tuple[SessionAdmin, T]:
     session = admin_sessions.session_admin(conn, token)
     if session is None:
         raise SignInRequired
     if post and not admin_sessions.check_csrf(session, csrf):
         raise CsrfRefused
+    if problem is not None:
+        raise problem
     result = work(conn, session.admin)
     if change is not None:
         audit.record(
@@ -204,9 +208,18 @@ async def run_signed_in(
     fields = sorted(k for k in (form or {}) if k != CSRF_FIELD)
     change = _Change(action, resource[0], resource[1], fields) if action else None
     request_id = current_request_id()
+    problem = nul_in_query(request) or _nul_in_form(form or {})
     hub = hub_of(request)
-    run = hub.db.write if action else hub.db.read
-    return await run(_signed_in, token, csrf, post, work, change, request_id)
+    run = hub.db.write if action and problem is None else hub.db.read
+    return await run(_signed_in, token, csrf, post, work, change, request_id, problem)
+
+
+def _nul_in_form(form: Mapping[str, Any]) -> ScimError | None:
+    """A form holding U+0000 is refused, as a query holding one is (`nul_in_query`)."""
+    for key, value in form.items():
+        if any("\x00" in text for text in (key, *(value if isinstance(value, list) else [value]))):
+            return InvalidValue("form fields must not contain U+0000 (NUL); remove it")
+    return None
 
 
 def page(
