@@ -10,6 +10,7 @@ import asyncio
 import email
 import email.policy
 import re
+import resource
 import shutil
 import ssl
 import subprocess
@@ -43,7 +44,9 @@ from hub.core.models import activation_links, admins, outbox_messages
 from hub.core.tenants import InitResult
 from hub.core.users import create as create_user
 from hub.settings import Settings, SettingsError, load_settings
-from tests.conftest import TEST_BASE_URL
+from tests.conftest import SCIM_JSON, TEST_BASE_URL, USER_URN
+from tests.dbstate import query
+from tests.hubprocess import HubProcess
 from tests.pg import free_port
 
 LINK = re.compile(r"https?://\S+/activate/([A-Za-z0-9_.-]+)")
@@ -933,3 +936,79 @@ async def test_one_record_call_stores_every_outcome_and_a_cancellation_stands(
     assert rows[2][4], "a message to retry keeps its nonce"
     assert rows[2][2] == now + 1_000_000
     assert outcome[3] == ("cancelled", 1, "gone", None, None)
+
+
+# --------------------------------------------------------------------------- a served hub
+
+
+class _DiskFullAfterFirst(Inbox):
+    """Accepts every message; the first one also fills the serving hub's disk for a second.
+
+    RLIMIT_FSIZE of 1 byte on the server process: every write into the database file (and its
+    WAL) fails as on a full disk, so the sender cannot record what it just delivered.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pid: int | None = None
+        self._limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        answer = await super().handle_DATA(server, session, envelope)
+        if len(self.messages) == 1 and self.pid is not None:
+            pid = self.pid
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (1, self._limit[1]))
+            asyncio.get_running_loop().call_later(
+                1.0, resource.prlimit, pid, resource.RLIMIT_FSIZE, self._limit
+            )
+        return answer
+
+
+async def test_an_outcome_the_database_refused_is_recorded_later_not_sent_again(
+    tmp_path: Path, smtp_port: int
+) -> None:
+    """A delivery whose outcome cannot be written (disk full, database busy) is not repeated.
+
+    The server lives on, so it still knows the message went out: it records that once the
+    database takes writes again, before it claims anything, instead of letting the lease lapse
+    and sending the email a second time (a duplicate only a crash may cause).
+    """
+    server = SmtpServer(smtp_port)
+    inbox = server.inbox = _DiskFullAfterFirst()
+    hub = HubProcess(
+        f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}",
+        tmp_path / "server",
+        smtp_host="127.0.0.1",
+        smtp_port=str(smtp_port),
+        smtp_security="none",
+        mail_poll_ms="100",
+        mail_lease_ms="1500",
+        mail_retry_base_ms="100",
+    )
+    try:
+        hub.prepare()
+        server.start()
+        await asyncio.to_thread(hub.start)
+        assert hub.process is not None
+        inbox.pid = hub.process.pid
+        async with httpx.AsyncClient(timeout=10) as http:
+            created = await http.post(
+                f"{hub.tenant_url}/Users",
+                json={
+                    "schemas": [USER_URN],
+                    "userName": "once@example.com",
+                    "emails": [{"value": "once@example.com", "type": "work", "primary": True}],
+                },
+                headers={"Authorization": f"Bearer {hub.token}", "Content-Type": SCIM_JSON},
+            )
+        assert created.status_code == 201, created.text
+        await eventually(lambda: inbox.messages, within=10)
+        # The disk is back after 1 s; the lease (1.5 s) has lapsed by 4 s.
+        await asyncio.sleep(4.0)
+        ids = [str(m["Message-ID"]) for m in inbox.messages]
+        assert ids == ids[:1], f"sent {len(ids)} times\n{hub.stderr_tail(4000)}"
+        rows = query(hub.database_url, "SELECT status, attempts FROM outbox_messages")
+        assert rows == [("sent", 1)], rows
+    finally:
+        hub.stop()
+        server.stop()

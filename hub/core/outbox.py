@@ -14,7 +14,9 @@ process runs one `Sender` task that claims due messages, delivers them and recor
   kind of outcome; every statement here is a `Prepared` one, built once.
 * A crash between delivery and recording leaves the lease to expire and the message is sent
   again with the same Message-ID (derived from the row id), so the resend is recognisable: the
-  guarantee is at-least-once with idempotent ids, never zero.
+  guarantee is at-least-once with idempotent ids, never zero. A process that lives on after
+  the database refused to record outcomes (disk full, busy) keeps them and records them before
+  it claims again, so only a crash causes a resend.
 
 The sender wakes within milliseconds of a commit that queued mail (a commit listener pokes it)
 and otherwise polls every `mail_poll_ms`.
@@ -428,6 +430,10 @@ class Sender:
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        #: Outcomes delivered but not yet recorded (the database refused the write): recorded
+        #: before the next claim, so a message that went out is not sent again when its lease
+        #: lapses while this process lives.
+        self._unrecorded: list[Result] = []
 
     def start(self) -> None:
         """Start the loop as a task of the running event loop."""
@@ -494,13 +500,17 @@ class Sender:
         """Claim, deliver and record one batch; return how many messages it handled."""
         # A claim and a record are a few prepared statements over at most `batch` rows: short
         # units, run without a thread hand-off where the database allows it.
+        if self._unrecorded:
+            await self.db.write_now(record, self._unrecorded, now=now_us(), policy=self.policy)
+            self._unrecorded = []
         due = await self.db.write_now(
             claim, now=now_us(), lease_us=self.policy.lease_us, limit=self.policy.batch
         )
         if not due:
             return 0
-        results = await self._deliver(due)
-        await self.db.write_now(record, results, now=now_us(), policy=self.policy)
+        self._unrecorded = await self._deliver(due)
+        await self.db.write_now(record, self._unrecorded, now=now_us(), policy=self.policy)
+        self._unrecorded = []
         return len(due)
 
     async def _deliver(self, due: Sequence[Due]) -> list[Result]:
