@@ -23,6 +23,8 @@ import email
 import json
 import os
 import random
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -331,3 +333,102 @@ async def test_sigkill_under_load_loses_nothing_acknowledged(hub: HubProcess) ->
     assert len(seen.users) > 10 * ROUNDS
     assert sum(len(v) for v in seen.emails.values()) > 0
     assert sum(len(v) for v in seen.removed.values()) > 0
+
+
+# --------------------------------------------------------------------------- a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB tmpfs to fill (mounting one needs root), unmounted at the end."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a small tmpfs needs root")
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode(errors='replace')}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def _fill(path: Path) -> None:
+    """Write zeros into `path` until its file system has no byte left."""
+    chunk = bytes(64 * 1024)
+    with path.open("wb", buffering=0) as filler:
+        try:
+            while True:
+                filler.write(chunk)
+        except OSError:
+            pass
+        try:
+            while True:
+                filler.write(b"\0")
+        except OSError:
+            return
+
+
+async def test_a_full_disk_refuses_writes_with_503_and_loses_nothing(
+    small_disk: Path, tmp_path: Path
+) -> None:
+    """SQLite on a full disk (SQLITE_FULL): each write is a 503 SCIM error with Retry-After
+    that changed nothing; reads go on; writes succeed again once space returns, and everything
+    acknowledged before, during and after is there after a restart."""
+    hub = HubProcess(f"sqlite+aiosqlite:///{small_disk / 'hub.db'}", tmp_path / "server")
+    try:
+        hub.prepare()
+        await asyncio.to_thread(hub.start)
+        acknowledged: dict[str, str] = {}
+        refused: list[str] = []
+        async with httpx.AsyncClient(timeout=30) as http:
+            client = Client(http, hub)
+
+            async def create(tag: str) -> httpx.Response:
+                response = await client.create_user(tag)
+                if response.status_code == 201:
+                    acknowledged[response.json()["id"]] = response.json()["userName"]
+                return response
+
+            for _ in range(5):
+                assert (await create("before")).status_code == 201
+            _fill(small_disk / "filler")
+            answers: list[httpx.Response] = []
+            for _ in range(100):  # the WAL's free frames take some writes yet
+                batch = await asyncio.gather(*(create("full") for _ in range(8)))
+                answers += batch
+                if all(r.status_code == 503 for r in batch):
+                    break
+            for response in answers:
+                if response.status_code == 201:
+                    continue
+                assert response.status_code == 503, response.text
+                assert response.headers["content-type"].startswith(SCIM_JSON)
+                assert response.json()["status"] == "503"
+                assert int(response.headers["retry-after"]) >= 1
+                refused.append(json.loads(response.request.content)["userName"])
+            assert refused, "the full disk refused nothing"
+            some = next(iter(acknowledged))
+            patched = await client.patch(
+                f"/Users/{some}", {"op": "replace", "path": "title", "value": "Full"}
+            )
+            assert patched.status_code == 503, patched.text
+            listed = await client.call("GET", "/Users?count=1")
+            assert listed.status_code == 200, listed.text
+
+            (small_disk / "filler").unlink()
+            assert (await create("after")).status_code == 201
+        await asyncio.to_thread(hub.stop)
+        await asyncio.to_thread(hub.start)
+        users = dict(query(hub.database_url, "SELECT id, user_name FROM users"))
+        assert users == acknowledged
+        assert not set(refused) & set(users.values())
+        titled = query(hub.database_url, f"SELECT data FROM users WHERE id = '{some}'")
+        assert "title" not in _json(titled[0][0])
+    finally:
+        hub.stop()

@@ -148,12 +148,20 @@ def _use_wal(cursor: sqlite3.Cursor) -> None:
 
 @contextlib.contextmanager
 def _busy_is_unavailable() -> Iterator[None]:
-    """A locked or unreachable SQLite file is `Unavailable` (503); other errors pass through."""
+    """A locked, unreachable or for now unwritable SQLite file is `Unavailable` (503).
+
+    Unwritable: SQLITE_FULL (its disk is full) or SQLITE_READONLY (its file or file system was
+    made read-only). SQLite undid the transaction, and the write succeeds once the operator frees
+    space or write access. Other errors pass through.
+    """
     try:
         yield
     except (sqlalchemy.exc.OperationalError, sqlite3.OperationalError) as exc:
-        if "locked" in str(exc) or "unable to open" in str(exc):
+        message = str(exc)
+        if "locked" in message or "unable to open" in message:
             raise Unavailable("the database is busy or unreachable; retry shortly") from exc
+        if "disk is full" in message or "readonly database" in message:
+            raise Unavailable("the database cannot take writes now; retry later") from exc
         raise
 
 
