@@ -50,7 +50,16 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     workers = args.workers or settings.workers
     from hub.migrate import is_current
 
-    if not is_current(settings.database_url):
+    try:
+        current = is_current(settings.database_url)
+    except Exception as exc:
+        # A file on a read-only file system or in a missing directory, a server that is down:
+        # say so, not "run db upgrade".
+        reason = str(getattr(exc, "orig", None) or exc)
+        raise CliError(
+            f"cannot open the database {_safe_url(settings.database_url)}: {reason}"
+        ) from exc
+    if not current:
         raise CliError(
             f"the database {_safe_url(settings.database_url)} is not migrated to this version; "
             "run `scim-hub db upgrade` first"

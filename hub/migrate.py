@@ -45,7 +45,12 @@ def upgrade(database_url: str, revision: str = "heads") -> None:
 
 
 def is_current(database_url: str) -> bool:
-    """Say whether the database is migrated to every head revision."""
+    """Say whether the database is migrated to every head revision.
+
+    Raises:
+        Exception: the database could not be opened or read (the driver's or SQLAlchemy's
+            error), which says nothing about its revision.
+    """
     import asyncio
 
     from alembic.runtime.migration import MigrationContext
@@ -67,7 +72,17 @@ def is_current(database_url: str) -> bool:
             await engine.dispose()
 
     found: list[set[str]] = []
-    worker = threading.Thread(target=lambda: found.append(asyncio.run(current())))
+    failed: list[Exception] = []
+
+    def run() -> None:
+        try:
+            found.append(asyncio.run(current()))
+        except Exception as exc:  # raised in the caller's thread, below
+            failed.append(exc)
+
+    worker = threading.Thread(target=run)
     worker.start()
     worker.join()
-    return bool(found) and found[0] == wanted
+    if failed:
+        raise failed[0]
+    return found[0] == wanted

@@ -344,3 +344,14 @@ def test_bad_setting_stops_with_a_message_naming_it(
     assert variable in result.stderr, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert not database.exists(), "nothing is created when a setting is bad"
+
+
+def test_serve_over_a_database_it_cannot_open_says_so(tmp_path: Path) -> None:
+    """`scim-hub serve` over a SQLite file it cannot open (here: in a missing directory; a
+    read-only file system does the same) names that cause, not a missing migration."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'hub.db'}"
+    result = run_cli(["serve", "--port", "1"], hub_environ(url, "http://127.0.0.1:1"), check=False)
+    assert result.returncode == 2, result.stderr
+    assert "cannot open the database" in result.stderr
+    assert "unable to open database file" in result.stderr
+    assert "db upgrade" not in result.stderr
