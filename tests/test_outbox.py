@@ -964,6 +964,33 @@ class _DiskFullAfterFirst(Inbox):
         return answer
 
 
+def _served_hub(tmp_path: Path, smtp_port: int, poll_ms: str) -> HubProcess:
+    return HubProcess(
+        f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}",
+        tmp_path / "server",
+        smtp_host="127.0.0.1",
+        smtp_port=str(smtp_port),
+        smtp_security="none",
+        mail_poll_ms=poll_ms,
+        mail_lease_ms="1500",
+        mail_retry_base_ms="100",
+    )
+
+
+async def _create_one(hub: HubProcess) -> None:
+    async with httpx.AsyncClient(timeout=10) as http:
+        created = await http.post(
+            f"{hub.tenant_url}/Users",
+            json={
+                "schemas": [USER_URN],
+                "userName": "once@example.com",
+                "emails": [{"value": "once@example.com", "type": "work", "primary": True}],
+            },
+            headers={"Authorization": f"Bearer {hub.token}", "Content-Type": SCIM_JSON},
+        )
+    assert created.status_code == 201, created.text
+
+
 async def test_an_outcome_the_database_refused_is_recorded_later_not_sent_again(
     tmp_path: Path, smtp_port: int
 ) -> None:
@@ -975,36 +1002,46 @@ async def test_an_outcome_the_database_refused_is_recorded_later_not_sent_again(
     """
     server = SmtpServer(smtp_port)
     inbox = server.inbox = _DiskFullAfterFirst()
-    hub = HubProcess(
-        f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}",
-        tmp_path / "server",
-        smtp_host="127.0.0.1",
-        smtp_port=str(smtp_port),
-        smtp_security="none",
-        mail_poll_ms="100",
-        mail_lease_ms="1500",
-        mail_retry_base_ms="100",
-    )
+    hub = _served_hub(tmp_path, smtp_port, poll_ms="100")
     try:
         hub.prepare()
         server.start()
         await asyncio.to_thread(hub.start)
         assert hub.process is not None
         inbox.pid = hub.process.pid
-        async with httpx.AsyncClient(timeout=10) as http:
-            created = await http.post(
-                f"{hub.tenant_url}/Users",
-                json={
-                    "schemas": [USER_URN],
-                    "userName": "once@example.com",
-                    "emails": [{"value": "once@example.com", "type": "work", "primary": True}],
-                },
-                headers={"Authorization": f"Bearer {hub.token}", "Content-Type": SCIM_JSON},
-            )
-        assert created.status_code == 201, created.text
+        await _create_one(hub)
         await eventually(lambda: inbox.messages, within=10)
         # The disk is back after 1 s; the lease (1.5 s) has lapsed by 4 s.
         await asyncio.sleep(4.0)
+        ids = [str(m["Message-ID"]) for m in inbox.messages]
+        assert ids == ids[:1], f"sent {len(ids)} times\n{hub.stderr_tail(4000)}"
+        rows = query(hub.database_url, "SELECT status, attempts FROM outbox_messages")
+        assert rows == [("sent", 1)], rows
+    finally:
+        hub.stop()
+        server.stop()
+
+
+async def test_an_outcome_not_yet_recorded_is_recorded_by_a_graceful_stop(
+    tmp_path: Path, smtp_port: int
+) -> None:
+    """The same, when the server is stopped (SIGTERM) before its sender's next round: the stop
+    records what went out, so the restarted server does not send it again."""
+    server = SmtpServer(smtp_port)
+    inbox = server.inbox = _DiskFullAfterFirst()
+    hub = _served_hub(tmp_path, smtp_port, poll_ms="60000")  # no round before the stop
+    try:
+        hub.prepare()
+        server.start()
+        await asyncio.to_thread(hub.start)
+        assert hub.process is not None
+        inbox.pid = hub.process.pid
+        await _create_one(hub)
+        await eventually(lambda: inbox.messages, within=10)
+        await asyncio.sleep(1.5)  # the disk is back, the sender asleep
+        await asyncio.to_thread(hub.stop)
+        await asyncio.to_thread(hub.start)
+        await asyncio.sleep(2.5)  # past the lease of the first attempt
         ids = [str(m["Message-ID"]) for m in inbox.messages]
         assert ids == ids[:1], f"sent {len(ids)} times\n{hub.stderr_tail(4000)}"
         rows = query(hub.database_url, "SELECT status, attempts FROM outbox_messages")

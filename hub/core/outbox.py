@@ -472,6 +472,15 @@ class Sender:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._unrecorded:  # delivered, not yet recorded: once more, or the lease covers them
+            try:
+                await self.db.write_now(record, self._unrecorded, now=now_us(), policy=self.policy)
+            except Exception as exc:
+                log.warning(
+                    "outcomes not recorded", messages=len(self._unrecorded), error=repr(exc)
+                )
+            else:
+                self._unrecorded = []
         await self.mailer.close()
 
     async def _run(self) -> None:
