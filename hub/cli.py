@@ -415,6 +415,29 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _port(text: str) -> int:
+    """A TCP port, 1 to 65535 (argparse type)."""
+    value = _whole(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1 to 65535)")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    """A whole number of at least 1 (argparse type)."""
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `scim-hub`."""
     parser = argparse.ArgumentParser(prog="scim-hub", description="SCIM 2.0 provisioning hub")
@@ -422,8 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="serve the hub over HTTP")
     serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--workers", type=int)
+    serve.add_argument("--port", type=_port)
+    serve.add_argument("--workers", type=_at_least_one)
     serve.set_defaults(func=cmd_serve)
 
     db = sub.add_parser("db", help="database tasks")

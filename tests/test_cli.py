@@ -355,3 +355,23 @@ def test_serve_over_a_database_it_cannot_open_says_so(tmp_path: Path) -> None:
     assert "cannot open the database" in result.stderr
     assert "unable to open database file" in result.stderr
     assert "db upgrade" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--port", "99999"), "--port"),
+        (("--port", "0"), "--port"),
+        (("--port", "http"), "--port"),
+        (("--workers", "0"), "--workers"),
+        (("--workers", "-2"), "--workers"),
+    ],
+)
+def test_serve_refuses_a_port_or_worker_count_out_of_range(
+    sqlite_cli: Cli, args: tuple[str, str], named: str
+) -> None:
+    """`serve --port 99999` listened nowhere and never returned; `--port 0` served on 8000."""
+    result = sqlite_cli("serve", *args, check=False)
+    assert result.returncode == 2
+    assert named in result.stderr, result.stderr
+    assert "serving" not in result.stdout
