@@ -26,7 +26,32 @@ class CliError(Exception):
     """A problem the operator can fix; printed without a traceback."""
 
 
+def _require_current(settings: Settings) -> None:
+    """Stop unless the database is migrated to this version.
+
+    A command on an older schema would fail half-way, or write rows that this version's later
+    migrations never see.
+    """
+    from hub.migrate import is_current
+
+    try:
+        current = is_current(settings.database_url)
+    except Exception as exc:
+        # A file in a missing directory or on a read-only file system, a server that is down:
+        # say so, not "run db upgrade".
+        raise CliError(
+            f"cannot open the database {_safe_url(settings.database_url)}: {_reason(exc)}"
+        ) from exc
+    if not current:
+        raise CliError(
+            f"the database {_safe_url(settings.database_url)} is not migrated to this version; "
+            "run `scim-hub db upgrade` first"
+        )
+
+
 def _run_unit(settings: Settings, fn: Callable[..., T], /, **kwargs: Any) -> T:
+    _require_current(settings)
+
     async def go() -> T:
         db = open_database(settings.database_url)
         try:
@@ -48,22 +73,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     port = args.port or settings.port
     workers = args.workers or settings.workers
-    from hub.migrate import is_current
-
-    try:
-        current = is_current(settings.database_url)
-    except Exception as exc:
-        # A file on a read-only file system or in a missing directory, a server that is down:
-        # say so, not "run db upgrade".
-        reason = str(getattr(exc, "orig", None) or exc)
-        raise CliError(
-            f"cannot open the database {_safe_url(settings.database_url)}: {reason}"
-        ) from exc
-    if not current:
-        raise CliError(
-            f"the database {_safe_url(settings.database_url)} is not migrated to this version; "
-            "run `scim-hub db upgrade` first"
-        )
+    _require_current(settings)
     os.environ["SCIM_HUB_DATABASE_URL"] = settings.database_url
     # Each worker enforces its share of the rate limits.
     os.environ["SCIM_HUB_WORKERS"] = str(workers)
@@ -131,6 +141,44 @@ def cmd_db_backup(settings: Settings, args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     print(f"backed up {_safe_url(settings.database_url)} to {target} with: {command.shell()}")
     return 0
+
+
+def _database_problem(database_url: str, args: argparse.Namespace, exc: Exception) -> str | None:
+    """Say what is wrong with the database a command failed on; None when it is not the database.
+
+    A database not migrated yet (or migrated by an older version), one that cannot be reached, or
+    one that refuses the change (a read-only file) is the operator's to fix: one line naming it,
+    not a traceback. The URL is shown without its password.
+    """
+    import sqlalchemy.exc
+
+    if not isinstance(exc, sqlalchemy.exc.SQLAlchemyError | OSError) and not type(
+        exc
+    ).__module__.startswith("asyncpg"):
+        return None
+    from hub.migrate import is_current
+
+    where = _safe_url(database_url)
+    try:
+        current = is_current(database_url)
+    except Exception as unreachable:
+        return f"cannot open the database {where}: {_reason(unreachable)}"
+    if args.func is cmd_db:
+        return f"cannot migrate the database {where}: {_reason(exc)}"
+    if not current:
+        return (
+            f"the database {where} is not migrated to this version; run `scim-hub db upgrade` first"
+        )
+    if isinstance(exc, sqlalchemy.exc.OperationalError):
+        return f"the database {where} refused the change: {_reason(exc)}"
+    return None
+
+
+def _reason(exc: BaseException) -> str:
+    """The driver's own words for `exc` (first line; no SQL, no parameters)."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
 
 
 def _safe_url(url: str) -> str:
@@ -400,6 +448,7 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.users < 1 or args.batch < 1:
         raise CliError("--users and --batch must be at least 1")
+    _require_current(settings)
     report = asyncio.run(go())
     if args.json:
         print(msgspec.json.encode(report).decode())
@@ -537,6 +586,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = load_settings()
+    except SettingsError as exc:
+        print(f"scim-hub: bad setting: {exc}", file=sys.stderr)
+        return 2
+    try:
         from hub.logging import configure_logging
 
         configure_logging(settings)
@@ -547,6 +600,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (CliError, ScimError) as exc:
         print(f"scim-hub: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        problem = _database_problem(settings.database_url, args, exc)
+        if problem is None:
+            raise
+        print(f"scim-hub: {problem}", file=sys.stderr)
         return 2
 
 

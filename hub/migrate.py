@@ -72,17 +72,17 @@ def is_current(database_url: str) -> bool:
             await engine.dispose()
 
     found: list[set[str]] = []
-    failed: list[Exception] = []
+    errors: list[BaseException] = []
 
-    def run() -> None:
+    def _run() -> None:
         try:
             found.append(asyncio.run(current()))
-        except Exception as exc:  # raised in the caller's thread, below
-            failed.append(exc)
+        except BaseException as exc:
+            errors.append(exc)
 
-    worker = threading.Thread(target=run)
+    worker = threading.Thread(target=_run, name="hub-migrate-check")
     worker.start()
     worker.join()
-    if failed:
-        raise failed[0]
+    if errors:  # e.g. the database is unreachable: the caller says so, not "not migrated"
+        raise errors[0]
     return found[0] == wanted

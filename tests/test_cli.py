@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import socket
 import subprocess
 import threading
 import traceback
@@ -355,6 +356,57 @@ def test_serve_over_a_database_it_cannot_open_says_so(tmp_path: Path) -> None:
     assert "cannot open the database" in result.stderr
     assert "unable to open database file" in result.stderr
     assert "db upgrade" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+@pytest.mark.parametrize("revision", [None, "0002"])
+def test_a_command_on_a_database_not_migrated_says_so(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str, revision: str | None
+) -> None:
+    """Not migrated at all, or only by an older version: one line naming the fix, no traceback."""
+    from hub.migrate import upgrade
+
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+    else:
+        url = request.getfixturevalue("fresh_postgres_url")
+    if revision is not None:
+        upgrade(url, revision)
+    runner = Cli(url)
+    for args in (
+        ("init", "--workspace", "acme"),
+        ("token", "list", "--workspace", "acme"),
+        ("connector", "list", "--workspace", "acme"),
+        ("seed", "--workspace", "acme", "--users", "2"),
+    ):
+        result = runner(*args, check=False)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        assert "not migrated" in result.stderr, result.stderr
+        assert "scim-hub db upgrade" in result.stderr, result.stderr
+    assert runner("db", "upgrade").returncode == 0
+    assert runner("init", "--workspace", "acme").returncode == 0
+
+
+def test_a_database_that_cannot_be_reached_is_named_without_its_password(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    runner = Cli(f"postgresql+asyncpg://hub:s3cretpw@127.0.0.1:{port}/hub")
+    for args in (
+        ("db", "upgrade"),
+        ("serve", "--port", "8999"),
+        ("token", "list", "--workspace", "a"),
+    ):
+        result = runner(*args, check=False)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr, result.stderr
+        assert "s3cretpw" not in result.stdout + result.stderr
+        assert "cannot open the database" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize(
