@@ -17,6 +17,8 @@ import msgspec
 ENV_PREFIX = "SCIM_HUB_"
 #: The shortest server secret accepted (`SCIM_HUB_SECRET` or the key file): 32 characters.
 MIN_SECRET_LENGTH = 32
+#: The largest TCP port number (SCIM_HUB_PORT, SCIM_HUB_SMTP_PORT).
+MAX_PORT = 65_535
 #: PostgreSQL connections a process keeps open when nothing says otherwise.
 DEFAULT_POOL_SIZE = 20
 
@@ -153,6 +155,8 @@ def _check_ranges(settings: Settings) -> None:
     for name in positive:
         if getattr(settings, name) < 1:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
+    if settings.port > MAX_PORT:
+        raise SettingsError(f"{ENV_PREFIX}PORT must be a TCP port, 1 to {MAX_PORT}")
     if not 0 <= settings.activity_retention_days <= MAX_RETENTION_DAYS:
         raise SettingsError(
             f"{ENV_PREFIX}ACTIVITY_RETENTION_DAYS must be between 0 (keep all) and "
@@ -185,5 +189,7 @@ def _check_mail(settings: Settings) -> None:
     for name in positive:
         if getattr(settings, name) < 1:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
+    if settings.smtp_port > MAX_PORT:
+        raise SettingsError(f"{ENV_PREFIX}SMTP_PORT must be a TCP port, 1 to {MAX_PORT}")
     if "@" not in settings.mail_from:
         raise SettingsError(f"{ENV_PREFIX}MAIL_FROM must be an email address")

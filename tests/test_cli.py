@@ -330,6 +330,8 @@ async def test_connector_disable_and_enable(cli: Cli) -> None:
         ("SCIM_HUB_ENVIRONMENT", "staging"),
         ("SCIM_HUB_LOG_LEVEL", "loud"),
         ("SCIM_HUB_MAX_RESULTS", "-5"),
+        ("SCIM_HUB_PORT", "99999"),
+        ("SCIM_HUB_SMTP_PORT", "70000"),
         ("SCIM_HUB_DATABASE_POOL_SIZE", "0"),
         ("SCIM_HUB_DATABASE_URL", "mysql://db.example.com/hub"),
         ("SCIM_HUB_DATABASE_URL", "not a url"),
