@@ -429,3 +429,21 @@ def test_serve_refuses_a_port_or_worker_count_out_of_range(
     assert result.returncode == 2
     assert named in result.stderr, result.stderr
     assert "serving" not in result.stdout
+
+
+@pytest.mark.postgres
+def test_db_upgrades_started_together_on_postgresql_all_succeed(fresh_postgres_url: str) -> None:
+    """Hubs started at once each run `db upgrade`: one migrates, the others wait and find it done.
+
+    Before, all but one failed half-way with `duplicate key value violates unique constraint
+    "pg_type_typname_nsp_index"` (each creating the same tables).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from hub.migrate import is_current
+
+    runner = Cli(fresh_postgres_url, process=True)  # processes: Alembic's context is per process
+    with ThreadPoolExecutor(3) as pool:
+        results = list(pool.map(lambda _: runner("db", "upgrade", check=False), range(3)))
+    assert [result.returncode for result in results] == [0, 0, 0], [r.stderr for r in results]
+    assert is_current(fresh_postgres_url)

@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
-from sqlalchemy import Connection, pool
+from sqlalchemy import Connection, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from hub.core.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+
+#: The PostgreSQL advisory lock that serialises migrations (any 64-bit key the hub owns alone).
+MIGRATION_LOCK = 0x5C1A_4B0B
 
 
 def _run(connection: Connection) -> None:
@@ -21,6 +24,10 @@ def _run(connection: Connection) -> None:
         render_as_batch=connection.dialect.name == "sqlite",
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Hubs started together each run `db upgrade`: the second waits for the first and
+            # then finds the schema current, instead of failing on the tables it is creating.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 
