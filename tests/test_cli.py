@@ -447,3 +447,31 @@ def test_db_upgrades_started_together_on_postgresql_all_succeed(fresh_postgres_u
         results = list(pool.map(lambda _: runner("db", "upgrade", check=False), range(3)))
     assert [result.returncode for result in results] == [0, 0, 0], [r.stderr for r in results]
     assert is_current(fresh_postgres_url)
+
+
+async def test_an_admin_is_named_in_any_case(cli: Cli) -> None:
+    """`admin create Ops@Acme.example` said the admin existed, and `admin deactivate` said not.
+
+    The address is one admin in any case (`admin create` refuses it twice, signing in matches it
+    in any case); deactivate, activate, set-password, key and token regenerate find it so too.
+    """
+    acme = cli.init("acme", "--admin-email", "ops@acme.example")
+    regenerated = cli(
+        "token",
+        "regenerate",
+        "--workspace",
+        "acme",
+        "--connector",
+        "generic_scim",
+        "--admin",
+        "OPS@acme.example",
+    )
+    current = _printed_token(regenerated.stdout)
+    assert (
+        "admin key:"
+        in cli("admin", "key", "--workspace", "acme", "--email", "Ops@Acme.Example").stdout
+    )
+    cli("admin", "deactivate", "Ops@Acme.Example", "--workspace", "acme")
+    assert await cli.statuses(acme["token"], current) == [401, 401]
+    cli("admin", "activate", "OPS@ACME.EXAMPLE", "--workspace", "acme")
+    assert await cli.statuses(current) == [200]

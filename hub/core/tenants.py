@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import msgspec
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from hub.core.clock import now_us
 from hub.core.errors import Conflict, InvalidValue, NotFound
@@ -122,13 +122,24 @@ def init_workspace(
 
 
 def admin_pk(conn: Connection, workspace_pk: int, email: str) -> int:
-    """Return the pk of the workspace's admin with `email`.
+    """Return the pk of the workspace's admin with `email`, matched without regard to case.
+
+    An admin is unique per workspace in any case (`create_admin`) and signs in with the address
+    in any case, so `Alice@Example.com` names the admin created as `alice@example.com`; an exact
+    match wins should older data hold both.
 
     Raises:
         NotFound: no such admin in this workspace.
     """
+    wanted = email.strip()
     pk = conn.execute(
-        select(admins.c.pk).where(admins.c.workspace_pk == workspace_pk, admins.c.email == email)
+        select(admins.c.pk)
+        .where(
+            admins.c.workspace_pk == workspace_pk,
+            func.lower(admins.c.email) == wanted.lower(),
+        )
+        .order_by((admins.c.email == wanted).desc(), admins.c.pk)
+        .limit(1)
     ).scalar()
     if pk is None:
         raise NotFound(f"no admin {email!r} in this workspace")
