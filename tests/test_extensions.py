@@ -244,6 +244,18 @@ async def test_a_strict_client_reads_users_holding_custom_attributes(
     await scim.post("/Users", holding(CUSTOM, costCode="CC-1", level=3, tags=["a"]))
     await scim.post("/Groups", group_body(schemas=[GROUP, SHARED], **{SHARED: {"site": "P"}}))
 
+    users, everything = await read_strictly(scim, client)
+    assert isinstance(users, ListResponse)
+    assert users.total_results == 1
+    dumped = users.resources[0].model_dump()
+    assert dumped[CUSTOM] == {"costCode": "CC-1", "level": 3, "tags": ["a"]}
+    assert everything.total_results == 2
+    assert {"site": "P"} in [r.model_dump().get(SHARED) for r in everything.resources]
+
+
+async def read_strictly(scim: ScimClient, client: httpx.AsyncClient) -> tuple[Any, Any]:
+    """List the users and search everything as scim2-client does: after discovery, validating
+    every answer against the schemas it showed (it raises on what they do not describe)."""
     transport = _SyncOverAsync(client)
 
     def read() -> tuple[Any, Any]:
@@ -254,17 +266,9 @@ async def test_a_strict_client_reads_users_holding_custom_attributes(
         ) as http:
             strict = HttpxSCIMClient(http)
             strict.discover()
-            users = strict.query(User)
-            everything = strict.search(SearchRequest())
-            return users, everything
+            return strict.query(User), strict.search(SearchRequest())
 
-    users, everything = await asyncio.to_thread(read)
-    assert isinstance(users, ListResponse)
-    assert users.total_results == 1
-    dumped = users.resources[0].model_dump()
-    assert dumped[CUSTOM] == {"costCode": "CC-1", "level": 3, "tags": ["a"]}
-    assert everything.total_results == 2
-    assert {"site": "P"} in [r.model_dump().get(SHARED) for r in everything.resources]
+    return await asyncio.to_thread(read)
 
 
 class _SyncOverAsync(httpx.BaseTransport):

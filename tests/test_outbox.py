@@ -991,6 +991,35 @@ async def _create_one(hub: HubProcess) -> None:
     assert created.status_code == 201, created.text
 
 
+@asynccontextmanager
+async def _first_email_unrecorded(
+    tmp_path: Path, smtp_port: int, poll_ms: str
+) -> AsyncIterator[tuple[_DiskFullAfterFirst, HubProcess]]:
+    """A served hub whose first activation email went out while its database was full."""
+    server = SmtpServer(smtp_port)
+    inbox = server.inbox = _DiskFullAfterFirst()
+    hub = _served_hub(tmp_path, smtp_port, poll_ms=poll_ms)
+    try:
+        hub.prepare()
+        server.start()
+        await asyncio.to_thread(hub.start)
+        assert hub.process is not None
+        inbox.pid = hub.process.pid
+        await _create_one(hub)
+        await eventually(lambda: inbox.messages, within=10)
+        yield inbox, hub
+    finally:
+        hub.stop()
+        server.stop()
+
+
+def _assert_sent_once(inbox: _DiskFullAfterFirst, hub: HubProcess) -> None:
+    ids = [str(m["Message-ID"]) for m in inbox.messages]
+    assert ids == ids[:1], f"sent {len(ids)} times\n{hub.stderr_tail(4000)}"
+    rows = query(hub.database_url, "SELECT status, attempts FROM outbox_messages")
+    assert rows == [("sent", 1)], rows
+
+
 async def test_an_outcome_the_database_refused_is_recorded_later_not_sent_again(
     tmp_path: Path, smtp_port: int
 ) -> None:
@@ -1000,26 +1029,10 @@ async def test_an_outcome_the_database_refused_is_recorded_later_not_sent_again(
     database takes writes again, before it claims anything, instead of letting the lease lapse
     and sending the email a second time (a duplicate only a crash may cause).
     """
-    server = SmtpServer(smtp_port)
-    inbox = server.inbox = _DiskFullAfterFirst()
-    hub = _served_hub(tmp_path, smtp_port, poll_ms="100")
-    try:
-        hub.prepare()
-        server.start()
-        await asyncio.to_thread(hub.start)
-        assert hub.process is not None
-        inbox.pid = hub.process.pid
-        await _create_one(hub)
-        await eventually(lambda: inbox.messages, within=10)
+    async with _first_email_unrecorded(tmp_path, smtp_port, poll_ms="100") as (inbox, hub):
         # The disk is back after 1 s; the lease (1.5 s) has lapsed by 4 s.
         await asyncio.sleep(4.0)
-        ids = [str(m["Message-ID"]) for m in inbox.messages]
-        assert ids == ids[:1], f"sent {len(ids)} times\n{hub.stderr_tail(4000)}"
-        rows = query(hub.database_url, "SELECT status, attempts FROM outbox_messages")
-        assert rows == [("sent", 1)], rows
-    finally:
-        hub.stop()
-        server.stop()
+        _assert_sent_once(inbox, hub)
 
 
 async def test_an_outcome_not_yet_recorded_is_recorded_by_a_graceful_stop(
@@ -1027,25 +1040,10 @@ async def test_an_outcome_not_yet_recorded_is_recorded_by_a_graceful_stop(
 ) -> None:
     """The same, when the server is stopped (SIGTERM) before its sender's next round: the stop
     records what went out, so the restarted server does not send it again."""
-    server = SmtpServer(smtp_port)
-    inbox = server.inbox = _DiskFullAfterFirst()
-    hub = _served_hub(tmp_path, smtp_port, poll_ms="60000")  # no round before the stop
-    try:
-        hub.prepare()
-        server.start()
-        await asyncio.to_thread(hub.start)
-        assert hub.process is not None
-        inbox.pid = hub.process.pid
-        await _create_one(hub)
-        await eventually(lambda: inbox.messages, within=10)
+    # No sender round before the stop.
+    async with _first_email_unrecorded(tmp_path, smtp_port, poll_ms="60000") as (inbox, hub):
         await asyncio.sleep(1.5)  # the disk is back, the sender asleep
         await asyncio.to_thread(hub.stop)
         await asyncio.to_thread(hub.start)
         await asyncio.sleep(2.5)  # past the lease of the first attempt
-        ids = [str(m["Message-ID"]) for m in inbox.messages]
-        assert ids == ids[:1], f"sent {len(ids)} times\n{hub.stderr_tail(4000)}"
-        rows = query(hub.database_url, "SELECT status, attempts FROM outbox_messages")
-        assert rows == [("sent", 1)], rows
-    finally:
-        hub.stop()
-        server.stop()
+        _assert_sent_once(inbox, hub)

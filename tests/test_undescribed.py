@@ -18,15 +18,14 @@ from typing import Any
 import httpx
 from alembic import command
 from litestar import Litestar
-from scim2_models import ListResponse, SearchRequest, User
+from scim2_models import ListResponse
 
 from hub.core import extensions
 from hub.core import schema as schema_definitions
 from hub.core.tenants import InitResult
 from hub.migrate import alembic_config, upgrade
 from tests.conftest import ScimClient, patch_op, serving, user_body
-from tests.test_conformance import HttpxSCIMClient
-from tests.test_extensions import _SyncOverAsync, attribute
+from tests.test_extensions import attribute, read_strictly
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -230,21 +229,7 @@ async def test_a_strict_client_reads_users_holding_unknown_attributes(
     """scim2-client validates every response against the schemas discovery shows: a list
     page, a `.search` and a root search holding such a user were refused before."""
     assert (await scim.post("/Users", odd_user())).status_code == 201
-    transport = _SyncOverAsync(client)
-
-    def read() -> tuple[Any, Any]:
-        with httpx.Client(
-            transport=transport,
-            base_url=str(client.base_url) + "/scim/v2",
-            headers={"Authorization": f"Bearer {scim.token}"},
-        ) as http:
-            strict = HttpxSCIMClient(http)
-            strict.discover()
-            users = strict.query(User)
-            everything = strict.search(SearchRequest())
-            return users, everything
-
-    users, everything = await asyncio.to_thread(read)
+    users, everything = await read_strictly(scim, client)
     assert isinstance(users, ListResponse)
     assert users.total_results == 1
     assert everything.total_results == 1
