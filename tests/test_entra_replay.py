@@ -542,6 +542,38 @@ async def test_the_tutorials_manager_query(entra: ScimClient) -> None:
     ] == [uid]
 
 
+async def test_the_manager_query_with_quoted_values(entra: ScimClient) -> None:
+    """[TUTORIAL] Example 4 with its values quoted as RFC strings, ``manager`` still bare.
+
+    ``GET /Users?filter=Id eq "<id>" and Manager eq "<manager id>"&attributes=id`` (and
+    ``manager eq "<id>"`` alone, ``manager.value eq``) compares the Enterprise manager's id; it
+    was a 400 invalidFilter ("unknown attribute 'Manager'"). A quoted value holding `` and `` or
+    an Enterprise name is a value, never rewritten.
+    """
+    boss, other = [(await create(entra, entra_user()))["id"] for _ in range(2)]
+    body = entra_user(displayName="Tom and manager eq Jerry")
+    body[ENTERPRISE] = {"manager": boss, "department": "Tour Operations"}
+    uid = (await create(entra, body))["id"]
+
+    async def found(text: str) -> list[str]:
+        response = await entra.get("/Users", params={"filter": text, "attributes": "id"})
+        listed = assert_list(response, len(response.json().get("Resources", [])))
+        return [user["id"] for user in listed]
+
+    assert await found(f'Id eq "{uid}" and Manager eq "{boss}"') == [uid]
+    assert await found(f'id eq "{uid}" and manager eq "{other}"') == []
+    assert await found(f'manager eq "{boss}"') == [uid]
+    assert await found(f'MANAGER.value eq "{boss}" and active eq true') == [uid]
+    assert await found(f'manager eq "{boss}" and id eq {uid}') == [uid]
+    assert await found(f'department eq "Tour Operations" and id eq "{uid}"') == [uid]
+    named = f'displayName eq "Tom and manager eq Jerry" and manager eq "{boss}"'
+    assert await found(named) == [uid]
+    assert await found('title eq "manager eq x"') == []
+    # Only conjunctions are read so (Entra sends no other form): RFC 7644 still decides the rest.
+    response = await entra.get("/Users", params={"filter": f'manager eq "{boss}" or id eq "x"'})
+    assert_scim_error(response, 400, "invalidFilter")
+
+
 async def test_the_tutorials_manager_path_without_its_urn(entra: ScimClient) -> None:
     """[TUTORIAL] Example 5: ``"path": "manager"``, the value a list of one reference."""
     boss = (await create(entra, entra_user()))["id"]

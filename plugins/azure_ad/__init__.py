@@ -391,17 +391,47 @@ def normalise(body: JSONObject, context: RequestContext) -> JSONObject:
     )
 
 
-#: One comparison whose value is a bare word: ``externalId eq jyoung``.
-_BARE_COMPARISON = re.compile(
-    r"\s*([A-Za-z0-9_.:$-]+)\s+(eq|ne|co|sw|ew|gt|ge|lt|le)\s+([^\s\"()\[\]]+)\s*",
+#: A filter value as Entra writes one: an RFC string, or a bare word (``jyoung``, ``true``).
+_VALUE = r'"(?:[^"\\]|\\.)*"|[^\s"()\[\]]+'
+#: One comparison: ``externalId eq jyoung``, ``Manager eq "2819c223-…"``.
+_COMPARISON = re.compile(
+    rf"\s*([A-Za-z0-9_.:$-]+)\s+(eq|ne|co|sw|ew|gt|ge|lt|le)\s+({_VALUE})\s*",
     re.IGNORECASE,
 )
 _NOT_STRINGS = re.compile(r"true|false|null|-?\d+(\.\d+)?([eE][+-]?\d+)?", re.IGNORECASE)
-_AND = re.compile(r"\s+and\s+", re.IGNORECASE)
+_AND = re.compile(r"and\s+", re.IGNORECASE)
+#: An Enterprise attribute's name without its URN (not after ``:``), the only thing a quoted
+#: filter may need rewritten: asked first, so ``userName eq "…"`` is not parsed here.
+_BARE_ENTERPRISE = re.compile(
+    r"(?<![\w:.$-])(employeeNumber|costCenter|organization|division|department|manager)"
+    r"(?![\w:$-])",
+    re.IGNORECASE,
+)
+
+
+def _conjunction(text: str) -> list[re.Match[str]] | None:
+    """The comparisons of `text` if it is comparisons joined by ``and``, else None.
+
+    A quoted value may hold anything, `` and `` included: it is matched whole, as a string.
+    """
+    found: list[re.Match[str]] = []
+    at = 0
+    while True:
+        match = _COMPARISON.match(text, at)
+        if match is None:
+            return None
+        found.append(match)
+        at = match.end()
+        if at == len(text):
+            return found
+        joined = _AND.match(text, at) if text[at - 1].isspace() else None
+        if joined is None:
+            return None
+        at = joined.end()
 
 
 def _quoted(match: re.Match[str], resource_type: str) -> str | None:
-    """One bare comparison in RFC form (string value quoted, Enterprise name qualified), or None.
+    """One comparison in RFC form (string value quoted, Enterprise name qualified), or None.
 
     None when the comparison is RFC form already. ``manager eq 2819c223-…`` compares the
     manager's id: ``manager`` is complex (RFC 7643 §4.3), so the comparison is on its ``value``.
@@ -410,7 +440,7 @@ def _quoted(match: re.Match[str], resource_type: str) -> str | None:
     qualified = _qualified(name, resource_type)
     if qualified is not name and name.lower() == "manager":
         qualified += ".value"
-    if not _NOT_STRINGS.fullmatch(value):
+    if value[0] != '"' and not _NOT_STRINGS.fullmatch(value):
         value = f'"{value}"'
     elif qualified is name:
         return None
@@ -424,27 +454,28 @@ def normalise_query(query: dict[str, str], context: RequestContext) -> dict[str,
     an unquoted value, which RFC 7644's grammar does not allow (a string is quoted); Example 4
     asks whether a user has a given manager with ``filter=id eq 54D382A4-… and manager eq
     2819c223-…&attributes=id``: bare values again, and the Enterprise ``manager`` named without
-    its URN. A filter with no quote at all, made of comparisons joined by ``and``, is rewritten:
-    each value that is neither a boolean, null nor a number is quoted, and an Enterprise
-    attribute's name is qualified as `_qualified` qualifies a PATCH path.
+    its URN. The same query with its values quoted as RFC 7644 writes strings (``Id eq "…" and
+    Manager eq "…"``) still names ``manager`` bare. A filter made of comparisons joined by
+    ``and`` is rewritten: each bare value that is neither a boolean, null nor a number is
+    quoted, and an Enterprise attribute's name is qualified as `_qualified` qualifies a PATCH
+    path. No core User attribute has such a name, so no filter the RFC reads is changed.
     """
     key = next((k for k in query if k.lower() == "filter"), None)
     text = query.get(key) if key is not None else None
-    if not text or '"' in text:
+    if not text or ('"' in text and _BARE_ENTERPRISE.search(text) is None):
         return query
-    comparisons = []
-    changed = False
-    for part in _AND.split(text):
-        match = _BARE_COMPARISON.fullmatch(part)
-        if match is None:
-            return query
-        rewritten = _quoted(match, context.resource_type)
-        changed = changed or rewritten is not None
-        comparisons.append(part.strip() if rewritten is None else rewritten)
-    if not changed:
+    comparisons = _conjunction(text)
+    if comparisons is None:
+        return query
+    parts = [_quoted(match, context.resource_type) for match in comparisons]
+    if all(part is None for part in parts):
         return query
     assert key is not None
-    return {**query, key: " and ".join(comparisons)}
+    rewritten = (
+        match[0].strip() if part is None else part
+        for match, part in zip(comparisons, parts, strict=True)
+    )
+    return {**query, key: " and ".join(rewritten)}
 
 
 @hookimpl
