@@ -283,6 +283,27 @@ async def test_a_patch_path_may_name_what_discovery_describes(scim: ScimClient) 
     assert refused.status_code == 400, refused.text
 
 
+async def listed(scim: ScimClient, path: str = "/Users", **params: str) -> list[str]:
+    """The ids a list answers for `params`, in its order (every page in one)."""
+    response = await scim.get(path, params={**params, "count": "1000"})
+    assert response.status_code == 200, response.text
+    return [resource["id"] for resource in response.json().get("Resources", [])]
+
+
+async def test_a_root_search_sorts_a_custom_extension_attribute_both_types_hold(
+    scim: ScimClient,
+) -> None:
+    """`GET /scim/v2?sortBy=<custom URN>:rank` interleaves Users and Groups by the value under
+    that URN (it read a top-level `rank`, found none, and listed Users then Groups)."""
+    thing = "urn:ietf:params:scim:schemas:extension:Thing:2.0:Resource"
+    user = await scim.post("/Users", user_body(schemas=[USER, thing], **{thing: {"rank": 3}}))
+    group = {"schemas": [GROUP, thing], "displayName": "G", thing: {"rank": 2}}
+    gid = (await scim.post("/Groups", group)).json()["id"]
+    uid = user.json()["id"]
+    assert await listed(scim, "", sortBy=f"{thing}:rank") == [gid, uid]
+    assert await listed(scim, "", sortBy=f"{thing}:rank", sortOrder="descending") == [uid, gid]
+
+
 async def test_migration_describes_what_stored_resources_hold(
     app: Litestar, db_url: str, tenant: InitResult
 ) -> None:

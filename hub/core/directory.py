@@ -109,25 +109,48 @@ def _merged(
     return Page(sum(total for _, total, _ in counted), query.start_index, found[start:window])
 
 
-def _sort_value(resource: JSON, path: rules.AttrPath) -> tuple[int, str]:
-    """(1 for no value, else 0; the value): what `sortBy` orders by, missing values last."""
-    holder: Any = resource
-    for name in (path.name, path.sub):
-        if name is None:
-            continue
-        key = (
-            next((k for k in holder if k.lower() == name.lower()), None)
-            if isinstance(holder, dict)
-            else None
-        )
-        holder = holder.get(key) if key is not None else None
-    if not isinstance(holder, str):
-        return (1, "")
-    # As the database sorted it: case-insensitive strings lowered (a shared attribute has one
-    # definition for both types, RFC 7643 §3.1).
+def _sort_value(resource: JSON, path: rules.AttrPath) -> tuple[int, float, str]:
+    """What `sortBy` orders by, as the database sorted it: numbers, then strings, then none.
+
+    A number (a boolean as 1 or 0) sorts by value before any string, as an attribute with no
+    schema does (`filtering.sort_key`); a case-insensitive string by its lowered value (a shared
+    attribute has one definition for both types, RFC 7643 §3.1); no value last. An attribute
+    the hub's schemas do not define (a custom extension's, or one discovery describes) is read
+    as the `sortBy` spells it, as the SQL reads it; a multi-valued one by its primary value,
+    else its first.
+    """
     names = (path.name,) if path.sub is None else (path.name, path.sub)
     info = describe_for(USER_TYPE)(path.urn, names)
-    return (0, holder if info is not None and info.case_exact else holder.lower())
+    exact = info is None
+    holder: Any = resource
+    if path.urn is not None and path.urn.lower() not in _CORE_URNS:
+        holder = _member(holder, path.urn, exact)
+    for name in names:
+        if isinstance(holder, list):
+            elements = [e for e in holder if isinstance(e, dict)]
+            holder = next((e for e in elements if e.get("primary") is True), None) or next(
+                iter(elements), None
+            )
+        holder = _member(holder, name, exact)
+    if isinstance(holder, bool | int | float):
+        return (0, float(holder) if isinstance(holder, bool) else holder, "")
+    if not isinstance(holder, str):
+        return (2, 0, "")
+    return (1, 0, holder if info is not None and info.case_exact else holder.lower())
+
+
+#: The core schemas' URNs: a `sortBy` qualified with one names a top-level attribute.
+_CORE_URNS = frozenset(rt.schema.id.lower() for rt in (USER_TYPE, GROUP_TYPE))
+
+
+def _member(holder: Any, name: str, exact: bool) -> Any:
+    """`holder[name]` (any case unless `exact`), or None."""
+    if not isinstance(holder, dict):
+        return None
+    if exact:
+        return holder.get(name)
+    key = next((k for k in holder if k.lower() == name.lower()), None)
+    return holder.get(key) if key is not None else None
 
 
 def _check_filter(conn: Connection, query: ListQuery, types: list[ResourceType]) -> None:
