@@ -30,6 +30,7 @@ from tests.test_extensions import attribute, read_strictly
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
 
 def odd_user(user_name: str | None = None, **attributes: Any) -> dict[str, Any]:
@@ -288,6 +289,125 @@ async def listed(scim: ScimClient, path: str = "/Users", **params: str) -> list[
     response = await scim.get(path, params={**params, "count": "1000"})
     assert response.status_code == 200, response.text
     return [resource["id"] for resource in response.json().get("Resources", [])]
+
+
+async def assert_refused(scim: ScimClient, path: str = "/Users", **params: str) -> None:
+    response = await scim.get(path, params=params)
+    assert response.status_code == 400, response.text
+    assert response.json()["scimType"] == "invalidFilter"
+
+
+async def test_filters_and_sortby_may_name_what_discovery_describes(
+    scim: ScimClient, other_scim: ScimClient
+) -> None:
+    """A strict client reads `/Schemas`, then filters and sorts on what it shows (it was a 400
+    invalidFilter): with a custom extension's semantics, on every operator, `and`/`or`/`not`
+    and value filters; names discovery does not show stay a 400 invalidFilter."""
+
+    async def user(**attributes: Any) -> str:
+        created = await scim.post("/Users", user_body(schemas=[USER, ENTERPRISE], **attributes))
+        assert created.status_code == 201, created.text
+        return str(created.json()["id"])
+
+    bob = await user(
+        nickName2="Bobby",
+        rank2=10,
+        adreses=[{"streetAddress": "1 Main St", "floor": 3}],
+        name={"givenName": "Ada", "middleName2": "B."},
+        emails=[{"value": "bob@example.com", "verified": True}],
+        **{ENTERPRISE: {"costCentre": "CC-1", "manager": {"value": "m", "reportsDirectly": True}}},
+    )
+    amy = await user(
+        nickName2="alice",
+        rank2=9,
+        adreses=[{"streetAddress": "2 Side St", "floor": 10}],
+        name={"middleName2": "a"},
+        emails=[{"value": "amy@example.com", "verified": False}],
+        **{ENTERPRISE: {"costCentre": "cc-2", "manager": {"reportsDirectly": False}}},
+    )
+    cid = await user(rank2="x")
+    zed = await user(nickName2=["Zed", "Carl"])
+    cost, reports = f"{ENTERPRISE}:costCentre", f"{ENTERPRISE}:manager.reportsDirectly"
+    expected = {
+        'nickName2 eq "BOBBY"': [bob],
+        'nickName2 sw "b"': [bob],
+        'nickName2 ne "bobby"': [amy, cid, zed],
+        "nickName2 pr": [bob, amy, zed],
+        "not (nickName2 pr)": [cid],
+        'nickName2 eq "carl"': [zed],
+        'nickName2 gt "b"': [bob, zed],
+        "rank2 ge 10": [bob],
+        "rank2 lt 10": [amy],
+        'rank2 eq "X"': [cid],
+        'name.middleName2 eq "b."': [bob],
+        "name.middleName2 pr": [bob, amy],
+        "adreses[floor gt 5]": [amy],
+        'adreses[floor eq 3 and streetAddress co "MAIN"]': [bob],
+        "adreses.floor ge 3": [bob, amy],
+        "adreses pr": [bob, amy],
+        "emails[verified eq true]": [bob],
+        "emails.verified eq false": [amy],
+        f'{cost} eq "CC-2"': [amy],
+        f"{reports} eq true": [bob],
+        f'nickName2 eq "bobby" or {cost} ew "2"': [bob, amy],
+        f'{USER}:nickName2 co "ob" and not ({reports} eq false)': [bob],
+    }
+    for text, ids in expected.items():
+        assert await listed(scim, filter=text) == ids, text
+    # Sorted as a custom extension's attribute: numbers by value, then strings, then no value.
+    assert await listed(scim, sortBy="rank2") == [amy, bob, cid, zed]
+    assert await listed(scim, sortBy="rank2", sortOrder="descending") == [zed, cid, bob, amy]
+    assert await listed(scim, sortBy="adreses.floor") == [bob, amy, cid, zed]
+    assert await listed(scim, sortBy="name.middleName2") == [amy, bob, cid, zed]
+    assert await listed(scim, sortBy=cost, filter=f"{cost} pr") == [bob, amy]
+    assert await listed(scim, sortBy=reports, filter="rank2 pr") == [amy, bob, cid]
+    # POST /Users/.search takes them too.
+    search = {"schemas": [SEARCH], "filter": "rank2 pr", "sortBy": "rank2"}
+    found = await scim.post("/Users/.search", search)
+    assert [r["id"] for r in found.json()["Resources"]] == [amy, bob, cid], found.text
+    for text in (
+        'nickName3 eq "x"',
+        'name.middleName3 eq "x"',
+        'adreses.zip eq "x"',
+        'adreses[zip eq "x"]',
+        'nickName2.first eq "x"',
+        f'{ENTERPRISE}:costCentre2 eq "x"',
+        'emails[verified2 eq "x"]',
+        'adreses eq "x"',  # complex: compare one of its sub-attributes
+    ):
+        await assert_refused(scim, filter=text)
+    for path in ("nickName3", "adreses", "adreses.zip"):
+        await assert_refused(scim, sortBy=path)
+    # Described in this workspace only, and for Users only.
+    await assert_refused(other_scim, filter='nickName2 eq "bobby"')
+    await assert_refused(other_scim, sortBy="rank2")
+    await assert_refused(scim, "/Groups", filter='nickName2 eq "bobby"')
+
+
+async def test_groups_and_root_searches_filter_and_sort_on_what_is_described(
+    scim: ScimClient,
+) -> None:
+    """Groups, `POST /.search` and `GET /scim/v2` read what discovery describes too: for the
+    type that describes it; the other type's resources have no value (RFC 7644 §3.4.2.1)."""
+    user = await scim.post("/Users", user_body(nickName2="Bobby", rank2=10))
+    uid = user.json()["id"]
+    group = await scim.post("/Groups", {"schemas": [GROUP], "displayName": "G", "rank2": 9.5})
+    gid = group.json()["id"]
+    other = await scim.post("/Groups", {"schemas": [GROUP], "displayName": "H", "rank2": "b"})
+    oid = other.json()["id"]
+    assert await listed(scim, "/Groups", filter="rank2 lt 10") == [gid]
+    assert await listed(scim, "/Groups", sortBy="rank2", sortOrder="descending") == [oid, gid]
+    both = {"filter": 'nickName2 eq "bobby" or rank2 eq 9.5'}
+    assert await listed(scim, "", **both) == [uid, gid]
+    search = {"schemas": [SEARCH], **both}
+    found = await scim.post("/.search", search)
+    assert [r["id"] for r in found.json()["Resources"]] == [uid, gid], found.text
+    # Sorted together: numbers by value, then strings.
+    assert await listed(scim, "", sortBy="rank2") == [gid, uid, oid]
+    assert await listed(scim, "", sortBy="rank2", sortOrder="descending") == [oid, uid, gid]
+    assert await listed(scim, "", filter="nickName2 pr") == [uid]
+    await assert_refused(scim, "", filter='nickName3 eq "x"')
+    await assert_refused(scim, "", sortBy="nickName3")
 
 
 async def test_a_root_search_sorts_a_custom_extension_attribute_both_types_hold(

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import msgspec
 from sqlalchemy import Connection
 
 import rules
-from hub.core import groups, users
+from hub.core import extensions, groups, users
 from hub.core.attributes import describe_for
 from hub.core.errors import InvalidFilter
-from hub.core.filtering import sort_key
+from hub.core.filtering import DescribedLookup, sort_key
 from hub.core.resources import JSON, ListQuery, Page, filter_clause
 from hub.core.schema import GROUP_TYPE, USER_TYPE, ResourceType
 from hub.core.tokens import Caller
@@ -35,13 +36,13 @@ def search_all(conn: Connection, caller: Caller, query: ListQuery, base: str) ->
     """
     services: list[tuple[Any, ResourceType]] = [(users, USER_TYPE), (groups, GROUP_TYPE)]
     if query.filter is not None:
-        _check_filter(conn, query, [resource_type for _, resource_type in services])
+        _check_filter(conn, caller, query, [resource_type for _, resource_type in services])
         query = _with(query, across_types=True)
     counted: list[tuple[Any, int, ListQuery]] = []
     errors: list[InvalidFilter] = []
     for service, resource_type in services:
         own = query
-        if query.sort_by is not None and not _sorts_by(query.sort_by, resource_type, conn):
+        if query.sort_by is not None and not _sorts_by(query.sort_by, resource_type, conn, caller):
             own = _with(query, sort_by=None, descending=False)
         try:
             total = service.search(conn, caller, _with(own, count=0), base).total
@@ -53,7 +54,9 @@ def search_all(conn: Connection, caller: Caller, query: ListQuery, base: str) ->
         raise errors[0]
     if query.sort_by is not None:
         if all(own.sort_by is None for _, _, own in counted):
-            sort_key(query.sort_by, USER_TYPE, conn.dialect.name)  # raises, saying why
+            sort_key(
+                query.sort_by, USER_TYPE, conn.dialect.name, _described(conn, caller, USER_TYPE)
+            )
         window = query.start_index - 1 + query.count
         both = len(counted) > 1 and all(own.sort_by for _, _, own in counted)
         if both and window <= MERGE_WINDOW:
@@ -153,7 +156,14 @@ def _member(holder: Any, name: str, exact: bool) -> Any:
     return holder.get(key) if key is not None else None
 
 
-def _check_filter(conn: Connection, query: ListQuery, types: list[ResourceType]) -> None:
+def _described(conn: Connection, caller: Caller, resource_type: ResourceType) -> DescribedLookup:
+    """What the caller's workspace describes beyond the hub's schema of `resource_type`."""
+    return partial(extensions.undefined_type, conn, caller.workspace_pk, resource_type)
+
+
+def _check_filter(
+    conn: Connection, caller: Caller, query: ListQuery, types: list[ResourceType]
+) -> None:
     """Refuse a filter naming, in one place, an attribute none of `types` defines.
 
     Raises:
@@ -163,16 +173,17 @@ def _check_filter(conn: Connection, query: ListQuery, types: list[ResourceType])
     recorded: list[dict[rules.Filter, InvalidFilter]] = []
     for resource_type in types:
         unknown: dict[rules.Filter, InvalidFilter] = {}
-        filter_clause(query, resource_type, conn.dialect.name, unknown=unknown)
+        described = _described(conn, caller, resource_type)
+        filter_clause(query, resource_type, conn.dialect.name, unknown=unknown, described=described)
         recorded.append(unknown)
     for node, error in recorded[0].items():
         if all(node in other for other in recorded[1:]):
             raise error
 
 
-def _sorts_by(path: str, resource_type: ResourceType, conn: Connection) -> bool:
+def _sorts_by(path: str, resource_type: ResourceType, conn: Connection, caller: Caller) -> bool:
     try:
-        sort_key(path, resource_type, conn.dialect.name)
+        sort_key(path, resource_type, conn.dialect.name, _described(conn, caller, resource_type))
     except InvalidFilter:
         return False
     return True

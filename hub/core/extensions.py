@@ -149,9 +149,21 @@ def describes_undefined(
     Asked for a PATCH path the schema does not resolve (`patch.apply_patch`): the client was
     told the schema has it. Only for the type's own schemas, as `additions` shows them.
     """
+    return undefined_type(conn, workspace_pk, resource_type, urn, name, sub) is not None
+
+
+def undefined_type(
+    conn: Connection, workspace_pk: int, resource_type: ResourceType, urn: str, name: str, sub: str
+) -> tuple[str, bool] | None:
+    """The type and multiValued discovery shows for `name` (`sub` of it) in the hub's schema `urn`.
+
+    None unless the workspace's `/Schemas` describes it (`describes_undefined`). Asked for a
+    filter or `sortBy` naming what the schema does not define (`filtering.compile_filter`), and
+    only then: a filter on defined attributes never reads it.
+    """
     owner = schema_owner(urn)
     if owner is None or owner is not resource_type:
-        return False
+        return None
     found = _DESCRIBES_ONE.first(
         conn,
         b_ws=workspace_pk,
@@ -160,7 +172,7 @@ def describes_undefined(
         b_name_key=name.lower(),
         b_sub_key=sub.lower(),
     )
-    return found is not None
+    return None if found is None else (str(found.type), bool(found.multi_valued))
 
 
 def schemas(found: Sequence[Described]) -> dict[str, list[Schema]]:
@@ -506,7 +518,7 @@ _DESCRIBES = Prepared(
     .limit(1)
 )
 _DESCRIBES_ONE = Prepared(
-    select(table.c.type).where(
+    select(table.c.type, table.c.multi_valued).where(
         table.c.workspace_pk == bindparam("b_ws"),
         table.c.resource_type == bindparam("b_rt"),
         table.c.urn_key == bindparam("b_urn_key"),

@@ -62,6 +62,10 @@ from hub.core.schema import RESOURCE_TYPES, Attribute, ResourceType
 from rules.evaluate import STRING_TYPES, AttrInfo, compile_match, parse_datetime
 
 Predicate = ColumnElement[bool]
+#: What a workspace's discovery describes beyond the hub's schemas (`extensions.undefined_type`):
+#: (the schema's URN, the attribute's name, the sub-attribute's or "") -> (type, multiValued),
+#: or None when `/Schemas` does not show it. Asked only for names the schemas do not define.
+DescribedLookup = Callable[[str, str, str], tuple[str, bool] | None]
 
 _ORDERING: Final = ("gt", "ge", "lt", "le")
 # PostgreSQL: any scalar leaf that is not null and not "" makes a JSON value present.
@@ -93,6 +97,7 @@ def compile_filter(
     dialect: str,
     *,
     unknown: dict[rules.Filter, InvalidFilter] | None = None,
+    described: DescribedLookup | None = None,
 ) -> Predicate:
     """Compile a parsed filter to a WHERE clause over `users` or `groups`.
 
@@ -105,6 +110,10 @@ def compile_filter(
             7644 §3.4.2.1: `pr` and `eq` on it are false, `ne` true), and the error it would
             have raised is recorded here under the filter's comparison or value filter (the
             outermost) naming it, so the caller can refuse one no type defines.
+        described: what the workspace's `/Schemas` adds to the hub's schemas. An attribute or
+            sub-attribute it describes is read from the stored document as a custom
+            extension's is (its name as the filter spells it, a comparison taking the type of
+            the filter's value); a complex one it describes may take a value filter.
 
     Returns:
         A boolean SQL expression true exactly for the rows `rules.evaluate` matches.
@@ -113,19 +122,23 @@ def compile_filter(
         InvalidFilter: an unknown attribute, a comparison its type forbids (`gt` on a boolean),
             an unparseable dateTime, or an attribute the hub cannot filter on (`meta.location`).
     """
-    compiler = _Compiler(resource_type, dialect, unknown=unknown)
+    compiler = _Compiler(resource_type, dialect, unknown=unknown, described=described)
     return compiler.filter(flt, _root_scope(resource_type, dialect), None)
 
 
 def sort_key(
-    path_text: str, resource_type: ResourceType, dialect: str
+    path_text: str,
+    resource_type: ResourceType,
+    dialect: str,
+    described: DescribedLookup | None = None,
 ) -> tuple[ColumnElement[Any], ...]:
     """The ORDER BY expressions for `sortBy` (RFC 7644 §3.4.2.3), most significant first.
 
     A multi-valued attribute sorts by its primary value, else its first one; case-insensitive
     strings sort by their lowered value, in code-point order on both databases. A custom
     extension's attribute, which has no schema, sorts by the type of each value as SQLite
-    sorts what `json_extract` gives: numbers by value (a boolean as 1 or 0), then text.
+    sorts what `json_extract` gives: numbers by value (a boolean as 1 or 0), then text; so
+    does an attribute `described` describes beyond the hub's schemas (see `compile_filter`).
 
     Raises:
         InvalidFilter: the path is malformed or names an unknown or unsortable attribute.
@@ -136,7 +149,7 @@ def sort_key(
         raise InvalidFilter(f"invalid sortBy: {exc}") from exc
     if parsed.filter is not None or not parsed.attr.name:
         raise InvalidFilter(f"invalid sortBy {path_text!r}: name one attribute")
-    compiler = _Compiler(resource_type, dialect, "sortBy")
+    compiler = _Compiler(resource_type, dialect, "sortBy", described=described)
     scope = _root_scope(resource_type, dialect)
     keys, top, sub = compiler.resolve(parsed.attr, None)
     if top.multi_valued:
@@ -145,7 +158,7 @@ def sort_key(
         leaf = sub or top.sub("value")
         if leaf is None:
             raise InvalidFilter(f"cannot sort by {path_text!r}: name a sub-attribute")
-        return (scope.sort_multi(keys, leaf, compiler.info(leaf)),)
+        return scope.sort_multi(keys, leaf, compiler.info(leaf))
     leaf = sub or top
     if sub is not None:
         keys = (*keys, sub.name)
@@ -173,6 +186,7 @@ class _Compiler:
         dialect: str,
         what: str = "filter",
         unknown: dict[rules.Filter, InvalidFilter] | None = None,
+        described: DescribedLookup | None = None,
     ) -> None:
         if dialect not in ("sqlite", "postgresql"):
             raise ValueError(f"unsupported dialect {dialect!r}")
@@ -184,6 +198,10 @@ class _Compiler:
         self.unknown = unknown
         #: the value filter being compiled, which an unknown attribute inside it is recorded as
         self.outer: rules.ValuePath | None = None
+        #: see `compile_filter`; None: only the hub's schemas are known
+        self.described = described
+        #: the attribute of the value filter being compiled (its sub-attributes' owner)
+        self.outer_top: Attribute | None = None
 
     def absent(self, flt: rules.Filter, error: _Unknown) -> Predicate:
         """What `flt` is for a resource without its attribute, which its type does not define."""
@@ -207,11 +225,13 @@ class _Compiler:
         where = path.dotted()
         top: Attribute | None
         if parent is not None:
-            top = parent.sub(path.name)
-            if path.sub is not None:  # SCIM sub-attributes have no sub-attributes
-                top = None
+            top = None
+            if path.sub is None:  # SCIM sub-attributes have no sub-attributes
+                top = parent.sub(path.name) or self.undefined_sub(self.outer_owner(), path.name)
             keys: tuple[str, ...] = ()
+            urn = ""
         elif path.urn is None or path.urn.lower() == self.rt.schema.id.lower():
+            urn = self.rt.schema.id
             top = self.rt.attribute(path.name)
             if top is None and path.name.lower() == "schemas":
                 top = _SCHEMAS
@@ -220,16 +240,57 @@ class _Compiler:
             extension = self.rt.extension(path.urn)
             if extension is None:
                 return _schemaless(path, self.what)
+            urn = extension.id
             top = extension.attribute(path.name)
             keys = (extension.id,)
+        if top is None and parent is None:
+            top = self.undefined(urn, path.name)
         if top is None:
             raise _Unknown(f"unknown attribute {where!r} in {self.what}")
         sub: Attribute | None = None
         if path.sub is not None:
             sub = top.sub(path.sub)
+            if sub is None and top.type == "complex":  # discovery gives only these sub-attributes
+                sub = self.undefined_sub((urn, top.name), path.sub)
             if sub is None:
                 raise _Unknown(f"unknown attribute {where!r} in {self.what}")
         return (*keys, top.name), top, sub
+
+    def undefined(self, urn: str, name: str) -> Attribute | None:
+        """`name` of the hub's schema `urn` as the workspace's discovery describes it, if it does.
+
+        Asked only where the schema does not define the name, so filters on defined attributes
+        never read the descriptions. A simple attribute, multi-valued or not, is schemaless (a
+        list matches when one of its values does, as for a custom extension's); a complex one
+        keeps its shape, with its `value` sub-attribute when that is described too.
+        """
+        found = self.described(urn, name, "") if self.described is not None else None
+        if found is None:
+            return None
+        kind, multi_valued = found
+        if kind != "complex":
+            return Attribute(name, type=_SCHEMALESS)
+        value = self.undefined_sub((urn, name), "value")
+        return Attribute(
+            name,
+            "complex",
+            multi_valued=multi_valued,
+            description=_UNDEFINED,
+            sub_attributes=() if value is None else (value,),
+        )
+
+    def outer_owner(self) -> tuple[str, str] | None:
+        """The hub's schema URN and the name of the value filter's attribute, if any."""
+        if self.outer is None or self.outer_top is None:
+            return None
+        return _schema_of(self.rt, self.outer.path), self.outer_top.name
+
+    def undefined_sub(self, owner: tuple[str, str] | None, name: str) -> Attribute | None:
+        """Sub-attribute `name` of the complex attribute `owner` (URN, name), if described."""
+        if owner is None or self.described is None or not owner[0]:
+            return None
+        found = self.described(owner[0], owner[1], name)
+        return None if found is None else Attribute(name, type=_SCHEMALESS)
 
     def filter(self, flt: rules.Filter, scope: _Scope, parent: Attribute | None) -> Predicate:
         if isinstance(flt, rules.And):
@@ -260,9 +321,10 @@ class _Compiler:
                 "attribute"
             )
         self.outer = flt
+        self.outer_top = top
         try:
             if top.multi_valued:
-                element, wrap = scope.elements(keys, flt.path.dotted())
+                element, wrap = _elements(scope, keys, top, flt.path.dotted())
                 return wrap(self.filter(flt.filter, element, top))
             # The bracketed filter applies to a value of the attribute (RFC 7644 §3.4.2.2):
             # without one nothing matches, even `ne`, as the evaluator decides for a document.
@@ -270,6 +332,7 @@ class _Compiler:
             return and_(present, self.filter(flt.filter, _PrefixScope(scope, keys), top))
         finally:
             self.outer = None
+            self.outer_top = None
 
     def present(
         self,
@@ -327,6 +390,11 @@ class _Compiler:
                 # one of its values does (RFC 7644 §3.4.2.2), as for any multi-valued attribute.
                 element, wrap = scope.data.any_elements(keys)
                 found = or_(found, wrap(leaf_predicate(element.target(leaf_keys, where))))
+            elif leaf.type == _SCHEMALESS and isinstance(scope, _RowScope):
+                # A described sub-attribute of a single-valued complex one (`name.middleName2`)
+                # may hold a list too.
+                element, wrap = scope.data.any_elements((*keys, *leaf_keys))
+                found = or_(found, wrap(leaf_predicate(element.target((), where))))
         # `ne x` is `not (eq x)` and `eq null` is "not present" (see rules.evaluate).
         negated = (flt.op == "ne") != (flt.value is None)
         return _negate(found) if negated else found
@@ -348,6 +416,10 @@ def _elements(
     """
     if top.type != "complex" and isinstance(scope, _RowScope):
         return scope.data.any_elements(keys)
+    if top.description == _UNDEFINED and isinstance(scope, _RowScope):
+        # Stored as sent, it may hold an object where a list was described: on SQLite
+        # `json_each` would walk the object's members as if they were elements.
+        return scope.data.list_elements(keys)
     return scope.elements(keys, where)
 
 
@@ -358,6 +430,16 @@ _SCHEMALESS: Final = "schemaless"
 _SCHEMALESS_URN = re.compile(r"urn:[A-Za-z0-9._:-]+", re.IGNORECASE)
 #: The hub's own schemas: an attribute they do not define is unknown, not schemaless.
 _KNOWN_URNS: Final = frozenset(urn.lower() for rt in RESOURCE_TYPES for urn in rt.schema_ids)
+#: Marks a complex attribute the hub's schema lacks and the workspace's discovery describes.
+_UNDEFINED: Final = "described beyond the hub's schema"
+
+
+def _schema_of(resource_type: ResourceType, path: rules.AttrPath) -> str:
+    """The id of the hub's schema of `resource_type` that `path` names ("" for another URN)."""
+    if path.urn is None or path.urn.lower() == resource_type.schema.id.lower():
+        return resource_type.schema.id
+    extension = resource_type.extension(path.urn)
+    return extension.id if extension is not None else ""
 
 
 def _schemaless(
@@ -732,7 +814,7 @@ class _Scope(Protocol):
 
     def sort_multi(
         self, keys: tuple[str, ...], leaf: Attribute, info: AttrInfo
-    ) -> ColumnElement[Any]: ...
+    ) -> tuple[ColumnElement[Any], ...]: ...
 
 
 @dataclass(frozen=True)
@@ -799,23 +881,33 @@ class _JsonScope:
 
         return _JsonScope(element, self.dialect), wrap
 
+    def list_elements(self, keys: tuple[str, ...]) -> tuple[_Scope, _Wrap]:
+        """`elements`, but none unless the value at `keys` is a list (PostgreSQL's `_array`)."""
+        element, wrap = self.elements(keys, "")
+        if self.dialect != "sqlite":
+            return element, wrap
+        is_list = func.json_type(self.doc, _json_path(keys)) == "array"
+        return element, lambda predicate: and_(is_list, wrap(predicate))
+
     def sort_multi(
         self, keys: tuple[str, ...], leaf: Attribute, info: AttrInfo
-    ) -> ColumnElement[Any]:
+    ) -> tuple[ColumnElement[Any], ...]:
         each, element = self._array(keys)
-        value = _Json(element, (leaf.name,), self.dialect, "").sort(info)
+        target = _Json(element, (leaf.name,), self.dialect, "")
+        values = target.sort_any() if leaf.type == _SCHEMALESS else (target.sort(info),)
         primary = _Json(element, ("primary",), self.dialect, "").compare(
             "eq", True, AttrInfo("boolean", False, False)
         )
         position = each.c.key if self.dialect == "sqlite" else each.c.ordinality
-        first = (
+        # One subquery per key, each reading the same (primary, else first) element.
+        return tuple(
             select(value)
             .select_from(each)
             .order_by(case((primary, 0), else_=1), position)
             .limit(1)
             .scalar_subquery()
+            for value in values
         )
-        return first
 
 
 @dataclass(frozen=True)
@@ -836,7 +928,7 @@ class _PrefixScope:
 
     def sort_multi(
         self, keys: tuple[str, ...], leaf: Attribute, info: AttrInfo
-    ) -> ColumnElement[Any]:
+    ) -> tuple[ColumnElement[Any], ...]:
         return self.parent.sort_multi((*self.prefix, *keys), leaf, info)
 
 
@@ -862,7 +954,7 @@ class _RelationScope:
 
     def sort_multi(
         self, keys: tuple[str, ...], leaf: Attribute, info: AttrInfo
-    ) -> ColumnElement[Any]:
+    ) -> tuple[ColumnElement[Any], ...]:
         raise InvalidFilter("cannot sort by a nested multi-valued attribute")
 
     def exists(self, predicate: Predicate) -> Predicate:
@@ -904,10 +996,10 @@ class _RowScope:
 
     def sort_multi(
         self, keys: tuple[str, ...], leaf: Attribute, info: AttrInfo
-    ) -> ColumnElement[Any]:
+    ) -> tuple[ColumnElement[Any], ...]:
         relation = self.relations.get(keys[0]) if len(keys) == 1 else None
         if relation is not None:
-            return relation.sort_first(leaf, info)
+            return (relation.sort_first(leaf, info),)
         return self.data.sort_multi(keys, leaf, info)
 
 

@@ -497,7 +497,8 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
         InvalidFilter: the filter or sortBy is not valid for Groups.
     """
     where = [groups.c.workspace_pk == caller.workspace_pk]
-    clause = filter_clause(query, GROUP_TYPE, conn.dialect.name)
+    described = partial(extensions.undefined_type, conn, caller.workspace_pk, GROUP_TYPE)
+    clause = filter_clause(query, GROUP_TYPE, conn.dialect.name, described=described)
     if clause is not None:
         where.append(clause)
 
@@ -505,7 +506,9 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
         members = _members_of(conn, [r.pk for r in rows]) if query.with_members else {}
         return [render(r, base, members.get(r.pk)) for r in rows]
 
-    return fetch_page(conn, query, GROUP_TYPE, groups, _COLUMNS, where, rendered)
+    return fetch_page(
+        conn, query, GROUP_TYPE, groups, _COLUMNS, where, rendered, described=described
+    )
 
 
 _TOUCH = Prepared(

@@ -577,7 +577,9 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
         page = _by_email(conn, caller, query, base, email)
         if page is not None:
             return page
-    clause = filter_clause(query, USER_TYPE, conn.dialect.name)
+    # What discovery describes beyond the hub's schemas, read only for a name they lack.
+    described = partial(extensions.undefined_type, conn, caller.workspace_pk, USER_TYPE)
+    clause = filter_clause(query, USER_TYPE, conn.dialect.name, described=described)
 
     def rendered(rows: Sequence[Any]) -> list[JSON | msgspec.Raw]:
         member_of = _groups_of(conn, [r.pk for r in rows]) if query.with_members else {}
@@ -605,8 +607,12 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
     where.append(_LIVE_UNINDEXED if indexed else users.c.deleted.is_(False))
     if clause is not None:
         where.append(clause)
-        return fetch_page(conn, query, USER_TYPE, users, columns, where, rendered)
-    return fetch_page(conn, query, USER_TYPE, users, columns, where, rendered, live, plain)
+        return fetch_page(
+            conn, query, USER_TYPE, users, columns, where, rendered, described=described
+        )
+    return fetch_page(
+        conn, query, USER_TYPE, users, columns, where, rendered, live, plain, described
+    )
 
 
 def _page_statement(descending: bool, keyset: bool, text: bool) -> Prepared:
