@@ -384,6 +384,64 @@ async def test_filters_and_sortby_may_name_what_discovery_describes(
     await assert_refused(scim, "/Groups", filter='nickName2 eq "bobby"')
 
 
+async def test_described_names_match_in_any_case(scim: ScimClient) -> None:
+    """Attribute names are case-insensitive (RFC 7643 §2.1), as discovery and PATCH paths read
+    a described one; each resource keeps the spelling its client sent, and a filter or sortBy
+    in any case finds it (the filter's own spelling first where an object holds two)."""
+
+    async def user(**attributes: Any) -> str:
+        created = await scim.post("/Users", user_body(schemas=[USER, ENTERPRISE], **attributes))
+        assert created.status_code == 201, created.text
+        return str(created.json()["id"])
+
+    bob = await user(
+        nickName2="Bobby",
+        name={"middleName2": "B"},
+        adreses=[{"floor": 3}],
+        **{ENTERPRISE: {"costCentre": "CC-1", "manager": {"reportsDirectly": True}}},
+    )
+    dora = await user(
+        NICKNAME2="Dora",
+        name={"MiddleName2": "A"},
+        ADRESES=[{"Floor": 10}],
+        **{ENTERPRISE: {"COSTCENTRE": "CC-2", "manager": {"REPORTSDIRECTLY": False}}},
+    )
+    await user(rank2=7)  # described as first sent: "rank2"
+    patched = await scim.patch(
+        f"/Users/{bob}", patch_op({"op": "add", "path": "Rank2", "value": 5})
+    )
+    assert patched.status_code == 200, patched.text
+    cost = f"{ENTERPRISE}:costCentre"
+    expected = {
+        "nickName2 pr": [bob, dora],
+        'NickName2 eq "dora"': [dora],
+        'name.MIDDLENAME2 eq "b"': [bob],
+        "adreses[FLOOR gt 5]": [dora],
+        "Adreses.floor lt 5": [bob],
+        f'{cost} eq "cc-2"': [dora],
+        f"{ENTERPRISE}:manager.reportsdirectly eq false": [dora],
+        "rank2 eq 5": [bob],
+    }
+    for text, ids in expected.items():
+        assert await listed(scim, filter=text) == ids, text
+    assert await listed(scim, sortBy="NICKNAME2", filter="nickName2 pr") == [bob, dora]
+    assert await listed(scim, sortBy="name.middlename2", filter="nickName2 pr") == [dora, bob]
+    assert await listed(scim, sortBy="adreses.FLOOR", filter="nickName2 pr") == [bob, dora]
+    assert await listed(scim, sortBy=cost, sortOrder="descending", filter=f"{cost} pr") == [
+        dora,
+        bob,
+    ]
+    # A root search merging both types reads them so too.
+    groups = [{"rank2": 1}, {"RANK2": 6}]
+    made = [
+        await scim.post("/Groups", {"schemas": [GROUP], "displayName": f"G{n}", **g})
+        for n, g in enumerate(groups)
+    ]
+    one, six = (group.json()["id"] for group in made)
+    seven = await listed(scim, filter="rank2 eq 7")
+    assert await listed(scim, "", sortBy="RANK2", filter="rank2 pr") == [one, bob, six, *seven]
+
+
 async def test_groups_and_root_searches_filter_and_sort_on_what_is_described(
     scim: ScimClient,
 ) -> None:

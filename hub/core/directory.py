@@ -14,7 +14,7 @@ from hub.core.attributes import describe_for
 from hub.core.errors import InvalidFilter
 from hub.core.filtering import DescribedLookup, sort_key
 from hub.core.resources import JSON, ListQuery, Page, filter_clause
-from hub.core.schema import GROUP_TYPE, USER_TYPE, ResourceType
+from hub.core.schema import GROUP_TYPE, USER_TYPE, ResourceType, schema_owner
 from hub.core.tokens import Caller
 
 
@@ -118,13 +118,13 @@ def _sort_value(resource: JSON, path: rules.AttrPath) -> tuple[int, float, str]:
     A number (a boolean as 1 or 0) sorts by value before any string, as an attribute with no
     schema does (`filtering.sort_key`); a case-insensitive string by its lowered value (a shared
     attribute has one definition for both types, RFC 7643 §3.1); no value last. An attribute
-    the hub's schemas do not define (a custom extension's, or one discovery describes) is read
-    as the `sortBy` spells it, as the SQL reads it; a multi-valued one by its primary value,
-    else its first.
+    the hub's schemas do not define is read as the SQL reads it: a custom extension's as the
+    `sortBy` spells it, one discovery describes in any case (its own spelling first); a
+    multi-valued one by its primary value, else its first.
     """
     names = (path.name,) if path.sub is None else (path.name, path.sub)
     info = describe_for(USER_TYPE)(path.urn, names)
-    exact = info is None
+    exact = info is None and path.urn is not None and schema_owner(path.urn) is None
     holder: Any = resource
     if path.urn is not None and path.urn.lower() not in _CORE_URNS:
         holder = _member(holder, path.urn, exact)
@@ -147,10 +147,10 @@ _CORE_URNS = frozenset(rt.schema.id.lower() for rt in (USER_TYPE, GROUP_TYPE))
 
 
 def _member(holder: Any, name: str, exact: bool) -> Any:
-    """`holder[name]` (any case unless `exact`), or None."""
+    """`holder[name]` (any case unless `exact`, as spelled first), or None."""
     if not isinstance(holder, dict):
         return None
-    if exact:
+    if exact or name in holder:
         return holder.get(name)
     key = next((k for k in holder if k.lower() == name.lower()), None)
     return holder.get(key) if key is not None else None

@@ -269,10 +269,10 @@ class _Compiler:
             return None
         kind, multi_valued = found
         if kind != "complex":
-            return Attribute(name, type=_SCHEMALESS)
+            return Attribute(_AnyCase(name), type=_SCHEMALESS)
         value = self.undefined_sub((urn, name), "value")
         return Attribute(
-            name,
+            _AnyCase(name),
             "complex",
             multi_valued=multi_valued,
             description=_UNDEFINED,
@@ -290,7 +290,7 @@ class _Compiler:
         if owner is None or self.described is None or not owner[0]:
             return None
         found = self.described(owner[0], owner[1], name)
-        return None if found is None else Attribute(name, type=_SCHEMALESS)
+        return None if found is None else Attribute(_AnyCase(name), type=_SCHEMALESS)
 
     def filter(self, flt: rules.Filter, scope: _Scope, parent: Attribute | None) -> Predicate:
         if isinstance(flt, rules.And):
@@ -696,8 +696,8 @@ class _Json:
     dialect: str
     where: str
 
-    def _sqlite_path(self) -> str:
-        return _json_path(self.keys)
+    def _sqlite_path(self) -> str | ColumnElement[Any]:
+        return _json_path(self.keys, self.doc)
 
     def _type(self) -> ColumnElement[Any]:
         if self.dialect == "sqlite":
@@ -707,14 +707,14 @@ class _Json:
     def jsonb(self) -> ColumnElement[Any]:
         if not self.keys:
             return self.doc
-        return func.jsonb_extract_path(self.doc, *self.keys, type_=JSONB)
+        return func.jsonb_extract_path(self.doc, *_pg_keys(self.doc, self.keys), type_=JSONB)
 
     def _text(self) -> ColumnElement[Any]:
         if self.dialect == "sqlite":
             return func.json_extract(self.doc, self._sqlite_path(), type_=String)
         if not self.keys:
             return func.jsonb_build_array(self.doc).op("->>")(0)
-        return func.jsonb_extract_path_text(self.doc, *self.keys, type_=String)
+        return func.jsonb_extract_path_text(self.doc, *_pg_keys(self.doc, self.keys), type_=String)
 
     def present(self) -> Predicate:
         if self.dialect == "postgresql":
@@ -793,9 +793,66 @@ class _Json:
         return number, case((jtype.not_in(("number", "boolean")), as_string))
 
 
-def _json_path(keys: tuple[str, ...]) -> str:
-    """SQLite's JSON path of `keys`: `$."emails"."value"`."""
-    return "$" + "".join(f'."{key}"' for key in keys)
+def _json_path(
+    keys: tuple[str, ...], doc: ColumnElement[Any] | None = None
+) -> str | ColumnElement[Any]:
+    """SQLite's JSON path of `keys` in `doc`: `$."emails"."value"`.
+
+    An `_AnyCase` key is the one `doc` holds there in any case (the path is NULL without one,
+    which SQLite's JSON functions read as no value).
+    """
+    if doc is None or _AnyCase not in map(type, keys):
+        return "$" + "".join(f'."{key}"' for key in keys)
+    path: ColumnElement[Any] = literal("$", String)
+    for key in keys:
+        if key.__class__ is not _AnyCase:
+            path = path + literal(f'."{key}"', String)
+            continue
+        each = func.json_each(doc, path).table_valued("key")
+        held = (
+            select(each.c.key)
+            .where(func.hub_lower(each.c.key) == key.lower())
+            .order_by(each.c.key != key)  # the filter's own spelling first
+            .limit(1)
+            .scalar_subquery()
+        )
+        path = path + literal('."', String) + type_coerce(held, String) + literal('"', String)
+    return path
+
+
+def _pg_keys(doc: ColumnElement[Any], keys: tuple[str, ...]) -> list[str | ColumnElement[Any]]:
+    """`keys` for PostgreSQL's `jsonb_extract_path`, an `_AnyCase` key as `doc` spells it."""
+    if _AnyCase not in map(type, keys):
+        return list(keys)
+    found: list[str | ColumnElement[Any]] = []
+    for key in keys:
+        if key.__class__ is not _AnyCase:
+            found.append(key)
+            continue
+        parent = func.jsonb_extract_path(doc, *found, type_=JSONB) if found else doc
+        # jsonb_object_keys refuses anything but an object; NULL gives no row.
+        held = func.jsonb_object_keys(
+            case((func.jsonb_typeof(parent) == "object", parent)), type_=String
+        ).column_valued("k")
+        found.append(
+            select(held)
+            .where(_lower(held, "postgresql") == key.lower())
+            .order_by(held != key)
+            .limit(1)
+            .scalar_subquery()
+        )
+    return found
+
+
+class _AnyCase(str):
+    """A name the hub's schemas lack, which discovery describes: matched in any case.
+
+    Attribute names are case-insensitive (RFC 7643 §2.1) and discovery and PATCH paths treat
+    such a name so, but it is stored as each client spelled it; the filter's spelling wins
+    where an object holds several.
+    """
+
+    __slots__ = ()
 
 
 # --------------------------------------------------------------------------- scopes
@@ -833,7 +890,7 @@ class _JsonScope:
     def _array(self, keys: tuple[str, ...]) -> tuple[Any, ColumnElement[Any]]:
         """The elements of the array at `keys` as a table, and the element's JSON value."""
         if self.dialect == "sqlite":
-            path = _json_path(keys)
+            path = _json_path(keys, self.doc)
             each = func.json_each(self.doc, path).table_valued("value", "type", "key")
             # json_each yields a string element as bare text, which json_extract would reject
             # as malformed JSON; only objects are complex values.
@@ -858,7 +915,7 @@ class _JsonScope:
             return _JsonScope(element, self.dialect), lambda predicate: exists(
                 select(literal(1)).select_from(each).where(predicate)
             )
-        path = _json_path(keys)
+        path = _json_path(keys, self.doc)
         each = func.json_each(self.doc, path).table_valued("value", "type")
         # Each element as JSON text: json_each gives a string bare, a boolean as 1 or 0.
         as_json = case(
@@ -886,7 +943,7 @@ class _JsonScope:
         element, wrap = self.elements(keys, "")
         if self.dialect != "sqlite":
             return element, wrap
-        is_list = func.json_type(self.doc, _json_path(keys)) == "array"
+        is_list = func.json_type(self.doc, _json_path(keys, self.doc)) == "array"
         return element, lambda predicate: and_(is_list, wrap(predicate))
 
     def sort_multi(
