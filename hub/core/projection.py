@@ -10,11 +10,23 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from hub.core.attributes import describe_for
 from hub.core.schema import Attribute, ResourceType
+from rules import (
+    AttrPath,
+    FilterSyntaxError,
+    InvalidComparison,
+    UnknownAttribute,
+    ValuePath,
+    compile_predicate,
+    parse_path,
+)
 
 _CORE = ""  # scope key of the core schema and the common attributes
 
 Find = Callable[[str], Attribute | None]
+#: Says whether one element of a multi-valued attribute matches a value filter.
+Match = Callable[[Any], bool]
 
 
 def parse_attribute_list(text: str | None) -> tuple[str, ...]:
@@ -37,22 +49,84 @@ class _Scope:
 
     whole: bool = False
     names: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    #: per name, the value filters its elements must match (any of them); absent: every element
+    matches: dict[str, tuple[Match, ...]] = field(default_factory=dict)
+    unfiltered: set[str] = field(default_factory=set)
 
-    def add(self, name: str, sub: str | None) -> None:
+    def add(self, name: str, sub: str | None, match: Match | None = None) -> None:
         if not name:
             self.whole = True
-        elif sub is None or self.names.get(name, frozenset()) is None:
+            return
+        if sub is None or self.names.get(name, frozenset()) is None:
             self.names[name] = None
         else:
             self.names[name] = (self.names.get(name) or frozenset()) | {sub}
+        if match is None:
+            self.unfiltered.add(name)
+            self.matches.pop(name, None)
+        elif name not in self.unfiltered:
+            self.matches[name] = (*self.matches.get(name, ()), match)
 
 
-def _scopes(resource_type: ResourceType, paths: Iterable[str]) -> dict[str, _Scope]:
+def _scopes(
+    resource_type: ResourceType, paths: Iterable[str], *, filtered: bool = False
+) -> dict[str, _Scope]:
     scopes: dict[str, _Scope] = {}
     for path in paths:
+        if filtered and "[" in path and (picked := _value_path(resource_type, path)) is not None:
+            scopes.setdefault(picked[0], _Scope()).add(*picked[1:])
+            continue
+        # Anything else not in attribute notation (RFC 7644 §3.10) names nothing, as an
+        # unknown attribute name does.
         scope, name, sub = _split(resource_type, path)
         scopes.setdefault(scope, _Scope()).add(name, sub)
     return scopes
+
+
+def _value_path(
+    resource_type: ResourceType, path: str
+) -> tuple[str, str, str | None, Match] | None:
+    """``(scope, name, sub, match)`` of ``attributes=emails[type eq "work"]`` (and ``….value``).
+
+    RFC 7644 §3.4.2.5 asks for attribute names, but Microsoft's SCIM test collection (the
+    SCIMReferenceCode Postman tests) asks for the values a filter selects, as a PATCH path
+    (§3.5.2) names them. Only the matching values of the attribute are returned. A path that
+    does not parse, or whose filter names what the attribute lacks, names nothing, like an
+    unknown attribute name.
+    """
+    try:
+        parsed = parse_path(path.strip())
+    except FilterSyntaxError:
+        return None
+    urn, name = parsed.attr.urn, parsed.attr.name
+    if parsed.filter is None or not name:
+        return None
+    extension = None
+    if urn is not None and urn.lower() != resource_type.schema.id.lower():
+        extension = resource_type.extension(urn)
+        if extension is None:
+            return None
+    attribute = (extension or resource_type.schema).attribute(name)
+    if extension is None and attribute is None:
+        attribute = resource_type.attribute(name)  # the common attributes
+    if attribute is None or not attribute.multi_valued:
+        return None
+    where = AttrPath(extension.id if extension else None, attribute.name, None)
+    try:
+        predicate = compile_predicate(ValuePath(where, parsed.filter), describe_for(resource_type))
+    except (UnknownAttribute, InvalidComparison):
+        return None
+    key = attribute.name
+
+    def match(element: Any) -> bool:
+        # The element alone, where the evaluator looks for it: `emails[...]` on {"emails": [e]}.
+        probe: dict[str, Any] = {key: [element]}
+        if where.urn is not None:
+            probe = {where.urn: probe}
+        return isinstance(element, Mapping) and predicate(probe)
+
+    scope = extension.id.lower() if extension else _CORE
+    return scope, name.lower(), parsed.sub.lower() if parsed.sub else None, match
 
 
 def _split(resource_type: ResourceType, path: str) -> tuple[str, str, str | None]:
@@ -162,7 +236,10 @@ class Projection:
             out[key] = _without_never(attribute, value)
             return
         name = key.lower()
-        kept = _select(self.include.get(scope), name, attribute, value, bool(self.include))
+        included = self.include.get(scope)
+        if included is not None and name in included.matches and not included.whole:
+            value = _matching(included.matches[name], value)
+        kept = _select(included, name, attribute, value, bool(self.include))
         if kept is None:
             return
         if returned == "request" and not _named(self.include.get(scope), name):
@@ -226,6 +303,13 @@ def _select(
     return _filter_subs(attribute, value, lambda sub, returned: sub in subs or returned == "always")
 
 
+def _matching(matches: tuple[Match, ...], value: Any) -> Any:
+    """The elements of `value` that one of the value filters of ``attributes`` selects."""
+    if not isinstance(value, list):
+        return value
+    return [element for element in value if any(match(element) for match in matches)]
+
+
 def _unselect(scope: _Scope | None, name: str, attribute: Attribute | None, value: Any) -> Any:
     """Apply ``excludedAttributes`` to a kept value; ``always`` sub-attributes survive."""
     if scope is None:
@@ -281,7 +365,7 @@ def plan(
     """
     return Projection(
         resource_type,
-        _scopes(resource_type, attributes),
+        _scopes(resource_type, attributes, filtered=True),
         _scopes(resource_type, excluded),
         {e.id.lower(): e.attribute for e in resource_type.extensions},
     )

@@ -242,8 +242,22 @@ def _int_param(name: str, raw: Any) -> int | None:
 def _attribute_list(raw: Any) -> tuple[str, ...]:
     if raw is None:
         return ()
-    parts = raw if isinstance(raw, list) else str(raw).split(",")
+    parts = raw if isinstance(raw, list) else _split_attributes(str(raw))
     return tuple(str(p).strip() for p in parts if str(p).strip())
+
+
+def _split_attributes(text: str) -> list[str]:
+    """Split an attribute list at commas, but not inside a value filter's brackets.
+
+    `emails[type eq "work"]` (see `hub.core.projection`) may hold a comma in a string.
+    """
+    if "[" not in text:
+        return text.split(",")
+    return _LIST_ITEM.findall(text)
+
+
+#: One item of an attribute list: brackets (with quoted strings inside) are kept whole.
+_LIST_ITEM = re.compile(r'(?:\[(?:"(?:[^"\\]|\\.)*"|[^\]"])*\]?|[^,\[])+')
 
 
 class ListParams(msgspec.Struct, frozen=True):
@@ -266,12 +280,18 @@ def _wants(name: str, attributes: tuple[str, ...], excluded: tuple[str, ...]) ->
     def named(path: str, *, whole: bool) -> bool:
         if not whole and _is_core_schema(path):
             return True  # the core schema itself: every attribute of it
-        attribute = path.lower().rsplit(":", 1)[-1]
+        # `attributes=members[value eq "…"]` asks for some members (`hub.core.projection`);
+        # `excludedAttributes` takes no value filters, so there it names nothing.
+        attribute = (path if whole else _BRACKETS.sub("", path)).lower().rsplit(":", 1)[-1]
         return attribute == lowered if whole else attribute.split(".", 1)[0] == lowered
 
     if attributes:
         return any(named(p, whole=False) for p in attributes)
     return not any(named(p, whole=True) for p in excluded)
+
+
+#: A value filter in an attribute path, with the strings in it.
+_BRACKETS = re.compile(r'\[(?:"(?:[^"\\]|\\.)*"|[^\]"])*\]?')
 
 
 def _is_core_schema(path: str) -> bool:
