@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import ScimClient, group_body, user_body
+from tests.conftest import ScimClient, group_body, patch_op, user_body
 
 
 def _emails(*pairs: tuple[str, str]) -> list[dict[str, Any]]:
@@ -62,3 +62,38 @@ async def test_attributes_with_a_value_filter_on_group_members(scim: ScimClient)
     )
     assert got.status_code == 200, got.text
     assert [m["value"] for m in got.json()["members"]] == [ids[1]]
+
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+async def test_a_manager_replaced_by_an_empty_id_object_is_removed(scim: ScimClient) -> None:
+    """pranems/SCIMServer live test, "Manager removed when value is empty string".
+
+    `replace …:manager` with `{"value": ""}` answered 200 and kept a manager whose id is empty
+    (a reference to nobody), while the bare `""` Entra ID sends removed it; both remove it now,
+    through a path, through the extension's URN and without a path alike.
+    """
+    boss = (await scim.post("/Users", user_body())).json()["id"]
+    manager = f"{ENTERPRISE}:manager"
+    removals = [
+        {"op": "replace", "path": manager, "value": {"value": ""}},
+        {"op": "Replace", "path": manager, "value": {"Value": "", "displayName": None}},
+        {"op": "replace", "path": ENTERPRISE, "value": {"manager": {"value": ""}}},
+        {"op": "replace", "value": {manager: {"value": ""}}},
+        {"op": "replace", "path": manager, "value": ""},
+    ]
+    for removal in removals:
+        body = user_body(**{ENTERPRISE: {"department": "Sales", "manager": {"value": boss}}})
+        body["schemas"] = [*body["schemas"], ENTERPRISE]
+        user_id = (await scim.post("/Users", body)).json()["id"]
+        patched = await scim.patch(f"/Users/{user_id}", patch_op(removal))
+        assert patched.status_code == 200, (removal, patched.text)
+        assert patched.json()[ENTERPRISE] == {"department": "Sales"}, removal
+        got = await scim.get(f"/Users/{user_id}")
+        assert got.json()[ENTERPRISE] == {"department": "Sales"}, removal
+    # An id that is not empty is still set, whatever else comes with it.
+    kept = await scim.patch(
+        f"/Users/{user_id}", patch_op({"op": "add", "path": manager, "value": {"value": boss}})
+    )
+    assert kept.json()[ENTERPRISE]["manager"] == {"value": boss}

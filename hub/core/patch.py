@@ -21,7 +21,8 @@ Decisions on points the RFC leaves open or that IdPs rely on:
 * replace of a complex attribute merges sub-attributes (RFC 7644 §3.5.2.3: "sub-attributes that
   are not specified in the value parameter are left unchanged"), as add does.
 * Entra ID sends ``urn:...:enterprise:2.0:User:manager`` with a bare string: it is taken as
-  ``{"value": <string>}``, and an empty one removes the manager.
+  ``{"value": <string>}``, and an empty one removes the manager; so does ``{"value": ""}``,
+  the same request in object form (a manager whose id is empty refers to nobody).
 * ``readOnly`` sub-attributes inside a value object (Okta sends member ``display``) are ignored
   as on PUT; a *path* naming a ``readOnly`` attribute is a ``mutability`` error.
 * a path into a custom extension (an Entra or Okta custom-attribute namespace the hub has no
@@ -495,8 +496,8 @@ class _Patcher:
     # -- add / replace --------------------------------------------------------------------
 
     def write(self, op: str, target: _Target, value: Any) -> None:
-        if value is None or (value == "" and _bare_reference(target)):
-            # null means unassigned (RFC 7643 §2.5); so does an empty bare id, how Entra ID
+        if value is None or (_empty_reference(value) and _bare_reference(target)):
+            # null means unassigned (RFC 7643 §2.5); so does an empty id, how Entra ID
             # removes a manager (Microsoft's validator: "remove (Replace with empty)").
             self.remove(target, _MISSING)
             return
@@ -685,6 +686,16 @@ class _Patcher:
     def _drop_empty_extension(self, target: _Target) -> None:
         if target.extension is not None and self.container(target, create=False) == {}:
             self._remove_extension(target)
+
+
+def _empty_reference(value: Any) -> bool:
+    """An empty id, bare (``""``) or as an object (``{"value": ""}``, nothing else set)."""
+    if value == "":
+        return True
+    if not isinstance(value, Mapping) or not value:
+        return False
+    members = {str(key).lower(): item for key, item in value.items()}
+    return members.get("value") == "" and all(item in ("", None) for item in members.values())
 
 
 def _bare_reference(target: _Target) -> bool:
