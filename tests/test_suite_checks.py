@@ -97,3 +97,29 @@ async def test_a_manager_replaced_by_an_empty_id_object_is_removed(scim: ScimCli
         f"/Users/{user_id}", patch_op({"op": "add", "path": manager, "value": {"value": boss}})
     )
     assert kept.json()[ENTERPRISE]["manager"] == {"value": boss}
+
+
+async def test_attributes_win_over_excluded_attributes(scim: ScimClient) -> None:
+    """pranems/SCIMServer live test, "attributes Precedence Over excludedAttributes".
+
+    `?attributes=userName,displayName&excludedAttributes=displayName` answered without
+    `displayName`. RFC 7644 §3.4.2.5 removes `excludedAttributes` from the default set of
+    attributes, which `attributes` replaces: the attributes asked for are returned, as a group's
+    members already were (`?attributes=members&excludedAttributes=members` listed them).
+    """
+    made = await scim.post("/Users", user_body(displayName="Babs", title="Boss"))
+    user_id = made.json()["id"]
+    both = {"attributes": "userName,displayName", "excludedAttributes": "displayName,userName"}
+    got = await scim.get(f"/Users/{user_id}", params=both)
+    assert got.status_code == 200, got.text
+    assert set(got.json()) == {"schemas", "id", "userName", "displayName"}
+    listed = await scim.get("/Users", params={**both, "filter": f'id eq "{user_id}"'})
+    assert listed.json()["Resources"] == [got.json()]
+    group = await scim.post("/Groups", group_body(members=[{"value": user_id}]))
+    members = {"attributes": "members", "excludedAttributes": "members"}
+    shown = await scim.get(f"/Groups/{group.json()['id']}", params=members)
+    assert [m["value"] for m in shown.json()["members"]] == [user_id]
+    # Alone, excludedAttributes still removes from the default set.
+    alone = await scim.get(f"/Users/{user_id}", params={"excludedAttributes": "displayName"})
+    assert "displayName" not in alone.json()
+    assert alone.json()["title"] == "Boss"

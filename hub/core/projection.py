@@ -358,7 +358,9 @@ def plan(
         resource_type: the type of the resources to be projected.
         attributes: paths to return (plus every ``returned: always`` one); empty means all
             ``default`` ones.
-        excluded: paths to leave out (``always`` ones are never left out).
+        excluded: paths to leave out (``always`` ones are never left out). Ignored when
+            `attributes` is given: RFC 7644 §3.4.2.5 removes them from the *default* set, which
+            `attributes` replaces (as the members a group read loads, `hub.scim.wire.wants`).
 
     Returns:
         A plan whose `Projection.apply` projects one resource.
@@ -366,7 +368,7 @@ def plan(
     return Projection(
         resource_type,
         _scopes(resource_type, attributes, filtered=True),
-        _scopes(resource_type, excluded),
+        {} if attributes else _scopes(resource_type, excluded),
         {e.id.lower(): e.attribute for e in resource_type.extensions},
     )
 
