@@ -123,3 +123,40 @@ async def test_attributes_win_over_excluded_attributes(scim: ScimClient) -> None
     alone = await scim.get(f"/Users/{user_id}", params={"excludedAttributes": "displayName"})
     assert "displayName" not in alone.json()
     assert alone.json()["title"] == "Boss"
+
+
+SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
+
+async def test_a_search_request_with_attributes_that_are_not_strings_is_refused(
+    scim: ScimClient,
+) -> None:
+    """pranems/SCIMServer live test, "9z-CO … invalid input scalar detail".
+
+    A SearchRequest's `attributes` and `excludedAttributes` are lists of strings (RFC 7644
+    §3.4.3). `{"attributes": ["id", 12]}`, `{"excludedAttributes": {"name": "id"}}` or a number
+    answered 200, the odd value read as an attribute name that names nothing; they are now a
+    400 `invalidValue` saying what to send. A list of strings, or one comma-separated string,
+    still works.
+    """
+    made = await scim.post("/Users", user_body(displayName="Babs"))
+    user_id = made.json()["id"]
+    wrong = [
+        {"attributes": ["id", 12]},
+        {"attributes": 5},
+        {"attributes": [None]},
+        {"excludedAttributes": {"name": "id"}},
+        {"excludedAttributes": True},
+    ]
+    for path in ("/Users/.search", "/Groups/.search", "/.search"):
+        for extra in wrong:
+            refused = await scim.post(path, {"schemas": [SEARCH], **extra})
+            assert refused.status_code == 400, (path, extra, refused.text)
+            error = refused.json()
+            assert error["scimType"] == "invalidValue"
+            assert next(iter(extra)) in error["detail"]
+    for selection in (["displayName"], "displayName", "userName, displayName"):
+        body = {"schemas": [SEARCH], "attributes": selection, "filter": f'id eq "{user_id}"'}
+        found = await scim.post("/Users/.search", body)
+        assert found.status_code == 200, found.text
+        assert found.json()["Resources"][0]["displayName"] == "Babs"

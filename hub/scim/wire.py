@@ -239,11 +239,27 @@ def _int_param(name: str, raw: Any) -> int | None:
     return max(-_MAX_PAGE_INT, min(_MAX_PAGE_INT, value))
 
 
-def _attribute_list(raw: Any) -> tuple[str, ...]:
+def _attribute_list(raw: Any, name: str) -> tuple[str, ...]:
+    """The paths of `attributes` or `excludedAttributes` (named `name`).
+
+    A comma-separated string, or a list of strings (a SearchRequest's, RFC 7644 §3.4.3; a
+    repeated query key).
+
+    Raises:
+        InvalidValue: a SearchRequest sent something else (a number, an object, a list holding
+            a non-string), which named nothing before and was ignored.
+    """
     if raw is None:
         return ()
-    parts = raw if isinstance(raw, list) else _split_attributes(str(raw))
-    return tuple(str(p).strip() for p in parts if str(p).strip())
+    if isinstance(raw, str):
+        parts = _split_attributes(raw)
+    elif isinstance(raw, list) and all(isinstance(part, str) for part in raw):
+        parts = raw
+    else:
+        raise InvalidValue(
+            f"{name} must be a list of attribute names (strings) or one comma-separated string"
+        )
+    return tuple(part.strip() for part in parts if part.strip())
 
 
 def _split_attributes(text: str) -> list[str]:
@@ -404,8 +420,8 @@ def list_params(
     sort_by = lowered.get("sortby")
     if sort_by is not None and not isinstance(sort_by, str):
         raise InvalidValue("sortBy must be a string")
-    attributes = _attribute_list(lowered.get("attributes"))
-    excluded = _attribute_list(lowered.get("excludedattributes"))
+    attributes = _attribute_list(lowered.get("attributes"), "attributes")
+    excluded = _attribute_list(lowered.get("excludedattributes"), "excludedAttributes")
     query = ListQuery(
         filter=raw_filter if raw_filter else None,
         start_index=max(1, start or 1),
@@ -425,8 +441,8 @@ def projection_params(request: Request[Any, Any, Any]) -> tuple[tuple[str, ...],
     if not request.scope.get("query_string"):
         return (), ()  # the usual case: no query string to parse
     params = {k.lower(): v for k, v in query_values(request).items()}
-    return _attribute_list(params.get("attributes")), _attribute_list(
-        params.get("excludedattributes")
+    return _attribute_list(params.get("attributes"), "attributes"), _attribute_list(
+        params.get("excludedattributes"), "excludedAttributes"
     )
 
 
