@@ -160,3 +160,112 @@ async def test_a_search_request_with_attributes_that_are_not_strings_is_refused(
         found = await scim.post("/Users/.search", body)
         assert found.status_code == 200, found.text
         assert found.json()["Resources"][0]["displayName"] == "Babs"
+
+
+GOOGLE = "urn:ietf:params:scim:schemas:extension:google:2.0:CloudIdentityUser"
+CONTOSO = "urn:ietf:params:scim:schemas:extension:contoso:2.0:ScalarMVUser"
+
+
+def _incident(**core: Any) -> dict[str, Any]:
+    """pranems/SCIMServer's "typed PATCH" incident resource: lists in two custom extensions."""
+    return {
+        **core,
+        "schemas": [*core["schemas"], GOOGLE, CONTOSO],
+        GOOGLE: {
+            "primaryOrganization": {"location": "old"},
+            "additionalOrganizations": [
+                {"type": "school", "symbol": "old"},
+                {"type": "work", "symbol": "old"},
+            ],
+        },
+        CONTOSO: {"contacts": [{"primary": True, "value": "old"}]},
+    }
+
+
+async def test_value_filters_select_elements_of_a_custom_extension_list(
+    scim: ScimClient,
+) -> None:
+    """pranems/SCIMServer live test 9z-CQ, "typed PATCH value, error, rollback" (Users, Groups).
+
+    `replace urn:…:google:2.0:CloudIdentityUser:additionalOrganizations[type eq "school"].symbol`
+    answered 400 invalidPath ("no value filters inside custom extension") although /Schemas
+    describes that list as a multi-valued complex attribute; the elements the filter selects
+    are now written. A PATCH that fails half-way still changes nothing (RFC 7644 §3.5.2).
+    """
+    operations = [
+        {"op": "replace", "path": f"{GOOGLE}:primaryOrganization.location", "value": "new"},
+        {
+            "op": "replace",
+            "path": f'{GOOGLE}:additionalOrganizations[type eq "school"].symbol',
+            "value": "new",
+        },
+        {
+            "op": "replace",
+            "path": f'{GOOGLE}:additionalOrganizations[TYPE eq "WORK"].symbol',
+            "value": "new",
+        },
+        {"op": "replace", "path": f"{CONTOSO}:contacts[primary eq true].value", "value": "new"},
+    ]
+    for family, body in (("Users", user_body()), ("Groups", group_body())):
+        made = await scim.post(f"/{family}", _incident(**body))
+        assert made.status_code == 201, made.text
+        path = f"/{family}/{made.json()['id']}"
+        changed = await scim.patch(path, patch_op(*operations))
+        assert changed.status_code == 200, changed.text
+        read = await scim.get(path)
+        assert read.json()[GOOGLE] == {
+            "primaryOrganization": {"location": "new"},
+            "additionalOrganizations": [
+                {"type": "school", "symbol": "new"},
+                {"type": "work", "symbol": "new"},
+            ],
+        }
+        assert read.json()[CONTOSO] == {"contacts": [{"primary": True, "value": "new"}]}
+        bad = {"op": "replace", "path": f"{CONTOSO}:contacts[primary xx true].value", "value": 1}
+        failed = await scim.patch(path, patch_op(operations[0], bad))
+        assert failed.status_code == 400
+        assert failed.json()["scimType"] == "invalidPath"
+        after = await scim.get(path)
+        assert after.json() == read.json()
+        assert after.headers["etag"] == read.headers["etag"]
+
+
+async def test_value_filters_in_a_custom_extension_add_and_remove_elements(
+    scim: ScimClient,
+) -> None:
+    """The rules of the hub's own lists: a filter of `eq` clauses makes the element it misses,
+    another is `noTarget`; remove drops the elements (or the sub-attribute) it selects, and
+    the extension once nothing of it is left."""
+    made = await scim.post("/Users", _incident(**user_body()))
+    path = f"/Users/{made.json()['id']}"
+    organizations = f"{GOOGLE}:additionalOrganizations"
+    added = await scim.patch(
+        path,
+        patch_op(
+            {"op": "add", "path": f'{organizations}[type eq "club"].symbol', "value": "C"},
+            {"op": "replace", "path": f'{organizations}[symbol sw "o"]', "value": {"type": "x"}},
+        ),
+    )
+    assert added.status_code == 200, added.text
+    assert added.json()[GOOGLE]["additionalOrganizations"] == [
+        {"type": "x"},
+        {"type": "x"},
+        {"type": "club", "symbol": "C"},
+    ]
+    missing = patch_op({"op": "replace", "path": f'{organizations}[symbol co "z"]', "value": "v"})
+    refused = await scim.patch(path, missing)
+    assert refused.status_code == 400
+    assert refused.json()["scimType"] == "noTarget"
+    removed = await scim.patch(
+        path,
+        patch_op(
+            {"op": "remove", "path": f'{organizations}[type eq "x"]'},
+            {"op": "remove", "path": f'{organizations}[type eq "club"].symbol'},
+            {"op": "remove", "path": f'{CONTOSO}:contacts[value eq "OLD"]'},
+            {"op": "remove", "path": f'{organizations}[type eq "nothing"]'},
+        ),
+    )
+    assert removed.status_code == 200, removed.text
+    assert removed.json()[GOOGLE]["additionalOrganizations"] == [{"type": "club"}]
+    assert CONTOSO not in removed.json()
+    assert CONTOSO not in removed.json()["schemas"]

@@ -29,7 +29,11 @@ Decisions on points the RFC leaves open or that IdPs rely on:
   schema for) is accepted when the document lists that URN in ``schemas``, or when the URN is in
   the custom-extension namespace ``urn:ietf:params:scim:schemas:extension:`` (it is then added to
   ``schemas``: IdPs PATCH newly mapped custom attributes into existing users); its attributes are
-  stored as sent, like on POST/PUT. Value filters inside such an extension are ``invalidPath``.
+  stored as sent, like on POST/PUT. A value filter selects elements of a list stored there
+  (``urn:…:acme:2.0:User:contacts[primary eq true].value``), as discovery describes the list as
+  a multi-valued complex attribute: each compared sub-attribute takes the type of the value it
+  is compared with, as in list filters, and the filter's ``eq`` clauses make the missing
+  element, as for the hub's own attributes.
 * a path naming an attribute the hub's schema lacks (``costCode``, ``name.middleName2``,
   ``urn:…:enterprise:2.0:User:costCentre``) is accepted when the workspace's discovery describes
   it (`hub.core.extensions`: a resource holds it), as the client was told the schema has it;
@@ -69,12 +73,17 @@ from hub.core.errors import (
 from hub.core.schema import Attribute, ResourceType, Schema
 from rules import (
     And,
+    AttrInfo,
     AttrPath,
     Compare,
     Describe,
     Filter,
     FilterSyntaxError,
     InvalidComparison,
+    Not,
+    Or,
+    PatchPath,
+    Present,
     UnknownAttribute,
     ValuePath,
     compile_predicate,
@@ -311,8 +320,6 @@ class _Patcher:
         )
         if listed is None and (not isinstance(schemas, list) or not self.extends(urn)):
             return False
-        if parsed.filter is not None and names:
-            raise InvalidPath(f"path {text!r}: no value filters inside custom extension {urn!r}")
         if listed is None:
             if op == "remove" or value is None:
                 return True  # nothing is stored under an extension the user does not have
@@ -322,6 +329,9 @@ class _Patcher:
             schemas.append(urn)
             listed = urn
         key = _key_of(self.doc, listed)
+        if parsed.filter is not None and names:
+            self._custom_filtered(op, text, parsed, listed, value)
+            return True
         holder = self.doc.get(key)
         if op == "remove" or value is None:
             if isinstance(holder, dict) and names:
@@ -352,6 +362,60 @@ class _Patcher:
                 inner = holder[names[0]]
             _put_custom(op, inner, names[1], value)
         return True
+
+    def _custom_filtered(
+        self, op: str, text: str, parsed: PatchPath, listed: str, value: Any
+    ) -> None:
+        """Apply `op` to the elements a value filter selects in a custom extension's list.
+
+        RFC 7644 §3.5.2 as for the hub's own attributes: a remove that matches nothing changes
+        nothing; an add or replace that matches nothing makes the element the filter's ``eq``
+        clauses describe (else ``noTarget``); replace of a whole element replaces it, add merges.
+        """
+        assert parsed.filter is not None
+        name, sub = parsed.attr.name, parsed.sub
+        selects = _schemaless_selector(parsed.attr.urn or listed, name, parsed.filter, text)
+        key = _key_of(self.doc, listed)
+        holder = self.doc.get(key)
+        clear = op == "remove" or value is None
+        if not isinstance(holder, dict):
+            if clear:
+                return
+            holder = self.doc[key] = {}
+        list_key = _key_of(holder, name)
+        stored = holder.get(list_key)
+        if stored is not None and not isinstance(stored, list):
+            raise InvalidPath(f"path {text!r}: {name!r} holds one value, not a list")
+        elements = list(stored or [])
+        chosen = [e for e in elements if isinstance(e, dict) and selects(e)]
+        if clear:
+            for element in chosen:
+                if sub is not None:
+                    element.pop(_key_of(element, sub), None)
+            elements = [
+                e
+                for e in elements
+                if e != {} and (sub is not None or all(e is not c for c in chosen))
+            ]
+        else:
+            created = not chosen
+            if created:
+                template = _eq_template(parsed.filter)
+                if template is None:
+                    raise NoTarget(f"path {text!r} matches no value and cannot create one")
+                chosen = [template]
+                elements.append(template)
+            for element in chosen:
+                _write_schemaless(op, element, sub, value, text, replace=not created)
+        if elements:
+            holder[list_key] = elements
+        else:
+            holder.pop(list_key, None)
+        if not holder:  # no attribute of the extension left: unlisted too
+            self.doc.pop(key, None)
+            schemas = self.doc.get("schemas")
+            if isinstance(schemas, list) and listed in schemas:
+                schemas.remove(listed)
 
     def _whole_urn(self, text: str, schemas: Any) -> bool:
         """Whether `text` is a whole custom extension URN: listed, or described by discovery."""
@@ -686,6 +750,81 @@ class _Patcher:
     def _drop_empty_extension(self, target: _Target) -> None:
         if target.extension is not None and self.container(target, create=False) == {}:
             self._remove_extension(target)
+
+
+def _write_schemaless(
+    op: str, element: dict[str, Any], sub: str | None, value: Any, where: str, *, replace: bool
+) -> None:
+    """Write `value` into one element of a custom extension's list (stored as sent)."""
+    if sub is not None:
+        _put_raw(element, sub, value)
+        return
+    if not isinstance(value, Mapping):
+        raise InvalidValue(f"path {where!r} selects objects; send an object as the value")
+    if op == "replace" and replace:
+        element.clear()
+    for item_key, item in value.items():
+        _put_raw(element, str(item_key), item)
+
+
+@dataclass(frozen=True, slots=True)
+class _SchemalessList:
+    """The schema a value filter inside a custom extension is read with (see `custom`).
+
+    The hub has no schema there, so the list is a multi-valued complex attribute and each
+    sub-attribute the filter compares takes the JSON type of its value, strings compared
+    case-insensitively: what list filters do with custom attributes (`hub.core.filtering`).
+    Hashable, so `rules`' compile cache serves the same filter again.
+    """
+
+    urn: str
+    name: str
+    types: tuple[tuple[str, str], ...]
+
+    def __call__(self, urn: str | None, names: tuple[str, ...]) -> AttrInfo | None:
+        if urn is None or urn.lower() != self.urn or not names or names[0].lower() != self.name:
+            return None
+        if len(names) == 1:
+            return AttrInfo("complex", False, True)
+        if len(names) > 2:
+            return None
+        return AttrInfo(dict(self.types).get(names[1].lower(), "string"), False, False)
+
+
+def _schemaless_selector(urn: str, name: str, node: Filter, where: str) -> Callable[[Any], bool]:
+    """Whether one element of custom list `urn:name` matches value filter `node`.
+
+    Raises:
+        InvalidPath: the filter compares what no element can hold (a sub-attribute of a
+            sub-attribute, `gt` on a boolean...).
+    """
+    types: dict[str, str] = {}
+    _schemaless_types(node, types)
+    describe = _SchemalessList(urn.lower(), name.lower(), tuple(sorted(types.items())))
+    try:
+        predicate = compile_predicate(ValuePath(AttrPath(urn, name, None), node), describe)
+    except (UnknownAttribute, InvalidComparison) as error:
+        raise InvalidPath(f"path {where!r}: {error}") from error
+    return lambda element: predicate({urn: {name: [element]}})
+
+
+def _schemaless_types(node: Filter, types: dict[str, str]) -> None:
+    """Collect the type each compared sub-attribute takes from its filter value."""
+    if isinstance(node, And | Or):
+        _schemaless_types(node.left, types)
+        _schemaless_types(node.right, types)
+    elif isinstance(node, Not):
+        _schemaless_types(node.operand, types)
+    elif isinstance(node, Compare) and node.path.sub is None:
+        value = node.value
+        kind = "string"
+        if isinstance(value, bool):
+            kind = "boolean"
+        elif isinstance(value, int | float):
+            kind = "decimal"
+        types[node.path.name.lower()] = kind
+    elif isinstance(node, Present):
+        types.setdefault(node.path.name.lower(), "string")
 
 
 def _empty_reference(value: Any) -> bool:
