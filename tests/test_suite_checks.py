@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.conftest import ScimClient, group_body, patch_op, user_body
+from tests.conftest import USER_URN, ScimClient, group_body, patch_op, user_body
 
 
 def _emails(*pairs: tuple[str, str]) -> list[dict[str, Any]]:
@@ -269,3 +269,33 @@ async def test_value_filters_in_a_custom_extension_add_and_remove_elements(
     assert removed.json()[GOOGLE]["additionalOrganizations"] == [{"type": "club"}]
     assert CONTOSO not in removed.json()
     assert CONTOSO not in removed.json()["schemas"]
+
+
+async def test_a_primary_written_through_a_custom_value_filter_unmarks_the_others(
+    scim: ScimClient,
+) -> None:
+    """pranems/SCIMServer ordered-PATCH contract: one `primary` per list (RFC 7643 §2.4).
+
+    Marking `contacts[value eq "two"].primary` true left `one` primary too, so the next
+    operation's `contacts[primary eq true]` selected both; the element written last now wins,
+    as in the hub's own lists.
+    """
+    contacts = [
+        {"type": "work", "value": "one", "primary": True},
+        {"type": "work", "value": "two", "primary": False},
+    ]
+    body = user_body(schemas=[USER_URN, CONTOSO], **{CONTOSO: {"contacts": contacts}})
+    made = await scim.post("/Users", body)
+    assert made.status_code == 201, made.text
+    patched = await scim.patch(
+        f"/Users/{made.json()['id']}",
+        patch_op(
+            {"op": "replace", "path": f'{CONTOSO}:contacts[value eq "two"].primary', "value": True},
+            {"op": "replace", "path": f"{CONTOSO}:contacts[primary eq true].value", "value": "new"},
+        ),
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()[CONTOSO]["contacts"] == [
+        {"type": "work", "value": "one", "primary": False},
+        {"type": "work", "value": "new", "primary": True},
+    ]

@@ -407,6 +407,7 @@ class _Patcher:
                 elements.append(template)
             for element in chosen:
                 _write_schemaless(op, element, sub, value, text, replace=not created)
+            _one_primary(elements, chosen)  # RFC 7643 §2.4 holds for any list with `primary`
         if elements:
             holder[list_key] = elements
         else:
