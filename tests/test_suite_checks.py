@@ -299,3 +299,25 @@ async def test_a_primary_written_through_a_custom_value_filter_unmarks_the_other
         {"type": "work", "value": "one", "primary": False},
         {"type": "work", "value": "new", "primary": True},
     ]
+
+
+async def test_options_lists_every_method_of_a_resource_path(scim: ScimClient) -> None:
+    """RFC 9110 §9.3.7: OPTIONS tells the methods a URL answers (`Allow`), CORS preflights too.
+
+    `OPTIONS /scim/v2/Users` answered `Allow: OPTIONS, POST` and `/scim/v2/Users/{id}`
+    `GET, OPTIONS` (Litestar 2 lists the first handler registered for a path only); each now
+    names them all, HEAD included (answered as GET). No token is needed to ask.
+    """
+    user_id = (await scim.post("/Users", user_body())).json()["id"]
+    group_id = (await scim.post("/Groups", group_body())).json()["id"]
+    anonymous = scim.with_token(None)
+    for path, allow in (
+        ("/Users", "GET, HEAD, OPTIONS, POST"),
+        ("/Groups", "GET, HEAD, OPTIONS, POST"),
+        (f"/Users/{user_id}", "DELETE, GET, HEAD, OPTIONS, PATCH, PUT"),
+        (f"/Groups/{group_id}", "DELETE, GET, HEAD, OPTIONS, PATCH, PUT"),
+    ):
+        answered = await anonymous.request("OPTIONS", path)
+        assert answered.status_code == 204, (path, answered.text)
+        assert answered.headers["allow"] == allow, path
+        assert answered.content == b""

@@ -782,6 +782,21 @@ async def _delete(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -
 _OPTS: dict[str, Any] = {"media_type": SCIM_JSON}
 
 
+def _options(path: str, allow: str, name: str) -> HTTPRouteHandler:
+    """OPTIONS for a path several handlers share, naming every method it answers (RFC 9110 §9.3.7).
+
+    Litestar 2's own OPTIONS handler lists the methods of the first handler registered for a
+    path only (litestar-org/litestar#4169): `OPTIONS /scim/v2/Users` answered "OPTIONS, POST"
+    and `/scim/v2/Users/{id}` "GET, OPTIONS". HEAD is answered as GET (`hub.head`).
+    """
+    headers = {"Allow": allow}
+
+    async def options() -> Response[None]:
+        return Response(content=None, status_code=204, headers=headers)
+
+    return route(path, http_method=["OPTIONS"], name=name, include_in_schema=False)(options)
+
+
 def _resource_routes(rt: ResourceType) -> list[HTTPRouteHandler]:
     path = f"/scim/v2{rt.endpoint}"
     item = f"{path}/{{rid:str}}"
@@ -813,6 +828,9 @@ def _resource_routes(rt: ResourceType) -> list[HTTPRouteHandler]:
         return await _delete(request, rt, rid)
 
     return [
+        # First, so that Litestar adds no OPTIONS handler of its own to these paths.
+        _options(path, "GET, HEAD, OPTIONS, POST", f"{name}-options"),
+        _options(item, "DELETE, GET, HEAD, OPTIONS, PATCH, PUT", f"{name}-item-options"),
         post(path, name=f"{name}-create", status_code=201, **_OPTS)(create),
         get(path, name=f"{name}-list", **_OPTS)(read_list),
         post(f"{path}/.search", name=f"{name}-search", status_code=200, **_OPTS)(search),
