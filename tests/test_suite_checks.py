@@ -6,6 +6,7 @@ suite and the RFC agree, and to the vendor's published behaviour where the RFC l
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tests.conftest import USER_URN, ScimClient, group_body, patch_op, user_body
@@ -321,3 +322,50 @@ async def test_options_lists_every_method_of_a_resource_path(scim: ScimClient) -
         assert answered.status_code == 204, (path, answered.text)
         assert answered.headers["allow"] == allow, path
         assert answered.content == b""
+
+
+ACME = "urn:ietf:params:scim:schemas:extension:acme:2.0:User"
+
+
+async def test_discovery_names_attributes_only_as_rfc_7643_allows(scim: ScimClient) -> None:
+    """di-wu/scim-test-suite `TestAttributes`: every name in /Schemas is an ATTRNAME.
+
+    RFC 7643 §2.1: `ATTRNAME = ALPHA *("-" / "_" / DIGIT / ALPHA)`. A client sending `bad name`,
+    `1st` or `émoji` (at the top level, inside `name`, under a custom extension) got them
+    described in /Schemas, which then broke that rule; they are still stored and returned, and
+    no longer described. Names the rule allows are described as before.
+    """
+    body = user_body(
+        schemas=[USER_URN, ACME],
+        **{
+            "bad name": 1,
+            "1st": 2,
+            "émoji": 3,
+            "fine-name_2": 4,
+            "name": {"givenName": "G", "given name": "x"},
+            ACME: {"cost center": "x", "9lives": True, "costCenter": "CC", "ok": {"sub key": 1}},
+        },
+    )
+    made = await scim.post("/Users", body)
+    assert made.status_code == 201, made.text
+    got = (await scim.get(f"/Users/{made.json()['id']}")).json()
+    assert got["bad name"] == 1
+    assert got[ACME]["cost center"] == "x"
+    names: dict[str, set[str]] = {}
+
+    def walk(urn: str, attributes: list[dict[str, Any]], prefix: str = "") -> None:
+        for attribute in attributes:
+            names.setdefault(urn, set()).add(prefix + attribute["name"])
+            walk(urn, attribute.get("subAttributes", []), attribute["name"] + ".")
+
+    for schema in (await scim.get("/Schemas")).json()["Resources"]:
+        walk(schema["id"], schema["attributes"])
+    attrname = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+    for urn, described in names.items():
+        for name in described:
+            assert all(part == "$ref" or attrname.fullmatch(part) for part in name.split(".")), (
+                urn,
+                name,
+            )
+    assert "fine-name_2" in names[USER_URN]
+    assert "costCenter" in names[ACME]

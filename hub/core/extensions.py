@@ -21,6 +21,7 @@ them added (`additions`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -40,6 +41,10 @@ MAX_DESCRIBED = 1000
 #: Names longer than this are stored but not described (they are keys of an index).
 MAX_NAME = 200
 MAX_URN = 512
+#: RFC 7643 §2.1: attribute names are `ALPHA *("-" / "_" / DIGIT / ALPHA)` (ASCII). Others
+#: (`cost center`, `1st`, `émoji`) are stored and returned but not described: `/Schemas` must
+#: name attributes as the RFC allows, and strict clients validate it.
+_ATTRNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 #: URN prefixes of schemas RFC 7643 and RFC 7644 define; never described as an extension.
 _STANDARD = ("urn:ietf:params:scim:schemas:core:", "urn:ietf:params:scim:api:")
 
@@ -122,8 +127,12 @@ def respelled(
 
 
 def described(conn: Connection, workspace_pk: int) -> tuple[Described, ...]:
-    """Every custom-extension attribute the workspace's resources have held, in a stable order."""
-    return tuple(Described(*row) for row in _DESCRIBED.all(conn, b_ws=workspace_pk))
+    """Every custom-extension attribute the workspace's resources have held, in a stable order.
+
+    Less those whose names RFC 7643 §2.1 does not allow, which earlier versions recorded.
+    """
+    rows = (Described(*row) for row in _DESCRIBED.all(conn, b_ws=workspace_pk))
+    return tuple(one for one in rows if _nameable(one.name) and (not one.sub or _nameable(one.sub)))
 
 
 def describes(conn: Connection, workspace_pk: int, resource_type: ResourceType, urn: str) -> bool:
@@ -323,6 +332,11 @@ def _is_custom(key: str) -> bool:
     return key[:4].lower() == "urn:" and not _reserved(key) and _fits(key, MAX_URN)
 
 
+def _nameable(name: str) -> bool:
+    """Whether discovery may describe an attribute so named (RFC 7643 §2.1, and `$ref`)."""
+    return name == "$ref" or (_fits(name, MAX_NAME) and _ATTRNAME.fullmatch(name) is not None)
+
+
 def _fits(text: str, limit: int) -> bool:
     """Whether `text` fits a column of `limit` characters as spelled and as lowered (its key).
 
@@ -347,7 +361,7 @@ def _described(doc: Mapping[str, Any], resource_type: ResourceType) -> Iterator[
         if not _is_custom(urn) or not isinstance(value, dict):
             continue
         for name, held in value.items():
-            if not _fits(name, MAX_NAME):
+            if not _nameable(name):
                 continue
             yield from _parts(resource_type.name, urn, name, held)
 
@@ -376,7 +390,7 @@ def _undefined(
 
 def _undefined_in(rt: ResourceType, urn: str, name: str, value: Any) -> Iterator[Described]:
     """`name` of schema `urn` holding `value`, if undefined; else its undefined sub-attributes."""
-    if not _fits(name, MAX_NAME):
+    if not _nameable(name):
         return
     defined = lookup(rt, urn, (name,))
     if defined is None:
@@ -408,7 +422,7 @@ def _parts(rt: str, urn: str, name: str, value: Any) -> Iterator[Described]:
             sub_multi = isinstance(held, list)
             first = next((v for v in held if v is not None), None) if sub_multi else held
             sub_type = _scalar_type(first)
-            if sub_type is None or not _fits(sub, MAX_NAME) or sub.lower() in seen:
+            if sub_type is None or not _nameable(sub) or sub.lower() in seen:
                 continue  # no value, or a complex one: RFC 7643 §2.3.8 allows no such thing
             seen.add(sub.lower())
             yield Described(rt, urn, name, sub, sub_type, sub_multi)
