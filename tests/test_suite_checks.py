@@ -369,3 +369,21 @@ async def test_discovery_names_attributes_only_as_rfc_7643_allows(scim: ScimClie
             )
     assert "fine-name_2" in names[USER_URN]
     assert "costCenter" in names[ACME]
+
+
+async def test_an_invalid_token_is_told_apart_from_a_missing_one(scim: ScimClient) -> None:
+    """Okta SCIM 2.0 spec test "Check status 401", with RFC 6750 §3.1's error code.
+
+    Both answer 401 with a SCIM Error and a Bearer challenge; a token that is sent but unknown
+    (or revoked) now gets `error="invalid_token"` in the challenge, so an OAuth client knows to
+    get another one. A request without a token gets no error code (RFC 6750 §3.1).
+    """
+    missing = await scim.with_token(None).get("/Users")
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == 'Bearer realm="scim-hub"'
+    assert missing.json()["status"] == "401"
+    wrong = await scim.with_token("not-a-token").get("/Users")
+    assert wrong.status_code == 401
+    assert wrong.headers["www-authenticate"] == 'Bearer realm="scim-hub", error="invalid_token"'
+    assert wrong.json()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+    assert wrong.json()["detail"]

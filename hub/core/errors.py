@@ -97,6 +97,16 @@ class Unauthorized(ScimError):
     status = 401
 
 
+class InvalidToken(Unauthorized):
+    """A bearer token was sent but is unknown, revoked, or belongs to something disabled.
+
+    RFC 6750 §3.1: its challenge says `error="invalid_token"`, so an OAuth client knows to get
+    another token rather than to send one (a request without a token gets no error code).
+    """
+
+    bearer_error = "invalid_token"
+
+
 class Forbidden(ScimError):
     """Authenticated, but this action is not allowed."""
 

@@ -9,13 +9,15 @@ import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
-from hub.core.errors import ScimError
+from hub.core.errors import InvalidToken, ScimError
 from hub.core.schema import ERROR_SCHEMA
 from hub.scim.response import ScimResponse
 
 log = structlog.get_logger("hub.http")
 _encode = msgspec.json.Encoder().encode
 
+#: The bearer challenge of every 401 (RFC 6750 §3).
+_CHALLENGE = 'Bearer realm="scim-hub"'
 _HTTP_DETAIL = {
     404: "no such endpoint; SCIM resources live under /scim/v2 (Users, Groups, Schemas, "
     "ResourceTypes, ServiceProviderConfig)",
@@ -34,7 +36,7 @@ def error_response(
     body["detail"] = detail
     all_headers = dict(headers or {})
     if status == 401:
-        all_headers["WWW-Authenticate"] = 'Bearer realm="scim-hub"'
+        all_headers.setdefault("WWW-Authenticate", _CHALLENGE)
     if status == 503:
         all_headers.setdefault("Retry-After", "5")
     return ScimResponse(_encode(body), status, all_headers)
@@ -44,6 +46,11 @@ def handle_scim_error(request: Request[Any, Any, Any], exc: ScimError) -> Respon
     """Render a domain error (and keep its detail for the provisioning log)."""
     request.state.error = exc.detail
     headers: dict[str, str] | None = getattr(exc, "headers", None)
+    if isinstance(exc, InvalidToken):
+        headers = {
+            **(headers or {}),
+            "WWW-Authenticate": f'{_CHALLENGE}, error="{exc.bearer_error}"',
+        }
     return error_response(exc.status, exc.detail, exc.scim_type, headers)
 
 

@@ -27,6 +27,7 @@ from hub.core.dialects import Dialect, renders_as_stored, rewrites_queries
 from hub.core.errors import (
     Forbidden,
     InvalidSyntax,
+    InvalidToken,
     InvalidValue,
     NotFound,
     PluginFailure,
@@ -230,7 +231,7 @@ def _authenticated(
 ) -> tuple[Caller, T]:
     found = authenticate(conn, token_digest) if writes else authenticate_reading(conn, token_digest)
     if found is None:
-        raise Unauthorized("the token is unknown, revoked, or its connector or admin is disabled")
+        raise InvalidToken("the token is unknown, revoked, or its connector or admin is disabled")
     caller = msgspec.structs.replace(found, request_id=request_id)
     seen.append(caller)
     if problem is not None:
