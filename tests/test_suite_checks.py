@@ -387,3 +387,33 @@ async def test_an_invalid_token_is_told_apart_from_a_missing_one(scim: ScimClien
     assert wrong.headers["www-authenticate"] == 'Bearer realm="scim-hub", error="invalid_token"'
     assert wrong.json()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
     assert wrong.json()["detail"]
+
+
+async def test_discovery_shows_no_complex_attribute_without_sub_attributes(
+    scim: ScimClient,
+) -> None:
+    """di-wu/scim-test-suite `TestSchemas`: a complex attribute has `subAttributes` (RFC 7643 §7).
+
+    A custom attribute whose values hold only objects (`{"deep": {"x": {"y": 1}}}`, which RFC
+    7643 §2.3.8 does not allow) or only names §2.1 does not allow was described in /Schemas as
+    complex with no sub-attributes, which strict clients refuse; such an attribute is stored and
+    returned but not described.
+    """
+    body = user_body(
+        schemas=[USER_URN, ACME],
+        weird={"sub key": 1},
+        **{ACME: {"deep": {"x": {"y": 1}}, "ok": {"sub key": 1}, "fine": 1, "box": {"a": 1}}},
+    )
+    made = await scim.post("/Users", body)
+    assert made.status_code == 201, made.text
+    assert (await scim.get(f"/Users/{made.json()['id']}")).json()[ACME]["deep"] == {"x": {"y": 1}}
+    shown: dict[str, dict[str, Any]] = {}
+    for schema in (await scim.get("/Schemas")).json()["Resources"]:
+        for attribute in schema["attributes"]:
+            shown[f"{schema['id']}:{attribute['name']}"] = attribute
+            if attribute["type"] == "complex":
+                assert attribute.get("subAttributes"), (schema["id"], attribute)
+    assert f"{ACME}:fine" in shown
+    assert shown[f"{ACME}:box"]["subAttributes"][0]["name"] == "a"
+    assert f"{ACME}:deep" not in shown
+    assert f"{USER_URN}:weird" not in shown

@@ -237,7 +237,8 @@ def _addition(owner: ResourceType, urn: str, parts: Sequence[Described]) -> Attr
     if defined is None:
         if all(p.sub for p in parts):
             return None  # its sub-attributes only, past `MAX_DESCRIBED`: nothing to type it by
-        return _attribute(parts, _UNDEFINED)
+        made = _attribute(parts, _UNDEFINED)
+        return made if _describable(made) else None
     if defined.type != "complex":
         return None
     subs: dict[str, Described] = {}
@@ -271,8 +272,18 @@ def _schema(attrs: Mapping[str, list[Described]]) -> Schema:
         _schema_name(first.urn),
         f"Custom {first.resource_type} extension: the attributes this workspace's identity "
         "providers have sent under it, typed as first sent",
-        tuple(_attribute(parts) for parts in attrs.values()),
+        tuple(made for made in map(_attribute, attrs.values()) if _describable(made)),
     )
+
+
+def _describable(attribute: Attribute) -> bool:
+    """Whether `/Schemas` may show `attribute`: a complex one needs a sub-attribute to show.
+
+    RFC 7643 §7 gives a complex attribute its `subAttributes`; one whose values hold only
+    objects (RFC 7643 §2.3.8 allows no complex sub-attribute) or names §2.1 does not allow has
+    none to describe, and strict clients refuse a complex attribute without any.
+    """
+    return attribute.type != "complex" or bool(attribute.sub_attributes)
 
 
 def _attribute(parts: Sequence[Described], description: str = "") -> Attribute:
