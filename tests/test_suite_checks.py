@@ -417,3 +417,17 @@ async def test_discovery_shows_no_complex_attribute_without_sub_attributes(
     assert shown[f"{ACME}:box"]["subAttributes"][0]["name"] == "a"
     assert f"{ACME}:deep" not in shown
     assert f"{USER_URN}:weird" not in shown
+
+
+async def test_a_405_names_head_among_the_methods_allowed(scim: ScimClient) -> None:
+    """RFC 9110 §15.5.6: a 405's `Allow` lists the methods the URL supports.
+
+    `PUT /scim/v2/Users` answered `Allow: POST, OPTIONS, GET` though every GET URL answers
+    HEAD as well; the list now names HEAD too (sorted, like the OPTIONS answers).
+    """
+    refused = await scim.put("/Users", user_body())
+    assert refused.status_code == 405
+    assert refused.headers["allow"] == "GET, HEAD, OPTIONS, POST"
+    search = await scim.get("/Users/.search")
+    assert search.status_code == 405
+    assert search.headers["allow"] == "OPTIONS, POST"

@@ -59,7 +59,22 @@ def handle_http_exception(_request: Request[Any, Any, Any], exc: HTTPException) 
     status = exc.status_code
     detail = _HTTP_DETAIL.get(status) or str(exc.detail)
     headers = dict(exc.headers or {})
+    if status == 405:
+        for key in [k for k in headers if k.lower() == "allow"]:
+            headers["Allow"] = _with_head(headers.pop(key))
     return error_response(status, detail, "invalidSyntax" if status == 400 else None, headers)
+
+
+def _with_head(allow: str) -> str:
+    """`allow` plus HEAD where it has GET: every GET is answered as HEAD too (`hub.head`).
+
+    RFC 9110 §15.5.6: a 405 lists the methods the resource supports; Litestar lists its
+    handlers' only.
+    """
+    methods = [m.strip() for m in allow.split(",") if m.strip()]
+    if "GET" in methods and "HEAD" not in methods:
+        methods.append("HEAD")
+    return ", ".join(sorted(methods))
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
