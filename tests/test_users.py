@@ -257,6 +257,41 @@ async def test_a_custom_attribute_compared_with_an_integer_beyond_64_bits(
     assert await found("big lt 9223372036854775808") == ["b", "c"]
 
 
+async def test_a_custom_attribute_beyond_a_doubles_range_compared_with_any_number(
+    scim: ScimClient,
+) -> None:
+    """A stored 1e400 (as an integer) does not break comparing the attribute, on both databases.
+
+    Once a user held one, every filter comparing the attribute with a fraction answered 500 on
+    PostgreSQL (`…:big gt 1.25`: the FLOAT bind made PostgreSQL turn each stored NUMERIC into a
+    double), and one comparing it with an integer beyond a double's range answered 500 on
+    SQLite (the bind overflowed). `1e400` is an infinite filter value, compared as Python does.
+    """
+    urn = "urn:ietf:params:scim:schemas:extension:CustomExtension:2.0:User"
+    for user_name, big in (("a", 10**400), ("b", 1.5), ("c", -3), ("d", -(10**400))):
+        body = {**user_body(f"{user_name}@x.org"), urn: {"big": big}}
+        body["schemas"] = [*body["schemas"], urn]
+        response = await scim.post("/Users", body)
+        assert response.status_code == 201, response.text
+
+    async def found(flt: str) -> list[str]:
+        response = await scim.get("/Users", params={"filter": f"{urn}:{flt}"})
+        assert response.status_code == 200, (flt, response.text)
+        return sorted(r["userName"].split("@")[0] for r in response.json()["Resources"])
+
+    assert await found("big gt 1.25") == ["a", "b"]
+    assert await found("big eq 1.5") == ["b"]
+    assert await found("big lt 1e308") == ["b", "c", "d"]
+    assert await found("big ge 1e308") == ["a"]
+    assert await found("big gt 0.0000000000000000000001") == ["a", "b"]
+    assert await found(f"big eq 1{'0' * 400}") == ["a"]
+    assert await found(f"big lt -1{'0' * 400}") == []
+    assert await found("big gt 1e400") == []
+    assert await found("big lt 1e400") == ["a", "b", "c", "d"]
+    assert await found("big ge -1e400") == ["a", "b", "c", "d"]
+    assert await found("big eq -1e400") == []
+
+
 async def test_filter_with_no_match_is_an_empty_list_response(scim: ScimClient) -> None:
     response = await scim.get("/Users", params={"filter": 'userName eq "nobody@example.com"'})
     assert response.status_code == 200

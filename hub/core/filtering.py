@@ -26,9 +26,11 @@ with the filter value lowered in Python, on both databases (indexed look-ups).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from functools import cache
 from typing import Any, Final, Protocol
 
@@ -528,12 +530,35 @@ def _number_value(value: rules.Value, sqlite: bool) -> rules.Value | ColumnEleme
     """A filter's number bound as the database can take it; JSON numbers have no size limit.
 
     An integer beyond 64 bits overflows SQLite's INTEGER and PostgreSQL's BIGINT (the request
-    answered 500). SQLite reads a stored one as the REAL `json_extract` gives, so it is compared
-    as that REAL; PostgreSQL compares it exactly, as NUMERIC. Other numbers are bound as they are.
+    answered 500). SQLite reads a stored one as the REAL `json_extract` gives (infinite beyond
+    a double's range), so it is compared as that REAL; PostgreSQL compares it exactly, as
+    NUMERIC. A fraction is NUMERIC on PostgreSQL too: against a FLOAT bind PostgreSQL turns the
+    stored NUMERIC into a double, which fails for one beyond a double's range (`…:n gt 1.5`
+    answered 500 once any user held 1e400). Infinite values are `_beyond_every_number`'s.
     """
-    if type(value) is not int or value in _INT64:
+    if type(value) is int:
+        if value in _INT64:
+            return value
+        if not sqlite:
+            return literal(value, Numeric())
+        if abs(value) < _FLOAT_LIMIT:
+            return float(value)
+        return math.inf if value > 0 else -math.inf
+    if sqlite or type(value) is not float:
         return value
-    return float(value) if sqlite else literal(value, Numeric())
+    return literal(Decimal(repr(value)), Numeric())
+
+
+#: The smallest integer `float()` refuses (it rounds up to 2**1024).
+_FLOAT_LIMIT: Final = 2**1024 - 2**970
+
+
+def _beyond_every_number(op: str, value: float) -> Predicate:
+    """How every number compares with an infinite filter value (`1e400`): as Python compares."""
+    if op == "eq":
+        return false()
+    above = value > 0
+    return true() if (op in ("lt", "le")) == above else false()
 
 
 def contains_folded(expr: ColumnElement[Any], text: str, dialect: str) -> Predicate:
@@ -752,6 +777,8 @@ class _Json:
                 is_number = jtype == "number"
                 # CASE keeps PostgreSQL from casting a non-number (evaluation order is free).
                 number = cast(case((is_number, self._text())), type_=Numeric())
+            if type(value) is float and math.isinf(value):
+                return and_(is_number, _beyond_every_number(op, value))
             bound = _number_value(value, sqlite)
             test = {
                 "eq": number == bound,
