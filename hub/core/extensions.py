@@ -45,6 +45,11 @@ MAX_URN = 512
 #: (`cost center`, `1st`, `émoji`) are stored and returned but not described: `/Schemas` must
 #: name attributes as the RFC allows, and strict clients validate it.
 _ATTRNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+#: The most UTF-8 bytes a description's URN, name and sub-attribute keys take together: they are
+#: one PostgreSQL b-tree entry, refused beyond 2704 bytes (a 512-character URN of four-byte
+#: characters and two names of 200 made 3,600: the write answered 500). Beyond it the attribute
+#: is stored and returned, not described, as a name past `MAX_NAME` is.
+MAX_KEY_BYTES = 2600
 #: URN prefixes of schemas RFC 7643 and RFC 7644 define; never described as an extension.
 _STANDARD = ("urn:ietf:params:scim:schemas:core:", "urn:ietf:params:scim:api:")
 
@@ -94,7 +99,8 @@ def record(
         for old in (*kept, *_undefined(stored, resource_type, unknown)):
             if held.get(old.key) == old:
                 del held[old.key]
-    rows = [_row(workspace_pk, held[key]) for key in sorted(held)]  # one lock order on PostgreSQL
+    # Sorted: one lock order on PostgreSQL.
+    rows = [_row(workspace_pk, held[key]) for key in sorted(held) if _indexable(key)]
     _INSERT[conn.dialect.name].run_many(conn, rows)
 
 
@@ -355,6 +361,16 @@ def _fits(text: str, limit: int) -> bool:
     then, and the write that would have recorded it answered 500.
     """
     return len(text) <= limit and len(text.lower()) <= limit
+
+
+def _indexable(key: tuple[str, str, str, str]) -> bool:
+    """Whether a description's key fits one b-tree entry (`MAX_KEY_BYTES`)."""
+    _, urn_key, name_key, sub_key = key
+    size = len(urn_key) + len(name_key) + len(sub_key)
+    # Four bytes a character at most: only a long key is encoded to be measured.
+    return (
+        size * 4 <= MAX_KEY_BYTES or len(f"{urn_key}{name_key}{sub_key}".encode()) <= MAX_KEY_BYTES
+    )
 
 
 def _reserved(urn: str) -> bool:
