@@ -292,6 +292,32 @@ async def test_a_custom_attribute_beyond_a_doubles_range_compared_with_any_numbe
     assert await found("big eq -1e400") == []
 
 
+async def test_a_filter_within_the_depth_limit_never_fails_the_database(
+    scim: ScimClient, db_url: str
+) -> None:
+    """Nested `not` within the 32 levels the parser allows answered 500 on SQLite ("parser stack
+    overflow": its parser holds ~100 levels, and each `not (… or …)` compiles to several).
+
+    PostgreSQL answers them; SQLite answers those it cannot parse with 400 `invalidFilter`.
+    """
+    for user_name in ("t@x.org", "u@x.org"):
+        assert (await scim.post("/Users", user_body(user_name, title=user_name))).status_code == 201
+    filters = {
+        # 32 negations of one test: that test itself.
+        "not (" * 32 + 'userName eq "t@x.org"' + ")" * 32: ["t@x.org"],
+        # not (A or not (A or … A)), 17 levels: false where A holds, else `not` 17 times.
+        'not (title co "t@" or ' * 17 + 'title co "t@"' + ")" * 17: ["u@x.org"],
+    }
+    for flt, expected in filters.items():
+        response = await scim.get("/Users", params={"filter": flt})
+        if response.status_code == 200 or db_url.startswith("postgresql"):
+            assert response.status_code == 200, response.text
+            assert sorted(r["userName"] for r in response.json()["Resources"]) == expected
+            continue
+        detail = assert_scim_error(response, 400, "invalidFilter")["detail"]
+        assert "nests too deeply for the database" in detail
+
+
 async def test_filter_with_no_match_is_an_empty_list_response(scim: ScimClient) -> None:
     response = await scim.get("/Users", params={"filter": 'userName eq "nobody@example.com"'})
     assert response.status_code == 200

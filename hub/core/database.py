@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import greenlet_spawn
 
-from hub.core.errors import Unavailable
+from hub.core.errors import InvalidFilter, Unavailable
 from hub.core.filtering import register_sqlite_functions
 from hub.core.sql import compile_all
 from hub.settings import DEFAULT_POOL_SIZE
@@ -152,7 +152,8 @@ def _busy_is_unavailable() -> Iterator[None]:
 
     Unwritable: SQLITE_FULL (its disk is full) or SQLITE_READONLY (its file or file system was
     made read-only). SQLite undid the transaction, and the write succeeds once the operator frees
-    space or write access. Other errors pass through.
+    space or write access. A statement SQLite's parser cannot hold is a filter nesting too deeply
+    for it (400 `invalidFilter`). Other errors pass through.
     """
     try:
         yield
@@ -162,6 +163,13 @@ def _busy_is_unavailable() -> Iterator[None]:
             raise Unavailable("the database is busy or unreachable; retry shortly") from exc
         if "disk is full" in message or "readonly database" in message:
             raise Unavailable("the database cannot take writes now; retry later") from exc
+        if "parser stack overflow" in message or "Expression tree is too large" in message:
+            # SQLite's parser holds ~100 levels: a filter within the parser's 32 (say 16
+            # alternating `not (… or …)`) compiles to deeper SQL; it answered 500.
+            raise InvalidFilter(
+                "the filter nests too deeply for the database; use fewer nested 'not' and "
+                "parenthesised groups"
+            ) from exc
         raise
 
 
