@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -401,6 +402,47 @@ async def test_a_user_deleted_while_added_to_a_group_leaves_no_membership(api: A
         probe = await api.patch(path, {"op": "remove", "path": f'members[value eq "{uid}"]'})
         assert probe.status_code == 204, probe.text
         assert probe.headers["etag"] == shown.headers["etag"]
+
+
+async def test_member_writes_racing_user_deletes_never_answer_500(api: Api) -> None:
+    """Group PUTs and member PATCHes racing DELETEs and deactivations of their members.
+
+    On PostgreSQL with two workers they deadlock (a group's writer locks the group, then its
+    members; a DELETE the user, then its groups), and a unit that deadlocked three times answered
+    500. Every answer is now the write's own (200, 204, 400 for a member deleted meanwhile, 404)
+    or a 503 with Retry-After, and no deleted user is left a member.
+    """
+    rng = random.Random(11)
+    ids = [(await api.create_user(unique("racer")))["id"] for _ in range(60)]
+    gids = []
+    for _ in range(3):
+        body = {"schemas": [GROUP_URN], "displayName": unique("g")}
+        gids.append((await api.call("POST", "/Groups", body)).json()["id"])
+    calls: list[Any] = []
+    for n in range(80):
+        gid, sample = rng.choice(gids), rng.sample(ids, 40)
+        members = [{"value": uid} for uid in sample]
+        if n % 5 == 0:
+            add = {"op": "add", "path": "members", "value": members}
+            calls.append(api.patch(f"/Groups/{gid}", add))
+        elif n % 5 == 1:
+            body = {"schemas": [GROUP_URN], "displayName": unique("g"), "members": members}
+            calls.append(api.call("PUT", f"/Groups/{gid}", body))
+        elif n % 5 == 2:
+            calls.append(api.call("DELETE", f"/Users/{rng.choice(ids)}"))
+        elif n % 5 == 3:
+            off = {"op": "replace", "path": "active", "value": False}
+            calls.append(api.patch(f"/Users/{rng.choice(ids)}", off))
+        else:
+            remove = {"op": "remove", "path": "members", "value": members[:20]}
+            calls.append(api.patch(f"/Groups/{gid}", remove))
+    for response in await asyncio.gather(*calls):
+        assert response.status_code in (200, 204, 400, 404, 503), response.text
+        if response.status_code == 503:
+            assert response.headers["retry-after"], response.headers
+    for gid in gids:
+        for member in (await api.get(f"/Groups/{gid}")).get("members", []):
+            assert (await api.call("GET", f"/Users/{member['value']}")).status_code == 200
 
 
 async def test_concurrent_creates_bringing_back_one_deleted_user_make_one_201(api: Api) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import sqlite3
 import threading
 import time
@@ -667,11 +668,18 @@ class PostgresDatabase:
             except sqlalchemy.exc.TimeoutError as exc:  # the pool's wait, not a statement's
                 raise Unavailable("every database connection is busy; retry shortly") from exc
             except (OSError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DBAPIError) as exc:
-                if _retryable(exc) and attempt + 1 < _PG_ATTEMPTS:
+                if _retryable(exc):
+                    if attempt + 1 == _PG_ATTEMPTS:
+                        # Group member PATCHes and user DELETEs racing on two workers deadlocked
+                        # run after run and the request answered 500: the client may send it
+                        # again, as after any conflict of the moment.
+                        raise Unavailable(
+                            "the write kept conflicting with concurrent writes; retry shortly"
+                        ) from exc
                     # A deadlock or serialisation failure rolled the whole unit back: run it
                     # again (the background outbox sender and a deprovisioning touch the same
-                    # rows).
-                    await asyncio.sleep(0.005 * (attempt + 1))
+                    # rows), after a pause whose jitter keeps the same units from meeting again.
+                    await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)
                     continue
                 lost = isinstance(exc, OSError | sqlalchemy.exc.InterfaceError) or (
                     isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
