@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any
 
 import msgspec
-from sqlalchemy import Connection, bindparam, delete, select, update
+from sqlalchemy import Connection, Integer, bindparam, delete, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -114,7 +114,36 @@ _LOAD_FOR_UPDATE = Prepared(select(*_COLUMNS).where(*_BY_ID).with_for_update())
 _LOAD_PK = Prepared(select(*_COLUMNS).where(groups.c.pk == bindparam("b_pk")))
 
 
+#: The PostgreSQL advisory lock (class, workspace pk) of a workspace's membership writes.
+_MEMBERSHIPS_LOCK_CLASS = 0x5C1B
+_LOCK_MEMBERSHIPS = Prepared(
+    select(
+        func.pg_advisory_xact_lock(
+            literal(_MEMBERSHIPS_LOCK_CLASS, Integer), bindparam("b_ws", type_=Integer)
+        )
+    )
+)
+
+
+def lock_memberships(conn: Connection, workspace_pk: int) -> None:
+    """Take the workspace's membership lock until the transaction ends (PostgreSQL only).
+
+    Every write that may start or end memberships (a group's create with members, PUT,
+    PATCH and DELETE, a user's DELETE) takes it before any row lock. They lock a group and
+    the users joining or leaving it in whatever order their request lists them, so two of them
+    sharing users, or a group's writer and a DELETE of its member, deadlocked on a two-worker
+    server (PostgreSQL picked a victim after its deadlock_timeout, and under load requests
+    waited so long for connections that they answered 503). SQLite runs one write at a time
+    already; on PostgreSQL these writes of one workspace now do too, as they commit in
+    milliseconds, while other workspaces and every other write run beside them.
+    """
+    if conn.dialect.name == "postgresql":
+        _LOCK_MEMBERSHIPS.all(conn, b_ws=workspace_pk)
+
+
 def _load(conn: Connection, caller: Caller, group_id: str, *, lock: bool = False) -> Any:
+    if lock:
+        lock_memberships(conn, caller.workspace_pk)
     statement = _LOAD_FOR_UPDATE if lock else _LOAD
     row = statement.first(conn, b_ws=caller.workspace_pk, b_id=group_id)
     if row is None:
@@ -389,6 +418,8 @@ def create(conn: Connection, caller: Caller, body: JSON, base: str) -> Outcome:
     doc = canonicalise(rest, GROUP_TYPE, unknown=unknown)
     required_missing(doc, GROUP_TYPE)
     doc = extensions.respelled(conn, caller.workspace_pk, GROUP_TYPE, doc)
+    if member_ids:
+        lock_memberships(conn, caller.workspace_pk)
     user_pks = _user_pks(conn, caller, member_ids or [])
     now = now_us()
     group_id = new_id()

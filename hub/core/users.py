@@ -44,6 +44,7 @@ from hub.core.attributes import (
 )
 from hub.core.clock import now_us, to_iso
 from hub.core.errors import InvalidValue, NotFound, Uniqueness
+from hub.core.groups import lock_memberships
 from hub.core.ids import new_id
 from hub.core.models import (
     EMAIL_KEY_MAX,
@@ -1097,22 +1098,6 @@ _GROUPS_LOSE_MEMBER = Prepared(
     )
     .values(version=groups.c.version + 1, modified=bindparam("b_now"))
 )
-#: The groups of the user about to be deleted, locked in one order before the user is: a group's
-#: writer locks the group, then its members, so a DELETE locking the user, then its groups,
-#: deadlocked with it (on a two-worker PostgreSQL server, most requests of a round of member
-#: PATCHes racing DELETEs ran into one, and each costs the server's deadlock_timeout).
-_LOCK_GROUPS_OF = Prepared(
-    select(groups.c.pk)
-    .where(
-        groups.c.pk.in_(
-            select(memberships.c.group_pk)
-            .join(users, users.c.pk == memberships.c.user_pk)
-            .where(*_BY_ID)
-        )
-    )
-    .order_by(groups.c.pk)
-    .with_for_update()
-)
 _MARK_DELETED = Prepared(
     update(users)
     .where(users.c.pk == bindparam("b_pk"))
@@ -1136,8 +1121,7 @@ def remove(
     Raises:
         NotFound, PreconditionFailed.
     """
-    if conn.dialect.name == "postgresql":  # SQLite has one writer at a time: no lock order
-        _LOCK_GROUPS_OF.all(conn, b_ws=caller.workspace_pk, b_id=user_id)
+    lock_memberships(conn, caller.workspace_pk)  # before the user's row: see its docstring
     row = _load(conn, caller, user_id, lock=True)
     check_if_match(row.version, if_match)
     now = now_us()
