@@ -297,6 +297,13 @@ async def assert_refused(scim: ScimClient, path: str = "/Users", **params: str) 
     assert response.json()["scimType"] == "invalidFilter"
 
 
+async def _user(scim: ScimClient, **attributes: Any) -> str:
+    """Create a user holding the core and Enterprise `attributes`; return its id."""
+    created = await scim.post("/Users", user_body(schemas=[USER, ENTERPRISE], **attributes))
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
 async def test_filters_and_sortby_may_name_what_discovery_describes(
     scim: ScimClient, other_scim: ScimClient
 ) -> None:
@@ -304,12 +311,8 @@ async def test_filters_and_sortby_may_name_what_discovery_describes(
     invalidFilter): with a custom extension's semantics, on every operator, `and`/`or`/`not`
     and value filters; names discovery does not show stay a 400 invalidFilter."""
 
-    async def user(**attributes: Any) -> str:
-        created = await scim.post("/Users", user_body(schemas=[USER, ENTERPRISE], **attributes))
-        assert created.status_code == 201, created.text
-        return str(created.json()["id"])
-
-    bob = await user(
+    bob = await _user(
+        scim,
         nickName2="Bobby",
         rank2=10,
         adreses=[{"streetAddress": "1 Main St", "floor": 3}],
@@ -317,7 +320,8 @@ async def test_filters_and_sortby_may_name_what_discovery_describes(
         emails=[{"value": "bob@example.com", "verified": True}],
         **{ENTERPRISE: {"costCentre": "CC-1", "manager": {"value": "m", "reportsDirectly": True}}},
     )
-    amy = await user(
+    amy = await _user(
+        scim,
         nickName2="alice",
         rank2=9,
         adreses=[{"streetAddress": "2 Side St", "floor": 10}],
@@ -325,8 +329,8 @@ async def test_filters_and_sortby_may_name_what_discovery_describes(
         emails=[{"value": "amy@example.com", "verified": False}],
         **{ENTERPRISE: {"costCentre": "cc-2", "manager": {"reportsDirectly": False}}},
     )
-    cid = await user(rank2="x")
-    zed = await user(nickName2=["Zed", "Carl"])
+    cid = await _user(scim, rank2="x")
+    zed = await _user(scim, nickName2=["Zed", "Carl"])
     cost, reports = f"{ENTERPRISE}:costCentre", f"{ENTERPRISE}:manager.reportsDirectly"
     expected = {
         'nickName2 eq "BOBBY"': [bob],
@@ -389,24 +393,21 @@ async def test_described_names_match_in_any_case(scim: ScimClient) -> None:
     a described one; each resource keeps the spelling its client sent, and a filter or sortBy
     in any case finds it (the filter's own spelling first where an object holds two)."""
 
-    async def user(**attributes: Any) -> str:
-        created = await scim.post("/Users", user_body(schemas=[USER, ENTERPRISE], **attributes))
-        assert created.status_code == 201, created.text
-        return str(created.json()["id"])
-
-    bob = await user(
+    bob = await _user(
+        scim,
         nickName2="Bobby",
         name={"middleName2": "B"},
         adreses=[{"floor": 3}],
         **{ENTERPRISE: {"costCentre": "CC-1", "manager": {"reportsDirectly": True}}},
     )
-    dora = await user(
+    dora = await _user(
+        scim,
         NICKNAME2="Dora",
         name={"MiddleName2": "A"},
         ADRESES=[{"Floor": 10}],
         **{ENTERPRISE: {"COSTCENTRE": "CC-2", "manager": {"REPORTSDIRECTLY": False}}},
     )
-    await user(rank2=7)  # described as first sent: "rank2"
+    await _user(scim, rank2=7)  # described as first sent: "rank2"
     patched = await scim.patch(
         f"/Users/{bob}", patch_op({"op": "add", "path": "Rank2", "value": 5})
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from tests.conftest import ScimClient, assert_scim_error, group_body, user_body
@@ -229,16 +230,13 @@ async def test_a_custom_attribute_holding_numbers_sorts_them_as_numbers(
     assert await order("descending") == ["h", "f", "g", "d", "b", "a", "e", "i", "c"]
 
 
-async def test_a_custom_attribute_compared_with_an_integer_beyond_64_bits(
-    scim: ScimClient,
-) -> None:
-    """A JSON number has no size limit (RFC 8259 §6): a filter comparing one answers 200.
-
-    `urn:…:big gt 1000000000000000000000000000000` answered 500 on both databases (the integer
-    overflowed SQLite's INTEGER and PostgreSQL's BIGINT bind).
-    """
+async def _holding_big(
+    scim: ScimClient, bigs: dict[str, int | float]
+) -> Callable[[str], Awaitable[list[str]]]:
+    """Create a user per name holding its custom number `big`; return a filter on `big` that
+    answers the names of the users it finds."""
     urn = "urn:ietf:params:scim:schemas:extension:CustomExtension:2.0:User"
-    for user_name, big in (("a", 10**30), ("b", 5), ("c", -(10**30)), ("d", 2**63)):
+    for user_name, big in bigs.items():
         body = {**user_body(f"{user_name}@x.org"), urn: {"big": big}}
         body["schemas"] = [*body["schemas"], urn]
         response = await scim.post("/Users", body)
@@ -248,6 +246,19 @@ async def test_a_custom_attribute_compared_with_an_integer_beyond_64_bits(
         response = await scim.get("/Users", params={"filter": f"{urn}:{flt}"})
         assert response.status_code == 200, (flt, response.text)
         return sorted(r["userName"].split("@")[0] for r in response.json()["Resources"])
+
+    return found
+
+
+async def test_a_custom_attribute_compared_with_an_integer_beyond_64_bits(
+    scim: ScimClient,
+) -> None:
+    """A JSON number has no size limit (RFC 8259 §6): a filter comparing one answers 200.
+
+    `urn:…:big gt 1000000000000000000000000000000` answered 500 on both databases (the integer
+    overflowed SQLite's INTEGER and PostgreSQL's BIGINT bind).
+    """
+    found = await _holding_big(scim, {"a": 10**30, "b": 5, "c": -(10**30), "d": 2**63})
 
     assert await found("big eq 1000000000000000000000000000000") == ["a"]
     assert await found("big ge 1000000000000000000000000000000") == ["a"]
@@ -267,17 +278,7 @@ async def test_a_custom_attribute_beyond_a_doubles_range_compared_with_any_numbe
     double), and one comparing it with an integer beyond a double's range answered 500 on
     SQLite (the bind overflowed). `1e400` is an infinite filter value, compared as Python does.
     """
-    urn = "urn:ietf:params:scim:schemas:extension:CustomExtension:2.0:User"
-    for user_name, big in (("a", 10**400), ("b", 1.5), ("c", -3), ("d", -(10**400))):
-        body = {**user_body(f"{user_name}@x.org"), urn: {"big": big}}
-        body["schemas"] = [*body["schemas"], urn]
-        response = await scim.post("/Users", body)
-        assert response.status_code == 201, response.text
-
-    async def found(flt: str) -> list[str]:
-        response = await scim.get("/Users", params={"filter": f"{urn}:{flt}"})
-        assert response.status_code == 200, (flt, response.text)
-        return sorted(r["userName"].split("@")[0] for r in response.json()["Resources"])
+    found = await _holding_big(scim, {"a": 10**400, "b": 1.5, "c": -3, "d": -(10**400)})
 
     assert await found("big gt 1.25") == ["a", "b"]
     assert await found("big eq 1.5") == ["b"]
