@@ -431,3 +431,41 @@ async def test_a_405_names_head_among_the_methods_allowed(scim: ScimClient) -> N
     search = await scim.get("/Users/.search")
     assert search.status_code == 405
     assert search.headers["allow"] == "OPTIONS, POST"
+
+
+async def test_a_patch_into_a_member_sub_attribute_is_a_mutability_error(
+    scim: ScimClient,
+) -> None:
+    """RFC 7644 §3.12's status table: changing an immutable or readOnly attribute is `mutability`.
+
+    `PATCH /Groups/{id}` replacing `members[value eq "…"].display` (or `.value`, `.type`,
+    `members.value`) answered 400 `invalidPath`, though the path is valid and discovery shows
+    the member's `value`, `$ref` and `type` immutable and `display` readOnly; it now answers
+    `mutability` naming the attribute, and changes nothing. A sub-attribute members do not
+    have stays an `invalidPath`.
+    """
+    user_id = (await scim.post("/Users", user_body())).json()["id"]
+    made = await scim.post("/Groups", group_body(members=[{"value": user_id}]))
+    group_id = made.json()["id"]
+    member = f'members[value eq "{user_id}"]'
+    for op, path, value, named in (
+        ("replace", f"{member}.display", "Babs", "'members.display' is readOnly"),
+        ("replace", f"{member}.value", "someone-else", "'members.value' is immutable"),
+        ("remove", f"{member}.type", None, "'members.type' is immutable"),
+        ("add", "members.$ref", "https://example.com/x", "'members.$ref' is immutable"),
+        ("Replace", "MEMBERS.Value", "x", "'members.value' is immutable"),
+    ):
+        operation = {"op": op, "path": path} | ({} if value is None else {"value": value})
+        refused = await scim.patch(f"/Groups/{group_id}", patch_op(operation))
+        assert refused.status_code == 400, (path, refused.text)
+        assert refused.json()["scimType"] == "mutability", (path, refused.text)
+        assert refused.json()["detail"].startswith(named), refused.text
+    unknown = await scim.patch(
+        f"/Groups/{group_id}",
+        patch_op({"op": "replace", "path": f"{member}.nickname", "value": "x"}),
+    )
+    assert unknown.status_code == 400
+    assert unknown.json()["scimType"] == "invalidPath"
+    after = await scim.get(f"/Groups/{group_id}")
+    assert after.headers["etag"] == made.headers["etag"]
+    assert [m["value"] for m in after.json()["members"]] == [user_id]

@@ -26,7 +26,7 @@ from hub.core.attributes import (
     required_missing,
 )
 from hub.core.clock import now_us, to_iso
-from hub.core.errors import InvalidPath, InvalidValue, NotFound, Uniqueness
+from hub.core.errors import InvalidPath, InvalidValue, Mutability, NotFound, ScimError, Uniqueness
 from hub.core.ids import new_id
 from hub.core.models import groups, memberships, users, workspaces
 from hub.core.patch import apply_patch, without_own_id
@@ -814,8 +814,9 @@ def _split_operation(
     urn = parsed.attr.urn
     if (urn is not None and urn.lower() != _GROUP_URN) or parsed.attr.name.lower() != "members":
         return [operation]
-    if parsed.attr.sub is not None or parsed.sub is not None:
-        raise InvalidPath("member sub-attributes cannot be changed; add or remove the member")
+    sub = parsed.attr.sub or parsed.sub
+    if sub is not None:
+        raise _member_sub_attribute_error(sub)
     if parsed.filter is None:
         if op != "remove" and "value" not in fields:
             # As the PATCH engine answers for any other attribute; a replace read as an empty
@@ -829,9 +830,25 @@ def _split_operation(
     return []
 
 
+def _member_sub_attribute_error(name: str) -> ScimError:
+    """Why a PATCH path into a member's sub-attribute (`members[value eq "…"].display`) fails.
+
+    A member is its user's id: `value`, `$ref` and `type` are immutable and `display` readOnly,
+    as discovery shows, so changing one is a `mutability` error (RFC 7644 §3.12); a name the
+    schema does not define is an `invalidPath`.
+    """
+    defined = _MEMBERS.sub(name)
+    if defined is None:
+        return InvalidPath(f"members have no sub-attribute {name!r}")
+    return Mutability(
+        f"'members.{defined.name}' is {defined.mutability}; add or remove the member instead"
+    )
+
+
 #: `members` as a path-less value may name it, with or without its schema's URN (RFC 7644 §3.10).
 _GROUP_URN = GROUP_TYPE.schema.id.lower()
 _MEMBERS_KEYS = frozenset({"members", f"{_GROUP_URN}:members"})
+_MEMBERS = GROUP_TYPE.schema.by_key["members"]
 
 
 def _filtered_member_ids(flt: rules.Filter) -> list[Member]:
