@@ -1039,7 +1039,7 @@ async def test_patch_bodys_structural_names_in_any_case(
     """[TUTORIAL] requirements: "Don't require a case-sensitive match on structural elements".
 
     ``Schemas`` (RFC 7643 §2.1: attribute names are case-insensitive) and the PatchOp URN in
-    other letters were a 400 ("a PATCH body lists … in 'schemas'"), though ``Operations``,
+    other letters were a 400 ("a PATCH body must list … in 'schemas'"), though ``Operations``,
     ``op``, ``path`` and a POST's ``Schemas`` were already read in any case.
     """
     entra = ScimClient(client, (await create_workspace(db_url, "contoso", idp=idp)).token)

@@ -469,3 +469,23 @@ async def test_a_patch_into_a_member_sub_attribute_is_a_mutability_error(
     after = await scim.get(f"/Groups/{group_id}")
     assert after.headers["etag"] == made.headers["etag"]
     assert [m["value"] for m in after.json()["members"]] == [user_id]
+
+
+async def test_a_patch_without_the_patchop_urn_says_what_to_send(scim: ScimClient) -> None:
+    """RFC 7644 §3.5.2: a PATCH body lists `urn:…:PatchOp` in `schemas`.
+
+    A body without it, or with only the resource's URN, answered
+    400 `invalidValue` with the detail "a PATCH body lists … in 'schemas'", which reads as if
+    it did; the detail now says the body must list it. Nothing changes.
+    """
+    made = await scim.post("/Users", user_body(title="Boss"))
+    user_id = made.json()["id"]
+    operation = {"op": "replace", "path": "title", "value": "Chief"}
+    for body in ({"Operations": [operation]}, {"schemas": [USER_URN], "Operations": [operation]}):
+        refused = await scim.patch(f"/Users/{user_id}", body)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["scimType"] == "invalidValue"
+        assert refused.json()["detail"] == (
+            "a PATCH body must list urn:ietf:params:scim:api:messages:2.0:PatchOp in 'schemas'"
+        )
+    assert (await scim.get(f"/Users/{user_id}")).json()["title"] == "Boss"

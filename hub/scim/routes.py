@@ -702,7 +702,7 @@ def _operations(body: JSON) -> list[Any]:
         PATCH_OP not in schemas
         and _PATCH_OP_LOWER not in (s.lower() for s in schemas if isinstance(s, str))
     ):
-        raise InvalidValue(f"a PATCH body lists {PATCH_OP} in 'schemas'")
+        raise InvalidValue(f"a PATCH body must list {PATCH_OP} in 'schemas'")
     operations = next((v for k, v in body.items() if k.lower() == "operations"), None)
     # An empty list is a no-op, not an error (see `hub.core.patch`: Microsoft's SCIM Validator).
     if not isinstance(operations, list):
