@@ -489,3 +489,29 @@ async def test_a_patch_without_the_patchop_urn_says_what_to_send(scim: ScimClien
             "a PATCH body must list urn:ietf:params:scim:api:messages:2.0:PatchOp in 'schemas'"
         )
     assert (await scim.get(f"/Users/{user_id}")).json()["title"] == "Boss"
+
+
+async def test_options_names_head_on_every_read_only_path(scim: ScimClient) -> None:
+    """RFC 9110 §9.3.7: `Allow` names every method of the URL, HEAD wherever GET answers.
+
+    Litestar's own OPTIONS on a path of one handler listed `GET, OPTIONS` for the discovery
+    documents and the base URI (and `DELETE, GET, …` for /Me) though each answers HEAD as GET;
+    POST-only paths (the root `.search`, /Bulk) have no HEAD.
+    """
+    anonymous = scim.with_token(None)
+    for path, allow in (
+        ("/ServiceProviderConfig", "GET, HEAD, OPTIONS"),
+        ("/ResourceTypes", "GET, HEAD, OPTIONS"),
+        ("/ResourceTypes/User", "GET, HEAD, OPTIONS"),
+        ("/Schemas", "GET, HEAD, OPTIONS"),
+        (f"/Schemas/{USER_URN}", "GET, HEAD, OPTIONS"),
+        ("", "GET, HEAD, OPTIONS"),
+        ("/.search", "OPTIONS, POST"),
+        ("/Bulk", "OPTIONS, POST"),
+        ("/Me", "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"),
+    ):
+        answered = await anonymous.request("OPTIONS", path)
+        assert answered.status_code == 204, (path, answered.text)
+        assert answered.headers["allow"] == allow, path
+        head = await scim.request("HEAD", path)
+        assert ("HEAD" in allow) == (head.status_code != 405), (path, head.status_code)

@@ -11,7 +11,7 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import msgspec
 import structlog
@@ -993,9 +993,35 @@ async def me(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
+#: The paths of one handler whose methods Litestar's own OPTIONS would list without HEAD,
+#: though HEAD answers there as GET (`hub.head`); POST-only paths (`.search`, /Bulk) keep its.
+_READ_PATHS: Final = (
+    "/scim/v2/ServiceProviderConfig",
+    "/scim/v2/ResourceTypes",
+    "/scim/v2/ResourceTypes/{name:str}",
+    "/scim/v2/Schemas",
+    "/scim/v2/Schemas/{urn:str}",
+    "/scim/v2",
+)
+
+
+def _head_naming_options() -> list[HTTPRouteHandler]:
+    """OPTIONS for the GET paths of one handler and /Me, naming HEAD too (RFC 9110 §9.3.7)."""
+    read = [
+        _options(path, "GET, HEAD, OPTIONS", f"options-{number}")
+        for number, path in enumerate(_READ_PATHS)
+    ]
+    return [
+        *read,
+        _options("/scim/v2/Me", "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT", "me-options"),
+    ]
+
+
 def scim_routes() -> list[HTTPRouteHandler]:
     """Every SCIM route handler."""
     return [
+        # First, so that Litestar adds no OPTIONS handler of its own to these paths.
+        *_head_naming_options(),
         *_resource_routes(USER_TYPE),
         *_resource_routes(GROUP_TYPE),
         service_provider_config,
