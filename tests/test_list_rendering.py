@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import ScimClient, group_body, user_body
 
+SEARCH_REQUEST = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 CUSTOM = "urn:ietf:params:scim:schemas:extension:contoso:2.0:User"
 
@@ -149,3 +151,24 @@ async def test_paging_numbers_beyond_64_bits_are_still_numbers(scim: ScimClient)
     assert below.status_code == 200, below.text
     assert below.json()["startIndex"] == 1
     assert below.json().get("Resources", []) == []
+
+
+async def test_a_page_past_the_end_answers_the_start_index_asked(scim: ScimClient) -> None:
+    """RFC 7644 §3.4.2.4: a ListResponse's startIndex is the index of its first result.
+
+    `startIndex` above 2**31-1 came back as 2147483647 (the offset the database binds); a page
+    past the end, however far, now answers empty with the index asked, on every list.
+    """
+    await scim.post("/Users", user_body())
+    for start in (5, 2**31 - 1, 2**31, 2**40, 10**30):
+        for path in ("/Users", "/Groups", ""):
+            page = await scim.get(path, params={"startIndex": str(start), "count": "3"})
+            assert page.status_code == 200, (path, page.text)
+            assert page.json()["startIndex"] == start, path
+            assert page.json().get("Resources", []) == [], path
+        searched = await scim.post(
+            "/Users/.search", {"schemas": [SEARCH_REQUEST], "startIndex": start}
+        )
+        assert searched.status_code == 200, searched.text
+        assert searched.json()["startIndex"] == start
+        assert searched.json()["totalResults"] == 1

@@ -526,13 +526,13 @@ async def _search(
         await _let_arrivals_in()
     caller, (page, params) = await _run(request, work, writes=False, problem=problem, quick=quick)
     if params.query.as_stored:
-        return _response(_list_body(page, page.resources, _cursor_kind(rt)))
+        return _response(_list_body(page, page.resources, params.start_index, _cursor_kind(rt)))
     projection = plan(rt, params.attributes, params.excluded)
     resources: list[JSON | msgspec.Raw] = [
         _render_for(hub, caller, projection.apply(_decoded(r)), request.method, rt)
         for r in page.resources
     ]
-    return _response(_list_body(page, resources, _cursor_kind(rt)))
+    return _response(_list_body(page, resources, params.start_index, _cursor_kind(rt)))
 
 
 async def _let_arrivals_in() -> None:
@@ -616,9 +616,16 @@ def _cursor_kind(rt: ResourceType) -> str:
 
 
 def _list_body(
-    page: Page, resources: Sequence[JSON | msgspec.Raw], cursor_kind: str | None = None
+    page: Page,
+    resources: Sequence[JSON | msgspec.Raw],
+    start_index: int,
+    cursor_kind: str | None = None,
 ) -> JSON:
-    """A ListResponse; cursor pages (RFC 9865) carry `nextCursor` unless last, no startIndex."""
+    """A ListResponse; cursor pages (RFC 9865) carry `nextCursor` unless last, no startIndex.
+
+    `start_index` is the one asked (RFC 7644 §3.4.2.4: the index of the page's first result),
+    also past the end and past what the database binds.
+    """
     if page.cursor:
         body: JSON = {
             "schemas": [LIST_RESPONSE],
@@ -633,7 +640,7 @@ def _list_body(
         "schemas": [LIST_RESPONSE],
         "totalResults": page.total,
         "itemsPerPage": len(resources),
-        "startIndex": page.start_index,
+        "startIndex": start_index,
         "Resources": resources,
     }
 
@@ -955,7 +962,7 @@ async def _search_all(
         rt = USER_TYPE if resource["meta"]["resourceType"] == "User" else GROUP_TYPE
         projected = plans[rt.name].apply(resource)
         resources.append(_render_for(hub, caller, projected, request.method, rt))
-    return _response(_list_body(page, resources))
+    return _response(_list_body(page, resources, params.start_index))
 
 
 async def _not_offered(request: Request[Any, Any, Any], detail: str) -> Response[bytes]:

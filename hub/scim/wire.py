@@ -233,9 +233,15 @@ def _int_param(name: str, raw: Any) -> int | None:
         if _INTEGER.fullmatch(text) is None or len(text) > 4000:
             raise InvalidValue(f"{name} must be an integer, got {str(raw)[:50]!r}")
         value = int(text)
-    # Offsets are bound as 32-bit integers (PostgreSQL's int4). A larger number is still a
-    # valid one (RFC 7644 §3.4.2.4), and no workspace holds 2**31 resources: past every result
-    # it gives an empty page; a count is capped anyway.
+    return value
+
+
+def _bound(value: int) -> int:
+    """`value` as an offset or limit the database binds (PostgreSQL's int4).
+
+    A larger number is still a valid one (RFC 7644 §3.4.2.4), and no workspace holds 2**31
+    resources: past every result it gives an empty page; a count is capped anyway.
+    """
     return max(-_MAX_PAGE_INT, min(_MAX_PAGE_INT, value))
 
 
@@ -282,6 +288,9 @@ class ListParams(msgspec.Struct, frozen=True):
     query: ListQuery
     attributes: tuple[str, ...]
     excluded: tuple[str, ...]
+    #: The response's startIndex (RFC 7644 §3.4.2.4): as asked, at least 1, also past what
+    #: `query.start_index` binds.
+    start_index: int = 1
 
 
 def _wants(name: str, attributes: tuple[str, ...], excluded: tuple[str, ...]) -> bool:
@@ -424,7 +433,7 @@ def list_params(
     excluded = _attribute_list(lowered.get("excludedattributes"), "excludedAttributes")
     query = ListQuery(
         filter=raw_filter if raw_filter else None,
-        start_index=max(1, start or 1),
+        start_index=max(1, _bound(start or 1)),
         count=min(settings.max_results, max(0, settings.default_count if count is None else count)),
         sort_by=sort_by or None,
         descending=sort_order == "descending",
@@ -433,7 +442,7 @@ def list_params(
         max_filter_depth=settings.max_filter_depth,
         after=after,
     )
-    return ListParams(query, attributes, excluded)
+    return ListParams(query, attributes, excluded, max(1, start or 1))
 
 
 def projection_params(request: Request[Any, Any, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
