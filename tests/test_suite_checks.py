@@ -65,6 +65,51 @@ async def test_attributes_with_a_value_filter_on_group_members(scim: ScimClient)
     assert [m["value"] for m in got.json()["members"]] == [ids[1]]
 
 
+async def test_excluded_attributes_with_a_value_filter_leave_out_the_matching_values(
+    scim: ScimClient,
+) -> None:
+    """`excludedAttributes=emails[type eq "work"]` was ignored, every email returned.
+
+    RFC 7644 §3.4.2.5 asks for attribute names; as `attributes` of that form returns the values
+    the filter selects, `excludedAttributes` now leaves exactly those out (with a
+    sub-attribute, only it), on a read and on a list page alike.
+    """
+    emails = [
+        {"type": "work", "value": "w@example.com", "display": "W"},
+        {"type": "other", "value": "o@example.com", "display": "O"},
+    ]
+    made = await scim.post("/Users", user_body("excluding1", emails=emails))
+    assert made.status_code == 201, made.text
+    user_id = made.json()["id"]
+
+    async def shown(excluded: str) -> Any:
+        got = await scim.get(f"/Users/{user_id}", params={"excludedAttributes": excluded})
+        assert got.status_code == 200, got.text
+        listed = await scim.get("/Users", params={"excludedAttributes": excluded})
+        assert listed.status_code == 200, listed.text
+        assert listed.json()["Resources"] == [got.json()]
+        assert got.json()["userName"] == "excluding1"
+        return got.json().get("emails")
+
+    assert await shown('emails[type eq "work"]') == [emails[1]]
+    assert await shown('EMAILS[type eq "work"].display') == [
+        {"type": "work", "value": "w@example.com"},
+        emails[1],
+    ]
+    assert await shown('emails[type eq "work"],emails[value co "o@"]') is None
+    assert await shown('emails[type eq "home"]') == emails
+    assert await shown('emails[kind eq "work"]') == emails  # names nothing, as in attributes
+    ids = [(await scim.post("/Users", user_body())).json()["id"] for _ in range(2)]
+    group = await scim.post("/Groups", group_body(members=[{"value": i} for i in ids]))
+    assert group.status_code == 201, group.text
+    got = await scim.get(
+        f"/Groups/{group.json()['id']}",
+        params={"excludedAttributes": f'members[value eq "{ids[1]}"]'},
+    )
+    assert got.status_code == 200, got.text
+    assert [m["value"] for m in got.json()["members"]] == [ids[0]]
+
+
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 
 

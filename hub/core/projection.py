@@ -314,14 +314,42 @@ def _unselect(scope: _Scope | None, name: str, attribute: Attribute | None, valu
     """Apply ``excludedAttributes`` to a kept value; ``always`` sub-attributes survive."""
     if scope is None:
         return value
-    if scope.whole or (name in scope.names and scope.names[name] is None):
+    if scope.whole:
         return None
     subs = scope.names.get(name)
+    if name in scope.matches and isinstance(value, list):
+        return _unselect_matching(scope.matches[name], subs, attribute, value)
+    if name in scope.names and subs is None:
+        return None
     if not subs:
         return value
     return _filter_subs(
         attribute, value, lambda sub, returned: sub not in subs or returned == "always"
     )
+
+
+def _unselect_matching(
+    matches: tuple[Match, ...],
+    subs: frozenset[str] | None,
+    attribute: Attribute | None,
+    value: list[Any],
+) -> list[Any]:
+    """`value` less the elements a value filter of ``excludedAttributes`` selects.
+
+    With a sub-attribute (``emails[type eq "work"].display``) only that sub-attribute of the
+    selected elements goes, as ``attributes`` of that form returns only it.
+    """
+    kept = []
+    for element in value:
+        if not any(match(element) for match in matches):
+            kept.append(element)
+        elif subs is not None:
+            trimmed = _filter_subs(
+                attribute, element, lambda sub, returned: sub not in subs or returned == "always"
+            )
+            if trimmed is not None:
+                kept.append(trimmed)
+    return kept
 
 
 def _filter_subs(attribute: Attribute | None, value: Any, keep: Callable[[str, str], bool]) -> Any:
@@ -358,7 +386,8 @@ def plan(
         resource_type: the type of the resources to be projected.
         attributes: paths to return (plus every ``returned: always`` one); empty means all
             ``default`` ones.
-        excluded: paths to leave out (``always`` ones are never left out). Ignored when
+        excluded: paths to leave out (``always`` ones are never left out); a value filter
+            (``emails[type eq "work"]``) leaves out the elements it selects. Ignored when
             `attributes` is given: RFC 7644 §3.4.2.5 removes them from the *default* set, which
             `attributes` replaces (as the members a group read loads, `hub.scim.wire.wants`).
 
@@ -368,7 +397,7 @@ def plan(
     return Projection(
         resource_type,
         _scopes(resource_type, attributes, filtered=True),
-        {} if attributes else _scopes(resource_type, excluded),
+        {} if attributes else _scopes(resource_type, excluded, filtered=True),
         {e.id.lower(): e.attribute for e in resource_type.extensions},
     )
 
