@@ -633,6 +633,51 @@ async def test_a_create_brings_back_the_deleted_user_by_name_first_then_by_exter
     assert fresh.json()["id"] not in (by_name, by_external_id)
 
 
+async def test_an_empty_external_id_is_unassigned(scim: ScimClient) -> None:
+    """`"externalId": ""` was stored; it now means no externalId, as null does (RFC 7643 §2.5).
+
+    RFC 7643 §3.1 makes externalId the client's identifier for the resource, and "" identifies
+    nothing. Stored, a create sending it brought back a deleted user holding it, and
+    `externalId eq ""` found every user sent so. A whitespace-only one is an identifier the
+    client chose, kept as sent and matched exactly.
+    """
+    gone = await scim.post("/Users", user_body("gone@example.com", externalId=""))
+    assert gone.status_code == 201, gone.text
+    assert "externalId" not in gone.json()
+    assert (await scim.delete(f"/Users/{gone.json()['id']}")).status_code == 204
+    made = await scim.post("/Users", user_body("made@example.com", externalId=""))
+    assert made.status_code == 201, made.text
+    assert made.json()["id"] != gone.json()["id"]
+    user_id = made.json()["id"]
+    assert "externalId" not in (await scim.get(f"/Users/{user_id}")).json()
+    found = await scim.get("/Users", params={"filter": 'externalId eq ""'})
+    assert found.json()["totalResults"] == 0, found.text
+    # A PUT or PATCH setting it to "" removes the one held.
+    put = await scim.put(f"/Users/{user_id}", user_body("made@example.com", externalId="e-1"))
+    assert put.json()["externalId"] == "e-1"
+    put = await scim.put(f"/Users/{user_id}", user_body("made@example.com", externalId=""))
+    assert put.status_code == 200, put.text
+    assert "externalId" not in put.json()
+    await scim.patch(f"/Users/{user_id}", ops({"op": "add", "path": "externalId", "value": "e-2"}))
+    for op in (
+        {"op": "replace", "path": "externalId", "value": ""},
+        {"op": "replace", "value": {"externalId": ""}},
+    ):
+        await scim.patch(
+            f"/Users/{user_id}", ops({"op": "add", "path": "externalId", "value": "x"})
+        )
+        patched = await scim.patch(f"/Users/{user_id}", ops(op))
+        assert patched.status_code == 200, patched.text
+        assert "externalId" not in patched.json(), op
+    blank = await scim.post("/Users", user_body("blank@example.com", externalId=" "))
+    assert blank.json()["externalId"] == " "
+    found = await scim.get("/Users", params={"filter": 'externalId eq " "'})
+    assert [u["id"] for u in found.json()["Resources"]] == [blank.json()["id"]]
+    group = await scim.post("/Groups", group_body(externalId=""))
+    assert group.status_code == 201, group.text
+    assert "externalId" not in group.json()
+
+
 async def test_an_external_id_filter_leaves_deleted_users_out(scim: ScimClient) -> None:
     live = (await scim.post("/Users", user_body("live@example.com", externalId="shared"))).json()
     gone = (await scim.post("/Users", user_body("gone@example.com", externalId="shared"))).json()

@@ -142,7 +142,8 @@ def canonicalise(
     ``readOnly`` one: ``id``, ``meta``, User ``groups``, ``manager.displayName``, member
     ``display``) are dropped, as RFC 7644 §3.3 and §3.5.1 let the server ignore them; so is
     ``password`` (returned=never, RFC 7643 §4.1.1), which the hub never keeps. A null value, an
-    empty list and an empty object all mean "unassigned" (RFC 7643 §2.5) and are removed.
+    empty list and an empty object all mean "unassigned" (RFC 7643 §2.5) and are removed, and
+    so is an empty ``externalId`` (RFC 7643 §3.1: an identifier; "" identifies nothing).
 
     A missing ``schemas`` is `InvalidValue` ("a required value was missing", RFC 7644 §3.12); one
     that is not a list of strings is `InvalidSyntax` (the message does not have the request's
@@ -214,7 +215,11 @@ def canonicalise(
         elif slot is not _DROPPED:
             name, attribute, plain = slot
             if plain and value.__class__ is str:
-                _store(result, name, value)
+                if value or name != "externalId":
+                    _store(result, name, value)
+                # else: an empty externalId identifies nothing: unassigned, as null is (an IdP
+                # may send "" for a mapping whose source is empty). Stored, a create sending it
+                # brought back a deleted user holding it, and `externalId eq ""` found them all.
             elif key == name and _unchanged(key, value, stored):
                 _store(result, key, value)
             else:
