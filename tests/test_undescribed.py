@@ -284,6 +284,56 @@ async def test_a_patch_path_may_name_what_discovery_describes(scim: ScimClient) 
     assert refused.status_code == 400, refused.text
 
 
+async def test_a_patch_path_may_filter_on_what_discovery_describes(scim: ScimClient) -> None:
+    """A value filter in a PATCH path on a described list (`adreses[floor eq 3].streetAddress`)
+    or a described sub-attribute (`emails[verified eq true].value`) was a 400 invalidPath,
+    though list filters took both; it now selects, adds and removes elements as a custom
+    extension's list does. What discovery does not show stays a 400 invalidPath."""
+    holder = await scim.post("/Users", odd_user())
+    assert holder.status_code == 201, holder.text
+    user_id = holder.json()["id"]
+
+    async def patched(*operations: dict[str, Any]) -> dict[str, Any]:
+        response = await scim.patch(f"/Users/{user_id}", patch_op(*operations))
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    shown = await patched(
+        {"op": "replace", "path": "ADRESES[floor eq 3].streetAddress", "value": "2 Main St"},
+        {"op": "add", "path": "adreses[floor eq 7].streetAddress", "value": "7 High St"},
+        {"op": "replace", "path": "emails[verified eq true].value", "value": "bo@example.com"},
+        {"op": "add", "path": 'emails[type eq "work"].verified', "value": False},
+    )
+    assert shown["adreses"] == [
+        {"streetAddress": "2 Main St", "floor": 3},
+        {"floor": 7, "streetAddress": "7 High St"},
+    ]
+    assert shown["emails"] == [{"value": "bo@example.com", "type": "work", "verified": False}]
+    found = await scim.get("/Users", params={"filter": "emails[verified eq false]"})
+    assert [r["id"] for r in found.json()["Resources"]] == [user_id]
+    shown = await patched(
+        {"op": "remove", "path": "adreses[floor gt 5]"},
+        {"op": "remove", "path": 'adreses[streetAddress co "main"].floor'},
+        {"op": "remove", "path": "emails[verified eq false].verified"},
+    )
+    assert shown["adreses"] == [{"streetAddress": "2 Main St"}]
+    assert shown["emails"] == [{"value": "bo@example.com", "type": "work"}]
+    for path in (
+        'adreses[zip eq "x"].streetAddress',
+        "adreses[floor eq 3].zip",
+        "emails[verified2 eq true].value",
+        'emails[type eq "work"].verified2',
+        'nickName2[value eq "x"]',
+    ):
+        refused = await scim.patch(
+            f"/Users/{user_id}", patch_op({"op": "replace", "path": path, "value": "x"})
+        )
+        assert refused.status_code == 400, (path, refused.text)
+        assert refused.json()["scimType"] == "invalidPath", path
+    assert (await scim.get(f"/Users/{user_id}")).json()["adreses"] == shown["adreses"]
+
+
 async def listed(scim: ScimClient, path: str = "/Users", **params: str) -> list[str]:
     """The ids a list answers for `params`, in its order (every page in one)."""
     response = await scim.get(path, params={**params, "count": "1000"})

@@ -156,25 +156,15 @@ def describes(conn: Connection, workspace_pk: int, resource_type: ResourceType, 
     return found is not None
 
 
-def describes_undefined(
-    conn: Connection, workspace_pk: int, resource_type: ResourceType, urn: str, name: str, sub: str
-) -> bool:
-    """Whether discovery shows `name` (`sub` of it, unless empty) in the hub's schema `urn`.
-
-    Asked for a PATCH path the schema does not resolve (`patch.apply_patch`): the client was
-    told the schema has it. Only for the type's own schemas, as `additions` shows them.
-    """
-    return undefined_type(conn, workspace_pk, resource_type, urn, name, sub) is not None
-
-
 def undefined_type(
     conn: Connection, workspace_pk: int, resource_type: ResourceType, urn: str, name: str, sub: str
 ) -> tuple[str, bool] | None:
     """The type and multiValued discovery shows for `name` (`sub` of it) in the hub's schema `urn`.
 
-    None unless the workspace's `/Schemas` describes it (`describes_undefined`). Asked for a
-    filter or `sortBy` naming what the schema does not define (`filtering.compile_filter`), and
-    only then: a filter on defined attributes never reads it.
+    None unless the workspace's `/Schemas` describes it. Asked for a filter, `sortBy` or PATCH
+    path naming what the schema does not define (`filtering.compile_filter`, `patch.apply_patch`:
+    the client was told the schema has it), and only then: one on defined attributes never reads
+    it.
     """
     owner = schema_owner(urn)
     if owner is None or owner is not resource_type:

@@ -656,9 +656,7 @@ def patch(
             GROUP_TYPE,
             max_operations=max_operations,
             described=partial(extensions.describes, conn, caller.workspace_pk, GROUP_TYPE),
-            undefined=partial(
-                extensions.describes_undefined, conn, caller.workspace_pk, GROUP_TYPE
-            ),
+            undefined=partial(extensions.undefined_type, conn, caller.workspace_pk, GROUP_TYPE),
         )
         doc = canonicalise(patched, GROUP_TYPE, row.data, unknown)
         doc.pop("members", None)

@@ -37,7 +37,9 @@ Decisions on points the RFC leaves open or that IdPs rely on:
 * a path naming an attribute the hub's schema lacks (``costCode``, ``name.middleName2``,
   ``urn:…:enterprise:2.0:User:costCentre``) is accepted when the workspace's discovery describes
   it (`hub.core.extensions`: a resource holds it), as the client was told the schema has it;
-  its value is stored as sent. Any other is ``invalidPath``, as are value filters on it.
+  its value is stored as sent. A value filter may name such a list or sub-attribute
+  (``adreses[floor eq 3].street``, ``emails[verified eq true].value``), selecting elements as
+  in a custom extension's list. Any other is ``invalidPath``.
 * errors in path syntax and in the path's filter (unknown attribute, bad comparison) are all
   ``invalidPath``: the client must fix the path.
 * an empty ``Operations`` list changes nothing and succeeds. RFC 7644 §3.5.2 asks the client for
@@ -52,7 +54,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from hub.core.attributes import (
     canonical_value,
@@ -148,7 +150,7 @@ def apply_patch(
     *,
     max_operations: int = 1000,
     described: Callable[[str], bool] | None = None,
-    undefined: Callable[[str, str, str], bool] | None = None,
+    undefined: Callable[[str, str, str], tuple[str, bool] | None] | None = None,
 ) -> dict[str, Any]:
     """Apply a PatchOp's ``Operations`` to a stored resource (RFC 7644 §3.5.2).
 
@@ -165,9 +167,9 @@ def apply_patch(
         described: says whether a URN is a custom extension the workspace's discovery
             describes for this resource type (`hub.core.extensions`); asked only for a path
             into an unlisted extension outside ``urn:ietf:params:scim:schemas:extension:``.
-        undefined: says whether discovery describes an attribute (schema id, name, and
-            sub-attribute or "") the hub's schema lacks; asked only for a path the schema
-            does not resolve.
+        undefined: the type and multiValued discovery shows for an attribute (schema id,
+            name, and sub-attribute or "") the hub's schema lacks, None if it shows none;
+            asked only for a path the schema does not resolve.
 
     Returns:
         A new document with every operation applied.
@@ -214,7 +216,7 @@ class _Patcher:
         doc: dict[str, Any],
         resource_type: ResourceType,
         described: Callable[[str], bool] | None = None,
-        undefined: Callable[[str, str, str], bool] | None = None,
+        undefined: Callable[[str, str, str], tuple[str, bool] | None] | None = None,
     ) -> None:
         self.doc = doc
         self.type = resource_type
@@ -366,52 +368,17 @@ class _Patcher:
     def _custom_filtered(
         self, op: str, text: str, parsed: PatchPath, listed: str, value: Any
     ) -> None:
-        """Apply `op` to the elements a value filter selects in a custom extension's list.
-
-        RFC 7644 §3.5.2 as for the hub's own attributes: a remove that matches nothing changes
-        nothing; an add or replace that matches nothing makes the element the filter's ``eq``
-        clauses describe (else ``noTarget``); replace of a whole element replaces it, add merges.
-        """
+        """Apply `op` to the elements a value filter selects in a custom extension's list."""
         assert parsed.filter is not None
-        name, sub = parsed.attr.name, parsed.sub
+        name = parsed.attr.name
         selects = _schemaless_selector(parsed.attr.urn or listed, name, parsed.filter, text)
         key = _key_of(self.doc, listed)
         holder = self.doc.get(key)
-        clear = op == "remove" or value is None
         if not isinstance(holder, dict):
-            if clear:
+            if op == "remove" or value is None:
                 return
             holder = self.doc[key] = {}
-        list_key = _key_of(holder, name)
-        stored = holder.get(list_key)
-        if stored is not None and not isinstance(stored, list):
-            raise InvalidPath(f"path {text!r}: {name!r} holds one value, not a list")
-        elements = list(stored or [])
-        chosen = [e for e in elements if isinstance(e, dict) and selects(e)]
-        if clear:
-            for element in chosen:
-                if sub is not None:
-                    element.pop(_key_of(element, sub), None)
-            elements = [
-                e
-                for e in elements
-                if e != {} and (sub is not None or all(e is not c for c in chosen))
-            ]
-        else:
-            created = not chosen
-            if created:
-                template = _eq_template(parsed.filter)
-                if template is None:
-                    raise NoTarget(f"path {text!r} matches no value and cannot create one")
-                chosen = [template]
-                elements.append(template)
-            for element in chosen:
-                _write_schemaless(op, element, sub, value, text, replace=not created)
-            _one_primary(elements, chosen)  # RFC 7643 §2.4 holds for any list with `primary`
-        if elements:
-            holder[list_key] = elements
-        else:
-            holder.pop(list_key, None)
+        _write_filtered(op, text, parsed, holder, selects, value)
         if not holder:  # no attribute of the extension left: unlisted too
             self.doc.pop(key, None)
             schemas = self.doc.get("schemas")
@@ -435,7 +402,9 @@ class _Patcher:
         try:
             return self.resolve(text)
         except InvalidPath:
-            if self.undefined is None or not self.put_undefined(op, text, value):
+            if self.undefined is None or not (
+                self.put_undefined(op, text, value) or self.put_filtered(op, text, value)
+            ):
                 raise
             return None
 
@@ -468,7 +437,7 @@ class _Patcher:
             if defined.sub(sub) is not None:
                 return False
             name = defined.name
-        if not self.undefined(schema.id, name, sub):
+        if self.undefined(schema.id, name, sub) is None:
             return False
         clear = op == "remove" or value is None
         holder = self.container(_Target(text, extension, None, None, None), create=not clear)
@@ -486,6 +455,55 @@ class _Patcher:
             holder.pop(_key_of(holder, name), None)
         else:
             _put_custom(op, holder, name, value)
+        return True
+
+    def put_filtered(self, op: str, text: str, value: Any) -> bool:
+        """Apply `op` through a value filter naming what the schema lacks and discovery describes.
+
+        A list the schema lacks (``adreses[floor eq 3].streetAddress``), or a sub-attribute a
+        list of the schema lacks, in the filter or after it (``emails[verified eq true].value``):
+        the client was told the schema has it, and list filters take it. Selected and written as
+        in a custom extension's list (`_write_filtered`); a sub-attribute the schema defines is
+        compared as its type, one it lacks as the type of its filter value.
+        """
+        assert self.undefined is not None
+        try:
+            parsed = parse_path(text)
+        except FilterSyntaxError:
+            return False
+        if parsed.filter is None or parsed.attr.sub is not None:
+            return False
+        urn, name = parsed.attr.urn, parsed.attr.name
+        extension = None
+        if urn is not None and urn.lower() != self.type.schema.id.lower():
+            extension = self.type.extension(urn)
+            if extension is None:
+                return False
+        schema = extension or self.type.schema
+        defined = schema.attribute(name)
+        if extension is None and defined is None:
+            defined = self.type.attribute(name)
+        if defined is None:
+            if self.undefined(schema.id, name, "") != ("complex", True):
+                return False
+            known: dict[str, str] = {}
+        elif defined.type == "complex" and defined.multi_valued:
+            name = defined.name
+            known = {sub.name.lower(): sub.type for sub in defined.sub_attributes}
+        else:
+            return False
+        compared: dict[str, str] = {}
+        _schemaless_types(parsed.filter, compared)
+        named = {*compared, *([parsed.sub.lower()] if parsed.sub else [])}
+        lacking = named - set(known)
+        if not lacking or any(self.undefined(schema.id, name, sub) is None for sub in lacking):
+            return False  # nothing the schema lacks, or what discovery does not show either
+        selects = _schemaless_selector(_PROBE_URN, name, parsed.filter, text, known)
+        target = _Target(text, extension, None, None, None)
+        holder = self.container(target, create=not (op == "remove" or value is None))
+        if holder is not None:
+            _write_filtered(op, text, parsed, holder, selects, value)
+            self._drop_empty_extension(target)
         return True
 
     def resolve(self, text: str) -> _Target:
@@ -753,6 +771,52 @@ class _Patcher:
             self._remove_extension(target)
 
 
+def _write_filtered(
+    op: str,
+    text: str,
+    parsed: PatchPath,
+    holder: dict[str, Any],
+    selects: Callable[[Any], bool],
+    value: Any,
+) -> None:
+    """Apply `op` to the elements of list `holder[<name>]` that `selects` (stored as sent).
+
+    RFC 7644 §3.5.2 as for the hub's own attributes: a remove that matches nothing changes
+    nothing; an add or replace that matches nothing makes the element the filter's ``eq``
+    clauses describe (else ``noTarget``); replace of a whole element replaces it, add merges.
+    """
+    assert parsed.filter is not None
+    name, sub = parsed.attr.name, parsed.sub
+    list_key = _key_of(holder, name)
+    stored = holder.get(list_key)
+    if stored is not None and not isinstance(stored, list):
+        raise InvalidPath(f"path {text!r}: {name!r} holds one value, not a list")
+    elements = list(stored or [])
+    chosen = [e for e in elements if isinstance(e, dict) and selects(e)]
+    if op == "remove" or value is None:
+        for element in chosen:
+            if sub is not None:
+                element.pop(_key_of(element, sub), None)
+        elements = [
+            e for e in elements if e != {} and (sub is not None or all(e is not c for c in chosen))
+        ]
+    else:
+        created = not chosen
+        if created:
+            template = _eq_template(parsed.filter)
+            if template is None:
+                raise NoTarget(f"path {text!r} matches no value and cannot create one")
+            chosen = [template]
+            elements.append(template)
+        for element in chosen:
+            _write_schemaless(op, element, sub, value, text, replace=not created)
+        _one_primary(elements, chosen)  # RFC 7643 §2.4 holds for any list with `primary`
+    if elements:
+        holder[list_key] = elements
+    else:
+        holder.pop(list_key, None)
+
+
 def _write_schemaless(
     op: str, element: dict[str, Any], sub: str | None, value: Any, where: str, *, replace: bool
 ) -> None:
@@ -792,8 +856,18 @@ class _SchemalessList:
         return AttrInfo(dict(self.types).get(names[1].lower(), "string"), False, False)
 
 
-def _schemaless_selector(urn: str, name: str, node: Filter, where: str) -> Callable[[Any], bool]:
+#: Where `put_filtered` has an element looked for: a URN of no schema (`rules` reads the
+#: hub's core URNs at the top level of a resource).
+_PROBE_URN: Final = "urn:scim-hub:patch:element"
+
+
+def _schemaless_selector(
+    urn: str, name: str, node: Filter, where: str, known: Mapping[str, str] | None = None
+) -> Callable[[Any], bool]:
     """Whether one element of custom list `urn:name` matches value filter `node`.
+
+    `known` gives the types of the sub-attributes a schema defines (lower-cased names); the
+    others take the type of the value they are compared with.
 
     Raises:
         InvalidPath: the filter compares what no element can hold (a sub-attribute of a
@@ -801,6 +875,7 @@ def _schemaless_selector(urn: str, name: str, node: Filter, where: str) -> Calla
     """
     types: dict[str, str] = {}
     _schemaless_types(node, types)
+    types.update({sub: kind for sub, kind in (known or {}).items() if sub in types})
     describe = _SchemalessList(urn.lower(), name.lower(), tuple(sorted(types.items())))
     try:
         predicate = compile_predicate(ValuePath(AttrPath(urn, name, None), node), describe)

@@ -1078,7 +1078,7 @@ def patch(
         USER_TYPE,
         max_operations=max_operations,
         described=partial(extensions.describes, conn, caller.workspace_pk, USER_TYPE),
-        undefined=partial(extensions.describes_undefined, conn, caller.workspace_pk, USER_TYPE),
+        undefined=partial(extensions.undefined_type, conn, caller.workspace_pk, USER_TYPE),
     )
     unknown: list[str] = []
     doc, active = _split(canonicalise(patched, USER_TYPE, current, unknown), None)
