@@ -560,3 +560,15 @@ async def test_options_names_head_on_every_read_only_path(scim: ScimClient) -> N
         assert answered.headers["allow"] == allow, path
         head = await scim.request("HEAD", path)
         assert ("HEAD" in allow) == (head.status_code != 405), (path, head.status_code)
+
+
+async def test_accept_application_json_is_answered_as_scim(scim: ScimClient) -> None:
+    """RFC 7644 §3.8: `Accept: application/json` MUST result in SCIM behaviour, and Microsoft's
+    provisioning guide asks every response for `Content-Type: application/scim+json` (its SCIM
+    Validator fails a response typed otherwise): the body and its type stay SCIM's."""
+    user_id = (await scim.post("/Users", user_body())).json()["id"]
+    for accept in ("application/json", "application/scim+json", "*/*"):
+        for path in (f"/Users/{user_id}", "/Users", "/ServiceProviderConfig"):
+            got = await scim.get(path, headers={"Accept": accept})
+            assert got.status_code == 200, (accept, path, got.text)
+            assert got.headers["content-type"].startswith("application/scim+json"), accept
