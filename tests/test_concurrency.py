@@ -404,6 +404,25 @@ async def test_a_user_deleted_while_added_to_a_group_leaves_no_membership(api: A
         assert probe.headers["etag"] == shown.headers["etag"]
 
 
+async def _users_and_groups(
+    api: Api, users: int, groups: int, prefix: str
+) -> tuple[list[str], list[str]]:
+    """Create `users` users and `groups` empty groups; return their ids."""
+    ids = [(await api.create_user(unique(prefix)))["id"] for _ in range(users)]
+    gids = []
+    for _ in range(groups):
+        body = {"schemas": [GROUP_URN], "displayName": unique("g")}
+        gids.append((await api.call("POST", "/Groups", body)).json()["id"])
+    return ids, gids
+
+
+async def _assert_members_exist(api: Api, gids: Sequence[str]) -> None:
+    """No deleted user is left a member of these groups."""
+    for gid in gids:
+        for member in (await api.get(f"/Groups/{gid}")).get("members", []):
+            assert (await api.call("GET", f"/Users/{member['value']}")).status_code == 200
+
+
 async def test_member_writes_racing_user_deletes_never_answer_500(api: Api) -> None:
     """Group PUTs and member PATCHes racing DELETEs and deactivations of their members.
 
@@ -413,11 +432,7 @@ async def test_member_writes_racing_user_deletes_never_answer_500(api: Api) -> N
     or a 503 with Retry-After, and no deleted user is left a member.
     """
     rng = random.Random(11)
-    ids = [(await api.create_user(unique("racer")))["id"] for _ in range(60)]
-    gids = []
-    for _ in range(3):
-        body = {"schemas": [GROUP_URN], "displayName": unique("g")}
-        gids.append((await api.call("POST", "/Groups", body)).json()["id"])
+    ids, gids = await _users_and_groups(api, 60, 3, "racer")
     calls: list[Any] = []
     for n in range(80):
         gid, sample = rng.choice(gids), rng.sample(ids, 40)
@@ -440,9 +455,7 @@ async def test_member_writes_racing_user_deletes_never_answer_500(api: Api) -> N
         assert response.status_code in (200, 204, 400, 404, 503), response.text
         if response.status_code == 503:
             assert response.headers["retry-after"], response.headers
-    for gid in gids:
-        for member in (await api.get(f"/Groups/{gid}")).get("members", []):
-            assert (await api.call("GET", f"/Users/{member['value']}")).status_code == 200
+    await _assert_members_exist(api, gids)
 
 
 async def test_member_patches_racing_deletes_of_members_never_deadlock(api: Api) -> None:
@@ -453,9 +466,8 @@ async def test_member_patches_racing_deletes_of_members_never_deadlock(api: Api)
     three times (500, then 503). Both now take the workspace's membership lock first.
     """
     rng = random.Random(3)
-    ids = [(await api.create_user(unique("member")))["id"] for _ in range(60)]
-    body = {"schemas": [GROUP_URN], "displayName": unique("g")}
-    path = f"/Groups/{(await api.call('POST', '/Groups', body)).json()['id']}"
+    ids, gids = await _users_and_groups(api, 60, 1, "member")
+    path = f"/Groups/{gids[0]}"
     calls: list[Any] = []
     for n in range(60):
         members = [{"value": uid} for uid in rng.sample(ids, 30)]
@@ -469,8 +481,7 @@ async def test_member_patches_racing_deletes_of_members_never_deadlock(api: Api)
     for response in await asyncio.gather(*calls):
         # 400: an add naming a user deleted meanwhile; 404: a user deleted twice.
         assert response.status_code in (204, 400, 404), response.text
-    for member in (await api.get(path)).get("members", []):
-        assert (await api.call("GET", f"/Users/{member['value']}")).status_code == 200
+    await _assert_members_exist(api, gids)
 
 
 async def test_writes_of_groups_sharing_members_never_deadlock(api: Api) -> None:
@@ -482,11 +493,7 @@ async def test_writes_of_groups_sharing_members_never_deadlock(api: Api) -> None
     for a connection answered 503 (28 of 72). They now take turns per workspace and all succeed.
     """
     rng = random.Random(5)
-    ids = [(await api.create_user(unique("shared")))["id"] for _ in range(50)]
-    gids = []
-    for _ in range(6):
-        body = {"schemas": [GROUP_URN], "displayName": unique("g")}
-        gids.append((await api.call("POST", "/Groups", body)).json()["id"])
+    ids, gids = await _users_and_groups(api, 50, 6, "shared")
     calls: list[Any] = []
     for n in range(72):
         path, members = f"/Groups/{gids[n % 6]}", [{"value": u} for u in rng.sample(ids, 40)]
