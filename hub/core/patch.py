@@ -480,9 +480,7 @@ class _Patcher:
             if extension is None:
                 return False
         schema = extension or self.type.schema
-        defined = schema.attribute(name)
-        if extension is None and defined is None:
-            defined = self.type.attribute(name)
+        defined = (extension or self.type).attribute(name)  # the common attributes too
         if defined is None:
             if self.undefined(schema.id, name, "") != ("complex", True):
                 return False

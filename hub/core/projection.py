@@ -106,9 +106,7 @@ def _value_path(
         extension = resource_type.extension(urn)
         if extension is None:
             return None
-    attribute = (extension or resource_type.schema).attribute(name)
-    if extension is None and attribute is None:
-        attribute = resource_type.attribute(name)  # the common attributes
+    attribute = (extension or resource_type).attribute(name)  # the common attributes too
     if attribute is None or not attribute.multi_valued:
         return None
     where = AttrPath(extension.id if extension else None, attribute.name, None)
