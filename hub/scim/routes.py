@@ -11,7 +11,7 @@ import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 import structlog
@@ -791,11 +791,11 @@ _OPTS: dict[str, Any] = {"media_type": SCIM_JSON}
 
 
 def _options(path: str, allow: str, name: str) -> HTTPRouteHandler:
-    """OPTIONS for a path several handlers share, naming every method it answers (RFC 9110 §9.3.7).
+    """OPTIONS for `path`, answering `allow` (RFC 9110 §9.3.7).
 
     Litestar 2's own OPTIONS handler lists the methods of the first handler registered for a
     path only (litestar-org/litestar#4169): `OPTIONS /scim/v2/Users` answered "OPTIONS, POST"
-    and `/scim/v2/Users/{id}` "GET, OPTIONS". HEAD is answered as GET (`hub.head`).
+    and `/scim/v2/Users/{id}` "GET, OPTIONS".
     """
     headers = {"Allow": allow}
 
@@ -836,9 +836,6 @@ def _resource_routes(rt: ResourceType) -> list[HTTPRouteHandler]:
         return await _delete(request, rt, rid)
 
     return [
-        # First, so that Litestar adds no OPTIONS handler of its own to these paths.
-        _options(path, "GET, HEAD, OPTIONS, POST", f"{name}-options"),
-        _options(item, "DELETE, GET, HEAD, OPTIONS, PATCH, PUT", f"{name}-item-options"),
         post(path, name=f"{name}-create", status_code=201, **_OPTS)(create),
         get(path, name=f"{name}-list", **_OPTS)(read_list),
         post(f"{path}/.search", name=f"{name}-search", status_code=200, **_OPTS)(search),
@@ -1000,35 +997,28 @@ async def me(request: Request[Any, Any, Any]) -> Response[bytes]:
     )
 
 
-#: The paths of one handler whose methods Litestar's own OPTIONS would list without HEAD,
-#: though HEAD answers there as GET (`hub.head`); POST-only paths (`.search`, /Bulk) keep its.
-_READ_PATHS: Final = (
-    "/scim/v2/ServiceProviderConfig",
-    "/scim/v2/ResourceTypes",
-    "/scim/v2/ResourceTypes/{name:str}",
-    "/scim/v2/Schemas",
-    "/scim/v2/Schemas/{urn:str}",
-    "/scim/v2",
-)
+def _options_naming_every_method(handlers: Sequence[HTTPRouteHandler]) -> list[HTTPRouteHandler]:
+    """An OPTIONS handler per path of `handlers`, naming every method the path answers.
 
-
-def _head_naming_options() -> list[HTTPRouteHandler]:
-    """OPTIONS for the GET paths of one handler and /Me, naming HEAD too (RFC 9110 §9.3.7)."""
-    read = [
-        _options(path, "GET, HEAD, OPTIONS", f"options-{number}")
-        for number, path in enumerate(_READ_PATHS)
-    ]
-    return [
-        *read,
-        _options("/scim/v2/Me", "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT", "me-options"),
-    ]
+    HEAD is named wherever GET is, as it answers there (`hub.head`); Litestar's own OPTIONS
+    would name neither HEAD nor, where several handlers share a path, their other methods.
+    """
+    methods: dict[str, set[str]] = {}
+    for handler in handlers:
+        for path in handler.paths:
+            methods.setdefault(path, set()).update(handler.http_methods)
+    answers = []
+    for number, (path, found) in enumerate(methods.items()):
+        if "OPTIONS" in found:
+            continue
+        allowed = found | {"OPTIONS"} | ({"HEAD"} if "GET" in found else set())
+        answers.append(_options(path, ", ".join(sorted(allowed)), f"scim-options-{number}"))
+    return answers
 
 
 def scim_routes() -> list[HTTPRouteHandler]:
     """Every SCIM route handler."""
-    return [
-        # First, so that Litestar adds no OPTIONS handler of its own to these paths.
-        *_head_naming_options(),
+    handlers = [
         *_resource_routes(USER_TYPE),
         *_resource_routes(GROUP_TYPE),
         service_provider_config,
@@ -1041,3 +1031,5 @@ def scim_routes() -> list[HTTPRouteHandler]:
         bulk,
         me,
     ]
+    # First, so that Litestar adds no OPTIONS handler of its own to these paths.
+    return [*_options_naming_every_method(handlers), *handlers]
