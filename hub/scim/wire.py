@@ -306,7 +306,7 @@ def _wants(name: str, attributes: tuple[str, ...], excluded: tuple[str, ...]) ->
         if not whole and _is_core_schema(path):
             return True  # the core schema itself: every attribute of it
         # `attributes=members[value eq "…"]` asks for some members (`hub.core.projection`);
-        # `excludedAttributes` takes no value filters, so there it names nothing.
+        # in `excludedAttributes` a value filter drops only some, so the attribute stays.
         attribute = (path if whole else _BRACKETS.sub("", path)).lower().rsplit(":", 1)[-1]
         return attribute == lowered if whole else attribute.split(".", 1)[0] == lowered
 
