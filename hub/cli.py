@@ -32,21 +32,32 @@ def _require_current(settings: Settings) -> None:
     A command on an older schema would fail half-way, or write rows that this version's later
     migrations never see.
     """
+    if not _is_current(settings.database_url):
+        raise CliError(_not_migrated(settings.database_url))
+
+
+def _is_current(database_url: str) -> bool:
+    """Whether the database is migrated to this version.
+
+    Raises:
+        CliError: it cannot be opened (a file in a missing directory or on a read-only file
+            system, a server that is down): said so, not "run db upgrade".
+    """
     from hub.migrate import is_current
 
     try:
-        current = is_current(settings.database_url)
+        return is_current(database_url)
     except Exception as exc:
-        # A file in a missing directory or on a read-only file system, a server that is down:
-        # say so, not "run db upgrade".
         raise CliError(
-            f"cannot open the database {_safe_url(settings.database_url)}: {_reason(exc)}"
+            f"cannot open the database {_safe_url(database_url)}: {_reason(exc)}"
         ) from exc
-    if not current:
-        raise CliError(
-            f"the database {_safe_url(settings.database_url)} is not migrated to this version; "
-            "run `scim-hub db upgrade` first"
-        )
+
+
+def _not_migrated(database_url: str) -> str:
+    return (
+        f"the database {_safe_url(database_url)} is not migrated to this version; "
+        "run `scim-hub db upgrade` first"
+    )
 
 
 def _run_unit(settings: Settings, fn: Callable[..., T], /, **kwargs: Any) -> T:
@@ -156,19 +167,15 @@ def _database_problem(database_url: str, args: argparse.Namespace, exc: Exceptio
         exc
     ).__module__.startswith("asyncpg"):
         return None
-    from hub.migrate import is_current
-
     where = _safe_url(database_url)
     try:
-        current = is_current(database_url)
-    except Exception as unreachable:
-        return f"cannot open the database {where}: {_reason(unreachable)}"
+        current = _is_current(database_url)
+    except CliError as unreachable:
+        return str(unreachable)
     if args.func is cmd_db:
         return f"cannot migrate the database {where}: {_reason(exc)}"
     if not current:
-        return (
-            f"the database {where} is not migrated to this version; run `scim-hub db upgrade` first"
-        )
+        return _not_migrated(database_url)
     if isinstance(exc, sqlalchemy.exc.OperationalError):
         return f"the database {where} refused the change: {_reason(exc)}"
     return None
