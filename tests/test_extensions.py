@@ -241,8 +241,7 @@ async def test_names_too_long_once_lowered_are_stored_and_not_described(
 async def test_the_widest_names_described_fit_one_index_entry(scim: ScimClient) -> None:
     """The longest URN of four-byte characters with the longest names RFC 7643 §2.1 allows is
     stored, returned and described, on SQLite as on PostgreSQL (whose b-tree refuses an entry
-    past 2,704 bytes: such keys answered 500 before names had to be ASCII and before
-    `MAX_KEY_BYTES` kept wider ones out of the index)."""
+    past 2,704 bytes: such keys answered 500 before names had to be ASCII)."""
     chars = random.Random(7)  # CJK Extension B: four bytes each, and random, so nothing compresses
     wide = "".join(chr(chars.randrange(0x20000, 0x2A6D0)) for _ in range(500))
     urn, name, sub = f"urn:{wide}", "n" * 200, "s" * 200

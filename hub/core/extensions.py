@@ -43,13 +43,11 @@ MAX_NAME = 200
 MAX_URN = 512
 #: RFC 7643 §2.1: attribute names are `ALPHA *("-" / "_" / DIGIT / ALPHA)` (ASCII). Others
 #: (`cost center`, `1st`, `émoji`) are stored and returned but not described: `/Schemas` must
-#: name attributes as the RFC allows, and strict clients validate it.
+#: name attributes as the RFC allows, and strict clients validate it. ASCII names also keep a
+#: description's keys (URN, name, sub-attribute) within one PostgreSQL b-tree entry (2,704
+#: bytes): a 512-character URN of four-byte characters and two names of 200 take 2,448 at most
+#: (non-ASCII names of 200 made 3,600, and the write answered 500).
 _ATTRNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
-#: The most UTF-8 bytes a description's URN, name and sub-attribute keys take together: they are
-#: one PostgreSQL b-tree entry, refused beyond 2704 bytes (a 512-character URN of four-byte
-#: characters and two names of 200 made 3,600: the write answered 500). Beyond it the attribute
-#: is stored and returned, not described, as a name past `MAX_NAME` is.
-MAX_KEY_BYTES = 2600
 #: URN prefixes of schemas RFC 7643 and RFC 7644 define; never described as an extension.
 _STANDARD = ("urn:ietf:params:scim:schemas:core:", "urn:ietf:params:scim:api:")
 
@@ -100,7 +98,7 @@ def record(
             if held.get(old.key) == old:
                 del held[old.key]
     # Sorted: one lock order on PostgreSQL.
-    rows = [_row(workspace_pk, held[key]) for key in sorted(held) if _indexable(key)]
+    rows = [_row(workspace_pk, held[key]) for key in sorted(held)]
     _INSERT[conn.dialect.name].run_many(conn, rows)
 
 
@@ -351,16 +349,6 @@ def _fits(text: str, limit: int) -> bool:
     then, and the write that would have recorded it answered 500.
     """
     return len(text) <= limit and len(text.lower()) <= limit
-
-
-def _indexable(key: tuple[str, str, str, str]) -> bool:
-    """Whether a description's key fits one b-tree entry (`MAX_KEY_BYTES`)."""
-    _, urn_key, name_key, sub_key = key
-    size = len(urn_key) + len(name_key) + len(sub_key)
-    # Four bytes a character at most: only a long key is encoded to be measured.
-    return (
-        size * 4 <= MAX_KEY_BYTES or len(f"{urn_key}{name_key}{sub_key}".encode()) <= MAX_KEY_BYTES
-    )
 
 
 def _reserved(urn: str) -> bool:
