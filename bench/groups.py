@@ -18,13 +18,18 @@ far more slowly than the first. This benchmark shows that, hub and peer side by 
 5. verify: ``GET /Groups/{large id}`` must list exactly the members expected (an error if not).
 
 Server CPU (from /proc) is read around each phase. For the hub, /metrics is read afterwards and
-its request count checked against the requests sent. Exit status 1 on any error.
+its request count checked against the requests sent (one worker only: each worker counts its own).
+``--postgres --workers 1,2`` runs the hub on a throwaway PostgreSQL cluster (durable commits) with
+each number of worker processes in turn, a fresh database each, and reports the 1→N scaling: the
+membership writes of a workspace take turns on PostgreSQL (an advisory lock), so this is where a
+second worker's help shows or does not. Exit status 1 on any error.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -46,6 +51,8 @@ OUTBOX_GAUGE = "scim_hub_outbox_depth"
 _encode = msgspec.json.encode
 #: (recorder, path, body) of one PATCH.
 Patch = tuple[common.Recorder, str, bytes]
+#: (label, server, worker processes) of one server's run.
+Run = tuple[str, str, int]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -59,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="append the JSON line to PATH")
     parser.add_argument("--tmpdir", type=Path, default=None, help="where the work directory goes")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--workers", default="1", help="hub worker processes; a comma list benches each (1,2)"
+    )
+    parser.add_argument(
+        "--postgres", action="store_true", help="the hub on a throwaway PostgreSQL cluster"
+    )
     args = parser.parse_args(argv)
     smoke = args.smoke
     args.users = args.users if args.users is not None else (60 if smoke else 2000)
@@ -70,6 +83,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"unknown server {name!r}; expected hub or peer")
     if args.users < 1 or args.groups < 1 or args.concurrency < 1:
         parser.error("--users, --groups and --concurrency must be at least 1")
+    try:
+        args.worker_list = [int(w) for w in str(args.workers).split(",") if w.strip()]
+    except ValueError:
+        parser.error("--workers takes a number or a comma list of numbers")
+    if not args.worker_list or min(args.worker_list) < 1:
+        parser.error("--workers must be at least 1")
     return args
 
 
@@ -121,8 +140,10 @@ def remove_member(user_id: str) -> bytes:
 class GroupSync:
     """One server's run: its client, the ids it created and the figures of each phase."""
 
-    def __init__(self, server: servers.Server, args: argparse.Namespace, tag: str) -> None:
-        self.server, self.args, self.tag = server, args, tag
+    def __init__(
+        self, server: servers.Server, args: argparse.Namespace, tag: str, label: str
+    ) -> None:
+        self.server, self.args, self.tag, self.label = server, args, tag, label
         self.client = common.Client(server.base_url, server.token, args.concurrency)
         self.deadline: float = time.perf_counter() + args.timeout
         self.user_ids: list[str | None] = [None] * args.users
@@ -161,7 +182,7 @@ class GroupSync:
         summary["cpu_ms_per_req"] = round(cpu_s * 1000 / max(1, summary["requests"]), 4)
         self.phases[name] = summary
         common.say(
-            f"[{self.server.name}] {name:<8} {summary['requests']:>6} req"
+            f"[{self.label}] {name:<8} {summary['requests']:>6} req"
             f" {summary['rps']:>9,.1f} req/s  p99 {summary['p99_ms']:.1f} ms"
             f"  errors {summary['errors']}"
         )
@@ -314,27 +335,33 @@ class GroupSync:
 # --- one server, the table, main ----------------------------------------------------------------
 
 
-async def sync(server: servers.Server, args: argparse.Namespace, tag: str) -> dict[str, Any]:
-    return await GroupSync(server, args, tag).run()  # its aiohttp session needs a running loop
+async def sync(
+    server: servers.Server, args: argparse.Namespace, tag: str, label: str
+) -> dict[str, Any]:
+    return await GroupSync(server, args, tag, label).run()  # its aiohttp session needs a loop
 
 
-def bench_server(name: str, work: Path, args: argparse.Namespace, tag: str) -> dict[str, Any]:
-    """Start `name`, run the sync against it, stop it; for the hub also cross-check /metrics."""
-    directory = work / name
+def bench_server(
+    run: Run, work: Path, args: argparse.Namespace, tag: str, database_url: str | None = None
+) -> dict[str, Any]:
+    """Start the run's server, sync against it, stop it; for the hub also cross-check /metrics."""
+    label, name, workers = run
+    directory = work / label
     directory.mkdir()
-    server = servers.start(name, directory)
-    common.say(f"[{name}] up at {server.base_url}")
+    server = servers.start(name, directory, database_url, workers)
+    common.say(f"[{label}] up at {server.base_url}")
     with server:
         origin = common.origin_of(server.base_url)
         before = common.counted_requests(common.scrape(origin)) if name == "hub" else 0
         out: dict[str, Any] = {"base_url": server.base_url, "notes": server.notes}
-        out.update(asyncio.run(sync(server, args, tag)))
+        out.update(asyncio.run(sync(server, args, tag, label)))
         if server.process.poll() is not None:
-            raise servers.ServerError(f"{name} died during the run:\n{server.log_tail()}")
+            raise servers.ServerError(f"{label} died during the run:\n{server.log_tail()}")
         out["rss_mb"] = round(server.rss_bytes() / 2**20, 1)
         if name == "hub":
+            out["workers"] = workers
             sent = sum(p["requests"] for p in out["phases"].values()) + out["verify"]["requests"]
-            out["metrics_check"] = common.metrics_check(origin, sent, before)
+            out["metrics_check"] = common.metrics_check(origin, sent, before, workers)
     out["growth_p50"] = growth(out["steps"])
     out["errors"] = server_errors(out)
     return out
@@ -390,6 +417,8 @@ def text_table(result: dict[str, Any]) -> str:
         lines += [fmt_row(r) for r in rows(name, server)]
     for phase, ratio in result["ratios"].get("hub/peer", {}).items():
         lines.append(f"hub/peer req/s {phase:<8} {ratio:.2f}x")
+    for pair, phases in result.get("scaling", {}).items():
+        lines += [f"{pair} req/s {phase:<8} {ratio:.2f}x" for phase, ratio in phases.items()]
     for name, server in result["servers"].items():
         if "error" in server:
             continue
@@ -406,21 +435,66 @@ def text_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def planned_runs(args: argparse.Namespace) -> list[Run]:
+    """(label, server, workers) of each run: the hub once per worker count ("hub", "hub-2w")."""
+    out: list[Run] = []
+    for name in args.server_list:
+        if name != "hub":
+            out.append((name, name, 1))
+            continue
+        out += [("hub" if w == 1 else f"hub-{w}w", "hub", w) for w in args.worker_list]
+    return out
+
+
 def run_all(args: argparse.Namespace, result: dict[str, Any]) -> None:
     tag = f"g{int(time.time())}"
-    with common.workdir(args.tmpdir, args.keep) as work:
-        for name in args.server_list:
-            common.say(f"[{name}] {args.users:,} users, {args.groups} groups, c{args.concurrency}")
+    with common.workdir(args.tmpdir, args.keep) as work, _cluster(args.postgres) as cluster:
+        for run in planned_runs(args):
+            label = run[0]
+            common.say(f"[{label}] {args.users:,} users, {args.groups} groups, c{args.concurrency}")
             try:
-                result["servers"][name] = bench_server(name, work, args, tag)
-            except (servers.ServerError, TimeoutError, OSError) as exc:
-                common.say(f"[{name}] FAILED: {exc}")
-                result["servers"][name] = {"error": str(exc)}
+                database_url = _database(cluster) if run[1] == "hub" else None
+                result["servers"][label] = bench_server(run, work, args, tag, database_url)
+            except (servers.ServerError, TimeoutError, OSError, RuntimeError) as exc:
+                common.say(f"[{label}] FAILED: {exc}")
+                result["servers"][label] = {"error": str(exc)}
+
+
+@contextlib.contextmanager
+def _cluster(wanted: bool) -> Iterator[Any]:
+    """A throwaway PostgreSQL cluster for the hub's runs when `wanted`, else None."""
+    if not wanted:
+        yield None
+        return
+    from bench import pg
+
+    cluster = pg.BenchCluster()
+    cluster.start()
+    common.say(f"[postgres] throwaway cluster at {cluster.url}")
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _database(cluster: Any) -> str | None:
+    """A fresh database on `cluster` for one run, or None (SQLite in the run's directory)."""
+    if cluster is None:
+        return None
+    from bench import pg
+
+    return pg.create_database(cluster.url)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    settings = {"users": args.users, "groups": args.groups, "concurrency": args.concurrency}
+    settings = {
+        "users": args.users,
+        "groups": args.groups,
+        "concurrency": args.concurrency,
+        "workers": args.worker_list,
+        "database": "postgresql" if args.postgres else "sqlite",
+    }
     result = common.base_result("groups", argv, {**settings, "servers": args.server_list})
     result["servers"] = {}
     try:
@@ -429,11 +503,12 @@ def main(argv: list[str] | None = None) -> int:
         common.say("interrupted: servers stopped")
         return 130
     result["ratios"] = report.ratios(result["servers"])
+    result["scaling"] = report.scaling(result["servers"])
     failed = [n for n, s in result["servers"].items() if "error" in s]
     result["failed_servers"] = failed
     result["errors_total"] = sum(s.get("errors", 0) for s in result["servers"].values())
     print(text_table(result))
-    common.save(result, "groups", args.json, args.smoke)
+    common.save(result, "groups-postgres" if args.postgres else "groups", args.json, args.smoke)
     return 1 if failed or result["errors_total"] else 0
 
 

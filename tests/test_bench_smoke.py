@@ -18,6 +18,7 @@ import pytest
 
 from bench import callgrind
 from bench.load import PHASES, CollectorPaused, _expect_page, _expect_total
+from tests.pg import find_bindir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -179,6 +180,22 @@ def test_groups_smoke(tmp_path: Path) -> None:
     assert set(result["ratios"]["hub/peer"]) == set(expected)
     check = result["servers"]["hub"]["metrics_check"]
     assert check == {"sent": 193, "counted": 193, "match": True}, check
+
+
+@pytest.mark.server
+def test_groups_smoke_on_postgresql_with_one_and_two_workers(tmp_path: Path) -> None:
+    """Two workers take the membership PATCHes of one workspace at once and lose none."""
+    if find_bindir() is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) on this machine")
+    args = ("--servers", "hub", "--postgres", "--workers", "1,2", "--timeout", "60")
+    result = run_bench(tmp_path, "bench.groups", *args, timeout_s=180)
+    assert set(result["servers"]) == {"hub", "hub-2w"}
+    assert result["args"]["database"] == "postgresql"
+    for name, server in result["servers"].items():
+        assert server["phases"]["members"]["requests"] == 120, name
+        assert server["verify"]["member_count"] == 54, (name, server["verify"])
+    assert result["servers"]["hub"]["metrics_check"]["match"] is True
+    assert set(result["scaling"]["hub-2w/hub"]) == {"users", "groups", "members", "remove"}
 
 
 class _Node:
