@@ -90,12 +90,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             defaults = tuple(p for p in defaults if p != "list")
         args.phases = ",".join(defaults)
     args.phase_list = [p.strip() for p in args.phases.split(",") if p.strip()]
-    try:
-        args.worker_list = [int(w) for w in str(args.workers).split(",") if w.strip()]
-    except ValueError:
-        parser.error("--workers takes a number or a comma list of numbers")
-    if not args.worker_list or min(args.worker_list) < 1:
-        parser.error("--workers must be at least 1")
+    args.worker_list = common.worker_counts(parser, args.workers)
     if args.postgres and args.database_url:
         parser.error("--postgres starts its own cluster: leave out --database-url")
     for name in args.server_list:

@@ -8,6 +8,7 @@ and in time; only http://127.0.0.1 is ever targeted.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
@@ -258,6 +259,17 @@ def top_frames(raw_path: Path, limit: int = 25) -> list[tuple[str, float]]:
 
 
 # --- results and lifecycle ---------------------------------------------------------------------
+
+
+def worker_counts(parser: argparse.ArgumentParser, text: str) -> list[int]:
+    """The worker counts of `--workers` ("1" or a comma list "1,2"); a parser error if invalid."""
+    try:
+        counts = [int(w) for w in str(text).split(",") if w.strip()]
+    except ValueError:
+        parser.error("--workers takes a number or a comma list of numbers")
+    if not counts or min(counts) < 1:
+        parser.error("--workers must be at least 1")
+    return counts
 
 
 def base_result(kind: str, argv: list[str] | None, args: dict[str, Any]) -> dict[str, Any]:

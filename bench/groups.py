@@ -83,12 +83,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"unknown server {name!r}; expected hub or peer")
     if args.users < 1 or args.groups < 1 or args.concurrency < 1:
         parser.error("--users, --groups and --concurrency must be at least 1")
-    try:
-        args.worker_list = [int(w) for w in str(args.workers).split(",") if w.strip()]
-    except ValueError:
-        parser.error("--workers takes a number or a comma list of numbers")
-    if not args.worker_list or min(args.worker_list) < 1:
-        parser.error("--workers must be at least 1")
+    args.worker_list = common.worker_counts(parser, args.workers)
     return args
 
 
