@@ -675,3 +675,22 @@ async def test_members_must_be_a_list_whose_unassigned_elements_are_dropped(
     emptied = await scim.put(path, group_body("Holes", members=[None]))
     assert emptied.status_code == 200, emptied.text
     assert "members" not in emptied.json()
+
+
+async def test_membership_checks_compare_ids_in_any_letters(scim: ScimClient) -> None:
+    """Entra ID's check `id eq "G" and members eq "U"`: a member's value is caseExact=false."""
+    a, b = await make_users(scim, 2)
+    created = await scim.post("/Groups", group_body(members=[{"value": a}]))
+    gid = created.json()["id"]
+
+    async def groups_with(member: str) -> list[str]:
+        query = {"filter": f'id eq "{gid}" and members eq "{member}"'}
+        response = await scim.get("/Groups", params={**query, "excludedAttributes": "members"})
+        assert response.status_code == 200, response.text
+        return [group["id"] for group in response.json()["Resources"]]
+
+    assert await groups_with(a.upper()) == [gid]
+    assert await groups_with(a) == [gid]
+    assert await groups_with(b) == []
+    users = await scim.get("/Users", params={"filter": f'groups eq "{gid.upper()}"'})
+    assert [user["id"] for user in users.json()["Resources"]] == [a]

@@ -1104,6 +1104,9 @@ def _root_scope(resource_type: ResourceType, dialect: str) -> _RowScope:
 
 @cache
 def _root_scope_of(resource_type_name: str, dialect: str) -> _RowScope:
+    # A member's or a group's `value` is caseExact=false (RFC 7643 §8.7.1) but is an `id`, which
+    # `new_id` writes in lower case: compared as a lowered key, `members eq "…"` (Entra ID's
+    # membership check) is an index look-up of the user instead of a scan of the group's members.
     if resource_type_name == "User":
         table = users
         columns: dict[tuple[str, ...], _Target] = {
@@ -1114,7 +1117,7 @@ def _root_scope_of(resource_type_name: str, dialect: str) -> _RowScope:
         relations = {
             "groups": _RelationScope(
                 {
-                    "value": _StringColumn(groups.c.id, dialect),
+                    "value": _StringColumn(groups.c.id, dialect, lowered=True),
                     "display": group_display,
                     "type": _Constant("direct"),
                 },
@@ -1131,7 +1134,7 @@ def _root_scope_of(resource_type_name: str, dialect: str) -> _RowScope:
         relations = {
             "members": _RelationScope(
                 {
-                    "value": _StringColumn(users.c.id, dialect),
+                    "value": _StringColumn(users.c.id, dialect, lowered=True),
                     "display": _StringColumn(memberships.c.display, dialect, nullable=True),
                     "type": _Constant("User"),
                 },
