@@ -217,3 +217,46 @@ async def test_any_integer_pages_the_trail_without_reaching_the_database_uncheck
             )
         huge_limit = await admin.ok("GET", route, params={"limit": str(2**70), "before": "-5"})
         assert huge_limit == {"records": [], "next_before": None}
+
+
+async def test_a_members_replace_records_who_joined_and_left(
+    scim: ScimClient, client: httpx.AsyncClient, db_url: str, tenant: InitResult
+) -> None:
+    """Okta pushes a group's whole membership (PUT, or a `members` replace), changed or not.
+
+    The record listed every member sent: a push of a group of 20,000 in which one user changed
+    wrote 20,000 ids (~900 KB) into the trail. It lists the users who joined, left, or whose
+    `display` changed.
+    """
+    admin = Admin(client, tenant.workspace, await make_admin_key(db_url, tenant))
+    ids = [(await scim.post("/Users", user_body())).json()["id"] for _ in range(7)]
+    stay, leaving, joining = ids[:5], ids[5], ids[6]
+    made = await scim.post("/Groups", group_body("Push", members=[{"value": u} for u in ids[:6]]))
+    gid = made.json()["id"]
+
+    put = await scim.put(
+        f"/Groups/{gid}", group_body("Push", members=[{"value": u} for u in [*stay, joining]])
+    )
+    assert put.status_code == 200, put.text
+    members = [{"value": u} for u in [*stay, leaving]]
+    members[0]["display"] = "First"
+    replace = patch_op({"op": "replace", "path": "members", "value": members})
+    assert (await scim.patch(f"/Groups/{gid}", replace)).status_code == 204
+
+    trail = await records(admin, resource=gid)
+    assert [r["action"] for r in trail] == ["patch", "replace", "create"]
+    assert trail[0]["changes"] == {
+        "members_added": [leaving],
+        "members_removed": [joining],
+        "members_redisplayed": [stay[0]],
+    }
+    assert trail[1]["changes"] == {
+        "attributes": [],
+        "members_added": [joining],
+        "members_removed": [leaving],
+    }
+    shown = (await scim.get(f"/Groups/{gid}")).json()["members"]
+    assert {m["value"]: m.get("display") for m in shown} == {
+        **dict.fromkeys([*stay[1:], leaving]),
+        stay[0]: "First",
+    }

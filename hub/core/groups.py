@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from sqlalchemy import (
@@ -334,14 +334,25 @@ def _too_many_members(limit: int) -> InvalidValue:
     return InvalidValue(f"at most {limit} members may change in one PATCH request")
 
 
+class _Replaced(NamedTuple):
+    """What a replace of the members changed: the user pks that joined, left, or got a display."""
+
+    joined: list[int]
+    gone: list[int]
+    redisplayed: list[int]
+
+    def changed(self) -> bool:
+        return bool(self.joined or self.gone or self.redisplayed)
+
+
 def _replace_members(
     conn: Connection,
     group_pk: int,
     members: Sequence[tuple[int, str | None]],
     max_changes: int | None = None,
     changed_elsewhere: int = 0,
-) -> bool:
-    """Make `members` (user pk, display) the group's members; say whether anything changed.
+) -> _Replaced:
+    """Make `members` (user pk, display) the group's members; say what changed.
 
     Only the users who join or leave get a new version: one who stays has the same `groups`,
     and a new ETag would cost an IdP that sends `If-Match` a needless 412.
@@ -356,15 +367,39 @@ def _replace_members(
     joining = [(pk, display) for pk, display in wanted.items() if pk not in current]
     if max_changes is not None and changed_elsewhere + len(gone) + len(joining) > max_changes:
         raise _too_many_members(max_changes)
-    redisplayed = [
-        {"b_group": group_pk, "b_user": pk, "b_display": display}
-        for pk, display in wanted.items()
-        if pk in current and current[pk] != display
-    ]
+    redisplayed = [pk for pk, display in wanted.items() if pk in current and current[pk] != display]
     _remove_members(conn, group_pk, gone)
     _add_members(conn, group_pk, joining)
-    _REDISPLAY.run_many(conn, redisplayed)
-    return bool(gone or joining or redisplayed)
+    _REDISPLAY.run_many(
+        conn, [{"b_group": group_pk, "b_user": pk, "b_display": wanted[pk]} for pk in redisplayed]
+    )
+    return _Replaced([pk for pk, _ in joining], gone, redisplayed)
+
+
+def _replaced_ops(
+    conn: Connection, replaced: _Replaced, ids: dict[int, str]
+) -> list[tuple[str, list[Member] | None]]:
+    """A replace as the members it added, removed and redisplayed, for the audit record.
+
+    Recording the whole new list made each push of a large group's membership (Okta sends
+    them as a PUT or a `members` replace) write every member's id, ~45 bytes a member, into
+    the audit trail, however few changed. `ids`: user pk -> id of the users listed.
+    """
+    unlisted = [pk for pk in replaced.gone if pk not in ids]
+    ids = {**ids, **_ids_of(conn, unlisted)}
+    changes = zip(("add", "remove", "redisplay"), replaced, strict=True)
+    return [(op, [(ids[pk], None) for pk in pks]) for op, pks in changes if pks]
+
+
+_IDS_OF = Prepared(select(users.c.pk, users.c.id).where(fixed_in(users.c.pk, _IDS_CHUNK)))
+
+
+def _ids_of(conn: Connection, user_pks: Sequence[int]) -> dict[int, str]:
+    """The ids of users by pk (0 is no user's pk: the lists' padding)."""
+    found: dict[int, str] = {}
+    for params in fixed_in_params(user_pks, _IDS_CHUNK, 0):
+        found.update((row.pk, row.id) for row in _IDS_OF.all(conn, **params))
+    return found
 
 
 #: Which of some users are a group's members already: one of them, or up to `_IDS_CHUNK`
@@ -642,14 +677,16 @@ def replace(
     doc.pop("members", None)
     required_missing(doc, GROUP_TYPE)
     user_pks = _user_pks(conn, caller, member_ids or [])
-    members_changed = _replace_members(conn, row.pk, user_pks)
-    if doc == row.data and not members_changed:
+    replaced = _replace_members(conn, row.pk, user_pks)
+    if doc == row.data and not replaced.changed():
         # Okta pushes whole groups with PUT, changed or not: nothing is written.
         return _outcome(conn, row.pk, base, "none", with_members=True)
     _touch(conn, caller, row, doc, unknown)
+    ids = {pk: uid for (pk, _), uid in zip(user_pks, dict(member_ids or []), strict=True)}
+    member_ops = _replaced_ops(conn, replaced, ids)
     changes = {
         "attributes": audit.changed_attributes(row.data, doc),
-        "members_replaced_with": _ids(member_ids),
+        **_patch_changes(row.data, None, member_ops),
     }
     _audit(conn, caller, row.id, "replace", changes)
     return _outcome(conn, row.pk, base, "updated", with_members=True)
@@ -715,8 +752,7 @@ def patch(
     applied = [
         change
         for op, members in member_ops
-        if (change := _apply_member_op(conn, caller, row.pk, op, members, (max_members, listed)))
-        is not None
+        for change in _apply_member_op(conn, caller, row.pk, op, members, (max_members, listed))
     ]
     # Adding a member twice, removing a non-member or setting a value the group has changes
     # nothing: no new version, no audit row (IdPs re-send what they believe is there).
@@ -737,11 +773,11 @@ def _apply_member_op(
     op: str,
     members: list[Member] | None,
     limit: tuple[int, int],
-) -> tuple[str, list[Member] | None] | None:
-    """Apply one membership operation; return it as it changed the group, None: no change.
+) -> list[tuple[str, list[Member] | None]]:
+    """Apply one membership operation; return the changes it made to the group (none: []).
 
     An add keeps only the users not yet members, a remove only those that were (`members` None:
-    every member); a replace is a change unless the group already has exactly those members.
+    every member); a replace is the users it added and removed (and redisplayed: `redisplay`).
 
     Raises:
         InvalidValue: an add or replace names a user the workspace does not have, or a replace
@@ -750,20 +786,21 @@ def _apply_member_op(
     """
     if op == "remove":
         if members is None:
-            return (op, None) if _remove_members(conn, group_pk, None) else None
+            return [(op, None)] if _remove_members(conn, group_pk, None) else []
         # Unknown ids are skipped: IdPs retry removals of users deleted meanwhile.
         known = dict(_ids_to_pks(conn, caller, [uid for uid, _ in members], live=False))
         present = _present(conn, group_pk, list(known.values()))
         gone = [(uid, pk) for uid, pk in known.items() if pk in present]
         if not gone:
-            return None
+            return []
         _remove_members(conn, group_pk, [pk for _, pk in gone])
-        return op, [(uid, None) for uid, _ in gone]
+        return [(op, [(uid, None) for uid, _ in gone])]
     resolved = _user_pks(conn, caller, members or [])
     if op == "replace":
         # IdPs re-send the whole list, changed or not.
-        changed = _replace_members(conn, group_pk, resolved, *limit)
-        return (op, members) if changed else None
+        replaced = _replace_members(conn, group_pk, resolved, *limit)
+        ids = {pk: uid for (pk, _), uid in zip(resolved, dict(members or []), strict=True)}
+        return _replaced_ops(conn, replaced, ids)
     present = _present(conn, group_pk, [pk for pk, _ in resolved])
     # `_user_pks` answers in the order of the distinct ids.
     new = [
@@ -772,9 +809,9 @@ def _apply_member_op(
         if pk not in present
     ]
     if not new:
-        return None
+        return []
     _add_members(conn, group_pk, [member for _, member in new])
-    return op, [(uid, display) for uid, (_, display) in new]
+    return [(op, [(uid, display) for uid, (_, display) in new])]
 
 
 #: Members a POST or PATCH may name and still run as a short unit (`small_create`, …).
@@ -820,6 +857,13 @@ def small_member_patch(body: Any) -> bool:
     return named <= SHORT_UNIT_MEMBERS
 
 
+_CHANGE_KEYS = {
+    "add": "members_added",
+    "remove": "members_removed",
+    "redisplay": "members_redisplayed",
+}
+
+
 def _patch_changes(
     before: JSON, after: JSON | None, member_ops: list[tuple[str, list[Member] | None]]
 ) -> dict[str, Any]:
@@ -827,7 +871,7 @@ def _patch_changes(
     if after is not None:
         changes["attributes"] = audit.changed_attributes(before, after)
     for op, members in member_ops:
-        key = {"add": "members_added", "remove": "members_removed"}.get(op, "members_replaced_with")
+        key = _CHANGE_KEYS[op]
         changes.setdefault(key, []).extend(_ids(members) if members is not None else ["*"])
     return changes
 
