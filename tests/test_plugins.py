@@ -10,8 +10,10 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import inspect
+import re
 import subprocess
 import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -401,6 +403,43 @@ async def test_partner_plugin_in_the_connector_list_and_over_http(
     found = await humble_hr.get("/Users", params={"filter": 'login eq "ada"'})
     assert found.json()["totalResults"] == 1
     assert found.json()["Resources"][0]["login"] == "ada"
+
+
+@pytest.mark.usefixtures("partner_plugin")
+async def test_partner_plugin_setting_renames_the_login_key(db_url: str, settings: Any) -> None:
+    """README's settings example: SCIM_HUB_PLUGIN_HUMBLE_HR_LOGIN_ATTRIBUTE=uid."""
+    from litestar.testing import AsyncTestClient
+
+    from hub.app import create_app
+
+    registry = build_registry(environ={"SCIM_HUB_PLUGIN_HUMBLE_HR_LOGIN_ATTRIBUTE": "uid"})
+    ws = await create_workspace(db_url, "humble-uid", idp="humble_hr")
+    async with AsyncTestClient(app=create_app(settings, registry), base_url=TEST_BASE_URL) as http:
+        humble_hr = ScimClient(http, ws.token)
+        created = await humble_hr.post(
+            "/Users", {"schemas": [user_body()["schemas"][0]], "uid": "ada"}
+        )
+        assert created.status_code == 201, created.text
+        assert (created.json()["userName"], created.json()["uid"]) == ("ada", "ada")
+        found = await humble_hr.get("/Users", params={"filter": 'uid eq "ada"'})
+        assert [user["uid"] for user in found.json()["Resources"]] == ["ada"]
+
+
+def _readme_plugin_guide() -> dict[str, str]:
+    """The code blocks of README's "Writing an IdP plugin", by language."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Writing an IdP plugin\n", 1)[1].split("\n## ", 1)[0]
+    return dict(re.findall(r"```(\w+)\n(.*?)```", section, re.S))
+
+
+def test_the_readme_plugin_guide_is_the_partner_plugin() -> None:
+    """What README tells a partner to write is the plugin the tests install and call over HTTP
+    (README's module named a settings struct it never defined: written as shown, it was BROKEN)."""
+    guide = _readme_plugin_guide()
+    assert guide["python"] == (PARTNER / "scim_hub_humble_hr.py").read_text()
+    shown = tomllib.loads(guide["toml"])["project"]
+    installed = tomllib.loads((PARTNER / "pyproject.toml").read_text())["project"]
+    assert shown == {key: installed[key] for key in shown}
 
 
 def test_the_partner_module_imports_only_the_contract() -> None:
