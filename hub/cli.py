@@ -17,7 +17,7 @@ from hub.core import tenants, tokens
 from hub.core.clock import to_iso
 from hub.core.database import open_database
 from hub.core.errors import ScimError
-from hub.settings import Settings, SettingsError, load_settings
+from hub.settings import Settings, SettingsError, listen_url, load_settings
 
 T = TypeVar("T")
 
@@ -91,9 +91,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     base_url = settings.base_url
     if "SCIM_HUB_BASE_URL" not in os.environ and not os.environ.get("SCIM_HUB_CONFIG"):
         # No public URL configured: links and meta.location point where we listen.
-        base_url = f"http://{host}:{port}"
+        base_url = listen_url(host, port)
         os.environ["SCIM_HUB_BASE_URL"] = base_url
-    print(f"scim-hub serving on http://{host}:{port} (SCIM at {base_url}/scim/v2)")
+    print(f"scim-hub serving on {listen_url(host, port)} (SCIM at {base_url}/scim/v2)")
     options: dict[str, Any] = {
         "app": "hub.asgi:create",
         "factory": True,

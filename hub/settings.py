@@ -109,6 +109,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         if raw is not None:
             values[field.name] = _coerce(field.name, raw, field.type)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    _default_base_url(values)
     try:
         settings = msgspec.convert(values, Settings)
     except msgspec.ValidationError as exc:
@@ -117,6 +118,25 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     _check_mail(settings)
     _check_database_url(settings.database_url)
     return settings
+
+
+def listen_url(host: str, port: int) -> str:
+    """The URL of `host`:`port` (an IPv6 address in brackets, RFC 3986 §3.2.2)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _default_base_url(values: dict[str, Any]) -> None:
+    """With no base URL configured, the hub is reached where it listens.
+
+    `SCIM_HUB_PORT=8001` (or `port` in the TOML file) alone otherwise left the tenant URL that
+    `init` prints, and every `meta.location`, on port 8000.
+    """
+    if "base_url" in values:
+        return
+    defaults = Settings()
+    host, port = values.get("host", defaults.host), values.get("port", defaults.port)
+    if isinstance(host, str) and isinstance(port, int):  # else convert() names the bad one
+        values["base_url"] = listen_url(host, port)
 
 
 def _name_setting(message: str) -> str:

@@ -411,6 +411,25 @@ def test_a_database_that_cannot_be_reached_is_named_without_its_password(
         assert "cannot open the database" in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("where", ["variable", "toml"])
+def test_a_port_alone_moves_the_tenant_url(sqlite_cli: Cli, tmp_path: Path, where: str) -> None:
+    """`SCIM_HUB_PORT=8001 make run` (or `port` in the TOML file), no base URL: `init` printed
+    the tenant URL on port 8000, where nothing listened."""
+    env = {k: v for k, v in sqlite_cli.env.items() if k != "SCIM_HUB_BASE_URL"}
+    if where == "variable":
+        env["SCIM_HUB_PORT"] = "8123"
+    else:
+        config = tmp_path / "hub.toml"
+        config.write_text("port = 8123\n")
+        env["SCIM_HUB_CONFIG"] = str(config)
+    result = main_in_thread(["init", "--workspace", "acme", "--json"], env)
+    assert json.loads(result.stdout)["tenant_url"] == "http://127.0.0.1:8123/scim/v2"
+    configured = main_in_thread(
+        ["init", "--workspace", "other", "--json"], {**env, "SCIM_HUB_BASE_URL": BASE_URL}
+    )
+    assert json.loads(configured.stdout)["tenant_url"] == f"{BASE_URL}/scim/v2"
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [
