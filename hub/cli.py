@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shlex
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 import msgspec
 from sqlalchemy import Connection
 
-from hub.core import tenants, tokens
+from hub.core import connectors, tenants, tokens
 from hub.core.clock import to_iso
 from hub.core.database import open_database
 from hub.core.errors import ScimError
@@ -203,9 +204,10 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
         known = ", ".join(sorted(registry.dialects)) or "none"
         raise CliError(f"--idp {args.idp!r} is not an installed IdP plugin (installed: {known})")
 
-    def unit(conn: Connection) -> tenants.InitResult | None:
-        if args.if_missing and tenants.find_workspace(conn, args.workspace) is not None:
-            return None
+    def unit(conn: Connection) -> tenants.InitResult | list[str]:
+        existing = tenants.find_workspace(conn, args.workspace) if args.if_missing else None
+        if existing is not None:  # its connectors' names, to say how to get a token again
+            return [info.name for info in connectors.list_connectors(conn, existing.pk)]
         return tenants.init_workspace(
             conn,
             workspace=args.workspace,
@@ -215,14 +217,12 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
         )
 
     result = _run_unit(settings, unit)
-    if result is None:
+    if isinstance(result, list):
         print(
             f"workspace {args.workspace!r} exists; "
             f"tenant URL: {tenants.tenant_url(settings.base_url)}"
         )
-        print(
-            "its token was shown when it was created; `scim-hub token regenerate` makes a new one"
-        )
+        print(_regenerate_hint(args.workspace, args.idp, result))
         return 0
     if args.json:
         print(msgspec.json.encode(result).decode())
@@ -234,6 +234,28 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     print(f"token:      {result.token}")
     print("the token is shown only now; store it in your IdP's provisioning settings")
     return 0
+
+
+def _regenerate_hint(workspace: str, idp: str, connector_names: list[str]) -> str:
+    """How to get a token for an existing workspace, as a command that runs as printed.
+
+    The connector is the one `init` names after `idp`, else the workspace's only one; with
+    several others, `connector list` names them.
+    """
+    if idp in connector_names:
+        connector = idp
+    elif len(connector_names) == 1:
+        connector = connector_names[0]
+    else:
+        connector = "NAME"
+    command = (
+        f"scim-hub token regenerate --workspace {shlex.quote(workspace)} "
+        f"--connector {shlex.quote(connector)}"
+    )
+    hint = "its token was shown when it was created; make a new one (the old one dies) with"
+    if connector == "NAME":
+        hint += f" (names: scim-hub connector list --workspace {shlex.quote(workspace)})"
+    return f"{hint}\n  {command}"
 
 
 def cmd_plugins(settings: Settings, args: argparse.Namespace) -> int:
@@ -373,8 +395,6 @@ def cmd_admin_key(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
     """List, create, enable, disable or delete connectors."""
-    from hub.core import connectors
-
     command = args.connector_command
     if command == "list":
         infos = _run_unit(

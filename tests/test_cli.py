@@ -245,6 +245,16 @@ async def test_init_if_missing_leaves_an_existing_workspace_alone(sqlite_cli: Cl
     assert "Traceback" not in refused.stderr
     assert sqlite_cli.token_ids("acme") == tokens_before
 
+    # It says how to get a token again, as a command that runs as printed (it said only
+    # `scim-hub token regenerate`, which stops for want of --workspace and --connector).
+    command = again.stdout.splitlines()[-1].split()
+    assert command[:3] == ["scim-hub", "token", "regenerate"], again.stdout
+    regenerated = sqlite_cli(*command[1:])
+    assert await sqlite_cli.statuses(first["token"], _printed_token(regenerated.stdout)) == [
+        401,
+        200,
+    ]
+
 
 async def test_token_list_never_prints_the_secret(sqlite_cli: Cli) -> None:
     init = sqlite_cli.init("acme")
