@@ -171,10 +171,15 @@ def _check_ranges(settings: Settings) -> None:
         "max_body_bytes",
         "max_results",
         "max_filter_length",
+        "max_filter_depth",
+        "max_patch_operations",
+        "max_group_members_per_patch",
     )
     for name in positive:
         if getattr(settings, name) < 1:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
+    if settings.rate_limit_per_second < 0:
+        raise SettingsError(f"{ENV_PREFIX}RATE_LIMIT_PER_SECOND must be 0 (no limit) or more")
     if settings.port > MAX_PORT:
         raise SettingsError(f"{ENV_PREFIX}PORT must be a TCP port, 1 to {MAX_PORT}")
     if not 0 <= settings.activity_retention_days <= MAX_RETENTION_DAYS:

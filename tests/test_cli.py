@@ -345,6 +345,12 @@ async def test_connector_disable_and_enable(cli: Cli) -> None:
         ("SCIM_HUB_DATABASE_POOL_SIZE", "0"),
         ("SCIM_HUB_DATABASE_URL", "mysql://db.example.com/hub"),
         ("SCIM_HUB_DATABASE_URL", "not a url"),
+        # These four started a hub that refused every PATCH ("at most -1 operations"), every
+        # filter or every member change, or had no rate limit at all.
+        ("SCIM_HUB_MAX_PATCH_OPERATIONS", "-1"),
+        ("SCIM_HUB_MAX_FILTER_DEPTH", "0"),
+        ("SCIM_HUB_MAX_GROUP_MEMBERS_PER_PATCH", "0"),
+        ("SCIM_HUB_RATE_LIMIT_PER_SECOND", "-1"),
     ],
 )
 def test_bad_setting_stops_with_a_message_naming_it(
