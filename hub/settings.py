@@ -100,10 +100,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     values: dict[str, Any] = {}
     config_file = env.get(f"{ENV_PREFIX}CONFIG")
     if config_file:
-        try:
-            values.update(tomllib.loads(Path(config_file).read_text()))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise SettingsError(f"{ENV_PREFIX}CONFIG: cannot read {config_file}: {exc}") from exc
+        values.update(_read_config(config_file))
     for field in msgspec.structs.fields(Settings):
         raw = env.get(f"{ENV_PREFIX}{field.name.upper()}")
         if raw is not None:
@@ -118,6 +115,21 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     _check_mail(settings)
     _check_database_url(settings.database_url)
     return settings
+
+
+def _read_config(config_file: str) -> dict[str, Any]:
+    """The settings of the TOML file `SCIM_HUB_CONFIG` names; keys are known settings' names."""
+    try:
+        values = tomllib.loads(Path(config_file).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: cannot read {config_file}: {exc}") from exc
+    unknown = sorted(set(values) - {field.name for field in msgspec.structs.fields(Settings)})
+    if unknown:  # msgspec's own message named a garbled variable ("SCIM_HUB_OBJECT CONTAINS …")
+        raise SettingsError(
+            f"{ENV_PREFIX}CONFIG: {config_file} has no setting {', '.join(map(repr, unknown))} "
+            f"(keys are the {ENV_PREFIX}* names without {ENV_PREFIX}, in lower case)"
+        )
+    return values
 
 
 def listen_url(host: str, port: int) -> str:
@@ -141,8 +153,8 @@ def _default_base_url(values: dict[str, Any]) -> None:
 
 def _name_setting(message: str) -> str:
     """Turn msgspec's "… - at `$.log_level`" into a message naming SCIM_HUB_LOG_LEVEL."""
-    text, _, where = message.rpartition(" - at `$.")
-    if not where:
+    text, at, where = message.rpartition(" - at `$.")
+    if not at:
         return f"invalid setting: {message}"
     name = where.rstrip("`").split(".", 1)[0].split("[", 1)[0]
     return f"{ENV_PREFIX}{name.upper()}: {text}"

@@ -365,6 +365,20 @@ def test_bad_setting_stops_with_a_message_naming_it(
     assert not database.exists(), "nothing is created when a setting is bad"
 
 
+def test_an_unknown_key_in_the_settings_file_is_named(sqlite_cli: Cli, tmp_path: Path) -> None:
+    """It was reported as "SCIM_HUB_OBJECT CONTAINS UNKNOWN FIELD `PROT: ", a variable that
+    does not exist."""
+    config = tmp_path / "hub.toml"
+    config.write_text("prot = 8001\n")
+    result = sqlite_cli("init", "--workspace", "acme", check=False, SCIM_HUB_CONFIG=str(config))
+    assert result.returncode == 2
+    assert result.stderr.startswith("scim-hub: bad setting: SCIM_HUB_CONFIG: "), result.stderr
+    assert "'prot'" in result.stderr
+    assert "OBJECT" not in result.stderr
+    listed = sqlite_cli("token", "list", "--workspace", "acme", check=False)
+    assert "no workspace named 'acme'" in listed.stderr, "nothing is created"
+
+
 def test_serve_over_a_database_it_cannot_open_says_so(tmp_path: Path) -> None:
     """`scim-hub serve` over a SQLite file it cannot open (here: in a missing directory; a
     read-only file system does the same) names that cause, not a missing migration."""
