@@ -563,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     token_revoke.add_argument("--workspace", required=True)
     token.set_defaults(func=cmd_token)
 
-    admin = sub.add_parser("admin", help="activate or deactivate an admin")
+    admin = sub.add_parser("admin", help="create, set-password, key, activate, deactivate")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
     for name in ("activate", "deactivate"):
         action = admin_sub.add_parser(name)
