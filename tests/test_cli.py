@@ -256,6 +256,17 @@ async def test_init_if_missing_leaves_an_existing_workspace_alone(sqlite_cli: Cl
     ]
 
 
+def test_init_refuses_an_admin_email_that_is_no_address(sqlite_cli: Cli) -> None:
+    """`init --admin-email bad` made an admin 'bad', an address `admin create` refuses."""
+    refused = sqlite_cli("init", "--workspace", "acme", "--admin-email", "bad", check=False)
+    assert refused.returncode == 2
+    assert refused.stderr == "scim-hub: 'bad' is not an email address\n"
+    listed = sqlite_cli("token", "list", "--workspace", "acme", check=False)
+    assert "no workspace named 'acme'" in listed.stderr, "nothing is created"
+    made = sqlite_cli.init("acme", "--admin-email", " ops@acme.example ")
+    assert made["admin"] == "ops@acme.example"
+
+
 async def test_token_list_never_prints_the_secret(sqlite_cli: Cli) -> None:
     init = sqlite_cli.init("acme")
     listed = sqlite_cli("token", "list", "--workspace", "acme")

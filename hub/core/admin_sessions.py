@@ -31,6 +31,7 @@ from hub.core.errors import Conflict, InvalidValue
 from hub.core.ids import new_id
 from hub.core.models import admin_credentials, admin_sessions, admins, workspaces
 from hub.core.tenants import admin_pk as find_admin_pk
+from hub.core.tenants import checked_email
 from hub.core.tokens import digest
 
 SESSION_PREFIX: Final = "shadmses_"
@@ -148,9 +149,7 @@ def create_admin(
     Raises:
         InvalidValue: the email is not an address. Conflict: the workspace has that admin.
     """
-    email = email.strip()
-    if "@" not in email or len(email) > 320 or any(c.isspace() for c in email):
-        raise InvalidValue(f"{email!r} is not an email address")
+    email = checked_email(email)
     taken = conn.execute(
         select(admins.c.pk).where(
             admins.c.workspace_pk == workspace_pk, func.lower(admins.c.email) == email.lower()

@@ -59,6 +59,18 @@ def require_workspace(conn: Connection, name: str) -> WorkspaceRef:
     return found
 
 
+def checked_email(email: str) -> str:
+    """An admin's email address as stored: stripped, one word holding an "@".
+
+    Raises:
+        InvalidValue: it is not an address.
+    """
+    email = email.strip()
+    if "@" not in email or len(email) > 320 or any(c.isspace() for c in email):
+        raise InvalidValue(f"{email!r} is not an email address")
+    return email
+
+
 def init_workspace(
     conn: Connection,
     *,
@@ -72,7 +84,7 @@ def init_workspace(
 
     Raises:
         Conflict: a workspace with that name exists already.
-        InvalidValue: the workspace name is empty or too long.
+        InvalidValue: the workspace name is empty or too long, or `admin_email` is no address.
     """
     name = workspace.strip()
     if not name or len(name) > 200:
@@ -86,7 +98,11 @@ def init_workspace(
         .values(id=ws_id, name=name, created=now, send_activation_email=True)
         .returning(workspaces.c.pk)
     ).scalar_one()
-    email = admin_email or f"admin@{name.lower().replace(' ', '-')}.example"
+    email = (
+        checked_email(admin_email)
+        if admin_email is not None
+        else f"admin@{name.lower().replace(' ', '-')}.example"
+    )
     admin_id = new_id()
     admin_pk = conn.execute(
         admins.insert()
