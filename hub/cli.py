@@ -139,6 +139,11 @@ def cmd_db_backup(settings: Settings, args: argparse.Namespace) -> int:
     target = Path(args.path)
     try:
         if make_url(settings.database_url).get_backend_name() == "sqlite":
+            if args.print_only:  # a "dry run" must not write a backup
+                raise CliError(
+                    "--print shows the pg_dump command of a PostgreSQL database; this one is "
+                    "SQLite: `scim-hub db backup PATH` copies it"
+                )
             done = backup.backup_sqlite(settings.database_url, target)
             print(
                 f"backed up {_safe_url(settings.database_url)} to {done.path} ({done.size:,} bytes)"

@@ -188,6 +188,11 @@ def test_backup_refuses_a_missing_database_and_the_database_itself(tmp_path: Pat
     itself = run_cli(["db", "backup", str(tmp_path / "nothing.db")], hub.env, check=False)
     assert itself.returncode == 2
     assert not list(tmp_path.glob(".*partial*"))
+    # `--print` is PostgreSQL's dry run; on SQLite it wrote a backup and said so.
+    printed = run_cli(["db", "backup", str(tmp_path / "b.db"), "--print"], hub.env, check=False)
+    assert printed.returncode == 2
+    assert "--print" in printed.stderr, printed.stderr
+    assert not (tmp_path / "b.db").exists()
 
 
 # --------------------------------------------------------------------------- PostgreSQL
