@@ -89,11 +89,10 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     os.environ["SCIM_HUB_DATABASE_URL"] = settings.database_url
     # Each worker enforces its share of the rate limits.
     os.environ["SCIM_HUB_WORKERS"] = str(workers)
-    base_url = settings.base_url
-    if "SCIM_HUB_BASE_URL" not in os.environ and not os.environ.get("SCIM_HUB_CONFIG"):
-        # No public URL configured: links and meta.location point where we listen.
-        base_url = listen_url(host, port)
-        os.environ["SCIM_HUB_BASE_URL"] = base_url
+    # No base URL configured (variable or file): links and meta.location point where we listen,
+    # --host and --port included. The workers read it from the environment.
+    base_url = load_settings(host=args.host, port=args.port).base_url
+    os.environ["SCIM_HUB_BASE_URL"] = base_url
     print(f"scim-hub serving on {listen_url(host, port)} (SCIM at {base_url}/scim/v2)")
     options: dict[str, Any] = {
         "app": "hub.asgi:create",

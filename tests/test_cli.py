@@ -24,9 +24,17 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.server import hub_environ, run_cli
+from tests.server import (
+    _wait_until_healthy,
+    cli_command,
+    free_port,
+    hub_environ,
+    run_cli,
+    stop_process,
+)
 
 BASE_URL = "http://testserver.local"
 USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -469,6 +477,39 @@ def test_a_port_alone_moves_the_tenant_url(sqlite_cli: Cli, tmp_path: Path, wher
         ["init", "--workspace", "other", "--json"], {**env, "SCIM_HUB_BASE_URL": BASE_URL}
     )
     assert json.loads(configured.stdout)["tenant_url"] == f"{BASE_URL}/scim/v2"
+
+
+def test_serve_port_moves_the_urls_of_a_hub_configured_by_file(tmp_path: Path) -> None:
+    """A TOML file without `base_url`, and `serve --port`: `meta.location` named the file's
+    port, where nothing listened."""
+    config = tmp_path / "hub.toml"
+    config.write_text("port = 1\n")
+    env = hub_environ(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", "unused")
+    del env["SCIM_HUB_BASE_URL"]
+    env["SCIM_HUB_CONFIG"] = str(config)
+    run_cli(["db", "upgrade"], env)
+    token = json.loads(run_cli(["init", "--workspace", "acme", "--json"], env).stdout)["token"]
+    port = free_port()
+    stderr = tmp_path / "server.stderr"
+    with stderr.open("wb") as errors:
+        server = subprocess.Popen(
+            [*cli_command(), "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        _wait_until_healthy(f"http://127.0.0.1:{port}", server, stderr)
+        created = httpx.post(
+            f"http://127.0.0.1:{port}/scim/v2/Users",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"},
+            json={"schemas": [USER_URN], "userName": "ada@example.com"},
+        )
+    finally:
+        stop_process(server)
+    assert created.status_code == 201, created.text
+    assert created.json()["meta"]["location"].startswith(f"http://127.0.0.1:{port}/scim/v2/")
 
 
 @pytest.mark.parametrize(
