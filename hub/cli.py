@@ -93,6 +93,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     # --host and --port included. The workers read it from the environment.
     base_url = load_settings(host=args.host, port=args.port).base_url
     os.environ["SCIM_HUB_BASE_URL"] = base_url
+    _check_listening(host, port)
     print(f"scim-hub serving on {listen_url(host, port)} (SCIM at {base_url}/scim/v2)")
     options: dict[str, Any] = {
         "app": "hub.asgi:create",
@@ -116,6 +117,20 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from exc
     uvicorn.run(workers=workers, **options)
     return 0
+
+
+def _check_listening(host: str, port: int) -> None:
+    """Stop with one line when `host:port` cannot be listened on, before saying "serving".
+
+    A taken port (`make run` next to another server on 8000) printed "serving on …" and then
+    uvicorn's own error.
+    """
+    from hub.serving import PortTaken, listening_socket
+
+    try:
+        listening_socket(host, port, share=False).close()
+    except PortTaken as exc:
+        raise CliError(f"{exc} (another port: --port or SCIM_HUB_PORT)") from exc
 
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:

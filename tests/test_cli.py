@@ -512,6 +512,22 @@ def test_serve_port_moves_the_urls_of_a_hub_configured_by_file(tmp_path: Path) -
     assert created.json()["meta"]["location"].startswith(f"http://127.0.0.1:{port}/scim/v2/")
 
 
+def test_serve_on_a_taken_port_says_so_in_one_line(sqlite_cli: Cli) -> None:
+    """It printed "scim-hub serving on …", then uvicorn's "ERROR: [Errno 98] …" (status 3)."""
+    runner = Cli(sqlite_cli.database_url, process=True)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = runner("serve", "--port", str(port), check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        f"scim-hub: cannot listen on 127.0.0.1:{port}: Address already in use "
+        "(another port: --port or SCIM_HUB_PORT)\n"
+    )
+    assert "serving" not in result.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [
