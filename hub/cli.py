@@ -18,7 +18,13 @@ from hub.core import connectors, tenants, tokens
 from hub.core.clock import to_iso
 from hub.core.database import open_database
 from hub.core.errors import ScimError
-from hub.settings import Settings, SettingsError, listen_url, load_settings
+from hub.settings import (
+    Settings,
+    SettingsError,
+    listen_url,
+    load_settings,
+    unknown_variables,
+)
 
 T = TypeVar("T")
 
@@ -635,6 +641,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"scim-hub: bad setting: {exc}", file=sys.stderr)
         return 2
+    for name in unknown_variables(os.environ):  # SCIM_HUB_SMTP_SERVER would silently mean no SMTP
+        print(
+            f"scim-hub: {name} is not a setting (ignored); see README, Configuration",
+            file=sys.stderr,
+        )
     try:
         from hub.logging import configure_logging
 

@@ -117,6 +117,23 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     return settings
 
 
+#: `SCIM_HUB_*` variables that are not settings of the struct: the settings file, plugin settings,
+#: and the test suite's own knobs (SCIM_HUB_TEST_*, SCIM_HUB_UPDATE_SCREENSHOTS).
+_NOT_SETTINGS = ("CONFIG", "PLUGIN_", "TEST_", "UPDATE_SCREENSHOTS")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """The `SCIM_HUB_*` variables in `environ` that name no setting (a misspelt one is ignored)."""
+    known = {field.name.upper() for field in msgspec.structs.fields(Settings)}
+    return sorted(
+        name
+        for name in environ
+        if name.startswith(ENV_PREFIX)
+        and name.removeprefix(ENV_PREFIX) not in known
+        and not name.removeprefix(ENV_PREFIX).startswith(_NOT_SETTINGS)
+    )
+
+
 def _read_config(config_file: str) -> dict[str, Any]:
     """The settings of the TOML file `SCIM_HUB_CONFIG` names; keys are known settings' names."""
     try:

@@ -398,6 +398,23 @@ def test_an_unknown_key_in_the_settings_file_is_named(sqlite_cli: Cli, tmp_path:
     assert "no workspace named 'acme'" in listed.stderr, "nothing is created"
 
 
+def test_a_variable_that_names_no_setting_is_reported(sqlite_cli: Cli) -> None:
+    """SCIM_HUB_SMTP_SERVER (for SCIM_HUB_SMTP_HOST) was ignored without a word: emails went to
+    .eml files. Plugin settings, the settings file and the suite's own knobs are not reported."""
+    result = sqlite_cli(
+        "init",
+        "--workspace",
+        "acme",
+        SCIM_HUB_SMTP_SERVER="mail.example.com",
+        SCIM_HUB_PLUGIN_OKTA_X="1",
+        SCIM_HUB_TEST_ROUNDS="3",
+    )
+    assert result.stderr.splitlines() == [
+        "scim-hub: SCIM_HUB_SMTP_SERVER is not a setting (ignored); see README, Configuration"
+    ]
+    assert "token:" in result.stdout
+
+
 def test_serve_over_a_database_it_cannot_open_says_so(tmp_path: Path) -> None:
     """`scim-hub serve` over a SQLite file it cannot open (here: in a missing directory; a
     read-only file system does the same) names that cause, not a missing migration."""
