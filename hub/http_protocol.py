@@ -91,6 +91,20 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if cycle.waiting_for_100_continue:
             cycle.send = _closing_unless_continued(cycle)  # type: ignore[method-assign]
 
+    def eof_received(self) -> bool | None:  # type: ignore[override]
+        """The client half-closed: answer the request it sent whole, then close.
+
+        uvicorn returns None, so the transport closed at once and the request already read went
+        on without anyone to answer: a POST created its user and the 201 was never sent. A client
+        may shut down its sending side after its request and still read the answer (RFC 9112
+        §9.6); only a request cut short (a head or body never finished) cannot be answered.
+        """
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or cycle.more_body:
+            return None
+        cycle.keep_alive = False
+        return True
+
 
 def _closing_unless_continued(cycle: Any) -> Any:
     """The cycle's `send`, closing the connection if the answer comes before 100 Continue.

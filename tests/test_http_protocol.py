@@ -261,3 +261,54 @@ async def test_the_transport_joins_a_head_to_its_body_and_holds_a_read_to_the_en
     await asyncio.sleep(0)
     assert sock.writes[-1] == b"bye"
     assert transport.get_extra_info("peername") == "info:peername"
+
+
+def test_a_client_that_half_closes_after_its_request_gets_the_answer(
+    live_server: LiveServer,
+) -> None:
+    """A client may shut down its sending side once its request is written (RFC 9112 §9.6).
+    The transport closed at once: the POST's user was created and its 201 never sent."""
+    client = RawClient(live_server)
+    try:
+        client.send(
+            client.request_bytes("POST", "/Users", json.dumps(_user("fin@example.com")).encode())
+        )
+        client.sock.shutdown(socket.SHUT_WR)
+        created = client.read()
+        assert created.status == 201
+        assert created.json()["userName"] == "fin@example.com"
+        assert created.headers["connection"] == "close"
+        assert client.sock.recv(1) == b""
+    finally:
+        client.close()
+    # Pipelined reads then the FIN: every one answered, in order, then the end of the stream.
+    client = RawClient(live_server)
+    try:
+        user_id = created.json()["id"]
+        client.send(
+            client.request_bytes("GET", f"/Users/{user_id}")
+            + client.request_bytes("HEAD", f"/Users/{user_id}")
+            + client.request_bytes("GET", "/ServiceProviderConfig")
+        )
+        client.sock.shutdown(socket.SHUT_WR)
+        assert client.read().json()["id"] == user_id
+        assert client.read(head_only=True).status == 200
+        assert client.read().status == 200
+        assert client.sock.recv(1) == b""
+    finally:
+        client.close()
+    # A body cut short by the FIN cannot be answered: the connection closes, nothing is created.
+    client = RawClient(live_server)
+    try:
+        body = json.dumps(_user("cut@example.com")).encode()
+        client.send(client.request_bytes("POST", "/Users", body)[:-5])
+        client.sock.shutdown(socket.SHUT_WR)
+        assert client.sock.recv(1) == b""
+    finally:
+        client.close()
+    found = httpx.get(
+        f"{live_server.tenant_url}/Users",
+        params={"filter": 'userName eq "cut@example.com"'},
+        headers={"Authorization": f"Bearer {live_server.token}"},
+    )
+    assert found.json()["totalResults"] == 0
