@@ -82,6 +82,28 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._coalescing = _CoalescingTransport(transport, self.loop)
         wrapped: Any = self._coalescing
         super().connection_made(wrapped)
+        self._time_the_client()
+
+    def data_received(self, data: bytes) -> None:
+        """Parse as uvicorn does; while the client still owes bytes of a request, time it.
+
+        uvicorn times a connection only between a response and the next request, so one that
+        never sent a byte, or stopped in the middle of a head or a body (a client that died, a
+        dropped NAT entry, a slowloris), held its socket and file descriptor for ever. Silence
+        of `timeout_keep_alive` seconds (5) while a request is owed now closes it too; bytes
+        that keep coming, however slowly, reset the clock.
+        """
+        super().data_received(data)
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or cycle.more_body:
+            self._time_the_client()
+
+    def _time_the_client(self) -> None:
+        """Close the connection unless the client sends something within the keep-alive timeout."""
+        if self.timeout_keep_alive_task is None and not self.transport.is_closing():
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     def on_headers_complete(self) -> None:
         """Start the request as uvicorn does; a read's response is held to the end of the turn."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -312,3 +313,36 @@ def test_a_client_that_half_closes_after_its_request_gets_the_answer(
         headers={"Authorization": f"Bearer {live_server.token}"},
     )
     assert found.json()["totalResults"] == 0
+
+
+def test_a_client_that_stops_sending_is_closed_and_a_slow_one_is_not(
+    live_server: LiveServer,
+) -> None:
+    """uvicorn timed a connection only between requests: one that never sent a byte, or stopped
+    inside a head or a body, held its socket for ever. Silence of the keep-alive timeout (5 s)
+    while a request is owed now closes it; bytes arriving slowly keep it open."""
+    silent = RawClient(live_server)
+    in_head = RawClient(live_server)
+    in_head.send(in_head.request_bytes("GET", "/Users")[:30])
+    in_body = RawClient(live_server)
+    body = json.dumps(_user("stalled@example.com")).encode()
+    in_body.send(in_body.request_bytes("POST", "/Users", body)[:-10])
+    slow = RawClient(live_server)
+    try:
+        request = slow.request_bytes(
+            "POST", "/Users", json.dumps(_user("slow@example.com")).encode()
+        )
+        pieces = [
+            request[i : i + len(request) // 4 + 1]
+            for i in range(0, len(request), len(request) // 4 + 1)
+        ]
+        for piece in pieces:  # 4 pieces 1.8 s apart: longer than the timeout, never silent as long
+            slow.send(piece)
+            time.sleep(1.8)
+        assert slow.read().status == 201
+        for stalled in (silent, in_head, in_body):
+            stalled.sock.settimeout(3)
+            assert stalled.sock.recv(1) == b"", "the server closed the stalled connection"
+    finally:
+        for client in (silent, in_head, in_body, slow):
+            client.close()
