@@ -16,11 +16,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from hub.core.schema import ERROR_SCHEMA
 
 _READS = frozenset({"GET", "HEAD"})
 #: a response this big goes out at once: its reader has work to do with it (a page of 100 users)
 _LARGE = 16 * 1024
+#: The most a request line and headers may take (nginx allows 32 KiB; an IdP sends under 2 KiB)
+_MAX_HEAD = 64 * 1024
+#: How long a refused client may go on sending (dropped) before its socket is closed
+_LINGER_S = 2.0
 
 
 class _CoalescingTransport:
@@ -31,7 +38,7 @@ class _CoalescingTransport:
     other follows (a HEAD response, a 100 Continue) goes out when the turn ends.
     """
 
-    __slots__ = ("_held", "_loop", "_transport", "to_end_of_turn")
+    __slots__ = ("_held", "_loop", "_transport", "lingering", "to_end_of_turn")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         self._transport = transport
@@ -39,6 +46,8 @@ class _CoalescingTransport:
         self._held: bytes | None = None
         #: hold every write to the end of the turn (set per request by the protocol)
         self.to_end_of_turn = False
+        #: the last answer is written: what the client still sends is dropped (see `linger`)
+        self.lingering = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Hold `data`, or write it joined to what is held (see the class)."""
@@ -61,8 +70,24 @@ class _CoalescingTransport:
             self._send(held)
 
     def _send(self, data: bytes) -> None:
-        if not self._transport.is_closing():
+        # After `linger` the stream is ended: an answer still running is dropped.
+        if not self._transport.is_closing() and not self.lingering:
             self._transport.write(data)
+
+    def linger(self, last: bytes) -> None:
+        """Write what is held and `last`, then a FIN; close after `_LINGER_S` at most.
+
+        Until then `data_received` drops what arrives (see `CoalescingHttpToolsProtocol`).
+        """
+        self._flush()
+        self.lingering = True
+        transport = self._transport
+        if transport.is_closing():
+            return
+        transport.write(last)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._loop.call_later(_LINGER_S, transport.close)
 
     def close(self) -> None:
         """Write what is held, then close (uvicorn closes right after a `Connection: close`)."""
@@ -76,6 +101,9 @@ class _CoalescingTransport:
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """`HttpToolsProtocol` over a transport that writes each response in one call."""
+
+    #: bytes of the head being read, in the reads that began inside it (see `_count_head`)
+    _head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Wrap the connection's transport, then set up as uvicorn does."""
@@ -93,10 +121,58 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         of `timeout_keep_alive` seconds (5) while a request is owed now closes it too; bytes
         that keep coming, however slowly, reset the clock.
         """
+        if self._coalescing.lingering:
+            return
+        scope = self.scope
+        in_head = scope is not None and (self.cycle is None or self.cycle.scope is not scope)
         super().data_received(data)
+        if self.scope is not None and (self.cycle is None or self.cycle.scope is not self.scope):
+            self._count_head(len(data) if in_head and self.scope is scope else 0)
         cycle = self.cycle
         if cycle is None or cycle.response_complete or cycle.more_body:
             self._time_the_client()
+
+    def _count_head(self, size: int) -> None:
+        """Refuse a request whose head has grown past `_MAX_HEAD` (414 for its URL, else 431).
+
+        httptools sets no limit: a client could send headers until the process ran out of
+        memory (a 10 MB header was read and answered 200). Counted are the reads that begin
+        and end inside one head, so a head may pass the limit by at most the one read that
+        began it (256 KiB), and no byte of another request is ever counted.
+        """
+        self._head_bytes = self._head_bytes + size if size else 0
+        if self._head_bytes > _MAX_HEAD:
+            if len(self.url) > _MAX_HEAD // 2:
+                self._refuse(414, "URI Too Long", "the URL is longer than the server accepts")
+            else:
+                self._refuse(
+                    431,
+                    "Request Header Fields Too Large",
+                    f"the request line and headers are longer than the {_MAX_HEAD} bytes the "
+                    "server accepts",
+                )
+
+    def _refuse(self, status: int, reason: str, detail: str) -> None:
+        """Answer a request the app never sees with a SCIM Error, then end the connection.
+
+        The client is likely still sending: closing a socket with unread bytes resets it, and
+        the reset can reach the client before it reads the answer. So the answer goes out with a
+        FIN, what the client still sends is read and dropped, and the socket closes when the
+        client closes its side or after `_LINGER_S` seconds.
+        """
+        body = msgspec.json.encode(
+            {"schemas": [ERROR_SCHEMA], "status": str(status), "detail": detail}
+        )
+        head = [f"HTTP/1.1 {status} {reason}".encode()]
+        head += [name + b": " + value for name, value in self.server_state.default_headers]
+        head += [
+            b"content-type: application/scim+json",
+            f"content-length: {len(body)}".encode(),
+            b"connection: close",
+        ]
+        self._unset_keepalive_if_required()
+        self.flow.resume_reading()
+        self._coalescing.linger(b"\r\n".join(head) + b"\r\n\r\n" + body)
 
     def _time_the_client(self) -> None:
         """Close the connection unless the client sends something within the keep-alive timeout."""
@@ -122,7 +198,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         §9.6); only a request cut short (a head or body never finished) cannot be answered.
         """
         cycle = self.cycle
-        if cycle is None or cycle.response_complete or cycle.more_body:
+        if (
+            cycle is None
+            or cycle.response_complete
+            or cycle.more_body
+            or self._coalescing.lingering
+        ):
             return None
         cycle.keep_alive = False
         return True

@@ -346,3 +346,53 @@ def test_a_client_that_stops_sending_is_closed_and_a_slow_one_is_not(
     finally:
         for client in (silent, in_head, in_body, slow):
             client.close()
+
+
+def _refused(client: RawClient, request: bytes) -> Response:
+    """Send `request` in 64 KiB writes (stopping if the server ends the stream), read the answer."""
+    try:
+        for start in range(0, len(request), 65536):
+            client.send(request[start : start + 65536])
+    except OSError:
+        pass  # refused mid-request: the answer is already on its way
+    return client.read()
+
+
+def test_a_head_past_64_kib_is_refused_with_431_or_414(live_server: LiveServer) -> None:
+    """httptools sets no limit on a request's head: a 10 MB header was read and answered 200.
+    Past 64 KiB the hub now answers a SCIM Error (431, or 414 for the URL) and closes."""
+    client = RawClient(live_server)
+    try:
+        # A head under the limit, sent in pieces, is served; the connection goes on.
+        request = client.request_bytes(
+            "GET", "/ServiceProviderConfig", headers={"X-Pad": "p" * 60_000}
+        )
+        for start in range(0, len(request), 4096):
+            client.send(request[start : start + 4096])
+        assert client.read().status == 200
+        # One header of 1 MB, on the same connection, after a request still being answered.
+        client.send(client.request_bytes("GET", "/ServiceProviderConfig"))
+        before = _refused(
+            client, client.request_bytes("GET", "/Users", headers={"X-Big": "b" * 1_000_000})
+        )
+        assert before.status == 200, "the request before it is answered whole"
+        refused = client.read()
+        assert refused.status == 431
+        assert refused.headers["content-type"] == SCIM
+        assert refused.headers["connection"] == "close"
+        assert refused.json()["status"] == "431"
+        assert client.sock.recv(1) == b""
+    finally:
+        client.close()
+    for path, headers, status in (
+        ("/Users?filter=" + "u" * 300_000, {}, 414),
+        ("/Users", {f"X-{i}": "many" for i in range(20_000)}, 431),
+    ):
+        client = RawClient(live_server)
+        try:
+            answer = _refused(client, client.request_bytes("GET", path, headers=headers))
+            assert answer.status == status
+            assert answer.json()["detail"]
+            assert client.sock.recv(1) == b""
+        finally:
+            client.close()
