@@ -152,6 +152,23 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                     "server accepts",
                 )
 
+    def send_400_response(self, msg: str) -> None:
+        """Answer a request httptools cannot parse with a SCIM Error instead of uvicorn's text.
+
+        A malformed request line, header or body framing (chunk sizes, two Content-Lengths,
+        Content-Length with Transfer-Encoding) never reaches the app; uvicorn answered it in
+        `text/plain` and closed at once. A URL past what httptools can split (64 KiB) is a 414.
+        """
+        if len(getattr(self, "url", b"")) > 0xFFFF:
+            self._refuse(414, "URI Too Long", "the URL is longer than the server accepts")
+            return
+        self._refuse(
+            400,
+            "Bad Request",
+            "the request is not valid HTTP/1.1 (RFC 9112): its request line, a header, or the "
+            "framing of its body (Content-Length, Transfer-Encoding, chunk sizes) is malformed",
+        )
+
     def _refuse(self, status: int, reason: str, detail: str) -> None:
         """Answer a request the app never sees with a SCIM Error, then end the connection.
 

@@ -395,3 +395,26 @@ def test_a_head_past_64_kib_is_refused_with_431_or_414(live_server: LiveServer) 
             assert client.sock.recv(1) == b""
         finally:
             client.close()
+
+
+def test_a_request_httptools_cannot_parse_is_a_scim_400(live_server: LiveServer) -> None:
+    """uvicorn answered malformed HTTP in text/plain; every error is a SCIM Error document."""
+    malformed = (
+        b"GARBAGE\r\n\r\n",
+        b"GET /scim/v2/Users HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n",
+        b"GET /scim/v2/Users\x00 HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n"
+        b"\r\nabcdef",
+        b"POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    )
+    for request in malformed:
+        client = RawClient(live_server)
+        try:
+            client.send(request)
+            answer = client.read()
+            assert answer.status == 400, request
+            assert answer.headers["content-type"] == SCIM
+            assert answer.json()["status"] == "400"
+            assert client.sock.recv(1) == b""
+        finally:
+            client.close()
