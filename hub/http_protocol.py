@@ -104,6 +104,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     #: bytes of the head being read, in the reads that began inside it (see `_count_head`)
     _head_bytes = 0
+    #: the SCIM Error refusing what the client sent last, once given (see `_refuse`)
+    _refusal: bytes | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Wrap the connection's transport, then set up as uvicorn does."""
@@ -121,13 +123,15 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         of `timeout_keep_alive` seconds (5) while a request is owed now closes it too; bytes
         that keep coming, however slowly, reset the clock.
         """
-        if self._coalescing.lingering:
-            return
+        if self._refusal is not None:
+            return  # refused: what follows is dropped
         scope = self.scope
         in_head = scope is not None and (self.cycle is None or self.cycle.scope is not scope)
         super().data_received(data)
         if self.scope is not None and (self.cycle is None or self.cycle.scope is not self.scope):
             self._count_head(len(data) if in_head and self.scope is scope else 0)
+        if self._refusal is not None:
+            return
         cycle = self.cycle
         if cycle is None or cycle.response_complete or cycle.more_body:
             self._time_the_client()
@@ -172,6 +176,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, reason: str, detail: str) -> None:
         """Answer a request the app never sees with a SCIM Error, then end the connection.
 
+        Requests received whole before it are answered first: uvicorn wrote the refusal and
+        closed at once, so a POST pipelined before malformed bytes created its user unanswered.
         The client is likely still sending: closing a socket with unread bytes resets it, and
         the reset can reach the client before it reads the answer. So the answer goes out with a
         FIN, what the client still sends is read and dropped, and the socket closes when the
@@ -187,9 +193,20 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             f"content-length: {len(body)}".encode(),
             b"connection: close",
         ]
+        self._refusal = b"\r\n".join(head) + b"\r\n\r\n" + body
         self._unset_keepalive_if_required()
         self.flow.resume_reading()
-        self._coalescing.linger(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        cycle = self.cycle
+        # A request whose body is unfinished cannot be answered; one received whole can.
+        if cycle is None or cycle.response_complete or cycle.more_body:
+            self._coalescing.linger(self._refusal)
+
+    def on_response_complete(self) -> None:
+        """Go on as uvicorn does; after the last answer owed before a refusal, send the refusal."""
+        super().on_response_complete()
+        if self._refusal is not None and not self.pipeline and self.cycle.response_complete:
+            self._unset_keepalive_if_required()
+            self._coalescing.linger(self._refusal)
 
     def _time_the_client(self) -> None:
         """Close the connection unless the client sends something within the keep-alive timeout."""

@@ -418,3 +418,30 @@ def test_a_request_httptools_cannot_parse_is_a_scim_400(live_server: LiveServer)
             assert client.sock.recv(1) == b""
         finally:
             client.close()
+
+
+def test_requests_received_whole_before_a_refused_one_are_answered_first(
+    live_server: LiveServer,
+) -> None:
+    """uvicorn wrote its 400 and closed at once: a POST pipelined before malformed bytes (or a
+    head past 64 KiB) created its user, and its 201 was never sent."""
+    for index, tail in enumerate(
+        (
+            b"GARBAGE\r\n\r\n",
+            b"GET /scim/v2/Users HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 400_000 + b"\r\n\r\n",
+        )
+    ):
+        client = RawClient(live_server)
+        try:
+            first = json.dumps(_user(f"before-refusal-{index}@example.com")).encode()
+            answers = [client.call("GET", "/ServiceProviderConfig")]  # the connection is warm
+            request = client.request_bytes("POST", "/Users", first) + client.request_bytes(
+                "GET", "/ServiceProviderConfig"
+            )
+            answers.append(_refused(client, request + tail))
+            answers += [client.read(), client.read()]
+            assert [a.status for a in answers] == [200, 201, 200, 400 if index == 0 else 431]
+            assert answers[1].json()["userName"] == f"before-refusal-{index}@example.com"
+            assert client.sock.recv(1) == b""
+        finally:
+            client.close()
