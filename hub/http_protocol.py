@@ -248,12 +248,19 @@ def _closing_unless_continued(cycle: Any) -> Any:
 
     A client that sent `Expect: 100-continue` and got a final answer (401, 404, 413…) instead
     may never send its body (RFC 9110 §10.1.1), so the connection cannot go on: uvicorn would
-    read the next request's bytes as that body. `Connection: close` says so.
+    read the next request's bytes as that body. `Connection: close` says so. A request whose
+    body has begun to arrive, or that has none (a GET with the header), leaves the connection
+    in step: it stays open (it was closed after every such GET).
     """
     send = cycle.send
 
     async def closing_send(message: Any) -> None:
-        if message["type"] == "http.response.start" and cycle.waiting_for_100_continue:
+        if (
+            message["type"] == "http.response.start"
+            and cycle.waiting_for_100_continue
+            and cycle.more_body
+            and not cycle.body
+        ):
             cycle.keep_alive = False
         await send(message)
 

@@ -445,3 +445,25 @@ def test_requests_received_whole_before_a_refused_one_are_answered_first(
             assert client.sock.recv(1) == b""
         finally:
             client.close()
+
+
+def test_expect_100_continue_without_a_body_to_wait_for_keeps_the_connection(
+    live_server: LiveServer,
+) -> None:
+    """A GET carrying `Expect: 100-continue`, or a POST whose body came without waiting for the
+    100, leaves nothing unread: the connection was closed after each, now it goes on."""
+    client = RawClient(live_server)
+    try:
+        got = client.call("GET", "/ServiceProviderConfig", Expect="100-continue")
+        assert got.status == 200
+        assert "connection" not in got.headers
+        body = json.dumps(_user("eager@example.com")).encode()
+        client.send(
+            client.request_bytes("POST", "/ServiceProviderConfig", body, {"Expect": "100-continue"})
+        )
+        refused = client.read()
+        assert refused.status == 405
+        assert "connection" not in refused.headers
+        assert client.call("GET", "/ServiceProviderConfig").status == 200
+    finally:
+        client.close()
