@@ -9,6 +9,7 @@ reach it, and when.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import socket
 import time
@@ -465,5 +466,22 @@ def test_expect_100_continue_without_a_body_to_wait_for_keeps_the_connection(
         assert refused.status == 405
         assert "connection" not in refused.headers
         assert client.call("GET", "/ServiceProviderConfig").status == 200
+    finally:
+        client.close()
+
+
+def test_a_compressed_body_is_a_415_naming_its_content_coding(live_server: LiveServer) -> None:
+    """The hub decodes no content coding: a gzip body was a 400 "not valid JSON: invalid
+    character (byte 0)"; RFC 9110 §15.5.16 answers it 415 with `Accept-Encoding`."""
+    body = gzip.compress(json.dumps(_user("gzipped@example.com")).encode())
+    client = RawClient(live_server)
+    try:
+        client.send(client.request_bytes("POST", "/Users", body, {"Content-Encoding": "gzip"}))
+        refused = client.read()
+        assert refused.status == 415
+        assert refused.headers["accept-encoding"] == "identity"
+        assert "Content-Encoding 'gzip'" in refused.json()["detail"]
+        found = client.call("GET", '/Users?filter=userName%20eq%20"gzipped@example.com"')
+        assert found.json()["totalResults"] == 0, "nothing was created"
     finally:
         client.close()

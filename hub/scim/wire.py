@@ -83,6 +83,8 @@ class UnsupportedMediaType(ScimError):
     """The request body is not JSON (RFC 7644 §3.1 uses application/scim+json)."""
 
     status = 415
+    #: response headers (`Accept-Encoding` for a content coding the hub does not decode)
+    headers: dict[str, str] | None = None
 
 
 class NotAcceptable(ScimError):
@@ -126,6 +128,7 @@ async def read_json(request: Request[Any, Any, Any]) -> JSON:
     try:
         body = _decode(raw)
     except NOT_JSON as exc:
+        _refuse_content_coding(request)
         raise InvalidSyntax(f"the request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidSyntax("the request body must be a JSON object")
@@ -133,6 +136,25 @@ async def read_json(request: Request[Any, Any, Any]) -> JSON:
         raise InvalidSyntax(f"the request body nests values more than {MAX_DEPTH} levels deep")
     refuse_nul(raw, body)
     return body
+
+
+def _refuse_content_coding(request: Request[Any, Any, Any]) -> None:
+    """Name a compressed body for what it is, rather than as JSON with a bad first byte.
+
+    The hub decodes no content coding; RFC 9110 §15.5.16 answers one with 415 and
+    `Accept-Encoding`. Asked only once the body has failed to decode, so a plain body
+    costs nothing more.
+
+    Raises:
+        UnsupportedMediaType: the request has a Content-Encoding other than identity.
+    """
+    coding = header(request, "content-encoding")
+    if coding and coding.strip().lower() != "identity":
+        error = UnsupportedMediaType(
+            f"Content-Encoding {coding!r} is not supported; send the body uncompressed"
+        )
+        error.headers = {"Accept-Encoding": "identity"}
+        raise error
 
 
 def too_deep(value: Any, limit: int) -> bool:
