@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httptools
 import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -28,6 +29,8 @@ _LARGE = 16 * 1024
 _MAX_HEAD = 64 * 1024
 #: How long a refused client may go on sending (dropped) before its socket is closed
 _LINGER_S = 2.0
+#: header names, and `Connection` tokens, that offer an upgrade
+_UPGRADING = frozenset({b"upgrade", b"http2-settings"})
 
 
 class _CoalescingTransport:
@@ -106,6 +109,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     _head_bytes = 0
     #: the SCIM Error refusing what the client sent last, once given (see `_refuse`)
     _refusal: bytes | None = None
+    #: the request being parsed again without its `Upgrade` (see `_parse_without_upgrade`)
+    _replaying: Any = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Wrap the connection's transport, then set up as uvicorn does."""
@@ -127,7 +132,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             return  # refused: what follows is dropped
         scope = self.scope
         in_head = scope is not None and (self.cycle is None or self.cycle.scope is not scope)
-        super().data_received(data)
+        self._unset_keepalive_if_required()
+        self._feed(data)
         if self.scope is not None and (self.cycle is None or self.cycle.scope is not self.scope):
             self._count_head(len(data) if in_head and self.scope is scope else 0)
         if self._refusal is not None:
@@ -135,6 +141,47 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is None or cycle.response_complete or cycle.more_body:
             self._time_the_client()
+
+    def _feed(self, data: bytes) -> None:
+        """Parse `data` as uvicorn's `data_received` does, but go on past an unused Upgrade."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            elif self.scope["method"] == "CONNECT":  # a tunnel, Upgrade or not: parsed again, ever
+                self.send_400_response("CONNECT is not served.")
+            else:
+                self._parse_without_upgrade(data[upgrade.args[0] :])
+
+    def _parse_without_upgrade(self, rest: bytes) -> None:
+        """Serve a request offering an Upgrade the hub does not take (h2c) as plain HTTP/1.1.
+
+        JDK's HttpClient offers `Upgrade: h2c` on its first request over http://, a POST
+        included; curl --http2 does too. httptools stops parsing at the end of such a head and
+        hands over the bytes after it, so uvicorn gave the app an empty body (POST /Users
+        answered 400 "the request body is empty") and dropped them with any pipelined request
+        (uvicorn#2722). A server may ignore an Upgrade (RFC 9110 §7.8): the request's cycle is
+        taken back (its task has not run yet), and its head, without the upgrade, goes to a
+        new parser followed by `rest`, so the body reaches the cycle and what follows is parsed.
+        """
+        cycle = self.cycle
+        cycle.more_body = True
+        cycle.message_event.clear()
+        head = [f"{self.scope['method']} ".encode() + self.url + b" HTTP/1.1"]
+        for name, value in self.headers:
+            if name == b"connection":
+                tokens = [t for t in value.split(b",") if t.strip().lower() not in _UPGRADING]
+                value = b",".join(tokens)
+            if value and name not in _UPGRADING:
+                head.append(name + b": " + value)
+        self._replaying = cycle
+        self.parser = httptools.HttpRequestParser(self)
+        self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
+        self._feed(b"\r\n".join(head) + b"\r\n\r\n" + rest)
 
     def _count_head(self, size: int) -> None:
         """Refuse a request whose head has grown past `_MAX_HEAD` (414 for its URL, else 431).
@@ -217,6 +264,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         """Start the request as uvicorn does; a read's response is held to the end of the turn."""
+        replaying = self._replaying
+        if replaying is not None:  # the head of a request already started, parsed again
+            self._replaying = None
+            self.scope = replaying.scope
+            return
         super().on_headers_complete()
         self._coalescing.to_end_of_turn = self.scope["method"] in _READS
         cycle = self.cycle

@@ -486,3 +486,39 @@ def test_a_compressed_body_is_a_415_naming_its_content_coding(live_server: LiveS
         assert found.json()["totalResults"] == 0, "nothing was created"
     finally:
         client.close()
+
+
+_H2C = {"Connection": "Upgrade, HTTP2-Settings", "Upgrade": "h2c", "HTTP2-Settings": "AAEAAEAA"}
+
+
+def test_a_request_offering_h2c_is_served_as_http_1_1_body_and_all(
+    live_server: LiveServer,
+) -> None:
+    """JDK's HttpClient offers `Upgrade: h2c` on its first request over http://, a POST
+    included. httptools stopped at the head: the POST reached the app with an empty body (400)
+    and a request pipelined after it was never answered (uvicorn#2722)."""
+    client = RawClient(live_server)
+    try:
+        body = json.dumps(_user("java@example.com")).encode()
+        client.send(
+            client.request_bytes("POST", "/Users", body, _H2C)
+            + client.request_bytes("GET", "/ServiceProviderConfig")
+        )
+        created = client.read()
+        assert created.status == 201, created.body
+        assert created.json()["userName"] == "java@example.com"
+        assert client.read().status == 200
+        # Chunked, with the upgrade offered again, then a read on the same connection.
+        body = json.dumps(_user("java-chunked@example.com")).encode()
+        chunked = {**_H2C, "Transfer-Encoding": "chunked", "Content-Type": SCIM}
+        client.send(
+            client.request_bytes("POST", "/Users", headers=chunked)
+            + f"{len(body):x}\r\n".encode()
+            + body
+            + b"\r\n0\r\n\r\n"
+        )
+        assert client.read().json()["userName"] == "java-chunked@example.com"
+        found = client.call("GET", '/Users?filter=userName%20sw%20"java"', **_H2C)
+        assert found.json()["totalResults"] == 2
+    finally:
+        client.close()
