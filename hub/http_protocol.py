@@ -152,7 +152,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         except httptools.HttpParserUpgrade as upgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
-            elif self.scope["method"] == "CONNECT":  # a tunnel, Upgrade or not: parsed again, ever
+            elif self.scope["method"] == "CONNECT":
+                # httptools stops at every CONNECT head: parsed again, it would stop again.
                 self.send_400_response("CONNECT is not served.")
             else:
                 self._parse_without_upgrade(data[upgrade.args[0] :])
