@@ -13,6 +13,7 @@ import gzip
 import json
 import socket
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -321,6 +322,9 @@ def test_a_client_that_stops_sending_is_closed_and_a_slow_one_is_not(
     """uvicorn timed a connection only between requests: one that never sent a byte, or stopped
     inside a head or a body, held its socket for ever. Silence of the keep-alive timeout (5 s)
     while a request is owed now closes it; bytes arriving slowly keep it open."""
+    descriptors = Path(f"/proc/{live_server.process.pid}/fd")
+    before = len(list(descriptors.iterdir()))
+    crowd = [RawClient(live_server) for _ in range(200)]  # connected, never a byte
     silent = RawClient(live_server)
     in_head = RawClient(live_server)
     in_head.send(in_head.request_bytes("GET", "/Users")[:30])
@@ -341,11 +345,13 @@ def test_a_client_that_stops_sending_is_closed_and_a_slow_one_is_not(
             time.sleep(1.9)
             slow.send(piece)
         assert slow.read().status == 201
-        for stalled in (silent, in_head, in_body):
+        for stalled in (silent, in_head, in_body, *crowd):
             stalled.sock.settimeout(3)
             assert stalled.sock.recv(1) == b"", "the server closed the stalled connection"
+        # Their 200 descriptors are freed: what is left is the slow client's and the database's.
+        assert len(list(descriptors.iterdir())) <= before + 10
     finally:
-        for client in (silent, in_head, in_body, slow):
+        for client in (silent, in_head, in_body, slow, *crowd):
             client.close()
 
 
