@@ -291,6 +291,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             or cycle.more_body
             or self._coalescing.lingering
         ):
+            # Closed through the wrapper: a response that ended in this turn of the loop is
+            # still held, and the socket closing by itself would drop it.
+            self.transport.close()
             return None
         cycle.keep_alive = False
         return True
