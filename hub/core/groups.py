@@ -16,6 +16,7 @@ from sqlalchemy import (
     Connection,
     Integer,
     bindparam,
+    cast,
     delete,
     func,
     literal,
@@ -27,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.types import NullType
 
 import rules
 from hub.core import audit, extensions
@@ -424,7 +426,9 @@ def _probe_each() -> Prepared:
     push of a large group grew with it. A LATERAL subquery with a LIMIT is never turned into a
     join, so it runs once per user, on the key (group_pk, user_pk).
     """
-    users_array = bindparam("b_users", type_=ARRAY(Integer))
+    # Cast in SQL, the parameter untyped: ARRAY's bind processor would keep the statement off
+    # the raw driver path (`Prepared`), and asyncpg encodes a list of ints for INTEGER[] itself.
+    users_array = cast(bindparam("b_users", type_=NullType()), ARRAY(Integer))
     asked = func.unnest(users_array).table_valued("pk").render_derived(name="asked")
     member = (
         select(memberships.c.user_pk)
@@ -435,13 +439,14 @@ def _probe_each() -> Prepared:
     return Prepared(select(member.c.user_pk).select_from(asked).join(member, true()))
 
 
-_PRESENT_EACH = _probe_each()
+#: kept by dialect, as `_ADD_MEMBER`: the statement is PostgreSQL's alone (unnest, INTEGER[])
+_PRESENT_EACH = {"postgresql": _probe_each()}
 
 
 def _present(conn: Connection, group_pk: int, user_pks: Sequence[int]) -> set[int]:
     """The members of the group among `user_pks` (0 is no user's pk: the lists' padding)."""
     if len(user_pks) > 1 and conn.dialect.name == "postgresql":
-        rows = _PRESENT_EACH.all(conn, b_group=group_pk, b_users=list(user_pks))
+        rows = _PRESENT_EACH["postgresql"].all(conn, b_group=group_pk, b_users=list(user_pks))
         return {row.user_pk for row in rows}
     size = 1 if len(user_pks) == 1 else _IDS_CHUNK
     found: set[int] = set()
