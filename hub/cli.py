@@ -112,6 +112,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         "log_level": "warning",
         "access_log": False,
         "lifespan": "on",
+        "timeout_keep_alive": settings.keep_alive_seconds,
     }
     if workers > 1 and hasattr(socket, "SO_REUSEPORT"):
         # A socket per worker, so connections spread over the workers (see hub/serving.py).

@@ -29,6 +29,9 @@ _LARGE = 16 * 1024
 _MAX_HEAD = 64 * 1024
 #: How long a refused client may go on sending (dropped) before its socket is closed
 _LINGER_S = 2.0
+#: Seconds a client may stay silent while it owes a request (its head or body unfinished, or
+#: nothing sent yet on a new connection); the keep-alive timeout between requests is a setting
+_SILENCE_S = 5.0
 #: header names, and `Connection` tokens, that offer an upgrade
 _UPGRADING = frozenset({b"upgrade", b"http2-settings"})
 
@@ -125,8 +128,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         uvicorn times a connection only between a response and the next request, so one that
         never sent a byte, or stopped in the middle of a head or a body (a client that died, a
         dropped NAT entry, a slowloris), held its socket and file descriptor for ever. Silence
-        of `timeout_keep_alive` seconds (5) while a request is owed now closes it too; bytes
-        that keep coming, however slowly, reset the clock.
+        of `_SILENCE_S` seconds (5) while a request is owed now closes it too; bytes that keep
+        coming, however slowly, reset the clock. Between requests uvicorn's keep-alive timeout
+        (`SCIM_HUB_KEEP_ALIVE_SECONDS`) applies.
         """
         if self._refusal is not None:
             return  # refused: what follows is dropped
@@ -257,10 +261,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._coalescing.linger(self._refusal)
 
     def _time_the_client(self) -> None:
-        """Close the connection unless the client sends something within the keep-alive timeout."""
+        """Close the connection unless the client sends something within `_SILENCE_S` seconds."""
         if self.timeout_keep_alive_task is None and not self.transport.is_closing():
             self.timeout_keep_alive_task = self.loop.call_later(
-                self.timeout_keep_alive, self.timeout_keep_alive_handler
+                _SILENCE_S, self.timeout_keep_alive_handler
             )
 
     def on_headers_complete(self) -> None:

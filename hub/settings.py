@@ -33,6 +33,10 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    #: Seconds an idle keep-alive connection stays open between requests. Longer than a load
+    #: balancer's idle timeout (60 s on AWS's ALB), so that the balancer, not the hub, closes an
+    #: idle connection: a hub closing one as a request is sent on it fails that request.
+    keep_alive_seconds: int = 75
     environment: Literal["development", "production"] = "development"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -196,6 +200,7 @@ def _check_ranges(settings: Settings) -> None:
     positive = (
         "port",
         "workers",
+        "keep_alive_seconds",
         "database_pool_size",
         "max_body_bytes",
         "max_results",
