@@ -246,6 +246,12 @@ async def test_init_if_missing_leaves_an_existing_workspace_alone(sqlite_cli: Cl
     assert sqlite_cli.token_ids("acme") == tokens_before
     assert await sqlite_cli.statuses(first["token"]) == [200]
 
+    # Names are stored stripped, so a padded name is the same workspace (it was "exists
+    # already", an error, with --if-missing); other commands find it too.
+    padded = sqlite_cli("init", "--workspace", " acme ", "--if-missing")
+    assert "exists; tenant URL:" in padded.stdout, padded.stdout
+    assert sqlite_cli.token_ids(" acme ") == tokens_before
+
     # Without --if-missing it is an error that names the workspace, not a traceback.
     refused = sqlite_cli("init", "--workspace", "acme", check=False)
     assert refused.returncode != 0

@@ -40,9 +40,12 @@ def tenant_url(base_url: str) -> str:
 
 
 def find_workspace(conn: Connection, name: str) -> WorkspaceRef | None:
-    """Return the workspace called `name`, if any."""
+    """Return the workspace called `name` (as stored: without surrounding spaces), if any."""
+    wanted = name.strip()
     row = conn.execute(
-        select(workspaces.c.pk, workspaces.c.id, workspaces.c.name).where(workspaces.c.name == name)
+        select(workspaces.c.pk, workspaces.c.id, workspaces.c.name).where(
+            workspaces.c.name == wanted
+        )
     ).first()
     return None if row is None else WorkspaceRef(row.pk, row.id, row.name)
 
