@@ -135,16 +135,21 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if self._refusal is not None:
             return  # refused: what follows is dropped
         scope = self.scope
-        in_head = scope is not None and (self.cycle is None or self.cycle.scope is not scope)
+        in_head = self._reading_head()
         self._unset_keepalive_if_required()
         self._feed(data)
-        if self.scope is not None and (self.cycle is None or self.cycle.scope is not self.scope):
+        if self._reading_head():
             self._count_head(len(data) if in_head and self.scope is scope else 0)
         if self._refusal is not None:
             return
         cycle = self.cycle
         if cycle is None or cycle.response_complete or cycle.more_body:
             self._time_the_client()
+
+    def _reading_head(self) -> bool:
+        """Is a request's head being read (its scope begun by httptools, no cycle made for it)?"""
+        scope = self.scope
+        return scope is not None and (self.cycle is None or self.cycle.scope is not scope)
 
     def _feed(self, data: bytes) -> None:
         """Parse `data` as uvicorn's `data_received` does, but go on past an unused Upgrade."""
