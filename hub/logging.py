@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import json
 import logging
 import sys
@@ -13,15 +14,17 @@ from typing import Any, BinaryIO, cast
 
 import msgspec
 import structlog
+from structlog.contextvars import STRUCTLOG_KEY_PREFIX
 from structlog.typing import EventDict
 
-from hub.core.clock import now_us, to_iso
+from hub.core.clock import iso_now
 from hub.settings import Settings
 
 # One JSON line per request is on every request's path: msgspec encodes it in ~1 µs where the
 # standard library's `json.dumps` takes ~5 (a line cost 15 µs, then 10; 7 with one write and
 # `_timestamp`).
 _encode = msgspec.json.Encoder(enc_hook=repr).encode
+_PREFIX_LENGTH = len(STRUCTLOG_KEY_PREFIX)
 
 
 def _json_line(event: Any, **_: Any) -> bytes:
@@ -41,9 +44,9 @@ def _timestamp(_logger: Any, _method: str, event: EventDict) -> EventDict:
     """Add `timestamp`, UTC ISO 8601 to the microsecond, as `meta` renders times.
 
     `TimeStamper` builds a `datetime` and formats all of it for every line (~2 µs of a request's
-    log line); `to_iso` formats only what changed.
+    log line); `iso_now` formats only what changed.
     """
-    event["timestamp"] = to_iso(now_us())
+    event["timestamp"] = iso_now()
     return event
 
 
@@ -143,10 +146,14 @@ class _RequestLines:
     def write(self, fields: dict[str, Any]) -> None:
         """Write `fields` as the `request` event at `info`."""
         fields["event"] = "request"
-        for key, value in structlog.contextvars.get_contextvars().items():
-            fields.setdefault(key, value)  # `merge_contextvars`: the call's own values win
+        # `merge_contextvars` (the call's own values win), reading each variable once where
+        # `get_contextvars` looks each up again by its key.
+        for var, value in contextvars.copy_context().items():
+            name = var.name
+            if name.startswith(STRUCTLOG_KEY_PREFIX) and value is not Ellipsis:
+                fields.setdefault(name[_PREFIX_LENGTH:], value)
         fields["level"] = "info"
-        fields["timestamp"] = to_iso(now_us())
+        fields["timestamp"] = iso_now()
         self._batch.write(_json_line(fields) + b"\n")
 
 

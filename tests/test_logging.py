@@ -11,11 +11,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 import structlog
+from litestar.testing import AsyncTestClient
 
+from hub.app import create_app
+from hub.core.tenants import InitResult
 from hub.logging import configure_logging, log_request
-from hub.settings import load_settings
+from hub.settings import Settings, load_settings
+from tests.conftest import TEST_BASE_URL, ScimClient, user_body
 from tests.hubprocess import HubProcess
 
 # configure_logging binds the test's stderr, which closes after it.
@@ -245,3 +250,66 @@ async def test_a_served_hub_stopped_gracefully_has_logged_every_request(
         if event.get("event") == "request" and "/Users/absent-" in event.get("path", "")
     )
     assert logged == list(range(120))
+
+
+#: a request's line: the middleware's fields, then structlog's event, bound request id, level, time
+_REQUEST_KEYS = [
+    "method",
+    "path",
+    "status",
+    "ms",
+    "workspace",
+    "connector",
+    "event",
+    "request_id",
+    "level",
+    "timestamp",
+]
+_STAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+
+
+def _lines(raw: _Writes) -> list[dict[str, object]]:
+    """The JSON lines written (httpx's own log, through the standard library, is not JSON)."""
+    lines = [line for chunk in raw.writes for line in chunk.splitlines()]
+    return [json.loads(line) for line in lines if line.startswith(b"{")]
+
+
+async def test_served_requests_log_complete_lines_at_the_default_level(
+    settings: Settings, tenant: InitResult, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served at `info` (the default), every request writes its line with every field, in
+    order, its id the one the answer carries, stamped now."""
+    raw = _Writes()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, write_through=True))
+    configure_logging(msgspec.structs.replace(settings, log_format="json"))
+    before = datetime.now(UTC)
+    async with AsyncTestClient(app=create_app(settings), base_url=TEST_BASE_URL) as http:
+        scim = ScimClient(http, tenant.token)
+        created = await scim.post("/Users", user_body("ada@example.com"))
+        user_id = created.json()["id"]
+        answers = [
+            created,
+            await scim.get(f"/Users/{user_id}"),
+            await scim.get("/Users", params={"filter": 'userName eq "ada@example.com"'}),
+            await scim.get("/Users/absent"),
+        ]
+    after = datetime.now(UTC)
+    lines = _lines(raw)
+    requests = [line for line in lines if line["event"] == "request"]
+    assert [(r["method"], r["path"], r["status"]) for r in requests] == [
+        ("POST", "/scim/v2/Users", 201),
+        ("GET", f"/scim/v2/Users/{user_id}", 200),
+        ("GET", "/scim/v2/Users", 200),
+        ("GET", "/scim/v2/Users/absent", 404),
+    ]
+    for line, answer in zip(requests, answers, strict=True):
+        assert list(line) == _REQUEST_KEYS
+        assert line["request_id"] == answer.headers["x-request-id"]
+        assert (line["workspace"], line["connector"]) == (tenant.workspace_id, tenant.connector_id)
+        assert line["level"] == "info"
+        assert isinstance(line["ms"], float)
+        assert line["ms"] >= 0
+        stamp = str(line["timestamp"])
+        assert _STAMP.fullmatch(stamp), stamp
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        assert before - timedelta(milliseconds=1) <= when <= after + timedelta(milliseconds=1)

@@ -35,6 +35,26 @@ def to_iso(us: int) -> str:
     return f"{_day(day)}{_MINUTES[minute]}{_SECONDS[second]}{str(fraction + 1_000_000)[1:]}Z"
 
 
+#: the second `iso_now` rendered last, and its text up to the fraction ("2026-12-03T11:22:25.")
+_rendered_second: tuple[int, str] = (-1, "")
+
+
+def iso_now() -> str:
+    """`to_iso(now_us())`, for log lines: the current second's text is kept between calls.
+
+    Every log line is stamped, the request's line on every request at the default level: a
+    line then renders only its microseconds (`to_iso` took ~7,700 instructions a line, most of
+    them dividing the time into days, minutes and seconds).
+    """
+    global _rendered_second
+    second, fraction = divmod(time.time_ns() // 1000, 1_000_000)
+    rendered, text = _rendered_second
+    if second != rendered:
+        text = to_iso(second * 1_000_000)[:-7]
+        _rendered_second = (second, text)
+    return f"{text}{fraction:06d}Z"
+
+
 def parse_iso(text: str) -> int:
     """Parse an xsd:dateTime into microseconds; naive times are taken as UTC.
 
