@@ -121,15 +121,15 @@ def drain_logs() -> None:
         batch.drain()
 
 
-class _RequestLines:
-    """Writes the one line per request straight to the JSON batch, as structlog's chain would.
+class _DirectLines:
+    """Writes the hot `info` lines straight to the JSON batch, as structlog's chain would.
 
-    The chain `configure_logging` sets up spends ~5 µs on a request's line, much of it in
-    structlog's plumbing (the bound logger, six processors, `BytesLogger`); every request pays it
-    at the default level, `info`. The same steps in one function take ~2.7 µs, and the line is
-    byte for byte the same. Used only while structlog's configuration is still the one
-    it was made for: `capture_logs` (tests) or a later `structlog.configure` sends the line back
-    through structlog.
+    The chain `configure_logging` sets up spends ~5 µs on a line, much of it in structlog's
+    plumbing (the bound logger, six processors, `BytesLogger`); at the default level, `info`,
+    every request pays it for its line, and every create for its activation email's two. The
+    same steps in one function take ~2.7 µs, and the line is byte for byte the same. Used only
+    while structlog's configuration is still the one it was made for: `capture_logs` (tests) or
+    a later `structlog.configure` sends the line back through structlog.
     """
 
     def __init__(self, batch: LineBatch) -> None:
@@ -143,9 +143,9 @@ class _RequestLines:
         config = structlog.get_config()
         return config["processors"] == self._processors and config["wrapper_class"] is self._wrapper
 
-    def write(self, fields: dict[str, Any]) -> None:
-        """Write `fields` as the `request` event at `info`."""
-        fields["event"] = "request"
+    def write(self, event: str, fields: dict[str, Any]) -> None:
+        """Write `fields` as `event` at `info`."""
+        fields["event"] = event
         # `merge_contextvars` (the call's own values win), reading each variable once where
         # `get_contextvars` looks each up again by its key.
         for var, value in contextvars.copy_context().items():
@@ -157,8 +157,8 @@ class _RequestLines:
         self._batch.write(_json_line(fields) + b"\n")
 
 
-#: set by `configure_logging` when request lines can skip structlog's chain (JSON at `info`)
-_request_lines: _RequestLines | None = None
+#: set by `configure_logging` when hot lines can skip structlog's chain (JSON at `info`)
+_direct_lines: _DirectLines | None = None
 #: the bound-logger class `configure_logging` set up when its level drops `info` lines
 _dropping_info: type | None = None
 _http_log = structlog.get_logger("hub.http")
@@ -178,16 +178,30 @@ def current_request_id() -> str:
     return found
 
 
-def log_request(**fields: Any) -> None:
-    """Log the line that ends every HTTP request: the `request` event, at `info`."""
+def _logged_directly(event: str, fields: dict[str, Any]) -> bool:
+    """Drop or write an `info` line without structlog's chain; False: structlog must log it."""
     dropping = _dropping_info
     if dropping is not None and structlog.get_config()["wrapper_class"] is dropping:
         # Above `info` the line is dropped anyway: structlog's lazy logger took ~2 µs to do so.
-        return
-    lines = _request_lines
+        return True
+    lines = _direct_lines
     if lines is not None and lines.live():
-        lines.write(fields)
-    elif _http_log_live():
+        lines.write(event, fields)
+        return True
+    return False
+
+
+def log_info(logger: Any, event: str, **fields: Any) -> None:
+    """Log `event` at `info` as `logger.info(event, **fields)` does, for a line on a hot path."""
+    if not _logged_directly(event, fields):
+        logger.info(event, **fields)
+
+
+def log_request(**fields: Any) -> None:
+    """Log the line that ends every HTTP request: the `request` event, at `info`."""
+    if _logged_directly("request", fields):
+        return
+    if _http_log_live():
         _http_log.info("request", **fields)
     else:
         # structlog was configured again since (`capture_logs`): the logger cached on first use
@@ -197,7 +211,7 @@ def log_request(**fields: Any) -> None:
 
 def configure_logging(settings: Settings) -> None:
     """Configure structlog and the standard library once, from the settings."""
-    global _request_lines, _dropping_info, _http_log, _http_log_config
+    global _direct_lines, _dropping_info, _http_log, _http_log_config
     level = getattr(logging, settings.log_level.upper())
     use_json = settings.log_format == "json" or (
         settings.log_format == "auto"
@@ -234,7 +248,7 @@ def configure_logging(settings: Settings) -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
-    _request_lines = _RequestLines(batch) if batch is not None and level <= logging.INFO else None
+    _direct_lines = _DirectLines(batch) if batch is not None and level <= logging.INFO else None
     _dropping_info = wrapper_class if level > logging.INFO else None
     _http_log = structlog.get_logger("hub.http")
     _http_log_config = (list(structlog.get_config()["processors"]), wrapper_class)

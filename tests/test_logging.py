@@ -18,7 +18,7 @@ from litestar.testing import AsyncTestClient
 
 from hub.app import create_app
 from hub.core.tenants import InitResult
-from hub.logging import configure_logging, log_request
+from hub.logging import configure_logging, log_info, log_request
 from hub.settings import Settings, load_settings
 from tests.conftest import TEST_BASE_URL, ScimClient, user_body
 from tests.hubprocess import HubProcess
@@ -138,6 +138,32 @@ def test_a_request_line_is_what_structlog_would_write(
     assert (fast["method"], fast["request_id"]) == ("GET", "r1")
     assert [(e["event"], e["status_again"]) for e in captured] == [("request", 201)]
     assert after["after_capture"] is True
+
+
+def test_a_hot_info_line_is_what_its_logger_would_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`log_info` (an activation email's lines) writes the line `logger.info` writes, and leaves
+    it to structlog while a test captures structlog's events."""
+    raw = _Writes()
+    monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, write_through=True))
+    _configure(tmp_path, "json")
+    log = structlog.get_logger("hub.mail")
+    fields = {"message_id": "<m@localhost>", "recipient": "ada@example.com", "attempt": 1}
+    structlog.contextvars.bind_contextvars(request_id="r1")
+    try:
+        log_info(log, "email sent", **fields)
+        log.info("email sent", **fields)
+        with structlog.testing.capture_logs() as captured:
+            log_info(log, "email sent", attempt=2)
+    finally:
+        structlog.contextvars.clear_contextvars()
+    direct, chain = (json.loads(w) for w in raw.writes)
+    for line in (direct, chain):
+        assert _STAMP.fullmatch(line.pop("timestamp"))
+    assert list(direct.items()) == list(chain.items())  # the same keys, values and order
+    assert direct["request_id"] == "r1"
+    assert captured == [{"attempt": 2, "event": "email sent", "log_level": "info"}]
 
 
 def test_captured_request_lines_after_one_was_written(
@@ -278,7 +304,9 @@ async def test_served_requests_log_complete_lines_at_the_default_level(
     settings: Settings, tenant: InitResult, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Served at `info` (the default), every request writes its line with every field, in
-    order, its id the one the answer carries, stamped now."""
+    order, its id the one the answer carries, stamped now; the activation email a create
+    queued adds its two lines, written after a later `configure_logging` too (structlog's
+    module-level loggers keep the destination of their first line)."""
     raw = _Writes()
     monkeypatch.setattr(sys, "stderr", io.TextIOWrapper(raw, write_through=True))
     configure_logging(msgspec.structs.replace(settings, log_format="json"))
@@ -293,6 +321,10 @@ async def test_served_requests_log_complete_lines_at_the_default_level(
             await scim.get("/Users", params={"filter": 'userName eq "ada@example.com"'}),
             await scim.get("/Users/absent"),
         ]
+        for _ in range(200):  # the sender delivers the activation email in the background
+            if any(line["event"] == "email sent" for line in _lines(raw)):
+                break
+            await asyncio.sleep(0.05)
     after = datetime.now(UTC)
     lines = _lines(raw)
     requests = [line for line in lines if line["event"] == "request"]
@@ -313,3 +345,18 @@ async def test_served_requests_log_complete_lines_at_the_default_level(
         assert _STAMP.fullmatch(stamp), stamp
         when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         assert before - timedelta(milliseconds=1) <= when <= after + timedelta(milliseconds=1)
+    written = [line for line in lines if line["event"] == "email written"]
+    sent = [line for line in lines if line["event"] == "email sent"]
+    assert [list(line) for line in written] == [
+        ["file", "message_id", "event", "level", "timestamp"]
+    ]
+    assert [list(line) for line in sent] == [
+        ["message_id", "recipient", "attempt", "event", "level", "timestamp"]
+    ]
+    assert written[0]["message_id"] == sent[0]["message_id"]
+    assert str(written[0]["file"]).endswith(".eml")
+    assert (sent[0]["recipient"], sent[0]["attempt"], sent[0]["level"]) == (
+        "ada@example.com",
+        1,
+        "info",
+    )

@@ -36,6 +36,7 @@ import msgspec
 import structlog
 
 from hub.core.filewriter import FileWriter
+from hub.logging import log_info
 from hub.settings import Settings
 
 log = structlog.get_logger("hub.mail")
@@ -568,7 +569,7 @@ class FileMailer:
             if problem is not None:
                 outcomes.append(DeliveryError(f"cannot write to {self.directory}: {problem}"))
             else:
-                log.info("email written", file=path, message_id=message.msg_id)
+                log_info(log, "email written", file=path, message_id=message.msg_id)
                 outcomes.append(None)
         return outcomes
 

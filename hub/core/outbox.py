@@ -50,6 +50,7 @@ from hub.core.mailer import (
 )
 from hub.core.models import activation_links, outbox_messages, users
 from hub.core.sql import Prepared
+from hub.logging import log_info
 from hub.settings import Settings
 
 log = structlog.get_logger("hub.outbox")
@@ -545,7 +546,8 @@ class Sender:
             if error is not None:
                 results.append(self._failed(message, error, email.msg_id))
                 continue
-            log.info(
+            log_info(
+                log,
                 "email sent",
                 message_id=email.msg_id,
                 recipient=message.recipient,
