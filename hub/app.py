@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import structlog
 from litestar import Litestar, Request, Response, get
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
@@ -26,7 +25,7 @@ from hub.core.schema import GROUP_TYPE, USER_TYPE
 from hub.core.tenants import tenant_url
 from hub.core.tokens import Caller
 from hub.head import is_head, method_of, serve_head
-from hub.logging import drain_logs, log_request
+from hub.logging import bind_request_id, drain_logs, log_request
 from hub.metrics import Metrics
 from hub.plugins import Registry, build_registry
 from hub.scim.dispatch import Dispatch
@@ -97,8 +96,7 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
                 if isinstance(value, str):
                     params[name] = value.replace("\x00", "\ufffd")
         request_id = os.urandom(8).hex()
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
+        bind_request_id(request_id)
         started = time.perf_counter()
         status = 500
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import msgspec
-import structlog
 from litestar import Request, Response, delete, get, patch, post, put, route
 from litestar.handlers import HTTPRouteHandler
 from sqlalchemy import Connection
@@ -63,6 +62,7 @@ from hub.core.tokens import (
     needs_touch,
     touch,
 )
+from hub.logging import current_request_id
 from hub.plugins import Registry
 from hub.scim import discovery
 from hub.scim.response import SCIM_JSON, ScimResponse
@@ -264,7 +264,7 @@ async def _run(
         run = db.write_now if quick else db.write
     else:
         run = db.read_now if quick else db.read
-    request_id = structlog.contextvars.get_contextvars().get("request_id", "")
+    request_id = current_request_id()
     seen: list[Caller] = []
     try:
         caller, result = await run(
