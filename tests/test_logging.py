@@ -18,7 +18,13 @@ from litestar.testing import AsyncTestClient
 
 from hub.app import create_app
 from hub.core.tenants import InitResult
-from hub.logging import configure_logging, log_info, log_request
+from hub.logging import (
+    bind_request_id,
+    configure_logging,
+    current_request_id,
+    log_info,
+    log_request,
+)
 from hub.settings import Settings, load_settings
 from tests.conftest import TEST_BASE_URL, ScimClient, user_body
 from tests.hubprocess import HubProcess
@@ -164,6 +170,24 @@ def test_a_hot_info_line_is_what_its_logger_would_write(
     assert list(direct.items()) == list(chain.items())  # the same keys, values and order
     assert direct["request_id"] == "r1"
     assert captured == [{"attempt": 2, "event": "email sent", "log_level": "info"}]
+
+
+def test_a_request_starts_with_only_its_own_id_bound() -> None:
+    """`bind_request_id` clears what an earlier request (or anything) bound, as
+    `clear_contextvars` did, then binds the id `current_request_id` reads."""
+    try:
+        structlog.contextvars.bind_contextvars(request_id="old", workspace="w1")
+        bind_request_id("first")
+        assert structlog.contextvars.get_contextvars() == {"request_id": "first"}
+        assert current_request_id() == "first"
+        structlog.contextvars.bind_contextvars(plugin_value=1)
+        bind_request_id("second")
+        assert structlog.contextvars.get_contextvars() == {"request_id": "second"}
+        assert current_request_id() == "second"
+        structlog.contextvars.clear_contextvars()
+        assert current_request_id() == ""
+    finally:
+        structlog.contextvars.clear_contextvars()
 
 
 def test_captured_request_lines_after_one_was_written(
