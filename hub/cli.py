@@ -303,7 +303,7 @@ def cmd_plugins(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
-    """List, regenerate or revoke tokens."""
+    """List, add, regenerate or revoke tokens."""
     if args.token_command == "list":
         rows = _run_unit(
             settings,
@@ -321,18 +321,29 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 
         def regenerate(conn: Connection) -> tokens.NewToken:
             ws = _workspace_pk(conn, args.workspace)
-            admin = (
-                tenants.admin_pk(conn, ws, args.admin)
-                if args.admin
-                else tenants.first_admin_pk(conn, ws)
-            )
             return tokens.regenerate(
-                conn, workspace_pk=ws, connector=args.connector, admin_pk=admin
+                conn,
+                workspace_pk=ws,
+                connector=args.connector,
+                admin_pk=_creating_admin(conn, ws, args.admin),
             )
 
         new = _run_unit(settings, regenerate)
         print(f"token:      {new.token}")
         print("the old token no longer works; this one is shown only now")
+        return 0
+    if args.token_command == "add":
+
+        def add(conn: Connection) -> tokens.NewToken:
+            # What `POST …/connectors/{c}/tokens` does: the connector by name or id.
+            ws = _workspace_pk(conn, args.workspace)
+            admin = _creating_admin(conn, ws, args.admin)
+            return connectors.generate_token(conn, ws, args.connector, admin)
+
+        new = _run_unit(settings, add)
+        print(f"token:      {new.token}")
+        print(f"token id:   {new.id}")
+        print("the connector's other tokens keep working; this one is shown only now")
         return 0
     _run_unit(
         settings,
@@ -342,6 +353,13 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     )
     print(f"token {args.token_id} revoked")
     return 0
+
+
+def _creating_admin(conn: Connection, workspace_pk: int, email: str | None) -> int:
+    """The admin a new token is made on behalf of: `email`, else the workspace's first admin."""
+    if email:
+        return tenants.admin_pk(conn, workspace_pk, email)
+    return tenants.first_admin_pk(conn, workspace_pk)
 
 
 def cmd_admin(settings: Settings, args: argparse.Namespace) -> int:
@@ -576,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("plugins", help="list installed plugins").set_defaults(func=cmd_plugins)
 
-    token = sub.add_parser("token", help="list, regenerate or revoke tokens")
+    token = sub.add_parser("token", help="list, add, regenerate or revoke tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True)
     token_list = token_sub.add_parser("list")
     token_list.add_argument("--workspace", required=True)
@@ -584,6 +602,12 @@ def build_parser() -> argparse.ArgumentParser:
     token_regen.add_argument("--workspace", required=True)
     token_regen.add_argument("--connector", required=True)
     token_regen.add_argument("--admin", help="email of the admin creating it (default: first)")
+    token_add = token_sub.add_parser(
+        "add", help="one more token for a connector (its other tokens keep working)"
+    )
+    token_add.add_argument("--workspace", required=True)
+    token_add.add_argument("--connector", required=True, help="the connector's name or id")
+    token_add.add_argument("--admin", help="email of the admin creating it (default: first)")
     token_revoke = token_sub.add_parser("revoke")
     token_revoke.add_argument("token_id")
     token_revoke.add_argument("--workspace", required=True)

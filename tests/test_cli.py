@@ -307,6 +307,48 @@ async def test_token_regenerate_kills_the_old_token(cli: Cli) -> None:
     assert sum("active" in line.split()[-1] for line in listed.splitlines()) == 1
 
 
+async def test_token_add_makes_one_more_token(cli: Cli) -> None:
+    """`token add` is the admin API's `POST …/connectors/{c}/tokens`: the other tokens live on."""
+    init = cli.init("acme")
+    added = cli("token", "add", "--workspace", "acme", "--connector", init["connector"])
+    new = _printed_token(added.stdout)
+    assert added.stdout.count(new) == 1
+    assert new != init["token"]
+    assert await cli.statuses(init["token"], new) == [200, 200]
+    listed = cli("token", "list", "--workspace", "acme").stdout
+    assert not _leaks(new, listed)
+    [token_id] = re.findall(r"^token id:\s+(\S+)$", added.stdout, re.M)
+    assert token_id in listed
+    assert len(cli.token_ids("acme")) == 2
+    # It is revoked like any other, by the id it printed.
+    cli("token", "revoke", token_id, "--workspace", "acme")
+    assert await cli.statuses(init["token"], new) == [200, 401]
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--workspace", "nowhere", "--connector", "generic_scim"), "no workspace named 'nowhere'"),
+        (("--workspace", "acme", "--connector", "nope"), "no connector 'nope'"),
+        (
+            ("--workspace", "acme", "--connector", "generic_scim", "--admin", "x@acme.example"),
+            "x@acme.example",
+        ),
+    ],
+)
+def test_token_add_names_what_it_cannot_find(
+    sqlite_cli: Cli, args: tuple[str, ...], named: str
+) -> None:
+    sqlite_cli.init("acme")
+    refused = sqlite_cli("token", "add", *args, check=False)
+    assert refused.returncode == 2
+    [line] = refused.stderr.splitlines()
+    assert line.startswith("scim-hub: "), refused.stderr
+    assert named in line, refused.stderr
+    assert "shub_" not in refused.stdout
+    assert len(sqlite_cli.token_ids("acme")) == 1, "no token is made"
+
+
 async def test_token_revoke(cli: Cli) -> None:
     acme = cli.init("acme")
     other = cli.init("other")
