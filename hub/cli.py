@@ -8,7 +8,7 @@ import os
 import shlex
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -19,6 +19,7 @@ from hub.core.clock import to_iso
 from hub.core.database import open_database
 from hub.core.errors import ScimError
 from hub.settings import (
+    PLUGIN_ENV_PREFIX,
     Settings,
     SettingsError,
     listen_url,
@@ -658,6 +659,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _report_unknown(variable: str, meant: str | None) -> None:
+    """Say on stderr that `variable` names no setting, and which one it resembles, if any."""
+    hint = f"; did you mean {meant}?" if meant else ""
+    print(
+        f"scim-hub: {variable} is not a setting (ignored{hint}); see README, Configuration",
+        file=sys.stderr,
+    )
+
+
+def _check_plugin_variables(environ: Mapping[str, str]) -> None:
+    """Report `SCIM_HUB_PLUGIN_*` variables that name no installed plugin's setting.
+
+    Only when some are set, as the plugins are loaded for it (every command would pay for
+    that otherwise). Their values are validated on the way, as the server does at start.
+
+    Raises:
+        PluginSettingsError: a plugin's setting has a bad value.
+    """
+    if not any(name.startswith(PLUGIN_ENV_PREFIX) for name in environ):
+        return
+    from hub.plugins import build_registry, unknown_plugin_variables
+
+    for name, meant in unknown_plugin_variables(build_registry(environ=environ), environ):
+        _report_unknown(name, meant)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `scim-hub`; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -666,15 +693,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"scim-hub: bad setting: {exc}", file=sys.stderr)
         return 2
-    for name in unknown_variables(os.environ):  # SCIM_HUB_SMTP_SERVER would silently mean no SMTP
-        print(
-            f"scim-hub: {name} is not a setting (ignored); see README, Configuration",
-            file=sys.stderr,
-        )
+    for name, meant in unknown_variables(os.environ):  # SCIM_HUB_SMTP_SERVER: silently no SMTP
+        _report_unknown(name, meant)
     try:
         from hub.logging import configure_logging
 
         configure_logging(settings)
+        _check_plugin_variables(os.environ)
         result: int = args.func(settings, args)
         return result
     except SettingsError as exc:

@@ -33,7 +33,7 @@ from hub.core.dialects import (
     rewrites_queries,
 )
 from hub.core.events import Lazy
-from hub.settings import SettingsError
+from hub.settings import PLUGIN_ENV_PREFIX, SettingsError, resembling
 from rules import FilterSyntaxError, parse_path
 
 log = structlog.get_logger("hub.plugins")
@@ -41,8 +41,6 @@ log = structlog.get_logger("hub.plugins")
 NormaliseStep = Callable[[JSONObject, RequestContext], JSONObject]
 QueryStep = Callable[[dict[str, str], RequestContext], dict[str, str]]
 
-#: Environment variables of plugin settings: SCIM_HUB_PLUGIN_<PLUGIN>_<FIELD>.
-PLUGIN_ENV_PREFIX = "SCIM_HUB_PLUGIN_"
 _IDP_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 S = TypeVar("S", bound=msgspec.Struct)
 #: What a chain of request rewrites passes along: a body or query parameters.
@@ -311,3 +309,27 @@ def plugin_settings(plugin: str, struct: type[S], environ: Mapping[str, str]) ->
             name = missing.group(1) if missing else ""
         variable = prefix + name.upper() if name else prefix + "*"
         raise PluginSettingsError(f"plugin {plugin!r}: {variable}: {text}") from exc
+
+
+def unknown_plugin_variables(
+    registry: Registry, environ: Mapping[str, str]
+) -> list[tuple[str, str | None]]:
+    """The `SCIM_HUB_PLUGIN_*` variables in `environ` that name no setting of a loaded plugin.
+
+    A misspelt one is otherwise ignored: the plugin runs on its default. Each comes with the
+    plugin setting's variable it resembles, if one does. A broken plugin's variables are left
+    out: its settings are unknown, and the plugin is reported already.
+    """
+    known = [
+        f"{PLUGIN_ENV_PREFIX}{plugin.upper()}_{info.name.upper()}"
+        for plugin, values in registry.settings.items()
+        for info in msgspec.structs.fields(values)
+    ]
+    broken = tuple(
+        f"{PLUGIN_ENV_PREFIX}{info.name.upper()}_" for info in registry.plugins if info.error
+    )
+    return [
+        (name, resembling(name, known, PLUGIN_ENV_PREFIX))
+        for name in sorted(environ)
+        if name.startswith(PLUGIN_ENV_PREFIX) and name not in known and not name.startswith(broken)
+    ]

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 
 ENV_PREFIX = "SCIM_HUB_"
+#: Environment variables of plugin settings: SCIM_HUB_PLUGIN_<PLUGIN>_<FIELD> (see hub.plugins).
+PLUGIN_ENV_PREFIX = f"{ENV_PREFIX}PLUGIN_"
+#: How alike (difflib's ratio) an unknown variable and a setting's must be to name the setting
+#: as what was meant: DATABSE_URL and PORTS, not SMTP_SERVER for SMTP_USERNAME (0.75).
+_RESEMBLANCE = 0.8
 #: The shortest server secret accepted (`SCIM_HUB_SECRET` or the key file): 32 characters.
 MIN_SECRET_LENGTH = 32
 #: The largest TCP port number (SCIM_HUB_PORT, SCIM_HUB_SMTP_PORT).
@@ -121,21 +126,37 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     return settings
 
 
-#: `SCIM_HUB_*` variables that are not settings of the struct: the settings file, plugin settings,
-#: and the test suite's own knobs (SCIM_HUB_TEST_*, SCIM_HUB_UPDATE_SCREENSHOTS).
+#: `SCIM_HUB_*` variables that are not settings of the struct: the settings file, plugin settings
+#: (checked against the plugins: `hub.plugins.unknown_plugin_variables`), and the test suite's own
+#: knobs (SCIM_HUB_TEST_*, SCIM_HUB_UPDATE_SCREENSHOTS).
 _NOT_SETTINGS = ("CONFIG", "PLUGIN_", "TEST_", "UPDATE_SCREENSHOTS")
 
 
-def unknown_variables(environ: Mapping[str, str]) -> list[str]:
-    """The `SCIM_HUB_*` variables in `environ` that name no setting (a misspelt one is ignored)."""
-    known = {field.name.upper() for field in msgspec.structs.fields(Settings)}
-    return sorted(
-        name
-        for name in environ
+def unknown_variables(environ: Mapping[str, str]) -> list[tuple[str, str | None]]:
+    """The `SCIM_HUB_*` variables in `environ` that name no setting (a misspelt one is ignored).
+
+    Each comes with the setting's variable it resembles, if one does (see `resembling`).
+    """
+    known = [ENV_PREFIX + field.name.upper() for field in msgspec.structs.fields(Settings)]
+    return [
+        (name, resembling(name, known, ENV_PREFIX))
+        for name in sorted(environ)
         if name.startswith(ENV_PREFIX)
-        and name.removeprefix(ENV_PREFIX) not in known
+        and name not in known
         and not name.removeprefix(ENV_PREFIX).startswith(_NOT_SETTINGS)
-    )
+    ]
+
+
+def resembling(name: str, known: Iterable[str], prefix: str) -> str | None:
+    """The variable of `known` that `name` is most likely a misspelling of, if any is close.
+
+    Compared without the `prefix` they share, which would make any two look alike.
+    """
+    import difflib
+
+    stems = {variable.removeprefix(prefix): variable for variable in known}
+    close = difflib.get_close_matches(name.removeprefix(prefix), stems, 1, _RESEMBLANCE)
+    return stems[close[0]] if close else None
 
 
 def _read_config(config_file: str) -> dict[str, Any]:

@@ -448,17 +448,25 @@ def test_an_unknown_key_in_the_settings_file_is_named(sqlite_cli: Cli, tmp_path:
 
 def test_a_variable_that_names_no_setting_is_reported(sqlite_cli: Cli) -> None:
     """SCIM_HUB_SMTP_SERVER (for SCIM_HUB_SMTP_HOST) was ignored without a word: emails went to
-    .eml files. Plugin settings, the settings file and the suite's own knobs are not reported."""
+    .eml files. The settings file and the suite's own knobs are not reported; a variable close
+    to a setting's names it; plugin variables are reported when no installed plugin has that
+    setting (Okta has none, and no plugin is called "nope"; they were not reported at all)."""
     result = sqlite_cli(
         "init",
         "--workspace",
         "acme",
         SCIM_HUB_SMTP_SERVER="mail.example.com",
+        SCIM_HUB_MAIL_FORM="ops@example.com",
         SCIM_HUB_PLUGIN_OKTA_X="1",
+        SCIM_HUB_PLUGIN_NOPE_RETRIES="3",
         SCIM_HUB_TEST_ROUNDS="3",
     )
+    reported = "is not a setting (ignored{}); see README, Configuration"
     assert result.stderr.splitlines() == [
-        "scim-hub: SCIM_HUB_SMTP_SERVER is not a setting (ignored); see README, Configuration"
+        "scim-hub: SCIM_HUB_MAIL_FORM " + reported.format("; did you mean SCIM_HUB_MAIL_FROM?"),
+        "scim-hub: SCIM_HUB_SMTP_SERVER " + reported.format(""),
+        "scim-hub: SCIM_HUB_PLUGIN_NOPE_RETRIES " + reported.format(""),
+        "scim-hub: SCIM_HUB_PLUGIN_OKTA_X " + reported.format(""),
     ]
     assert "token:" in result.stdout
 

@@ -362,6 +362,31 @@ def test_partner_plugin_appears_in_scim_hub_plugins() -> None:
 
 
 @pytest.mark.usefixtures("partner_plugin")
+def test_a_misspelt_plugin_setting_is_reported_naming_the_one_it_resembles() -> None:
+    """SCIM_HUB_PLUGIN_HUMBLE_HR_LOGIN_ATRIBUTE=uid was ignored without a word, Humble HR kept
+    reading "login", while a misspelt core variable was reported on stderr."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SCIM_HUB_DATABASE_URL": "sqlite+aiosqlite:///:memory:",
+        "SCIM_HUB_PLUGIN_HUMBLE_HR_LOGIN_ATRIBUTE": "uid",
+    }
+    script = str(Path(sys.executable).parent / "scim-hub")
+    result = subprocess.run([script, "plugins"], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "scim-hub: SCIM_HUB_PLUGIN_HUMBLE_HR_LOGIN_ATRIBUTE is not a setting (ignored; did you "
+        "mean SCIM_HUB_PLUGIN_HUMBLE_HR_LOGIN_ATTRIBUTE?); see README, Configuration"
+    ]
+    assert "humble_hr 1.2.0 [ok]" in result.stdout
+    # The setting spelt right is not reported.
+    del env["SCIM_HUB_PLUGIN_HUMBLE_HR_LOGIN_ATRIBUTE"]
+    env["SCIM_HUB_PLUGIN_HUMBLE_HR_LOGIN_ATTRIBUTE"] = "uid"
+    right = subprocess.run([script, "plugins"], capture_output=True, text=True, env=env)
+    assert right.returncode == 0, right.stderr
+    assert right.stderr == ""
+
+
+@pytest.mark.usefixtures("partner_plugin")
 async def test_partner_plugin_in_the_connector_list_and_over_http(
     client: httpx.AsyncClient, db_url: str
 ) -> None:
