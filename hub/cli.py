@@ -518,8 +518,6 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             await db.close()
 
-    if args.users < 1 or args.batch < 1:
-        raise CliError("--users and --batch must be at least 1")
     _require_current(settings)
     report = asyncio.run(go())
     if args.json:
@@ -549,6 +547,14 @@ def _at_least_one(text: str) -> int:
     value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _not_negative(text: str) -> int:
+    """A whole number of at least 0 (argparse type)."""
+    value = _whole(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return value
 
 
@@ -647,10 +653,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     seed = sub.add_parser("seed", help="bulk-load users into a workspace (benchmarks; no HTTP)")
     seed.add_argument("--workspace", required=True)
-    seed.add_argument("--users", type=int, required=True, help="how many users to insert")
-    seed.add_argument("--batch", type=int, default=10_000, help="users per transaction")
+    seed.add_argument("--users", type=_at_least_one, required=True, help="how many users to insert")
+    seed.add_argument("--batch", type=_at_least_one, default=10_000, help="users per transaction")
     seed.add_argument("--prefix", default="seed", help="userNames given{i}.family{i}.PREFIX@…")
-    seed.add_argument("--start", type=int, default=0, help="number of the first user")
+    seed.add_argument("--start", type=_not_negative, default=0, help="number of the first user")
     seed.add_argument("--json", action="store_true", help="print one JSON object")
     seed.add_argument(
         "--no-cards", action="store_true", help="users only (cards come with their next update)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -113,6 +114,29 @@ def test_seed_command(tmp_path: object) -> None:
     bad = run_cli(["seed", "--workspace", "w", "--users", "5", "--prefix", "x"], env, check=False)
     assert bad.returncode == 2
     assert "already exists" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--users", "5", "--start", "-1"), "argument --start: '-1' must be 0 or more"),
+        (("--users", "0"), "argument --users: '0' must be at least 1"),
+        (("--users", "-3"), "argument --users: '-3' must be at least 1"),
+        (("--users", "5", "--batch", "0"), "argument --batch: '0' must be at least 1"),
+        (("--users", "5", "--batch", "-10"), "argument --batch: '-10' must be at least 1"),
+    ],
+)
+def test_seed_refuses_negative_and_zero_counts_naming_the_option(
+    tmp_path: Path, args: tuple[str, ...], named: str
+) -> None:
+    """`seed --start -1` seeded users given-1.family-1…, numbered from -1; --users and --batch
+    below 1 were refused in one message naming both."""
+    database = tmp_path / "hub.db"
+    env = hub_environ(f"sqlite+aiosqlite:///{database}", TEST_BASE_URL)
+    refused = run_cli(["seed", "--workspace", "w", *args], env, check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines()[-1] == f"scim-hub seed: error: {named}", refused.stderr
+    assert not database.exists(), "nothing is opened or written"
 
 
 # --------------------------------------------------------------------------- seeded cards
