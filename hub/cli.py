@@ -357,8 +357,11 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _creating_admin(conn: Connection, workspace_pk: int, email: str | None) -> int:
-    """The admin a new token is made on behalf of: `email`, else the workspace's first admin."""
-    if email:
+    """The admin a new token is made on behalf of: `email`, else the workspace's first admin.
+
+    An empty `--admin ''` (an unset shell variable) is an admin no one has, not the default.
+    """
+    if email is not None:
         return tenants.admin_pk(conn, workspace_pk, email)
     return tenants.first_admin_pk(conn, workspace_pk)
 
@@ -425,12 +428,7 @@ def cmd_admin_key(settings: Settings, args: argparse.Namespace) -> int:
 
     def unit(conn: Connection) -> str:
         ws = _workspace_pk(conn, args.workspace)
-        admin = (
-            tenants.admin_pk(conn, ws, args.email)
-            if args.email
-            else tenants.first_admin_pk(conn, ws)
-        )
-        return create_key(conn, admin_pk=admin)
+        return create_key(conn, admin_pk=_creating_admin(conn, ws, args.email))
 
     key = _run_unit(settings, unit)
     print(f"admin key: {key}")

@@ -349,6 +349,28 @@ def test_token_add_names_what_it_cannot_find(
     assert len(sqlite_cli.token_ids("acme")) == 1, "no token is made"
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("token", "regenerate", "--workspace", "acme", "--connector", "generic_scim", "--admin"),
+        ("token", "add", "--workspace", "acme", "--connector", "generic_scim", "--admin"),
+        ("admin", "key", "--workspace", "acme", "--email"),
+    ],
+)
+async def test_an_empty_admin_is_no_admin_not_the_first(
+    sqlite_cli: Cli, args: tuple[str, ...]
+) -> None:
+    """`--admin ""` (an unset variable in a script) made the token, or key, as the first admin,
+    and regenerate killed the live token, exit 0."""
+    init = sqlite_cli.init("acme")
+    refused = sqlite_cli(*args, "", check=False)
+    assert refused.returncode == 2
+    assert refused.stderr == "scim-hub: no admin '' in this workspace\n"
+    assert not re.search(r"shub_|shadm_", refused.stdout)
+    assert len(sqlite_cli.token_ids("acme")) == 1
+    assert await sqlite_cli.statuses(init["token"]) == [200]
+
+
 async def test_token_revoke(cli: Cli) -> None:
     acme = cli.init("acme")
     other = cli.init("other")
