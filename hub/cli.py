@@ -362,7 +362,7 @@ def _creating_admin(conn: Connection, workspace_pk: int, email: str | None) -> i
     An empty `--admin ''` (an unset shell variable) is an admin no one has, not the default.
     """
     if email is not None:
-        return tenants.admin_pk(conn, workspace_pk, email)
+        return tenants.active_admin_pk(conn, workspace_pk, email)
     return tenants.first_admin_pk(conn, workspace_pk)
 
 

@@ -371,6 +371,32 @@ async def test_an_empty_admin_is_no_admin_not_the_first(
     assert await sqlite_cli.statuses(init["token"]) == [200]
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("token", "regenerate", "--workspace", "acme", "--connector", "generic_scim", "--admin"),
+        ("token", "add", "--workspace", "acme", "--connector", "generic_scim", "--admin"),
+        ("admin", "key", "--workspace", "acme", "--email"),
+    ],
+)
+async def test_a_deactivated_admin_makes_no_dead_token_or_key(
+    cli: Cli, args: tuple[str, ...]
+) -> None:
+    """As a deactivated admin, regenerate revoked the live tokens and printed one dead from the
+    start (exit 0): the IdP was cut off. add and key printed a secret that never worked."""
+    init = cli.init("acme", "--admin-email", "ops@acme.example")
+    cli("admin", "deactivate", "ops@acme.example", "--workspace", "acme")
+    refused = cli(*args, "OPS@acme.example", check=False)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("scim-hub: admin 'OPS@acme.example' is deactivated"), (
+        refused.stderr
+    )
+    assert not re.search(r"shub_|shadm_", refused.stdout)
+    assert len(cli.token_ids("acme")) == 1, "nothing revoked, nothing made"
+    cli("admin", "activate", "ops@acme.example", "--workspace", "acme")
+    assert await cli.statuses(init["token"]) == [200]
+
+
 async def test_token_revoke(cli: Cli) -> None:
     acme = cli.init("acme")
     other = cli.init("other")

@@ -165,6 +165,25 @@ def admin_pk(conn: Connection, workspace_pk: int, email: str) -> int:
     return int(pk)
 
 
+def active_admin_pk(conn: Connection, workspace_pk: int, email: str) -> int:
+    """`admin_pk` of an admin who may create tokens and keys: an active one.
+
+    A token or key a deactivated admin creates is dead from the start, so making one (and, for
+    a regenerate, revoking the live ones first) would only cut the IdP off.
+
+    Raises:
+        NotFound: no such admin in this workspace.
+        Conflict: the admin is deactivated.
+    """
+    pk = admin_pk(conn, workspace_pk, email)
+    if not conn.execute(select(admins.c.active).where(admins.c.pk == pk)).scalar_one():
+        raise Conflict(
+            f"admin {email!r} is deactivated: a token or key made as them would not work; "
+            "activate them first"
+        )
+    return pk
+
+
 def first_admin_pk(conn: Connection, workspace_pk: int) -> int:
     """Return the pk of the workspace's earliest active admin.
 
