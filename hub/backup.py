@@ -68,18 +68,27 @@ def backup_sqlite(
     """Copy the live SQLite database to `target` (which must not exist) while the hub serves.
 
     Raises:
-        BackupError: no such database, `target` exists or is the database itself, or the copy
-            failed its integrity check.
+        BackupError: no such database, `target` exists or is the database itself, the copy
+            failed its integrity check, or `target` cannot be written (its directory cannot be
+            made, its name is too long, the disk is full); the message names `target`.
     """
     source_path = sqlite_path(database_url)
     if not source_path.is_file():
         raise BackupError(f"there is no database file at {source_path}")
     target = target.expanduser()
+    try:
+        return _copy(source_path, target, busy_timeout_ms)
+    except (sqlite3.Error, OSError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BackupError(f"the backup to {target} failed: {reason}") from exc
+
+
+def _copy(source_path: Path, target: Path, busy_timeout_ms: int) -> SqliteBackup:
     if target.exists():
         raise BackupError(f"{target} exists; choose a new file name (a backup never overwrites)")
     if target.resolve() == source_path.resolve():
         raise BackupError("the backup cannot be the database file itself")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_directory(target)
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     partial.unlink(missing_ok=True)
     # An ordinary connection to the hub's own file: it takes part in the WAL protocol (so it
@@ -100,19 +109,41 @@ def backup_sqlite(
             pages = int(copy.execute("PRAGMA page_count").fetchone()[0])
         finally:
             copy.close()
-    except sqlite3.Error as exc:
-        partial.unlink(missing_ok=True)
-        raise BackupError(f"the backup failed: {exc}") from exc
+        with partial.open("rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
     except BaseException:
-        partial.unlink(missing_ok=True)
+        _discard(partial)
         raise
     finally:
         source.close()
-    with partial.open("rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(partial, target)
     _fsync_directory(target.parent)
     return SqliteBackup(target, target.stat().st_size, pages)
+
+
+def _discard(partial: Path) -> None:
+    """Remove a half-written copy, if there is one (a name too long to create never was)."""
+    with contextlib.suppress(OSError):
+        partial.unlink(missing_ok=True)
+
+
+def _make_directory(target: Path) -> None:
+    """Create the missing directories of `target`.
+
+    Raises:
+        BackupError: they cannot be made (a file where a directory should be, no permission).
+    """
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        # mkdir says "File exists" of a file in the way; name it as what it is.
+        existing = next((parent for parent in target.parents if parent.exists()), None)
+        reason = (
+            f"{existing} is not a directory"
+            if existing is not None and not existing.is_dir()
+            else exc.strerror or str(exc)
+        )
+        raise BackupError(f"cannot write the backup {target}: {reason}") from exc
 
 
 @dataclass(frozen=True)

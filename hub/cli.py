@@ -158,6 +158,8 @@ def cmd_db_backup(settings: Settings, args: argparse.Namespace) -> int:
 
     from hub import backup
 
+    if not args.path.strip():  # Path("") is the working directory: "'.' exists" said nothing
+        raise CliError("db backup: PATH is empty; name the file to write")
     target = Path(args.path)
     try:
         if make_url(settings.database_url).get_backend_name() == "sqlite":

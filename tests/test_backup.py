@@ -195,6 +195,31 @@ def test_backup_refuses_a_missing_database_and_the_database_itself(tmp_path: Pat
     assert not (tmp_path / "b.db").exists()
 
 
+def test_backup_to_a_path_it_cannot_write_names_the_problem(tmp_path: Path) -> None:
+    """A file where the backup's directory should be ended in mkdir's traceback ("File exists"),
+    an empty PATH in "'.' exists", a target it could not create in "unable to open database
+    file" without naming it."""
+    hub = HubProcess(sqlite_url(tmp_path / "hub.db"), tmp_path)
+    run_cli(["db", "upgrade"], hub.env)
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a directory")
+    cases = [
+        (str(in_the_way / "b.db"), f"{in_the_way} is not a directory"),
+        (str(in_the_way / "deeper" / "b.db"), f"{in_the_way} is not a directory"),
+        ("", "db backup: PATH is empty; name the file to write"),
+        # Its own name fits, the copy's (".NAME.partial-PID") is too long: a traceback.
+        (str(long := tmp_path / ("b" * 250)), f"the backup to {long} failed: File name too long"),
+    ]
+    for path, named in cases:
+        refused = run_cli(["db", "backup", path], hub.env, check=False)
+        assert refused.returncode == 2, refused.stderr
+        [line] = refused.stderr.splitlines()
+        assert line.startswith("scim-hub: "), refused.stderr
+        assert named in line, refused.stderr
+    assert in_the_way.read_text() == "not a directory"
+    assert not list(tmp_path.glob("**/.*partial*"))
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 
