@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 from hub.core import connectors, tenants, tokens
 from hub.core.clock import to_iso
 from hub.core.database import open_database
-from hub.core.errors import ScimError
+from hub.core.errors import ScimError, Unavailable
 from hub.settings import (
     PLUGIN_ENV_PREFIX,
     Settings,
@@ -710,6 +710,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     except SettingsError as exc:
         print(f"scim-hub: bad setting: {exc}", file=sys.stderr)
+        return 2
+    except Unavailable as exc:
+        # What the hub answers 503 for (a read-only or full file, a lock held too long): the
+        # operator is told which database and the driver's reason, not "retry later".
+        cause = exc.__cause__
+        problem = (
+            _database_problem(settings.database_url, args, cause)
+            if isinstance(cause, Exception)
+            else None
+        )
+        print(f"scim-hub: {problem or exc}", file=sys.stderr)
         return 2
     except (CliError, ScimError) as exc:
         print(f"scim-hub: {exc}", file=sys.stderr)

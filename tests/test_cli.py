@@ -581,6 +581,29 @@ def test_a_database_that_cannot_be_reached_is_named_without_its_password(
         assert "cannot open the database" in result.stderr, result.stderr
 
 
+def test_a_read_only_database_is_named_with_the_cause(sqlite_cli: Cli, tmp_path: Path) -> None:
+    """A write to a read-only SQLite file said "the database cannot take writes now; retry
+    later" (the hub's 503 text): no database named, and retrying never helps. The file is
+    opened read-only by URI (`mode=ro`): chmod does not stop root, and SQLite answers the same
+    SQLITE_READONLY either way."""
+    sqlite_cli.init("acme")
+    read_only = Cli(f"sqlite+aiosqlite:///file:{tmp_path / 'hub.db'}?mode=ro&uri=true")
+    assert len(read_only.token_ids("acme")) == 1, "reading works"
+    for args in (
+        ("token", "add", "--workspace", "acme", "--connector", "generic_scim"),
+        ("admin", "deactivate", "admin@acme.example", "--workspace", "acme"),
+        ("init", "--workspace", "other"),
+    ):
+        refused = read_only(*args, check=False)
+        assert refused.returncode == 2, refused.stderr
+        [line] = refused.stderr.splitlines()
+        assert line.startswith("scim-hub: the database sqlite+aiosqlite:///file"), line
+        assert line.endswith(
+            "hub.db?mode=ro&uri=true refused the change: attempt to write a readonly database"
+        ), line
+    assert len(sqlite_cli.token_ids("acme")) == 1
+
+
 @pytest.mark.parametrize("where", ["variable", "toml"])
 def test_a_port_alone_moves_the_tenant_url(sqlite_cli: Cli, tmp_path: Path, where: str) -> None:
     """`SCIM_HUB_PORT=8001 make run` (or `port` in the TOML file), no base URL: `init` printed
