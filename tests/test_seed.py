@@ -114,6 +114,10 @@ def test_seed_command(tmp_path: object) -> None:
     bad = run_cli(["seed", "--workspace", "w", "--users", "5", "--prefix", "x"], env, check=False)
     assert bad.returncode == 2
     assert "already exists" in bad.stderr
+    # A padded name finds the workspace, as in every other command ("no workspace ' w '").
+    padded = ["seed", "--workspace", " w ", "--users", "3", "--prefix", "z", "--json"]
+    report = json.loads(run_cli(padded, env).stdout.strip().splitlines()[-1])
+    assert (report["workspace"], report["users"]) == ("w", 3)
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import IntegrityError
 
 from hub.core import cards as card_service
+from hub.core import tenants
 from hub.core.attributes import canonicalise
 from hub.core.clock import now_us
 from hub.core.connectors import effective_mapping, overrides_of
@@ -35,7 +36,7 @@ from hub.core.database import Database
 from hub.core.dialects import Dialect
 from hub.core.errors import InvalidValue, NotFound, Uniqueness
 from hub.core.ids import new_id
-from hub.core.models import connectors, user_emails, users, workspaces
+from hub.core.models import connectors, user_emails, users
 from hub.core.schema import USER_TYPE
 from hub.core.users import email_keys, render
 
@@ -129,6 +130,8 @@ def check_document(doc: JSON) -> None:
 
 class _Target(msgspec.Struct, frozen=True):
     workspace_pk: int
+    #: the workspace's name as stored (the one asked for may be padded).
+    workspace: str
     connector_pk: int | None
     idp: str | None
     overrides: Any
@@ -136,9 +139,11 @@ class _Target(msgspec.Struct, frozen=True):
 
 def _target(conn: Connection, workspace: str) -> _Target:
     """The workspace named `workspace` and its first live connector (pk, IdP, overrides)."""
-    ws = conn.execute(select(workspaces.c.pk).where(workspaces.c.name == workspace)).scalar()
-    if ws is None:
+    # Found as every other command finds it: names are stored stripped (`find_workspace`).
+    found = tenants.find_workspace(conn, workspace)
+    if found is None:
         raise NotFound(f"no workspace {workspace!r} (create it with `scim-hub init`)")
+    ws = found.pk
     connector = conn.execute(
         select(connectors.c.pk, connectors.c.idp, connectors.c.overrides)
         .where(connectors.c.workspace_pk == ws, connectors.c.deleted.is_(None))
@@ -146,8 +151,8 @@ def _target(conn: Connection, workspace: str) -> _Target:
         .limit(1)
     ).first()
     if connector is None:
-        return _Target(int(ws), None, None, None)
-    return _Target(int(ws), int(connector.pk), connector.idp, connector.overrides)
+        return _Target(int(ws), found.name, None, None, None)
+    return _Target(int(ws), found.name, int(connector.pk), connector.idp, connector.overrides)
 
 
 def _card_mapping(target: _Target, dialects: Mapping[str, Dialect]) -> dict[str, str]:
@@ -269,7 +274,7 @@ async def seed_users(
             raise Uniqueness(
                 f"a userName between {user_name(start + done, prefix, domain)!r} and "
                 f"{user_name(start + done + size - 1, prefix, domain)!r} already exists in "
-                f"{workspace!r}: seed with another --prefix or --start"
+                f"{target.workspace!r}: seed with another --prefix or --start"
             ) from exc
         done += size
         if progress is not None:
@@ -277,7 +282,7 @@ async def seed_users(
     seconds = time.perf_counter() - started
     after = await db.read(database_bytes)
     return SeedReport(
-        workspace=workspace,
+        workspace=target.workspace,
         users=count,
         batch=batch,
         seconds=round(seconds, 3),
