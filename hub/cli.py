@@ -465,7 +465,11 @@ def cmd_connector(settings: Settings, args: argparse.Namespace) -> int:
             ),
         )
         print(f"connector {info.name} ({info.idp}) created; make its token with")
-        print(f"  scim-hub token regenerate --workspace {args.workspace} --connector {info.name!r}")
+        # Quoted for the shell: a name with a space or a `$` runs as printed.
+        print(
+            f"  scim-hub token add --workspace {shlex.quote(args.workspace.strip())} "
+            f"--connector {shlex.quote(info.name)}"
+        )
         return 0
     if command == "delete":
         _run_unit(

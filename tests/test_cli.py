@@ -432,6 +432,22 @@ async def test_admin_deactivate_kills_every_token_they_created(sqlite_cli: Cli) 
     assert "nobody@acme.example" in unknown.stderr
 
 
+async def test_connector_create_prints_a_token_command_that_runs_as_printed(
+    sqlite_cli: Cli,
+) -> None:
+    """It printed `--workspace My Co --connector 'Okta $EU'`: the workspace unquoted (two words
+    to the shell) and the connector in Python's quotes."""
+    import shlex
+
+    sqlite_cli.init("My Co")
+    created = sqlite_cli("connector", "create", "Okta $EU", "--idp", "okta", "--workspace", "My Co")
+    command = shlex.split(created.stdout.splitlines()[-1])
+    assert command[:3] == ["scim-hub", "token", "add"], created.stdout
+    made = sqlite_cli(*command[1:])
+    assert await sqlite_cli.statuses(_printed_token(made.stdout)) == [200]
+    assert "connector=Okta $EU" in sqlite_cli("token", "list", "--workspace", "My Co").stdout
+
+
 async def test_connector_disable_and_enable(cli: Cli) -> None:
     init = cli.init("acme")
     other = cli.init("other")
