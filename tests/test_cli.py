@@ -448,6 +448,19 @@ async def test_connector_create_prints_a_token_command_that_runs_as_printed(
     assert "connector=Okta $EU" in sqlite_cli("token", "list", "--workspace", "My Co").stdout
 
 
+async def test_a_padded_connector_name_finds_the_connector_it_created(sqlite_cli: Cli) -> None:
+    """`connector create ' Pad '` stores "Pad"; `connector disable ' Pad '`, `token add` and
+    `token regenerate --connector ' Pad '` then answered "no connector ' Pad '"."""
+    sqlite_cli.init("acme")
+    sqlite_cli("connector", "create", " Pad ", "--idp", "okta", "--workspace", "acme")
+    target = ("--workspace", "acme", "--connector", " Pad ")
+    added = _printed_token(sqlite_cli("token", "add", *target).stdout)
+    regenerated = _printed_token(sqlite_cli("token", "regenerate", *target).stdout)
+    assert await sqlite_cli.statuses(added, regenerated) == [401, 200]
+    sqlite_cli("connector", "disable", " Pad ", "--workspace", "acme")
+    assert await sqlite_cli.statuses(regenerated) == [401]
+
+
 async def test_connector_disable_and_enable(cli: Cli) -> None:
     init = cli.init("acme")
     other = cli.init("other")

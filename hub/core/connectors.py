@@ -357,13 +357,17 @@ def _info(conn: Connection, row: Any) -> ConnectorInfo:
 
 
 def _find(conn: Connection, workspace_pk: int, ref: str) -> Any:
-    """The live connector of the workspace whose id or name is `ref`."""
+    """The live connector of the workspace whose id or name is `ref`.
+
+    Names are stored stripped (`create_connector`), so `ref` is looked up stripped too.
+    """
+    wanted = ref.strip()
     row = conn.execute(
         select(*_INFO_COLUMNS)
         .where(
             connectors.c.workspace_pk == workspace_pk,
             connectors.c.deleted.is_(None),
-            (connectors.c.id == ref) | (connectors.c.name == ref),
+            (connectors.c.id == wanted) | (connectors.c.name == wanted),
         )
         .order_by(connectors.c.pk)
     ).first()

@@ -191,10 +191,11 @@ def needs_touch(caller: Caller, when: int) -> bool:
 
 
 def _connector_pk(conn: Connection, workspace_pk: int, connector: str) -> int:
+    # Names are stored stripped (`hub.core.connectors.create_connector`).
     pk = conn.execute(
         select(connectors.c.pk).where(
             connectors.c.workspace_pk == workspace_pk,
-            connectors.c.name == connector,
+            connectors.c.name == connector.strip(),
             connectors.c.deleted.is_(None),
         )
     ).scalar()
