@@ -538,6 +538,18 @@ def cmd_seed(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _host(text: str) -> str:
+    """An address to listen on, not empty (argparse type).
+
+    `--host ''` served on 127.0.0.1 while the URLs it printed read "http://:8000".
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "is empty; give the address to listen on (127.0.0.1; 0.0.0.0 for every interface)"
+        )
+    return text
+
+
 def _port(text: str) -> int:
     """A TCP port, 1 to 65535 (argparse type)."""
     value = _whole(text)
@@ -575,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve the hub over HTTP")
-    serve.add_argument("--host")
+    serve.add_argument("--host", type=_host)
     serve.add_argument("--port", type=_port)
     serve.add_argument("--workers", type=_at_least_one)
     serve.set_defaults(func=cmd_serve)

@@ -233,6 +233,11 @@ def _check_ranges(settings: Settings) -> None:
     for name in positive:
         if getattr(settings, name) < 1:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
+    if not settings.host.strip():  # bound every interface, and the tenant URL read "http://:8000"
+        raise SettingsError(
+            f"{ENV_PREFIX}HOST must name the address to listen on "
+            "(127.0.0.1; 0.0.0.0 for every interface)"
+        )
     if settings.rate_limit_per_second < 0:
         raise SettingsError(f"{ENV_PREFIX}RATE_LIMIT_PER_SECOND must be 0 (no limit) or more")
     if settings.port > MAX_PORT:

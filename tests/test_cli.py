@@ -495,6 +495,9 @@ async def test_connector_disable_and_enable(cli: Cli) -> None:
         ("SCIM_HUB_MAX_FILTER_DEPTH", "0"),
         ("SCIM_HUB_MAX_GROUP_MEMBERS_PER_PATCH", "0"),
         ("SCIM_HUB_RATE_LIMIT_PER_SECOND", "-1"),
+        # Listened on every interface; init printed the tenant URL "http://:8000/scim/v2".
+        ("SCIM_HUB_HOST", ""),
+        ("SCIM_HUB_HOST", " "),
     ],
 )
 def test_bad_setting_stops_with_a_message_naming_it(
@@ -709,6 +712,8 @@ def test_serve_on_a_taken_port_says_so_in_one_line(sqlite_cli: Cli) -> None:
         (("--port", "http"), "--port"),
         (("--workers", "0"), "--workers"),
         (("--workers", "-2"), "--workers"),
+        # Served on 127.0.0.1 and printed the SCIM URL "http://:8000/scim/v2".
+        (("--host", ""), "argument --host: is empty"),
     ],
 )
 def test_serve_refuses_a_port_or_worker_count_out_of_range(
