@@ -138,7 +138,19 @@ def _check_listening(host: str, port: int) -> None:
     try:
         listening_socket(host, port, share=False).close()
     except PortTaken as exc:
-        raise CliError(f"{exc} (another port: --port or SCIM_HUB_PORT)") from exc
+        raise CliError(f"{exc} ({_listen_hint(exc.__cause__)})") from exc
+
+
+def _listen_hint(cause: BaseException | None) -> str:
+    """What to change when binding failed: the port when it is taken or privileged, else the host.
+
+    `--host no-such-host` ("Name or service not known") was told to pick another port.
+    """
+    import errno
+
+    if isinstance(cause, OSError) and cause.errno in (errno.EADDRINUSE, errno.EACCES):
+        return "another port: --port or SCIM_HUB_PORT"
+    return "an address of this host: --host or SCIM_HUB_HOST"
 
 
 def cmd_db(settings: Settings, args: argparse.Namespace) -> int:

@@ -704,6 +704,18 @@ def test_serve_on_a_taken_port_says_so_in_one_line(sqlite_cli: Cli) -> None:
     assert "serving" not in result.stdout
 
 
+@pytest.mark.parametrize("host", ["192.0.2.1", "no-such-host.invalid"])
+def test_serve_on_an_address_not_of_this_host_names_the_host(sqlite_cli: Cli, host: str) -> None:
+    """A host that is not this machine's (TEST-NET-1; a name that does not resolve) was told
+    "(another port: --port or SCIM_HUB_PORT)"."""
+    result = sqlite_cli("serve", "--host", host, "--port", "8000", check=False)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"scim-hub: cannot listen on {host}:8000: "), line
+    assert line.endswith("(an address of this host: --host or SCIM_HUB_HOST)"), line
+    assert "serving" not in result.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [
