@@ -406,8 +406,15 @@ def _read_password(from_stdin: bool) -> str:
 
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("password: ")
-    if getpass.getpass("again: ") != first:
+    try:
+        first = getpass.getpass("password: ")
+        again = getpass.getpass("again: ")
+    except EOFError:  # no terminal and nothing on stdin (a script, CI): it was a traceback
+        raise CliError(
+            "no password was typed (input ended); nothing was changed. Type it at a terminal, "
+            "or pipe it with --password-stdin"
+        ) from None
+    if again != first:
         raise CliError("the passwords differ; nothing was changed")
     return first
 

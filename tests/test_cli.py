@@ -756,6 +756,30 @@ def test_db_upgrades_started_together_on_postgresql_all_succeed(fresh_postgres_u
     assert is_current(fresh_postgres_url)
 
 
+@pytest.mark.parametrize("action", ["create", "set-password"])
+def test_a_password_prompt_without_input_says_so(sqlite_cli: Cli, action: str) -> None:
+    """With no terminal and nothing on stdin (a script, CI), the prompt ended in getpass's
+    EOFError traceback."""
+    sqlite_cli.init("acme")
+    # A session of its own: no controlling terminal, so getpass reads the (empty) stdin.
+    result = subprocess.run(
+        [*cli_command(), "admin", action, "admin@acme.example", "--workspace", "acme"],
+        env=sqlite_cli.env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.endswith(
+        "scim-hub: no password was typed (input ended); nothing was changed. Type it at a "
+        "terminal, or pipe it with --password-stdin\n"
+    ), result.stderr
+
+
 async def test_an_admin_is_named_in_any_case(cli: Cli) -> None:
     """`admin create Ops@Acme.example` said the admin existed, and `admin deactivate` said not.
 
