@@ -202,6 +202,10 @@ def _name_setting(message: str) -> str:
     return f"{ENV_PREFIX}{name.upper()}: {text}"
 
 
+#: The driver the hub uses for each database (SQLAlchemy's name), as in `sqlite+aiosqlite://`.
+_ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
+
+
 def _check_database_url(url: str) -> None:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
@@ -214,6 +218,14 @@ def _check_database_url(url: str) -> None:
         raise SettingsError(
             f"{ENV_PREFIX}DATABASE_URL: {backend!r} is not supported; use "
             "sqlite+aiosqlite:///path/to/hub.db or postgresql+asyncpg://user@host/db"
+        )
+    driver = make_url(url).get_driver_name()
+    if driver != _ASYNC_DRIVERS[backend]:
+        # `postgresql://` (psycopg) or `sqlite://` (pysqlite): every command failed with
+        # SQLAlchemy's "requires an async driver" or "No module named 'psycopg'".
+        raise SettingsError(
+            f"{ENV_PREFIX}DATABASE_URL: the driver {driver!r} is not supported; use "
+            f"{backend}+{_ASYNC_DRIVERS[backend]}://…"
         )
 
 

@@ -489,6 +489,9 @@ async def test_connector_disable_and_enable(cli: Cli) -> None:
         ("SCIM_HUB_DATABASE_POOL_SIZE", "0"),
         ("SCIM_HUB_DATABASE_URL", "mysql://db.example.com/hub"),
         ("SCIM_HUB_DATABASE_URL", "not a url"),
+        # The synchronous drivers: "requires an async driver", "No module named 'psycopg'".
+        ("SCIM_HUB_DATABASE_URL", "sqlite:///var/hub.db"),
+        ("SCIM_HUB_DATABASE_URL", "postgresql://hub@db.example.com/hub"),
         # These four started a hub that refused every PATCH ("at most -1 operations"), every
         # filter or every member change, or had no rate limit at all.
         ("SCIM_HUB_MAX_PATCH_OPERATIONS", "-1"),
