@@ -40,8 +40,25 @@ def _require_current(settings: Settings) -> None:
     A command on an older schema would fail half-way, or write rows that this version's later
     migrations never see.
     """
+    _check_lasting(settings.database_url)
     if not _is_current(settings.database_url):
         raise CliError(_not_migrated(settings.database_url))
+
+
+def _check_lasting(database_url: str) -> None:
+    """Stop on an in-memory SQLite database: it lasts one command.
+
+    `db upgrade` said "up to date" of a database gone when it ended, and every later command
+    said "not migrated; run `scim-hub db upgrade` first", for ever.
+    """
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        raise CliError(
+            f"the database {_safe_url(database_url)} is in memory and lasts one command; "
+            "name a file (sqlite+aiosqlite:///path/to/hub.db)"
+        )
 
 
 def _is_current(database_url: str) -> bool:
@@ -157,6 +174,7 @@ def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
     """Migrate the database to the latest schema."""
     from hub.migrate import upgrade
 
+    _check_lasting(settings.database_url)
     upgrade(settings.database_url)
     print(f"database is up to date ({_safe_url(settings.database_url)})")
     return 0
@@ -231,9 +249,11 @@ def _reason(exc: BaseException) -> str:
 
 
 def _safe_url(url: str) -> str:
+    """`url` without its password; as given when it has none (rendering escapes ":memory:")."""
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    parsed = make_url(url)
+    return url if parsed.password is None else parsed.render_as_string(hide_password=True)
 
 
 def cmd_init(settings: Settings, args: argparse.Namespace) -> int:

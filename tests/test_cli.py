@@ -597,6 +597,21 @@ def test_a_command_on_a_database_not_migrated_says_so(
     assert runner("init", "--workspace", "acme").returncode == 0
 
 
+@pytest.mark.parametrize("url", ["sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:"])
+def test_an_in_memory_database_is_refused(url: str) -> None:
+    """`db upgrade` said "database is up to date" of a database gone when it ended; every later
+    command said "not migrated; run `scim-hub db upgrade` first", for ever."""
+    runner = Cli(url)
+    for args in (("db", "upgrade"), ("init", "--workspace", "acme")):
+        refused = runner(*args, check=False)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr == (
+            f"scim-hub: the database {url} is in memory and lasts one command; "
+            "name a file (sqlite+aiosqlite:///path/to/hub.db)\n"
+        )
+        assert "up to date" not in refused.stdout
+
+
 def test_a_database_that_cannot_be_reached_is_named_without_its_password(
     tmp_path: Path,
 ) -> None:
