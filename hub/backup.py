@@ -80,7 +80,8 @@ def backup_sqlite(
         return _copy(source_path, target, busy_timeout_ms)
     except (sqlite3.Error, OSError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise BackupError(f"the backup to {target} failed: {reason}") from exc
+        # Either file may be at fault ("file is not a database" is the source's): name both.
+        raise BackupError(f"the backup of {source_path} to {target} failed: {reason}") from exc
 
 
 def _copy(source_path: Path, target: Path, busy_timeout_ms: int) -> SqliteBackup:

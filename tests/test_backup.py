@@ -208,7 +208,7 @@ def test_backup_to_a_path_it_cannot_write_names_the_problem(tmp_path: Path) -> N
         (str(in_the_way / "deeper" / "b.db"), f"{in_the_way} is not a directory"),
         ("", "db backup: PATH is empty; name the file to write"),
         # Its own name fits, the copy's (".NAME.partial-PID") is too long: a traceback.
-        (str(long := tmp_path / ("b" * 250)), f"the backup to {long} failed: File name too long"),
+        (str(long := tmp_path / ("b" * 250)), f" to {long} failed: File name too long"),
     ]
     for path, named in cases:
         refused = run_cli(["db", "backup", path], hub.env, check=False)
@@ -218,6 +218,21 @@ def test_backup_to_a_path_it_cannot_write_names_the_problem(tmp_path: Path) -> N
         assert named in line, refused.stderr
     assert in_the_way.read_text() == "not a directory"
     assert not list(tmp_path.glob("**/.*partial*"))
+
+
+def test_backup_of_a_file_that_is_no_database_names_it(tmp_path: Path) -> None:
+    """It said "the backup to B failed: file is not a database", blaming the backup."""
+    source = tmp_path / "hub.db"
+    source.write_text("no database " * 20)
+    hub = HubProcess(sqlite_url(source), tmp_path)
+    target = tmp_path / "b.db"
+    refused = run_cli(["db", "backup", str(target)], hub.env, check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr == (
+        f"scim-hub: the backup of {source} to {target} failed: file is not a database\n"
+    )
+    assert not target.exists()
+    assert not list(tmp_path.glob(".*partial*"))
 
 
 # --------------------------------------------------------------------------- PostgreSQL
