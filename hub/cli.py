@@ -278,6 +278,21 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
         )
 
     result = _run_unit(settings, unit)
+    if isinstance(result, list) and args.json:
+        # Still one JSON object (it was the text below, which a script's JSON parser chokes
+        # on): no token, and the command that makes one.
+        name = args.workspace.strip()
+        hint = _regenerate_hint(name, args.idp, result)
+        existing = {
+            "workspace": name,
+            "exists": True,
+            "tenant_url": tenants.tenant_url(settings.base_url),
+            "connectors": result,
+            "token": None,
+            "regenerate": hint.splitlines()[-1].strip(),
+        }
+        print(msgspec.json.encode(existing).decode())
+        return 0
     if isinstance(result, list):
         print(
             f"workspace {args.workspace!r} exists; "

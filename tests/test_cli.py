@@ -270,6 +270,28 @@ async def test_init_if_missing_leaves_an_existing_workspace_alone(sqlite_cli: Cl
     ]
 
 
+async def test_init_json_if_missing_prints_json_for_an_existing_workspace(
+    sqlite_cli: Cli,
+) -> None:
+    """`init --json --if-missing` on an existing workspace printed the text lines: the JSON
+    parser of the script that asked for JSON failed."""
+    first = sqlite_cli.init("acme")
+    again = sqlite_cli("init", "--workspace", " acme ", "--json", "--if-missing")
+    [line] = again.stdout.strip().splitlines()
+    existing = json.loads(line)
+    assert existing["workspace"] == "acme"
+    assert existing["exists"] is True
+    assert existing["token"] is None
+    assert existing["tenant_url"] == first["tenant_url"]
+    assert existing["connectors"] == ["generic_scim"]
+    command = existing["regenerate"].split()
+    assert command[:3] == ["scim-hub", "token", "regenerate"]
+    made = _printed_token(sqlite_cli(*command[1:]).stdout)
+    assert await sqlite_cli.statuses(made) == [200]
+    # A new workspace's JSON says it did not exist.
+    assert "exists" not in sqlite_cli.init("other", "--if-missing")
+
+
 def test_init_refuses_an_admin_email_that_is_no_address(sqlite_cli: Cli) -> None:
     """`init --admin-email bad` made an admin 'bad', an address `admin create` refuses."""
     refused = sqlite_cli("init", "--workspace", "acme", "--admin-email", "bad", check=False)
