@@ -370,13 +370,11 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     if args.token_command == "regenerate":
 
         def regenerate(conn: Connection) -> tokens.NewToken:
+            # What `POST …/connectors/{c}/tokens/regenerate` does: the connector by name or id
+            # (`connector list` shows ids first; an id answered "no connector named …").
             ws = _workspace_pk(conn, args.workspace)
-            return tokens.regenerate(
-                conn,
-                workspace_pk=ws,
-                connector=args.connector,
-                admin_pk=_creating_admin(conn, ws, args.admin),
-            )
+            admin = _creating_admin(conn, ws, args.admin)
+            return connectors.regenerate_token(conn, ws, args.connector, admin)
 
         new = _run_unit(settings, regenerate)
         print(f"token:      {new.token}")
@@ -677,7 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
     token_list.add_argument("--workspace", required=True)
     token_regen = token_sub.add_parser("regenerate")
     token_regen.add_argument("--workspace", required=True)
-    token_regen.add_argument("--connector", required=True)
+    token_regen.add_argument("--connector", required=True, help="the connector's name or id")
     token_regen.add_argument("--admin", help="email of the admin creating it (default: first)")
     token_add = token_sub.add_parser(
         "add", help="one more token for a connector (its other tokens keep working)"

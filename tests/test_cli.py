@@ -327,6 +327,9 @@ async def test_token_regenerate_kills_the_old_token(cli: Cli) -> None:
     listed = cli("token", "list", "--workspace", "acme").stdout
     assert not _leaks(new, listed)
     assert sum("active" in line.split()[-1] for line in listed.splitlines()) == 1
+    # By the id `connector list` shows first, as the admin API takes it ("no connector named").
+    by_id = cli("token", "regenerate", "--workspace", "acme", "--connector", init["connector_id"])
+    assert await cli.statuses(new, _printed_token(by_id.stdout)) == [401, 200]
 
 
 async def test_token_add_makes_one_more_token(cli: Cli) -> None:

@@ -204,17 +204,6 @@ def _connector_pk(conn: Connection, workspace_pk: int, connector: str) -> int:
     return int(pk)
 
 
-def regenerate(conn: Connection, *, workspace_pk: int, connector: str, admin_pk: int) -> NewToken:
-    """Revoke every live token of a connector and make a new one (the old ones die at once)."""
-    connector_pk = _connector_pk(conn, workspace_pk, connector)
-    conn.execute(
-        update(tokens)
-        .where(tokens.c.connector_pk == connector_pk, tokens.c.revoked.is_(None))
-        .values(revoked=now_us())
-    )
-    return create_token(conn, connector_pk=connector_pk, admin_pk=admin_pk)
-
-
 def revoke(conn: Connection, *, workspace_pk: int, token_id: str) -> None:
     """Revoke one token of the workspace.
 
