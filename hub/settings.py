@@ -263,10 +263,30 @@ def _check_ranges(settings: Settings) -> None:
         raise SettingsError(f"{ENV_PREFIX}DEFAULT_COUNT must be between 0 and MAX_RESULTS")
     if not settings.base_url.startswith(("http://", "https://")):
         raise SettingsError(f"{ENV_PREFIX}BASE_URL must start with http:// or https://")
+    _check_base_url(settings.base_url)
     if settings.secret and len(settings.secret.strip()) < MIN_SECRET_LENGTH:
         raise SettingsError(
             f"{ENV_PREFIX}SECRET must be at least {MIN_SECRET_LENGTH} characters "
             "(e.g. the output of `python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+        )
+
+
+def _check_base_url(url: str) -> None:
+    """The base URL names a host, holds no space, and has no query or fragment to append to.
+
+    `https://` alone made the tenant URL `https:/scim/v2`; a space went into every link.
+    """
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- parsing the port is the check ("http://h:x" raises)
+    except ValueError as exc:
+        raise SettingsError(f"{ENV_PREFIX}BASE_URL {url!r} is not a URL: {exc}") from None
+    if not parts.hostname or any(c.isspace() for c in url) or parts.query or parts.fragment:
+        raise SettingsError(
+            f"{ENV_PREFIX}BASE_URL {url!r} must be the hub's public URL: a host, no spaces, "
+            "no query or fragment (https://hub.example.com)"
         )
 
 

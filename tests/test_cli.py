@@ -506,6 +506,10 @@ async def test_connector_disable_and_enable(cli: Cli) -> None:
         ("SCIM_HUB_PORT", "eighty"),
         ("SCIM_HUB_PORT", "0"),
         ("SCIM_HUB_BASE_URL", "ftp://example.com"),
+        # The tenant URL read "https:/scim/v2"; a space went into every link.
+        ("SCIM_HUB_BASE_URL", "https://"),
+        ("SCIM_HUB_BASE_URL", "http://hub example.com"),
+        ("SCIM_HUB_BASE_URL", "https://hub.example.com/?tenant=1"),
         ("SCIM_HUB_ENVIRONMENT", "staging"),
         ("SCIM_HUB_LOG_LEVEL", "loud"),
         ("SCIM_HUB_MAX_RESULTS", "-5"),
