@@ -118,6 +118,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     base_url = load_settings(host=args.host, port=args.port).base_url
     os.environ["SCIM_HUB_BASE_URL"] = base_url
     _check_listening(host, port)
+    _check_secret(settings)
     print(f"scim-hub serving on {listen_url(host, port)} (SCIM at {base_url}/scim/v2)")
     options: dict[str, Any] = {
         "app": "hub.asgi:create",
@@ -142,6 +143,21 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             raise CliError(str(exc)) from exc
     uvicorn.run(workers=workers, **options)
     return 0
+
+
+def _check_secret(settings: Settings) -> None:
+    """Stop with one line when the server secret cannot be read or created, before "serving".
+
+    An unusable `SCIM_HUB_SECRET_FILE` printed "serving on …", then every worker's start-up
+    failed in a traceback of sixty lines with the reason inside. Read (or created) here, the
+    workers find the file made.
+    """
+    from hub.core.secret import ACTIVATION_LINKS, SecretError, derive_key
+
+    try:
+        derive_key(settings, ACTIVATION_LINKS)
+    except SecretError as exc:
+        raise CliError(str(exc)) from exc
 
 
 def _check_listening(host: str, port: int) -> None:

@@ -594,6 +594,23 @@ def test_serve_over_a_database_it_cannot_open_says_so(tmp_path: Path) -> None:
     assert "db upgrade" not in result.stderr
 
 
+def test_serve_with_a_secret_file_it_cannot_create_says_so_in_one_line(
+    sqlite_cli: Cli, tmp_path: Path
+) -> None:
+    """It printed "serving on …", then each worker's start-up failed in a sixty-line traceback
+    with the reason inside (status 3)."""
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a directory")
+    env = {**sqlite_cli.env, "SCIM_HUB_SECRET_FILE": str(in_the_way / "secret.key")}
+    result = run_cli(["serve", "--port", str(free_port())], env, timeout=30, check=False)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith(
+        f"scim-hub: SCIM_HUB_SECRET_FILE: cannot read or create the server secret {in_the_way}"
+    ), line
+    assert "serving" not in result.stdout
+
+
 @pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
