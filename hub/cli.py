@@ -119,6 +119,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     os.environ["SCIM_HUB_BASE_URL"] = base_url
     _check_listening(host, port)
     _check_secret(settings)
+    _check_outbox(settings)
     print(f"scim-hub serving on {listen_url(host, port)} (SCIM at {base_url}/scim/v2)")
     options: dict[str, Any] = {
         "app": "hub.asgi:create",
@@ -158,6 +159,35 @@ def _check_secret(settings: Settings) -> None:
         derive_key(settings, ACTIVATION_LINKS)
     except SecretError as exc:
         raise CliError(str(exc)) from exc
+
+
+def _check_outbox(settings: Settings) -> None:
+    """Stop with one line when emails go to files (no SMTP) and their directory cannot be made.
+
+    The hub served, and every activation email failed to be written, retried for hours, then
+    given up, each failure only in the log.
+    """
+    if settings.smtp_host:
+        return
+    from pathlib import Path
+
+    directory = Path(settings.outbox_dir)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        writable = os.access(directory, os.W_OK | os.X_OK)
+    except OSError as exc:
+        # mkdir says "File exists" of a file in the way; name it as what it is.
+        existing = next((p for p in (directory, *directory.parents) if p.exists()), None)
+        in_the_way = existing is not None and not existing.is_dir()
+        reason = f"{existing} is not a directory" if in_the_way else exc.strerror or str(exc)
+    else:
+        if writable:
+            return
+        reason = "not writable"
+    raise CliError(
+        f"SCIM_HUB_OUTBOX_DIR: cannot write activation emails to {directory}: {reason} "
+        "(without SCIM_HUB_SMTP_HOST they are written there as .eml files)"
+    )
 
 
 def _check_listening(host: str, port: int) -> None:

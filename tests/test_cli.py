@@ -611,6 +611,26 @@ def test_serve_with_a_secret_file_it_cannot_create_says_so_in_one_line(
     assert "serving" not in result.stdout
 
 
+@pytest.mark.parametrize("where", ["a-file", "a-file/outbox"])
+def test_serve_with_an_outbox_it_cannot_make_says_so_in_one_line(
+    sqlite_cli: Cli, tmp_path: Path, where: str
+) -> None:
+    """Without SMTP, emails are files in SCIM_HUB_OUTBOX_DIR; the hub served with a file in its
+    way, and every activation email failed, retried for hours, then was given up."""
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a directory")
+    env = {**sqlite_cli.env, "SCIM_HUB_OUTBOX_DIR": str(tmp_path / where)}
+    result = run_cli(["serve", "--port", str(free_port())], env, timeout=30, check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"scim-hub: SCIM_HUB_OUTBOX_DIR: cannot write activation emails to {tmp_path / where}: "
+        f"{in_the_way} is not a directory (without SCIM_HUB_SMTP_HOST they are written there "
+        "as .eml files)"
+    )
+    assert "Traceback" not in result.stderr
+    assert "serving" not in result.stdout
+
+
 @pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
