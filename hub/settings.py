@@ -162,8 +162,8 @@ def resembling(name: str, known: Iterable[str], prefix: str) -> str | None:
 def _read_config(config_file: str) -> dict[str, Any]:
     """The settings of the TOML file `SCIM_HUB_CONFIG` names; keys are known settings' names."""
     try:
-        values = tomllib.loads(Path(config_file).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        values = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:  # TOML is UTF-8
         raise SettingsError(f"{ENV_PREFIX}CONFIG: cannot read {config_file}: {exc}") from exc
     unknown = sorted(set(values) - {field.name for field in msgspec.structs.fields(Settings)})
     if unknown:  # msgspec's own message named a garbled variable ("SCIM_HUB_OBJECT CONTAINS …")

@@ -558,6 +558,19 @@ def test_an_unknown_key_in_the_settings_file_is_named(sqlite_cli: Cli, tmp_path:
     assert "no workspace named 'acme'" in listed.stderr, "nothing is created"
 
 
+def test_a_settings_file_that_is_not_utf8_is_named(sqlite_cli: Cli, tmp_path: Path) -> None:
+    """A settings file saved as UTF-16 (or Latin-1) ended in a UnicodeDecodeError traceback."""
+    config = tmp_path / "hub.toml"
+    config.write_text("port = 8001\n", encoding="utf-16")
+    result = sqlite_cli(
+        "token", "list", "--workspace", "acme", check=False, SCIM_HUB_CONFIG=str(config)
+    )
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"scim-hub: bad setting: SCIM_HUB_CONFIG: cannot read {config}: "), line
+    assert "codec can't decode" in line
+
+
 def test_a_variable_that_names_no_setting_is_reported(sqlite_cli: Cli) -> None:
     """SCIM_HUB_SMTP_SERVER (for SCIM_HUB_SMTP_HOST) was ignored without a word: emails went to
     .eml files. The settings file and the suite's own knobs are not reported; a variable close
