@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,16 +110,19 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     config_file = env.get(f"{ENV_PREFIX}CONFIG")
     if config_file:
         values.update(_read_config(config_file))
+    from_file = set(values)
     for field in msgspec.structs.fields(Settings):
         raw = env.get(f"{ENV_PREFIX}{field.name.upper()}")
         if raw is not None:
             values[field.name] = _coerce(field.name, raw, field.type)
+            from_file.discard(field.name)
     values.update({k: v for k, v in overrides.items() if v is not None})
+    from_file -= set(overrides)
     _default_base_url(values)
     try:
         settings = msgspec.convert(values, Settings)
     except msgspec.ValidationError as exc:
-        raise SettingsError(_name_setting(str(exc))) from exc
+        raise SettingsError(_name_setting(str(exc), config_file, from_file)) from exc
     _check_ranges(settings)
     _check_mail(settings)
     _check_database_url(settings.database_url)
@@ -193,12 +196,20 @@ def _default_base_url(values: dict[str, Any]) -> None:
         values["base_url"] = listen_url(host, port)
 
 
-def _name_setting(message: str) -> str:
-    """Turn msgspec's "… - at `$.log_level`" into a message naming SCIM_HUB_LOG_LEVEL."""
+def _name_setting(
+    message: str, config_file: str | None = None, from_file: Collection[str] = ()
+) -> str:
+    """Turn msgspec's "… - at `$.log_level`" into a message naming SCIM_HUB_LOG_LEVEL.
+
+    A value the settings file gave is named as its key in that file (`port = "x"` was
+    reported as SCIM_HUB_PORT, a variable no one had set).
+    """
     text, at, where = message.rpartition(" - at `$.")
     if not at:
         return f"invalid setting: {message}"
     name = where.rstrip("`").split(".", 1)[0].split("[", 1)[0]
+    if name in from_file:
+        return f"{ENV_PREFIX}CONFIG: {config_file}: {name}: {text}"
     return f"{ENV_PREFIX}{name.upper()}: {text}"
 
 

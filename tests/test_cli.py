@@ -558,6 +558,25 @@ def test_an_unknown_key_in_the_settings_file_is_named(sqlite_cli: Cli, tmp_path:
     assert "no workspace named 'acme'" in listed.stderr, "nothing is created"
 
 
+@pytest.mark.parametrize(
+    ("line", "named"),
+    [('port = "x"', "port: Expected `int`, got `str`"), ("log_level = 3", "log_level: Expected")],
+)
+def test_a_bad_value_in_the_settings_file_is_named_as_its_key(
+    sqlite_cli: Cli, tmp_path: Path, line: str, named: str
+) -> None:
+    """`port = "x"` in the file was reported as SCIM_HUB_PORT, a variable no one had set."""
+    config = tmp_path / "hub.toml"
+    config.write_text(line + "\n")
+    result = sqlite_cli(
+        "token", "list", "--workspace", "a", check=False, SCIM_HUB_CONFIG=str(config)
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"scim-hub: bad setting: SCIM_HUB_CONFIG: {config}: {named}"), (
+        result.stderr
+    )
+
+
 def test_a_settings_file_that_is_not_utf8_is_named(sqlite_cli: Cli, tmp_path: Path) -> None:
     """A settings file saved as UTF-16 (or Latin-1) ended in a UnicodeDecodeError traceback."""
     config = tmp_path / "hub.toml"
