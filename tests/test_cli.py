@@ -695,6 +695,40 @@ def test_a_command_on_a_database_not_migrated_says_so(
     assert runner("init", "--workspace", "acme").returncode == 0
 
 
+@pytest.mark.postgres
+def test_a_read_only_postgresql_database_is_named_with_the_cause(
+    fresh_postgres_url: str, postgres_server_url: str
+) -> None:
+    """A database set read-only (a hot standby, `default_transaction_read_only`) ended a write
+    in asyncpg's ReadOnlySQLTransactionError traceback."""
+    from hub.migrate import upgrade
+    from tests.pg import _admin_execute, run_coroutine
+
+    runner = Cli(fresh_postgres_url)
+    upgrade(fresh_postgres_url)
+    runner.init("acme")
+    name = fresh_postgres_url.rsplit("/", 1)[1]
+    run_coroutine(
+        lambda: _admin_execute(
+            postgres_server_url,
+            f'ALTER DATABASE "{name}" SET default_transaction_read_only = on',
+            "postgres",
+        )
+    )
+    assert len(runner.token_ids("acme")) == 1, "reading works"
+    for args in (
+        ("token", "add", "--workspace", "acme", "--connector", "generic_scim"),
+        ("admin", "deactivate", "admin@acme.example", "--workspace", "acme"),
+    ):
+        refused = runner(*args, check=False)
+        assert refused.returncode == 2, refused.stderr
+        [line] = refused.stderr.splitlines()
+        assert line.startswith("scim-hub: the database postgresql+asyncpg://"), line
+        refusal = r"refused the change: cannot execute (INSERT|UPDATE) in a read-only transaction$"
+        assert re.search(refusal, line), line
+    assert len(runner.token_ids("acme")) == 1
+
+
 @pytest.mark.parametrize("url", ["sqlite+aiosqlite://", "sqlite+aiosqlite:///:memory:"])
 def test_an_in_memory_database_is_refused(url: str) -> None:
     """`db upgrade` said "database is up to date" of a database gone when it ended; every later
