@@ -86,7 +86,7 @@ def backup_sqlite(
 
 def _copy(source_path: Path, target: Path, busy_timeout_ms: int) -> SqliteBackup:
     if target.exists():
-        raise BackupError(f"{target} exists; choose a new file name (a backup never overwrites)")
+        raise BackupError(_EXISTS.format(target=target))
     if target.resolve() == source_path.resolve():
         raise BackupError("the backup cannot be the database file itself")
     _make_directory(target)
@@ -120,6 +120,34 @@ def _copy(source_path: Path, target: Path, busy_timeout_ms: int) -> SqliteBackup
         source.close()
     _fsync_directory(target.parent)
     return SqliteBackup(target, target.stat().st_size, pages)
+
+
+_EXISTS = "{target} exists; choose a new file name (a backup never overwrites)"
+
+
+def backup_postgres(database_url: str, target: Path) -> PgDump:
+    """Run `pg_dump` of the database into `target`, which must not exist; return the command.
+
+    As for SQLite, a backup never overwrites (pg_dump would, an older backup lost) and missing
+    directories are made; a file pg_dump left half-written is removed.
+
+    Raises:
+        BackupError: `target` exists or cannot be written, or pg_dump failed.
+    """
+    target = target.expanduser()
+    try:
+        if target.exists():
+            raise BackupError(_EXISTS.format(target=target))
+        _make_directory(target)
+    except OSError as exc:
+        raise BackupError(f"cannot write the backup {target}: {exc.strerror or exc}") from exc
+    command = pg_dump_command(database_url, target)
+    try:
+        run_pg_dump(command)
+    except BackupError:
+        _discard(target)
+        raise
+    return command
 
 
 def _discard(partial: Path) -> None:

@@ -249,11 +249,10 @@ def cmd_db_backup(settings: Settings, args: argparse.Namespace) -> int:
                 f"backed up {_safe_url(settings.database_url)} to {done.path} ({done.size:,} bytes)"
             )
             return 0
-        command = backup.pg_dump_command(settings.database_url, target)
         if args.print_only:
-            print(command.shell())
+            print(backup.pg_dump_command(settings.database_url, target).shell())
             return 0
-        backup.run_pg_dump(command)
+        command = backup.backup_postgres(settings.database_url, target)
     except backup.BackupError as exc:
         raise CliError(str(exc)) from exc
     print(f"backed up {_safe_url(settings.database_url)} to {target} with: {command.shell()}")

@@ -239,6 +239,29 @@ def test_backup_of_a_file_that_is_no_database_names_it(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
+def test_postgres_backup_never_overwrites_and_makes_missing_directories(
+    fresh_postgres_url: str, tmp_path: Path
+) -> None:
+    """pg_dump overwrote an existing PATH (last night's backup gone) and failed on a missing
+    directory, where a SQLite backup refuses the one and makes the other."""
+    hub = HubProcess(fresh_postgres_url, tmp_path)
+    earlier = tmp_path / "earlier.dump"
+    earlier.write_text("last night's backup")
+    refused = run_cli(["db", "backup", str(earlier)], hub.env, check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr == (
+        f"scim-hub: {earlier} exists; choose a new file name (a backup never overwrites)\n"
+    )
+    assert earlier.read_text() == "last night's backup"
+    if shutil.which("pg_dump") is None:
+        pytest.skip("pg_dump not installed: the refusal is all we can check")
+    nested = tmp_path / "new" / "dir" / "hub.dump"
+    done = run_cli(["db", "backup", str(nested)], hub.env)
+    assert "backed up" in done.stdout
+    assert nested.stat().st_size > 0
+
+
+@pytest.mark.postgres
 def test_postgres_backup_prints_or_runs_pg_dump_and_restores(
     postgres_server_url: str, tmp_path: Path
 ) -> None:
