@@ -292,6 +292,16 @@ async def test_init_json_if_missing_prints_json_for_an_existing_workspace(
     assert "exists" not in sqlite_cli.init("other", "--if-missing")
 
 
+async def test_init_makes_a_plain_default_admin_address_of_any_name(sqlite_cli: Cli) -> None:
+    """The default admin of "Acme Europe, Inc." was admin@acme-europe,-inc..example."""
+    made = sqlite_cli.init("Acme Europe, Inc.")
+    assert made["admin"] == "admin@acme-europe-inc.example"
+    assert sqlite_cli.init("Müller & Söhne")["admin"] == "admin@muller-sohne.example"
+    assert sqlite_cli.init("My Co")["admin"] == "admin@my-co.example", "as before"
+    key = sqlite_cli("admin", "key", "--workspace", "Acme Europe, Inc.", "--email", made["admin"])
+    assert "admin key: shadm_" in key.stdout
+
+
 def test_init_refuses_an_admin_email_that_is_no_address(sqlite_cli: Cli) -> None:
     """`init --admin-email bad` made an admin 'bad', an address `admin create` refuses."""
     refused = sqlite_cli("init", "--workspace", "acme", "--admin-email", "bad", check=False)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 import msgspec
 from sqlalchemy import Connection, func, select, update
 
@@ -74,6 +77,17 @@ def checked_email(email: str) -> str:
     return email
 
 
+def _default_admin(workspace: str) -> str:
+    """The first admin's address when none is given: `admin@<workspace>.example`.
+
+    The name is made a host label ("Acme Europe, Inc." gave admin@acme-europe,-inc..example,
+    an address an operator had to copy down to the comma).
+    """
+    ascii_name = unicodedata.normalize("NFKD", workspace).encode("ascii", "ignore").decode()
+    label = re.sub(r"[^a-z0-9]+", "-", ascii_name.lower())[:63].strip("-") or "workspace"
+    return f"admin@{label}.example"
+
+
 def init_workspace(
     conn: Connection,
     *,
@@ -101,11 +115,7 @@ def init_workspace(
         .values(id=ws_id, name=name, created=now, send_activation_email=True)
         .returning(workspaces.c.pk)
     ).scalar_one()
-    email = (
-        checked_email(admin_email)
-        if admin_email is not None
-        else f"admin@{name.lower().replace(' ', '-')}.example"
-    )
+    email = checked_email(admin_email) if admin_email is not None else _default_admin(name)
     admin_id = new_id()
     admin_pk = conn.execute(
         admins.insert()
