@@ -839,6 +839,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"scim-hub: bad setting: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C (a seed of millions, a password prompt): one line, not asyncio's two
+        # tracebacks. Each unit of work commits whole or not at all.
+        print("scim-hub: interrupted; what was committed before stays", file=sys.stderr)
+        return 130
     except Unavailable as exc:
         # What the hub answers 503 for (a read-only or full file, a lock held too long): the
         # operator is told which database and the driver's reason, not "retry later".

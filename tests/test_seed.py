@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -16,7 +19,7 @@ from hub.core.seed import check_document, seed_users, user_document, user_name
 from hub.core.tenants import InitResult
 from hub.plugins import build_registry
 from tests.conftest import TEST_BASE_URL, ScimClient, create_workspace
-from tests.server import hub_environ, run_cli
+from tests.server import cli_command, hub_environ, run_cli
 from tests.test_cards import Admin, make_admin_key
 
 DIALECTS = build_registry().dialects
@@ -118,6 +121,27 @@ def test_seed_command(tmp_path: object) -> None:
     padded = ["seed", "--workspace", " w ", "--users", "3", "--prefix", "z", "--json"]
     report = json.loads(run_cli(padded, env).stdout.strip().splitlines()[-1])
     assert (report["workspace"], report["users"]) == ("w", 3)
+
+
+@pytest.mark.server
+def test_seed_interrupted_says_so_in_one_line(tmp_path: Path) -> None:
+    """Ctrl-C in a long seed printed asyncio's CancelledError and KeyboardInterrupt tracebacks."""
+    env = hub_environ(f"sqlite+aiosqlite:///{tmp_path}/hub.db", TEST_BASE_URL)
+    run_cli(["db", "upgrade"], env)
+    run_cli(["init", "--workspace", "w"], env)
+    seed = ["seed", "--workspace", "w", "--users", "5000000", "--batch", "1000"]
+    process = subprocess.Popen(
+        [*cli_command(), *seed], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None
+    assert "users in" in process.stderr.readline(), "the first batch is in"
+    process.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, err = process.communicate(timeout=60)
+    assert time.monotonic() - started < 30
+    assert process.returncode == 130, err
+    assert err.splitlines()[-1] == "scim-hub: interrupted; what was committed before stays"
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize(
