@@ -256,7 +256,9 @@ def _check_ranges(settings: Settings) -> None:
     for name in positive:
         if getattr(settings, name) < 1:
             raise SettingsError(f"{ENV_PREFIX}{name.upper()} must be at least 1")
-    if not settings.host.strip():  # bound every interface, and the tenant URL read "http://:8000"
+    # Empty, it bound every interface and the tenant URL read "http://:8000"; with a space, the
+    # URL made of it was reported as a bad SCIM_HUB_BASE_URL, a variable no one had set.
+    if not settings.host.strip() or any(c.isspace() for c in settings.host):
         raise SettingsError(
             f"{ENV_PREFIX}HOST must name the address to listen on "
             "(127.0.0.1; 0.0.0.0 for every interface)"

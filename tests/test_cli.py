@@ -540,6 +540,7 @@ async def test_connector_disable_and_enable(cli: Cli) -> None:
         # Listened on every interface; init printed the tenant URL "http://:8000/scim/v2".
         ("SCIM_HUB_HOST", ""),
         ("SCIM_HUB_HOST", " "),
+        ("SCIM_HUB_HOST", "hub host"),
     ],
 )
 def test_bad_setting_stops_with_a_message_naming_it(
