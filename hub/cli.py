@@ -71,11 +71,39 @@ def _is_current(database_url: str) -> bool:
     from hub.migrate import is_current
 
     try:
+        _open_sqlite_file(database_url)
         return is_current(database_url)
     except Exception as exc:
         raise CliError(
             f"cannot open the database {_safe_url(database_url)}: {_reason(exc)}"
         ) from exc
+
+
+def _open_sqlite_file(database_url: str) -> None:
+    """Open a SQLite database file with the standard library (creating it, as aiosqlite would).
+
+    When the file cannot be opened, aiosqlite's failed connect leaves its thread to hand a
+    result to an event loop already closed, which printed a thread's traceback after the
+    one-line message, one run in two (omnilib/aiosqlite#241, #389). Asked first here, the
+    failure never reaches aiosqlite.
+
+    Raises:
+        sqlite3.Error: it cannot be opened (a missing directory, a file in the way).
+    """
+    import sqlite3
+    from urllib.parse import urlencode
+
+    from sqlalchemy.engine import make_url
+
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    if url.query.get("uri") != "true":
+        sqlite3.connect(url.database).close()
+        return
+    # A URI filename keeps its parameters (`mode=ro`), as the driver passes them on.
+    params = urlencode({k: v for k, v in url.query.items() if k != "uri"}, doseq=True)
+    sqlite3.connect(f"{url.database}?{params}" if params else url.database, uri=True).close()
 
 
 def _not_migrated(database_url: str) -> str:

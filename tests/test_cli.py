@@ -674,6 +674,23 @@ def test_serve_with_an_outbox_it_cannot_make_says_so_in_one_line(
     assert "serving" not in result.stdout
 
 
+def test_a_database_file_it_cannot_open_prints_no_thread_traceback(tmp_path: Path) -> None:
+    """After the one line, aiosqlite's connection thread printed "Exception in thread …
+    RuntimeError: Event loop is closed", one run in two: its failed connect left the thread
+    to report to the loop `asyncio.run` had closed."""
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("not a directory")
+    runner = Cli(f"sqlite+aiosqlite:///{in_the_way / 'hub.db'}", process=True)
+    for _ in range(3):
+        for args in (("init", "--workspace", "acme"), ("token", "list", "--workspace", "acme")):
+            result = runner(*args, check=False)
+            assert result.returncode == 2, result.stderr
+            assert result.stderr == (
+                f"scim-hub: cannot open the database {runner.database_url}: "
+                "unable to open database file\n"
+            )
+
+
 @pytest.mark.parametrize(
     "backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 )
