@@ -10,7 +10,8 @@ import logging
 import sys
 import threading
 import weakref
-from typing import Any, BinaryIO, cast
+from collections.abc import Callable
+from typing import Any, BinaryIO, TextIO, cast
 
 import msgspec
 import structlog
@@ -122,18 +123,20 @@ def drain_logs() -> None:
 
 
 class _DirectLines:
-    """Writes the hot `info` lines straight to the JSON batch, as structlog's chain would.
+    """Writes the hot `info` lines straight to the batch, as structlog's chain would.
 
-    The chain `configure_logging` sets up spends ~5 µs on a line, much of it in structlog's
-    plumbing (the bound logger, six processors, `BytesLogger`); at the default level, `info`,
-    every request pays it for its line, and every create for its activation email's two. The
-    same steps in one function take ~2.7 µs, and the line is byte for byte the same. Used only
-    while structlog's configuration is still the one it was made for: `capture_logs` (tests) or
-    a later `structlog.configure` sends the line back through structlog.
+    The chain `configure_logging` sets up spends ~5 µs on a JSON line, much of it in structlog's
+    plumbing (the bound logger, six processors, `BytesLogger`), and ~30 µs on a console line
+    (`ConsoleRenderer`); at the default level, `info`, every request pays it for its line, and
+    every create for its activation email's two. The same steps in one function take ~2.7 µs,
+    and the line is byte for byte the same. Used only while structlog's configuration is still
+    the one it was made for: `capture_logs` (tests) or a later `structlog.configure` sends the
+    line back through structlog.
     """
 
-    def __init__(self, batch: LineBatch) -> None:
+    def __init__(self, batch: LineBatch, render: Callable[[dict[str, Any]], bytes]) -> None:
         self._batch = batch
+        self._render = render
         config = structlog.get_config()
         self._processors = list(config["processors"])
         self._wrapper = config["wrapper_class"]
@@ -154,7 +157,71 @@ class _DirectLines:
                 fields.setdefault(name[_PREFIX_LENGTH:], value)
         fields["level"] = "info"
         fields["timestamp"] = iso_now()
-        self._batch.write(_json_line(fields) + b"\n")
+        self._batch.write(self._render(fields))
+
+
+def _json_info_line(fields: dict[str, Any]) -> bytes:
+    """An `info` line as `configure_logging`'s JSON chain renders it, with its newline."""
+    return _json_line(fields) + b"\n"
+
+
+class _ConsoleInfoLine:
+    """An `info` line as `ConsoleRenderer` (structlog's defaults) renders it, with its newline.
+
+    Built from the renderer's own public styles, so the line is the same text, colours
+    included (`tests/test_logging.py` compares them): the timestamp, the padded level and
+    event, then every other key sorted, as `key=value`, a string bare unless it holds a space,
+    a quote, `=` or a line break.
+    """
+
+    _QUOTED = frozenset(" \t=\r\n\"'")
+
+    def __init__(self, colors: bool, encoding: str) -> None:
+        styles = structlog.dev.ConsoleRenderer.get_default_column_styles(colors)
+        levels = structlog.dev.ConsoleRenderer.get_default_level_styles(colors)
+        reset = styles.reset
+        level = f"[{levels['info']}{styles.bright}{'info'.ljust(len(max(levels, key=len)))}{reset}]"
+        self._timestamp, self._reset = styles.timestamp, reset
+        self._level_event = f"{reset} {level} {styles.bright}"
+        self._key, self._value = styles.kv_key, f"{reset}={styles.kv_value}"
+        self._encoding = encoding
+
+    def __call__(self, fields: dict[str, Any]) -> bytes:
+        """The line of `fields`, which hold `timestamp`, `level` ("info") and `event`."""
+        reset, key_style, value_style = self._reset, self._key, self._value
+        parts = [
+            f"{self._timestamp}{fields.pop('timestamp')}{self._level_event}"
+            f"{_padded(fields.pop('event'))}{reset}"
+        ]
+        del fields["level"]
+        quoted = self._QUOTED
+        for key in sorted(fields):
+            value = fields[key]
+            text = value if isinstance(value, str) and quoted.isdisjoint(value) else repr(value)
+            parts.append(f"{key_style}{key}{value_style}{text}{reset}")
+        line = " ".join(parts).rstrip(" ") + "\n"
+        return line.encode(self._encoding, "backslashreplace")
+
+
+def _padded(event: str) -> str:
+    """`event` padded to `ConsoleRenderer`'s event column (30 characters)."""
+    return event.ljust(30)
+
+
+class _TextBatch:
+    """A text stream over a `LineBatch` for `WriteLogger`: console lines, in order with the rest."""
+
+    def __init__(self, batch: LineBatch, encoding: str) -> None:
+        self._batch = batch
+        self._encoding = encoding
+
+    def write(self, text: str) -> int:
+        """Take a line's text (`WriteLogger` writes it with its newline)."""
+        self._batch.write(text.encode(self._encoding, "backslashreplace"))
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing: the batch writes at the end of the loop's turn."""
 
 
 #: set by `configure_logging` when hot lines can skip structlog's chain (JSON at `info`)
@@ -253,6 +320,7 @@ def configure_logging(settings: Settings) -> None:
     renderer: structlog.typing.Processor
     factory: Any
     batch: LineBatch | None = None
+    direct: Callable[[dict[str, Any]], bytes] = _json_info_line
     if use_json and binary is not None:
         # Bytes, a turn's lines in one write: `print` made two system calls of every line.
         renderer = structlog.processors.JSONRenderer(serializer=_json_line)
@@ -264,8 +332,17 @@ def configure_logging(settings: Settings) -> None:
         renderer = structlog.processors.JSONRenderer(serializer=_json_text)
         factory = structlog.WriteLoggerFactory(file=sys.stderr)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        colors = sys.stderr.isatty()
+        renderer = structlog.dev.ConsoleRenderer(colors=colors)
         factory = structlog.WriteLoggerFactory(file=sys.stderr)
+        if binary is not None:
+            # A terminal's lines batched too, and the request line rendered directly:
+            # `ConsoleRenderer` took ~221,000 instructions a line, half again a GET's cost.
+            encoding = sys.stderr.encoding or "utf-8"
+            batch = LineBatch(binary)
+            _batches.add(batch)
+            factory = structlog.WriteLoggerFactory(file=cast(TextIO, _TextBatch(batch, encoding)))
+            direct = _ConsoleInfoLine(colors, encoding)
     wrapper_class = structlog.make_filtering_bound_logger(level)
     structlog.configure(
         processors=[
@@ -280,7 +357,9 @@ def configure_logging(settings: Settings) -> None:
         logger_factory=factory,
         cache_logger_on_first_use=True,
     )
-    _direct_lines = _DirectLines(batch) if batch is not None and level <= logging.INFO else None
+    _direct_lines = (
+        _DirectLines(batch, direct) if batch is not None and level <= logging.INFO else None
+    )
     _dropping_info = wrapper_class if level > logging.INFO else None
     _http_log = structlog.get_logger("hub.http")
     _http_log_config = (list(structlog.get_config()["processors"]), wrapper_class)
