@@ -22,7 +22,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
@@ -33,7 +33,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from hub.core.errors import InvalidFilter, Unavailable
 from hub.core.filtering import register_sqlite_functions
@@ -42,6 +42,9 @@ from hub.settings import DEFAULT_POOL_SIZE
 
 P = ParamSpec("P")
 T = TypeVar("T")
+#: What a streamed unit of work hands its chunks to (`Database.stream`); it returns once the
+#: chunk is taken, and raises when the consumer is gone.
+Emit = Callable[[bytes], None]
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
@@ -81,6 +84,21 @@ class Database(Protocol):
         """`write` for a unit known to be short (a few indexed statements): no thread hand-off."""
         ...
 
+    def stream(
+        self,
+        fn: Callable[Concatenate[Connection, Emit, P], None],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> AsyncGenerator[bytes, None]:
+        """Run a read-only unit that emits chunks, and give them out as it emits them.
+
+        The unit reads one snapshot from start to end. Its `emit` waits while a chunk it
+        emitted before is still untaken, so chunks do not pile up ahead of a slow client. An
+        error of the unit is raised where the iteration has got to; leaving the iteration
+        early ends the unit (its next `emit` raises).
+        """
+        ...
+
     async def ping(self) -> bool:
         """Say whether the database answers a trivial query."""
         ...
@@ -101,6 +119,8 @@ def _run_in_transaction(
         return fn(conn, *args, **kwargs)
 
 
+#: Streamed reads (`SqliteDatabase.stream`) running at once; more wait for one to end.
+_STREAMERS = 2
 #: How often a serving process copies the SQLite WAL back into the database file.
 _CHECKPOINT_EVERY_S = 0.5
 #: WAL frames (pages) after which the background checkpoint rewinds the WAL (SQLite's default
@@ -172,6 +192,58 @@ def _busy_is_unavailable() -> Iterator[None]:
                 "parenthesised groups"
             ) from exc
         raise
+
+
+class _Abandoned(Exception):
+    """The consumer of a streamed unit is gone (the client left, or sending failed)."""
+
+
+class _Relay:
+    """Chunks of a streamed unit (another thread or greenlet) to the event loop, one at a time.
+
+    The queue holds one chunk: a unit that emits the next waits until the one before is taken.
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=1)
+        self.abandoned = False
+
+    async def put(self, chunk: bytes) -> None:
+        """Wait for room and queue `chunk`; raise `_Abandoned` once the consumer is gone."""
+        if self.abandoned:
+            raise _Abandoned
+        await self._queue.put(chunk)
+        if self.abandoned:
+            raise _Abandoned
+
+    async def chunks(self, unit: asyncio.Future[None]) -> AsyncGenerator[bytes, None]:
+        """The chunks `unit` emits, then its end (its error, raised here)."""
+        taking: asyncio.Future[bytes] | None = None
+        try:
+            while True:
+                taking = asyncio.ensure_future(self._queue.get())
+                await asyncio.wait((taking, unit), return_when=asyncio.FIRST_COMPLETED)
+                if taking.done():
+                    yield taking.result()
+                    continue
+                taking.cancel()
+                while not self._queue.empty():
+                    yield self._queue.get_nowait()
+                unit.result()  # the unit's error, if it failed
+                return
+        finally:
+            if taking is not None:
+                taking.cancel()
+            self.abandoned = True
+            while not self._queue.empty():  # a unit waiting for room goes on, and stops
+                self._queue.get_nowait()
+            unit.add_done_callback(_retrieve)
+
+
+def _retrieve(unit: asyncio.Future[None]) -> None:
+    """Take an abandoned unit's outcome, so its error is not reported as never retrieved."""
+    if not unit.cancelled():
+        unit.exception()
 
 
 class _Pending(NamedTuple):
@@ -275,6 +347,9 @@ class SqliteDatabase:
         )
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="hub-db-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="hub-db-reader")
+        #: streamed reads (`stream`) wait for their client between chunks: threads of their own,
+        #: so a slow client never holds a reader the short requests need
+        self._streamers = ThreadPoolExecutor(_STREAMERS, thread_name_prefix="hub-db-streamer")
         self._local = threading.local()
         #: this process's writes, one at a time and in arrival order (see `write_now`).
         self._gate = asyncio.Lock()
@@ -354,6 +429,30 @@ class SqliteDatabase:
             return await loop.run_in_executor(
                 self._writer, self._call, self._write_engine, fn, args, kwargs
             )
+
+    async def stream(
+        self,
+        fn: Callable[Concatenate[Connection, Emit, P], None],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> AsyncGenerator[bytes, None]:
+        """Run `fn` on a streamer thread in one read transaction (one WAL snapshot), chunk by chunk.
+
+        The transaction stays open until the last chunk is taken: a client reading slowly holds
+        the snapshot (and a streamer thread) that long, and the WAL cannot be rewound past it.
+        """
+        loop = asyncio.get_running_loop()
+        relay = _Relay()
+
+        def emit(chunk: bytes) -> None:
+            asyncio.run_coroutine_threadsafe(relay.put(chunk), loop).result()
+
+        unit = loop.run_in_executor(
+            self._streamers, self._call, self._read_engine, fn, (emit, *args), kwargs
+        )
+        async with contextlib.aclosing(relay.chunks(unit)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     def _write_connection_now(self) -> Connection:
         conn: Connection | None = getattr(self._local, "write_now", None)
@@ -581,6 +680,7 @@ class SqliteDatabase:
 
         self._writer.shutdown(wait=True)
         self._readers.shutdown(wait=True)
+        self._streamers.shutdown(wait=True, cancel_futures=True)
         if self._checkpointer is not None:
             self._checkpointer.stop()
         _close_all()
@@ -681,13 +781,48 @@ class PostgresDatabase:
                     # rows), after a pause whose jitter keeps the same units from meeting again.
                     await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)
                     continue
-                lost = isinstance(exc, OSError | sqlalchemy.exc.InterfaceError) or (
-                    isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
-                )
-                if not lost:
+                if not _lost(exc):
                     raise
                 raise Unavailable("the database is unreachable; retry shortly") from exc
         raise AssertionError("unreachable")
+
+    async def stream(
+        self,
+        fn: Callable[Concatenate[Connection, Emit, P], None],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> AsyncGenerator[bytes, None]:
+        """Run `fn` in a REPEATABLE READ, READ ONLY transaction (one snapshot), chunk by chunk.
+
+        Not autocommit as `read`: there every statement takes its own snapshot, and a page
+        read group by group would mix moments. The unit runs as a task of its own, waiting in
+        `emit` (on the event loop, as every unit here) until its last chunk is taken.
+        """
+        relay = _Relay()
+
+        def emit(chunk: bytes) -> None:
+            await_only(relay.put(chunk))
+
+        unit = asyncio.ensure_future(greenlet_spawn(self._stream_unit, fn, emit, args, kwargs))
+        try:
+            async with contextlib.aclosing(relay.chunks(unit)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            unit.cancel()  # ended already, or waiting in `emit` for a consumer that left
+
+    def _stream_unit(self, fn: Callable[..., None], emit: Emit, args: Any, kwargs: Any) -> None:
+        try:
+            with self._sync_engine.connect() as conn:
+                conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+                with conn.begin():
+                    fn(conn, emit, *args, **kwargs)
+        except sqlalchemy.exc.TimeoutError as exc:  # the pool's wait, not a statement's
+            raise Unavailable("every database connection is busy; retry shortly") from exc
+        except (OSError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DBAPIError) as exc:
+            if not _lost(exc):
+                raise
+            raise Unavailable("the database is unreachable; retry shortly") from exc
 
     async def read(
         self, fn: Callable[Concatenate[Connection, P], T], *args: P.args, **kwargs: P.kwargs
@@ -728,6 +863,13 @@ class PostgresDatabase:
     async def close(self) -> None:
         """Dispose of the pool."""
         await self._engine.dispose()
+
+
+def _lost(exc: BaseException) -> bool:
+    """Say whether a PostgreSQL unit failed because its connection is gone."""
+    return isinstance(exc, OSError | sqlalchemy.exc.InterfaceError) or (
+        isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
+    )
 
 
 def _drop_if_closed(_dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:

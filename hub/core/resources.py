@@ -51,6 +51,9 @@ class Page(msgspec.Struct, frozen=True):
     #: more results follow (the HTTP layer turns it into `nextCursor`), None on the last page.
     cursor: bool = False
     next_after: int | None = None
+    #: False when the resources were left out as too large to hold at once (a page of groups
+    #: with many members, `groups.search`): the page is to be read again lazily.
+    held: bool = True
 
 
 class Outcome(msgspec.Struct, frozen=True):

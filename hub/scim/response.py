@@ -10,7 +10,8 @@ path unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from litestar import Response
@@ -107,3 +108,72 @@ class ScimResponse(Response[bytes]):
             for name, value in self.headers.items()
         )
         return _Encoded(self.status_code or 200, head, body)
+
+
+class _Streamed(ASGIResponse):
+    """An ASGI response whose body is sent chunk by chunk (chunked transfer coding)."""
+
+    __slots__ = ("chunks", "head")
+
+    def __init__(
+        self, status: int, head: list[tuple[bytes, bytes]], chunks: AsyncGenerator[bytes, None]
+    ) -> None:
+        self.status_code = status
+        self.head = head
+        self.chunks = chunks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with contextlib.aclosing(self.chunks) as chunks:
+            # Taken before the head goes out: a failure this early is still a SCIM Error.
+            first = await anext(chunks, b"")
+            await send(
+                {"type": "http.response.start", "status": self.status_code, "headers": self.head}
+            )
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            # A failure from here on raises past the started response: the server closes the
+            # connection without the last chunk, so the client sees the body cut short.
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class ScimStream(Response[bytes]):
+    """A SCIM JSON document sent as its chunks are made: a list too large to hold at once.
+
+    No Content-Length (the size is known only at the end): HTTP/1.1 chunked transfer coding.
+    """
+
+    def __init__(self, chunks: AsyncGenerator[bytes, None], status_code: int = 200) -> None:
+        """Send the concatenation of `chunks` (application/scim+json) as the body."""
+        self.content = b""
+        self.chunks = chunks
+        self.background = None
+        self.cookies = []
+        self.encoding = "utf-8"
+        self.headers = {}
+        self.media_type = SCIM_JSON
+        self.status_code = status_code
+        self.response_type_encoders = {}
+
+    def to_asgi_response(
+        self,
+        app: Litestar | None,
+        request: Request[Any, Any, Any],
+        *,
+        background: BackgroundTask | BackgroundTasks | None = None,
+        cookies: Iterable[Cookie] | None = None,
+        encoded_headers: Iterable[tuple[bytes, bytes]] | None = None,
+        headers: dict[str, str] | None = None,
+        is_head_response: bool = False,
+        media_type: str | None = None,
+        status_code: int | None = None,
+        type_encoders: TypeEncodersMap | None = None,
+    ) -> ASGIResponse:
+        """The streaming ASGI response, with the headers a route or app layer adds."""
+        head = [_CONTENT_TYPE, *(encoded_headers or ())]
+        head.extend(
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in {**self.headers, **(headers or {})}.items()
+        )
+        head.extend(cookie.to_encoded_header() for cookie in cookies or ())
+        return _Streamed(status_code or self.status_code or 200, head, self.chunks)

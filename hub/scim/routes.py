@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ from sqlalchemy import Connection
 from hub.core import activity, directory, extensions, groups, users
 from hub.core.clock import now_us
 from hub.core.connectors import effective_mapping, ignored_paths, overrides_of, strip_ignored
-from hub.core.database import Database
+from hub.core.database import Database, Emit
 from hub.core.dialects import Dialect, renders_as_stored, rewrites_queries
 from hub.core.errors import (
     Forbidden,
@@ -65,7 +65,7 @@ from hub.core.tokens import (
 from hub.logging import current_request_id
 from hub.plugins import Registry
 from hub.scim import discovery
-from hub.scim.response import SCIM_JSON, ScimResponse
+from hub.scim.response import SCIM_JSON, ScimResponse, ScimStream
 from hub.scim.wire import (
     ListParams,
     check_accept,
@@ -514,7 +514,11 @@ async def _search(
             params = msgspec.structs.replace(
                 params, query=msgspec.structs.replace(params.query, as_stored=as_stored)
             )
-        result: Page = service.search(conn, caller, params.query, hub.base)
+        result: Page = (
+            groups.search(conn, caller, params.query, hub.base, groups.STREAM_MEMBERS)
+            if rt is GROUP_TYPE
+            else service.search(conn, caller, params.query, hub.base)
+        )
         return result, params
 
     if rt is USER_TYPE:
@@ -525,6 +529,8 @@ async def _search(
     if quick and not lookup:
         await _let_arrivals_in()
     caller, (page, params) = await _run(request, work, writes=False, problem=problem, quick=quick)
+    if not page.held:
+        return _streamed_groups(request, caller, params)
     if params.query.as_stored:
         return _response(_list_body(page, page.resources, params.start_index, _cursor_kind(rt)))
     projection = plan(rt, params.attributes, params.excluded)
@@ -533,6 +539,55 @@ async def _search(
         for r in page.resources
     ]
     return _response(_list_body(page, resources, params.start_index, _cursor_kind(rt)))
+
+
+def _streamed_groups(
+    request: Request[Any, Any, Any], caller: Caller, params: ListParams
+) -> Response[bytes]:
+    """A page of groups too large to hold at once, read again and sent group by group.
+
+    The same bytes as `_search` would send: the list's head (Resources is its last member, so
+    its items go between the head's "[" and the closing "]}"), then each group rendered and
+    encoded alone. Read in one snapshot (`Database.stream`); the process holds one group's
+    members at a time instead of the whole page's.
+    """
+    hub = _hub(request)
+    projection = plan(GROUP_TYPE, params.attributes, params.excluded)
+    method = request.method
+
+    def work(conn: Connection, emit: Emit) -> None:
+        page = groups.search_lazily(conn, caller, params.query, hub.base)
+        body = _list_body(page, page.resources, params.start_index, _cursor_kind(GROUP_TYPE))
+        body["Resources"] = []
+        head = _encode(body)[:-2]  # without "]}"
+        for index, resource in enumerate(page.resources):
+            shown = _render_for(
+                hub, caller, projection.apply(_decoded(resource)), method, GROUP_TYPE
+            )
+            encoded = _encode(shown)
+            # Dropped before waiting in `emit`: these names would keep the group's objects
+            # alive while its bytes are sent and the next group is built.
+            del resource, shown
+            # The head goes only once the first group is rendered: a failure rendering it
+            # is still answered as a SCIM Error.
+            for piece in _pieces(head if index == 0 else b",", encoded):
+                emit(piece)
+            del encoded
+        emit(b"]}" if page.resources else head + b"]}")
+
+    return ScimStream(hub.db.stream(work))
+
+
+#: The most of a streamed page sent as one chunk: a group's encoded bytes go out in pieces, so
+#: only the group itself is held in full, not copies of it queued and in the transport.
+_STREAM_PIECE = 256 * 1024
+
+
+def _pieces(prefix: bytes, encoded: bytes) -> Iterator[bytes]:
+    """`prefix + encoded` in pieces of at most about `_STREAM_PIECE` bytes."""
+    yield prefix + encoded[:_STREAM_PIECE]
+    for start in range(_STREAM_PIECE, len(encoded), _STREAM_PIECE):
+        yield encoded[start : start + _STREAM_PIECE]
 
 
 async def _let_arrivals_in() -> None:
