@@ -7,7 +7,7 @@ whole member list; every other attribute goes through the generic PATCH engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from functools import partial
 from typing import Any, NamedTuple, overload
 
@@ -103,20 +103,68 @@ _MEMBERS_OF_ONE = Prepared(
 )
 
 
-def _members_of_one(conn: Connection, group_pk: int) -> list[Member]:
-    return [(user_id, display) for user_id, display in _MEMBERS_OF_ONE.all(conn, b_pk=group_pk)]
+#: A group's members after a user pk, `b_limit` of them: a large group read a batch at a time.
+_MEMBERS_AFTER = Prepared(
+    select(users.c.id, memberships.c.display, memberships.c.user_pk)
+    .join(users, users.c.pk == memberships.c.user_pk)
+    .where(
+        memberships.c.group_pk == bindparam("b_pk"),
+        memberships.c.user_pk > bindparam("b_after"),
+        users.c.deleted.is_(False),
+    )
+    .order_by(memberships.c.user_pk)
+    .limit(bindparam("b_limit", type_=Integer))
+)
+
+
+def _members_of_one(conn: Connection, group_pk: int, limit: int | None = None) -> list[Member]:
+    """The group's members; with `limit`, at most `limit + 1` of them (enough to see it is over)."""
+    if limit is None:
+        rows = _MEMBERS_OF_ONE.all(conn, b_pk=group_pk)
+    else:
+        rows = _MEMBERS_AFTER.all(conn, b_pk=group_pk, b_after=0, b_limit=limit + 1)
+    return [(row.id, row.display) for row in rows]
+
+
+#: Members read and rendered at a time when a large group is sent in pieces (`member_batches`).
+MEMBER_BATCH = 1_000
+
+
+def member_batches(conn: Connection, group_pk: int, base: str) -> Iterator[list[JSON]]:
+    """The group's members as `render` shows them, in its order, `MEMBER_BATCH` at a time.
+
+    Each batch is a keyset read after the last one's user: inside one transaction that keeps
+    its snapshot (`Database.stream`), the batches are the members `render` would show.
+    """
+    size, after = MEMBER_BATCH, 0
+    while True:
+        rows = _MEMBERS_AFTER.all(conn, b_pk=group_pk, b_after=after, b_limit=size)
+        if rows:
+            yield [_member(base, row.id, row.display) for row in rows]
+        if len(rows) < size:
+            return
+        after = rows[-1].user_pk
+
+
+def render_around_members(row: Any, base: str, members: Any) -> JSON:
+    """`render` of a group with `members` (any value) where its member list goes."""
+    resource = render(row, base, [("", None)])
+    resource["members"] = members
+    return resource
 
 
 def _members_of(
     conn: Connection, group_pks: Sequence[int], limit: int | None = None
 ) -> dict[int, list[Member]] | None:
-    """The members of the groups by group pk; None when they are more than `limit` (groups > 1)."""
+    """The members of the groups by group pk; None when they are more than `limit`."""
     result: dict[int, list[Member]] = {}
     if not group_pks:
         return result
     if len(group_pks) == 1:
         (pk,) = group_pks
-        members = _members_of_one(conn, pk)
+        members = _members_of_one(conn, pk, limit)
+        if limit is not None and len(members) > limit:
+            return None
         return {pk: members} if members else result
     statement = (
         select(memberships.c.group_pk, users.c.id, memberships.c.display)
@@ -611,23 +659,42 @@ def _outcome(conn: Connection, pk: int, base: str, event: Any, *, with_members: 
 
 
 def get(
-    conn: Connection, caller: Caller, group_id: str, base: str, with_members: bool = True
+    conn: Connection,
+    caller: Caller,
+    group_id: str,
+    base: str,
+    with_members: bool = True,
+    member_limit: int | None = None,
 ) -> Outcome:
     """Read one group (RFC 7644 §3.4.1); `with_members=False` skips loading members.
+
+    With `member_limit`, a group having more members than that comes back without them
+    (`Outcome.held` False, its version known): send it with `load` and `member_batches`.
 
     Raises:
         NotFound: no such group in this workspace.
     """
     row = _load(conn, caller, group_id)
-    members = _members_of_one(conn, row.pk) if with_members else None
+    members = _members_of_one(conn, row.pk, member_limit) if with_members else None
+    if member_limit is not None and members is not None and len(members) > member_limit:
+        return Outcome(render(row, base, None), row.version, "none", held=False)
     return Outcome(render(row, base, members), row.version, "none")
 
 
-#: Members a page of groups may hold and still be built whole. Past it, the page is sent group
-#: by group (`search_lazily`, `Page.held`): a member costs ~760 bytes of memory while its page
-#: is built (20 groups of 20,000: 305 MB over the process's 100), so a page held whole costs at
-#: most ~8 MB here. Pages of IdP-sized groups stay far below it and keep the one-query path; a
-#: page of users never has members.
+def load(conn: Connection, caller: Caller, group_id: str) -> Any:
+    """The stored row of one group of the caller's workspace (`pk`, `id`, `version`, …).
+
+    Raises:
+        NotFound: no such group in this workspace.
+    """
+    return _load(conn, caller, group_id)
+
+
+#: Members a page of groups, or one group, may hold and still be built whole. Past it, the
+#: answer is sent in pieces (`search_lazily`, `member_batches`; `Page.held`, `Outcome.held`):
+#: a member costs ~760 bytes of memory while its answer is built (20 groups of 20,000: 305 MB
+#: over the process's 100), so an answer held whole costs at most ~8 MB here. Pages of
+#: IdP-sized groups stay far below it and keep the one-query path; users have no members.
 STREAM_MEMBERS = 10_000
 
 
@@ -640,7 +707,7 @@ def search(
 ) -> Page:
     """List the workspace's groups matching a query (RFC 7644 §3.4.2).
 
-    With `member_limit`, a page of several groups having more members than that comes back
+    With `member_limit`, a page of groups having more members than that comes back
     without its resources (`Page.held` False): read it with `search_lazily` instead.
 
     Raises:
@@ -671,7 +738,7 @@ def search_lazily(conn: Connection, caller: Caller, query: ListQuery, base: str)
     """
 
     def rendered(rows: Sequence[Any]) -> Sequence[JSON]:
-        return _LazyGroups(conn, rows, base, query.with_members)
+        return LazyGroups(conn, rows, base, query.with_members)
 
     return _fetch(conn, caller, query, rendered)
 
@@ -692,12 +759,15 @@ def _fetch(
     )
 
 
-class _LazyGroups(Sequence[JSON]):
-    """A page's groups rendered one at a time, each with its members, as they are asked for."""
+class LazyGroups(Sequence[JSON]):
+    """A page's groups rendered one at a time, each with its members, as they are asked for.
+
+    `rows` are the groups' stored rows, for sending a large group in pieces (`member_batches`).
+    """
 
     def __init__(self, conn: Connection, rows: Sequence[Any], base: str, with_members: bool):
         self._conn = conn
-        self._rows = rows
+        self.rows = self._rows = rows
         self._base = base
         self._with_members = with_members
 

@@ -65,6 +65,9 @@ class Outcome(msgspec.Struct, frozen=True):
     events: list[Event] = msgspec.field(default_factory=list)
     #: False: the response carries no resource (204 No Content, RFC 7644 §3.5.2)
     content: bool = True
+    #: False when the resource's members were left out as too many to hold at once (a read of
+    #: a large group, `groups.get`): it is to be sent in pieces.
+    held: bool = True
 
 
 def etag(version: int) -> str:

@@ -111,24 +111,34 @@ class ScimResponse(Response[bytes]):
 
 
 class _Streamed(ASGIResponse):
-    """An ASGI response whose body is sent chunk by chunk (chunked transfer coding)."""
+    """An ASGI response whose body is sent chunk by chunk (chunked transfer coding).
 
-    __slots__ = ("chunks", "head")
+    `headers` are read once the first chunk is made: its maker may still set some (an ETag).
+    """
+
+    __slots__ = ("chunks", "head", "late_headers")
 
     def __init__(
-        self, status: int, head: list[tuple[bytes, bytes]], chunks: AsyncGenerator[bytes, None]
+        self,
+        status: int,
+        head: list[tuple[bytes, bytes]],
+        headers: Mapping[str, str],
+        chunks: AsyncGenerator[bytes, None],
     ) -> None:
         self.status_code = status
         self.head = head
+        self.late_headers = headers
         self.chunks = chunks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with contextlib.aclosing(self.chunks) as chunks:
             # Taken before the head goes out: a failure this early is still a SCIM Error.
             first = await anext(chunks, b"")
-            await send(
-                {"type": "http.response.start", "status": self.status_code, "headers": self.head}
-            )
+            head = self.head + [
+                (name.lower().encode("latin-1"), value.encode("latin-1"))
+                for name, value in self.late_headers.items()
+            ]
+            await send({"type": "http.response.start", "status": self.status_code, "headers": head})
             await send({"type": "http.response.body", "body": first, "more_body": True})
             # A failure from here on raises past the started response: the server closes the
             # connection without the last chunk, so the client sees the body cut short.
@@ -138,19 +148,28 @@ class _Streamed(ASGIResponse):
 
 
 class ScimStream(Response[bytes]):
-    """A SCIM JSON document sent as its chunks are made: a list too large to hold at once.
+    """A SCIM JSON document sent as its chunks are made: an answer too large to hold at once.
 
     No Content-Length (the size is known only at the end): HTTP/1.1 chunked transfer coding.
     """
 
-    def __init__(self, chunks: AsyncGenerator[bytes, None], status_code: int = 200) -> None:
-        """Send the concatenation of `chunks` (application/scim+json) as the body."""
+    def __init__(
+        self,
+        chunks: AsyncGenerator[bytes, None],
+        headers: dict[str, str] | None = None,
+        status_code: int = 200,
+    ) -> None:
+        """Send the concatenation of `chunks` (application/scim+json) as the body.
+
+        `headers` may still be filled in until the first chunk is made (an ETag the chunks'
+        maker learns as it reads).
+        """
         self.content = b""
         self.chunks = chunks
         self.background = None
         self.cookies = []
         self.encoding = "utf-8"
-        self.headers = {}
+        self.headers = headers if headers is not None else {}
         self.media_type = SCIM_JSON
         self.status_code = status_code
         self.response_type_encoders = {}
@@ -173,7 +192,7 @@ class ScimStream(Response[bytes]):
         head = [_CONTENT_TYPE, *(encoded_headers or ())]
         head.extend(
             (name.lower().encode("latin-1"), value.encode("latin-1"))
-            for name, value in {**self.headers, **(headers or {})}.items()
+            for name, value in (headers or {}).items()
         )
         head.extend(cookie.to_encoded_header() for cookie in cookies or ())
-        return _Streamed(status_code or self.status_code or 200, head, self.chunks)
+        return _Streamed(status_code or self.status_code or 200, head, self.headers, self.chunks)

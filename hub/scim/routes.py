@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -470,6 +471,9 @@ async def _get(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
     def work(conn: Connection, caller: Caller) -> Outcome | users.StoredUser:
         if plain and renders_as_stored(hub.dialect(caller)):
             return users.get_as_stored(conn, caller, rid, hub.base)
+        if rt is GROUP_TYPE and with_members and _as_stored(hub, caller, attributes, excluded):
+            # A group too large to hold comes back without members, to be sent in pieces.
+            return groups.get(conn, caller, rid, hub.base, True, groups.STREAM_MEMBERS)
         result: Outcome = service.get(conn, caller, rid, hub.base, with_members)
         return result
 
@@ -488,7 +492,55 @@ async def _get(request: Request[Any, Any, Any], rt: ResourceType, rid: str) -> R
         return Response(b"", status_code=304, headers={"ETag": etag(outcome.version)})
     if isinstance(outcome, users.StoredUser):
         return _response(outcome.body, version=outcome.version)
+    if not outcome.held:
+        return _streamed_group(request, caller, rid)
     return _resource_response(request, caller, outcome, rt)
+
+
+def _as_stored(hub: Hub, caller: Caller, attributes: Any, excluded: Any) -> bool:
+    """Whether the caller sees resources as rendered, with no projection and no dialect rewrite."""
+    return not (attributes or excluded) and renders_as_stored(hub.dialect(caller))
+
+
+def _streamed_group(request: Request[Any, Any, Any], caller: Caller, rid: str) -> Response[bytes]:
+    """A group too large to hold at once, read again and sent a batch of members at a time.
+
+    The same bytes `_get` would send, and the ETag of the version sent: the group is read again
+    in the stream's snapshot, so `If-Match` is checked again there (412 before any byte).
+    """
+    hub = _hub(request)
+    if_match = header(request, "if-match")
+    headers: dict[str, str] = {}
+
+    def work(conn: Connection, emit: Emit) -> None:
+        row = groups.load(conn, caller, rid)
+        check_if_match(row.version, if_match)
+        headers["ETag"] = etag(row.version)  # sent with the first piece
+        for piece in _group_in_pieces(conn, row, hub.base):
+            emit(piece)
+
+    return ScimStream(hub.db.stream(work), headers)
+
+
+def _group_in_pieces(conn: Connection, row: Any, base: str) -> Iterator[bytes]:
+    """A group's encoded resource as `render` gives it, its members a batch at a time.
+
+    The group is encoded around a marker where its member list goes, and the list is written
+    there as msgspec writes one: "[", the members joined by ",", "]".
+    """
+    batches = groups.member_batches(conn, row.pk, base)
+    first = next(batches, None)
+    if first is None:  # every member left meanwhile: a group without members
+        yield _encode(groups.render(row, base, None))
+        return
+    marker = f'"{uuid.uuid4().hex}"'.encode()
+    around = _encode(groups.render_around_members(row, base, marker.decode()[1:-1]))
+    before, after = around.split(marker)
+    yield before + b"[" + _encode(first)[1:-1]
+    del first
+    for batch in batches:
+        yield b"," + _encode(batch)[1:-1]
+    yield b"]" + after
 
 
 async def _search(
@@ -554,40 +606,63 @@ def _streamed_groups(
     hub = _hub(request)
     projection = plan(GROUP_TYPE, params.attributes, params.excluded)
     method = request.method
+    as_stored = params.query.with_members and _as_stored(
+        hub, caller, params.attributes, params.excluded
+    )
+
+    def finish(resource: JSON | msgspec.Raw) -> bytes:
+        return _encode(
+            _render_for(hub, caller, projection.apply(_decoded(resource)), method, GROUP_TYPE)
+        )
 
     def work(conn: Connection, emit: Emit) -> None:
         page = groups.search_lazily(conn, caller, params.query, hub.base)
         body = _list_body(page, page.resources, params.start_index, _cursor_kind(GROUP_TYPE))
         body["Resources"] = []
         head = _encode(body)[:-2]  # without "]}"
-        for index, resource in enumerate(page.resources):
-            shown = _render_for(
-                hub, caller, projection.apply(_decoded(resource)), method, GROUP_TYPE
-            )
-            encoded = _encode(shown)
-            # Dropped before waiting in `emit`: these names would keep the group's objects
-            # alive while its bytes are sent and the next group is built.
-            del resource, shown
-            # The head goes only once the first group is rendered: a failure rendering it
-            # is still answered as a SCIM Error.
-            for piece in _pieces(head if index == 0 else b",", encoded):
-                emit(piece)
-            del encoded
-        emit(b"]}" if page.resources else head + b"]}")
+        lazy = page.resources
+        assert isinstance(lazy, groups.LazyGroups)
+        # The head goes only with the first group's first piece: a failure before it is
+        # still answered as a SCIM Error.
+        if as_stored:
+            pieces = _stored_pieces(conn, lazy.rows, hub.base, head)
+        else:
+            pieces = _rendered_pieces(lazy, finish, head)
+        for piece in pieces:
+            emit(piece)
+        emit(b"]}" if lazy else head + b"]}")
 
     return ScimStream(hub.db.stream(work))
 
 
-#: The most of a streamed page sent as one chunk: a group's encoded bytes go out in pieces, so
-#: only the group itself is held in full, not copies of it queued and in the transport.
+def _stored_pieces(
+    conn: Connection, rows: Sequence[Any], base: str, head: bytes
+) -> Iterator[bytes]:
+    """The page's groups as rendered, each a batch of members at a time, after `head`."""
+    for index, row in enumerate(rows):
+        pieces = _group_in_pieces(conn, row, base)
+        yield (b"," if index else head) + next(pieces)
+        yield from pieces
+
+
+#: The most of a projected or rewritten group sent as one chunk: its encoded bytes go out in
+#: pieces, so only the group itself is held in full, not copies queued and in the transport.
 _STREAM_PIECE = 256 * 1024
 
 
-def _pieces(prefix: bytes, encoded: bytes) -> Iterator[bytes]:
-    """`prefix + encoded` in pieces of at most about `_STREAM_PIECE` bytes."""
-    yield prefix + encoded[:_STREAM_PIECE]
-    for start in range(_STREAM_PIECE, len(encoded), _STREAM_PIECE):
-        yield encoded[start : start + _STREAM_PIECE]
+def _rendered_pieces(
+    resources: Sequence[JSON], finish: Callable[[JSON], bytes], head: bytes
+) -> Iterator[bytes]:
+    """The page's groups, each rendered whole by `finish` and sent in pieces, after `head`."""
+    for index, resource in enumerate(resources):
+        encoded = finish(resource)
+        # Dropped before the pieces wait to be taken: the loop's name would keep the group's
+        # objects alive while its bytes are sent and the next group is built.
+        del resource
+        prefix = b"," if index else head
+        yield prefix + encoded[:_STREAM_PIECE]
+        for start in range(_STREAM_PIECE, len(encoded), _STREAM_PIECE):
+            yield encoded[start : start + _STREAM_PIECE]
 
 
 async def _let_arrivals_in() -> None:
