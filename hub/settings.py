@@ -42,6 +42,9 @@ class Settings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=
     #: balancer's idle timeout (60 s on AWS's ALB), so that the balancer, not the hub, closes an
     #: idle connection: a hub closing one as a request is sent on it fails that request.
     keep_alive_seconds: int = 75
+    #: Seconds a client may leave a streamed answer (a large group or page of groups) unread
+    #: before the hub ends it: until then the answer holds a database snapshot and connection.
+    stream_stall_seconds: int = 30
     environment: Literal["development", "production"] = "development"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -245,6 +248,7 @@ def _check_ranges(settings: Settings) -> None:
         "port",
         "workers",
         "keep_alive_seconds",
+        "stream_stall_seconds",
         "database_pool_size",
         "max_body_bytes",
         "max_results",

@@ -11,6 +11,7 @@ one-piece answer with its Content-Length.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,8 @@ _DISPLAY = "Member of a rather large group, " * 12
 _BIG_GROUPS, _BIG_MEMBERS = 10, 12_000  # each past STREAM_MEMBERS
 #: members of one more group, created last: every user seeded
 _HUGE_MEMBERS = 40_000
+#: SCIM_HUB_STREAM_STALL_SECONDS of the served workspace
+_STALL_S = 3
 
 
 def _add_members(conn: Connection, group_ids: list[str], count: int) -> None:
@@ -237,7 +240,7 @@ def _add_members(conn: Connection, group_ids: list[str], count: int) -> None:
 @pytest.fixture
 def big_groups(db_url: str, tmp_path: Path) -> Iterator[HubProcess]:
     """A served workspace with `_BIG_GROUPS` groups of `_BIG_MEMBERS` members each."""
-    hub = HubProcess(db_url, tmp_path / "hub")
+    hub = HubProcess(db_url, tmp_path / "hub", stream_stall_seconds=str(_STALL_S))
     hub.prepare()
     hub.cli("seed", "--workspace", "live", "--users", str(_HUGE_MEMBERS), "--no-cards")
     hub.start()
@@ -381,6 +384,29 @@ def test_a_database_lost_midway_cuts_the_answer_short(big_groups: HubProcess, db
     # The hub goes on serving (a 503 while its pool reconnects would do too).
     status, _, _ = _get(hub, "/Groups", {"count": "1", "excludedAttributes": "members"})
     assert status in (200, 503)
+
+
+@pytest.mark.server
+def test_a_client_that_stops_reading_is_dropped(big_groups: HubProcess) -> None:
+    """A streamed answer holds a snapshot and a connection: a stalled client cannot keep them."""
+    hub = big_groups
+    headers = {"Authorization": f"Bearer {hub.token}"}
+    sizes: list[int] = []
+    with (
+        httpx.Client(base_url=f"{hub.base_url}/scim/v2", headers=headers, timeout=60) as http,
+        http.stream("GET", "/Groups", params={"count": str(_BIG_GROUPS)}) as response,
+    ):
+        assert response.status_code == 200
+        chunks = response.iter_raw(64 * 1024)
+        sizes.append(len(next(chunks)))
+        time.sleep(_STALL_S + 2)  # the sockets' buffers fill; the hub gives up meanwhile
+        with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
+            _read_into(chunks, sizes)
+    assert 0 < sum(sizes) < _BIG_GROUPS * _BIG_MEMBERS * len(_DISPLAY) / 2
+    # The snapshot and connection were given back: the next large page is answered whole.
+    status, body, _ = _get(hub, "/Groups", {"count": str(_BIG_GROUPS)})
+    assert status == 200
+    assert len(json.loads(body)["Resources"]) == _BIG_GROUPS
 
 
 def _read_into(chunks: Iterator[bytes], sizes: list[int]) -> None:

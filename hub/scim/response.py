@@ -10,6 +10,7 @@ path unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -116,7 +117,7 @@ class _Streamed(ASGIResponse):
     `headers` are read once the first chunk is made: its maker may still set some (an ETag).
     """
 
-    __slots__ = ("chunks", "head", "late_headers")
+    __slots__ = ("chunks", "head", "late_headers", "stall_s")
 
     def __init__(
         self,
@@ -124,11 +125,13 @@ class _Streamed(ASGIResponse):
         head: list[tuple[bytes, bytes]],
         headers: Mapping[str, str],
         chunks: AsyncGenerator[bytes, None],
+        stall_s: float,
     ) -> None:
         self.status_code = status
         self.head = head
         self.late_headers = headers
         self.chunks = chunks
+        self.stall_s = stall_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async with contextlib.aclosing(self.chunks) as chunks:
@@ -143,7 +146,12 @@ class _Streamed(ASGIResponse):
             # A failure from here on raises past the started response: the server closes the
             # connection without the last chunk, so the client sees the body cut short.
             async for chunk in chunks:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                # A client that stops reading would hold the chunks' snapshot and database
+                # connection for as long as it likes: after `stall_s` the answer is ended.
+                await asyncio.wait_for(
+                    send({"type": "http.response.body", "body": chunk, "more_body": True}),
+                    self.stall_s,
+                )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
@@ -156,16 +164,19 @@ class ScimStream(Response[bytes]):
     def __init__(
         self,
         chunks: AsyncGenerator[bytes, None],
+        stall_s: float,
         headers: dict[str, str] | None = None,
         status_code: int = 200,
     ) -> None:
         """Send the concatenation of `chunks` (application/scim+json) as the body.
 
-        `headers` may still be filled in until the first chunk is made (an ETag the chunks'
-        maker learns as it reads).
+        `stall_s`: how long sending one chunk may wait for the client to read before the
+        connection is dropped. `headers` may still be filled in until the first chunk is made
+        (an ETag the chunks' maker learns as it reads).
         """
         self.content = b""
         self.chunks = chunks
+        self.stall_s = stall_s
         self.background = None
         self.cookies = []
         self.encoding = "utf-8"
@@ -195,4 +206,5 @@ class ScimStream(Response[bytes]):
             for name, value in (headers or {}).items()
         )
         head.extend(cookie.to_encoded_header() for cookie in cookies or ())
-        return _Streamed(status_code or self.status_code or 200, head, self.headers, self.chunks)
+        status = status_code or self.status_code or 200
+        return _Streamed(status, head, self.headers, self.chunks, self.stall_s)

@@ -519,7 +519,7 @@ def _streamed_group(request: Request[Any, Any, Any], caller: Caller, rid: str) -
         for piece in _group_in_pieces(conn, row, hub.base):
             emit(piece)
 
-    return ScimStream(hub.db.stream(work), headers)
+    return ScimStream(hub.db.stream(work), hub.settings.stream_stall_seconds, headers)
 
 
 def _group_in_pieces(conn: Connection, row: Any, base: str) -> Iterator[bytes]:
@@ -632,7 +632,7 @@ def _streamed_groups(
             emit(piece)
         emit(b"]}" if lazy else head + b"]}")
 
-    return ScimStream(hub.db.stream(work))
+    return ScimStream(hub.db.stream(work), hub.settings.stream_stall_seconds)
 
 
 def _stored_pieces(
