@@ -412,3 +412,18 @@ def test_a_client_that_stops_reading_is_dropped(big_groups: HubProcess) -> None:
 def _read_into(chunks: Iterator[bytes], sizes: list[int]) -> None:
     for chunk in chunks:
         sizes.append(len(chunk))
+
+
+async def test_head_of_a_streamed_answer_has_its_headers_and_no_body(
+    scim: ScimClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    group_id = (await _groups_with_members(scim))[0]
+    held = await scim.get(f"/Groups/{group_id}")
+    monkeypatch.setattr(groups, "STREAM_MEMBERS", _SMALL_LIMIT)
+    for path in ("/Groups", f"/Groups/{group_id}"):
+        head = await scim.request("HEAD", path)
+        assert head.status_code == 200, path
+        assert head.content == b""
+        assert head.headers["content-type"].startswith("application/scim+json")
+    head = await scim.request("HEAD", f"/Groups/{group_id}")
+    assert head.headers["etag"] == held.headers["etag"]
