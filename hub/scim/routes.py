@@ -2,7 +2,9 @@
 
 Each request is one unit of work: authentication (the bearer token names workspace and
 connector), the connector's dialect normalising the body, and the core operation all run in a
-single database call, so a request costs one hand-off to the database.
+single database call, so a request costs one hand-off to the database. An answer too large to
+hold (a group, or a page of groups, past `groups.STREAM_MEMBERS` members) makes a second call,
+which reads it again in one snapshot and sends it in pieces as it reads (`Database.stream`).
 """
 
 from __future__ import annotations
@@ -533,9 +535,10 @@ def _group_in_pieces(conn: Connection, row: Any, base: str) -> Iterator[bytes]:
     if first is None:  # every member left meanwhile: a group without members
         yield _encode(groups.render(row, base, None))
         return
-    marker = f'"{uuid.uuid4().hex}"'.encode()
-    around = _encode(groups.render_around_members(row, base, marker.decode()[1:-1]))
-    before, after = around.split(marker)
+    # A fresh random token: no value of the group can hold it by chance.
+    token = uuid.uuid4().hex
+    around = _encode(groups.render_around_members(row, base, token))
+    before, after = around.split(f'"{token}"'.encode())
     yield before + b"[" + _encode(first)[1:-1]
     del first
     for batch in batches:
