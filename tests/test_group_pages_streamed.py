@@ -427,3 +427,25 @@ async def test_head_of_a_streamed_answer_has_its_headers_and_no_body(
         assert head.headers["content-type"].startswith("application/scim+json")
     head = await scim.request("HEAD", f"/Groups/{group_id}")
     assert head.headers["etag"] == held.headers["etag"]
+
+
+async def test_a_streamed_search_request_is_the_held_one(
+    scim: ScimClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /Groups/.search goes through Litestar's router, not the direct dispatch."""
+    await _groups_with_members(scim)
+    search = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "filter": 'displayName sw "team"',
+        "count": 3,
+    }
+    held = await scim.post("/Groups/.search", search)
+    assert held.status_code == 200, held.text
+    assert held.headers["content-length"] == str(len(held.content))
+    monkeypatch.setattr(groups, "STREAM_MEMBERS", _SMALL_LIMIT)
+    monkeypatch.setattr(groups, "MEMBER_BATCH", _BATCH)
+    streamed = await scim.post("/Groups/.search", search)
+    assert streamed.status_code == 200, streamed.text
+    assert "content-length" not in streamed.headers
+    assert streamed.content == held.content
+    assert streamed.headers.get("x-request-id")
