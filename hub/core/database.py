@@ -281,7 +281,9 @@ class _Checkpointer:
     close checkpoints whatever is left.
     """
 
-    def __init__(self, path: str, every: float) -> None:
+    def __init__(self, path: str, every: float, streaming: Callable[[], bool]) -> None:
+        #: whether this process holds a streamed read's snapshot (`SqliteDatabase.stream`)
+        self._streaming = streaming
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, args=(path, every), name="hub-db-checkpoint", daemon=True
@@ -298,10 +300,13 @@ class _Checkpointer:
         finally:
             conn.close()
 
-    @staticmethod
-    def _checkpoint(conn: sqlite3.Connection) -> None:
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
         _, frames, _ = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        if frames >= _RESTART_FRAMES:
+        # Not while a streamed answer holds an old snapshot: RESTART waits for that reader (up
+        # to its busy timeout) holding every writer back, so creates stalled 1 s at a time
+        # while a slow client read a large page of groups. The WAL grows meanwhile and is
+        # rewound at the first tick after the stream.
+        if frames >= _RESTART_FRAMES and not self._streaming():
             # Under a steady stream of commits a PASSIVE checkpoint never finds the WAL fully
             # copied, so no writer ever rewinds it and it grows without bound. RESTART briefly
             # holds writers back (they wait without blocking the loop), copies the last frames
@@ -340,8 +345,10 @@ class SqliteDatabase:
         background = checkpoint_every is not None and path != ":memory:"
         self._write_engine = self._engine(sync_url, "BEGIN IMMEDIATE", not background)
         self._read_engine = self._engine(sync_url, "BEGIN", not background)
+        #: streamed reads running (`stream`): their snapshots may be old
+        self._streams = 0
         self._checkpointer = (
-            _Checkpointer(path, checkpoint_every)
+            _Checkpointer(path, checkpoint_every, lambda: self._streams > 0)
             if background and checkpoint_every is not None
             else None
         )
@@ -447,12 +454,17 @@ class SqliteDatabase:
         def emit(chunk: bytes) -> None:
             asyncio.run_coroutine_threadsafe(relay.put(chunk), loop).result()
 
+        self._streams += 1
         unit = loop.run_in_executor(
             self._streamers, self._call, self._read_engine, fn, (emit, *args), kwargs
         )
+        unit.add_done_callback(self._stream_ended)  # its transaction, and snapshot, ended
         async with contextlib.aclosing(relay.chunks(unit)) as chunks:
             async for chunk in chunks:
                 yield chunk
+
+    def _stream_ended(self, _unit: asyncio.Future[None]) -> None:
+        self._streams -= 1
 
     def _write_connection_now(self) -> Connection:
         conn: Connection | None = getattr(self._local, "write_now", None)
