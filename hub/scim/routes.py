@@ -599,12 +599,12 @@ async def _search(
 def _streamed_groups(
     request: Request[Any, Any, Any], caller: Caller, params: ListParams
 ) -> Response[bytes]:
-    """A page of groups too large to hold at once, read again and sent group by group.
+    """A page of groups too large to hold at once, read again and sent in pieces.
 
     The same bytes as `_search` would send: the list's head (Resources is its last member, so
-    its items go between the head's "[" and the closing "]}"), then each group rendered and
-    encoded alone. Read in one snapshot (`Database.stream`); the process holds one group's
-    members at a time instead of the whole page's.
+    its items go between the head's "[" and the closing "]}"), then each group encoded alone.
+    Read in one snapshot (`Database.stream`), the process holds a batch of members at a time
+    (`_group_in_pieces`), or one group when a projection or the dialect reshapes the groups.
     """
     hub = _hub(request)
     projection = plan(GROUP_TYPE, params.attributes, params.excluded)
