@@ -450,8 +450,10 @@ def test_writes_go_on_while_a_slow_client_reads_a_streamed_page(
         reader.join(30)
     assert sum(read) < _BIG_GROUPS * _BIG_MEMBERS * len(_DISPLAY) / 2  # still reading
     # The checkpoint's RESTART, waiting for the stream's reader, held every write for its 1 s
-    # busy timeout, again and again; a create takes milliseconds.
-    assert max(latencies) < 0.6, f"{len(latencies)} creates, the slowest {max(latencies):.3f} s"
+    # busy timeout, again and again (every ~1.5 s); a create takes milliseconds. One slow
+    # create is let pass: a busy 2-core machine may stall one for reasons of its own.
+    stalled = [round(seconds, 3) for seconds in latencies if seconds > 0.8]
+    assert len(stalled) <= 1, f"{len(latencies)} creates, {stalled} took over 0.8 s"
 
 
 def _read_into(chunks: Iterator[bytes], sizes: list[int]) -> None:
