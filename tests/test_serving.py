@@ -10,6 +10,8 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ import httpx
 import pytest
 
 from tests.hubprocess import HubProcess, child_processes, process_alive
+from tests.pg import free_port
 from tests.server import run_cli
 
 pytestmark = pytest.mark.skipif(
@@ -175,20 +178,59 @@ def test_a_dead_worker_is_replaced_and_a_stop_ends_them_all(tmp_path: Path) -> N
         assert _workers(supervisor) == []
 
 
+_BROKEN_APP = """
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+
+
+@asynccontextmanager
+async def lifespan(app):
+    raise RuntimeError("the database went away during start-up")
+    yield
+
+
+def create():
+    return Litestar(route_handlers=[], lifespan=[lifespan])
+"""
+
+_SERVE_BROKEN = """
+import sys
+
+from hub.serving import serve_workers
+
+options = {
+    "app": "broken_app:create",
+    "factory": True,
+    "host": "127.0.0.1",
+    "port": int(sys.argv[1]),
+    "log_level": "warning",
+    "lifespan": "on",
+}
+sys.exit(serve_workers(options, 2))
+"""
+
+
 def test_workers_that_cannot_start_stop_the_server_instead_of_restarting(tmp_path: Path) -> None:
-    hub = _sqlite_hub(tmp_path, "broken")
-    (tmp_path / "a-directory").mkdir()
-    env = {**hub.env, "SCIM_HUB_SECRET_FILE": str(tmp_path / "a-directory")}
+    """A worker whose app fails its start-up stops the server (exit 1), not a restart loop.
+
+    `scim-hub serve` checks what it can before serving (the secret, the outbox, the database's
+    version), so the failure here is an app's own start-up, served by the same supervisor.
+    """
+    (tmp_path / "broken_app.py").write_text(_BROKEN_APP)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     started = time.monotonic()
-    failed = run_cli(
-        ["serve", "--host", "127.0.0.1", "--port", str(hub.port), "--workers", "2"],
-        env,
+    failed = subprocess.run(
+        [sys.executable, "-c", _SERVE_BROKEN, str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=60,
         check=False,
     )
-    assert failed.returncode == 1
+    assert failed.returncode == 1, failed.stderr
     assert "could not start; stopping" in failed.stderr
-    assert "cannot read or create the server secret" in failed.stderr
+    assert "the database went away during start-up" in failed.stderr
     assert time.monotonic() - started < 30
 
 
