@@ -36,6 +36,10 @@ _SILENCE_S = 5.0
 _UPGRADING = frozenset({b"upgrade", b"http2-settings"})
 
 
+class _Refused(Exception):
+    """Raised in a parser callback once the request is refused, to stop httptools parsing."""
+
+
 class _CoalescingTransport:
     """A transport that writes a response's head together with its body.
 
@@ -114,6 +118,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     _refusal: bytes | None = None
     #: the request being parsed again without its `Upgrade` (see `_parse_without_upgrade`)
     _replaying: Any = None
+    #: `Host` lines of the head being read (see `on_header`)
+    _hosts = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Wrap the connection's transport, then set up as uvicorn does."""
@@ -138,7 +144,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         in_head = self._reading_head()
         self._unset_keepalive_if_required()
         self._feed(data)
-        if self._reading_head():
+        if self._refusal is None and self._reading_head():
             self._count_head(len(data) if in_head and self.scope is scope else 0)
         if self._refusal is not None:
             return
@@ -156,8 +162,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            self.logger.warning("Invalid HTTP request received.")
-            self.send_400_response("Invalid HTTP request received.")
+            if self._refusal is None:  # else a callback refused the request (`_Refused`)
+                self.logger.warning("Invalid HTTP request received.")
+                self.send_400_response("Invalid HTTP request received.")
         except httptools.HttpParserUpgrade as upgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
@@ -272,18 +279,53 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 _SILENCE_S, self.timeout_keep_alive_handler
             )
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """Collect a header as uvicorn does, counting the `Host` lines on the way.
+
+        uvicorn's own callback, with one comparison more: the head's headers are checked in
+        `on_headers_complete` without another pass over them.
+        """
+        name = name.lower()
+        if name == b"host":
+            self._hosts += 1
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+
     def on_headers_complete(self) -> None:
         """Start the request as uvicorn does; a read's response is held to the end of the turn."""
         replaying = self._replaying
         if replaying is not None:  # the head of a request already started, parsed again
             self._replaying = None
+            self._hosts = 0
             self.scope = replaying.scope
             return
+        if self._hosts != 1:
+            self._check_host()
+        self._hosts = 0
         super().on_headers_complete()
         self._coalescing.to_end_of_turn = self.scope["method"] in _READS
         cycle = self.cycle
         if cycle.waiting_for_100_continue:
             cycle.send = _closing_unless_continued(cycle)  # type: ignore[method-assign]
+
+    def _check_host(self) -> None:
+        """Refuse a head without `Host` (HTTP/1.1) or with several (RFC 9112 §3.2): 400.
+
+        The app never sees it (uvicorn served one without a Host as any other); an HTTP/1.0
+        request may come without one. Raises `_Refused` to stop the parser.
+        """
+        hosts = self._hosts
+        self._hosts = 0
+        if hosts == 0 and self.parser.get_http_version() == "1.0":
+            return
+        self._refuse(
+            400,
+            "Bad Request",
+            "an HTTP/1.1 request must carry exactly one Host header (RFC 9112 §3.2); "
+            f"this one has {hosts}",
+        )
+        raise _Refused
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
         """The client half-closed: answer the request it sent whole, then close.

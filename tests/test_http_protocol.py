@@ -594,3 +594,66 @@ async def test_a_response_held_when_the_client_half_closes_goes_out_before_the_c
         await asyncio.sleep(0)
     assert peer.closed
     assert b"".join(peer.writes).endswith(b"\r\n\r\nok")
+
+
+def _raw_head(client: RawClient, request_line: str, *lines: str) -> bytes:
+    """A head of `request_line` and `lines`, with the client's token, ending the head."""
+    fields = [request_line, f"Authorization: Bearer {client.token}", *lines]
+    return ("\r\n".join(fields) + "\r\n\r\n").encode()
+
+
+def _assert_refused(client: RawClient, status: int) -> Response:
+    """Read a SCIM Error `status` sent by the server before it ends the connection."""
+    answer = client.read()
+    assert answer.status == status, answer.body
+    assert answer.headers["content-type"] == SCIM
+    assert answer.headers["connection"] == "close"
+    assert answer.json()["status"] == str(status)
+    assert client.sock.recv(1) == b""
+    return answer
+
+
+def test_an_http_1_1_request_without_one_host_header_is_a_scim_400(
+    live_server: LiveServer,
+) -> None:
+    """RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request lacking `Host`, or with
+    more than one; one without was served as any other. HTTP/1.0 may omit it."""
+    config = f"{urlsplit(live_server.tenant_url).path}/ServiceProviderConfig"
+    for lines in ((), ("Host: a", "Host: b")):
+        client = RawClient(live_server)
+        try:
+            # A request received whole before it is answered first.
+            client.send(
+                client.request_bytes("GET", "/ServiceProviderConfig")
+                + _raw_head(client, f"GET {config} HTTP/1.1", *lines)
+            )
+            assert client.read().status == 200
+            answer = _assert_refused(client, 400)
+            assert "Host" in answer.json()["detail"]
+        finally:
+            client.close()
+    # Absolute-form names the host in its target, but the Host header is still required.
+    client = RawClient(live_server)
+    try:
+        client.send(
+            _raw_head(client, f"GET {live_server.tenant_url}/ServiceProviderConfig HTTP/1.1")
+        )
+        _assert_refused(client, 400)
+    finally:
+        client.close()
+    # HTTP/1.0 without a Host is served; with two it is refused.
+    client = RawClient(live_server)
+    try:
+        client.send(_raw_head(client, f"GET {config} HTTP/1.0"))
+        answer = client.read()
+        assert answer.status == 200
+        assert answer.json()["patch"]["supported"] is True
+        assert client.sock.recv(1) == b""
+    finally:
+        client.close()
+    client = RawClient(live_server)
+    try:
+        client.send(_raw_head(client, f"GET {config} HTTP/1.0", "Host: a", "Host: a"))
+        _assert_refused(client, 400)
+    finally:
+        client.close()
