@@ -120,6 +120,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     _replaying: Any = None
     #: `Host` lines of the head being read (see `on_header`)
     _hosts = 0
+    #: its `Transfer-Encoding` values, joined by commas (None: it has none)
+    _codings: bytes | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Wrap the connection's transport, then set up as uvicorn does."""
@@ -280,14 +282,17 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             )
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        """Collect a header as uvicorn does, counting the `Host` lines on the way.
+        """Collect a header as uvicorn does, noting `Host` and `Transfer-Encoding` on the way.
 
-        uvicorn's own callback, with one comparison more: the head's headers are checked in
-        `on_headers_complete` without another pass over them.
+        uvicorn's own callback, with two comparisons more: the head's framing is checked in
+        `on_headers_complete` without another pass over its headers.
         """
         name = name.lower()
         if name == b"host":
             self._hosts += 1
+        elif name == b"transfer-encoding":
+            codings = self._codings
+            self._codings = value if codings is None else codings + b"," + value
         elif name == b"expect" and value.lower() == b"100-continue":
             self.expect_100_continue = True
         self.headers.append((name, value))
@@ -298,10 +303,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if replaying is not None:  # the head of a request already started, parsed again
             self._replaying = None
             self._hosts = 0
+            self._codings = None
             self.scope = replaying.scope
             return
-        if self._hosts != 1:
-            self._check_host()
+        if self._hosts != 1 or self._codings is not None:
+            self._check_framing()
         self._hosts = 0
         super().on_headers_complete()
         self._coalescing.to_end_of_turn = self.scope["method"] in _READS
@@ -309,23 +315,18 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if cycle.waiting_for_100_continue:
             cycle.send = _closing_unless_continued(cycle)  # type: ignore[method-assign]
 
-    def _check_host(self) -> None:
-        """Refuse a head without `Host` (HTTP/1.1) or with several (RFC 9112 §3.2): 400.
+    def _check_framing(self) -> None:
+        """Refuse a head whose `Host` or `Transfer-Encoding` the hub cannot serve.
 
-        The app never sees it (uvicorn served one without a Host as any other); an HTTP/1.0
-        request may come without one. Raises `_Refused` to stop the parser.
+        What is refused, and why, is `_framing_fault`'s. The app never sees such a request, and
+        the connection ends after the answer. Raises `_Refused` to stop the parser.
         """
-        hosts = self._hosts
-        self._hosts = 0
-        if hosts == 0 and self.parser.get_http_version() == "1.0":
-            return
-        self._refuse(
-            400,
-            "Bad Request",
-            "an HTTP/1.1 request must carry exactly one Host header (RFC 9112 §3.2); "
-            f"this one has {hosts}",
-        )
-        raise _Refused
+        hosts, codings = self._hosts, self._codings
+        self._hosts, self._codings = 0, None
+        fault = _framing_fault(self.parser.get_http_version(), hosts, codings)
+        if fault is not None:
+            self._refuse(*fault)
+            raise _Refused
 
     def eof_received(self) -> bool | None:  # type: ignore[override]
         """The client half-closed: answer the request it sent whole, then close.
@@ -348,6 +349,47 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             return None
         cycle.keep_alive = False
         return True
+
+
+def _framing_fault(version: str, hosts: int, codings: bytes | None) -> tuple[int, str, str] | None:
+    """What is wrong with a head's `Host` lines and `Transfer-Encoding`: (status, reason, detail).
+
+    An HTTP/1.1 head without `Host`, or any head with two, is a 400 (RFC 9112 §3.2); an
+    HTTP/1.0 request may omit it. httptools reads any `Transfer-Encoding` ending in `chunked`
+    (`gzip, chunked`) as chunked, and the app got a body still gzip-coded. `chunked` alone is
+    served; another coding before it is a 501 (RFC 9112 §6.1); one after it (`foo`,
+    `chunked, gzip`) leaves the body's length unknown, a 400 (§6.3), as does `chunked` twice, or
+    any coding in an HTTP/1.0 request, whose framing it makes faulty (§6.1). A Content-Length
+    beside a Transfer-Encoding never gets here: httptools refuses it (400).
+    """
+    if hosts > 1 or (hosts == 0 and version != "1.0"):
+        return (
+            400,
+            "Bad Request",
+            "an HTTP/1.1 request must carry exactly one Host header (RFC 9112 §3.2); "
+            f"this one has {hosts}",
+        )
+    if codings is None:
+        return None
+    if version == "1.0":
+        return 400, "Bad Request", "an HTTP/1.0 request cannot carry Transfer-Encoding"
+    named = [coding.strip().lower() for coding in codings.split(b",")]
+    if named == [b"chunked"]:
+        return None
+    sent = codings.decode("latin-1")[:100]
+    if named[-1] != b"chunked" or b"chunked" in named[:-1]:
+        return (
+            400,
+            "Bad Request",
+            f"the Transfer-Encoding {sent!r} does not end with one chunked coding, so the "
+            "body's length is unknown (RFC 9112 §6.3)",
+        )
+    return (
+        501,
+        "Not Implemented",
+        f"the Transfer-Encoding {sent!r} is not supported: send the body with Content-Length, "
+        "or with Transfer-Encoding: chunked alone (RFC 9112 §6.1)",
+    )
 
 
 def _closing_unless_continued(cycle: Any) -> Any:

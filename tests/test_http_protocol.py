@@ -657,3 +657,83 @@ def test_an_http_1_1_request_without_one_host_header_is_a_scim_400(
         _assert_refused(client, 400)
     finally:
         client.close()
+
+
+def _chunked(body: bytes) -> bytes:
+    """`body` as one chunk and the last chunk."""
+    return f"{len(body):x}\r\n".encode() + body + b"\r\n0\r\n\r\n"
+
+
+def _created(server: LiveServer, user_name: str) -> int:
+    found = httpx.get(
+        f"{server.tenant_url}/Users",
+        params={"filter": f'userName eq "{user_name}"'},
+        headers={"Authorization": f"Bearer {server.token}"},
+    )
+    return int(found.json()["totalResults"])
+
+
+def test_a_transfer_coding_other_than_chunked_is_refused_and_nothing_is_served(
+    live_server: LiveServer,
+) -> None:
+    """httptools read `Transfer-Encoding: gzip, chunked` as chunked: the app got the body still
+    gzip-coded. RFC 9112 §6.1: a coding the server does not know is a 501, then the connection
+    closes; a request whose last coding is not `chunked` has no knowable length, a 400 (§6.3)."""
+    body = json.dumps(_user("coded@example.com")).encode()
+    for codings, status, framed in (
+        (("gzip, chunked",), 501, _chunked(gzip.compress(body))),
+        (("gzip", "chunked"), 501, _chunked(gzip.compress(body))),  # the same, in two lines
+        (("foo",), 400, _chunked(body)),
+        (("chunked, gzip",), 400, _chunked(body)),
+        (("chunked, chunked",), 400, _chunked(_chunked(body))),
+    ):
+        client = RawClient(live_server)
+        try:
+            lines = [f"Transfer-Encoding: {coding}" for coding in codings]
+            head = _raw_head(client, "POST /scim/v2/Users HTTP/1.1", "Host: x", *lines)
+            client.send(head.replace(b"\r\n\r\n", f"\r\nContent-Type: {SCIM}\r\n\r\n".encode()))
+            client.send(framed)
+            answer = _assert_refused(client, status)
+            assert "Transfer-Encoding" in answer.json()["detail"]
+        finally:
+            client.close()
+    assert _created(live_server, "coded@example.com") == 0
+    # `chunked` alone, in any case, is served, and the connection goes on.
+    client = RawClient(live_server)
+    try:
+        for index, coding in enumerate(("chunked", "CHUNKED", " Chunked ")):
+            body = json.dumps(_user(f"chunked-{index}@example.com")).encode()
+            chunked = {"Transfer-Encoding": coding, "Content-Type": SCIM}
+            client.send(client.request_bytes("POST", "/Users", headers=chunked) + _chunked(body))
+            assert client.read().status == 201
+    finally:
+        client.close()
+
+
+def test_transfer_encoding_with_content_length_or_in_http_1_0_cannot_smuggle_a_request(
+    live_server: LiveServer,
+) -> None:
+    """RFC 9112 §6.3: a request with both Transfer-Encoding and Content-Length, or (§6.1) an
+    HTTP/1.0 request with a Transfer-Encoding, has a faulty framing: an intermediary may frame it
+    by the other header, so the bytes after it could be a request it never saw. It is a 400,
+    and the connection closes before anything after it is read as a request. (httptools refused
+    both headers together already; an HTTP/1.0 request was served as chunked, then closed.)"""
+    smuggled = json.dumps(_user("smuggled@example.com")).encode()
+    client = RawClient(live_server)
+    hidden = client.request_bytes("POST", "/Users", smuggled)
+    client.close()
+    for version, lines in (
+        ("1.1", ("Transfer-Encoding: chunked", "Content-Length: 5")),
+        ("1.1", ("Content-Length: 5", "Transfer-Encoding: chunked")),
+        ("1.1", ("Content-Length: 5", "Transfer-Encoding: gzip, chunked")),
+        ("1.0", ("Transfer-Encoding: chunked", "Connection: keep-alive")),
+        ("1.0", ("Transfer-Encoding: chunked", "Content-Length: 5")),
+    ):
+        client = RawClient(live_server)
+        try:
+            head = _raw_head(client, f"POST /scim/v2/Users HTTP/{version}", "Host: x", *lines)
+            client.send(head + b"0\r\n\r\n" + hidden)
+            assert "Transfer-Encoding" in _assert_refused(client, 400).json()["detail"]
+        finally:
+            client.close()
+    assert _created(live_server, "smuggled@example.com") == 0
