@@ -27,6 +27,8 @@ _READS = frozenset({"GET", "HEAD"})
 _LARGE = 16 * 1024
 #: The most a request line and headers may take (nginx allows 32 KiB; an IdP sends under 2 KiB)
 _MAX_HEAD = 64 * 1024
+#: A read longer than this is parsed in pieces this long, so that a head is counted (`_count_head`)
+_PIECE = 8 * 1024
 #: How long a refused client may go on sending (dropped) before its socket is closed
 _LINGER_S = 2.0
 #: Seconds a client may stay silent while it owes a request (its head or body unfinished, or
@@ -142,6 +144,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         """
         if self._refusal is not None:
             return  # refused: what follows is dropped
+        if len(data) > _PIECE:
+            self._receive_in_pieces(data)
+            return
         scope = self.scope
         in_head = self._reading_head()
         self._unset_keepalive_if_required()
@@ -153,6 +158,19 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if cycle is None or cycle.response_complete or cycle.more_body:
             self._time_the_client()
+
+    def _receive_in_pieces(self, data: bytes) -> None:
+        """Receive a long read piece by piece, so that a head beginning in it is counted.
+
+        Only a piece that begins inside a head is counted: a head that began and ended in one
+        read of up to 256 KiB was never counted at all. A long read is a large body or a
+        pipelined batch, not a provisioning cycle's request, and its pieces cost nothing
+        measurable (a 1 MiB body in 256 KiB reads: 0.72-0.78 ms in process, 0.78 whole).
+        """
+        for start in range(0, len(data), _PIECE):
+            if self.transport.get_protocol() is not self:
+                return  # upgraded (WebSocket): uvicorn drops the rest of the read
+            self.data_received(data[start : start + _PIECE])
 
     def _reading_head(self) -> bool:
         """Is a request's head being read (its scope begun by httptools, no cycle made for it)?"""
@@ -206,9 +224,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         """Refuse a request whose head has grown past `_MAX_HEAD` (414 for its URL, else 431).
 
         httptools sets no limit: a client could send headers until the process ran out of
-        memory (a 10 MB header was read and answered 200). Counted are the reads that begin
-        and end inside one head, so a head may pass the limit by at most the one read that
-        began it (256 KiB), and no byte of another request is ever counted.
+        memory (a 10 MB header was read and answered 200). Counted are the reads, or pieces of
+        a long read (`_PIECE`, 8 KiB), that begin and end inside one head, so no byte of another
+        request is ever counted, and a head is refused before it passes the limit by more than
+        the piece that began it and the one that would end it (16 KiB in all).
         """
         self._head_bytes = self._head_bytes + size if size else 0
         if self._head_bytes > _MAX_HEAD:

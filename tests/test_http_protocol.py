@@ -9,6 +9,7 @@ reach it, and when.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import json
 import socket
@@ -416,7 +417,7 @@ def test_a_head_past_64_kib_is_refused_with_431_or_414(live_server: LiveServer) 
         client.close()
     for path, headers, status in (
         ("/Users?filter=" + "u" * 300_000, {}, 414),
-        # past 64 KiB and the 256 KiB read a head may begin with, which is not counted
+        # many headers, not one long one
         ("/Users", {f"X-{i}": "many" for i in range(40_000)}, 431),
     ):
         client = RawClient(live_server)
@@ -737,3 +738,30 @@ def test_transfer_encoding_with_content_length_or_in_http_1_0_cannot_smuggle_a_r
         finally:
             client.close()
     assert _created(live_server, "smuggled@example.com") == 0
+
+
+def test_a_head_past_64_kib_sent_in_one_write_is_refused(live_server: LiveServer) -> None:
+    """A head was counted only from the read after the one it began in, and not in the read
+    that ended it: one of 100 KB sent in one write was served (200), one of 480 KB in two."""
+    for sizes in ((100_000,), (240_000, 240_000)):
+        client = RawClient(live_server)
+        try:
+            pads = {f"X-Pad-{i}": "p" * size for i, size in enumerate(sizes)}
+            request = client.request_bytes("GET", "/ServiceProviderConfig", headers=pads)
+            middle = request.index(b"X-Pad-1") if len(sizes) > 1 else len(request)
+            client.send(request[:middle])
+            with contextlib.suppress(OSError):  # refused already: the answer is on its way
+                client.send(request[middle:])
+            _assert_refused(client, 431)
+        finally:
+            client.close()
+    # Just under the limit in one write, and pipelined after a request, a head is served.
+    client = RawClient(live_server)
+    try:
+        padded = client.request_bytes(
+            "GET", "/ServiceProviderConfig", headers={"X-Pad": "p" * 63_000}
+        )
+        client.send(client.request_bytes("GET", "/ServiceProviderConfig") + padded)
+        assert [client.read().status, client.read().status] == [200, 200]
+    finally:
+        client.close()
