@@ -132,6 +132,43 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
+def bind_request_id() -> str:
+    """Give the request being served a fresh id, bound to each of its log lines; return it."""
+    request_id = os.urandom(8).hex()
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request_id)
+    return request_id
+
+
+async def route_identified(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve through Litestar's router (`app`); an answer it gives itself gets an id and a line.
+
+    The request log middleware runs around a route's handler, so an answer the router gives
+    before it has chosen one (404 no such route, 405 method, 400 bad Host) had no
+    `x-request-id` and left no log line. Such an answer is told by the scope having no
+    `route_handler` when it starts. Never on the hot path: Users and Groups are `Dispatch`'s.
+    """
+    started = time.perf_counter()
+    status = 0
+
+    async def send_identified(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start" and "route_handler" not in scope:
+            status = message["status"]
+            request_id = bind_request_id().encode()
+            message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+        await send(message)
+
+    await app(scope, receive, send_identified)
+    if status:
+        log_request(
+            method=method_of(scope),
+            path=scope["path"].replace("\x00", "\ufffd"),
+            status=status,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+
+
 class HubApp(Litestar):
     """The hub's Litestar app: the SCIM resource routes are dispatched directly (`Dispatch`)."""
 
@@ -150,6 +187,9 @@ class HubApp(Litestar):
             scope.setdefault("state", {})
             if await self.dispatch(scope, receive, send):
                 return
+        if scope["type"] == ScopeType.HTTP:
+            await route_identified(super().__call__, scope, receive, send)
+            return
         await super().__call__(scope, receive, send)
 
 

@@ -14,6 +14,7 @@ group-committed creates ~4% and pages of 100 users ~20%.
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import httptools
@@ -21,6 +22,7 @@ import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from hub.core.schema import ERROR_SCHEMA
+from hub.logging import log_request
 
 _READS = frozenset({"GET", "HEAD"})
 #: a response this big goes out at once: its reader has work to do with it (a page of 100 users)
@@ -267,7 +269,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         the reset can reach the client before it reads the answer. So the answer goes out with a
         FIN, what the client still sends is read and dropped, and the socket closes when the
         client closes its side or after `_LINGER_S` seconds.
+
+        It carries an `x-request-id`, as every answer of the app does, and leaves the request's
+        log line with that id, its method and the detail (not its path: an activation link's
+        holds a secret, which the app logs as its route template).
         """
+        request_id = os.urandom(8).hex()
         body = msgspec.json.encode(
             {"schemas": [ERROR_SCHEMA], "status": str(status), "detail": detail}
         )
@@ -276,8 +283,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         head += [
             b"content-type: application/scim+json",
             f"content-length: {len(body)}".encode(),
+            b"x-request-id: " + request_id.encode(),
             b"connection: close",
         ]
+        log_request(method=self._method(), status=status, detail=detail, request_id=request_id)
         self._refusal = b"\r\n".join(head) + b"\r\n\r\n" + body
         self._unset_keepalive_if_required()
         self.flow.resume_reading()
@@ -285,6 +294,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         # A request whose body is unfinished cannot be answered; one received whole can.
         if cycle is None or cycle.response_complete or cycle.more_body:
             self._coalescing.linger(self._refusal)
+
+    def _method(self) -> str:
+        """The method of the request being read, once httptools has read its URL ("?" before)."""
+        if self.scope is None or not getattr(self, "url", b""):
+            return "?"
+        return str(self.parser.get_method().decode("ascii", "replace"))
 
     def on_response_complete(self) -> None:
         """Go on as uvicorn does; after the last answer owed before a refusal, send the refusal."""

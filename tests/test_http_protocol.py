@@ -765,3 +765,69 @@ def test_a_head_past_64_kib_sent_in_one_write_is_refused(live_server: LiveServer
         assert [client.read().status, client.read().status] == [200, 200]
     finally:
         client.close()
+
+
+def _logged(server: LiveServer, request_id: str) -> dict[str, Any]:
+    """The server's log line (JSON) naming `request_id`, waiting up to 5 s for it."""
+    database = server.env["SCIM_HUB_DATABASE_URL"].split("///", 1)[1]
+    stderr = Path(database).parent / "server.stderr"
+    deadline = time.monotonic() + 5
+    while True:
+        for line in stderr.read_text(errors="replace").splitlines():
+            if request_id in line:
+                return dict(json.loads(line))
+        assert time.monotonic() < deadline, f"no log line names {request_id}"
+        time.sleep(0.05)
+
+
+def test_every_error_answer_carries_a_request_id_that_its_log_line_names(
+    live_server: LiveServer,
+) -> None:
+    """A 404 for no route, a 405 and a 400 for a bad Host are the router's own answers, given
+    before the middleware that sets `x-request-id` runs; the protocol's refusals (431, 400, 501)
+    never reach the app. Neither kind had an id, nor left a log line."""
+    big = json.dumps(_user("big@example.com")).encode()
+    with_body = {"Content-Type": SCIM, "Content-Length": str(2 * 1024 * 1024)}
+    kept = (
+        ("GET", "/NoSuchResource", b"", {}, 404),
+        ("DELETE", "/ServiceProviderConfig", b"", {}, 405),
+        ("PUT", "/Users", big, {}, 405),
+        ("HEAD", "/Users/x/y", b"", {}, 404),
+        ("GET", "/Users", b"", {}, 400),
+        ("POST", "/Users", big, {"Content-Type": "text/plain"}, 415),
+        ("POST", "/Users", b"", with_body, 413),
+    )
+    client = RawClient(live_server)
+    try:
+        for method, path, body, headers, status in kept:
+            request = client.request_bytes(method, path, body, headers)
+            if status == 400:  # the router's own check of the Host's value
+                request = request.replace(f"Host: {client.host}".encode(), b"Host: bad host")
+            client.send(request)
+            answer = client.read(head_only=method == "HEAD")
+            assert answer.status == status, (method, path)
+            line = _logged(live_server, answer.headers["x-request-id"])
+            assert line["status"] == status
+            assert line["method"] == method
+            if status == 413:
+                break  # its body is never read: the connection cannot go on
+    finally:
+        client.close()
+    for request, status in (
+        (f"GET /scim/v2/Users HTTP/1.1\r\nHost: x\r\nX-Big: {'b' * 100_000}\r\n\r\n", 431),
+        ("GET /scim/v2/Users HTTP/1.1\r\n\r\n", 400),
+        (
+            "POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            501,
+        ),
+        ("GARBAGE\r\n\r\n", 400),
+    ):
+        client = RawClient(live_server)
+        try:
+            client.send(request.encode())
+            answer = _assert_refused(client, status)
+            line = _logged(live_server, answer.headers["x-request-id"])
+            assert line["status"] == status
+            assert line["detail"] == answer.json()["detail"]
+        finally:
+            client.close()
