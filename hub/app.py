@@ -132,14 +132,6 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
     return middleware
 
 
-def bind_request_id() -> str:
-    """Give the request being served a fresh id, bound to each of its log lines; return it."""
-    request_id = os.urandom(8).hex()
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id)
-    return request_id
-
-
 async def route_identified(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
     """Serve through Litestar's router (`app`); an answer it gives itself gets an id and a line.
 
@@ -155,8 +147,12 @@ async def route_identified(app: ASGIApp, scope: Scope, receive: Receive, send: S
         nonlocal status
         if message["type"] == "http.response.start" and "route_handler" not in scope:
             status = message["status"]
-            request_id = bind_request_id().encode()
-            message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id)]
+            request_id = os.urandom(8).hex()
+            bind_request_id(request_id)
+            message["headers"] = [
+                *message.get("headers", []),
+                (b"x-request-id", request_id.encode()),
+            ]
         await send(message)
 
     await app(scope, receive, send_identified)
