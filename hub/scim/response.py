@@ -155,7 +155,7 @@ class _Streamed(ASGIResponse):
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-class ScimStream(Response[bytes]):
+class ScimStream(ScimResponse):
     """A SCIM JSON document sent as its chunks are made: an answer too large to hold at once.
 
     No Content-Length (the size is known only at the end): HTTP/1.1 chunked transfer coding.
@@ -174,16 +174,11 @@ class ScimStream(Response[bytes]):
         connection is dropped. `headers` may still be filled in until the first chunk is made
         (an ETag the chunks' maker learns as it reads).
         """
-        self.content = b""
+        super().__init__(b"", status_code)
         self.chunks = chunks
         self.stall_s = stall_s
-        self.background = None
-        self.cookies = []
-        self.encoding = "utf-8"
+        # The caller's dict itself, not a copy: it is read when the first chunk is made.
         self.headers = headers if headers is not None else {}
-        self.media_type = SCIM_JSON
-        self.status_code = status_code
-        self.response_type_encoders = {}
 
     def to_asgi_response(
         self,
