@@ -238,18 +238,19 @@ def _add_members(conn: Connection, group_ids: list[str], count: int) -> None:
         )
 
 
-@pytest.fixture
-def big_groups(db_url: str, tmp_path: Path) -> Iterator[HubProcess]:
-    """A served workspace with `_BIG_GROUPS` groups of `_BIG_MEMBERS` members each."""
+def _serve_big_groups(db_url: str, tmp_path: Path, *, huge: bool) -> Iterator[HubProcess]:
+    """Serve a workspace with `_BIG_GROUPS` groups of `_BIG_MEMBERS` members each, and with
+    `huge` one more group of `_HUGE_MEMBERS` (every user seeded)."""
     hub = HubProcess(db_url, tmp_path / "hub", stream_stall_seconds=str(_STALL_S))
     hub.prepare()
-    hub.cli("seed", "--workspace", "live", "--users", str(_HUGE_MEMBERS), "--no-cards")
+    users = _HUGE_MEMBERS if huge else _BIG_MEMBERS
+    hub.cli("seed", "--workspace", "live", "--users", str(users), "--no-cards")
     hub.start()
     try:
         headers = {"Authorization": f"Bearer {hub.token}"}
         ids = []
         with httpx.Client(base_url=f"{hub.base_url}/scim/v2", headers=headers) as http:
-            for g in range(_BIG_GROUPS + 1):
+            for g in range(_BIG_GROUPS + (1 if huge else 0)):
                 made = http.post("/Groups", json=group_body(f"big-{g}"))
                 assert made.status_code == 201, made.text
                 ids.append(made.json()["id"])
@@ -257,8 +258,9 @@ def big_groups(db_url: str, tmp_path: Path) -> Iterator[HubProcess]:
         async def add() -> None:
             db = open_database(db_url)
             try:
-                await db.write(_add_members, ids[:-1], _BIG_MEMBERS)
-                await db.write(_add_members, ids[-1:], _HUGE_MEMBERS)
+                await db.write(_add_members, ids[:_BIG_GROUPS], _BIG_MEMBERS)
+                if huge:
+                    await db.write(_add_members, ids[_BIG_GROUPS:], _HUGE_MEMBERS)
             finally:
                 await db.close()
 
@@ -266,6 +268,19 @@ def big_groups(db_url: str, tmp_path: Path) -> Iterator[HubProcess]:
         yield hub
     finally:
         hub.stop()
+
+
+@pytest.fixture
+def big_groups(db_url: str, tmp_path: Path) -> Iterator[HubProcess]:
+    """A served workspace with the large groups and the huge one (the memory test's)."""
+    yield from _serve_big_groups(db_url, tmp_path, huge=True)
+
+
+@pytest.fixture
+def big_page(db_url: str, tmp_path: Path) -> Iterator[HubProcess]:
+    """A served workspace with only the large groups: a page far past the socket's buffers,
+    seeded in a third of the time (the tests of cut-short and slow answers need no more)."""
+    yield from _serve_big_groups(db_url, tmp_path, huge=False)
 
 
 def _peak_rss(pid: int) -> int:
@@ -346,11 +361,11 @@ def _check_one_large_group(hub: HubProcess) -> None:
 
 
 @pytest.mark.server
-def test_a_database_lost_midway_cuts_the_answer_short(big_groups: HubProcess, db_url: str) -> None:
+def test_a_database_lost_midway_cuts_the_answer_short(big_page: HubProcess, db_url: str) -> None:
     """The hub's PostgreSQL sessions end mid-page: the client sees a failed transfer."""
     if not db_url.startswith("postgresql"):
         pytest.skip("ends the hub's PostgreSQL sessions")
-    hub = big_groups
+    hub = big_page
     headers = {"Authorization": f"Bearer {hub.token}"}
     sizes: list[int] = []
 
@@ -388,9 +403,9 @@ def test_a_database_lost_midway_cuts_the_answer_short(big_groups: HubProcess, db
 
 
 @pytest.mark.server
-def test_a_client_that_stops_reading_is_dropped(big_groups: HubProcess) -> None:
+def test_a_client_that_stops_reading_is_dropped(big_page: HubProcess) -> None:
     """A streamed answer holds a snapshot and a connection: a stalled client cannot keep them."""
-    hub = big_groups
+    hub = big_page
     headers = {"Authorization": f"Bearer {hub.token}"}
     sizes: list[int] = []
     with (
@@ -412,12 +427,12 @@ def test_a_client_that_stops_reading_is_dropped(big_groups: HubProcess) -> None:
 
 @pytest.mark.server
 def test_writes_go_on_while_a_slow_client_reads_a_streamed_page(
-    big_groups: HubProcess, db_url: str
+    big_page: HubProcess, db_url: str
 ) -> None:
     """SQLite: the WAL checkpoint must not hold writers back behind a streamed answer's snapshot."""
     if not db_url.startswith("sqlite"):
         pytest.skip("SQLite's WAL checkpoints against a long read")
-    hub = big_groups
+    hub = big_page
     headers = {"Authorization": f"Bearer {hub.token}"}
     done, read = threading.Event(), []
 
