@@ -440,6 +440,20 @@ def cmd_plugins(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_token(
+    settings: Settings,
+    args: argparse.Namespace,
+    make: Callable[[Connection, int, str, int], tokens.NewToken],
+) -> tokens.NewToken:
+    """Run `make` (a connectors token function) for `--workspace`, `--connector`, `--admin`."""
+
+    def unit(conn: Connection) -> tokens.NewToken:
+        ws = _workspace_pk(conn, args.workspace)
+        return make(conn, ws, args.connector, _creating_admin(conn, ws, args.admin))
+
+    return _run_unit(settings, unit)
+
+
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     """List, add, regenerate or revoke tokens."""
     if args.token_command == "list":
@@ -456,27 +470,15 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
             )
         return 0
     if args.token_command == "regenerate":
-
-        def regenerate(conn: Connection) -> tokens.NewToken:
-            # What `POST …/connectors/{c}/tokens/regenerate` does: the connector by name or id
-            # (`connector list` shows ids first; an id answered "no connector named …").
-            ws = _workspace_pk(conn, args.workspace)
-            admin = _creating_admin(conn, ws, args.admin)
-            return connectors.regenerate_token(conn, ws, args.connector, admin)
-
-        new = _run_unit(settings, regenerate)
+        # What `POST …/connectors/{c}/tokens/regenerate` does: the connector by name or id
+        # (`connector list` shows ids first; an id answered "no connector named …").
+        new = _new_token(settings, args, connectors.regenerate_token)
         print(f"token:      {new.token}")
         print("the old token no longer works; this one is shown only now")
         return 0
     if args.token_command == "add":
-
-        def add(conn: Connection) -> tokens.NewToken:
-            # What `POST …/connectors/{c}/tokens` does: the connector by name or id.
-            ws = _workspace_pk(conn, args.workspace)
-            admin = _creating_admin(conn, ws, args.admin)
-            return connectors.generate_token(conn, ws, args.connector, admin)
-
-        new = _run_unit(settings, add)
+        # What `POST …/connectors/{c}/tokens` does: the connector by name or id.
+        new = _new_token(settings, args, connectors.generate_token)
         print(f"token:      {new.token}")
         print(f"token id:   {new.id}")
         print("the connector's other tokens keep working; this one is shown only now")
