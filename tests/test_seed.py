@@ -78,6 +78,29 @@ async def test_seeded_users_are_served(db_url: str, tenant: InitResult, scim: Sc
     assert again.status_code == 409
 
 
+async def test_seeding_postgresql_leaves_its_planner_statistics_current(
+    db_url: str, tenant: InitResult
+) -> None:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL keeps planner statistics; SQLite has none unless asked")
+    db = open_database(db_url)
+    try:
+        await seed_users(db, "acme", 500, batch=200, prefix="s", dialects=DIALECTS)
+        # reltuples is what the planner believes a table holds: -1 before any ANALYZE, the
+        # emptied count after a vacuum, and the loaded count only once analyzed again.
+        estimated = await db.read(
+            lambda conn: dict(
+                conn.exec_driver_sql(
+                    "SELECT relname, reltuples FROM pg_class"
+                    " WHERE relname IN ('users', 'cards', 'user_emails')"
+                ).all()
+            )
+        )
+    finally:
+        await db.close()
+    assert estimated == {"users": 500, "cards": 500, "user_emails": 500}, estimated
+
+
 async def test_seed_refuses_duplicates_and_unknown_workspaces(
     db_url: str, tenant: InitResult
 ) -> None:
