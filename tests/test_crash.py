@@ -12,7 +12,7 @@ moment. After the restart the test checks, through HTTP and in the database:
 * no email is sent twice: once the outbox is drained, each user's invitation exists as exactly
   one delivered message file, whatever the number of crashes in between.
 
-Runs on SQLite and PostgreSQL. `SCIM_HUB_TEST_CRASH_ROUNDS` rounds (default 10; a soak run
+Runs on SQLite and PostgreSQL. `SCIM_HUB_TEST_CRASH_ROUNDS` rounds (default 6; a soak run
 sets more), seeded by `SCIM_HUB_TEST_CRASH_SEED` (default: a fixed seed).
 """
 
@@ -40,7 +40,7 @@ from tests.dbstate import query, table_names
 from tests.hubprocess import HubProcess
 from tests.pg import create_database, drop_database
 
-ROUNDS = int(os.environ.get("SCIM_HUB_TEST_CRASH_ROUNDS", "10"))
+ROUNDS = int(os.environ.get("SCIM_HUB_TEST_CRASH_ROUNDS", "6"))
 SEED = int(os.environ.get("SCIM_HUB_TEST_CRASH_SEED", "20240607"))
 WORKERS = 8  # concurrent clients during the load
 
