@@ -215,6 +215,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     pool.give_back(url)
 
 
+#: A test taking `db_url` on SQLite or on PostgreSQL only: its fixtures are never built for the
+#: other database just to be skipped.
+ONLY_SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+ONLY_POSTGRESQL = pytest.mark.parametrize(
+    "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+
+
 @pytest.fixture
 def restored_logging() -> Iterator[None]:
     """Put structlog's and the standard library's logging set-up back after the test."""

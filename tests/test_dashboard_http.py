@@ -22,6 +22,7 @@ from hub.core.database import open_database
 from hub.core.models import admin_credentials, audit
 from hub.core.models import admin_sessions as sessions_table
 from hub.core.tenants import InitResult
+from tests.conftest import ONLY_SQLITE
 
 PASSWORD = "correct horse battery staple"
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -533,13 +534,12 @@ async def test_static_files_are_served(client: httpx.AsyncClient, path: str) -> 
     assert len(response.content) > 500
 
 
+@ONLY_SQLITE  # the CLI path is the same on PostgreSQL; one database is enough here
 def test_cli_creates_admins_and_sets_passwords(db_url: str, tenant: InitResult) -> None:
     import subprocess
 
     from tests.server import cli_command, hub_environ
 
-    if not db_url.startswith("sqlite"):
-        pytest.skip("the CLI path is the same on PostgreSQL; one database is enough here")
     env = hub_environ(db_url, "http://testserver.local")
 
     def cli(*args: str, password: str) -> subprocess.CompletedProcess[str]:
@@ -658,14 +658,12 @@ async def test_a_nul_in_a_form_or_query_is_refused_on_every_database(
     assert (await attempt(client, "a\x00@example.com", PASSWORD)).status_code == 401
 
 
+@ONLY_SQLITE  # the plan is checked on SQLite (EXPLAIN QUERY PLAN)
 async def test_team_cards_page_reads_an_index_not_a_sort(db_url: str, tenant: InitResult) -> None:
     """The page query walks (workspace, pk) in index order: no temporary sort, no OFFSET."""
     from sqlalchemy import event
 
     from hub.core import cards, team_cards
-
-    if not db_url.startswith("sqlite"):
-        pytest.skip("the plan is checked on SQLite (EXPLAIN QUERY PLAN)")
 
     def plans(conn: Connection) -> list[str]:
         seen: list[tuple[str, Any]] = []

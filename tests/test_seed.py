@@ -18,7 +18,7 @@ from hub.core.errors import InvalidValue, NotFound, Uniqueness
 from hub.core.seed import check_document, seed_users, user_document, user_name
 from hub.core.tenants import InitResult
 from hub.plugins import build_registry
-from tests.conftest import TEST_BASE_URL, ScimClient, create_workspace
+from tests.conftest import ONLY_POSTGRESQL, TEST_BASE_URL, ScimClient, create_workspace
 from tests.server import cli_command, hub_environ, run_cli
 from tests.test_cards import Admin, make_admin_key
 
@@ -78,11 +78,10 @@ async def test_seeded_users_are_served(db_url: str, tenant: InitResult, scim: Sc
     assert again.status_code == 409
 
 
+@ONLY_POSTGRESQL  # PostgreSQL keeps planner statistics; SQLite has none unless asked
 async def test_seeding_postgresql_leaves_its_planner_statistics_current(
     db_url: str, tenant: InitResult
 ) -> None:
-    if not db_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL keeps planner statistics; SQLite has none unless asked")
     db = open_database(db_url)
     try:
         await seed_users(db, "acme", 500, batch=200, prefix="s", dialects=DIALECTS)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from sqlalchemy import Connection
 
 from hub.core import tokens
@@ -18,15 +17,17 @@ from hub.core import users as user_service
 from hub.core.database import open_database
 from hub.core.resources import ListQuery
 from hub.core.tenants import InitResult
-from tests.conftest import user_body
+from tests.conftest import ONLY_SQLITE, user_body
 
+pytestmark = ONLY_SQLITE
 BASE = "http://testserver/scim/v2"
 
 
 async def plans_of(db_url: str, token: str, unit: Any) -> list[list[str]]:
-    """Run `unit(conn, caller)` with SQLite tracing on; return the plan of each SELECT on users."""
-    if not db_url.startswith("sqlite"):
-        pytest.skip("the plan is checked on SQLite (EXPLAIN QUERY PLAN)")
+    """Run `unit(conn, caller)` with SQLite tracing on; return the plan of each SELECT on users.
+
+    A SQLite database only: a test using it is marked `ONLY_SQLITE`.
+    """
     db = open_database(db_url)
 
     def traced(conn: Connection) -> list[list[str]]:
