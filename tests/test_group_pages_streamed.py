@@ -39,7 +39,7 @@ from tests.conftest import (
     user_body,
 )
 from tests.hubprocess import HubProcess
-from tests.pg import run_coroutine
+from tests.pg import create_database, drop_database, run_coroutine
 
 #: (groups, members each) of the in-process pages: 4 x 6 = 24 members, streamed past 5.
 _GROUPS, _MEMBERS = 4, 6
@@ -238,19 +238,18 @@ def _add_members(conn: Connection, group_ids: list[str], count: int) -> None:
         )
 
 
-def _serve_big_groups(db_url: str, tmp_path: Path, *, huge: bool) -> Iterator[HubProcess]:
-    """Serve a workspace with `_BIG_GROUPS` groups of `_BIG_MEMBERS` members each, and with
-    `huge` one more group of `_HUGE_MEMBERS` (every user seeded)."""
-    hub = HubProcess(db_url, tmp_path / "hub", stream_stall_seconds=str(_STALL_S))
+def _serve_big_groups(db_url: str, workdir: Path) -> Iterator[HubProcess]:
+    """Serve a workspace with `_BIG_GROUPS` groups of `_BIG_MEMBERS` members each, and one more
+    group of `_HUGE_MEMBERS` (every user seeded)."""
+    hub = HubProcess(db_url, workdir / "hub", stream_stall_seconds=str(_STALL_S))
     hub.prepare()
-    users = _HUGE_MEMBERS if huge else _BIG_MEMBERS
-    hub.cli("seed", "--workspace", "live", "--users", str(users), "--no-cards")
+    hub.cli("seed", "--workspace", "live", "--users", str(_HUGE_MEMBERS), "--no-cards")
     hub.start()
     try:
         headers = {"Authorization": f"Bearer {hub.token}"}
         ids = []
         with httpx.Client(base_url=f"{hub.base_url}/scim/v2", headers=headers) as http:
-            for g in range(_BIG_GROUPS + (1 if huge else 0)):
+            for g in range(_BIG_GROUPS + 1):
                 made = http.post("/Groups", json=group_body(f"big-{g}"))
                 assert made.status_code == 201, made.text
                 ids.append(made.json()["id"])
@@ -259,8 +258,7 @@ def _serve_big_groups(db_url: str, tmp_path: Path, *, huge: bool) -> Iterator[Hu
             db = open_database(db_url)
             try:
                 await db.write(_add_members, ids[:_BIG_GROUPS], _BIG_MEMBERS)
-                if huge:
-                    await db.write(_add_members, ids[_BIG_GROUPS:], _HUGE_MEMBERS)
+                await db.write(_add_members, ids[_BIG_GROUPS:], _HUGE_MEMBERS)
             finally:
                 await db.close()
 
@@ -270,17 +268,35 @@ def _serve_big_groups(db_url: str, tmp_path: Path, *, huge: bool) -> Iterator[Hu
         hub.stop()
 
 
-@pytest.fixture
-def big_groups(db_url: str, tmp_path: Path) -> Iterator[HubProcess]:
-    """A served workspace with the large groups and the huge one (the memory test's)."""
-    yield from _serve_big_groups(db_url, tmp_path, huge=True)
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def big_groups(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HubProcess]:
+    """A served workspace with the large groups and the huge one, on each database.
+
+    Seeding it takes 7-12 s, so the served tests below share it: seeded at most once per
+    database and xdist worker (the session's scope: a worker runs other modules' tests between
+    them). They read it, but for users the slow-client test adds and the sessions the last one
+    ends, which the hub survives.
+    """
+    workdir = tmp_path_factory.mktemp(f"big-groups-{request.param}")
+    if request.param == "sqlite":
+        yield from _serve_big_groups(f"sqlite+aiosqlite:///{workdir / 'hub.db'}", workdir)
+        return
+    server: str = request.getfixturevalue("postgres_server_url")
+    url = create_database(server)
+    try:
+        yield from _serve_big_groups(url, workdir)
+    finally:
+        drop_database(server, url.rsplit("/", 1)[1])
 
 
-@pytest.fixture
-def big_page(db_url: str, tmp_path: Path) -> Iterator[HubProcess]:
-    """A served workspace with only the large groups: a page far past the socket's buffers,
-    seeded in a third of the time (the tests of cut-short and slow answers need no more)."""
-    yield from _serve_big_groups(db_url, tmp_path, huge=False)
+_SQLITE_SERVED = pytest.mark.parametrize("big_groups", ["sqlite"], indirect=True)
+_POSTGRESQL_SERVED = pytest.mark.parametrize(
+    "big_groups", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 
 
 def _peak_rss(pid: int) -> int:
@@ -361,51 +377,9 @@ def _check_one_large_group(hub: HubProcess) -> None:
 
 
 @pytest.mark.server
-def test_a_database_lost_midway_cuts_the_answer_short(big_page: HubProcess, db_url: str) -> None:
-    """The hub's PostgreSQL sessions end mid-page: the client sees a failed transfer."""
-    if not db_url.startswith("postgresql"):
-        pytest.skip("ends the hub's PostgreSQL sessions")
-    hub = big_page
-    headers = {"Authorization": f"Bearer {hub.token}"}
-    sizes: list[int] = []
-
-    async def end_sessions() -> None:
-        db = open_database(db_url)
-        try:
-            await db.write(
-                lambda conn: conn.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    )
-                )
-            )
-        finally:
-            await db.close()
-
-    with (
-        httpx.Client(base_url=f"{hub.base_url}/scim/v2", headers=headers, timeout=60) as http,
-        http.stream("GET", "/Groups", params={"count": str(_BIG_GROUPS)}) as response,
-    ):
-        assert response.status_code == 200
-        assert "content-length" not in response.headers
-        chunks = response.iter_raw(64 * 1024)
-        sizes.append(len(next(chunks)))
-        # The hub is a few groups ahead at most (what the sockets' buffers hold): most of
-        # the page is still to be read from the database when its sessions end.
-        run_coroutine(end_sessions)
-        with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
-            _read_into(chunks, sizes)
-    assert 0 < sum(sizes) < _BIG_GROUPS * _BIG_MEMBERS * len(_DISPLAY) / 2
-    # The hub goes on serving (a 503 while its pool reconnects would do too).
-    status, _, _ = _get(hub, "/Groups", {"count": "1", "excludedAttributes": "members"})
-    assert status in (200, 503)
-
-
-@pytest.mark.server
-def test_a_client_that_stops_reading_is_dropped(big_page: HubProcess) -> None:
+def test_a_client_that_stops_reading_is_dropped(big_groups: HubProcess) -> None:
     """A streamed answer holds a snapshot and a connection: a stalled client cannot keep them."""
-    hub = big_page
+    hub = big_groups
     headers = {"Authorization": f"Bearer {hub.token}"}
     sizes: list[int] = []
     with (
@@ -426,13 +400,10 @@ def test_a_client_that_stops_reading_is_dropped(big_page: HubProcess) -> None:
 
 
 @pytest.mark.server
-def test_writes_go_on_while_a_slow_client_reads_a_streamed_page(
-    big_page: HubProcess, db_url: str
-) -> None:
+@_SQLITE_SERVED  # SQLite's WAL checkpoints against a long read
+def test_writes_go_on_while_a_slow_client_reads_a_streamed_page(big_groups: HubProcess) -> None:
     """SQLite: the WAL checkpoint must not hold writers back behind a streamed answer's snapshot."""
-    if not db_url.startswith("sqlite"):
-        pytest.skip("SQLite's WAL checkpoints against a long read")
-    hub = big_page
+    hub = big_groups
     headers = {"Authorization": f"Bearer {hub.token}"}
     done, read = threading.Event(), []
 
@@ -469,6 +440,47 @@ def test_writes_go_on_while_a_slow_client_reads_a_streamed_page(
     # create is let pass: a busy 2-core machine may stall one for reasons of its own.
     stalled = [round(seconds, 3) for seconds in latencies if seconds > 0.8]
     assert len(stalled) <= 1, f"{len(latencies)} creates, {stalled} took over 0.8 s"
+
+
+@pytest.mark.server
+@_POSTGRESQL_SERVED  # ends the hub's PostgreSQL sessions (last: the others need them)
+def test_a_database_lost_midway_cuts_the_answer_short(big_groups: HubProcess) -> None:
+    """The hub's PostgreSQL sessions end mid-page: the client sees a failed transfer."""
+    hub = big_groups
+    headers = {"Authorization": f"Bearer {hub.token}"}
+    sizes: list[int] = []
+
+    async def end_sessions() -> None:
+        db = open_database(hub.database_url)
+        try:
+            await db.write(
+                lambda conn: conn.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+            )
+        finally:
+            await db.close()
+
+    with (
+        httpx.Client(base_url=f"{hub.base_url}/scim/v2", headers=headers, timeout=60) as http,
+        http.stream("GET", "/Groups", params={"count": str(_BIG_GROUPS)}) as response,
+    ):
+        assert response.status_code == 200
+        assert "content-length" not in response.headers
+        chunks = response.iter_raw(64 * 1024)
+        sizes.append(len(next(chunks)))
+        # The hub is a few groups ahead at most (what the sockets' buffers hold): most of
+        # the page is still to be read from the database when its sessions end.
+        run_coroutine(end_sessions)
+        with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
+            _read_into(chunks, sizes)
+    assert 0 < sum(sizes) < _BIG_GROUPS * _BIG_MEMBERS * len(_DISPLAY) / 2
+    # The hub goes on serving (a 503 while its pool reconnects would do too).
+    status, _, _ = _get(hub, "/Groups", {"count": "1", "excludedAttributes": "members"})
+    assert status in (200, 503)
 
 
 def _read_into(chunks: Iterator[bytes], sizes: list[int]) -> None:
