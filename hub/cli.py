@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import shlex
 import socket
 import sys
@@ -445,13 +446,25 @@ def _new_token(
     args: argparse.Namespace,
     make: Callable[[Connection, int, str, int], tokens.NewToken],
 ) -> tokens.NewToken:
-    """Run `make` (a connectors token function) for `--workspace`, `--connector`, `--admin`."""
+    """Run `make` (a connectors token function) for `--workspace`, `--connector`, `--admin`.
 
-    def unit(conn: Connection) -> tokens.NewToken:
+    A disabled connector's token is made (the admin may enable it later), with a warning on
+    stderr: until then the IdP it is given to gets 401 for every request.
+    """
+
+    def unit(conn: Connection) -> tuple[tokens.NewToken, connectors.ConnectorInfo]:
         ws = _workspace_pk(conn, args.workspace)
-        return make(conn, ws, args.connector, _creating_admin(conn, ws, args.admin))
+        new = make(conn, ws, args.connector, _creating_admin(conn, ws, args.admin))
+        return new, connectors.get_connector(conn, ws, args.connector)
 
-    return _run_unit(settings, unit)
+    new, connector = _run_unit(settings, unit)
+    if not connector.enabled:
+        print(
+            f"scim-hub: warning: connector {connector.name!r} is disabled: this token gets 401 "
+            f"until `scim-hub connector enable {connector.name} --workspace {args.workspace}`",
+            file=sys.stderr,
+        )
+    return new
 
 
 def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
@@ -549,20 +562,28 @@ def cmd_admin_password(settings: Settings, args: argparse.Namespace) -> int:
     hashed = admin_sessions.hash_password(_read_password(args.password_stdin))
     creating = args.admin_command == "create"
 
-    def unit(conn: Connection) -> None:
+    def unit(conn: Connection) -> bool:
+        """Whether the admin may sign in with it (a deactivated one may not)."""
         ws = _workspace_pk(conn, args.workspace)
         if creating:
             admin_sessions.create_admin(
                 conn, workspace_pk=ws, email=args.email, password_hash=hashed
             )
-        else:
-            admin_sessions.set_password_by_email(
-                conn, workspace_pk=ws, email=args.email, password_hash=hashed
-            )
+            return True
+        admin_sessions.set_password_by_email(
+            conn, workspace_pk=ws, email=args.email, password_hash=hashed
+        )
+        return tenants.is_active_admin(conn, tenants.admin_pk(conn, ws, args.email))
 
-    _run_unit(settings, unit)
+    may_sign_in = _run_unit(settings, unit)
     done = "created" if creating else "has a new password; their other sessions ended"
-    print(f"admin {args.email} {done}; sign in at {settings.base_url}/admin")
+    if may_sign_in:
+        print(f"admin {args.email} {done}; sign in at {settings.base_url}/admin")
+    else:
+        print(
+            f"admin {args.email} {done}; they are deactivated and cannot sign in until "
+            f"`scim-hub admin activate {args.email} --workspace {args.workspace}`"
+        )
     return 0
 
 
@@ -716,6 +737,24 @@ def _not_negative(text: str) -> int:
     return value
 
 
+#: what a seeding prefix may hold: it goes into email addresses and externalIds
+_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
+
+
+def _prefix(text: str) -> str:
+    """A prefix for seeded userNames and externalIds (argparse type).
+
+    It goes into each user's email address (`given0.family0.PREFIX@contoso.example`): a space,
+    an `@` or an empty prefix made addresses no mail server takes.
+    """
+    if not _PREFIX.fullmatch(text) or ".." in text or text.endswith("."):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} must be 1 to 40 letters, digits, '.', '-' or '_', starting with a letter "
+            "or digit (it goes into email addresses)"
+        )
+    return text
+
+
 def _whole(text: str) -> int:
     try:
         return int(text)
@@ -813,7 +852,9 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--workspace", required=True)
     seed.add_argument("--users", type=_at_least_one, required=True, help="how many users to insert")
     seed.add_argument("--batch", type=_at_least_one, default=10_000, help="users per transaction")
-    seed.add_argument("--prefix", default="seed", help="userNames given{i}.family{i}.PREFIX@…")
+    seed.add_argument(
+        "--prefix", type=_prefix, default="seed", help="userNames given{i}.family{i}.PREFIX@…"
+    )
     seed.add_argument("--start", type=_not_negative, default=0, help="number of the first user")
     seed.add_argument("--json", action="store_true", help="print one JSON object")
     seed.add_argument(

@@ -126,10 +126,26 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         settings = msgspec.convert(values, Settings)
     except msgspec.ValidationError as exc:
         raise SettingsError(_name_setting(str(exc), config_file, from_file)) from exc
-    _check_ranges(settings)
-    _check_mail(settings)
-    _check_database_url(settings.database_url)
+    try:
+        _check_ranges(settings)
+        _check_mail(settings)
+        _check_database_url(settings.database_url)
+    except SettingsError as exc:
+        raise SettingsError(_name_file_key(str(exc), config_file, from_file)) from None
     return settings
+
+
+def _name_file_key(message: str, config_file: str | None, from_file: Collection[str]) -> str:
+    """Name a value the settings file gave as its key in that file, not as its variable.
+
+    A check's message starts with the setting's variable: `port = 0` in the file was reported
+    as SCIM_HUB_PORT, a variable no one had set.
+    """
+    variable = message.split(" ", 1)[0].rstrip(":")
+    name = variable.removeprefix(ENV_PREFIX).lower()
+    if not variable.startswith(ENV_PREFIX) or name not in from_file:
+        return message
+    return f"{ENV_PREFIX}CONFIG: {config_file}: {name}{message[len(variable) :]}"
 
 
 #: `SCIM_HUB_*` variables that are not settings of the struct: the settings file, plugin settings

@@ -360,6 +360,51 @@ async def test_token_add_makes_one_more_token(cli: Cli) -> None:
     assert await cli.statuses(init["token"], new) == [200, 401]
 
 
+@pytest.mark.parametrize("command", ["add", "regenerate"])
+async def test_a_token_for_a_disabled_connector_is_made_with_a_warning(
+    cli: Cli, command: str
+) -> None:
+    """It printed a token that answered 401, and nothing said why."""
+    init = cli.init("acme")
+    cli("connector", "disable", "generic_scim", "--workspace", "acme")
+    made = cli("token", command, "--workspace", "acme", "--connector", "generic_scim")
+    token = _printed_token(made.stdout)
+    assert made.stderr == (
+        "scim-hub: warning: connector 'generic_scim' is disabled: this token gets 401 until "
+        "`scim-hub connector enable generic_scim --workspace acme`\n"
+    )
+    assert await cli.statuses(token) == [401]
+    cli("connector", "enable", init["connector_id"], "--workspace", "acme")
+    assert await cli.statuses(token) == [200]
+    again = cli("token", command, "--workspace", "acme", "--connector", "generic_scim")
+    assert again.stderr == ""
+
+
+def test_a_new_password_of_a_deactivated_admin_does_not_say_sign_in(sqlite_cli: Cli) -> None:
+    sqlite_cli.init("acme", "--admin-email", "ops@acme.example")
+    command = [*cli_command(), "admin", "set-password", "ops@acme.example", "--workspace", "acme"]
+
+    def set_password() -> str:
+        done = subprocess.run(
+            [*command, "--password-stdin"],
+            env=sqlite_cli.env,
+            input="correct horse battery staple\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
+    assert set_password().endswith(f"; sign in at {BASE_URL}/admin\n")
+    sqlite_cli("admin", "deactivate", "ops@acme.example", "--workspace", "acme")
+    assert set_password() == (
+        "admin ops@acme.example has a new password; their other sessions ended; they are "
+        "deactivated and cannot sign in until "
+        "`scim-hub admin activate ops@acme.example --workspace acme`\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [
@@ -571,7 +616,14 @@ def test_an_unknown_key_in_the_settings_file_is_named(sqlite_cli: Cli, tmp_path:
 
 @pytest.mark.parametrize(
     ("line", "named"),
-    [('port = "x"', "port: Expected `int`, got `str`"), ("log_level = 3", "log_level: Expected")],
+    [
+        ('port = "x"', "port: Expected `int`, got `str`"),
+        ("log_level = 3", "log_level: Expected"),
+        # Values of the right type out of range were named as their variable too.
+        ("port = 0", "port must be at least 1"),
+        ("smtp_port = 70000", "smtp_port must be a TCP port"),
+        ("max_results = 0", "max_results must be at least 1"),
+    ],
 )
 def test_a_bad_value_in_the_settings_file_is_named_as_its_key(
     sqlite_cli: Cli, tmp_path: Path, line: str, named: str

@@ -166,6 +166,12 @@ def test_seed_interrupted_says_so_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in err
 
 
+_PREFIX_RULE = (
+    "must be 1 to 40 letters, digits, '.', '-' or '_', starting with a letter or digit "
+    "(it goes into email addresses)"
+)
+
+
 @pytest.mark.parametrize(
     ("args", "named"),
     [
@@ -174,6 +180,11 @@ def test_seed_interrupted_says_so_in_one_line(tmp_path: Path) -> None:
         (("--users", "-3"), "argument --users: '-3' must be at least 1"),
         (("--users", "5", "--batch", "0"), "argument --batch: '0' must be at least 1"),
         (("--users", "5", "--batch", "-10"), "argument --batch: '-10' must be at least 1"),
+        # The prefix goes into every seeded email address; these made addresses no one takes.
+        *(
+            (("--users", "5", "--prefix", bad), f"argument --prefix: {bad!r} {_PREFIX_RULE}")
+            for bad in ("", "two words", "a@b", "a..b", "end.", ".start", "x" * 41)
+        ),
     ],
 )
 def test_seed_refuses_negative_and_zero_counts_naming_the_option(

@@ -186,12 +186,17 @@ def active_admin_pk(conn: Connection, workspace_pk: int, email: str) -> int:
         Conflict: the admin is deactivated.
     """
     pk = admin_pk(conn, workspace_pk, email)
-    if not conn.execute(select(admins.c.active).where(admins.c.pk == pk)).scalar_one():
+    if not is_active_admin(conn, pk):
         raise Conflict(
             f"admin {email!r} is deactivated: a token or key made as them would not work; "
             "activate them first"
         )
     return pk
+
+
+def is_active_admin(conn: Connection, pk: int) -> bool:
+    """Whether the admin `pk` is active (may sign in, and their tokens and keys work)."""
+    return bool(conn.execute(select(admins.c.active).where(admins.c.pk == pk)).scalar_one())
 
 
 def first_admin_pk(conn: Connection, workspace_pk: int) -> int:
