@@ -20,18 +20,18 @@ from sqlalchemy import Connection, text
 
 from hub.core.database import SqliteDatabase
 from hub.core.errors import Unavailable
-from tests.conftest import ScimClient, user_body
+from tests.conftest import ONLY_SQLITE, ScimClient, user_body
 
 
 @pytest.fixture
 def sqlite_file(db_url: str) -> Path:
-    if not db_url.startswith("sqlite"):
-        pytest.skip(
-            "the thread layout under test is SQLite's (PostgreSQL runs every unit on the loop)"
-        )
+    """The test's SQLite file: the thread layout under test is SQLite's (PostgreSQL runs every
+    unit on the loop), so a test using this is marked `ONLY_SQLITE`."""
+    assert db_url.startswith("sqlite"), "mark the test ONLY_SQLITE"
     return Path(db_url.split(":///", 1)[1])
 
 
+@ONLY_SQLITE
 async def test_quick_units_run_on_the_calling_thread_others_on_database_threads(
     sqlite_file: Path,
 ) -> None:
@@ -51,6 +51,7 @@ async def test_quick_units_run_on_the_calling_thread_others_on_database_threads(
         await db.close()
 
 
+@ONLY_SQLITE
 async def test_a_held_write_lock_queues_quick_writes_and_spares_reads(
     scim: ScimClient, sqlite_file: Path
 ) -> None:
@@ -93,6 +94,7 @@ def _wal_progress(db_file: Path) -> tuple[int, int]:
     return struct.unpack_from("=I", header, 16)[0], struct.unpack_from("=I", header, 96)[0]
 
 
+@ONLY_SQLITE
 async def test_a_serving_hub_checkpoints_the_wal_in_the_background(
     scim: ScimClient, sqlite_file: Path
 ) -> None:
@@ -112,6 +114,7 @@ async def test_a_serving_hub_checkpoints_the_wal_in_the_background(
     assert copied == frames
 
 
+@ONLY_SQLITE
 async def test_a_stream_of_short_writes_does_not_starve_a_threaded_one(sqlite_file: Path) -> None:
     """The provisioning log and admin edits run on the writer thread: under a constant stream of
     short SCIM writes they still get their turn (writes take turns in arrival order)."""
@@ -146,6 +149,7 @@ async def test_a_stream_of_short_writes_does_not_starve_a_threaded_one(sqlite_fi
         await db.close()
 
 
+@ONLY_SQLITE
 async def test_the_wal_is_rewound_under_a_steady_stream_of_writes(sqlite_file: Path) -> None:
     """A PASSIVE checkpoint alone never sees the WAL fully copied while commits keep coming, so
     nothing would rewind it (a soak grew it to 3 GB in two minutes); the checkpointer rewinds it."""
@@ -182,6 +186,7 @@ async def _with_items_table(db: SqliteDatabase) -> None:
     await db.write(create)
 
 
+@ONLY_SQLITE
 async def test_short_writes_queued_together_commit_together_and_one_that_raises_alone_is_undone(
     sqlite_file: Path,
 ) -> None:
@@ -214,6 +219,7 @@ async def test_short_writes_queued_together_commit_together_and_one_that_raises_
         await db.close()
 
 
+@ONLY_SQLITE
 async def test_a_batch_runs_again_in_savepoints_only_when_a_failing_unit_wrote(
     sqlite_file: Path,
 ) -> None:
@@ -254,6 +260,7 @@ async def test_a_batch_runs_again_in_savepoints_only_when_a_failing_unit_wrote(
         await db.close()
 
 
+@ONLY_SQLITE
 async def test_short_writes_queued_over_the_next_turns_of_the_loop_join_the_batch(
     sqlite_file: Path,
 ) -> None:
@@ -282,6 +289,7 @@ async def test_short_writes_queued_over_the_next_turns_of_the_loop_join_the_batc
         await db.close()
 
 
+@ONLY_SQLITE
 async def test_a_batch_keeps_its_undo_pages_in_memory_and_still_undoes_a_large_unit(
     sqlite_file: Path,
 ) -> None:
@@ -320,6 +328,7 @@ async def test_a_batch_keeps_its_undo_pages_in_memory_and_still_undoes_a_large_u
         await db.close()
 
 
+@ONLY_SQLITE
 async def test_a_batch_whose_commit_fails_fails_every_caller_and_stores_nothing(
     sqlite_file: Path,
 ) -> None:
@@ -350,6 +359,7 @@ async def test_a_batch_whose_commit_fails_fails_every_caller_and_stores_nothing(
         await db.close()
 
 
+@ONLY_SQLITE
 async def test_a_unit_that_ends_the_transaction_fails_its_whole_batch(sqlite_file: Path) -> None:
     """When SQLite itself abandons the transaction (disk full, I/O error: here, a ROLLBACK), the
     units before it in the batch are not acknowledged either."""
@@ -374,6 +384,7 @@ async def test_a_unit_that_ends_the_transaction_fails_its_whole_batch(sqlite_fil
         await db.close()
 
 
+@ONLY_SQLITE
 async def test_writes_waiting_for_a_held_lock_are_answered_when_the_committer_is_cancelled(
     sqlite_file: Path,
 ) -> None:
