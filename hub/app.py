@@ -17,6 +17,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from hub.admin.activate import SECRET_PATH
 from hub.admin.dashboard import dashboard_router, static_files, template_config
 from hub.admin.routes import admin_router, owner_router, pages_router
+from hub.asterisk import is_asterisk, serve_asterisk
 from hub.core import activity
 from hub.core.database import open_database
 from hub.core.errors import ScimError
@@ -184,7 +185,8 @@ class HubApp(Litestar):
             if await self.dispatch(scope, receive, send):
                 return
         if scope["type"] == ScopeType.HTTP:
-            await route_identified(super().__call__, scope, receive, send)
+            served = serve_asterisk if is_asterisk(scope) else super().__call__
+            await route_identified(served, scope, receive, send)
             return
         await super().__call__(scope, receive, send)
 

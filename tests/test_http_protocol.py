@@ -831,3 +831,23 @@ def test_every_error_answer_carries_a_request_id_that_its_log_line_names(
             assert line["detail"] == answer.json()["detail"]
         finally:
             client.close()
+
+
+def test_options_asterisk_names_the_servers_methods(live_server: LiveServer) -> None:
+    """`OPTIONS *` asks about the server, not a resource (RFC 9110 §9.3.7); it was a 404."""
+    client = RawClient(live_server)
+    try:
+        client.send(_raw_head(client, "OPTIONS * HTTP/1.1", f"Host: {client.host}"))
+        answer = client.read()
+        assert answer.status == 204, answer.body
+        assert answer.headers["allow"] == "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT"
+        assert answer.headers["x-request-id"]
+        # The asterisk form is for OPTIONS only (RFC 9112 §3.2.4); the connection goes on.
+        client.send(_raw_head(client, "GET * HTTP/1.1", f"Host: {client.host}"))
+        refused = client.read()
+        assert refused.status == 400
+        assert refused.json()["scimType"] == "invalidSyntax"
+        assert "OPTIONS only" in refused.json()["detail"]
+        assert client.call("GET", "/Users?count=1").status == 200
+    finally:
+        client.close()
