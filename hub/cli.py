@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 
 from hub.core import connectors, tenants, tokens
 from hub.core.clock import to_iso
-from hub.core.database import open_database
+from hub.core.database import open_database, refused_by_server
 from hub.core.errors import ScimError, Unavailable
 from hub.settings import (
     PLUGIN_ENV_PREFIX,
@@ -310,24 +310,9 @@ def _database_problem(database_url: str, args: argparse.Namespace, exc: Exceptio
         return f"cannot migrate the database {where}: {_reason(exc)}"
     if not current:
         return _not_migrated(database_url)
-    if isinstance(exc, sqlalchemy.exc.OperationalError) or _refused_by_server(exc):
+    if isinstance(exc, sqlalchemy.exc.OperationalError) or refused_by_server(exc):
         return f"the database {where} refused the change: {_reason(exc)}"
     return None
-
-
-#: PostgreSQL's SQLSTATEs of a server refusing writes it would otherwise take: a read-only
-#: transaction (a hot standby, `default_transaction_read_only`), no privilege, and class 53
-#: (a full disk, too many connections).
-_REFUSALS = ("25006", "42501", "53")
-
-
-def _refused_by_server(exc: Exception) -> bool:
-    """Whether PostgreSQL refused the statement for a reason of the server's, not of the data.
-
-    asyncpg's ReadOnlySQLTransactionError arrives as a plain `DBAPIError`: it was a traceback.
-    """
-    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
-    return isinstance(sqlstate, str) and sqlstate.startswith(_REFUSALS)
 
 
 def _reason(exc: BaseException) -> str:

@@ -118,3 +118,41 @@ async def test_postgres_restart_while_idle_costs_no_request(
         created = await scim.post("/Users", user_body("after@example.com"))
         assert created.status_code == 201, created.text
         assert (await client.get("/readyz")).status_code == 200
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_a_read_only_postgresql_refuses_writes_with_503_and_serves_reads(
+    db_url: str, scim: ScimClient
+) -> None:
+    """A database made read-only (a standby after a failover, `default_transaction_read_only`)
+    refuses every write with SQLSTATE 25006; the hub answered 500 as for a bug of its own."""
+    existing = await scim.post("/Users", user_body("before@example.com"))
+    assert existing.status_code == 201
+    name = db_url.rsplit("/", 1)[1]
+    admin = open_database(db_url)
+    try:
+        await admin.write(
+            lambda conn: conn.exec_driver_sql(
+                f'ALTER DATABASE "{name}" SET default_transaction_read_only = on'
+            )
+        )
+        # Sessions take the setting when they start: end the hub's, as a failover would.
+        await admin.read(
+            lambda conn: conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).all()
+        )
+    finally:
+        await admin.close()
+    statuses = set()
+    for attempt in range(3):  # the first may meet a connection the server just ended
+        refused = await scim.post("/Users", user_body(f"during-{attempt}@example.com"))
+        statuses.add(refused.status_code)
+    assert statuses == {503}
+    body = assert_scim_error(refused, 503)
+    assert "cannot take writes" in body["detail"]
+    assert refused.headers["retry-after"]
+    listed = await scim.get("/Users")
+    assert listed.status_code == 200
+    assert [u["userName"] for u in listed.json()["Resources"]] == ["before@example.com"]

@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Concatenate, NamedTuple, ParamSpec, Protocol, TypeVar
+from typing import Any, Concatenate, Final, NamedTuple, ParamSpec, Protocol, TypeVar
 
 import msgspec
 import sqlalchemy.exc
@@ -707,12 +707,30 @@ _PG_ATTEMPTS = 3
 _POOL_WAIT_S = 10.0
 
 
+def _sqlstate(exc: BaseException) -> str | None:
+    """PostgreSQL's SQLSTATE of a driver error, wherever asyncpg and SQLAlchemy put it."""
+    orig = getattr(exc, "orig", None)
+    code = getattr(orig, "sqlstate", None) or getattr(
+        getattr(orig, "__cause__", None), "sqlstate", None
+    )
+    return code if isinstance(code, str) else None
+
+
 def _retryable(exc: BaseException) -> bool:
     """A PostgreSQL deadlock (40P01) or serialisation failure (40001): the unit may run again."""
-    code = getattr(getattr(exc, "orig", None), "sqlstate", None) or getattr(
-        getattr(getattr(exc, "orig", None), "__cause__", None), "sqlstate", None
-    )
-    return code in ("40P01", "40001")
+    return _sqlstate(exc) in ("40P01", "40001")
+
+
+#: SQLSTATEs of a PostgreSQL server refusing work it would otherwise take: a read-only
+#: transaction (a standby after a failover, `default_transaction_read_only`), no privilege, and
+#: class 53 (a full disk, too many connections).
+_REFUSALS: Final = ("25006", "42501", "53")
+
+
+def refused_by_server(exc: BaseException) -> bool:
+    """Whether PostgreSQL refused the statement for a reason of the server's, not of the data."""
+    code = _sqlstate(exc)
+    return code is not None and code.startswith(_REFUSALS)
 
 
 class PostgresDatabase:
@@ -793,6 +811,9 @@ class PostgresDatabase:
                     # rows), after a pause whose jitter keeps the same units from meeting again.
                     await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)
                     continue
+                if refused_by_server(exc):
+                    # As SQLite's read-only or full file: nothing was written (it answered 500).
+                    raise Unavailable("the database cannot take writes now; retry later") from exc
                 if not _lost(exc):
                     raise
                 raise Unavailable("the database is unreachable; retry shortly") from exc

@@ -38,6 +38,7 @@ from sqlalchemy import Connection, Engine, bindparam, event, func, or_, select, 
 from hub.core import links, secret
 from hub.core.clock import now_us, to_iso
 from hub.core.database import Database
+from hub.core.errors import Unavailable
 from hub.core.ids import new_id
 from hub.core.mailer import (
     ActivationContent,
@@ -488,8 +489,13 @@ class Sender:
         while not self._stopping:
             try:
                 handled = await self.run_once()
+            except Unavailable as exc:
+                # The database is down, read-only or full, as a request would be told (503):
+                # one line, not a traceback each poll; the next round tries again.
+                log.warning("outbox round failed", error=exc.detail)
+                handled = 0
             except Exception:
-                # The database may be down: keep the loop alive and try again at the next poll.
+                # Keep the loop alive and try again at the next poll.
                 log.exception("outbox round failed")
                 handled = 0
             if handled >= self.policy.batch:
