@@ -481,6 +481,35 @@ async def test_patch_primary_rule(scim: ScimClient) -> None:
     assert primaries == [{"value": "p@x.org", "primary": True}]
 
 
+async def test_patch_add_of_a_value_the_user_holds_changes_nothing(scim: ScimClient) -> None:
+    """RFC 7644 §3.5.2.1: adding a value the attribute already contains makes no change.
+
+    An email is held when a stored one carries what the added one names, the address compared
+    case-insensitively (`caseExact` false): both adds below appended a second copy of it.
+    """
+    created = (await scim.post("/Users", full_user("held@example.com"))).json()
+    path = f"/Users/{created['id']}"
+    for email in ({"value": "HELD@example.com"}, {"value": "held@example.com", "type": "work"}):
+        response = await scim.patch(path, ops({"op": "add", "path": "emails", "value": [email]}))
+        assert response.status_code == 200, response.text
+        assert response.json() == created
+    added = await scim.patch(
+        path,
+        ops(
+            {
+                "op": "add",
+                "path": "emails",
+                "value": [{"value": "held@example.com"}, {"value": "new@example.com"}],
+            }
+        ),
+    )
+    assert [e["value"] for e in added.json()["emails"]] == [
+        "held@example.com",
+        "babs@jensen.org",
+        "new@example.com",
+    ]
+
+
 async def test_two_primary_values_are_refused(scim: ScimClient) -> None:
     """RFC 7643 §2.4: ``primary`` true "MUST appear no more than once" in a POST or a PUT too."""
     two = [{"value": "a@x.org", "primary": True}, {"value": "b@x.org", "primary": True}]

@@ -643,7 +643,11 @@ class _Patcher:
         _check_one_primary(items, target.text)
         key = _key_of(holder, attribute.name)
         # RFC 7644 §3.5.2.3: replace without a filter replaces the attribute and all its values.
-        elements = list(items) if op == "replace" else _append_new(_list_at(holder, key), items)
+        elements = (
+            list(items)
+            if op == "replace"
+            else _append_held(attribute, _list_at(holder, key), items)
+        )
         _one_primary(elements, items)
         _put(holder, key, elements)
 
@@ -1024,6 +1028,21 @@ def _append_new(current: list[Any], items: list[Any]) -> list[Any]:
         fingerprint = json.dumps(item, sort_keys=True)
         if fingerprint not in seen:
             seen.add(fingerprint)
+            elements.append(item)
+    return elements
+
+
+def _append_held(attribute: Attribute, current: list[Any], items: list[Any]) -> list[Any]:
+    """Append the items no element already holds (RFC 7644 §3.5.2.1: "no changes SHOULD be made").
+
+    An element holds an item when it carries every sub-attribute the item names, compared per
+    ``caseExact`` as a value filter compares them: adding ``{"value": "A@X.ORG"}`` to a user whose
+    email is ``{"value": "a@x.org", "type": "work", "primary": true}`` changes nothing, where
+    comparing whole documents appended a second copy of the address.
+    """
+    elements = list(current)
+    for item in items:
+        if not any(_contains(attribute, element, item) for element in elements):
             elements.append(item)
     return elements
 
