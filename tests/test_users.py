@@ -510,6 +510,23 @@ async def test_patch_add_of_a_value_the_user_holds_changes_nothing(scim: ScimCli
     ]
 
 
+async def test_patch_add_of_a_held_value_as_primary_marks_it(scim: ScimClient) -> None:
+    """Adding a held email with ``"primary": true`` makes the held one primary (RFC 7643 §2.4).
+
+    It appended a second copy of the address, primary, next to the first.
+    """
+    created = (await scim.post("/Users", full_user())).json()
+    primary = {"value": "BABS@jensen.org", "primary": True}
+    response = await scim.patch(
+        f"/Users/{created['id']}", ops({"op": "add", "path": "emails", "value": [primary]})
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["emails"] == [
+        {**created["emails"][0], "primary": False},
+        {**created["emails"][1], "primary": True},
+    ]
+
+
 async def test_two_primary_values_are_refused(scim: ScimClient) -> None:
     """RFC 7643 §2.4: ``primary`` true "MUST appear no more than once" in a POST or a PUT too."""
     two = [{"value": "a@x.org", "primary": True}, {"value": "b@x.org", "primary": True}]

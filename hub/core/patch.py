@@ -643,12 +643,11 @@ class _Patcher:
         _check_one_primary(items, target.text)
         key = _key_of(holder, attribute.name)
         # RFC 7644 §3.5.2.3: replace without a filter replaces the attribute and all its values.
-        elements = (
-            list(items)
-            if op == "replace"
-            else _append_held(attribute, _list_at(holder, key), items)
-        )
-        _one_primary(elements, items)
+        if op == "replace":
+            elements, written = list(items), items
+        else:
+            elements, written = _append_held(attribute, _list_at(holder, key), items)
+        _one_primary(elements, written)
         _put(holder, key, elements)
 
     def _write_sub(
@@ -1032,19 +1031,46 @@ def _append_new(current: list[Any], items: list[Any]) -> list[Any]:
     return elements
 
 
-def _append_held(attribute: Attribute, current: list[Any], items: list[Any]) -> list[Any]:
+def _append_held(
+    attribute: Attribute, current: list[Any], items: list[Any]
+) -> tuple[list[Any], list[Any]]:
     """Append the items no element already holds (RFC 7644 §3.5.2.1: "no changes SHOULD be made").
 
     An element holds an item when it carries every sub-attribute the item names, compared per
     ``caseExact`` as a value filter compares them: adding ``{"value": "A@X.ORG"}`` to a user whose
     email is ``{"value": "a@x.org", "type": "work", "primary": true}`` changes nothing, where
-    comparing whole documents appended a second copy of the address.
+    comparing whole documents appended a second copy of the address. An item that differs from
+    an element only by ``"primary": true`` makes that element primary instead of copying it.
+
+    Returns:
+        The elements, and those the operation wrote (appended or made primary), which win the
+        ``primary`` mark (RFC 7643 §2.4).
     """
     elements = list(current)
+    written: list[Any] = []
     for item in items:
-        if not any(_contains(attribute, element, item) for element in elements):
+        if any(_contains(attribute, element, item) for element in elements):
+            continue
+        held = _held_but_primary(attribute, elements, item)
+        if held is None:
             elements.append(item)
-    return elements
+            written.append(item)
+        else:
+            held["primary"] = True
+            written.append(held)
+    return elements, written
+
+
+def _held_but_primary(attribute: Attribute, elements: list[Any], item: Any) -> Any:
+    """The element holding `item` but for its ``"primary": true``, if there is one."""
+    if not isinstance(item, Mapping) or item.get("primary") is not True:
+        return None
+    rest = {key: value for key, value in item.items() if key != "primary"}
+    if not rest:
+        return None
+    return next(
+        (e for e in elements if isinstance(e, dict) and _contains(attribute, e, rest)), None
+    )
 
 
 def _check_one_primary(items: list[Any], where: str) -> None:
