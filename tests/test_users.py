@@ -511,9 +511,9 @@ async def test_patch_add_of_a_value_the_user_holds_changes_nothing(scim: ScimCli
 
 
 async def test_patch_add_of_a_held_value_as_primary_marks_it(scim: ScimClient) -> None:
-    """Adding a held email with ``"primary": true`` makes the held one primary (RFC 7643 §2.4).
+    """Adding a held email with a ``primary`` mark sets the held one's mark (RFC 7643 §2.4).
 
-    It appended a second copy of the address, primary, next to the first.
+    It appended a second copy of the address, with the mark, next to the first.
     """
     created = (await scim.post("/Users", full_user())).json()
     primary = {"value": "BABS@jensen.org", "primary": True}
@@ -524,6 +524,14 @@ async def test_patch_add_of_a_held_value_as_primary_marks_it(scim: ScimClient) -
     assert response.json()["emails"] == [
         {**created["emails"][0], "primary": False},
         {**created["emails"][1], "primary": True},
+    ]
+    unmarked = {"value": "babs@jensen.org", "primary": False}
+    response = await scim.patch(
+        f"/Users/{created['id']}", ops({"op": "add", "path": "emails", "value": [unmarked]})
+    )
+    assert response.json()["emails"] == [
+        {**created["emails"][0], "primary": False},
+        {**created["emails"][1], "primary": False},
     ]
 
 

@@ -1040,7 +1040,7 @@ def _append_held(
     ``caseExact`` as a value filter compares them: adding ``{"value": "A@X.ORG"}`` to a user whose
     email is ``{"value": "a@x.org", "type": "work", "primary": true}`` changes nothing, where
     comparing whole documents appended a second copy of the address. An item that differs from
-    an element only by ``"primary": true`` makes that element primary instead of copying it.
+    an element only by its ``primary`` mark sets the element's mark instead of copying it.
 
     Returns:
         The elements, and those the operation wrote (appended or made primary), which win the
@@ -1056,14 +1056,14 @@ def _append_held(
             elements.append(item)
             written.append(item)
         else:
-            held["primary"] = True
+            held["primary"] = item["primary"]
             written.append(held)
     return elements, written
 
 
 def _held_but_primary(attribute: Attribute, elements: list[Any], item: Any) -> Any:
-    """The element holding `item` but for its ``"primary": true``, if there is one."""
-    if not isinstance(item, Mapping) or item.get("primary") is not True:
+    """The element holding `item` but for its ``primary`` mark, if there is one."""
+    if not isinstance(item, Mapping) or not isinstance(item.get("primary"), bool):
         return None
     rest = {key: value for key, value in item.items() if key != "primary"}
     if not rest:
