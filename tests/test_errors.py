@@ -174,6 +174,35 @@ async def test_an_unknown_sort_by_names_sort_by(scim: ScimClient, scim_error: Sc
     assert "'noSuchAttribute' in sortBy" in response.json()["detail"]
 
 
+_ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+@pytest.mark.parametrize(
+    ("target", "expression"),
+    [
+        pytest.param("/Users", f'{_ENTERPRISE}.department eq "D"', id="dot-for-colon"),
+        pytest.param("/Users", f"{_ENTERPRISE} pr", id="extension-urn"),
+        pytest.param("/Users", f"{USER_URN} pr", id="core-urn"),
+        pytest.param("", f"{_ENTERPRISE.upper()} pr", id="root-search"),
+    ],
+)
+async def test_a_filter_naming_a_schema_as_an_attribute_is_refused(
+    scim: ScimClient, scim_error: ScimError, target: str, expression: str
+) -> None:
+    """A hub schema's URN in a filter is no attribute: 400 `invalidFilter`, not an empty page.
+
+    `urn:…:enterprise:2.0:User.department` parses as sub-attribute `department` of attribute
+    `User` of a custom extension `urn:…:enterprise:2.0`, which every resource lacks: it answered
+    200 with no resources for a user whose department is "D".
+    """
+    user = {"schemas": [USER_URN, _ENTERPRISE], "userName": "dept@example.com"}
+    created = await scim.post("/Users", {**user, _ENTERPRISE: {"department": "D"}})
+    assert created.status_code == 201, created.text
+    response = await scim.get(target, params={"filter": expression})
+    detail = scim_error(response, 400, "invalidFilter")["detail"]
+    assert "names the schema" in detail
+
+
 # --------------------------------------------------------------------------- PATCH
 
 

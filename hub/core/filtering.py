@@ -455,9 +455,18 @@ def _schemaless(
     mapping spells them the same way in its writes and its queries).
 
     Raises:
-        InvalidFilter: the URN is one of the hub's own schemas, or not a plain URN.
+        InvalidFilter: the URN is one of the hub's own schemas, or not a plain URN, or the path
+            is one of the hub's own schemas read as a URN and a name (below).
     """
     urn = path.urn or ""
+    schema = f"{urn}:{path.name}"
+    if schema.lower() in _KNOWN_URNS:
+        # `urn:…:enterprise:2.0:User pr` or `…:User.department eq "D"` parse as attribute `User`
+        # of a URN ending in `2.0`, which would match nothing: the client meant the schema.
+        raise _Unknown(
+            f"{path.dotted()!r} in {what} names the schema {schema}, not one of its attributes;"
+            f" write the attribute after a colon, e.g. {schema}:{path.sub or 'attributeName'}"
+        )
     if urn.lower() in _KNOWN_URNS or not _SCHEMALESS_URN.fullmatch(urn):
         raise _Unknown(f"unknown attribute {path.dotted()!r} in {what}")
     top = Attribute(path.name, type=_SCHEMALESS)
