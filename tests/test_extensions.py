@@ -607,6 +607,25 @@ async def test_an_object_under_the_core_urn_is_refused(scim: ScimClient, db_url:
     assert patched.json()["title"] == "Guide"
 
 
+async def test_a_patch_path_with_a_dot_after_a_schema_urn_is_refused(
+    scim: ScimClient, db_url: str
+) -> None:
+    """`urn:…:enterprise:2.0:User.department` (a dot for the colon) reads as attribute `User` of
+    a custom extension `urn:…:enterprise:2.0`: the PATCH answered 200, stored
+    `{"urn:…:enterprise:2.0": {"User": {"department": "D"}}}` and `/Schemas` showed that URN."""
+    user = (await scim.post("/Users", user_body())).json()
+    operations = [
+        ({"op": "replace", "path": f"{ENTERPRISE}.department", "value": "D"}, "invalidPath"),
+        ({"op": "add", "path": f"{USER}.title", "value": "T"}, "invalidPath"),
+        ({"op": "replace", "value": {f"{ENTERPRISE.upper()}.department": "D"}}, "invalidValue"),
+    ]
+    async with Unchanged(db_url):
+        for operation, scim_type in operations:
+            response = await scim.patch(f"/Users/{user['id']}", patch_op(operation))
+            refused(response, scim_type, "is a schema", "after a colon")
+    await discovery_is_intact(scim)
+
+
 async def test_a_description_of_a_hub_schema_recorded_earlier_is_not_shown(
     scim: ScimClient, db_url: str, tenant: InitResult
 ) -> None:

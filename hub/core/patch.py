@@ -72,7 +72,7 @@ from hub.core.errors import (
     NoTarget,
     ScimError,
 )
-from hub.core.schema import Attribute, ResourceType, Schema
+from hub.core.schema import Attribute, ResourceType, Schema, schema_owner
 from rules import (
     And,
     AttrInfo,
@@ -280,10 +280,20 @@ class _Patcher:
         if refused is not None:
             return refused
         try:
-            urn = parse_path(text).attr.urn
+            attr = parse_path(text).attr
         except FilterSyntaxError:
             return None  # `resolve` says what is wrong with it
-        return None if urn is None else foreign_schema(urn, self.type)
+        if attr.urn is None:
+            return None
+        schema = f"{attr.urn}:{attr.name}"
+        if attr.name and schema_owner(schema) is not None:
+            # `urn:…:enterprise:2.0:User.department` reads as attribute `User` of a custom
+            # extension `urn:…:2.0`: taken on as one, it was stored and shown in `/Schemas`.
+            return (
+                f"{schema!r} is a schema: its attributes follow its URN after a colon"
+                f" ({schema}:{attr.sub or 'attributeName'}), not a dot"
+            )
+        return foreign_schema(attr.urn, self.type)
 
     def extends(self, urn: str) -> bool:
         """Whether a resource not listing `urn` may take it on: a custom extension's URN.
