@@ -429,14 +429,15 @@ def test_token_add_names_what_it_cannot_find(
     assert len(sqlite_cli.token_ids("acme")) == 1, "no token is made"
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ("token", "regenerate", "--workspace", "acme", "--connector", "generic_scim", "--admin"),
-        ("token", "add", "--workspace", "acme", "--connector", "generic_scim", "--admin"),
-        ("admin", "key", "--workspace", "acme", "--email"),
-    ],
-)
+#: The commands that make a secret as an admin, each ending in the option naming the admin.
+_AS_ADMIN = [
+    ("token", "regenerate", "--workspace", "acme", "--connector", "generic_scim", "--admin"),
+    ("token", "add", "--workspace", "acme", "--connector", "generic_scim", "--admin"),
+    ("admin", "key", "--workspace", "acme", "--email"),
+]
+
+
+@pytest.mark.parametrize("args", _AS_ADMIN)
 async def test_an_empty_admin_is_no_admin_not_the_first(
     sqlite_cli: Cli, args: tuple[str, ...]
 ) -> None:
@@ -451,14 +452,7 @@ async def test_an_empty_admin_is_no_admin_not_the_first(
     assert await sqlite_cli.statuses(init["token"]) == [200]
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ("token", "regenerate", "--workspace", "acme", "--connector", "generic_scim", "--admin"),
-        ("token", "add", "--workspace", "acme", "--connector", "generic_scim", "--admin"),
-        ("admin", "key", "--workspace", "acme", "--email"),
-    ],
-)
+@pytest.mark.parametrize("args", _AS_ADMIN)
 async def test_a_deactivated_admin_makes_no_dead_token_or_key(
     cli: Cli, args: tuple[str, ...]
 ) -> None:

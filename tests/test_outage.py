@@ -16,7 +16,13 @@ from hub.core.database import open_database
 from hub.core.tenants import init_workspace
 from hub.migrate import upgrade
 from hub.settings import load_settings
-from tests.conftest import TEST_BASE_URL, ScimClient, assert_scim_error, user_body
+from tests.conftest import (
+    ONLY_POSTGRESQL,
+    TEST_BASE_URL,
+    ScimClient,
+    assert_scim_error,
+    user_body,
+)
 from tests.pg import PostgresCluster, PostgresUnavailable, create_database
 
 if TYPE_CHECKING:
@@ -120,7 +126,7 @@ async def test_postgres_restart_while_idle_costs_no_request(
         assert (await client.get("/readyz")).status_code == 200
 
 
-@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+@ONLY_POSTGRESQL
 async def test_a_read_only_postgresql_refuses_writes_with_503_and_serves_reads(
     db_url: str, scim: ScimClient
 ) -> None:

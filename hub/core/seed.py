@@ -235,7 +235,7 @@ def _insert_batch(
 _SEEDED_TABLES: Final = "users, user_emails, cards, card_fields"
 
 
-def _analyze(conn: Connection) -> None:
+def analyze_seeded(conn: Connection) -> None:
     """Refresh PostgreSQL's planner statistics of the seeded tables.
 
     PostgreSQL plans by statistics that autovacuum refreshes only on its next round. After a bulk
@@ -295,7 +295,7 @@ async def seed_users(
         done += size
         if progress is not None:
             progress(done, time.perf_counter() - started)
-    await db.write(_analyze)
+    await db.write(analyze_seeded)
     seconds = time.perf_counter() - started
     after = await db.read(database_bytes)
     return SeedReport(
