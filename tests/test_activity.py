@@ -320,3 +320,60 @@ def test_the_retention_setting_is_checked() -> None:
         load_settings(environ={"SCIM_HUB_ACTIVITY_RETENTION_DAYS": "0"}).activity_retention_days
         == 0
     )
+
+
+async def test_a_spell_of_failed_writes_is_logged_once_and_its_losses_when_it_ends(
+    db_url: str, tenant: InitResult
+) -> None:
+    """A database refusing the log's writes fails every flush, twice a second: the first failure
+    is a warning with its error, the rest are counted and reported once when writes resume.
+
+    The refusal is real: the `activity` table is renamed away, then back.
+    """
+    import structlog
+    from sqlalchemy import text
+
+    from hub.core import activity
+    from hub.core.database import open_database
+    from tests.test_secrets import fresh_hub_loggers
+
+    db = open_database(db_url)
+    buffer = activity.Buffer()
+
+    async def write(batch: list[activity.Entry]) -> None:
+        await db.write(activity.write, batch)
+
+    async def rename(old: str, new: str) -> None:
+        await db.write(lambda conn: conn.execute(text(f"ALTER TABLE {old} RENAME TO {new}")))
+
+    async def flushed(i: int) -> None:
+        buffer.add(_entry(workspace_pk, i, activity.now()))
+        for _ in range(100):  # the writer takes the record at its next turn
+            await asyncio.sleep(activity.FLUSH_SECONDS / 5)
+            if not buffer.pending:
+                break
+        await asyncio.sleep(activity.FLUSH_SECONDS / 5)  # and its write has failed or landed
+
+    try:
+        workspace_pk = await db.read(
+            lambda conn: conn.execute(text("SELECT pk FROM workspaces")).scalar_one()
+        )
+        with fresh_hub_loggers(), structlog.testing.capture_logs() as logs:
+            stop = activity.start_writer(buffer, write)
+            await rename("activity", "activity_away")
+            for i in range(3):
+                await flushed(i)
+            await rename("activity_away", "activity")
+            await flushed(3)
+            await stop()
+        stored = await _rows(db, "SELECT request_id FROM activity ORDER BY pk")
+    finally:
+        await db.close()
+    mine = [e for e in logs if str(e["event"]).startswith("activity log")]
+    assert [e["event"] for e in mine] == [
+        "activity log write failed; further failures are counted until one succeeds",
+        "activity log writes resumed",
+    ], mine
+    assert "activity" in mine[0]["error"]
+    assert (mine[1]["failed_batches"], mine[1]["lost_records"]) == (3, 3)
+    assert [tuple(row) for row in stored] == [(f"{3:016x}",)]

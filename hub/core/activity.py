@@ -184,6 +184,7 @@ def start_writer(
     drops expired records: at its first turn, then every `PRUNE_EVERY_S`.
     """
     stopping = asyncio.Event()
+    losses = _Losses()
 
     async def flush() -> None:
         batch = buffer.take()
@@ -192,7 +193,9 @@ def start_writer(
             try:
                 await run_write(chunk)
             except Exception as exc:
-                log.warning("activity log write failed", records=len(chunk), error=repr(exc))
+                losses.failed(len(chunk), exc)
+            else:
+                losses.written()
 
     async def prune() -> None:
         if run_prune is None:
@@ -224,8 +227,48 @@ def start_writer(
         await task
         # What arrived while the last flush ran (or before the loop first ran) is written too.
         await flush()
+        losses.stopped()
 
     return stop
+
+
+class _Losses:
+    """Records lost to failed writes since the last write that succeeded.
+
+    An outage or a database refusing writes fails every flush, twice a second: the first failure
+    of a spell is logged with its error, the others are counted and reported once when a write
+    succeeds again (or the writer stops), so the log says what was lost without a line per flush.
+    """
+
+    def __init__(self) -> None:
+        self.batches = 0
+        self.records = 0
+
+    def failed(self, records: int, exc: Exception) -> None:
+        """Count a batch that could not be written; log the first of a spell."""
+        if not self.batches:
+            log.warning(
+                "activity log write failed; further failures are counted until one succeeds",
+                records=records,
+                error=repr(exc),
+            )
+        self.batches += 1
+        self.records += records
+
+    def written(self) -> None:
+        """A batch was written: report the spell of failures it ends, if any."""
+        if self.batches:
+            log.warning("activity log writes resumed", **self._lost())
+
+    def stopped(self) -> None:
+        """The writer stops: report a spell of failures still going on."""
+        if self.batches:
+            log.warning("activity log stopped while its writes were failing", **self._lost())
+
+    def _lost(self) -> dict[str, int]:
+        lost = {"failed_batches": self.batches, "lost_records": self.records}
+        self.batches = self.records = 0
+        return lost
 
 
 def entries(
