@@ -99,7 +99,8 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
         request_id = os.urandom(8).hex()
         bind_request_id(request_id)
         started = time.perf_counter()
-        status = 500
+        status = 0  # no head sent yet
+        cut: dict[str, Any] = {}
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -113,21 +114,33 @@ def request_log_middleware(app: ASGIApp) -> ASGIApp:
 
         try:
             await app(scope, receive, send_wrapper)
+        except BaseException as exc:
+            if status:
+                # The head went out, the end of the body never will (a streamed answer's
+                # source failed, or its client stopped reading): the client got less than the
+                # status says, and the log must not read as a whole answer.
+                # The class only: the server logs the traceback, and a database error's text
+                # can hold the statement's parameters.
+                cut["cut"] = f"the response was cut short after its head ({type(exc).__name__})"
+            raise
         finally:
             state = scope.get("state", {})
             caller = state.get("caller") if isinstance(state, dict) else None
             handler = scope.get("route_handler")
             # A path carrying a secret (an activation link) is logged as its route template.
             secret = handler is not None and handler.opt.get(SECRET_PATH, False)
+            if cut and isinstance(state, dict):
+                state["error"] = cut["cut"]
             if caller is not None and scope["path"].startswith("/scim/v2"):
-                _record_activity(scope, state, caller, status, started)
+                _record_activity(scope, state, caller, status or 500, started)
             log_request(
                 method=method_of(scope),
                 path=scope.get("path_template", "?") if secret else scope["path"],
-                status=status,
+                status=status or 500,
                 ms=round((time.perf_counter() - started) * 1000, 2),
                 workspace=getattr(caller, "workspace_id", None),
                 connector=getattr(caller, "connector_id", None),
+                **cut,
             )
 
     return middleware

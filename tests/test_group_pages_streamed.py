@@ -10,6 +10,7 @@ one-piece answer with its Content-Length.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -19,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog
 from litestar.exceptions import LitestarException
 from litestar.testing import AsyncTestClient
 from sqlalchemy import Connection, text
@@ -40,6 +42,7 @@ from tests.conftest import (
 )
 from tests.hubprocess import HubProcess
 from tests.pg import create_database, drop_database, run_coroutine
+from tests.test_secrets import fresh_hub_loggers
 
 #: (groups, members each) of the in-process pages: 4 x 6 = 24 members, streamed past 5.
 _GROUPS, _MEMBERS = 4, 6
@@ -203,13 +206,40 @@ async def test_a_failure_while_streaming_never_ends_the_body(
         # The response had started: the exception reaches the server, which drops the
         # connection without the last chunk (uvicorn; tests/test_group_pages_streamed.py's
         # PostgreSQL test shows a client's view of it).
-        with pytest.raises(LitestarException, match="after response started") as raised:
+        with (
+            fresh_hub_loggers(),
+            structlog.testing.capture_logs() as logs,
+            pytest.raises(LitestarException, match="after response started") as raised,
+        ):
             await scim.get("/Groups")
         assert isinstance(raised.value.__cause__, PluginFailure)
         assert plugin.seen == fail_at
+        # Logged as what it was: a head of 200 and a body cut short.
+        (line,) = [e for e in logs if e["event"] == "request"]
+        assert line["status"] == 200
+        assert line["cut"] == "the response was cut short after its head (LitestarException)"
+        assert await _recorded_error(db_url) == line["cut"]
         # The hub goes on serving.
         plugin.fail_at = 0
         assert (await scim.get("/Groups")).status_code == 200
+
+
+async def _recorded_error(db_url: str) -> str | None:
+    """The error of the provisioning log's latest record, once the writer has flushed it."""
+    from hub.core import activity
+
+    await asyncio.sleep(activity.FLUSH_SECONDS * 3)
+    db = open_database(db_url)
+    try:
+        row = await db.read(
+            lambda conn: conn.execute(
+                text("SELECT status, error FROM activity ORDER BY pk DESC LIMIT 1")
+            ).one()
+        )
+    finally:
+        await db.close()
+    assert row.status == 200
+    return row.error
 
 
 # --------------------------------------------------------------------------- a real server
