@@ -189,17 +189,37 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
-            if self._refusal is None:  # else a callback refused the request (`_Refused`)
-                self.logger.warning("Invalid HTTP request received.")
-                self.send_400_response("Invalid HTTP request received.")
+            if self._refusal is not None:  # a callback refused the request (`_Refused`)
+                return
+            if self._connecting():
+                # Its authority-form target (`host:port`) is no URL uvicorn can split.
+                self._refuse_connect()
+                return
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
         except httptools.HttpParserUpgrade as upgrade:
             if self._should_upgrade():
                 self.handle_websocket_upgrade()
-            elif self.scope["method"] == "CONNECT":
+            elif self._connecting():
                 # httptools stops at every CONNECT head: parsed again, it would stop again.
-                self.send_400_response("CONNECT is not served.")
+                self._refuse_connect()
             else:
                 self._parse_without_upgrade(data[upgrade.args[0] :])
+
+    def _connecting(self) -> bool:
+        """Is the request being read a CONNECT (its method read, whatever followed)?"""
+        try:
+            return bool(self.parser.get_method() == b"CONNECT")
+        except httptools.HttpParserError:
+            return False
+
+    def _refuse_connect(self) -> None:
+        """CONNECT asks for a tunnel: valid HTTP the hub does not implement (RFC 9110 §9.3.6)."""
+        self._refuse(
+            501,
+            "Not Implemented",
+            "CONNECT is not served: the hub is an origin server, not a proxy",
+        )
 
     def _parse_without_upgrade(self, rest: bytes) -> None:
         """Serve a request offering an Upgrade the hub does not take (h2c) as plain HTTP/1.1.

@@ -453,6 +453,23 @@ def test_a_request_httptools_cannot_parse_is_a_scim_400(live_server: LiveServer)
             client.close()
 
 
+def test_connect_is_a_scim_501_naming_the_method(live_server: LiveServer) -> None:
+    """CONNECT asks for a tunnel (RFC 9110 §9.3.6): valid HTTP the hub does not implement, so
+    501 (§15.6.2), not the 400 of a malformed request it was."""
+    client = RawClient(live_server)
+    try:
+        client.send(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n")
+        answer = client.read()
+        assert answer.status == 501, answer.body
+        assert answer.headers["content-type"] == SCIM
+        assert answer.json()["status"] == "501"
+        assert "CONNECT is not served" in answer.json()["detail"]
+        assert client.sock.recv(1) == b""
+        assert _logged(live_server, answer.headers["x-request-id"])["method"] == "CONNECT"
+    finally:
+        client.close()
+
+
 def test_requests_received_whole_before_a_refused_one_are_answered_first(
     live_server: LiveServer,
 ) -> None:
