@@ -39,7 +39,7 @@ async def test_entra_default_forms_are_read_as_entra_means_them(anyone: ScimClie
     assert created.status_code == 201, created.text
     user = created.json()
     assert user["emails"][0]["primary"] is True
-    assert user[ENTERPRISE]["manager"] == {"value": "m-1"}
+    assert user[ENTERPRISE]["manager"] == {"value": "m-1", "$ref": "../Users/m-1"}
     uid = user["id"]
     disable = patch({"op": "Replace", "path": "active", "value": "False"})
     disabled = await anyone.patch(f"/Users/{uid}", disable)

@@ -423,7 +423,7 @@ async def test_enterprise_extension_and_bare_manager(entra: ScimClient) -> None:
         "manager": boss,
     }
     user = await create(entra, body)
-    assert user[ENTERPRISE]["manager"] == {"value": boss}
+    assert user[ENTERPRISE]["manager"] == {"value": boss, "$ref": f"../Users/{boss}"}
     assert user[ENTERPRISE]["organization"] == "Contoso"
     other = (await create(entra, entra_user()))["id"]
     for operation in (
@@ -432,7 +432,10 @@ async def test_enterprise_extension_and_bare_manager(entra: ScimClient) -> None:
     ):
         response = await entra.patch(f"/Users/{user['id']}", patch(operation))
         assert response.status_code == 200, response.text
-        assert response.json()[ENTERPRISE]["manager"] == {"value": other}
+        assert response.json()[ENTERPRISE]["manager"] == {
+            "value": other,
+            "$ref": f"../Users/{other}",
+        }
 
 
 async def test_the_tutorials_enterprise_attributes_at_the_top_of_a_body(
@@ -462,7 +465,8 @@ async def test_the_tutorials_enterprise_attributes_at_the_top_of_a_body(
     body["schemas"] = [USER]
     created = await create(entra, body)
     assert created["schemas"] == [USER, ENTERPRISE]
-    assert created[ENTERPRISE] == {"department": "Tour Operations", "manager": {"value": boss}}
+    manager = {"value": boss, "$ref": f"../Users/{boss}"}  # RFC 7643 §4.3, as §8.3 writes it
+    assert created[ENTERPRISE] == {"department": "Tour Operations", "manager": manager}
     assert "department" not in created
     assert "manager" not in created
     uid = created["id"]
@@ -473,7 +477,7 @@ async def test_the_tutorials_enterprise_attributes_at_the_top_of_a_body(
     assert response.status_code == 200, response.text
     assert response.json()[ENTERPRISE] == {
         "department": "Ops",
-        "manager": {"value": boss},
+        "manager": manager,
         "costCenter": "CC-9",
     }
     assert response.json()["title"] == "Lead"
@@ -483,7 +487,7 @@ async def test_the_tutorials_enterprise_attributes_at_the_top_of_a_body(
     assert response.status_code == 200, response.text
     assert response.json()[ENTERPRISE] == {
         "department": "Sales",
-        "manager": {"value": boss},
+        "manager": manager,
         "employeeNumber": "701984",
     }
     # Groups have no Enterprise attributes: a group's key is left as sent.
@@ -613,7 +617,10 @@ async def test_an_empty_manager_id_removes_the_manager(entra: ScimClient) -> Non
         response = await entra.patch(
             f"/Users/{uid}", patch({"op": op, "path": path, "value": value})
         )
-        assert response.json()[ENTERPRISE]["manager"] == {"value": value}
+        assert response.json()[ENTERPRISE]["manager"] == {
+            "value": value,
+            "$ref": f"../Users/{value}",
+        }
     for operation in (
         {"op": "Replace", "path": path, "value": ""},
         {"op": "replace", "value": {path: ""}},
@@ -1029,7 +1036,8 @@ async def test_extension_attributes_in_the_dot_notation(entra: ScimClient) -> No
     stored = (await entra.get(f"/Users/{uid}")).json()
     assert stored["schemas"] == [USER, ENTERPRISE, custom]
     assert stored[custom] == {"costCode": "CC-1", "group": {"name": "Guides"}}
-    assert stored[ENTERPRISE] == {"department": "R&D", "manager": {"value": uid}}
+    manager = {"value": uid, "$ref": f"../Users/{uid}"}
+    assert stored[ENTERPRISE] == {"department": "R&D", "manager": manager}
 
 
 @pytest.mark.parametrize("idp", ["azure_ad", "any_scim", "generic_scim"])

@@ -32,7 +32,10 @@ def full_user(user_name: str = "bjensen@example.com") -> dict[str, Any]:
         "phoneNumbers": [{"value": "555-555-5555", "type": "work"}],
         "active": True,
         "x-unmapped": {"kept": ["as", "sent"]},
-        ENTERPRISE: {"department": "Tours", "manager": {"value": "m-1"}},
+        ENTERPRISE: {
+            "department": "Tours",
+            "manager": {"value": "m-1", "$ref": "../Users/m-1"},  # as RFC 7643 §8.3 shows it
+        },
     }
 
 
