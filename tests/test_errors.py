@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP_URN = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH_URN = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+SEARCH_URN = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 MAX_BODY_BYTES = 64 * 1024
 ScimError = Callable[..., dict[str, Any]]
 
@@ -125,6 +126,51 @@ async def test_bad_create_bodies(
     before = await snapshot(scim)
     response = await scim.post(path, content=content)
     scim_error(response, 400, scim_type)
+    assert await snapshot(scim) == before
+
+
+BOM = b"\xef\xbb\xbf"  # U+FEFF in UTF-8
+
+
+async def test_a_json_body_after_a_utf8_bom_is_read(
+    scim: ScimClient, alice: httpx.Response, scim_error: ScimError
+) -> None:
+    """RFC 8259 §8.1: a parser MAY ignore a byte-order mark, and Windows PowerShell 5.1 sends
+    files with one; every SCIM route taking a body answered it 400 invalidSyntax."""
+
+    async def sent(method: str, path: str, body: Any) -> httpx.Response:
+        response = await scim.request(method, path, content=BOM + json.dumps(body).encode())
+        assert response.status_code in (200, 201), (method, path, response.text)
+        return response
+
+    user = (await sent("POST", "/Users", {"schemas": [USER_URN], "userName": "bom@x.org"})).json()
+    put = {"schemas": [USER_URN], "userName": "bom@x.org", "title": "PUT"}
+    assert (await sent("PUT", f"/Users/{user['id']}", put)).json()["title"] == "PUT"
+    replace = patch_body({"op": "replace", "path": "title", "value": "PATCH"})
+    assert (await sent("PATCH", f"/Users/{user['id']}", replace)).json()["title"] == "PATCH"
+    group = (await sent("POST", "/Groups", {"schemas": [GROUP_URN], "displayName": "G"})).json()
+    renamed = {"schemas": [GROUP_URN], "displayName": "H"}
+    assert (await sent("PUT", f"/Groups/{group['id']}", renamed)).json()["displayName"] == "H"
+    rename = patch_body({"op": "replace", "path": "displayName", "value": "I"})
+    assert (await sent("PATCH", f"/Groups/{group['id']}", rename)).json()["displayName"] == "I"
+    search = {"schemas": [SEARCH_URN], "filter": 'userName eq "bom@x.org"'}
+    for path in ("/.search", "/Users/.search"):
+        found = (await sent("POST", path, search)).json()
+        assert [r["id"] for r in found["Resources"]] == [user["id"]], path
+    search = {"schemas": [SEARCH_URN], "filter": 'displayName eq "I"'}
+    found = (await sent("POST", "/Groups/.search", search)).json()
+    assert [r["id"] for r in found["Resources"]] == [group["id"]]
+    # Only the mark is ignored: what follows must still be JSON, and there must be some.
+    before = await snapshot(scim)
+    for content in (
+        BOM,
+        BOM + b"  ",
+        BOM + BOM + b"{}",
+        BOM + b'{"schemas": [',
+        b" " + BOM + b"{}",
+    ):
+        refused = scim_error(await scim.post("/Users", content=content), 400, "invalidSyntax")
+        assert "empty" in refused["detail"] or "JSON" in refused["detail"], refused
     assert await snapshot(scim) == before
 
 

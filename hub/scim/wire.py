@@ -128,14 +128,41 @@ async def read_json(request: Request[Any, Any, Any]) -> JSON:
     try:
         body = _decode(raw)
     except NOT_JSON as exc:
-        _refuse_content_coding(request)
-        raise InvalidSyntax(f"the request body is not valid JSON: {exc}") from exc
+        body = _decoded_after_bom(request, raw, exc)
     if not isinstance(body, dict):
         raise InvalidSyntax("the request body must be a JSON object")
     if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and too_deep(body, MAX_DEPTH):
         raise InvalidSyntax(f"the request body nests values more than {MAX_DEPTH} levels deep")
     refuse_nul(raw, body)
     return body
+
+
+#: The UTF-8 encoding of U+FEFF, the byte-order mark.
+_BOM: Final = b"\xef\xbb\xbf"
+
+
+def _decoded_after_bom(request: Request[Any, Any, Any], raw: bytes, failure: Exception) -> Any:
+    """`raw` decoded past a leading UTF-8 byte-order mark, which `failure` stopped at.
+
+    RFC 8259 §8.1: a sender MUST NOT add a BOM, but a parser MAY ignore one. Windows PowerShell
+    5.1 writes UTF-8 files with one (`Out-File`, `Set-Content -Encoding UTF8`), and a script
+    sending such a file as the body (`Invoke-RestMethod -InFile`) got a 400 for its first byte.
+    Tried only once the body has failed to decode, so a body without one costs nothing more.
+
+    Raises:
+        UnsupportedMediaType: the body is in a content coding (`_refuse_content_coding`).
+        InvalidSyntax: the body is empty after the BOM, or not JSON, BOM or not.
+    """
+    if raw.startswith(_BOM):
+        rest = raw[len(_BOM) :]
+        if not rest.strip():
+            raise InvalidSyntax("the request body is empty; send a JSON object")
+        try:
+            return _decode(rest)
+        except NOT_JSON as exc:
+            failure = exc
+    _refuse_content_coding(request)
+    raise InvalidSyntax(f"the request body is not valid JSON: {failure}") from failure
 
 
 def _refuse_content_coding(request: Request[Any, Any, Any]) -> None:
