@@ -157,18 +157,24 @@ async def test_a_page_past_the_end_answers_the_start_index_asked(scim: ScimClien
     """RFC 7644 §3.4.2.4: a ListResponse's startIndex is the index of its first result.
 
     `startIndex` above 2**31-1 came back as 2147483647 (the offset the database binds); a page
-    past the end, however far, now answers empty with the index asked, on every list.
+    past the end, however far, now answers empty with the index asked, on every list, up to
+    2**53-1: past it (10**30 came back as 30 digits) with 2**53-1, the largest integer RFC 8259
+    §6 says every JSON parser reads exactly (JavaScript rounds beyond; Go, Java and .NET fail
+    to parse one beyond 2**63).
     """
     await scim.post("/Users", user_body())
-    for start in (5, 2**31 - 1, 2**31, 2**40, 10**30):
+    safe = 2**53 - 1
+    for start in (5, 2**31 - 1, 2**31, 2**40, safe, safe + 1, 2**63, 10**30, -(10**30)):
+        shown = min(max(start, 1), safe)
         for path in ("/Users", "/Groups", ""):
             page = await scim.get(path, params={"startIndex": str(start), "count": "3"})
             assert page.status_code == 200, (path, page.text)
-            assert page.json()["startIndex"] == start, path
-            assert page.json().get("Resources", []) == [], path
-        searched = await scim.post(
-            "/Users/.search", {"schemas": [SEARCH_REQUEST], "startIndex": start}
-        )
-        assert searched.status_code == 200, searched.text
-        assert searched.json()["startIndex"] == start
-        assert searched.json()["totalResults"] == 1
+            assert page.json()["startIndex"] == shown, (path, start)
+            assert f'"startIndex":{shown},' in page.text  # a plain integer, as written
+            if start > 1:
+                assert page.json().get("Resources", []) == [], path
+        for path in ("/Users/.search", "/Groups/.search", "/.search"):
+            searched = await scim.post(path, {"schemas": [SEARCH_REQUEST], "startIndex": start})
+            assert searched.status_code == 200, searched.text
+            assert searched.json()["startIndex"] == shown, (path, start)
+            assert searched.json()["totalResults"] == (0 if path == "/Groups/.search" else 1)

@@ -757,7 +757,7 @@ def _list_body(
     """A ListResponse; cursor pages (RFC 9865) carry `nextCursor` unless last, no startIndex.
 
     `start_index` is the one asked (RFC 7644 §3.4.2.4: the index of the page's first result),
-    also past the end and past what the database binds.
+    also past the end and past what the database binds, up to `wire.MAX_JSON_INT`.
     """
     if page.cursor:
         body: JSON = {

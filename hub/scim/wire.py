@@ -40,6 +40,9 @@ MAX_DEPTH: Final = 64
 _ACCEPTED_BODY_TYPES = ("application/scim+json", "application/json")
 _MAX_INT = 2**63 - 1
 _MAX_PAGE_INT = 2**31 - 1
+#: The largest integer every JSON parser reads exactly: RFC 8259 §6 makes [-(2**53)+1, 2**53-1]
+#: the interoperable range (JavaScript's numbers are doubles; Go and Java read into 64 bits).
+MAX_JSON_INT: Final = 2**53 - 1
 _ACCEPTABLE = ("application/scim+json", "application/json", "application/*", "*/*")
 
 
@@ -338,7 +341,7 @@ class ListParams(msgspec.Struct, frozen=True):
     attributes: tuple[str, ...]
     excluded: tuple[str, ...]
     #: The response's startIndex (RFC 7644 §3.4.2.4): as asked, at least 1, also past what
-    #: `query.start_index` binds.
+    #: `query.start_index` binds; at most `MAX_JSON_INT`, which every client reads as sent.
     start_index: int = 1
 
 
@@ -435,7 +438,11 @@ def list_params(
     """Build list parameters from query-string or SearchRequest values (RFC 7644 §3.4.2-§3.4.3).
 
     `startIndex` below 1 counts as 1 and `count` below 0 as 0 (RFC 7644 §3.4.2.4); `count` is
-    capped at `maxResults`, which ServiceProviderConfig advertises.
+    capped at `maxResults`, which ServiceProviderConfig advertises. A `startIndex` past
+    `MAX_JSON_INT` (up to `_int_param`'s 4,000 digits) is answered as `MAX_JSON_INT`: both
+    ask for a page far past the end, empty, and echoed as sent such a number was one clients
+    outside Python cannot read (rounded in JavaScript; past 2**63 a parse error in Go, Java
+    or .NET). A huge `count` is `maxResults`, as any count above it.
 
     With `cursor` (RFC 9865; `cursor_kind` names the resource type, None where cursors are not
     offered): `startIndex` and `sortBy` are refused, `count` must be at least 1 and is capped
@@ -491,7 +498,7 @@ def list_params(
         max_filter_depth=settings.max_filter_depth,
         after=after,
     )
-    return ListParams(query, attributes, excluded, max(1, start or 1))
+    return ListParams(query, attributes, excluded, min(MAX_JSON_INT, max(1, start or 1)))
 
 
 def projection_params(request: Request[Any, Any, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
