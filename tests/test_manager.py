@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 from alembic import command
@@ -59,18 +60,28 @@ async def manager_of(scim: ScimClient, user_id: str) -> Any:
 
 
 async def test_a_created_manager_has_its_ref(scim: ScimClient) -> None:
-    """POST: `$ref` made from `value`; a disagreeing `$ref` replaced; displayName ignored."""
-    boss = (await created(scim, user_body()))["id"]
-    user = await created(scim, managed_by({"value": boss}, department="Tours"))
-    assert user[ENTERPRISE] == {"department": "Tours", "manager": reference(boss)}
-    assert await manager_of(scim, user["id"]) == reference(boss)
+    """POST: `$ref` made from `value`; one naming another resource replaced, one naming the
+    manager kept as sent; displayName ignored (readOnly)."""
+    boss = await created(scim, user_body())
+    boss_id, boss_location = boss["id"], boss["meta"]["location"]
+    user = await created(scim, managed_by({"value": boss_id}, department="Tours"))
+    assert user[ENTERPRISE] == {"department": "Tours", "manager": reference(boss_id)}
+    assert await manager_of(scim, user["id"]) == reference(boss_id)
     # It resolves, against the user's location, to the manager's (RFC 3986 §5.2).
     location = user["meta"]["location"]
-    resolved = location.rsplit("/", 2)[0] + user[ENTERPRISE]["manager"]["$ref"][2:]
-    assert resolved == (await scim.get(f"/Users/{boss}")).json()["meta"]["location"]
-    elsewhere = {"value": boss, "$ref": "https://elsewhere.example/Users/x", "displayName": "B"}
-    user = await created(scim, managed_by(elsewhere))
-    assert await manager_of(scim, user["id"]) == reference(boss)
+    assert urljoin(location, user[ENTERPRISE]["manager"]["$ref"]) == boss_location
+    for other in (
+        "https://elsewhere.example/Users/x",
+        f"https://elsewhere.example/scim/v2/Users/{boss_id}",  # another host: another resource
+        f"http://localhost/scim/Users/{boss_id}",  # Entra's tutorial, Example 5
+        "../Users/x",
+    ):
+        sent = {"value": boss_id, "$ref": other, "displayName": "B"}
+        user = await created(scim, managed_by(sent))
+        assert await manager_of(scim, user["id"]) == reference(boss_id), other
+    for same in (boss_location, urlsplit(boss_location).path):  # what scim2-tester sends
+        user = await created(scim, managed_by({"value": boss_id, "$ref": same}))
+        assert await manager_of(scim, user["id"]) == {"value": boss_id, "$ref": same}
     # An id that is no URI path segment as it is: percent-encoded (RFC 3986 §2.1).
     user = await created(scim, managed_by({"value": "a b/c"}))
     assert user[ENTERPRISE]["manager"] == {"value": "a b/c", "$ref": "../Users/a%20b%2Fc"}
@@ -96,6 +107,11 @@ async def test_a_patch_writes_the_ref_with_the_manager(scim: ScimClient) -> None
         ({"op": "replace", "path": MANAGER, "value": {"value": second}}, reference(second)),
         ({"op": "replace", "path": f"{MANAGER}.value", "value": third}, reference(third)),
         ({"op": "add", "path": f"{MANAGER}.$ref", "value": "../Users/x"}, reference(third)),
+        (
+            {"op": "replace", "path": f"{MANAGER}.$ref", "value": f"/scim/v2/Users/{third}"},
+            {"value": third, "$ref": f"/scim/v2/Users/{third}"},  # the same user: as sent
+        ),
+        ({"op": "replace", "path": f"{MANAGER}.value", "value": first}, reference(first)),
         ({"op": "remove", "path": f"{MANAGER}.value"}, None),
         ({"op": "add", "path": MANAGER, "value": {"value": first}}, reference(first)),
         ({"op": "remove", "path": MANAGER}, None),

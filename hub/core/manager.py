@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Final
-from urllib.parse import quote
+from urllib.parse import quote, urljoin
 
 from hub.core.schema import ENTERPRISE_SCHEMA
 
@@ -30,14 +30,17 @@ def manager_ref(user_id: str) -> str:
     return f"../Users/{segment}"
 
 
-def with_manager_ref(doc: dict[str, Any]) -> dict[str, Any]:
+def with_manager_ref(doc: dict[str, Any], base: str) -> dict[str, Any]:
     """`doc`, a canonical User document, with its manager's `$ref` following `manager.value`.
 
-    A `$ref` the client sent is not kept: one that disagrees with `value` is replaced by the
-    derived one, and a manager without a `value` has no `$ref` (a `$ref` alone named no
-    manager the hub could check). An empty `value` refers to nobody: it is no manager, as a
-    PATCH setting it removes one (`patch`). `doc` is not changed; the parts that change are
-    copied (a PATCH's document shares the others with the stored one).
+    A `$ref` the client sent that names another resource than `value` does (Entra's tutorial
+    sends ``http://localhost/scim/Users/<id>``) is replaced by the derived one; one naming the
+    same, resolved against the user's location ``{base}/Users/<id>`` (RFC 3986 §5.2), is kept
+    as sent: strict clients (scim2-tester) send the absolute URI and expect it back. A manager
+    without a `value` has no `$ref` (a `$ref` alone names no manager the hub could check). An
+    empty `value` refers to nobody: it is no manager, as a PATCH setting it removes one
+    (`patch`). `doc` is not changed; the parts that change are copied (a PATCH's document
+    shares the others with the stored one).
 
     Costs a user without the extension one dict look-up; one with a manager whose `$ref` is
     right already (a PATCH of other attributes), three and a regex match.
@@ -50,7 +53,10 @@ def with_manager_ref(doc: dict[str, Any]) -> dict[str, Any]:
         return doc
     value = manager.get("value")
     ref = manager_ref(value) if value.__class__ is str and value else None
-    if manager.get("$ref") == ref and value != "":
+    held = manager.get("$ref")
+    if held == ref and value != "":
+        return doc
+    if ref is not None and held.__class__ is str and _same_resource(held, ref, base):
         return doc
     made: dict[str, Any] = {}
     for key, held in manager.items():
@@ -63,6 +69,15 @@ def with_manager_ref(doc: dict[str, Any]) -> dict[str, Any]:
     _set_or_drop(changed, "manager", made)
     _set_or_drop(result, ENTERPRISE_SCHEMA, changed)
     return result
+
+
+def _same_resource(sent: str, ref: str, base: str) -> bool:
+    """Whether `sent` and `ref` resolve to one URI against a user's location (RFC 3986 §5.2)."""
+    users = f"{base}/Users/"  # every user's location is here; the last segment is no matter
+    try:
+        return urljoin(users, sent) == urljoin(users, ref)
+    except ValueError:  # urljoin refuses some malformed URIs ("http://[")
+        return False
 
 
 def _set_or_drop(target: dict[str, Any], key: str, value: dict[str, Any]) -> None:

@@ -406,7 +406,9 @@ def create(
         InvalidValue: the document is not a valid User.
     """
     unknown: list[str] = []
-    doc, active = _split(with_manager_ref(canonicalise(body, USER_TYPE, unknown=unknown)), True)
+    doc, active = _split(
+        with_manager_ref(canonicalise(body, USER_TYPE, unknown=unknown), base), True
+    )
     required_missing(doc, USER_TYPE)
     doc = extensions.respelled(conn, caller.workspace_pk, USER_TYPE, doc)
     cols = _columns(doc)
@@ -1047,7 +1049,7 @@ def replace(
         existing["active"] = row.active
     # A PUT without `active` leaves it as it was: no IdP means "deactivate" by omission.
     merged = merge_put(existing, incoming, USER_TYPE, provisioning.unmanaged)
-    doc, active = _split(with_manager_ref(merged), row.active)
+    doc, active = _split(with_manager_ref(merged, base), row.active)
     required_missing(doc, USER_TYPE)
     return _save(conn, caller, row, doc, active, base, provisioning, "replace", unknown)
 
@@ -1082,7 +1084,9 @@ def patch(
         undefined=partial(extensions.undefined_type, conn, caller.workspace_pk, USER_TYPE),
     )
     unknown: list[str] = []
-    doc, active = _split(with_manager_ref(canonicalise(patched, USER_TYPE, current, unknown)), None)
+    doc, active = _split(
+        with_manager_ref(canonicalise(patched, USER_TYPE, current, unknown), base), None
+    )
     required_missing(doc, USER_TYPE, patched=True)
     return _save(conn, caller, row, doc, active, base, provisioning, "patch", unknown)
 

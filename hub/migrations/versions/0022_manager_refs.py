@@ -7,10 +7,11 @@ From this revision the hub stores the Enterprise User manager's `$ref` (RFC 7643
 of the SCIM resource representing the User's manager. REQUIRED.") with the document, made from
 `manager.value` as RFC 7643 §8.3 writes it, ``../Users/<id>``, whenever a manager is written
 (`hub.core.manager`). This revision does the same for the users stored before: a manager with a
-non-empty id gets its `$ref`, one a client sent that disagrees is replaced; a manager without an
-id loses a `$ref` sent alone, and one whose id is empty is no manager. The version and
-`lastModified` stay as they were: no client changed the user, the hub now shows what it held.
-Downgrading takes the derived `$ref` out again.
+non-empty id gets its `$ref` in place of any it held (the running hub keeps a sent one naming the
+same user, which takes the hub's base URL to tell; a revision does not know it, and the derived
+one names that user too); a manager without an id loses a `$ref` sent alone, and one whose id is
+empty is no manager. The version and `lastModified` stay as they were: no client changed the
+user, the hub now shows what it held. Downgrading takes the derived `$ref` out again.
 """
 
 from __future__ import annotations
