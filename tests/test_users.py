@@ -10,6 +10,7 @@ from tests.conftest import patch_op as ops
 
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 CUSTOM = "urn:ietf:params:scim:schemas:extension:CustomExtensionName:2.0:User"
 
 
@@ -231,6 +232,90 @@ async def test_a_custom_attribute_holding_numbers_sorts_them_as_numbers(
         assert (await scim.post("/Users", body)).status_code == 201
     assert await order("ascending") == ["c", "i", "e", "a", "b", "d", "g", "f", "h"]
     assert await order("descending") == ["h", "f", "g", "d", "b", "a", "e", "i", "c"]
+
+
+THING = "urn:ietf:params:scim:schemas:extension:Thing:2.0:Resource"
+SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
+
+async def _sorted_everywhere(
+    scim: ScimClient, sort_by: str, order: str, path: str = "/Users", **params: str
+) -> list[str]:
+    """The names a GET list and its POST `.search` answer for `sortBy`, after checking they agree.
+
+    A name is a user's userName up to "@", or a group's displayName.
+    """
+    query = {"sortBy": sort_by, "sortOrder": order, **params}
+    got = await scim.get(path, params=query)
+    searched = await scim.post(f"{path}/.search", {"schemas": [SEARCH], **query})
+    names = []
+    for response in (got, searched):
+        assert response.status_code == 200, (sort_by, order, response.text)
+        resources = response.json()["Resources"]
+        names.append([r.get("userName", r.get("displayName", "")).split("@")[0] for r in resources])
+    assert names[0] == names[1], (sort_by, order)
+    return names[0]
+
+
+async def test_a_custom_list_sorts_by_its_primary_value_else_its_first(scim: ScimClient) -> None:
+    """RFC 7644 §3.4.2.3: a multi-valued attribute sorts by its primary value, else its first.
+
+    A custom extension's list of objects sorted as no value at all (`…:tags.value`) or by the
+    JSON text of the whole list (`…:tags`), which PostgreSQL and SQLite spell differently.
+    Named alone, an object sorts by its `value`, as `sortBy=emails` does; no value comes last
+    ascending and first descending, on `/Users`, `/Users/.search` and the root search alike.
+    """
+    tags: dict[str, Any] = {
+        "first": [{"value": "Charlie"}, {"value": "alpha", "primary": False}],
+        "primary": [{"value": "zulu"}, {"value": "Bravo", "primary": True}],
+        "single": {"value": "delta"},
+        "empty": [],
+        "none": None,
+    }
+    for name, held in tags.items():
+        body = user_body(f"{name}@x.org")
+        if held is not None:
+            body = {**body, "schemas": [*body["schemas"], THING], THING: {"tags": held}}
+        assert (await scim.post("/Users", body)).status_code == 201
+    group = {"schemas": [GROUP, THING], "displayName": "group"}
+    group[THING] = {"tags": [{"value": "x-ray"}, {"value": "echo", "primary": True}]}
+    assert (await scim.post("/Groups", group)).status_code == 201
+    ascending = ["primary", "first", "single", "empty", "none"]
+    descending = ["none", "empty", "single", "first", "primary"]
+    for sort_by in (f"{THING}:tags.value", f"{THING}:tags"):
+        assert await _sorted_everywhere(scim, sort_by, "ascending") == ascending, sort_by
+        assert await _sorted_everywhere(scim, sort_by, "descending") == descending, sort_by
+        paged = await _sorted_everywhere(scim, sort_by, "ascending", startIndex="2", count="2")
+        assert paged == ["first", "single"], sort_by
+        both = await _sorted_everywhere(scim, sort_by, "ascending", path="")
+        assert both == ["primary", "first", "single", "group", "empty", "none"], sort_by
+        both = await _sorted_everywhere(scim, sort_by, "descending", path="")
+        assert both == ["none", "empty", "group", "single", "first", "primary"], sort_by
+
+
+async def test_a_list_of_simple_values_sorts_by_its_first_value_by_type(
+    scim: ScimClient,
+) -> None:
+    """RFC 7644 §3.4.2.3: a list of numbers or strings sorts by its first value, by its type.
+
+    Custom extension lists and top-level lists the workspace's discovery describes sorted by
+    the JSON text of the whole list: "[10,1]" before "[9]", and "a b" before "a".
+    """
+    held: dict[str, list[Any]] = {
+        "ten": [10, 1],
+        "nine": [9, 100],
+        "a-z": ["A", "z"],
+        "a-b": ["a b"],
+        "empty": [],
+    }
+    for name, values in held.items():
+        body = {**user_body(f"{name}@x.org"), "schemas": [USER, THING], THING: {"codes": values}}
+        assert (await scim.post("/Users", {**body, "aliases2": values})).status_code == 201
+    ascending = ["nine", "ten", "a-z", "a-b", "empty"]
+    for sort_by in (f"{THING}:codes", "aliases2"):
+        assert await _sorted_everywhere(scim, sort_by, "ascending") == ascending, sort_by
+        descending = await _sorted_everywhere(scim, sort_by, "descending")
+        assert descending == ascending[::-1], sort_by
 
 
 async def _holding_big(

@@ -119,8 +119,9 @@ def _sort_value(resource: JSON, path: rules.AttrPath) -> tuple[int, float, str]:
     schema does (`filtering.sort_key`); a case-insensitive string by its lowered value (a shared
     attribute has one definition for both types, RFC 7643 §3.1); no value last. An attribute
     the hub's schemas do not define is read as the SQL reads it: a custom extension's as the
-    `sortBy` spells it, one discovery describes in any case (its own spelling first); a
-    multi-valued one by its primary value, else its first.
+    `sortBy` spells it, one discovery describes in any case (its own spelling first). A list
+    is read as its primary element, else its first (RFC 7644 §3.4.2.3), and an object reached
+    last by its `value`, as `filtering._JsonScope.sort_any` reads them.
     """
     names = (path.name,) if path.sub is None else (path.name, path.sub)
     info = describe_for(USER_TYPE)(path.urn, names)
@@ -129,12 +130,10 @@ def _sort_value(resource: JSON, path: rules.AttrPath) -> tuple[int, float, str]:
     if path.urn is not None and path.urn.lower() not in _CORE_URNS:
         holder = _member(holder, path.urn, exact)
     for name in names:
-        if isinstance(holder, list):
-            elements = [e for e in holder if isinstance(e, dict)]
-            holder = next((e for e in elements if e.get("primary") is True), None) or next(
-                iter(elements), None
-            )
-        holder = _member(holder, name, exact)
+        holder = _member(_chosen(holder), name, exact)
+    holder = _chosen(holder)
+    if isinstance(holder, dict):
+        holder = _member(holder, "value", exact)
     if isinstance(holder, bool | int | float):
         return (0, float(holder) if isinstance(holder, bool) else holder, "")
     if not isinstance(holder, str):
@@ -144,6 +143,14 @@ def _sort_value(resource: JSON, path: rules.AttrPath) -> tuple[int, float, str]:
 
 #: The core schemas' URNs: a `sortBy` qualified with one names a top-level attribute.
 _CORE_URNS = frozenset(rt.schema.id.lower() for rt in (USER_TYPE, GROUP_TYPE))
+
+
+def _chosen(holder: Any) -> Any:
+    """A list's primary element (RFC 7643 §2.4), else its first, else None; any other value."""
+    if not isinstance(holder, list):
+        return holder
+    primary = (e for e in holder if isinstance(e, dict) and e.get("primary") is True)
+    return next(primary, holder[0] if holder else None)
 
 
 def _member(holder: Any, name: str, exact: bool) -> Any:

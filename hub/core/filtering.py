@@ -141,6 +141,8 @@ def sort_key(
     extension's attribute, which has no schema, sorts by the type of each value as SQLite
     sorts what `json_extract` gives: numbers by value (a boolean as 1 or 0), then text; so
     does an attribute `described` describes beyond the hub's schemas (see `compile_filter`).
+    Such an attribute holding a list sorts by its primary value, else its first, too, and one
+    holding an object by its `value` (`_JsonScope.sort_any`).
 
     Raises:
         InvalidFilter: the path is malformed or names an unknown or unsortable attribute.
@@ -162,10 +164,15 @@ def sort_key(
             raise InvalidFilter(f"cannot sort by {path_text!r}: name a sub-attribute")
         return scope.sort_multi(keys, leaf, compiler.info(leaf))
     leaf = sub or top
+    if leaf.type == _SCHEMALESS:
+        inner: tuple[str, ...] = ()
+        if top.type != _SCHEMALESS:  # a described sub-attribute of a single-valued complex one
+            keys = (*keys, leaf.name)
+        elif sub is not None:  # a custom extension's: its attribute may hold a list of objects
+            inner = (sub.name,)
+        return scope.data.sort_any(keys, inner)
     if sub is not None:
         keys = (*keys, sub.name)
-    if leaf.type == _SCHEMALESS:
-        return scope.data.sort_any(keys)
     if leaf.type == "complex":
         value = leaf.sub("value")
         if value is None:
@@ -730,9 +737,11 @@ class _Json:
     keys: tuple[str, ...]
     dialect: str
     where: str
+    #: SQLite: a JSON path computed in SQL, read instead of `keys` (`_JsonScope.sort_any`)
+    path: ColumnElement[Any] | None = None
 
     def _sqlite_path(self) -> str | ColumnElement[Any]:
-        return _json_path(self.keys, self.doc)
+        return _json_path(self.keys, self.doc) if self.path is None else self.path
 
     def _type(self) -> ColumnElement[Any]:
         if self.dialect == "sqlite":
@@ -941,9 +950,88 @@ class _JsonScope:
         )
         return each, type_coerce(each.c.value, JSONB)
 
-    def sort_any(self, keys: tuple[str, ...]) -> tuple[ColumnElement[Any], ...]:
-        """Sort keys for the value at `keys`, whatever its JSON type (see `_Json.sort_any`)."""
-        return _Json(self.doc, keys, self.dialect, "").sort_any()
+    def sort_any(
+        self, keys: tuple[str, ...], inner: tuple[str, ...] = ()
+    ) -> tuple[ColumnElement[Any], ...]:
+        """Sort keys for the value at `keys` then `inner`, whatever its JSON type.
+
+        No schema says whether it is multi-valued, so the document does: a list at `keys`, or
+        at the end, is read as its primary element (an object whose `primary` is true), else
+        its first (RFC 7644 §3.4.2.3), `inner` within that element; an object sorts by its
+        `value`, as `sortBy=emails` or `manager` does. The value found sorts as
+        `_Json.sort_any` says. `directory._sort_value` reads a resource the same way.
+
+        Each step names the previous one once (a step's input would otherwise be repeated in
+        the SQL as often as the step reads it, compounding over steps).
+        """
+        if self.dialect == "sqlite":
+            path = _json_path(keys, self.doc)
+            at: ColumnElement[Any] = literal(path, String) if isinstance(path, str) else path
+            if inner:
+                tail = "".join(f'."{key}"' for key in inner)
+                at = at + self._sqlite_choice(at, valued=False) + literal(tail, String)
+            at = at + self._sqlite_choice(at, valued=True)
+            return _Json(self.doc, (), self.dialect, "", at).sort_any()
+        value = _Json(self.doc, keys, self.dialect, "").jsonb()
+        if inner:
+            (chosen,) = self._pg_choice(value, lambda element: (element,))
+            value = func.jsonb_extract_path(chosen, *inner, type_=JSONB)
+
+        def valued(element: ColumnElement[Any]) -> tuple[ColumnElement[Any], ...]:
+            is_object = func.jsonb_typeof(element) == "object"
+            found = case((is_object, func.jsonb_extract_path(element, "value")), else_=element)
+            return _Json(type_coerce(found, JSONB), (), self.dialect, "").sort_any()
+
+        return self._pg_choice(value, valued)
+
+    def _sqlite_choice(self, path: ColumnElement[Any], *, valued: bool) -> ColumnElement[Any]:
+        """SQLite: what to add to the JSON path `path` to reach the value a sort reads there.
+
+        A list's primary (else first) element (`[i]`); with `valued`, an object's `value`
+        (`."value"`) too. NULL for an empty list or object or no value, which reads as none.
+        """
+        each = func.json_each(self.doc, path).table_valued("key", "type", "value")
+        # json_each gives a list's elements (integer keys), an object's members (text keys) and
+        # a scalar itself (a NULL key); an element that is a string comes bare, not as JSON.
+        is_element = func.typeof(each.c.key) == "integer"
+        element = case((and_(is_element, each.c.type == "object"), each.c.value))
+        index = literal("[", String) + cast(each.c.key, String) + literal("]", String)
+        suffix: ColumnElement[Any] = case((is_element, index), else_=literal("", String))
+        if valued:
+            is_object = or_(each.c.type == "object", each.c.key.is_not(None) & ~is_element)
+            suffix = suffix + case((is_object, literal('."value"', String)), else_="")
+        return (
+            select(suffix)
+            .order_by(case((_is_primary(element, self.dialect), 0), else_=1), each.c.key)
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    def _pg_choice(
+        self,
+        value: ColumnElement[Any],
+        read: Callable[[ColumnElement[Any]], tuple[ColumnElement[Any], ...]],
+    ) -> tuple[ColumnElement[Any], ...]:
+        """PostgreSQL: `read` of the JSON `value`, or of its primary (else first) element.
+
+        Lax `$[*]` yields a list's elements and any other value itself, so `value` is named
+        once; one subquery per expression `read` gives.
+        """
+        each = (
+            func.jsonb_path_query(value, literal_column("'lax $[*]'::jsonpath"))
+            .table_valued("value", with_ordinality="ordinality")
+            .render_derived()
+        )
+        element = type_coerce(each.c.value, JSONB)
+        primary = case((_is_primary(element, self.dialect), 0), else_=1)
+        return tuple(
+            select(expression)
+            .select_from(each)
+            .order_by(primary, each.c.ordinality)
+            .limit(1)
+            .scalar_subquery()
+            for expression in read(element)
+        )
 
     def any_elements(self, keys: tuple[str, ...]) -> tuple[_JsonScope, _Wrap]:
         """The elements of the list at `keys`, of any JSON type (none if it holds no list)."""
@@ -989,9 +1077,7 @@ class _JsonScope:
         each, element = self._array(keys)
         target = _Json(element, (leaf.name,), self.dialect, "")
         values = target.sort_any() if leaf.type == _SCHEMALESS else (target.sort(info),)
-        primary = _Json(element, ("primary",), self.dialect, "").compare(
-            "eq", True, AttrInfo("boolean", False, False)
-        )
+        primary = _is_primary(element, self.dialect)
         position = each.c.key if self.dialect == "sqlite" else each.c.ordinality
         # One subquery per key, each reading the same (primary, else first) element.
         return tuple(
@@ -1002,6 +1088,14 @@ class _JsonScope:
             .scalar_subquery()
             for value in values
         )
+
+
+def _is_primary(element: ColumnElement[Any], dialect: str) -> Predicate:
+    """Whether a list's element (JSON) is its primary value: `primary` is true (RFC 7643 §2.4)."""
+    return _Json(element, ("primary",), dialect, "").compare("eq", True, _BOOLEAN)
+
+
+_BOOLEAN: Final = AttrInfo("boolean", False, False)
 
 
 @dataclass(frozen=True)
