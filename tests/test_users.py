@@ -318,6 +318,61 @@ async def test_a_list_of_simple_values_sorts_by_its_first_value_by_type(
         assert descending == ascending[::-1], sort_by
 
 
+async def test_meta_location_filters_and_sorts_as_rendered(scim: ScimClient) -> None:
+    """RFC 7644 §3.4.2.2 filters on any attribute: `meta.location` is `{base}/Users/{id}` as
+    rendered, compared caseExact (RFC 7643 §3.1). It answered 400 invalidFilter ("not
+    supported") on /Users, /Groups and the root search, for filters and sortBy alike."""
+    made = {}
+    for name in ("b", "c", "a"):
+        user = (await scim.post("/Users", user_body(f"{name}@x.org"))).json()
+        made[name] = user["meta"]["location"]
+    group = (await scim.post("/Groups", group_body("g"))).json()["meta"]["location"]
+    located = {**made, "g": group}
+    loc = made["c"]
+    base = loc.rsplit("/Users/", 1)[0]
+
+    async def names(path: str = "/Users", **params: str) -> list[str]:
+        response = await scim.get(path, params=params)
+        assert response.status_code == 200, (params, response.text)
+        resources = response.json()["Resources"]
+        return [r.get("userName", r.get("displayName", "")).split("@")[0] for r in resources]
+
+    expected = {
+        f'meta.location eq "{loc}"': ["c"],
+        f'meta.location eq "{loc.upper()}"': [],
+        f'meta.location eq "{loc}/"': [],
+        f'meta.location ne "{loc}"': ["b", "a"],
+        f'meta.location sw "{base}/Users/"': ["b", "c", "a"],
+        f'meta.location sw "{base[:9]}"': ["b", "c", "a"],
+        f'meta.location sw "{loc}"': ["c"],
+        f'meta.location sw "{base}/Groups/"': [],
+        f'meta.location co "{loc[-7:]}"': ["c"],
+        f'meta.location ew "{loc[-7:]}"': ["c"],
+        f'meta.location gt "{loc}"': [n for n in ("b", "c", "a") if made[n] > loc],
+        "meta.location pr": ["b", "c", "a"],
+        f'meta[location eq "{loc}"]': ["c"],
+        f'not (meta.location eq "{loc}")': ["b", "a"],
+    }
+    for text, found in expected.items():
+        assert await names(filter=text) == found, text
+    assert await names(filter=f'meta.location eq "{group}"') == []
+    assert await names("/Groups", filter=f'meta.location eq "{group}"') == ["g"]
+    assert await names("/Groups", filter=f'meta.location eq "{loc}"') == []
+    assert await names("", filter=f'meta.location eq "{group}" or meta.location eq "{loc}"') == [
+        "c",
+        "g",
+    ]
+    found = await scim.post(
+        "/.search", {"schemas": [SEARCH], "filter": f'meta.location eq "{loc}"'}
+    )
+    assert [r["userName"] for r in found.json()["Resources"]] == ["c@x.org"], found.text
+    by_location = sorted(made, key=made.__getitem__)
+    assert await names(sortBy="meta.location") == by_location
+    assert await names(sortBy="meta.location", sortOrder="descending") == by_location[::-1]
+    everything = sorted(located, key=located.__getitem__)  # ".../Groups/" before ".../Users/"
+    assert await names("", sortBy="meta.location") == everything
+
+
 async def _holding_big(
     scim: ScimClient, bigs: dict[str, int | float]
 ) -> Callable[[str], Awaitable[list[str]]]:

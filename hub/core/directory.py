@@ -36,13 +36,15 @@ def search_all(conn: Connection, caller: Caller, query: ListQuery, base: str) ->
     """
     services: list[tuple[Any, ResourceType]] = [(users, USER_TYPE), (groups, GROUP_TYPE)]
     if query.filter is not None:
-        _check_filter(conn, caller, query, [resource_type for _, resource_type in services])
+        _check_filter(conn, caller, query, [resource_type for _, resource_type in services], base)
         query = _with(query, across_types=True)
     counted: list[tuple[Any, int, ListQuery]] = []
     errors: list[InvalidFilter] = []
     for service, resource_type in services:
         own = query
-        if query.sort_by is not None and not _sorts_by(query.sort_by, resource_type, conn, caller):
+        if query.sort_by is not None and not _sorts_by(
+            query.sort_by, resource_type, conn, caller, base
+        ):
             own = _with(query, sort_by=None, descending=False)
         try:
             total = service.search(conn, caller, _with(own, count=0), base).total
@@ -55,7 +57,11 @@ def search_all(conn: Connection, caller: Caller, query: ListQuery, base: str) ->
     if query.sort_by is not None:
         if all(own.sort_by is None for _, _, own in counted):
             sort_key(
-                query.sort_by, USER_TYPE, conn.dialect.name, _described(conn, caller, USER_TYPE)
+                query.sort_by,
+                USER_TYPE,
+                conn.dialect.name,
+                _described(conn, caller, USER_TYPE),
+                base,
             )
         window = query.start_index - 1 + query.count
         both = len(counted) > 1 and all(own.sort_by for _, _, own in counted)
@@ -169,7 +175,7 @@ def _described(conn: Connection, caller: Caller, resource_type: ResourceType) ->
 
 
 def _check_filter(
-    conn: Connection, caller: Caller, query: ListQuery, types: list[ResourceType]
+    conn: Connection, caller: Caller, query: ListQuery, types: list[ResourceType], base: str
 ) -> None:
     """Refuse a filter naming, in one place, an attribute none of `types` defines.
 
@@ -181,16 +187,26 @@ def _check_filter(
     for resource_type in types:
         unknown: dict[rules.Filter, InvalidFilter] = {}
         described = _described(conn, caller, resource_type)
-        filter_clause(query, resource_type, conn.dialect.name, unknown=unknown, described=described)
+        filter_clause(
+            query,
+            resource_type,
+            conn.dialect.name,
+            unknown=unknown,
+            described=described,
+            base=base,
+        )
         recorded.append(unknown)
     for node, error in recorded[0].items():
         if all(node in other for other in recorded[1:]):
             raise error
 
 
-def _sorts_by(path: str, resource_type: ResourceType, conn: Connection, caller: Caller) -> bool:
+def _sorts_by(
+    path: str, resource_type: ResourceType, conn: Connection, caller: Caller, base: str
+) -> bool:
     try:
-        sort_key(path, resource_type, conn.dialect.name, _described(conn, caller, resource_type))
+        described = _described(conn, caller, resource_type)
+        sort_key(path, resource_type, conn.dialect.name, described, base)
     except InvalidFilter:
         return False
     return True

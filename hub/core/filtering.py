@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from functools import cache
 from typing import Any, Final, Protocol
@@ -100,6 +100,7 @@ def compile_filter(
     *,
     unknown: dict[rules.Filter, InvalidFilter] | None = None,
     described: DescribedLookup | None = None,
+    base: str | None = None,
 ) -> Predicate:
     """Compile a parsed filter to a WHERE clause over `users` or `groups`.
 
@@ -116,16 +117,18 @@ def compile_filter(
             sub-attribute it describes is read from the stored document as a custom
             extension's is (its name as the filter spells it, a comparison taking the type of
             the filter's value); a complex one it describes may take a value filter.
+        base: the base URL resources are rendered with (`Hub.base`), which `meta.location`
+            starts with; None: `meta.location` cannot be filtered on.
 
     Returns:
         A boolean SQL expression true exactly for the rows `rules.evaluate` matches.
 
     Raises:
         InvalidFilter: an unknown attribute, a comparison its type forbids (`gt` on a boolean),
-            an unparseable dateTime, or an attribute the hub cannot filter on (`meta.location`).
+            an unparseable dateTime, or `meta.location` without `base`.
     """
     compiler = _Compiler(resource_type, dialect, unknown=unknown, described=described)
-    return compiler.filter(flt, _root_scope(resource_type, dialect), None)
+    return compiler.filter(flt, _root_scope(resource_type, dialect, base), None)
 
 
 def sort_key(
@@ -133,6 +136,7 @@ def sort_key(
     resource_type: ResourceType,
     dialect: str,
     described: DescribedLookup | None = None,
+    base: str | None = None,
 ) -> tuple[ColumnElement[Any], ...]:
     """The ORDER BY expressions for `sortBy` (RFC 7644 §3.4.2.3), most significant first.
 
@@ -142,7 +146,7 @@ def sort_key(
     sorts what `json_extract` gives: numbers by value (a boolean as 1 or 0), then text; so
     does an attribute `described` describes beyond the hub's schemas (see `compile_filter`).
     Such an attribute holding a list sorts by its primary value, else its first, too, and one
-    holding an object by its `value` (`_JsonScope.sort_any`).
+    holding an object by its `value` (`_JsonScope.sort_any`). `base`: see `compile_filter`.
 
     Raises:
         InvalidFilter: the path is malformed or names an unknown or unsortable attribute.
@@ -154,7 +158,7 @@ def sort_key(
     if parsed.filter is not None or not parsed.attr.name:
         raise InvalidFilter(f"invalid sortBy {path_text!r}: name one attribute")
     compiler = _Compiler(resource_type, dialect, "sortBy", described=described)
-    scope = _root_scope(resource_type, dialect)
+    scope = _root_scope(resource_type, dialect, base)
     keys, top, sub = compiler.resolve(parsed.attr, None)
     if top.multi_valued:
         if top.type != "complex":  # `schemas`: a list of URNs gives no order
@@ -712,7 +716,10 @@ class _Constant:
 
 @dataclass(frozen=True)
 class _Refused:
-    """An attribute the hub renders but cannot filter on (its value depends on the base URL)."""
+    """An attribute rendered from the base URL, which the filter is not given.
+
+    `$ref` always; `meta.location` when `compile_filter` has no `base`.
+    """
 
     where: str
 
@@ -727,6 +734,34 @@ class _Refused:
 
     def sort(self, info: AttrInfo) -> ColumnElement[Any]:
         raise self._refuse()
+
+
+@dataclass(frozen=True)
+class _Location:
+    """`meta.location`: `prefix` (`{base}/Users/`) then the `id` column, as rendered.
+
+    `eq` and `sw` naming the prefix compare the id (`eq` is the id's indexed look-up); other
+    comparisons read the concatenated text. With one prefix for every row, the id orders it.
+    """
+
+    prefix: str
+    id: _StringColumn
+
+    def present(self) -> Predicate:
+        return true()
+
+    def compare(self, op: str, value: rules.Value, info: AttrInfo) -> Predicate:
+        assert isinstance(value, str)
+        if op in ("eq", "sw"):
+            if value.startswith(self.prefix):
+                return self.id.compare(op, value[len(self.prefix) :], info)
+            # Every location starts with the prefix: a value it starts with starts them all.
+            return true() if op == "sw" and self.prefix.startswith(value) else false()
+        text = literal(self.prefix, String) + self.id.expr
+        return _StringColumn(text, self.id.dialect).compare(op, value, info)
+
+    def sort(self, info: AttrInfo) -> ColumnElement[Any]:
+        return self.id.sort(info)
 
 
 @dataclass(frozen=True)
@@ -1196,13 +1231,26 @@ def _version_tag(version: ColumnElement[Any]) -> ColumnElement[Any]:
     return literal('W/"') + cast(version, String) + literal('"')
 
 
-def _root_scope(resource_type: ResourceType, dialect: str) -> _RowScope:
+def _root_scope(resource_type: ResourceType, dialect: str, base: str | None) -> _RowScope:
     """The columns, relations and JSON document a filter on `resource_type` can name.
 
     Built once per resource type and dialect (building it was half of compiling a filter); its
-    parts are frozen and the SQL expressions in them are never changed, only combined.
+    parts are frozen and the SQL expressions in them are never changed, only combined. With
+    `base`, `meta.location` reads as rendered from it (see `compile_filter`).
     """
-    return _root_scope_of(resource_type.name, dialect)
+    if base is None:
+        return _root_scope_of(resource_type.name, dialect)
+    return _located_scope_of(resource_type.name, resource_type.endpoint, dialect, base)
+
+
+@cache
+def _located_scope_of(name: str, endpoint: str, dialect: str, base: str) -> _RowScope:
+    # `base` is the hub's configured base URL, one per process (never taken from a request),
+    # so this cache holds one scope per resource type and dialect too.
+    scope = _root_scope_of(name, dialect)
+    table = users if name == "User" else groups
+    location = _Location(f"{base}{endpoint}/", _StringColumn(table.c.id, dialect))
+    return replace(scope, columns={**scope.columns, ("meta", "location"): location})
 
 
 @cache

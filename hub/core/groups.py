@@ -725,7 +725,7 @@ def search(
             return []
         return [render(r, base, members.get(r.pk)) for r in rows]
 
-    page = _fetch(conn, caller, query, rendered)
+    page = _fetch(conn, caller, query, base, rendered)
     return msgspec.structs.replace(page, held=False) if left_out else page
 
 
@@ -740,22 +740,24 @@ def search_lazily(conn: Connection, caller: Caller, query: ListQuery, base: str)
     def rendered(rows: Sequence[Any]) -> Sequence[JSON]:
         return LazyGroups(conn, rows, base, query.with_members)
 
-    return _fetch(conn, caller, query, rendered)
+    return _fetch(conn, caller, query, base, rendered)
 
 
 def _fetch(
     conn: Connection,
     caller: Caller,
     query: ListQuery,
+    base: str,
     rendered: Callable[[Sequence[Any]], Sequence[JSON]],
 ) -> Page:
     where = [groups.c.workspace_pk == caller.workspace_pk]
     described = partial(extensions.undefined_type, conn, caller.workspace_pk, GROUP_TYPE)
-    clause = filter_clause(query, GROUP_TYPE, conn.dialect.name, described=described)
+    dialect = conn.dialect.name
+    clause = filter_clause(query, GROUP_TYPE, dialect, described=described, base=base)
     if clause is not None:
         where.append(clause)
     return fetch_page(
-        conn, query, GROUP_TYPE, groups, _COLUMNS, where, rendered, described=described
+        conn, query, GROUP_TYPE, groups, _COLUMNS, where, rendered, described=described, base=base
     )
 
 

@@ -143,12 +143,14 @@ def filter_clause(
     *,
     unknown: dict[rules.Filter, InvalidFilter] | None = None,
     described: DescribedLookup | None = None,
+    base: str | None = None,
 ) -> ColumnElement[bool] | None:
     """Parse and compile the query's filter, if any.
 
     `unknown` (or `query.across_types`, which records into a dictionary of its own) takes the
     attributes `resource_type` does not define as having no value (`compile_filter`);
-    `described` tells what the workspace's discovery describes beyond the hub's schemas.
+    `described` tells what the workspace's discovery describes beyond the hub's schemas;
+    `base` is the base URL resources are rendered with, for `meta.location`.
 
     Raises:
         InvalidFilter: the filter is malformed, too long, too deep, or names an unknown attribute.
@@ -165,7 +167,9 @@ def filter_clause(
         raise InvalidFilter(f"invalid filter: {exc}") from exc
     if unknown is None and query.across_types:
         unknown = {}
-    return compile_filter(parsed, resource_type, dialect, unknown=unknown, described=described)
+    return compile_filter(
+        parsed, resource_type, dialect, unknown=unknown, described=described, base=base
+    )
 
 
 def keyset(query: ListQuery, pk: Any) -> tuple[list[ColumnElement[bool]], list[Any]]:
@@ -190,16 +194,17 @@ def order_clause(
     dialect: str,
     default: Any,
     described: DescribedLookup | None = None,
+    base: str | None = None,
 ) -> list[Any]:
     """ORDER BY for the query: its `sortBy` (RFC 7644 §3.4.2.3), then insertion order.
 
     A resource without a value for `sortBy` comes last in ascending order and first in
     descending order, as §3.4.2.3 asks: the descending order is the ascending one reversed.
-    `described`: see `filter_clause`.
+    `described`, `base`: see `filter_clause`.
     """
     if query.sort_by is None:
         return [default.desc() if query.descending else default]
-    keys = sort_key(query.sort_by, resource_type, dialect, described)
+    keys = sort_key(query.sort_by, resource_type, dialect, described, base)
     if query.descending:
         return [*(key.desc().nulls_first() for key in keys), default.desc()]
     return [*(key.asc().nulls_last() for key in keys), default]
@@ -216,6 +221,7 @@ def fetch_page(
     count_all: Callable[[], int] | None = None,
     plain_rows: Callable[[ListQuery, int], Sequence[Any]] | None = None,
     described: DescribedLookup | None = None,
+    base: str | None = None,
 ) -> Page:
     """Fetch one list page — by index (RFC 7644 §3.4.2.4) or by cursor (RFC 9865) — with its total.
 
@@ -225,7 +231,8 @@ def fetch_page(
     the rows of a page in insertion order (no sortBy) the way this function would — prepared
     statements for the unfiltered lists IdPs walk. With both given and no sortBy, `where` is
     not read (callers may pass none). `described` is what the workspace's discovery describes
-    beyond the hub's schemas, for a `sortBy` naming such an attribute (`order_clause`).
+    beyond the hub's schemas, for a `sortBy` naming such an attribute, and `base` the base URL
+    the resources are rendered with, for `sortBy=meta.location` (`order_clause`).
     """
     count = count_all if count_all is not None else (lambda: _count(conn, table, where))
     fast = plain_rows if query.sort_by is None else None
@@ -247,7 +254,7 @@ def fetch_page(
     if query.count > 0 and fast is not None:
         rows = list(fast(query, query.count))
     elif query.count > 0:
-        order = order_clause(query, resource_type, conn.dialect.name, table.c.pk, described)
+        order = order_clause(query, resource_type, conn.dialect.name, table.c.pk, described, base)
         rows = conn.execute(
             select(*columns)
             .where(*where)

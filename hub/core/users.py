@@ -583,7 +583,7 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
             return page
     # What discovery describes beyond the hub's schemas, read only for a name they lack.
     described = partial(extensions.undefined_type, conn, caller.workspace_pk, USER_TYPE)
-    clause = filter_clause(query, USER_TYPE, conn.dialect.name, described=described)
+    clause = filter_clause(query, USER_TYPE, conn.dialect.name, described=described, base=base)
 
     def rendered(rows: Sequence[Any]) -> list[JSON | msgspec.Raw]:
         member_of = _groups_of(conn, [r.pk for r in rows]) if query.with_members else {}
@@ -612,10 +612,10 @@ def search(conn: Connection, caller: Caller, query: ListQuery, base: str) -> Pag
     if clause is not None:
         where.append(clause)
         return fetch_page(
-            conn, query, USER_TYPE, users, columns, where, rendered, described=described
+            conn, query, USER_TYPE, users, columns, where, rendered, described=described, base=base
         )
     return fetch_page(
-        conn, query, USER_TYPE, users, columns, where, rendered, live, plain, described
+        conn, query, USER_TYPE, users, columns, where, rendered, live, plain, described, base
     )
 
 
