@@ -277,9 +277,12 @@ async def test_a_custom_list_sorts_by_its_primary_value_else_its_first(scim: Sci
         if held is not None:
             body = {**body, "schemas": [*body["schemas"], THING], THING: {"tags": held}}
         assert (await scim.post("/Users", body)).status_code == 201
-    group = {"schemas": [GROUP, THING], "displayName": "group"}
-    group[THING] = {"tags": [{"value": "x-ray"}, {"value": "echo", "primary": True}]}
-    assert (await scim.post("/Groups", group)).status_code == 201
+    for name, held in (
+        ("echo", [{"value": "x-ray"}, {"value": "echo", "primary": True}]),
+        ("dog", [{"value": "Dog"}, {"value": "zebra"}]),
+    ):
+        group = {"schemas": [GROUP, THING], "displayName": name, THING: {"tags": held}}
+        assert (await scim.post("/Groups", group)).status_code == 201
     ascending = ["primary", "first", "single", "empty", "none"]
     descending = ["none", "empty", "single", "first", "primary"]
     for sort_by in (f"{THING}:tags.value", f"{THING}:tags"):
@@ -287,10 +290,12 @@ async def test_a_custom_list_sorts_by_its_primary_value_else_its_first(scim: Sci
         assert await _sorted_everywhere(scim, sort_by, "descending") == descending, sort_by
         paged = await _sorted_everywhere(scim, sort_by, "ascending", startIndex="2", count="2")
         assert paged == ["first", "single"], sort_by
+        groups = await _sorted_everywhere(scim, sort_by, "ascending", path="/Groups")
+        assert groups == ["dog", "echo"], sort_by
         both = await _sorted_everywhere(scim, sort_by, "ascending", path="")
-        assert both == ["primary", "first", "single", "group", "empty", "none"], sort_by
+        assert both == ["primary", "first", "single", "dog", "echo", "empty", "none"], sort_by
         both = await _sorted_everywhere(scim, sort_by, "descending", path="")
-        assert both == ["none", "empty", "group", "single", "first", "primary"], sort_by
+        assert both == ["none", "empty", "echo", "dog", "single", "first", "primary"], sort_by
 
 
 async def test_a_list_of_simple_values_sorts_by_its_first_value_by_type(
