@@ -60,7 +60,7 @@ from sqlalchemy.sql.selectable import Exists
 import rules
 from hub.core.errors import InvalidFilter
 from hub.core.models import groups, memberships, users
-from hub.core.schema import RESOURCE_TYPES, Attribute, ResourceType
+from hub.core.schema import GROUP_TYPE, RESOURCE_TYPES, Attribute, ResourceType
 from rules.evaluate import STRING_TYPES, AttrInfo, compile_match, parse_datetime
 
 Predicate = ColumnElement[bool]
@@ -129,6 +129,23 @@ def compile_filter(
     """
     compiler = _Compiler(resource_type, dialect, unknown=unknown, described=described)
     return compiler.filter(flt, _root_scope(resource_type, dialect, base), None)
+
+
+def compile_member_filter(flt: rules.Filter, dialect: str, base: str) -> Predicate:
+    """Compile the filter of a PATCH path `members[filter]` to a WHERE clause over the members.
+
+    The clause reads the rows of `memberships` joined to their `users` (RFC 7644 §3.5.2.2,
+    §3.5.2.3), each member as the hub renders it: `value` the user's id, `display` the one kept
+    with the membership, `type` "User" and `$ref` `{base}/Users/{id}`. Case rules and operators
+    are a list filter's (`compile_filter`), so the members selected are those for which
+    `GET /Groups?filter=members[filter]` finds the group; `$ref`, refused there (a list filter
+    has no base URL to compare with), is compared here as rendered at `base`.
+
+    Raises:
+        InvalidFilter: a sub-attribute members do not have, or a comparison its type forbids.
+    """
+    members = GROUP_TYPE.schema.by_key["members"]
+    return _Compiler(GROUP_TYPE, dialect).filter(flt, _member_scope(dialect, base), members)
 
 
 def sort_key(
@@ -1226,6 +1243,15 @@ class _RowScope:
         return self.data.sort_multi(keys, leaf, info)
 
 
+def _member_scope(dialect: str, base: str) -> _RelationScope:
+    """A group's member as list filters see it, with its `$ref` as rendered at `base`."""
+    members = _root_scope(GROUP_TYPE, dialect).relations["members"]
+    ref = _StringColumn(literal(f"{base}/Users/", String) + users.c.id, dialect)
+    return _RelationScope(
+        {**members.columns, "$ref": ref}, members.joined, members.correlate, members.order
+    )
+
+
 def _version_tag(version: ColumnElement[Any]) -> ColumnElement[Any]:
     # The rendered meta.version is the weak ETag W/"<version>" (hub.core.resources.etag).
     return literal('W/"') + cast(version, String) + literal('"')
@@ -1309,4 +1335,4 @@ def _root_scope_of(resource_type_name: str, dialect: str) -> _RowScope:
     return _RowScope(columns, relations, _JsonScope(table.c.data, dialect))
 
 
-__all__ = ["compile_filter", "register_sqlite_functions", "sort_key"]
+__all__ = ["compile_filter", "compile_member_filter", "register_sqlite_functions", "sort_key"]

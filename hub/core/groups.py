@@ -40,7 +40,17 @@ from hub.core.attributes import (
     required_missing,
 )
 from hub.core.clock import now_us, to_iso
-from hub.core.errors import InvalidPath, InvalidValue, Mutability, NotFound, ScimError, Uniqueness
+from hub.core.errors import (
+    InvalidFilter,
+    InvalidPath,
+    InvalidValue,
+    Mutability,
+    NoTarget,
+    NotFound,
+    ScimError,
+    Uniqueness,
+)
+from hub.core.filtering import compile_member_filter
 from hub.core.ids import new_id
 from hub.core.models import groups, memberships, users, workspaces
 from hub.core.patch import apply_patch, without_own_id
@@ -69,6 +79,21 @@ _COLUMNS = (
 )
 
 Member = tuple[str, str | None]  # (user id, display as the client sent it)
+
+
+class _Matching(NamedTuple):
+    """A PATCH path `members[filter]` other than `value eq` ones: the members it selects.
+
+    `value` is a replace's value (the members to put in their place); a remove has none.
+    """
+
+    filter: rules.Filter
+    path: str
+    value: list[Member]
+
+
+#: What one membership operation names: listed members, those a filter selects, or (None) all.
+_Named = list[Member] | _Matching | None
 
 
 def render(row: Any, base: str, members: Sequence[Member] | None) -> JSON:
@@ -870,8 +895,8 @@ def patch(
 ) -> Outcome:
     """Apply a PatchOp to a group (RFC 7644 §3.5.2), all operations or none.
 
-    Membership operations (`add`/`replace`/`remove` on `members`, with a value list or a
-    `members[value eq "…"]` filter) change rows; the others go through the PATCH engine.
+    Membership operations (`add`/`replace`/`remove` on `members` with a value list, `remove`
+    and `replace` on `members[filter]`) change rows; the others go through the PATCH engine.
     With `quiet`, a PATCH that changes only members yields an outcome without content (the
     route answers 204): rendering every member would make adding one to a group of n cost
     O(n), and building a large group one PATCH at a time quadratic.
@@ -888,13 +913,14 @@ def patch(
     if len(operations) > max_operations:
         raise InvalidValue(f"at most {max_operations} operations per PATCH request")
     other_ops: list[Any] = []
-    member_ops: list[tuple[str, list[Member] | None]] = []
+    member_ops: list[tuple[str, _Named]] = []
     for operation in operations:
         other_ops.extend(_split_operation(operation, member_ops))
     # An add or a remove changes at most the members it lists. A replace lists the whole group
     # (Okta's "full push of the membership"), however few of them change: it counts the users
-    # who join or leave, as a PUT of the group is not limited by its size either.
-    listed = sum(len(ids or ()) for op, ids in member_ops if op != "replace")
+    # who join or leave, as a PUT of the group is not limited by its size either. A filter lists
+    # no one: a remove through one is bounded by the group, as a remove of every member is.
+    listed = sum(len(ids) for op, ids in member_ops if op != "replace" and isinstance(ids, list))
     if listed > max_members:
         raise _too_many_members(max_members)
     doc: JSON | None = None
@@ -916,7 +942,9 @@ def patch(
     applied = [
         change
         for op, members in member_ops
-        for change in _apply_member_op(conn, caller, row.pk, op, members, (max_members, listed))
+        for change in _apply_member_op(
+            conn, caller, row.pk, op, members, (max_members, listed), base
+        )
     ]
     # Adding a member twice, removing a non-member or setting a value the group has changes
     # nothing: no new version, no audit row (IdPs re-send what they believe is there).
@@ -935,19 +963,24 @@ def _apply_member_op(
     caller: Caller,
     group_pk: int,
     op: str,
-    members: list[Member] | None,
+    members: _Named,
     limit: tuple[int, int],
+    base: str,
 ) -> list[tuple[str, list[Member] | None]]:
     """Apply one membership operation; return the changes it made to the group (none: []).
 
     An add keeps only the users not yet members, a remove only those that were (`members` None:
     every member); a replace is the users it added and removed (and redisplayed: `redisplay`).
+    `members[filter]` paths are `_apply_matching`'s, at `base`.
 
     Raises:
         InvalidValue: an add or replace names a user the workspace does not have, or a replace
             would make more users join or leave than `limit` (the most a request may change,
             the members its adds and removes list) leaves it.
+        InvalidPath, NoTarget: see `_apply_matching`.
     """
+    if isinstance(members, _Matching):
+        return _apply_matching(conn, caller, group_pk, op, members, limit, base)
     if op == "remove":
         if members is None:
             return [(op, None)] if _remove_members(conn, group_pk, None) else []
@@ -976,6 +1009,84 @@ def _apply_member_op(
         return []
     _add_members(conn, group_pk, [member for _, member in new])
     return [(op, [(uid, display) for uid, (_, display) in new])]
+
+
+def _apply_matching(
+    conn: Connection,
+    caller: Caller,
+    group_pk: int,
+    op: str,
+    matching: _Matching,
+    limit: tuple[int, int],
+    base: str,
+) -> list[tuple[str, list[Member] | None]]:
+    """Remove or replace the members a `members[filter]` path selects; return the changes.
+
+    A remove takes every member the filter matches, and matching none changes nothing (RFC
+    7644 §3.5.2.2), as removing a non-member does. A replace puts the members of its value in
+    the place of those matched (§3.5.2.3): matched members it does not list leave, listed users
+    not yet members join, matched ones it lists keep their membership with the display it
+    sends, and listed members the filter did not match stay as they are. A replace matching no
+    member is `noTarget` (§3.5.2.3).
+
+    Raises:
+        InvalidPath: the filter names a sub-attribute members do not have, or compares one in
+            a way its type forbids (as `hub.core.patch` answers for any path's filter).
+        NoTarget: a replace whose filter matches no member.
+        InvalidValue: a replace names a user the workspace does not have, or more users would
+            join or leave than `limit` allows (see `_apply_member_op`).
+    """
+    matched = _matching_members(conn, group_pk, matching, base)
+    if op == "remove":
+        if not matched:
+            return []
+        _remove_members(conn, group_pk, list(matched))
+        return [(op, [(uid, None) for uid, _ in matched.values()])]
+    if not matched:
+        raise NoTarget(f"no member matches the path {matching.path!r}")
+    resolved = _user_pks(conn, caller, matching.value)
+    wanted = dict(resolved)
+    others = [pk for pk in wanted if pk not in matched]
+    present = _present(conn, group_pk, others)
+    joining = [(pk, wanted[pk]) for pk in others if pk not in present]
+    gone = [pk for pk in matched if pk not in wanted]
+    max_changes, changed_elsewhere = limit
+    if changed_elsewhere + len(gone) + len(joining) > max_changes:
+        raise _too_many_members(max_changes)
+    redisplayed = [pk for pk in wanted if pk in matched and matched[pk][1] != wanted[pk]]
+    _remove_members(conn, group_pk, gone)
+    _add_members(conn, group_pk, joining)
+    _REDISPLAY.run_many(
+        conn, [{"b_group": group_pk, "b_user": pk, "b_display": wanted[pk]} for pk in redisplayed]
+    )
+    # `_user_pks` answers in the order of the distinct ids.
+    ids = {pk: uid for pk, (uid, _) in matched.items()}
+    ids.update((pk, uid) for (pk, _), uid in zip(resolved, dict(matching.value), strict=True))
+    return _replaced_ops(conn, _Replaced([pk for pk, _ in joining], gone, redisplayed), ids)
+
+
+def _matching_members(
+    conn: Connection, group_pk: int, matching: _Matching, base: str
+) -> dict[int, tuple[str, str | None]]:
+    """The group's members `matching` selects: user pk -> (id, display), in the group's order.
+
+    The filter runs in the database over the group's membership rows (its primary key's range)
+    joined to their users, each member compared as `render` shows it at `base`.
+
+    Raises:
+        InvalidPath: the filter names an unknown sub-attribute or makes a forbidden comparison.
+    """
+    try:
+        selects = compile_member_filter(matching.filter, conn.dialect.name, base)
+    except InvalidFilter as exc:
+        raise InvalidPath(f"invalid path {matching.path!r}: {exc.detail}") from exc
+    statement = (
+        select(memberships.c.user_pk, users.c.id, memberships.c.display)
+        .join(users, users.c.pk == memberships.c.user_pk)
+        .where(memberships.c.group_pk == group_pk, users.c.deleted.is_(False), selects)
+        .order_by(memberships.c.user_pk)
+    )
+    return {row.user_pk: (row.id, row.display) for row in conn.execute(statement)}
 
 
 #: Members a POST or PATCH may name and still run as a short unit (`small_create`, …).
@@ -1040,9 +1151,7 @@ def _patch_changes(
     return changes
 
 
-def _split_operation(
-    operation: Any, member_ops: list[tuple[str, list[Member] | None]]
-) -> list[Any]:
+def _split_operation(operation: Any, member_ops: list[tuple[str, _Named]]) -> list[Any]:
     """Take membership changes out of one operation; return what is left for the PATCH engine."""
     if not isinstance(operation, dict):
         raise InvalidValue("each operation must be an object with 'op'")
@@ -1079,9 +1188,20 @@ def _split_operation(
             raise InvalidValue(f"{op} requires a value (RFC 7644 §3.5.2)")
         member_ops.append((op, None if op == "remove" and value is None else _member_ids(value)))
         return []
-    if op != "remove":
-        raise InvalidPath("add/replace of members takes the path 'members' and a value list")
-    member_ops.append(("remove", _filtered_member_ids(parsed.filter)))
+    if op == "add":
+        # RFC 7644 §3.5.2.1 adds values to an attribute; a filter selects values that exist.
+        raise InvalidPath(
+            "add of members takes the path 'members' and a value list; a filter selects members"
+            " to remove or replace"
+        )
+    listed = _filtered_member_ids(parsed.filter) if op == "remove" else None
+    if listed is not None:
+        member_ops.append(("remove", listed))
+        return []
+    if op == "replace" and "value" not in fields:
+        raise InvalidValue(f"{op} requires a value (RFC 7644 §3.5.2)")
+    matching = _Matching(parsed.filter, path, _member_ids(value) if op == "replace" else [])
+    member_ops.append((op, matching))
     return []
 
 
@@ -1106,8 +1226,12 @@ _MEMBERS_KEYS = frozenset({"members", f"{_GROUP_URN}:members"})
 _MEMBERS = GROUP_TYPE.schema.by_key["members"]
 
 
-def _filtered_member_ids(flt: rules.Filter) -> list[Member]:
-    """Member ids selected by `members[value eq "…" or value eq "…"]`."""
+def _filtered_member_ids(flt: rules.Filter) -> list[Member] | None:
+    """Member ids selected by `members[value eq "…" or value eq "…"]`; None for another filter.
+
+    What Entra ID and Okta send to remove members: their ids are looked up by key, without
+    reading the group's other members (`_matching_members` reads them for any other filter).
+    """
     ids: list[Member] = []
     pending: list[rules.Filter] = [flt]
     while pending:
@@ -1123,9 +1247,7 @@ def _filtered_member_ids(flt: rules.Filter) -> list[Member]:
         ):
             ids.append((node.value, None))
         else:
-            raise InvalidPath(
-                'members can be selected for removal by value only, e.g. members[value eq "id"]'
-            )
+            return None
     return ids
 
 
