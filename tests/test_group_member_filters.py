@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 
+from hub.core.groups import small_member_patch
 from hub.core.tenants import InitResult
 from tests.conftest import ScimClient, assert_scim_error, group_body, user_body
 from tests.conftest import patch_op as ops
@@ -289,3 +290,28 @@ async def test_member_filters_refused_say_why_and_change_nothing(scim: ScimClien
         )
         assert_scim_error(answer, 400, scim_type)
         assert (await scim.get(path)).json() == group, operation
+
+
+def test_only_value_eq_member_paths_are_short_units() -> None:
+    """A `members[value eq "…"]` remove is a key look-up per id and may run without a thread
+    hand-off (`small_member_patch`); any other filter reads every member of the group, however
+    large, and must not hold the event loop's thread meanwhile. (What thread a unit runs on
+    cannot be seen over HTTP, so this asks the function the route asks.)"""
+    short = [
+        'members[value eq "a"]',
+        'members[value eq "a" or value eq "b"]',
+        ' Members[ VALUE eq "a" ] ',
+    ]
+    long = [
+        'members[type eq "User"]',
+        'members[display co "ali"]',
+        'members[not (value eq "a")]',
+        'members[value ne "a"]',
+        'members[value eq "a" and type eq "User"]',
+        'members[value eq "a" or display pr]',
+        "members[$ref pr]",
+        'members[value eq "a"',
+    ]
+    for path in short + long:
+        body = ops({"op": "remove", "path": path})
+        assert small_member_patch(body) is (path in short), path

@@ -7,6 +7,7 @@ whole member list; every other attribute goes through the generic PATCH engine.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from functools import partial
 from typing import Any, NamedTuple, overload
@@ -1106,7 +1107,8 @@ def small_member_patch(body: Any) -> bool:
 
     Such a PATCH is a few indexed statements whatever the group's size (with `quiet`), so it may
     run without a thread hand-off. Removing every member or replacing them touches every
-    membership row and is not small. A body this cannot read is not small; `patch` judges it.
+    membership row and is not small, nor is a remove through a filter other than `value eq`
+    ones, which reads every member. A body this cannot read is not small; `patch` judges it.
     """
     if not isinstance(body, dict):
         return False
@@ -1127,9 +1129,21 @@ def small_member_patch(body: Any) -> bool:
             if not isinstance(value, list):
                 return False
             named += len(value)
+        elif _VALUE_EQ_PATH.fullmatch(path):
+            named += path.lower().count("value")
         else:
-            named += path.lower().count("value")  # members[value eq "…" or value eq "…"]
+            return False
     return named <= SHORT_UNIT_MEMBERS
+
+
+#: `members[value eq "…" or value eq "…"]` as Entra ID and Okta write it, told apart by a regular
+#: expression: ~1.5 µs an operation, where parsing the path here too cost ~6 µs. A path it
+#: misses (an id with a quote in it) only runs with a thread hand-off.
+_VALUE_EQ_PATH = re.compile(
+    r'\s*members\[\s*value\s+eq\s+"[^"]*"'
+    r'(?:\s+or\s+value\s+eq\s+"[^"]*")*\s*\]\s*',
+    re.IGNORECASE,
+)
 
 
 _CHANGE_KEYS = {
