@@ -75,6 +75,9 @@ async def test_a_remove_takes_the_members_any_filter_matches(scim: ScimClient) -
         ('display lt "B"', {"a"}),
         ('display le "bob jones"', {"a", "b"}),
         (f'value eq "{a.upper()}" and type eq "User"', {"a"}),
+        # What Entra ID and Okta send (looked up by key): the same case rule.
+        (f'value eq "{a.upper()}"', {"a"}),
+        (f'value eq "{a.upper()}" or value eq "{b}"', {"a", "b"}),
         (f'not (value eq "{a}")', {"b", "c"}),
         (f'value sw "{a[:-4]}" and value ew "{a[-4:].upper()}"', {"a"}),
         (f'value co "{b[9:20]}"', {"b"}),

@@ -1245,6 +1245,7 @@ def _filtered_member_ids(flt: rules.Filter) -> list[Member] | None:
 
     What Entra ID and Okta send to remove members: their ids are looked up by key, without
     reading the group's other members (`_matching_members` reads them for any other filter).
+    The ids come lowered, as `_matching_members` compares them.
     """
     ids: list[Member] = []
     pending: list[rules.Filter] = [flt]
@@ -1259,7 +1260,9 @@ def _filtered_member_ids(flt: rules.Filter) -> list[Member] | None:
             and node.path.sub is None
             and isinstance(node.value, str)
         ):
-            ids.append((node.value, None))
+            # `value` is caseExact=false (RFC 7643 §8.7.1) and ids are written in lower case
+            # (`new_id`): lowered, the id is the key to look up, as list filters compare it.
+            ids.append((node.value.lower(), None))
         else:
             return None
     return ids
