@@ -343,6 +343,26 @@ async def test_a_members_replace_counts_the_members_who_join_or_leave(
             assert f"at most {MAX_MEMBERS} members" in detail, detail
 
 
+async def test_member_filters_count_what_a_replace_changes_and_not_a_remove(
+    scim: ScimClient, db_url: str, user_ids: list[str], group_id: str
+) -> None:
+    """A replace through `members[filter]` counts the users who join or leave, as a `members`
+    replace does; a remove through one is bounded by the group, as a remove of every member."""
+    six = [{"value": uid} for uid in user_ids[:6]]
+    path = f"/Groups/{group_id}"
+    assert (await scim.put(path, group_body("Limits", members=six))).status_code == 200
+    async with Unchanged(db_url):
+        one = {"value": user_ids[6]}  # 6 leave, 1 joins
+        response = await scim.patch(
+            path, ops({"op": "replace", "path": 'members[type eq "User"]', "value": one})
+        )
+        detail = assert_scim_error(response, 400, "invalidValue")["detail"]
+        assert f"at most {MAX_MEMBERS} members" in detail, detail
+    removed = await scim.patch(path, ops({"op": "remove", "path": 'members[type eq "User"]'}))
+    assert removed.status_code == 204, removed.text
+    assert "members" not in (await scim.get(path)).json()
+
+
 async def test_keys_longer_than_the_hub_keeps_are_invalid_value_and_change_nothing(
     scim: ScimClient, db_url: str, user_ids: list[str], group_id: str
 ) -> None:
