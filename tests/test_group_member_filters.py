@@ -12,7 +12,10 @@ from typing import Any
 
 import httpx
 
+import rules
+from hub.core.attributes import describe_for
 from hub.core.groups import small_member_patch
+from hub.core.schema import GROUP_TYPE
 from hub.core.tenants import InitResult
 from tests.conftest import ScimClient, assert_scim_error, group_body, user_body
 from tests.conftest import patch_op as ops
@@ -318,3 +321,72 @@ def test_only_value_eq_member_paths_are_short_units() -> None:
     for path in short + long:
         body = ops({"op": "remove", "path": path})
         assert small_member_patch(body) is (path in short), path
+
+
+#: Displays whose case rules differ between naive lowering and Python's (`str.lower`), an empty
+#: one (not present, RFC 7644 §3.4.2.2) and none at all.
+ODD_DISPLAYS = {"a": "Élodie İnce", "b": "ΟΔΟΣ", "c": "", "d": None, "e": "50% off_sale"}
+DIFFERENTIAL = [
+    'display eq "élodie i̇nce"',
+    'display eq "οδος"',
+    'display co "οδ"',
+    'display ew "ΟΣ"',
+    'display co "%"',
+    'display co "_"',
+    'display sw "50%"',
+    'display co ""',
+    "display pr",
+    "not (display pr)",
+    'display eq ""',
+    "display eq null",
+    "display ne null",
+    'display gt "a"',
+    'display lt "Z"',
+    'display le "élodie"',
+    'display ge "\u03bf"',  # a Greek small omicron
+    'display ne "ΟΔΟΣ"',
+    'type eq "USER"',
+    'type co "se"',
+    'type gt "T"',
+    "value pr",
+    'value ew "0"',
+    'value co "-7"',
+    'value lt "0"',
+    '$ref co "/users/"',
+    '$ref sw "HTTP"',
+    "display eq 1",
+    "display eq true",
+    'not (display co "o") and (type eq "User" or value pr)',
+]
+
+
+async def test_a_removes_choice_is_what_rules_evaluate_matches_in_the_group(
+    scim: ScimClient,
+) -> None:
+    """Differential: each filter removes exactly the members `rules.evaluate` matches in the
+    group as rendered (`members[filter]` over `{"members": [member]}`)."""
+    describe = describe_for(GROUP_TYPE)
+    people = await make_people(scim, "abcde")
+    members = []
+    for name, display in ODD_DISPLAYS.items():
+        member = {"value": people[name]}
+        if display is not None:
+            member["display"] = display
+        members.append(member)
+    for text in DIFFERENTIAL:
+        created = await scim.post("/Groups", group_body(members=members))
+        group = created.json()
+        shown = {m["value"]: m for m in group["members"]}
+        flt = rules.parse_path(f"members[{text}]")
+        assert flt.filter is not None
+        members_path = rules.ValuePath(flt.attr, flt.filter)
+        expected = {
+            uid
+            for uid, m in shown.items()
+            if rules.evaluate(members_path, {"members": [m]}, describe)
+        }
+        path = f"/Groups/{group['id']}"
+        answer = await scim.patch(path, ops({"op": "remove", "path": f"members[{text}]"}))
+        assert answer.status_code == 204, (text, answer.text)
+        left = {m["value"] for m in (await scim.get(path)).json().get("members", [])}
+        assert set(shown) - left == expected, text
