@@ -1245,7 +1245,7 @@ class _RowScope:
 
 def _member_scope(dialect: str, base: str) -> _RelationScope:
     """A group's member as list filters see it, with its `$ref` as rendered at `base`."""
-    members = _root_scope(GROUP_TYPE, dialect).relations["members"]
+    members = _root_scope(GROUP_TYPE, dialect, None).relations["members"]
     ref = _StringColumn(literal(f"{base}/Users/", String) + users.c.id, dialect)
     return _RelationScope(
         {**members.columns, "$ref": ref}, members.joined, members.correlate, members.order
