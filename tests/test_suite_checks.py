@@ -142,7 +142,7 @@ async def test_a_manager_replaced_by_an_empty_id_object_is_removed(scim: ScimCli
     kept = await scim.patch(
         f"/Users/{user_id}", patch_op({"op": "add", "path": manager, "value": {"value": boss}})
     )
-    assert kept.json()[ENTERPRISE]["manager"] == {"value": boss}
+    assert kept.json()[ENTERPRISE]["manager"] == {"value": boss, "$ref": f"../Users/{boss}"}
 
 
 async def test_attributes_win_over_excluded_attributes(scim: ScimClient) -> None:

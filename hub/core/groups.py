@@ -398,13 +398,18 @@ def _users_array() -> Any:
 
 
 #: PostgreSQL: the memberships of one group ended, and their users touched, by a list of user
-#: pks in one statement each (`_remove_matched`).
-_REMOVE_EACH = Prepared(
-    delete(memberships).where(
-        memberships.c.group_pk == bindparam("b_group"), memberships.c.user_pk == _users_array()
+#: pks in one statement each (`_remove_matched`); kept by dialect, as `_PRESENT_EACH`: the
+#: statements are PostgreSQL's alone (INTEGER[]).
+_REMOVE_EACH = {
+    "postgresql": Prepared(
+        delete(memberships).where(
+            memberships.c.group_pk == bindparam("b_group"), memberships.c.user_pk == _users_array()
+        )
     )
-)
-_TOUCH_EACH = Prepared(update(users).where(users.c.pk == _users_array()).values(_USER_CHANGED))
+}
+_TOUCH_EACH = {
+    "postgresql": Prepared(update(users).where(users.c.pk == _users_array()).values(_USER_CHANGED))
+}
 
 
 def _remove_matched(conn: Connection, group_pk: int, user_pks: Sequence[int]) -> None:
@@ -418,8 +423,8 @@ def _remove_matched(conn: Connection, group_pk: int, user_pks: Sequence[int]) ->
     if conn.dialect.name != "postgresql" or len(user_pks) < 2:
         _remove_members(conn, group_pk, user_pks)
         return
-    _TOUCH_EACH.run(conn, b_users=list(user_pks), b_now=now_us())
-    _REMOVE_EACH.run(conn, b_group=group_pk, b_users=list(user_pks))
+    _TOUCH_EACH["postgresql"].run(conn, b_users=list(user_pks), b_now=now_us())
+    _REMOVE_EACH["postgresql"].run(conn, b_group=group_pk, b_users=list(user_pks))
 
 
 def _touch_users(conn: Connection, user_pks: Sequence[int]) -> None:
