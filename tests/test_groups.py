@@ -694,3 +694,66 @@ async def test_membership_checks_compare_ids_in_any_letters(scim: ScimClient) ->
     assert await groups_with(b) == []
     users = await scim.get("/Users", params={"filter": f'groups eq "{gid.upper()}"'})
     assert [user["id"] for user in users.json()["Resources"]] == [a]
+
+
+SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
+
+async def test_member_and_group_refs_filter_and_sort_as_rendered(scim: ScimClient) -> None:
+    """RFC 7644 §3.4.2.2 filters on any attribute: `members.$ref` is `{base}/Users/{id}` and a
+    user's `groups.$ref` `{base}/Groups/{id}` as rendered, caseExact=false (the hub's /Schemas).
+    Both answered 400 invalidFilter in list filters, sortBy and the root search."""
+    a, b = await make_users(scim, 2)
+    made = await scim.post("/Groups", group_body("G1", members=[{"value": a}]))
+    g1 = made.json()
+    g2 = (await scim.post("/Groups", group_body("G2", members=[{"value": b}]))).json()
+    a_ref = g1["members"][0]["$ref"]
+    base = a_ref.rsplit("/Users/", 1)[0]
+    g1_ref = g1["meta"]["location"]
+    assert g1_ref == f"{base}/Groups/{g1['id']}"
+    user_a = (await scim.get(f"/Users/{a}")).json()
+    assert user_a["groups"][0]["$ref"] == g1_ref
+
+    async def names(path: str, flt: str, **params: str) -> list[str]:
+        response = await scim.get(path, params={"filter": flt, **params})
+        assert response.status_code == 200, (flt, response.text)
+        resources = response.json()["Resources"]
+        return [r.get("displayName") or r["id"] for r in resources]
+
+    groups_expected = {
+        f'members[$ref eq "{a_ref}"]': ["G1"],
+        f'members.$ref eq "{a_ref.upper()}"': ["G1"],
+        f'members[$ref eq "{a_ref}/"]': [],
+        f'members[$ref ne "{a_ref}"]': ["G2"],
+        f'members[$ref sw "{base}/Users/"]': ["G1", "G2"],
+        f'members[$ref sw "{base.upper()}/USERS/"]': ["G1", "G2"],
+        f'members[$ref sw "{base[:9]}"]': ["G1", "G2"],
+        f'members[$ref sw "{base}/Groups/"]': [],
+        f'members[$ref co "{a[-6:].upper()}"]': ["G1"],
+        f'members[$ref ew "{a[-6:]}"]': ["G1"],
+        "members[$ref pr]": ["G1", "G2"],
+        f'not (members.$ref eq "{a_ref}")': ["G2"],
+    }
+    for flt, found in groups_expected.items():
+        assert await names("/Groups", flt) == found, flt
+    assert await names("/Users", f'groups[$ref eq "{g1_ref}"]') == [a]
+    assert await names("/Users", f'groups.$ref eq "{g1_ref.upper()}"') == [a]
+    assert await names("/Users", f'groups[$ref sw "{base}/Groups/"]') == [a, b]
+    assert await names("/Users", f'groups[$ref co "{g2["id"][-6:]}"]') == [b]
+    assert await names("", f'members[$ref eq "{a_ref}"] or groups[$ref eq "{g1_ref}"]') == [
+        a,
+        "G1",
+    ]
+    searched = await scim.post(
+        "/.search", {"schemas": [SEARCH], "filter": f'groups.$ref eq "{g1_ref}"'}
+    )
+    assert [r["id"] for r in searched.json()["Resources"]] == [a], searched.text
+    searched = await scim.post(
+        "/Groups/.search", {"schemas": [SEARCH], "filter": f'members.$ref eq "{a_ref}"'}
+    )
+    assert [r["displayName"] for r in searched.json()["Resources"]] == ["G1"], searched.text
+    by_ref = ["G1", "G2"] if a < b else ["G2", "G1"]
+    assert await names("/Groups", "members pr", sortBy="members.$ref") == by_ref
+    by_group = [a, b] if g1["id"] < g2["id"] else [b, a]
+    assert await names("/Users", "groups pr", sortBy="groups.$ref") == by_group
+

@@ -117,15 +117,16 @@ def compile_filter(
             sub-attribute it describes is read from the stored document as a custom
             extension's is (its name as the filter spells it, a comparison taking the type of
             the filter's value); a complex one it describes may take a value filter.
-        base: the base URL resources are rendered with (`Hub.base`), which `meta.location`
-            starts with; None: `meta.location` cannot be filtered on.
+        base: the base URL resources are rendered with (`Hub.base`), which `meta.location`,
+            `members.$ref` (`{base}/Users/{id}`) and `groups.$ref` (`{base}/Groups/{id}`)
+            start with; None: they cannot be filtered on.
 
     Returns:
         A boolean SQL expression true exactly for the rows `rules.evaluate` matches.
 
     Raises:
         InvalidFilter: an unknown attribute, a comparison its type forbids (`gt` on a boolean),
-            an unparseable dateTime, or `meta.location` without `base`.
+            an unparseable dateTime, or `meta.location` or `$ref` without `base`.
     """
     compiler = _Compiler(resource_type, dialect, unknown=unknown, described=described)
     return compiler.filter(flt, _root_scope(resource_type, dialect, base), None)
@@ -138,8 +139,7 @@ def compile_member_filter(flt: rules.Filter, dialect: str, base: str) -> Predica
     §3.5.2.3), each member as the hub renders it: `value` the user's id, `display` the one kept
     with the membership, `type` "User" and `$ref` `{base}/Users/{id}`. Case rules and operators
     are a list filter's (`compile_filter`), so the members selected are those for which
-    `GET /Groups?filter=members[filter]` finds the group; `$ref`, refused there (a list filter
-    has no base URL to compare with), is compared here as rendered at `base`.
+    `GET /Groups?filter=members[filter]` finds the group, `$ref` as rendered at `base`.
 
     Raises:
         InvalidFilter: a sub-attribute members do not have, or a comparison its type forbids.
@@ -735,7 +735,7 @@ class _Constant:
 class _Refused:
     """An attribute rendered from the base URL, which the filter is not given.
 
-    `$ref` always; `meta.location` when `compile_filter` has no `base`.
+    `meta.location`, and a member's or a group's `$ref`, when `compile_filter` has no `base`.
     """
 
     where: str
@@ -755,8 +755,10 @@ class _Refused:
 
 @dataclass(frozen=True)
 class _Location:
-    """`meta.location`: `prefix` (`{base}/Users/`) then the `id` column, as rendered.
+    """A URL rendered as `prefix` (`{base}/Users/`) then an `id` column.
 
+    `meta.location` (caseExact) and, on a relation, a member's or a group's `$ref` (caseExact
+    false in /Schemas: the prefix is then matched ignoring case, the id is the lowered one).
     `eq` and `sw` naming the prefix compare the id (`eq` is the id's indexed look-up); other
     comparisons read the concatenated text. With one prefix for every row, the id orders it.
     """
@@ -770,10 +772,13 @@ class _Location:
     def compare(self, op: str, value: rules.Value, info: AttrInfo) -> Predicate:
         assert isinstance(value, str)
         if op in ("eq", "sw"):
-            if value.startswith(self.prefix):
-                return self.id.compare(op, value[len(self.prefix) :], info)
+            # As rules.evaluate compares: both sides lowered unless the attribute is caseExact.
+            prefix = self.prefix if info.case_exact else self.prefix.lower()
+            folded = value if info.case_exact else value.lower()
+            if folded.startswith(prefix):
+                return self.id.compare(op, folded[len(prefix) :], info)
             # Every location starts with the prefix: a value it starts with starts them all.
-            return true() if op == "sw" and self.prefix.startswith(value) else false()
+            return true() if op == "sw" and prefix.startswith(folded) else false()
         text = literal(self.prefix, String) + self.id.expr
         return _StringColumn(text, self.id.dialect).compare(op, value, info)
 
@@ -1245,11 +1250,7 @@ class _RowScope:
 
 def _member_scope(dialect: str, base: str) -> _RelationScope:
     """A group's member as list filters see it, with its `$ref` as rendered at `base`."""
-    members = _root_scope(GROUP_TYPE, dialect, None).relations["members"]
-    ref = _StringColumn(literal(f"{base}/Users/", String) + users.c.id, dialect)
-    return _RelationScope(
-        {**members.columns, "$ref": ref}, members.joined, members.correlate, members.order
-    )
+    return _root_scope(GROUP_TYPE, dialect, base).relations["members"]
 
 
 def _version_tag(version: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -1276,7 +1277,28 @@ def _located_scope_of(name: str, endpoint: str, dialect: str, base: str) -> _Row
     scope = _root_scope_of(name, dialect)
     table = users if name == "User" else groups
     location = _Location(f"{base}{endpoint}/", _StringColumn(table.c.id, dialect))
-    return replace(scope, columns={**scope.columns, ("meta", "location"): location})
+    relations = {
+        name: _with_ref(relation, f"{base}{_RELATED_ENDPOINT[name]}/")
+        for name, relation in scope.relations.items()
+    }
+    return replace(
+        scope, columns={**scope.columns, ("meta", "location"): location}, relations=relations
+    )
+
+
+#: The endpoint of the resource a relation's element is: a group's member is a user.
+_RELATED_ENDPOINT: Final = {"members": "/Users", "groups": "/Groups"}
+
+
+def _with_ref(relation: _RelationScope, prefix: str) -> _RelationScope:
+    """`relation` with its elements' `$ref`, `prefix` then the related id, as rendered.
+
+    `$ref` is caseExact=false (the hub's /Schemas), and the related id is the lowered `value`
+    column, so `$ref eq "{base}/Users/{ID}"` is the same index look-up as `value eq "{ID}"`.
+    """
+    value = relation.columns["value"]
+    assert isinstance(value, _StringColumn)
+    return replace(relation, columns={**relation.columns, "$ref": _Location(prefix, value)})
 
 
 @cache
