@@ -757,3 +757,44 @@ async def test_member_and_group_refs_filter_and_sort_as_rendered(scim: ScimClien
     by_group = [a, b] if g1["id"] < g2["id"] else [b, a]
     assert await names("/Users", "groups pr", sortBy="groups.$ref") == by_group
 
+
+async def test_member_ids_in_other_letters_name_the_same_users(scim: ScimClient) -> None:
+    """RFC 7643 §8.7.1: `members.value` is caseExact=false (so say the hub's /Schemas), and ids
+    are lower case. An id sent in capitals was an unknown user for POST, PUT and PATCH add or
+    replace (400), and a remove of it by value removed nothing."""
+    a, b, c = await make_users(scim, 3)
+    made = await scim.post(
+        "/Groups", group_body("G", members=[{"value": a.upper()}, {"value": a}, {"value": b}])
+    )
+    assert made.status_code == 201, made.text
+    gid = made.json()["id"]
+    assert sorted(m["value"] for m in made.json()["members"]) == sorted([a, b])
+
+    async def members() -> list[str]:
+        group = (await scim.get(f"/Groups/{gid}")).json()
+        return sorted(m["value"] for m in group.get("members", []))
+
+    removed = await scim.patch(
+        f"/Groups/{gid}", ops({"op": "remove", "path": "members", "value": [{"value": a.upper()}]})
+    )
+    assert removed.status_code == 204, removed.text
+    assert await members() == [b]
+    value = [{"value": c.upper()}, {"value": c}, {"value": b.upper()}]
+    added = await scim.patch(
+        f"/Groups/{gid}", ops({"op": "add", "path": "members", "value": value})
+    )
+    assert added.status_code == 204, added.text
+    assert await members() == sorted([b, c])
+    replaced = await scim.patch(
+        f"/Groups/{gid}",
+        ops({"op": "replace", "path": "members", "value": [{"value": a.upper()}, {"value": b}]}),
+    )
+    assert replaced.status_code == 204, replaced.text
+    assert await members() == sorted([a, b])
+    put = await scim.put(
+        f"/Groups/{gid}", group_body("G", members=[{"value": c.upper()}, {"value": c.title()}])
+    )
+    assert put.status_code == 200, put.text
+    assert [m["value"] for m in put.json()["members"]] == [c]
+    user = (await scim.get(f"/Users/{c}")).json()
+    assert [g["value"] for g in user["groups"]] == [gid]

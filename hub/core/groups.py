@@ -254,7 +254,10 @@ def _load(conn: Connection, caller: Caller, group_id: str, *, lock: bool = False
 
 
 def _member_ids(value: Any) -> list[Member]:
-    """The (user id, display) pairs of a `members` value (a list of {"value": id} objects)."""
+    """The (user id, display) pairs of a `members` value (a list of {"value": id} objects).
+
+    The ids come lowered, as the hub writes them (RFC 7643 §8.7.1: `value` is caseExact=false).
+    """
     if value is None:
         return []
     items = value if isinstance(value, list) else [value]
@@ -272,7 +275,10 @@ def _member_ids(value: Any) -> list[Member]:
         display = member.get("display")
         # readOnly (RFC 7643 §4.2), echoed when it fits its column, else ignored (§3.5.1).
         fits = isinstance(display, str) and len(display) <= MAX_KEY_LENGTH
-        ids.append((member_id, display if fits else None))
+        # `value` is caseExact=false (RFC 7643 §8.7.1) and `new_id` writes ids in lower case:
+        # lowered, an id in any letters is the user's own, looked up, stored and rendered as
+        # the hub's, and two spellings of one user are one member (as `_filtered_member_ids`).
+        ids.append((member_id.lower(), display if fits else None))
     return ids
 
 
