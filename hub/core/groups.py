@@ -16,6 +16,7 @@ import msgspec
 from sqlalchemy import (
     Connection,
     Integer,
+    Text,
     any_,
     bindparam,
     cast,
@@ -345,8 +346,18 @@ _ADD_MEMBER = {"sqlite": _add_statement(sqlite_insert), "postgresql": _add_state
 def _add_members(
     conn: Connection, group_pk: int, members: Sequence[tuple[int, str | None]]
 ) -> None:
-    """Make the users members (none of them is one yet); each gets a new version."""
+    """Make the users members (none of them is one yet); each gets a new version.
+
+    On PostgreSQL, more than one member is one INSERT over arrays of user pks and displays
+    (`_ADD_EACH`), and one UPDATE of their users: a statement per member took 2.8 s for 20,000.
+    """
     if not members:
+        return
+    if conn.dialect.name == "postgresql" and len(members) > 1:
+        user_pks = [pk for pk, _ in members]
+        displays = [display for _, display in members]
+        _ADD_EACH["postgresql"].run(conn, b_group=group_pk, b_users=user_pks, b_displays=displays)
+        _touch_users(conn, user_pks)
         return
     rows = [{"b_group": group_pk, "b_user": pk, "b_display": display} for pk, display in members]
     _ADD_MEMBER[conn.dialect.name].run_many(conn, rows)
@@ -374,6 +385,11 @@ def _remove_members(conn: Connection, group_pk: int, user_pks: Sequence[int] | N
         _touch_members(conn, group_pk)
         stmt = delete(memberships).where(memberships.c.group_pk == group_pk)
         return int(conn.execute(stmt).rowcount)
+    if conn.dialect.name == "postgresql" and len(user_pks) > SHORT_UNIT_MEMBERS:
+        # Past what Entra ID and Okta send in one PATCH, one statement for all (`_remove_matched`)
+        # beats one per member, even should it read the group's whole key range.
+        _remove_matched(conn, group_pk, user_pks)
+        return len(user_pks)
     _touch_users(conn, user_pks)
     _REMOVE_MEMBER.run_many(conn, [{"b_group": group_pk, "b_user": pk} for pk in user_pks])
     return len(user_pks)
@@ -418,6 +434,62 @@ _TOUCH_EACH = {
 }
 
 
+def _pg_array(name: str, item: Any) -> Any:
+    """The bind parameter `name`, a list, as a PostgreSQL array of `item` (see `_users_array`)."""
+    return cast(bindparam(name, type_=NullType()), ARRAY(item))
+
+
+def _each_member() -> Any:
+    """The rows (pk, display) of the arrays `b_users` and `b_displays`, side by side."""
+    return (
+        func.unnest(_pg_array("b_users", Integer), _pg_array("b_displays", Text))
+        .table_valued("pk", "display")
+        .render_derived(name="each_member")
+    )
+
+
+def _add_each() -> Prepared:
+    """PostgreSQL: the memberships of group `b_group` for the users and displays of the arrays."""
+    each = _each_member()
+    # Cast in SQL: in a select list, an untyped parameter would be text.
+    group = cast(bindparam("b_group", type_=NullType()), Integer)
+    rows = select(group, each.c.pk, each.c.display)
+    return Prepared(
+        pg_insert(memberships)
+        .from_select(["group_pk", "user_pk", "display"], rows)
+        .on_conflict_do_nothing()
+    )
+
+
+#: kept by dialect, as `_PRESENT_EACH`: PostgreSQL's alone (unnest, arrays)
+_ADD_EACH = {"postgresql": _add_each()}
+
+
+def _redisplay_each() -> Prepared:
+    """PostgreSQL: the displays of group `b_group`'s members, by the arrays' user pk."""
+    each = _each_member()
+    return Prepared(
+        update(memberships)
+        .where(memberships.c.group_pk == bindparam("b_group"), memberships.c.user_pk == each.c.pk)
+        .values(display=each.c.display)
+    )
+
+
+_REDISPLAY_EACH = {"postgresql": _redisplay_each()}
+
+
+def _redisplay(conn: Connection, group_pk: int, displays: dict[int, str | None]) -> None:
+    """Set the display of the group's members `displays` names (user pk -> display)."""
+    if conn.dialect.name == "postgresql" and len(displays) > 1:
+        _REDISPLAY_EACH["postgresql"].run(
+            conn, b_group=group_pk, b_users=list(displays), b_displays=list(displays.values())
+        )
+        return
+    _REDISPLAY.run_many(
+        conn, [{"b_group": group_pk, "b_user": pk, "b_display": d} for pk, d in displays.items()]
+    )
+
+
 def _remove_matched(conn: Connection, group_pk: int, user_pks: Sequence[int]) -> None:
     """`_remove_members` of members a filter read from the group (`_matching_members`).
 
@@ -434,7 +506,11 @@ def _remove_matched(conn: Connection, group_pk: int, user_pks: Sequence[int]) ->
 
 
 def _touch_users(conn: Connection, user_pks: Sequence[int]) -> None:
+    """Give the users (distinct pks) a new version: on PostgreSQL, one UPDATE for more than one."""
     now = now_us()
+    if conn.dialect.name == "postgresql" and len(user_pks) > 1:
+        _TOUCH_EACH["postgresql"].run(conn, b_users=list(user_pks), b_now=now)
+        return
     _TOUCH_USER.run_many(conn, [{"b_user": pk, "b_now": now} for pk in user_pks])
 
 
@@ -504,9 +580,7 @@ def _replace_members(
     redisplayed = [pk for pk, display in wanted.items() if pk in current and current[pk] != display]
     _remove_members(conn, group_pk, gone)
     _add_members(conn, group_pk, joining)
-    _REDISPLAY.run_many(
-        conn, [{"b_group": group_pk, "b_user": pk, "b_display": wanted[pk]} for pk in redisplayed]
-    )
+    _redisplay(conn, group_pk, {pk: wanted[pk] for pk in redisplayed})
     return _Replaced([pk for pk, _ in joining], gone, redisplayed)
 
 
@@ -1102,9 +1176,7 @@ def _apply_matching(
     redisplayed = [pk for pk in wanted if pk in matched and matched[pk][1] != wanted[pk]]
     _remove_matched(conn, group_pk, gone)
     _add_members(conn, group_pk, joining)
-    _REDISPLAY.run_many(
-        conn, [{"b_group": group_pk, "b_user": pk, "b_display": wanted[pk]} for pk in redisplayed]
-    )
+    _redisplay(conn, group_pk, {pk: wanted[pk] for pk in redisplayed})
     # `_user_pks` answers in the order of the distinct ids.
     ids = {pk: uid for pk, (uid, _) in matched.items()}
     ids.update((pk, uid) for (pk, _), uid in zip(resolved, dict(matching.value), strict=True))
