@@ -313,22 +313,43 @@ _USERS_BY_ID = Prepared(_USERS_BY_ID_SELECT)
 _LIVE_USERS_BY_ID = Prepared(_USERS_BY_ID_SELECT.with_for_update(read=True))
 
 
+#: PostgreSQL: `_USERS_BY_ID` and `_LIVE_USERS_BY_ID` of any number of ids, an array `b_ids`.
+_USERS_BY_IDS_SELECT = select(users.c.id, users.c.pk, users.c.workspace_pk, users.c.deleted).where(
+    users.c.id == any_(cast(bindparam("b_ids", type_=NullType()), ARRAY(Text)))
+)
+_USERS_BY_IDS = {
+    False: {"postgresql": Prepared(_USERS_BY_IDS_SELECT)},
+    True: {"postgresql": Prepared(_USERS_BY_IDS_SELECT.with_for_update(read=True))},
+}
+
+
 def _ids_to_pks(
     conn: Connection, caller: Caller, ids: Sequence[str], *, live: bool
 ) -> list[tuple[str, int]]:
     """(id, pk) of the listed users of the caller's workspace; `live` skips deleted ones.
 
-    `live` is for users about to become members: their rows are read FOR SHARE.
+    `live` is for users about to become members: their rows are read FOR SHARE. On PostgreSQL,
+    more ids than one `IN` list holds are one statement over an array: 20,000 ids took 200
+    round trips (0.27 s).
     """
-    found: list[tuple[str, int]] = []
-    statement = _LIVE_USERS_BY_ID if live else _USERS_BY_ID
-    for params in fixed_in_params(ids, _IDS_CHUNK, ""):
-        found.extend(
-            (row.id, row.pk)
+    if conn.dialect.name == "postgresql" and len(ids) > _IDS_CHUNK:
+        rows = _USERS_BY_IDS[live]["postgresql"].all(conn, b_ids=list(ids))
+        # In the order asked, as the audit lists a remove's members: the plan's order (a scan
+        # of the table, or of the index) is not the order of the ids.
+        position = {uid: i for i, uid in enumerate(ids)}
+        rows.sort(key=lambda row: position[row.id])
+    else:
+        statement = _LIVE_USERS_BY_ID if live else _USERS_BY_ID
+        rows = [
+            row
+            for params in fixed_in_params(ids, _IDS_CHUNK, "")
             for row in statement.all(conn, **params)
-            if row.workspace_pk == caller.workspace_pk and not (live and row.deleted)
-        )
-    return found
+        ]
+    return [
+        (row.id, row.pk)
+        for row in rows
+        if row.workspace_pk == caller.workspace_pk and not (live and row.deleted)
+    ]
 
 
 def _add_statement(insert: Any) -> Prepared:
