@@ -313,9 +313,18 @@ _USERS_BY_ID = Prepared(_USERS_BY_ID_SELECT)
 _LIVE_USERS_BY_ID = Prepared(_USERS_BY_ID_SELECT.with_for_update(read=True))
 
 
+def _pg_array(name: str, item: Any) -> Any:
+    """The bind parameter `name`, a list, as a PostgreSQL array of `item`.
+
+    Cast in SQL, the parameter untyped: ARRAY's bind processor would keep the statement off the
+    raw driver path (`Prepared`), and asyncpg encodes a list for the array type itself.
+    """
+    return cast(bindparam(name, type_=NullType()), ARRAY(item))
+
+
 #: PostgreSQL: `_USERS_BY_ID` and `_LIVE_USERS_BY_ID` of any number of ids, an array `b_ids`.
 _USERS_BY_IDS_SELECT = select(users.c.id, users.c.pk, users.c.workspace_pk, users.c.deleted).where(
-    users.c.id == any_(cast(bindparam("b_ids", type_=NullType()), ARRAY(Text)))
+    users.c.id == any_(_pg_array("b_ids", Text))
 )
 _USERS_BY_IDS = {
     False: {"postgresql": Prepared(_USERS_BY_IDS_SELECT)},
@@ -407,9 +416,9 @@ def _remove_members(conn: Connection, group_pk: int, user_pks: Sequence[int] | N
         stmt = delete(memberships).where(memberships.c.group_pk == group_pk)
         return int(conn.execute(stmt).rowcount)
     if conn.dialect.name == "postgresql" and len(user_pks) > SHORT_UNIT_MEMBERS:
-        # Past what Entra ID and Okta send in one PATCH, one statement for all (`_remove_matched`)
+        # Past what Entra ID and Okta send in one PATCH, one statement for all (`_remove_each`)
         # beats one per member, even should it read the group's whole key range.
-        _remove_matched(conn, group_pk, user_pks)
+        _remove_each(conn, group_pk, user_pks)
         return len(user_pks)
     _touch_users(conn, user_pks)
     _REMOVE_MEMBER.run_many(conn, [{"b_group": group_pk, "b_user": pk} for pk in user_pks])
@@ -433,15 +442,12 @@ _TOUCH_MEMBERS = Prepared(
 
 
 def _users_array() -> Any:
-    """The bind parameter `b_users`, a list of user pks, as PostgreSQL's INTEGER[].
-
-    Cast in SQL, the parameter untyped, as `_probe_each` does: asyncpg encodes the list itself.
-    """
-    return any_(cast(bindparam("b_users", type_=NullType()), ARRAY(Integer)))
+    """`= ANY` of the bind parameter `b_users`, a list of user pks, as PostgreSQL's INTEGER[]."""
+    return any_(_pg_array("b_users", Integer))
 
 
 #: PostgreSQL: the memberships of one group ended, and their users touched, by a list of user
-#: pks in one statement each (`_remove_matched`); kept by dialect, as `_PRESENT_EACH`: the
+#: pks in one statement each (`_remove_each`); kept by dialect, as `_PRESENT_EACH`: the
 #: statements are PostgreSQL's alone (INTEGER[]).
 _REMOVE_EACH = {
     "postgresql": Prepared(
@@ -453,11 +459,6 @@ _REMOVE_EACH = {
 _TOUCH_EACH = {
     "postgresql": Prepared(update(users).where(users.c.pk == _users_array()).values(_USER_CHANGED))
 }
-
-
-def _pg_array(name: str, item: Any) -> Any:
-    """The bind parameter `name`, a list, as a PostgreSQL array of `item` (see `_users_array`)."""
-    return cast(bindparam(name, type_=NullType()), ARRAY(item))
 
 
 def _each_member() -> Any:
@@ -519,10 +520,15 @@ def _remove_matched(conn: Connection, group_pk: int, user_pks: Sequence[int]) ->
     every member costs (0.8 s). The delete may read the group's whole key range, as the filter
     that found them just did.
     """
-    if conn.dialect.name != "postgresql" or len(user_pks) < 2:
+    if conn.dialect.name == "postgresql" and len(user_pks) > 1:
+        _remove_each(conn, group_pk, user_pks)
+    else:
         _remove_members(conn, group_pk, user_pks)
-        return
-    _TOUCH_EACH["postgresql"].run(conn, b_users=list(user_pks), b_now=now_us())
+
+
+def _remove_each(conn: Connection, group_pk: int, user_pks: Sequence[int]) -> None:
+    """PostgreSQL: end the memberships of the users (more than one) in one statement."""
+    _touch_users(conn, user_pks)
     _REMOVE_EACH["postgresql"].run(conn, b_group=group_pk, b_users=list(user_pks))
 
 
@@ -653,10 +659,9 @@ def _probe_each() -> Prepared:
     push of a large group grew with it. A LATERAL subquery with a LIMIT is never turned into a
     join, so it runs once per user, on the key (group_pk, user_pk).
     """
-    # Cast in SQL, the parameter untyped: ARRAY's bind processor would keep the statement off
-    # the raw driver path (`Prepared`), and asyncpg encodes a list of ints for INTEGER[] itself.
-    users_array = cast(bindparam("b_users", type_=NullType()), ARRAY(Integer))
-    asked = func.unnest(users_array).table_valued("pk").render_derived(name="asked")
+    asked = (
+        func.unnest(_pg_array("b_users", Integer)).table_valued("pk").render_derived(name="asked")
+    )
     member = (
         select(memberships.c.user_pk)
         .where(memberships.c.group_pk == bindparam("b_group"), memberships.c.user_pk == asked.c.pk)

@@ -59,10 +59,10 @@ def with_manager_ref(doc: dict[str, Any], base: str) -> dict[str, Any]:
     if ref is not None and held.__class__ is str and _same_resource(held, ref, base):
         return doc
     made: dict[str, Any] = {}
-    for key, held in manager.items():
-        if key == "$ref" or (key == "value" and held == ""):
+    for key, item in manager.items():
+        if key == "$ref" or (key == "value" and item == ""):
             continue
-        made[key] = held
+        made[key] = item
         if key == "value" and ref is not None:
             made["$ref"] = ref  # next to the id it is made from, as RFC 7643 §8.3 shows it
     changed, result = dict(extension), dict(doc)  # copies keep the keys' order

@@ -150,7 +150,7 @@ def filter_clause(
     `unknown` (or `query.across_types`, which records into a dictionary of its own) takes the
     attributes `resource_type` does not define as having no value (`compile_filter`);
     `described` tells what the workspace's discovery describes beyond the hub's schemas;
-    `base` is the base URL resources are rendered with, for `meta.location`.
+    `base` is the base URL resources are rendered with, for `meta.location` and `$ref`.
 
     Raises:
         InvalidFilter: the filter is malformed, too long, too deep, or names an unknown attribute.
@@ -232,7 +232,7 @@ def fetch_page(
     statements for the unfiltered lists IdPs walk. With both given and no sortBy, `where` is
     not read (callers may pass none). `described` is what the workspace's discovery describes
     beyond the hub's schemas, for a `sortBy` naming such an attribute, and `base` the base URL
-    the resources are rendered with, for `sortBy=meta.location` (`order_clause`).
+    the resources are rendered with, for `sortBy` on `meta.location` or `$ref` (`order_clause`).
     """
     count = count_all if count_all is not None else (lambda: _count(conn, table, where))
     fast = plain_rows if query.sort_by is None else None
