@@ -898,11 +898,24 @@ class PostgresDatabase:
         await self._engine.dispose()
 
 
+#: SQLSTATE classes of a session the server ended or could not keep: 08 (connection exception)
+#: and 57P (operator intervention: `pg_terminate_backend`, a shutdown, a server still starting).
+_ENDED: Final = ("08", "57P")
+
+
 def _lost(exc: BaseException) -> bool:
-    """Say whether a PostgreSQL unit failed because its connection is gone."""
-    return isinstance(exc, OSError | sqlalchemy.exc.InterfaceError) or (
-        isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
-    )
+    """Say whether a PostgreSQL unit failed because its connection is gone.
+
+    The server's FATAL message (57P01 after `pg_terminate_backend`, as in a failover) can reach
+    the statement before asyncpg has seen the socket close; SQLAlchemy then does not count it
+    as a disconnect, and the request answered 500 in CI. The SQLSTATE says it all the same.
+    """
+    if isinstance(exc, OSError | sqlalchemy.exc.InterfaceError):
+        return True
+    if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    code = _sqlstate(exc)
+    return code is not None and code.startswith(_ENDED)
 
 
 def _drop_if_closed(_dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
