@@ -11,6 +11,8 @@ Databases
                              exported as `SCIM_HUB_TEST_POSTGRES_URL` meanwhile). Skips, saying how
                              to install PostgreSQL, when there are no server binaries.
     `fresh_postgres_url`     a new empty (not migrated) database on that server, dropped afterwards.
+    `migrated_postgres_url`  a copy of the migrated template of its own, dropped afterwards (never
+                             handed to another test: for a test that changes the database itself).
 
 The app
     `settings`   `load_settings(environ={}, database_url=db_url, base_url="http://testserver.local")`.
@@ -30,6 +32,11 @@ Workspaces and SCIM calls
     `scim_error`   `scim_error(response, status, scim_type=None)` asserts a SCIM Error document
                    (RFC 7644 §3.12) and returns its body.
 
+The CLI
+    `main_in_thread(args, env, stdin=None, check=True)`   `hub.cli.main(args)` with `env` as the
+                 whole environment (and `stdin` as its input), on a thread of its own; returns a
+                 `subprocess.CompletedProcess` as running the `scim-hub` script would.
+
 Logging
     `restored_logging`   puts structlog's and the standard library's set-up back after a test that
                          calls `configure_logging` (which binds the test's stderr, closed after it).
@@ -43,14 +50,18 @@ A real server
 from __future__ import annotations
 
 import gc
+import io
 import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
+import threading
+import traceback
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -183,6 +194,24 @@ def migrated_postgres_template(postgres_server_url: str) -> Iterator[str]:
         print(f"could not drop template database {name}: {exc!r}", file=sys.stderr)
 
 
+@pytest.fixture
+def migrated_postgres_url(
+    postgres_server_url: str, migrated_postgres_template: str
+) -> Iterator[str]:
+    """A copy of the migrated template for this test alone, dropped afterwards.
+
+    For a test that changes the database itself (a setting such as read-only), which a pooled
+    database (`db_url`) would carry to the next test.
+    """
+    url = create_database(postgres_server_url, template=migrated_postgres_template)
+    yield url
+    name = url.rsplit("/", 1)[1]
+    try:
+        drop_database(postgres_server_url, name)
+    except Exception as exc:  # a leftover database must not fail the test that used it
+        print(f"could not drop test database {name}: {exc!r}", file=sys.stderr)
+
+
 @pytest.fixture(scope="session")
 def postgres_database_pool(
     postgres_server_url: str, migrated_postgres_template: str
@@ -221,6 +250,68 @@ ONLY_SQLITE = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 ONLY_POSTGRESQL = pytest.mark.parametrize(
     "db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
 )
+
+
+# --------------------------------------------------------------------------- the CLI
+
+_environ_lock = threading.Lock()
+
+
+def main_in_thread(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    stdin: str | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run `hub.cli.main(args)` as the process would: with `env` as the whole environment.
+
+    A thread of its own, so the CLI's `asyncio.run` works inside async tests; an uncaught
+    exception ends up on stderr as a traceback with status 1, as the interpreter would do.
+    `stdin`, when given, is what the command reads on stdin. Starting the `scim-hub` script
+    instead costs about a second of interpreter start-up and imports per call.
+    """
+    from hub.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    status: list[int] = []
+
+    def run() -> None:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                status.append(main(list(args)))
+            except SystemExit as exc:
+                status.append(exc.code if isinstance(exc.code, int) else 1)
+            except BaseException:
+                traceback.print_exc()
+                status.append(1)
+
+    with _environ_lock:
+        saved, saved_stdin = dict(os.environ), sys.stdin
+        os.environ.clear()
+        os.environ.update(env)
+        if stdin is not None:
+            sys.stdin = io.StringIO(stdin)
+        try:
+            worker = threading.Thread(target=run, name="scim-hub-cli")
+            worker.start()
+            worker.join()
+        finally:
+            sys.stdin = saved_stdin
+            os.environ.clear()
+            os.environ.update(saved)
+    result = subprocess.CompletedProcess(
+        ["scim-hub", *args], status[0], out.getvalue(), err.getvalue()
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"scim-hub {' '.join(args)} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- logging
 
 
 @pytest.fixture

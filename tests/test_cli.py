@@ -11,22 +11,18 @@ second, and there are dozens of calls).
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import re
+import shutil
 import socket
 import subprocess
-import threading
-import traceback
-from collections.abc import Mapping, Sequence
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 
+from tests.conftest import main_in_thread
 from tests.server import (
     _wait_until_healthy,
     cli_command,
@@ -36,68 +32,26 @@ from tests.server import (
     stop_process,
 )
 
+if TYPE_CHECKING:
+    from litestar import Litestar
+
 BASE_URL = "http://testserver.local"
 USER_URN = "urn:ietf:params:scim:schemas:core:2.0:User"
-
-
-_environ_lock = threading.Lock()
-
-
-def main_in_thread(
-    args: Sequence[str], env: Mapping[str, str], *, check: bool = True
-) -> subprocess.CompletedProcess[str]:
-    """Run `hub.cli.main(args)` as the process would: with `env` as the whole environment.
-
-    A thread of its own, so the CLI's `asyncio.run` works inside async tests; an uncaught
-    exception ends up on stderr as a traceback with status 1, as the interpreter would do.
-    """
-    from hub.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    status: list[int] = []
-
-    def run() -> None:
-        with redirect_stdout(out), redirect_stderr(err):
-            try:
-                status.append(main(list(args)))
-            except SystemExit as exc:
-                status.append(exc.code if isinstance(exc.code, int) else 1)
-            except BaseException:
-                traceback.print_exc()
-                status.append(1)
-
-    with _environ_lock:
-        saved = dict(os.environ)
-        os.environ.clear()
-        os.environ.update(env)
-        try:
-            worker = threading.Thread(target=run, name="scim-hub-cli")
-            worker.start()
-            worker.join()
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-    result = subprocess.CompletedProcess(
-        ["scim-hub", *args], status[0], out.getvalue(), err.getvalue()
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"scim-hub {' '.join(args)} exited {result.returncode}\n"
-            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
-        )
-    return result
 
 
 class Cli:
     """`scim-hub` against one database, plus SCIM calls through an app on that database.
 
     `process=True` runs the installed console script; otherwise `hub.cli.main` in a thread.
+    The app is built once and started for each batch of `calls`, as a server left running
+    while an operator runs the CLI sees the CLI's changes.
     """
 
     def __init__(self, database_url: str, *, process: bool = False) -> None:
         self.database_url = database_url
         self.env = hub_environ(database_url, BASE_URL)
         self.process = process
+        self._app: Litestar | None = None
 
     def __call__(
         self, *args: str, check: bool = True, **env: str
@@ -120,9 +74,11 @@ class Cli:
         from hub.app import create_app
         from hub.settings import load_settings
 
-        settings = load_settings(environ={}, database_url=self.database_url, base_url=BASE_URL)
+        if self._app is None:
+            settings = load_settings(environ={}, database_url=self.database_url, base_url=BASE_URL)
+            self._app = create_app(settings)
         responses = []
-        async with AsyncTestClient(app=create_app(settings), base_url=BASE_URL) as client:
+        async with AsyncTestClient(app=self._app, base_url=BASE_URL) as client:
             for token, method, path, body in requests:
                 responses.append(
                     await client.request(
@@ -143,29 +99,22 @@ class Cli:
         return [response.status_code for response in responses]
 
 
-@pytest.fixture(
-    params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)],
-)
-def cli(request: pytest.FixtureRequest, tmp_path: Path) -> Cli:
-    """The CLI on a fresh, migrated database (SQLite file or PostgreSQL)."""
-    from hub.migrate import upgrade
+@pytest.fixture
+def cli(db_url: str) -> Cli:
+    """The CLI on a fresh, migrated database (SQLite file or PostgreSQL), parametrised as `db_url`.
 
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
-    else:
-        url = request.getfixturevalue("fresh_postgres_url")
-    upgrade(url)  # in-process: quicker; `scim-hub db upgrade` has a test of its own
-    return Cli(url)
+    A copy of the session's migrated database: `scim-hub db upgrade` has tests of its own.
+    """
+    return Cli(db_url)
 
 
 @pytest.fixture
-def sqlite_cli(tmp_path: Path) -> Cli:
-    """The CLI on a fresh, migrated SQLite file (for tests whose subject is not storage)."""
-    from hub.migrate import upgrade
-
-    url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
-    upgrade(url)
-    return Cli(url)
+def sqlite_cli(migrated_sqlite_file: Path, tmp_path: Path) -> Cli:
+    """The CLI on a fresh, migrated SQLite file `tmp_path/hub.db` (for tests whose subject is
+    not storage): a copy of the session's migrated file."""
+    target = tmp_path / "hub.db"
+    shutil.copyfile(migrated_sqlite_file, target)
+    return Cli(f"sqlite+aiosqlite:///{target}")
 
 
 def _printed_token(output: str) -> str:
@@ -382,17 +331,13 @@ async def test_a_token_for_a_disabled_connector_is_made_with_a_warning(
 
 def test_a_new_password_of_a_deactivated_admin_does_not_say_sign_in(sqlite_cli: Cli) -> None:
     sqlite_cli.init("acme", "--admin-email", "ops@acme.example")
-    command = [*cli_command(), "admin", "set-password", "ops@acme.example", "--workspace", "acme"]
+    command = ["admin", "set-password", "ops@acme.example", "--workspace", "acme"]
 
     def set_password() -> str:
-        done = subprocess.run(
+        done = main_in_thread(
             [*command, "--password-stdin"],
-            env=sqlite_cli.env,
-            input="correct horse battery staple\n",
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
+            sqlite_cli.env,
+            stdin="correct horse battery staple\n",
         )
         return done.stdout
 
@@ -586,7 +531,7 @@ def test_bad_setting_stops_with_a_message_naming_it(
     tmp_path: Path, variable: str, value: str
 ) -> None:
     database = tmp_path / "hub.db"
-    runner = Cli(f"sqlite+aiosqlite:///{database}", process=True)
+    runner = Cli(f"sqlite+aiosqlite:///{database}")
     result = runner("init", "--workspace", "acme", check=False, **{variable: value})
     assert result.returncode != 0
     assert variable in result.stderr, result.stderr
@@ -771,17 +716,15 @@ def test_a_command_on_a_database_not_migrated_says_so(
 
 @pytest.mark.postgres
 def test_a_read_only_postgresql_database_is_named_with_the_cause(
-    fresh_postgres_url: str, postgres_server_url: str
+    migrated_postgres_url: str, postgres_server_url: str
 ) -> None:
     """A database set read-only (a hot standby, `default_transaction_read_only`) ended a write
     in asyncpg's ReadOnlySQLTransactionError traceback."""
-    from hub.migrate import upgrade
     from tests.pg import _admin_execute, run_coroutine
 
-    runner = Cli(fresh_postgres_url)
-    upgrade(fresh_postgres_url)
+    runner = Cli(migrated_postgres_url)
     runner.init("acme")
-    name = fresh_postgres_url.rsplit("/", 1)[1]
+    name = migrated_postgres_url.rsplit("/", 1)[1]
     run_coroutine(
         lambda: _admin_execute(
             postgres_server_url,
@@ -879,16 +822,18 @@ def test_a_port_alone_moves_the_tenant_url(sqlite_cli: Cli, tmp_path: Path, wher
     assert json.loads(configured.stdout)["tenant_url"] == f"{BASE_URL}/scim/v2"
 
 
-def test_serve_port_moves_the_urls_of_a_hub_configured_by_file(tmp_path: Path) -> None:
+def test_serve_port_moves_the_urls_of_a_hub_configured_by_file(
+    sqlite_cli: Cli, tmp_path: Path
+) -> None:
     """A TOML file without `base_url`, and `serve --port`: `meta.location` named the file's
     port, where nothing listened."""
     config = tmp_path / "hub.toml"
     config.write_text("port = 1\n")
-    env = hub_environ(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", "unused")
-    del env["SCIM_HUB_BASE_URL"]
+    env = {k: v for k, v in sqlite_cli.env.items() if k != "SCIM_HUB_BASE_URL"}
     env["SCIM_HUB_CONFIG"] = str(config)
-    run_cli(["db", "upgrade"], env)
-    token = json.loads(run_cli(["init", "--workspace", "acme", "--json"], env).stdout)["token"]
+    token = json.loads(main_in_thread(["init", "--workspace", "acme", "--json"], env).stdout)[
+        "token"
+    ]
     port = free_port()
     stderr = tmp_path / "server.stderr"
     with stderr.open("wb") as errors:
