@@ -308,23 +308,17 @@ async def test_discovery_shows_a_dropped_custom_attribute_as_read_only(
 
 
 def test_cli_connector_commands(db_url: str, tenant: InitResult) -> None:
-    """`scim-hub connector …` (a real process, like an operator runs it)."""
+    """`scim-hub connector …`, as an operator runs it: `hub.cli.main` with the process's
+    arguments and environment (tests/test_cli.py runs the installed script itself)."""
     import os
     import subprocess
-    import sys
-    from pathlib import Path
 
-    cli = str(Path(sys.executable).parent / "scim-hub")
+    from tests.conftest import main_in_thread
+
     env = {**os.environ, "SCIM_HUB_DATABASE_URL": db_url}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [cli, "connector", *args, "--workspace", "acme"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        return main_in_thread(["connector", *args, "--workspace", "acme"], env, check=False)
 
     assert run("create", "Okta EU", "--idp", "okta").returncode == 0
     assert run("disable", "Okta EU").returncode == 0

@@ -538,18 +538,16 @@ async def test_static_files_are_served(client: httpx.AsyncClient, path: str) -> 
 def test_cli_creates_admins_and_sets_passwords(db_url: str, tenant: InitResult) -> None:
     import subprocess
 
-    from tests.server import cli_command, hub_environ
+    from tests.conftest import main_in_thread
+    from tests.server import hub_environ
 
     env = hub_environ(db_url, "http://testserver.local")
 
     def cli(*args: str, password: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*cli_command(), "admin", *args, "--workspace", "acme", "--password-stdin"],
-            input=password + "\n",
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
+        return main_in_thread(
+            ["admin", *args, "--workspace", "acme", "--password-stdin"],
+            env,
+            stdin=password + "\n",
             check=False,
         )
 
