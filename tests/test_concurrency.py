@@ -17,9 +17,11 @@ race crosses processes and connections, as behind a load balancer).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import re
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -36,9 +38,11 @@ from tests.conftest import (
     USER_URN,
     assert_scim_error,
     create_workspace,
+    main_in_thread,
 )
 from tests.hubprocess import HubProcess
 from tests.pg import create_database, drop_database
+from tests.pg_pool import DatabasePool
 
 #: writers of the If-Match retry race: each retries on 412, so the cost grows with the square;
 #: 20 in CI, the issue's 50 (or more) in a soak run. The one-shot race always sends 50.
@@ -103,12 +107,25 @@ def unique(prefix: str) -> str:
 # --------------------------------------------------------------------------- targets
 
 
+def _prepare(hub: HubProcess) -> None:
+    """Create the workspace `HubProcess.prepare` would, on a database already migrated.
+
+    The database is a copy of the session's migrated one, and `init` runs in-process
+    (`main_in_thread`): the race is between the server's workers, not in the set-up.
+    """
+    made = main_in_thread(["init", "--workspace", "live", "--json"], hub.env)
+    hub.init = json.loads(made.stdout)
+
+
 @pytest.fixture(scope="module")
-def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProcess]:
+def sqlite_server(
+    migrated_sqlite_file: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[HubProcess]:
     """A real server (1 worker) on a SQLite file, shared by this module's tests."""
     workdir = tmp_path_factory.mktemp("race-sqlite")
+    shutil.copyfile(migrated_sqlite_file, workdir / "hub.db")
     hub = HubProcess(f"sqlite+aiosqlite:///{workdir / 'hub.db'}", workdir)
-    hub.prepare()
+    _prepare(hub)
     hub.start()
     try:
         yield hub
@@ -118,13 +135,15 @@ def sqlite_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubProce
 
 @pytest.fixture(scope="module")
 def postgres_server(
-    postgres_server_url: str, tmp_path_factory: pytest.TempPathFactory
+    postgres_server_url: str,
+    migrated_postgres_template: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[HubProcess]:
     """A real server with 2 worker processes on a PostgreSQL database."""
-    url = create_database(postgres_server_url)
+    url = create_database(postgres_server_url, template=migrated_postgres_template)
     hub = HubProcess(url, tmp_path_factory.mktemp("race-pg"), workers=2)
     try:
-        hub.prepare()
+        _prepare(hub)
         hub.start()
         yield hub
     finally:
@@ -154,20 +173,30 @@ async def api(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[A
     from litestar.testing import AsyncTestClient
 
     from hub.app import create_app
-    from hub.migrate import upgrade
     from hub.settings import load_settings
 
+    # A copy of the session's migrated database, as `db_url` gives (tests.conftest).
+    pool: DatabasePool | None = None
     if target == "app-sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}"
+        target_file = tmp_path / "hub.db"
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite_file"), target_file)
+        url = f"sqlite+aiosqlite:///{target_file}"
     else:
-        url = request.getfixturevalue("fresh_postgres_url")
-    upgrade(url)
-    tenant = await create_workspace(url, "acme")
-    settings = load_settings(
-        environ={}, database_url=url, base_url=TEST_BASE_URL, outbox_dir=str(tmp_path / "outbox")
-    )
-    async with AsyncTestClient(app=create_app(settings), base_url=TEST_BASE_URL) as http:
-        yield Api(http, "/scim/v2", tenant.token, target)
+        pool = request.getfixturevalue("postgres_database_pool")
+        url = pool.take()
+    try:
+        tenant = await create_workspace(url, "acme")
+        settings = load_settings(
+            environ={},
+            database_url=url,
+            base_url=TEST_BASE_URL,
+            outbox_dir=str(tmp_path / "outbox"),
+        )
+        async with AsyncTestClient(app=create_app(settings), base_url=TEST_BASE_URL) as http:
+            yield Api(http, "/scim/v2", tenant.token, target)
+    finally:
+        if pool is not None:
+            pool.give_back(url)
 
 
 def _assert_one_created(responses: Sequence[Any]) -> None:
