@@ -145,17 +145,19 @@ async def test_a_writer_killed_mid_batch_fails_that_batch_and_the_next_one_works
 async def test_a_served_hubs_writer_ends_with_the_hub(tmp_path: Path) -> None:
     """Stopped (SIGTERM or Ctrl-C to the group), the hub ends its writer, which prints nothing;
     the hub killed alone, the writer sees its input end."""
-    for ending in ("stop", "ctrl-c", "sigkill-hub-only"):
-        url = f"sqlite+aiosqlite:///{tmp_path / ending / 'hub.db'}"
-        hub = HubProcess(url, tmp_path / ending)
-        hub.prepare()
+    # One database, prepared once, served again after each ending: a fresh hub and writer each
+    # time, without migrating and initialising a database per ending.
+    hub = HubProcess(f"sqlite+aiosqlite:///{tmp_path / 'hub.db'}", tmp_path)
+    hub.prepare()
+    outbox = tmp_path / "outbox"
+    for n, ending in enumerate(("stop", "ctrl-c", "sigkill-hub-only"), start=1):
         hub.start()
         assert hub.process is not None
         try:
             async with httpx.AsyncClient(timeout=10) as http:
-                await _create_user(http, hub, "writer@example.com")
+                await _create_user(http, hub, f"writer-{ending}@example.com")
             deadline = time.monotonic() + 10
-            while not list((tmp_path / ending / "outbox").glob("*.eml")):
+            while len(list(outbox.glob("*.eml"))) < n:
                 assert time.monotonic() < deadline, "no activation email was written"
                 await asyncio.sleep(0.05)
             [writer] = _writer_pids(hub.process.pid)
