@@ -9,7 +9,6 @@ group, so uvicorn's worker processes die with their supervisor, as in a machine 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 
 from tests.pg import free_port
-from tests.server import STARTUP_TIMEOUT, cli_command, hub_environ, run_cli
+from tests.server import STARTUP_TIMEOUT, cli_command, hub_environ, migrate_and_init, run_cli
 
 
 class HubProcess:
@@ -60,8 +59,7 @@ class HubProcess:
 
     def prepare(self, workspace: str = "live") -> dict[str, Any]:
         """Migrate the database and create a workspace; return `init --json`'s answer."""
-        self.cli("db", "upgrade")
-        self.init = json.loads(self.cli("init", "--workspace", workspace, "--json").stdout)
+        self.init = migrate_and_init(self.env, workspace)
         return self.init
 
     def start(self) -> None:

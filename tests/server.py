@@ -1,7 +1,8 @@
 """A real `scim-hub serve` process on a free 127.0.0.1 port, for tests that need real sockets.
 
 `running_server(workdir)` migrates a fresh SQLite file with `scim-hub db upgrade`, creates a
-workspace with `scim-hub init --json`, starts `scim-hub serve`, waits for `/healthz`, yields a
+workspace with `scim-hub init --json` (both in one process: `migrate_and_init`), starts
+`scim-hub serve`, waits for `/healthz`, yields a
 `LiveServer` and stops the process (SIGTERM, then SIGKILL after 5 s) however the body ends.
 """
 
@@ -78,6 +79,36 @@ def run_cli(
     return result
 
 
+# `scim-hub db upgrade` then `scim-hub init --json`, through the CLI's own `main`, in one process:
+# each `scim-hub` run spends about a second of CPU importing the hub before it does anything.
+_MIGRATE_AND_INIT = """
+import sys
+
+from hub.cli import main
+
+sys.exit(main(["db", "upgrade"]) or main(["init", "--workspace", sys.argv[1], "--json"]))
+"""
+
+
+def migrate_and_init(env: Mapping[str, str], workspace: str) -> dict[str, Any]:
+    """`scim-hub db upgrade` and `scim-hub init --workspace WORKSPACE --json`; init's answer."""
+    result = subprocess.run(
+        [sys.executable, "-c", _MIGRATE_AND_INIT, workspace],
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"scim-hub db upgrade + init exited {result.returncode}\n"
+            f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+        )
+    answer: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
+    return answer
+
+
 class LiveServer(NamedTuple):
     """What `running_server` yields; unpacks as `(base_url, tenant_url, token, process)`."""
 
@@ -144,8 +175,7 @@ def running_server(
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = hub_environ(f"sqlite+aiosqlite:///{workdir / 'hub.db'}", base_url, **settings)
-    run_cli(["db", "upgrade"], env)
-    init = json.loads(run_cli(["init", "--workspace", workspace, "--json"], env).stdout)
+    init = migrate_and_init(env, workspace)
     stderr_path = workdir / "server.stderr"
     stdout_path = workdir / "server.stdout"
     with stderr_path.open("wb") as stderr, stdout_path.open("wb") as stdout:
