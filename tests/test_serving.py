@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -109,33 +110,51 @@ def _spread(hub: HubProcess, workers: list[int], count: int) -> list[int]:
         time.sleep(0.05)
 
 
-def test_connections_opened_together_spread_over_the_workers(tmp_path: Path) -> None:
-    with _serving(tmp_path, "spread") as (hub, _, workers):
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HubProcess, list[int]]]:
+    """A started two-worker hub and its workers' pids, every worker listening, for the tests that
+    leave it as it was (killed at the end of the module)."""
+    with _serving(tmp_path_factory.mktemp("serving"), "shared") as (hub, _, workers):
         _wait_listening(hub.port, workers)
-        # 32 connections at once, as an IdP or a load balancer opens its pool: with one socket
-        # shared by the workers, the first one to wake accepted all of them.
-        with _connections(hub.port, 32):
-            held = _spread(hub, workers, 32)
-        assert sum(held) == 32
-        assert min(held) >= 4, held
+        yield hub, workers
 
 
-def test_a_second_server_on_the_same_port_is_refused(tmp_path: Path) -> None:
-    first = _sqlite_hub(tmp_path, "first")
-    first.start()
-    try:
-        # Another hub's workers share their port with each other (SO_REUSEPORT), not with us.
-        second = _sqlite_hub(tmp_path, "second")
-        refused = run_cli(
-            ["serve", "--host", "127.0.0.1", "--port", str(first.port), "--workers", "2"],
-            second.env,
-            timeout=30,
-            check=False,
-        )
-        assert refused.returncode != 0
-        assert f"cannot listen on 127.0.0.1:{first.port}" in refused.stderr
-    finally:
-        first.stop()
+def test_connections_opened_together_spread_over_the_workers(
+    serving: tuple[HubProcess, list[int]],
+) -> None:
+    hub, workers = serving
+    # 32 connections at once, as an IdP or a load balancer opens its pool: with one socket
+    # shared by the workers, the first one to wake accepted all of them.
+    with _connections(hub.port, 32):
+        held = _spread(hub, workers, 32)
+    assert sum(held) == 32
+    assert min(held) >= 4, held
+
+
+def test_a_second_server_on_the_same_port_is_refused(
+    serving: tuple[HubProcess, list[int]], tmp_path: Path
+) -> None:
+    first, _ = serving
+    # Another hub, over a database of its own (a copy of the first one's: migrated, without a
+    # second `scim-hub db upgrade`), whose workers would share their port with each other
+    # (SO_REUSEPORT), not with us.
+    (tmp_path / "second").mkdir()
+    with (
+        contextlib.closing(sqlite3.connect(first.workdir / "hub.db")) as source,
+        contextlib.closing(sqlite3.connect(tmp_path / "second" / "hub.db")) as copy,
+    ):
+        source.backup(copy)
+    second = HubProcess(
+        f"sqlite+aiosqlite:///{tmp_path / 'second' / 'hub.db'}", tmp_path / "second"
+    )
+    refused = run_cli(
+        ["serve", "--host", "127.0.0.1", "--port", str(first.port), "--workers", "2"],
+        second.env,
+        timeout=30,
+        check=False,
+    )
+    assert refused.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{first.port}" in refused.stderr
 
 
 def _listening(port: int, workers: list[int]) -> dict[int, bool]:
