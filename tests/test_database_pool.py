@@ -27,7 +27,7 @@ pytestmark = pytest.mark.postgres
 
 POOL = 3
 IN_FLIGHT = 40
-BURSTS = 10
+BURSTS = 3
 
 
 async def sessions_opened(server: str, database: str) -> int:
