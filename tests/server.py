@@ -79,21 +79,28 @@ def run_cli(
     return result
 
 
-# `scim-hub db upgrade` then `scim-hub init --json`, through the CLI's own `main`, in one process:
-# each `scim-hub` run spends about a second of CPU importing the hub before it does anything.
-_MIGRATE_AND_INIT = """
+# Several `scim-hub` commands, through the CLI's own `main`, in one process, stopping at the first
+# that fails: each `scim-hub` run spends about a second of CPU importing the hub before it starts.
+_RUN_IN_TURN = """
+import json
 import sys
 
 from hub.cli import main
 
-sys.exit(main(["db", "upgrade"]) or main(["init", "--workspace", sys.argv[1], "--json"]))
+for args in json.loads(sys.argv[1]):
+    status = main(args)
+    if status:
+        sys.exit(status)
 """
 
 
-def migrate_and_init(env: Mapping[str, str], workspace: str) -> dict[str, Any]:
-    """`scim-hub db upgrade` and `scim-hub init --workspace WORKSPACE --json`; init's answer."""
+def run_cli_in_turn(commands: Sequence[Sequence[str]], env: Mapping[str, str]) -> str:
+    """Run `scim-hub ARGS` for each of `commands` in one process; their stdout, one after another.
+
+    Fails with both output streams as soon as one exits non-zero.
+    """
     result = subprocess.run(
-        [sys.executable, "-c", _MIGRATE_AND_INIT, workspace],
+        [sys.executable, "-c", _RUN_IN_TURN, json.dumps([list(args) for args in commands])],
         env=dict(env),
         capture_output=True,
         text=True,
@@ -101,11 +108,20 @@ def migrate_and_init(env: Mapping[str, str], workspace: str) -> dict[str, Any]:
         check=False,
     )
     if result.returncode != 0:
+        ran = "; ".join(" ".join(args) for args in commands)
         raise AssertionError(
-            f"scim-hub db upgrade + init exited {result.returncode}\n"
+            f"scim-hub {ran} exited {result.returncode}\n"
             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         )
-    answer: dict[str, Any] = json.loads(result.stdout.splitlines()[-1])
+    return result.stdout
+
+
+def migrate_and_init(env: Mapping[str, str], workspace: str) -> dict[str, Any]:
+    """`scim-hub db upgrade` and `scim-hub init --workspace WORKSPACE --json`; init's answer."""
+    printed = run_cli_in_turn(
+        [["db", "upgrade"], ["init", "--workspace", workspace, "--json"]], env
+    )
+    answer: dict[str, Any] = json.loads(printed.splitlines()[-1])
     return answer
 
 

@@ -19,7 +19,7 @@ import pytest
 from scim2_client import BaseSyncSCIMClient
 from scim2_tester import CheckResult, Status, check_server
 
-from tests.server import LiveServer, run_cli, running_server
+from tests.server import LiveServer, run_cli_in_turn, running_server
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 FAILED = {Status.ERROR, Status.CRITICAL}
@@ -68,10 +68,13 @@ def _token_for(live_server: LiveServer, idp: str) -> str:
     if live_server.init["idp"] == idp:
         return live_server.token
     workspace = live_server.init["workspace"]
-    run_cli(["connector", "create", idp, "--idp", idp, "--workspace", workspace], live_server.env)
-    printed = run_cli(
-        ["token", "regenerate", "--workspace", workspace, "--connector", idp], live_server.env
-    ).stdout
+    printed = run_cli_in_turn(
+        [
+            ["connector", "create", idp, "--idp", idp, "--workspace", workspace],
+            ["token", "regenerate", "--workspace", workspace, "--connector", idp],
+        ],
+        live_server.env,
+    )
     match = re.search(r"^token:\s+(\S+)\s*$", printed, re.MULTILINE)
     assert match, printed
     return match.group(1)
