@@ -116,12 +116,17 @@ def run_cli_in_turn(commands: Sequence[Sequence[str]], env: Mapping[str, str]) -
     return result.stdout
 
 
-def migrate_and_init(env: Mapping[str, str], workspace: str) -> dict[str, Any]:
-    """`scim-hub db upgrade` and `scim-hub init --workspace WORKSPACE --json`; init's answer."""
+def migrate_and_init(
+    env: Mapping[str, str], workspace: str, then: Sequence[Sequence[str]] = ()
+) -> dict[str, Any]:
+    """`scim-hub db upgrade`, `scim-hub init --workspace WORKSPACE --json`, then the commands in
+    `then` (a seed, say), in one process; init's answer."""
     printed = run_cli_in_turn(
-        [["db", "upgrade"], ["init", "--workspace", workspace, "--json"]], env
+        [["db", "upgrade"], ["init", "--workspace", workspace, "--json"], *then], env
     )
-    answer: dict[str, Any] = json.loads(printed.splitlines()[-1])
+    answer: dict[str, Any] = json.loads(
+        next(line for line in printed.splitlines() if line.startswith("{"))
+    )
     return answer
 
 
@@ -184,14 +189,22 @@ def stop_process(process: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) 
 
 @contextlib.contextmanager
 def running_server(
-    workdir: Path, *, workspace: str = "live", extra_args: Sequence[str] = (), **settings: str
+    workdir: Path,
+    *,
+    workspace: str = "live",
+    extra_args: Sequence[str] = (),
+    then: Sequence[Sequence[str]] = (),
+    **settings: str,
 ) -> Iterator[LiveServer]:
-    """Migrate, init and serve a hub on a fresh SQLite file in `workdir`; stop it afterwards."""
+    """Migrate, init and serve a hub on a fresh SQLite file in `workdir`; stop it afterwards.
+
+    `then`: `scim-hub` commands to run after init, before serving, in the same process.
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
     env = hub_environ(f"sqlite+aiosqlite:///{workdir / 'hub.db'}", base_url, **settings)
-    init = migrate_and_init(env, workspace)
+    init = migrate_and_init(env, workspace, then)
     stderr_path = workdir / "server.stderr"
     stdout_path = workdir / "server.stdout"
     with stderr_path.open("wb") as stderr, stdout_path.open("wb") as stdout:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.server import LiveServer, run_cli, running_server
+from tests.server import LiveServer, running_server
 
 CONNECTIONS = 16
 PAGES_EACH = 30
@@ -59,8 +59,8 @@ async def _mean_page_times(server: LiveServer) -> list[float]:
 
 
 def test_no_connection_falls_a_round_behind(tmp_path: Path) -> None:
-    with running_server(tmp_path / "hub") as server:
-        run_cli(["seed", "--workspace", "live", "--users", str(USERS)], server.env)
+    seed = ["seed", "--workspace", "live", "--users", str(USERS)]
+    with running_server(tmp_path / "hub", then=[seed]) as server:
         means = asyncio.run(_mean_page_times(server))
     assert len(means) == CONNECTIONS
     median = statistics.median(means)
