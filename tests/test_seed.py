@@ -19,7 +19,7 @@ from hub.core.seed import check_document, seed_users, user_document, user_name
 from hub.core.tenants import InitResult
 from hub.plugins import build_registry
 from tests.conftest import ONLY_POSTGRESQL, TEST_BASE_URL, ScimClient, create_workspace
-from tests.server import cli_command, hub_environ, run_cli
+from tests.server import cli_command, hub_environ, migrate_and_init, run_cli
 from tests.test_cards import Admin, make_admin_key
 
 DIALECTS = build_registry().dialects
@@ -125,8 +125,7 @@ async def test_seed_refuses_duplicates_and_unknown_workspaces(
 def test_seed_command(tmp_path: object) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path}/hub.db"
     env = hub_environ(url, TEST_BASE_URL)
-    run_cli(["db", "upgrade"], env)
-    run_cli(["init", "--workspace", "w", "--json"], env)
+    migrate_and_init(env, "w")
     done = run_cli(["seed", "--workspace", "w", "--users", "250", "--batch", "100", "--json"], env)
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["users"] == 250
@@ -149,8 +148,7 @@ def test_seed_command(tmp_path: object) -> None:
 def test_seed_interrupted_says_so_in_one_line(tmp_path: Path) -> None:
     """Ctrl-C in a long seed printed asyncio's CancelledError and KeyboardInterrupt tracebacks."""
     env = hub_environ(f"sqlite+aiosqlite:///{tmp_path}/hub.db", TEST_BASE_URL)
-    run_cli(["db", "upgrade"], env)
-    run_cli(["init", "--workspace", "w"], env)
+    migrate_and_init(env, "w")
     seed = ["seed", "--workspace", "w", "--users", "5000000", "--batch", "1000"]
     process = subprocess.Popen(
         [*cli_command(), *seed], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
