@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -115,6 +116,41 @@ def _distribution_version(entry_point: importlib.metadata.EntryPoint) -> str:
     return dist.version if dist is not None else "unknown"
 
 
+#: The last `_entry_points()` answer, with the state of `sys.path` it was read from.
+_found: list[
+    tuple[tuple[tuple[str, int], ...], tuple[tuple[importlib.metadata.EntryPoint, str], ...]]
+] = []
+
+
+def _path_state() -> tuple[tuple[str, int], ...]:
+    state = []
+    for entry in sys.path:
+        try:
+            state.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            state.append((entry, -1))
+    return tuple(state)
+
+
+def _entry_points() -> tuple[tuple[importlib.metadata.EntryPoint, str], ...]:
+    """The `scim_hub` entry points, each with its distribution's version.
+
+    Reading them parses every installed distribution's metadata (~10 ms), and an app is built
+    per test. The answer is kept while no `sys.path` directory changes (its mtime, as
+    importlib.metadata's own directory cache), so a plugin installed or removed in the
+    process (the partner plugin tests) is seen by the next registry.
+    """
+    state = _path_state()
+    if _found and _found[0][0] == state:
+        return _found[0][1]
+    found = tuple(
+        (entry_point, _distribution_version(entry_point))
+        for entry_point in importlib.metadata.entry_points(group=hookspecs.PROJECT)
+    )
+    _found[:] = [(state, found)]
+    return found
+
+
 def build_registry(
     extra_plugins: Mapping[str, object] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -134,8 +170,7 @@ def build_registry(
     registry = Registry(manager)
     versions: dict[str, str] = {}
     broken: dict[str, PluginInfo] = {}
-    for entry_point in importlib.metadata.entry_points(group=hookspecs.PROJECT):
-        version = _distribution_version(entry_point)
+    for entry_point, version in _entry_points():
         try:
             module = entry_point.load()
             manager.register(module, name=entry_point.name)
