@@ -16,7 +16,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.admin.activate import SECRET_PATH
 from hub.admin.dashboard import dashboard_router, static_files, template_config
-from hub.admin.routes import admin_router, owner_router, pages_router
+from hub.admin.routes import OwnRouter, admin_router, owner_router, pages_router
 from hub.asterisk import is_asterisk, serve_asterisk
 from hub.core import activity
 from hub.core.database import open_database
@@ -259,10 +259,7 @@ def create_app(
 
     app = HubApp(
         route_handlers=[
-            healthz,
-            readyz,
-            openapi_document,
-            *scim_routes(),
+            OwnRouter("/", route_handlers=[healthz, readyz, openapi_document, *scim_routes()]),
             admin_router(),
             owner_router(),
             pages_router(),

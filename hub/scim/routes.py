@@ -10,6 +10,7 @@ which reads it again in one snapshot and sends it in pieces as it reads (`Databa
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
@@ -1150,7 +1151,16 @@ def _options_naming_every_method(handlers: Sequence[HTTPRouteHandler]) -> list[H
 
 
 def scim_routes() -> list[HTTPRouteHandler]:
-    """Every SCIM route handler."""
+    """Every SCIM route handler.
+
+    Built once per process, like a module's handlers: Litestar copies a handler it registers,
+    so every app gets its own, and a signature parsed on these is parsed once (`OwnRouter`).
+    """
+    return list(_scim_routes())
+
+
+@functools.cache
+def _scim_routes() -> tuple[HTTPRouteHandler, ...]:
     handlers = [
         *_resource_routes(USER_TYPE),
         *_resource_routes(GROUP_TYPE),
@@ -1165,4 +1175,4 @@ def scim_routes() -> list[HTTPRouteHandler]:
         me,
     ]
     # First, so that Litestar adds no OPTIONS handler of its own to these paths.
-    return [*_options_naming_every_method(handlers), *handlers]
+    return (*_options_naming_every_method(handlers), *handlers)

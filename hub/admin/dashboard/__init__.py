@@ -17,6 +17,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
 from hub.admin.dashboard import auth, pages, web
+from hub.admin.routes import OwnRouter
 from hub.core.errors import ScimError
 
 ADMIN = Path(__file__).resolve().parent.parent
@@ -24,7 +25,7 @@ ADMIN = Path(__file__).resolve().parent.parent
 
 def dashboard_router() -> Router:
     """Every dashboard page and form; failures render as HTML, not SCIM JSON."""
-    return Router(
+    return OwnRouter(
         path="/",
         route_handlers=[*auth.ROUTES, *pages.ROUTES],
         exception_handlers={
