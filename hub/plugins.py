@@ -13,9 +13,12 @@ any other bad setting (STYLE.md "Configuration").
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.metadata
 import os
 import re
+import site
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -122,13 +125,24 @@ _found: list[
 ] = []
 
 
+@functools.cache
+def _install_dirs() -> frozenset[str]:
+    return frozenset({*site.getsitepackages(), site.getusersitepackages()})
+
+
 def _path_state() -> tuple[tuple[str, int], ...]:
+    """`sys.path`, with the mtime of each directory on it that pip installs into.
+
+    Only those: another directory on the path (a script's, the working directory) can change
+    at any moment without a distribution being installed or removed.
+    """
     state = []
     for entry in sys.path:
-        try:
-            state.append((entry, os.stat(entry or ".").st_mtime_ns))
-        except OSError:
-            state.append((entry, -1))
+        mtime = -1
+        if entry in _install_dirs():
+            with contextlib.suppress(OSError):
+                mtime = os.stat(entry).st_mtime_ns
+        state.append((entry, mtime))
     return tuple(state)
 
 
@@ -136,9 +150,10 @@ def _entry_points() -> tuple[tuple[importlib.metadata.EntryPoint, str], ...]:
     """The `scim_hub` entry points, each with its distribution's version.
 
     Reading them parses every installed distribution's metadata (~10 ms), and an app is built
-    per test. The answer is kept while no `sys.path` directory changes (its mtime, as
-    importlib.metadata's own directory cache), so a plugin installed or removed in the
-    process (the partner plugin tests) is seen by the next registry.
+    per test. The answer is kept while `sys.path` and the mtimes of its install directories
+    stay the same (as importlib.metadata's own directory cache), so a plugin pip installs or
+    removes in the process (the partner plugin tests) is seen by the next registry. One
+    installed in place into another directory already on the path is seen on restart.
     """
     state = _path_state()
     if _found and _found[0][0] == state:
