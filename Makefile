@@ -20,9 +20,10 @@ run: $(STAMP)
 	$(BIN)/scim-hub init --workspace demo --idp any_scim --if-missing
 	$(BIN)/scim-hub serve
 
-## make test: lint, then the whole suite, on two worker processes (pytest-xdist).
+## make test: lint, then the whole suite, on two worker processes (pytest-xdist); a worker done
+## with its share takes tests queued on the other (worksteal), so a slow test last does not idle one.
 test: $(STAMP) lint
-	$(BIN)/pytest -q -n 2 --durations=15
+	$(BIN)/pytest -q -n 2 --dist worksteal --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check hub rules plugins tests bench
