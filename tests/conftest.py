@@ -159,10 +159,15 @@ def fresh_postgres_url(postgres_server_url: str) -> Iterator[str]:
     """A new empty database (`postgresql+asyncpg://…/scimhub_test_…`), dropped after the test."""
     url = create_database(postgres_server_url)
     yield url
+    _drop_quietly(postgres_server_url, url)
+
+
+def _drop_quietly(server: str, url: str) -> None:
+    """Drop the test database at `url`; a leftover database must not fail the test that used it."""
     name = url.rsplit("/", 1)[1]
     try:
-        drop_database(postgres_server_url, name)
-    except Exception as exc:  # a leftover database must not fail the test that used it
+        drop_database(server, name)
+    except Exception as exc:
         print(f"could not drop test database {name}: {exc!r}", file=sys.stderr)
 
 
@@ -205,11 +210,7 @@ def migrated_postgres_url(
     """
     url = create_database(postgres_server_url, template=migrated_postgres_template)
     yield url
-    name = url.rsplit("/", 1)[1]
-    try:
-        drop_database(postgres_server_url, name)
-    except Exception as exc:  # a leftover database must not fail the test that used it
-        print(f"could not drop test database {name}: {exc!r}", file=sys.stderr)
+    _drop_quietly(postgres_server_url, url)
 
 
 @pytest.fixture(scope="session")
