@@ -119,12 +119,6 @@ def _distribution_version(entry_point: importlib.metadata.EntryPoint) -> str:
     return dist.version if dist is not None else "unknown"
 
 
-#: The last `_entry_points()` answer, with the state of `sys.path` it was read from.
-_found: list[
-    tuple[tuple[tuple[str, int], ...], tuple[tuple[importlib.metadata.EntryPoint, str], ...]]
-] = []
-
-
 @functools.cache
 def _install_dirs() -> frozenset[str]:
     return frozenset({*site.getsitepackages(), site.getusersitepackages()})
@@ -155,15 +149,18 @@ def _entry_points() -> tuple[tuple[importlib.metadata.EntryPoint, str], ...]:
     removes in the process (the partner plugin tests) is seen by the next registry. One
     installed in place into another directory already on the path is seen on restart.
     """
-    state = _path_state()
-    if _found and _found[0][0] == state:
-        return _found[0][1]
-    found = tuple(
+    return _entry_points_at(_path_state())
+
+
+@functools.lru_cache(maxsize=1)
+def _entry_points_at(
+    _state: tuple[tuple[str, int], ...],
+) -> tuple[tuple[importlib.metadata.EntryPoint, str], ...]:
+    """The `scim_hub` entry points read afresh; cached for the last path state it was given."""
+    return tuple(
         (entry_point, _distribution_version(entry_point))
         for entry_point in importlib.metadata.entry_points(group=hookspecs.PROJECT)
     )
-    _found[:] = [(state, found)]
-    return found
 
 
 def build_registry(
