@@ -16,7 +16,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from hub.admin.activate import SECRET_PATH
 from hub.admin.dashboard import dashboard_router, static_files, template_config
-from hub.admin.routes import OwnRouter, admin_router, owner_router, pages_router
+from hub.admin.routes import admin_router, owner_router, pages_router
 from hub.asterisk import is_asterisk, serve_asterisk
 from hub.core import activity
 from hub.core.database import open_database
@@ -29,6 +29,7 @@ from hub.head import is_head, method_of, serve_head
 from hub.logging import bind_request_id, drain_logs, log_request
 from hub.metrics import Metrics
 from hub.plugins import Registry, build_registry
+from hub.router import OwnRouter
 from hub.scim.dispatch import Dispatch
 from hub.scim.errors import handle_http_exception, handle_scim_error, handle_unexpected
 from hub.scim.openapi import openapi_document

@@ -17,8 +17,8 @@ from litestar.static_files import create_static_files_router
 from litestar.template import TemplateConfig
 
 from hub.admin.dashboard import auth, pages, web
-from hub.admin.routes import OwnRouter
 from hub.core.errors import ScimError
+from hub.router import OwnRouter
 
 ADMIN = Path(__file__).resolve().parent.parent
 
