@@ -29,6 +29,7 @@ from typing import Any, Concatenate, Final, NamedTuple, ParamSpec, Protocol, Typ
 
 import msgspec
 import sqlalchemy.exc
+from asyncpg.exceptions import InternalClientError  # type: ignore[import-untyped]
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -913,6 +914,11 @@ def _lost(exc: BaseException) -> bool:
     if isinstance(exc, OSError | sqlalchemy.exc.InterfaceError):
         return True
     if isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    if isinstance(getattr(getattr(exc, "orig", None), "__cause__", None), InternalClientError):
+        # asyncpg's protocol left mid-operation by a session ended under it ("cannot switch to
+        # state 15; another operation is in progress" on the next BEGIN): the connection is
+        # unusable, and SQLAlchemy does not count it as a disconnect either.
         return True
     code = _sqlstate(exc)
     return code is not None and code.startswith(_ENDED)
