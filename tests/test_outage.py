@@ -4,12 +4,15 @@ hub recovers by itself when the database returns — nothing acknowledged is los
 from __future__ import annotations
 
 import asyncio
+import struct
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from litestar.testing import AsyncTestClient
+from sqlalchemy import make_url
 
 from hub.app import create_app
 from hub.core.database import open_database
@@ -45,10 +48,88 @@ def cluster() -> Iterator[PostgresCluster]:
         own.stop()
 
 
+class _SessionRelay:
+    """A TCP relay between the hub and PostgreSQL that can end every session as the server does.
+
+    `end_sessions` sends each client PostgreSQL's FATAL 57P01 (what `pg_terminate_backend` and a
+    failover send) and closes the server side, but holds the client's socket open until
+    `close_clients`: the gap between the message and the socket's end, which a loaded machine
+    opens by chance (CI met it) and this opens every time. It runs on a thread of its own, since
+    the test client blocks the test's event loop while the app answers.
+    """
+
+    _FATAL_FIELDS = (
+        b"SFATAL\0VFATAL\0C57P01\0Mterminating connection due to administrator command\0\0"
+    )
+
+    def __init__(self, port: int) -> None:
+        self._port = port
+        self._pairs: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._held: set[asyncio.StreamWriter] = set()
+        self._pipes: set[asyncio.Task[None]] = set()  # a loop keeps only weak references
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._server = self._run(asyncio.start_server(self._accept, "127.0.0.1", 0))
+        self.port = int(self._server.sockets[0].getsockname()[1])
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+
+    async def _accept(self, client_in: asyncio.StreamReader, client: asyncio.StreamWriter) -> None:
+        server_in, server = await asyncio.open_connection("127.0.0.1", self._port)
+        self._pairs.append((client, server))
+        for source, sink in ((client_in, server), (server_in, client)):
+            self._pipes.add(asyncio.ensure_future(self._pipe(source, sink)))
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+        except OSError:
+            pass
+        finally:
+            # One side's end is the other's (asyncpg's close waits for it), unless held open.
+            if sink not in self._held:
+                sink.close()
+
+    def end_sessions(self) -> int:
+        """Send every client the FATAL message and end its server session; return how many."""
+
+        async def end() -> int:
+            message = b"E" + struct.pack("!i", 4 + len(self._FATAL_FIELDS)) + self._FATAL_FIELDS
+            for client, server in self._pairs:
+                self._held.add(client)
+                client.write(message)
+                server.close()
+            return len(self._pairs)
+
+        return int(self._run(end()))
+
+    def close_clients(self) -> None:
+        """Close the client sockets the sessions ended under."""
+
+        async def close() -> None:
+            for client, _server in self._pairs:
+                client.close()
+
+        self._run(close())
+
+    def stop(self) -> None:
+        """Close everything and end the thread."""
+        self.close_clients()
+        self._server.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+
+
 async def _hub_on(
-    cluster: PostgresCluster, tmp_path: Path, **overrides: Any
+    cluster: PostgresCluster, tmp_path: Path, relay: _SessionRelay | None = None, **overrides: Any
 ) -> tuple[Litestar, str]:
-    """A migrated database on `cluster` with workspace "acme", the app over it, and its token."""
+    """A migrated database on `cluster` with workspace "acme", the app over it, and its token.
+
+    With `relay`, the app reaches the database through it.
+    """
     url = create_database(cluster.url)
     upgrade(url)
     db = open_database(url)
@@ -56,6 +137,8 @@ async def _hub_on(
         tenant = await db.write(init_workspace, workspace="acme", base_url=TEST_BASE_URL)
     finally:
         await db.close()
+    if relay is not None:
+        url = make_url(url).set(port=relay.port).render_as_string(hide_password=False)
     settings = load_settings(
         environ={},
         database_url=url,
@@ -124,6 +207,44 @@ async def test_postgres_restart_while_idle_costs_no_request(
         created = await scim.post("/Users", user_body("after@example.com"))
         assert created.status_code == 201, created.text
         assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_a_session_ended_while_pooled_answers_503_and_the_next_request_reconnects(
+    cluster: PostgresCluster, tmp_path: Path
+) -> None:
+    """A pooled session the server ends (`pg_terminate_backend`, a failover) whose FATAL message
+    asyncpg reads before the socket's end: asyncpg refuses the next BEGIN ("cannot switch to
+    state 15"), SQLAlchemy invalidates the connection, and the outbox's rollback listener then
+    raised PendingRollbackError over it: the request answered 500 (CI, twice)."""
+    relay = _SessionRelay(cluster.port)
+    try:
+        # One connection, and an outbox that does not poll: the next request meets that session.
+        app, token = await _hub_on(
+            cluster, tmp_path, relay, database_pool_size=1, mail_poll_ms=600_000
+        )
+        async with AsyncTestClient(app=app, base_url=TEST_BASE_URL) as client:
+            scim = ScimClient(client, token)
+            # A create queues an activation email, which hooks the outbox's rollback listener.
+            assert (await scim.post("/Users", user_body("before@example.com"))).status_code == 201
+            await asyncio.sleep(0.5)  # the sender and the activity log are done with the pool
+            assert relay.end_sessions() >= 1
+            try:
+                await asyncio.sleep(0.05)  # the FATAL message is read; the socket's end is not
+                refused = await scim.post("/Users", user_body("during@example.com"))
+            finally:
+                # Before anything can fail: the app's shutdown would wait on those sockets.
+                relay.close_clients()
+            assert_scim_error(refused, 503)
+            assert refused.headers["retry-after"]
+            created = await scim.post("/Users", user_body("after@example.com"))
+            assert created.status_code == 201, created.text
+            listed = await scim.get("/Users?sortBy=userName")
+            assert [u["userName"] for u in listed.json()["Resources"]] == [
+                "after@example.com",
+                "before@example.com",
+            ]
+    finally:
+        relay.stop()
 
 
 @ONLY_POSTGRESQL

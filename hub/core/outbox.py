@@ -196,7 +196,11 @@ def _on_commit(conn: Connection) -> None:
 
 
 def _on_rollback(conn: Connection) -> None:
-    conn.info.pop(_QUEUED_FLAG, None)
+    # A connection invalidated under its transaction (a session the server ended) lost its
+    # `info` with it, and touching `info` then raises PendingRollbackError: that replaced the
+    # lost connection's error, and its request answered 500 instead of 503.
+    if not conn.invalidated:
+        conn.info.pop(_QUEUED_FLAG, None)
 
 
 # --------------------------------------------------------------------------- claiming and recording
