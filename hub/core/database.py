@@ -798,6 +798,12 @@ class PostgresDatabase:
                 return await greenlet_spawn(self._unit, engine, in_transaction, fn, args, kwargs)
             except sqlalchemy.exc.TimeoutError as exc:  # the pool's wait, not a statement's
                 raise Unavailable("every database connection is busy; retry shortly") from exc
+            except sqlalchemy.exc.PendingRollbackError as exc:
+                # Raised over a lost connection's error by whatever touched the invalidated
+                # connection on the way out (the outbox's rollback listener did): still 503.
+                if exc.__context__ is None or not _lost(exc.__context__):
+                    raise
+                raise Unavailable("the database is unreachable; retry shortly") from exc
             except (OSError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.DBAPIError) as exc:
                 if _retryable(exc):
                     if attempt + 1 == _PG_ATTEMPTS:
