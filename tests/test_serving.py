@@ -22,7 +22,7 @@ import pytest
 
 from tests.hubprocess import HubProcess, child_processes, process_alive
 from tests.pg import free_port
-from tests.server import run_cli
+from tests.server import STARTUP_TIMEOUT, run_cli
 
 pytestmark = pytest.mark.skipif(
     not hasattr(socket, "SO_REUSEPORT"), reason="SO_REUSEPORT is Linux/BSD only"
@@ -93,7 +93,7 @@ def _connections(port: int, count: int) -> Iterator[list[socket.socket]]:
 
 def _wait_listening(port: int, workers: list[int]) -> None:
     """Wait until every worker listens (the server answers as soon as the first one does)."""
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + STARTUP_TIMEOUT
     while not all(_held_by(pid, _established(port, "0A")) for pid in workers):
         assert time.monotonic() < deadline, "not every worker is listening"
         time.sleep(0.05)
@@ -169,7 +169,7 @@ def test_a_dead_worker_is_replaced_and_a_stop_ends_them_all(tmp_path: Path) -> N
         # would leave nobody listening for a moment: connections refused, as with one worker.
         _wait_listening(hub.port, old)
         os.kill(old[0], signal.SIGKILL)
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + STARTUP_TIMEOUT  # a new worker starting
         while True:
             now = _workers(supervisor)
             # A dying process drops out of the list when its memory goes, before its sockets
