@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 from sqlalchemy import make_url
@@ -26,7 +27,7 @@ from tests.conftest import (
     assert_scim_error,
     user_body,
 )
-from tests.pg import PostgresCluster, PostgresUnavailable, create_database
+from tests.pg import PostgresCluster, PostgresUnavailable, asyncpg_dsn, create_database
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -209,6 +210,29 @@ async def test_postgres_restart_while_idle_costs_no_request(
         assert (await client.get("/readyz")).status_code == 200
 
 
+async def _background_settled(relayed_url: str, port: int) -> None:
+    """Wait, past the relay, until the email is sent and recorded and the request is logged.
+
+    Then neither background writer wants the pool's one connection (the sender sleeps until
+    poked, the log writer until a request): the next request meets the pooled session.
+    """
+    dsn = asyncpg_dsn(make_url(relayed_url).set(port=port))
+    conn = await asyncpg.connect(dsn)
+    try:
+        for _ in range(300):
+            queued, logged = await conn.fetchrow(
+                "SELECT (SELECT count(*) FROM outbox_messages WHERE status <> 'sent'),"
+                " (SELECT count(*) FROM activity)"
+            )
+            if queued == 0 and logged >= 1:
+                await asyncio.sleep(0.1)  # their commits have returned the connection
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the email or the request's log record was never written")
+    finally:
+        await conn.close()
+
+
 async def test_a_session_ended_while_pooled_answers_503_and_the_next_request_reconnects(
     cluster: PostgresCluster, tmp_path: Path
 ) -> None:
@@ -226,7 +250,7 @@ async def test_a_session_ended_while_pooled_answers_503_and_the_next_request_rec
             scim = ScimClient(client, token)
             # A create queues an activation email, which hooks the outbox's rollback listener.
             assert (await scim.post("/Users", user_body("before@example.com"))).status_code == 201
-            await asyncio.sleep(0.5)  # the sender and the activity log are done with the pool
+            await _background_settled(app.state.hub.settings.database_url, cluster.port)
             assert relay.end_sessions() >= 1
             try:
                 await asyncio.sleep(0.05)  # the FATAL message is read; the socket's end is not
