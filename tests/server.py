@@ -24,7 +24,8 @@ import httpx
 
 from tests.pg import free_port
 
-# A start takes 1-3 s; a CI host under both xdist workers' load has taken past 10.
+# A start takes 1-3 s here; the wait ends as soon as the hub answers, so the margin is for a
+# CI host loaded by both xdist workers, and costs nothing when the hub starts.
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 5.0
 
