@@ -5,13 +5,14 @@ Real HTTP against the app on SQLite and PostgreSQL; SCIM calls use the tokens th
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 
 from hub.core.tenants import InitResult
-from tests.conftest import ScimClient, assert_scim_error, user_body
+from tests.conftest import ScimClient, assert_scim_error, group_body, user_body
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
@@ -149,6 +150,36 @@ async def test_tokens_generate_regenerate_list_revoke(admin: Admin, scim: ScimCl
     fresh = scim.with_token(regenerated.json()["token"])
     assert (await fresh.get("/Users")).status_code == 200
     assert len((await admin.call("GET", "/connectors/Okta/tokens")).json()["tokens"]) == 1
+
+
+async def test_this_hubs_own_changes_are_refused_at_the_very_next_write(
+    admin: Admin, scim: ScimClient
+) -> None:
+    """A write may find its token's caller in the connection's memory (SQLite): a disabled
+    connector or a revoked token, committed by this very hub's admin API, is refused at the next
+    write, a group's PUT (run on the writer thread, where the admin API writes) as a user's POST
+    (on the event loop's connection), and a re-enabled connector's token writes again at once."""
+    await admin.call("POST", "/connectors", {"name": "Okta", "idp": "okta"})
+    okta = scim.with_token(await admin.token("Okta"))
+    group = await okta.post("/Groups", group_body("Staff"))
+    assert group.status_code == 201, group.text
+    path = f"/Groups/{group.json()['id']}"
+
+    async def writes() -> list[int]:
+        put = await okta.put(path, group_body("Staff"))
+        post = await okta.post("/Users", user_body(f"{uuid.uuid4().hex}@example.com"))
+        return [put.status_code, post.status_code]
+
+    assert await writes() == [200, 201]
+    assert (await admin.call("PATCH", "/connectors/Okta", {"enabled": False})).status_code == 200
+    assert await writes() == [401, 401]
+    assert (await admin.call("PATCH", "/connectors/Okta", {"enabled": True})).status_code == 200
+    assert await writes() == [200, 201]
+    (listed,) = (await admin.call("GET", "/connectors/Okta/tokens")).json()["tokens"]
+    revoked = await admin.call("DELETE", f"/connectors/Okta/tokens/{listed['id']}")
+    assert revoked.status_code == 204
+    assert await writes() == [401, 401]
+    assert (await scim.get("/Users")).json()["totalResults"] == 2
 
 
 async def test_second_connector_gets_409_naming_the_owner(admin: Admin, scim: ScimClient) -> None:

@@ -191,7 +191,7 @@ async def test_a_used_database_comes_back_empty_with_its_sequences_restarted(
     [
         "CREATE TABLE only_here (x int)",
         "DROP INDEX ix_users_workspace_external",
-        "UPDATE alembic_version SET version_num = '0001' WHERE version_num = '0022'",
+        "UPDATE alembic_version SET version_num = '0001' WHERE version_num = '0023'",
     ],
     ids=["table-added", "index-dropped", "migrated-down"],
 )

@@ -149,29 +149,35 @@ async def test_reads_refresh_a_never_used_token(
     assert stored[0] is not None
 
 
-async def test_a_token_revoked_or_switched_off_elsewhere_fails_the_very_next_read(
+async def test_a_token_revoked_or_switched_off_elsewhere_fails_the_very_next_request(
     client: httpx.AsyncClient, db_url: str
 ) -> None:
-    """Reads may answer a token from the reading connection's memory (SQLite), but only while the
-    database is unchanged: a revocation, a disabled connector or a deactivated admin committed by
-    another process (the CLI, another worker) is refused at the next GET, by id and by filter, and
-    the token works again once restored."""
+    """Reads and writes may answer a token from the connection's memory (SQLite), but only while
+    nothing it depends on changed: a revocation, a disabled connector or a deactivated admin
+    committed by another process (the CLI, another worker) is refused at the next GET, by id and
+    by filter, and at the next PATCH, and the token works again once restored."""
     workspace = await create_workspace(db_url, "revoked.elsewhere")
     scim = ScimClient(client, workspace.token)
     created = await scim.post("/Users", user_body("kept.reader"))
     assert created.status_code == 201, created.text
     by_id, by_filter = f"/Users/{created.json()['id']}", '/Users?filter=userName eq "kept.reader"'
+    rename = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "displayName", "value": "Kept"}],
+    }
 
     async def statuses() -> list[int]:
-        return [(await scim.get(path)).status_code for path in (by_id, by_filter, by_id)]
+        reads = [(await scim.get(path)).status_code for path in (by_id, by_filter, by_id)]
+        writes = [(await scim.patch(by_id, rename)).status_code for _ in range(2)]
+        return reads + writes
 
-    assert await statuses() == [200, 200, 200]
+    assert await statuses() == [200] * 5
     for off, on in (
         ("UPDATE tokens SET revoked = 1", "UPDATE tokens SET revoked = NULL"),
         ("UPDATE connectors SET enabled = false", "UPDATE connectors SET enabled = true"),
         ("UPDATE admins SET active = false", "UPDATE admins SET active = true"),
     ):
         _run_sql(db_url, (off,))
-        assert await statuses() == [401, 401, 401], off
+        assert await statuses() == [401] * 5, off
         _run_sql(db_url, (on,))
-        assert await statuses() == [200, 200, 200], on
+        assert await statuses() == [200] * 5, on

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Table,
     UniqueConstraint,
@@ -542,3 +543,21 @@ class UserCount(Base):
 user_counts = cast(Table, UserCount.__table__)
 #: How many rows each workspace's count is spread over (the triggers hash `pk` onto them).
 USER_COUNT_SHARDS = 8
+
+
+class AuthStamp(Base):
+    """One row: a random stamp that changes whenever anything a token's authentication reads does.
+
+    On SQLite, triggers (migration 0023) give it a new random value on every insert, update or
+    delete of `tokens`, `connectors`, `admins` and `workspaces`, whoever writes: so a connection
+    that remembers a token's caller with the stamp it read knows, reading the stamp again, that
+    the caller is still what the rows say (`hub.core.tokens.authenticate_cached`). PostgreSQL
+    reads the token's rows on every request: there the table has no row and no trigger.
+    """
+
+    __tablename__ = "auth_stamp"
+    pk: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stamp: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+auth_stamp = cast(Table, AuthStamp.__table__)

@@ -146,34 +146,41 @@ def authenticate(conn: Connection, token_digest: str) -> Caller | None:
     )
 
 
-#: Tokens a reading SQLite connection remembers (a workspace's connectors, times a few).
+#: Tokens a SQLite connection remembers (a workspace's connectors, times a few).
 _CACHED_TOKENS: Final = 256
 _CACHE_KEY: Final = "hub.tokens.authenticated"
+_STAMP_SQL: Final = "SELECT stamp FROM auth_stamp WHERE pk = 1"
 
 
-def authenticate_reading(conn: Connection, token_digest: str) -> Caller | None:
-    """`authenticate` on a connection that only reads; on SQLite, cached while nothing changed.
+def authenticate_cached(conn: Connection, token_digest: str) -> Caller | None:
+    """`authenticate`, answered from the connection's memory while no credential changed (SQLite).
 
-    SQLite's `PRAGMA data_version` (read inside the unit's read transaction, whose snapshot it
-    starts) changes whenever another connection has committed, and a reading connection commits
-    nothing itself: while it is unchanged the token, its connector, admin and workspace rows are
-    the ones cached, so a revocation made anywhere (this process, the CLI) takes effect at once.
-    The token's SELECT, its joins and the row's decoding cost a GET ~10 µs; the pragma ~1.
-    Unknown tokens are not cached (no one can fill the cache with guesses).
+    SQLite's triggers renew a random stamp (`auth_stamp`) on every write to `tokens`,
+    `connectors`, `admins` and `workspaces`, by any connection of any process. Read inside the
+    unit's own transaction, the stamp the caller was remembered with says its rows are unchanged:
+    so a revocation, a disabled connector or a deactivated admin is refused at the very next
+    request, a write's included, also when this very connection committed it (which `PRAGMA
+    data_version`, the test this replaced, does not see: writes could not be cached). The stamp is
+    ~1.4 µs; the token's SELECT, its joins and the row's decoding ~9, on every write of a batch.
+    Unknown tokens are not cached (no one can fill the cache with guesses), and a database without
+    a stamp (PostgreSQL) caches nothing.
     """
     dbapi = conn.connection.dbapi_connection
     if conn.dialect.name != "sqlite" or dbapi is None:
         return authenticate(conn, token_digest)
-    version = dbapi.execute("PRAGMA data_version").fetchone()[0]
-    cache: dict[str, tuple[int, Caller]] = conn.info.setdefault(_CACHE_KEY, {})
+    row = dbapi.execute(_STAMP_SQL).fetchone()
+    if row is None:
+        return authenticate(conn, token_digest)
+    stamp = row[0]
+    cache: dict[str, tuple[bytes, Caller]] = conn.info.setdefault(_CACHE_KEY, {})
     hit = cache.get(token_digest)
-    if hit is not None and hit[0] == version:
+    if hit is not None and hit[0] == stamp:
         return hit[1]
     found = authenticate(conn, token_digest)
     if found is not None:
         if len(cache) >= _CACHED_TOKENS:
             cache.clear()
-        cache[token_digest] = (version, found)
+        cache[token_digest] = (stamp, found)
     return found
 
 

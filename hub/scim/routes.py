@@ -60,8 +60,7 @@ from hub.core.schema import (
 )
 from hub.core.tokens import (
     Caller,
-    authenticate,
-    authenticate_reading,
+    authenticate_cached,
     digest,
     needs_touch,
     touch,
@@ -233,7 +232,7 @@ def _authenticated(
     request_id: str,
     seen: list[Caller],
 ) -> tuple[Caller, T]:
-    found = authenticate(conn, token_digest) if writes else authenticate_reading(conn, token_digest)
+    found = authenticate_cached(conn, token_digest)
     if found is None:
         raise InvalidToken("the token is unknown, revoked, or its connector or admin is disabled")
     caller = msgspec.structs.replace(found, request_id=request_id)
