@@ -9,17 +9,20 @@ check the same through HTTP.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from sqlalchemy import Connection
 from sqlalchemy.engine import make_url
 
 from hub.core.models import admins, auth_stamp, connectors, tokens, workspaces
 from hub.core.tenants import InitResult
 from hub.core.tokens import authenticate_cached, digest
+from hub.migrate import alembic_config, upgrade
 from tests.conftest import ONLY_POSTGRESQL, ONLY_SQLITE, create_workspace
 
 
@@ -122,6 +125,26 @@ async def test_without_a_stamp_nothing_is_remembered(
             conn.execute(sa.text(f"DROP TRIGGER {name}"))
         conn.execute(sa.update(tokens).values(revoked=1))
     assert not _authenticated(conn, tenant.token)
+
+
+@ONLY_SQLITE
+async def test_a_database_migrated_down_before_the_stamp_remembers_nothing(
+    db_url: str, sync_conn: Connection, tenant: InitResult
+) -> None:
+    """Below revision 0023 there is no stamp to trust: every call reads the token's rows, so a
+    revocation still counts at once; upgraded again, callers are remembered again."""
+    conn = sync_conn
+    await asyncio.to_thread(command.downgrade, alembic_config(db_url), "0022")
+    assert _authenticated(conn, tenant.token)
+    with conn.begin():
+        conn.execute(sa.update(tokens).values(revoked=1))
+    assert not _authenticated(conn, tenant.token)
+    with conn.begin():
+        conn.execute(sa.update(tokens).values(revoked=None))
+    assert not conn.info.get("hub.tokens.authenticated")
+    await asyncio.to_thread(upgrade, db_url)
+    assert _authenticated(conn, tenant.token)
+    assert len(conn.info["hub.tokens.authenticated"]) == 1
 
 
 @ONLY_POSTGRESQL

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import sqlite3
 from typing import Any, Final
 
 import msgspec
@@ -163,12 +164,15 @@ def authenticate_cached(conn: Connection, token_digest: str) -> Caller | None:
     data_version`, the test this replaced, does not see: writes could not be cached). The stamp is
     ~1.4 µs; the token's SELECT, its joins and the row's decoding ~9, on every write of a batch.
     Unknown tokens are not cached (no one can fill the cache with guesses), and a database without
-    a stamp (PostgreSQL) caches nothing.
+    a stamp (PostgreSQL; SQLite before migration 0023, or migrated down) caches nothing.
     """
     dbapi = conn.connection.dbapi_connection
     if conn.dialect.name != "sqlite" or dbapi is None:
         return authenticate(conn, token_digest)
-    row = dbapi.execute(_STAMP_SQL).fetchone()
+    try:
+        row = dbapi.execute(_STAMP_SQL).fetchone()
+    except sqlite3.OperationalError:  # no such table: a database before migration 0023
+        row = None
     if row is None:
         return authenticate(conn, token_digest)
     stamp = row[0]
