@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any, Final
 
 import rules
-from hub.core.attributes import describe_for
+from hub.core.attributes import describe_for, lookup
 from hub.core.dialects import PROFILE_FIELDS, STANDARD_MAPPING
 from hub.core.schema import USER_TYPE
 
@@ -89,11 +89,16 @@ def _reader(path_text: str) -> _Reader:
 
 def _plain_reader(urn: str | None, name: str, sub: str | None) -> _Reader:
     extension = None if _is_core(urn) else urn  # core attributes are top-level keys
+    get: Callable[[Any, str], Any] = _lookup
+    spelled = _spelled(urn, name, sub)
+    if spelled is not None:
+        extension, name, sub = spelled
+        get = _exact
 
     def read(resource: Mapping[str, Any]) -> str | None:
-        found = _lookup(resource if extension is None else _lookup(resource, extension), name)
+        found = get(resource if extension is None else get(resource, extension), name)
         if sub is not None:
-            found = _lookup(found, sub)
+            found = get(found, sub)
         return _text(found)
 
     return read
@@ -107,22 +112,27 @@ def _filtered_reader(
     primary_only: bool,
 ) -> _Reader:
     extension = None if _is_core(urn) else urn  # core attributes are top-level keys
+    get: Callable[[Any, str], Any] = _lookup
+    spelled = _spelled(urn, name, sub)
+    if spelled is not None:
+        extension, name, sub = spelled[0], spelled[1], spelled[2] or sub
+        get = _exact
 
     def read(resource: Mapping[str, Any]) -> str | None:
-        values = _lookup(resource if extension is None else _lookup(resource, extension), name)
+        values = get(resource if extension is None else get(resource, extension), name)
         if type(values) is not list:
             return None
         first = None
         for element in values:
             if isinstance(element, dict):
                 if matches(element):
-                    return _text(_lookup(element, sub))
+                    return _text(get(element, sub))
                 if first is None:
                     first = element
         if primary_only and first is not None:
             # RFC 7643 §2.4: "primary" marks the preferred value; clients that send a single
             # email often leave the flag out, and that one value is then the preferred one.
-            return _text(_lookup(first, sub))
+            return _text(get(first, sub))
         return None
 
     return read
@@ -142,6 +152,39 @@ def _element_describe(urn: str | None, parent: str) -> rules.Describe:
 def _is_core(urn: str | None) -> bool:
     """Does a path's URN name the core schema (its attributes are top-level keys)?"""
     return urn is None or urn.lower().startswith("urn:ietf:params:scim:schemas:core:")
+
+
+def _spelled(
+    urn: str | None, name: str, sub: str | None
+) -> tuple[str | None, str, str | None] | None:
+    """How a canonical User spells a path the schema defines: (extension key, name, sub).
+
+    None for a path it does not define (an IdP's custom extension keeps the spelling it was sent
+    in). A stored or rendered User holds every attribute the schema defines under its canonical name
+    (`canonicalise`), so such an attribute is there under that name or not at all: a reader
+    looks it up directly instead of comparing every key, which an attribute the IdP did not send
+    (Entra's photo) cost on every write.
+    """
+    found = lookup(USER_TYPE, None if _is_core(urn) else urn, (name,))
+    if found is None:
+        return None
+    extension = None
+    if not _is_core(urn):
+        schema = USER_TYPE.extension(urn or "")
+        if schema is None:
+            return None
+        extension = schema.id
+    if sub is None:
+        return extension, found.name, None
+    inner = found.sub(sub)
+    if inner is None:
+        return None
+    return extension, found.name, inner.name
+
+
+def _exact(obj: Any, key: str) -> Any:
+    """`obj[key]`, None when absent or `obj` is no object: `_lookup` for canonical spellings."""
+    return obj.get(key) if isinstance(obj, dict) else None
 
 
 def _lookup(obj: Any, key: str) -> Any:
