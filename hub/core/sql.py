@@ -25,6 +25,7 @@ from __future__ import annotations
 import weakref
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -43,7 +44,7 @@ _MISSING = object()
 class _Plan:
     """A statement compiled for one dialect: SQL text, parameter order, row shape."""
 
-    __slots__ = ("convert", "defaults", "make_row", "names", "sql")
+    __slots__ = ("convert", "defaults", "make_row", "names", "pick", "sql")
 
     def __init__(
         self,
@@ -61,6 +62,24 @@ class _Plan:
         #: (position, conversion) of the parameters SQLAlchemy would convert: JSON, booleans
         self.convert = convert
         self.make_row = make_row
+        #: the parameters' values in placeholder order, from a dict of them (see `_picker`)
+        self.pick = _picker(names, defaults)
+
+
+def _picker(names: tuple[str, ...], defaults: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
+    """A function taking a statement's parameters from a dict, in placeholder order.
+
+    Without defaults it is an `itemgetter` (C, no loop in Python): ~0.4 µs less a statement, a
+    tenth of what the raw path adds to SQLite's own work.
+    """
+    if defaults:
+        return lambda params: [params[n] if n in params else defaults[n] for n in names]
+    if not names:
+        return lambda params: ()
+    if len(names) == 1:
+        (name,) = names
+        return lambda params: (params[name],)
+    return itemgetter(*names)
 
 
 def _json_param(value: Any) -> Any:
@@ -116,7 +135,7 @@ def _row_factory(columns: list[Any], dialect: Dialect) -> Callable[[Sequence[Any
             return None
     names = [str(getattr(c, "key", None) or f"c{i}") for i, c in enumerate(columns)]
     row_type = namedtuple("Row", _dedupe(names), rename=True)  # type: ignore[misc]
-    if dialect.name != "sqlite":
+    if dialect.name != "sqlite" or not (json_at or bool_at):
         # asyncpg returns bool for BOOLEAN, and the dialect's codecs decode JSON and JSONB.
         return row_type._make
 
@@ -188,11 +207,12 @@ class Prepared:
         return self._plan(dialect) is not None
 
     @staticmethod
-    def _values(plan: _Plan, params: dict[str, Any]) -> list[Any]:
-        defaults = plan.defaults
-        values = [params[n] if n in params else defaults[n] for n in plan.names]
-        for i, convert in plan.convert:
-            values[i] = convert(values[i])
+    def _values(plan: _Plan, params: dict[str, Any]) -> Sequence[Any]:
+        values: Sequence[Any] = plan.pick(params)
+        if plan.convert:
+            values = list(values)
+            for i, convert in plan.convert:
+                values[i] = convert(values[i])
         return values
 
     @staticmethod
@@ -210,7 +230,15 @@ class Prepared:
         return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
     def _execute(self, conn: Connection, plan: _Plan, params: dict[str, Any]) -> Any:
-        return self._execute_values(conn, plan, self._values(plan, params))
+        # `_execute_values` written out, and `_values` only where a parameter is converted: a
+        # call or two fewer on every statement.
+        values = self._values(plan, params) if plan.convert else plan.pick(params)
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(plan.sql, values)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            conn._handle_dbapi_exception(exc, plan.sql, values, cursor, None)
+        return cursor
 
     def _execute_values(self, conn: Connection, plan: _Plan, values: Sequence[Any]) -> Any:
         cursor = self._cursor(conn)
