@@ -11,6 +11,7 @@ import gc
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -236,3 +237,24 @@ def test_the_load_generators_checks_count_what_a_list_response_holds() -> None:
     assert _expect_total(1)(page) == "totalResults 3, expected 1"
     for broken in (b"[]", b'{"Resources": 5}', page[:-3], b"<html>"):
         assert _expect_page(3)(broken) == "not a ListResponse", broken
+
+
+def test_fs_wait_probes_again_until_its_time_is_up_then_reports_the_last_probe(
+    tmp_path: Path,
+) -> None:
+    """`--fs-wait`: a slow probe (here: any, with a threshold of 0 µs) is repeated after a pause,
+    each into a directory of its own, until the wait is over; a quick one ends the wait at once."""
+    from bench.__main__ import quiet_file_creation
+
+    started = time.monotonic()
+    slow = quiet_file_creation(tmp_path / "slow", 0.5, "hub", slow_us=0.0, pause_s=0.2)
+    waited = time.monotonic() - started
+    assert slow > 0
+    assert 0.5 <= waited < 5
+    rounds = sorted(p.name for p in (tmp_path / "slow").iterdir())
+    assert rounds[:3] == ["probe-0", "probe-1", "probe-2"]
+    assert all(len(list((tmp_path / "slow" / r).iterdir())) == 200 for r in rounds)
+
+    quick = quiet_file_creation(tmp_path / "quick", 60.0, "hub", slow_us=1e9, pause_s=30.0)
+    assert quick > 0
+    assert [p.name for p in (tmp_path / "quick").iterdir()] == ["probe-0"]
