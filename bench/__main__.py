@@ -9,7 +9,6 @@ included. Prints a text table, the hub/peer and hub/floor ratios and one JSON li
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
 import selectors
@@ -314,7 +313,8 @@ def quiet_file_creation(
     file takes another path) and leaves its files in place: deleting them would slow the run.
     """
     deadline = time.monotonic() + wait_s
-    for round_ in itertools.count():
+    round_ = 0
+    while True:
         file_us = servers.file_create_us(directory / f"probe-{round_}")
         left = deadline - time.monotonic()
         if file_us <= slow_us or left <= 0:
@@ -325,7 +325,7 @@ def quiet_file_creation(
             flush=True,
         )
         time.sleep(min(pause_s, left))
-    raise AssertionError("unreachable")
+        round_ += 1
 
 
 def _warn(label: str, out: dict[str, Any], note: str) -> None:

@@ -66,7 +66,7 @@ async def test_every_write_to_what_a_token_depends_on_renews_the_stamp(
         with conn.begin():
             assert conn.execute(sa.update(table).values(pk=table.c.pk)).rowcount > 0
         seen.add(_stamp(conn))
-    with conn.begin():  # one of each kind of row, deleted directly
+    with conn.begin():  # the second workspace's tokens, then the workspace, deleted directly
         conn.execute(sa.delete(tokens).where(tokens.c.workspace_pk == _second(conn)))
         conn.execute(sa.delete(workspaces).where(workspaces.c.name == "second"))
     seen.add(_stamp(conn))

@@ -230,15 +230,8 @@ class Prepared:
         return conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
 
     def _execute(self, conn: Connection, plan: _Plan, params: dict[str, Any]) -> Any:
-        # `_execute_values` written out, and `_values` only where a parameter is converted: a
-        # call or two fewer on every statement.
         values = self._values(plan, params) if plan.convert else plan.pick(params)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(plan.sql, values)
-        except conn.dialect.loaded_dbapi.Error as exc:
-            conn._handle_dbapi_exception(exc, plan.sql, values, cursor, None)
-        return cursor
+        return self._execute_values(conn, plan, values)
 
     def _execute_values(self, conn: Connection, plan: _Plan, values: Sequence[Any]) -> Any:
         cursor = self._cursor(conn)
