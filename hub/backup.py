@@ -27,6 +27,8 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from hub.core.database import sqlite_file
+
 
 class BackupError(Exception):
     """The backup could not be taken; the message says why and what to do."""
@@ -47,10 +49,11 @@ def sqlite_path(database_url: str) -> Path:
     Raises:
         BackupError: the URL is not a SQLite file (an in-memory database has nothing to back up).
     """
-    url = make_url(database_url)
-    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+    path = sqlite_file(database_url)
+    if path is None:
+        url = make_url(database_url)
         raise BackupError(f"{url.render_as_string(hide_password=True)} is not a SQLite file")
-    return Path(url.database)
+    return path
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import make_url
+
+from hub.core.database import sqlite_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -26,9 +27,9 @@ def upgrade(database_url: str, revision: str = "heads") -> None:
     Alembic's async environment calls `asyncio.run`, so when an event loop is already running in
     this thread (tests, the server) the migration runs on a short-lived thread of its own.
     """
-    url = make_url(database_url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    path = sqlite_file(database_url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
     errors: list[BaseException] = []
 
     def _run() -> None:

@@ -13,13 +13,16 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import sqlalchemy.exc
 from sqlalchemy import Connection, text
 
+from hub.core import database
 from hub.core.database import SqliteDatabase
 from hub.core.errors import Unavailable
+from hub.migrate import upgrade
 from tests.conftest import ONLY_SQLITE, ScimClient, user_body
 
 
@@ -454,3 +457,59 @@ def _journal_mode(path: Path) -> str:
         return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "path"),
+    [
+        ("sqlite+aiosqlite:////srv/hub.db", "/srv/hub.db"),
+        ("sqlite+aiosqlite:///var/hub.db", "var/hub.db"),
+        ("sqlite+aiosqlite:///file:/srv/hub.db?mode=ro&uri=true", "/srv/hub.db"),
+        ("sqlite+aiosqlite:///file:///srv/hub.db?uri=true", "/srv/hub.db"),
+        ("sqlite+aiosqlite:///file://localhost/srv/my%20hub.db?uri=true", "/srv/my hub.db"),
+        ("sqlite+aiosqlite:///file:var/hub.db?uri=true", "var/hub.db"),
+        # Without `uri=true` the driver takes `file:x.db` as a plain file name, and so does this.
+        ("sqlite+aiosqlite:///file:x.db", "file:x.db"),
+        ("sqlite+aiosqlite:///file:hub?mode=memory&uri=true", None),
+        ("sqlite+aiosqlite:///file::memory:?uri=true", None),
+        ("sqlite+aiosqlite:///:memory:", None),
+        ("sqlite+aiosqlite://", None),
+        ("postgresql+asyncpg://hub@db/hub", None),
+    ],
+)
+def test_the_file_a_sqlite_url_names(url: str, path: str | None) -> None:
+    assert database.sqlite_file(url) == (None if path is None else Path(path))
+
+
+async def test_a_database_named_by_uri_is_served_from_its_own_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`file:/srv/hub.db?uri=true` was taken for a plain name: migrating and serving made a
+    `file:` directory in the working directory, and the checkpointer a second, empty database
+    in it, so the real WAL was never copied back."""
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    monkeypatch.chdir(workdir)
+    db_file = tmp_path / "new dir" / "hub.db"
+    url = f"sqlite+aiosqlite:///file:{quote(str(db_file))}?uri=true"
+    upgrade(url)
+    assert db_file.is_file()
+    db = SqliteDatabase(url, checkpoint_every=0.05)
+
+    def write(conn: Connection) -> None:
+        conn.execute(text("CREATE TABLE IF NOT EXISTS t (x TEXT)"))
+        conn.execute(text("INSERT INTO t VALUES ('x')"))
+
+    try:
+        await db.write(write)
+        frames, copied = _wal_progress(db_file)
+        for _ in range(40):
+            frames, copied = _wal_progress(db_file)
+            if frames and copied == frames:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await db.close()
+    assert frames > 0
+    assert copied == frames, "the checkpointer copied the real database's WAL back"
+    assert list(workdir.iterdir()) == []

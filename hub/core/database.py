@@ -26,12 +26,13 @@ from collections.abc import AsyncGenerator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Concatenate, Final, NamedTuple, ParamSpec, Protocol, TypeVar
+from urllib.parse import unquote
 
 import msgspec
 import sqlalchemy.exc
 from asyncpg.exceptions import InternalClientError  # type: ignore[import-untyped]
 from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.util import await_only, greenlet_spawn
@@ -339,18 +340,18 @@ class SqliteDatabase:
     def __init__(self, url: str, readers: int = 2, checkpoint_every: float | None = None) -> None:
         self.url = url
         parsed = make_url(url)
-        path = parsed.database or ":memory:"
-        if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path = sqlite_file(parsed)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         sync_url = parsed.set(drivername="sqlite")
-        background = checkpoint_every is not None and path != ":memory:"
+        background = checkpoint_every is not None and path is not None
         self._write_engine = self._engine(sync_url, "BEGIN IMMEDIATE", not background)
         self._read_engine = self._engine(sync_url, "BEGIN", not background)
         #: streamed reads running (`stream`): their snapshots may be old
         self._streams = 0
         self._checkpointer = (
-            _Checkpointer(path, checkpoint_every, lambda: self._streams > 0)
-            if background and checkpoint_every is not None
+            _Checkpointer(str(path), checkpoint_every, lambda: self._streams > 0)
+            if background and path is not None and checkpoint_every is not None
             else None
         )
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="hub-db-writer")
@@ -934,6 +935,30 @@ def _drop_if_closed(_dbapi_conn: Any, record: ConnectionPoolEntry, _proxy: Any) 
     """Pool checkout: a connection asyncpg knows is closed is replaced, not handed out."""
     if record.driver_connection is not None and record.driver_connection.is_closed():
         raise sqlalchemy.exc.DisconnectionError("connection closed while idle in the pool")
+
+
+def sqlite_file(database_url: str | URL) -> Path | None:
+    """The file a SQLite URL names, or None: an in-memory database or not SQLite at all.
+
+    A URI filename (`sqlite+aiosqlite:///file:/srv/hub.db?mode=ro&uri=true`) names its file after
+    `file:` and an empty or `localhost` authority, percent-encoded (sqlite.org/uri.html). Taken
+    as a plain name, it made a `file:` directory in the working directory, and the server's
+    checkpointer opened a second, empty database in it, never checkpointing the real one.
+    """
+    url = make_url(database_url) if isinstance(database_url, str) else database_url
+    name = url.database
+    if url.get_backend_name() != "sqlite" or name in (None, "", ":memory:"):
+        return None
+    assert name is not None
+    if url.query.get("uri") != "true" or not name.startswith("file:"):
+        return Path(name)
+    if url.query.get("mode") == "memory":
+        return None
+    rest = name.removeprefix("file:")
+    if rest.startswith("//"):
+        rest = "/" + rest[2:].partition("/")[2]  # the authority: "" or "localhost"
+    path = unquote(rest.partition("?")[0].partition("#")[0])
+    return None if path in ("", ":memory:") else Path(path)
 
 
 def open_database(
