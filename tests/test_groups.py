@@ -174,7 +174,8 @@ async def test_deleting_a_user_removes_their_memberships(scim: ScimClient) -> No
 async def test_a_user_shows_each_of_its_groups_in_the_order_they_were_made(
     scim: ScimClient,
 ) -> None:
-    """The `groups` of a GET, and of a `userName eq` look-up, come in the user's row (one
+    """The `groups` of a GET, a `userName eq` look-up, and the answer to a PATCH or PUT (one
+    that changes the user and one that changes nothing) come in the user's row on SQLite (one
     statement): every group, its display name as it is now (quotes and non-ASCII kept), oldest
     first, whatever order the user joined them in."""
     [user] = await make_users(scim, 1)
@@ -192,7 +193,22 @@ async def test_a_user_shows_each_of_its_groups_in_the_order_they_were_made(
         assert added.status_code in (200, 204), added.text
     found = await scim.get("/Users", params={"filter": f'userName eq "{user_name}"'})
     [looked_up] = found.json()["Resources"]
-    for shown in ((await scim.get(f"/Users/{user}")).json()["groups"], looked_up["groups"]):
+    patched = await scim.patch(
+        f"/Users/{user}", ops({"op": "replace", "path": "title", "value": "Engineer"})
+    )
+    assert patched.status_code == 200, patched.text
+    replaced = await scim.put(f"/Users/{user}", user_body(user_name, title="Lead"))
+    assert replaced.status_code == 200, replaced.text
+    resent = await scim.put(f"/Users/{user}", user_body(user_name, title="Lead"))
+    assert resent.status_code == 200, resent.text
+    assert resent.json()["meta"]["version"] == replaced.json()["meta"]["version"], "a no-op PUT"
+    for shown in (
+        (await scim.get(f"/Users/{user}")).json()["groups"],
+        looked_up["groups"],
+        patched.json()["groups"],
+        replaced.json()["groups"],
+        resent.json()["groups"],
+    ):
         assert [(g["value"], g["display"], g["type"]) for g in shown] == [
             (gid, name, "direct") for gid, name in zip(gids, names, strict=True)
         ]

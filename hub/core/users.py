@@ -131,6 +131,13 @@ _SQLITE_GROUPS_AS_JSON = select(
     func.json_group_array(func.json_array(_ORDERED_GROUPS.c.id, _ORDERED_GROUPS.c.display_name))
 ).scalar_subquery()
 _GROUPS_AS_JSON = {"postgresql": _PG_GROUPS_AS_JSON, "sqlite": _SQLITE_GROUPS_AS_JSON}
+#: SQLite: the row a PUT or PATCH starts from with the user's groups in it, as a GET reads them
+#: (a statement fewer a write). The write holds SQLite's one write lock from its BEGIN
+#: IMMEDIATE, so no membership changes before the response is rendered. PostgreSQL reads the
+#: groups after the write (`_groups_of_one`): a membership committed meanwhile shows there.
+_LOAD_FOR_WRITE_WITH_GROUPS = Prepared(
+    select(*_COLUMNS, _SQLITE_GROUPS_AS_JSON.label("member_of")).where(*_BY_ID)
+)
 _SAME_NAME = Prepared(
     select(users.c.pk, users.c.deleted, connectors.c.name)
     .outerjoin(connectors, connectors.c.pk == users.c.connector_pk)
@@ -343,6 +350,23 @@ def _load(conn: Connection, caller: Caller, user_id: str, *, lock: bool = False)
 
 def _groups_of_one(conn: Connection, pk: int) -> list[tuple[str, str]]:
     return [(gid, name) for gid, name in _GROUPS_OF_ONE.all(conn, b_pk=pk)]
+
+
+def _load_for_write(conn: Connection, caller: Caller, user_id: str) -> Any:
+    """`_load(lock=True)` for a PUT or PATCH; on SQLite its row holds the user's groups too."""
+    if conn.dialect.name != "sqlite":
+        return _load(conn, caller, user_id, lock=True)
+    row = _LOAD_FOR_WRITE_WITH_GROUPS.first(conn, b_ws=caller.workspace_pk, b_id=user_id)
+    if row is None:
+        raise NotFound(f"no User with id {user_id!r}")
+    return row
+
+
+def _groups_of_loaded(conn: Connection, row: Any) -> list[tuple[str, str]]:
+    """The groups of a row `_load_for_write` read: from the row itself on SQLite."""
+    if conn.dialect.name != "sqlite":
+        return _groups_of_one(conn, row.pk)
+    return _member_of(row)
 
 
 class _Stored:
@@ -965,7 +989,7 @@ def _save(
     """
     doc = extensions.respelled(conn, caller.workspace_pk, USER_TYPE, doc)
     if doc == row.data and active == row.active:
-        resource = render(row, base, _groups_of_one(conn, row.pk))
+        resource = render(row, base, _groups_of_loaded(conn, row))
         return Outcome(resource, row.version, "none")
     cols, kept = _columns(doc), _columns(row.data)
     if cols["user_name_key"] != kept["user_name_key"]:
@@ -992,7 +1016,7 @@ def _save(
     changed = audit.changed_attributes(before, {**doc, "active": active})
     _audit(conn, caller, row.id, action, {"attributes": changed})
     stored = _Stored(row.pk, row.id, doc, active, version, row.created, now)
-    resource = render(stored, base, _groups_of_one(conn, row.pk))
+    resource = render(stored, base, _groups_of_loaded(conn, row))
     was_active, is_active = row.active is not False, active is not False
     event: UserEvent = "updated"
     if was_active and not is_active:
@@ -1040,7 +1064,7 @@ def replace(
     Raises:
         NotFound, PreconditionFailed, Uniqueness, InvalidValue, Mutability.
     """
-    row = _load(conn, caller, user_id, lock=True)
+    row = _load_for_write(conn, caller, user_id)
     check_if_match(row.version, if_match)
     unknown: list[str] = []
     incoming = canonicalise(body, USER_TYPE, unknown=unknown)
@@ -1069,7 +1093,7 @@ def patch(
     Raises:
         NotFound, PreconditionFailed, Uniqueness, InvalidValue, InvalidPath, NoTarget, Mutability.
     """
-    row = _load(conn, caller, user_id, lock=True)
+    row = _load_for_write(conn, caller, user_id)
     check_if_match(row.version, if_match)
     current = dict(row.data)
     if row.active is not None:
