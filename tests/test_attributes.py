@@ -172,6 +172,8 @@ def test_input_not_mutated() -> None:
     [
         ({"userName": 5}, "userName"),
         ({"active": "true"}, "active"),
+        ({"active": 1}, "active"),
+        ({"emails": [{"value": "a@b", "primary": 0}]}, "emails.primary"),
         ({"name": "Barbara"}, "name"),
         ({"name": {"givenName": 1}}, "name.givenName"),
         ({"emails": {"value": "a@b"}}, "emails"),
@@ -266,6 +268,20 @@ def test_duplicate_schemas_collapsed() -> None:
 def test_body_must_be_object() -> None:
     with pytest.raises(InvalidValue):
         canonicalise([], USER_TYPE)  # type: ignore[arg-type]
+
+
+def test_false_and_zero_are_values_not_absences() -> None:
+    """Booleans and integers are taken without a check per value: `false` and `0` are values
+    (RFC 7643 §2.5 makes only null, [] and {} unassigned), where an empty externalId is none."""
+    counted = Schema("urn:example:c", "C", "C", (Attribute("count", "integer"),))
+    kind = ResourceType("C", "/C", counted)
+    assert canonicalise({"schemas": ["urn:example:c"], "count": 0}, kind)["count"] == 0
+    doc = canonicalise(
+        user(active=False, externalId="", emails=[{"value": "a@b", "primary": False}]), USER_TYPE
+    )
+    assert doc["active"] is False
+    assert doc["emails"] == [{"value": "a@b", "primary": False}]
+    assert "externalId" not in doc
 
 
 def test_datetime_and_numbers_checked() -> None:

@@ -213,10 +213,10 @@ def canonicalise(
             if unknown is not None:
                 unknown.append(key)
         elif slot is not _DROPPED:
-            name, attribute, plain = slot
-            if plain and value.__class__ is str:
-                if value or name != "externalId":
-                    _store(result, name, value)
+            name, attribute, taken = slot
+            if value.__class__ is taken:
+                if taken is not str or value or name != "externalId":
+                    result[name] = value  # never unassigned, and `seen` made it the only one
                 # else: an empty externalId identifies nothing: unassigned, as null is (an IdP
                 # may send "" for a mapping whose source is empty). Stored, a create sending it
                 # brought back a deleted user holding it, and `externalId eq ""` found them all.
@@ -240,6 +240,9 @@ def _without_empty_unknown(
     refuse every page holding that group, as a schema neither /Schemas nor /ResourceTypes
     shows. A custom extension that holds attributes stays listed, as RFC 7643 §3 requires.
     """
+    known = resource_type.schema_id_by_key
+    if all(known.get(urn.lower()) == urn for urn in schemas):
+        return schemas  # each is the type's own, as spelled: no URN to take out
     keys = {key.lower() for key in doc}
     return [
         urn
@@ -267,14 +270,16 @@ def _unchanged(key: str, value: Any, stored: Mapping[str, Any] | None) -> bool:
 def _canonical_schemas(
     body: Mapping[str, Any], resource_type: ResourceType, stored: Mapping[str, Any] | None
 ) -> list[str]:
-    schemas = next((v for k, v in body.items() if k.lower() == "schemas"), None)
+    schemas = body.get("schemas")
+    if schemas is None:  # names are case-insensitive (RFC 7643 §2.1): "Schemas" is the same
+        schemas = next((v for k, v in body.items() if k.lower() == "schemas"), None)
     if schemas is None:
         raise InvalidValue(f"'schemas' is missing; it must include {resource_type.schema.id!r}")
     if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
         raise InvalidSyntax(
             f"'schemas' must be a list of schema URNs including {resource_type.schema.id!r}"
         )
-    known = {urn.lower(): urn for urn in resource_type.schema_ids}
+    known = resource_type.schema_id_by_key
     canonical: list[str] = []
     for urn in schemas:
         spelled = known.get(urn.lower())
@@ -399,17 +404,28 @@ def _canonical_extension(
 
 
 #: One attribute of an object, as `_canonical_object` needs it: its canonical name, its
-#: definition, and whether any JSON string is a valid value of it (a single-valued string,
-#: reference or binary: most of what a User holds, taken without a call per value).
-_Slot = tuple[str, Attribute, bool]
+#: definition, and the class every value of which is valid as it is (`_taken_as_is`), or None.
+_Slot = tuple[str, Attribute, type | None]
 #: An object's attributes by lower-cased name: a `_Slot`, or `_DROPPED` for one the hub never
 #: stores (readOnly, `_NEVER_STORED`). Built once per complex attribute or extension schema.
 _Shape = dict[str, _Slot | None]
 _DROPPED: Final = None
 #: what `_Shape.get` gives for a name not in the schema (a slot of its own, for the type checker)
-_UNKNOWN: Final[_Slot] = ("", Attribute(""), False)
+_UNKNOWN: Final[_Slot] = ("", Attribute(""), None)
 _SHAPES: dict[int, tuple[Attribute | Schema | ResourceType, _Shape]] = {}
-_PLAIN_TYPES: Final = frozenset({"string", "reference"})
+#: Single-valued attribute types whose every value of one JSON class is valid as it is: most of
+#: what a User holds (strings, `primary`, `active`), taken without a call per value.
+_TAKEN_AS_IS: Final[dict[str, type]] = {
+    "string": str,
+    "reference": str,
+    "boolean": bool,
+    "integer": int,  # a JSON true decodes to bool, whose class is not int
+}
+
+
+def _taken_as_is(attribute: Attribute) -> type | None:
+    """The JSON class every value of which `attribute` takes unchecked (None: check each)."""
+    return None if attribute.multi_valued else _TAKEN_AS_IS.get(attribute.type)
 
 
 def _shape_of(owner: Attribute | Schema | ResourceType) -> _Shape:
@@ -429,9 +445,7 @@ def _shape_of(owner: Attribute | Schema | ResourceType) -> _Shape:
     if isinstance(owner, Attribute) and owner.multi_valued and owner.type == "complex":
         found = {**_MULTI_VALUED_SUBS, **found}
     shape = {
-        name: (sub.name, sub, not sub.multi_valued and sub.type in _PLAIN_TYPES)
-        if _is_stored(sub)
-        else _DROPPED
+        name: (sub.name, sub, _taken_as_is(sub)) if _is_stored(sub) else _DROPPED
         for name, sub in found.items()
     }
     if isinstance(owner, Schema):
@@ -459,8 +473,8 @@ def _canonical_object(
             continue
         if slot is _DROPPED:
             continue
-        name, attribute, plain = slot
-        if plain and item.__class__ is str:  # a string is never unassigned: no `_store` call
+        name, attribute, taken = slot
+        if item.__class__ is taken:  # never unassigned: no `_store` call
             if name in result:
                 raise _given_twice(name)
             result[name] = item
@@ -541,7 +555,7 @@ def _canonical_single(
         return None
     kind = attribute.type
     if kind == "complex":
-        if not isinstance(value, Mapping):
+        if value.__class__ is not dict and not isinstance(value, Mapping):
             raise InvalidValue(f"{where!r} must be a JSON object")
         return _canonical_object(value, _shape_of(attribute), where + ".", unknown)
     if not _SIMPLE_CHECKS.get(kind, _is_string)(value):

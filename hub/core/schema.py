@@ -281,6 +281,16 @@ class ResourceType:
     endpoint: str
     schema: Schema
     extensions: tuple[Schema, ...] = ()
+    #: each extension schema by its lower-cased id
+    extension_by_key: dict[str, Schema] = field(default_factory=dict, compare=False, repr=False)
+    #: every schema id a resource of this type may carry (`schema_ids`) by its lower-cased form
+    schema_id_by_key: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        for ext in self.extensions:
+            self.extension_by_key[ext.id.lower()] = ext
+        for urn in self.schema_ids:
+            self.schema_id_by_key[urn.lower()] = urn
 
     def attribute(self, name: str) -> Attribute | None:
         """Find a top-level attribute of the core schema or the common attributes."""
@@ -291,11 +301,7 @@ class ResourceType:
 
     def extension(self, urn: str) -> Schema | None:
         """Return the extension schema whose id is `urn` (case-insensitive)."""
-        lowered = urn.lower()
-        for ext in self.extensions:
-            if ext.id.lower() == lowered:
-                return ext
-        return None
+        return self.extension_by_key.get(urn.lower())
 
     @property
     def schema_ids(self) -> tuple[str, ...]:
