@@ -122,6 +122,8 @@ def one_line(text: str) -> str:
     characters and line separators become one space; the bidi embedding, override and isolate
     controls are dropped (an Arabic or Hebrew name needs none of them to read right).
     """
+    if text.isascii() and text.isprintable():
+        return text.strip()  # what nearly every name is: nothing for the expressions to take
     return _BREAKS.sub(" ", _BIDI_CONTROLS.sub("", text)).strip()
 
 
@@ -151,6 +153,12 @@ def _fold(text: str, offset: int) -> str:
 def _base64_body(text: str) -> str:
     # 76-character lines, as RFC 2045 §6.8 asks, each ending in a newline.
     return base64.encodebytes(text.encode()).decode()
+
+
+@functools.lru_cache(maxsize=256)
+def _subject(workspace: str) -> str:
+    """The activation email's Subject, encoded once per workspace name."""
+    return encode_header_text(f"Activate your {workspace} business card", offset=len("Subject: "))
 
 
 @functools.cache
@@ -217,9 +225,7 @@ class Composer:
             "<p>The link works once and expires; ask your administrator for a new one if "
             "needed.</p></body></html>"
         )
-        subject = encode_header_text(
-            f"Activate your {content.workspace} business card", offset=len("Subject: ")
-        )
+        subject = _subject(content.workspace)
         # "=_" never occurs in base64 text, so the boundary cannot occur in a part.
         boundary = f"=_{secrets.token_hex(16)}"
         data = (
