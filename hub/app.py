@@ -61,7 +61,7 @@ def _record_activity(
     handler = scope.get("route_handler")
     name = getattr(handler, "name", None) or "unknown"
     resource_type, resource_id, user_name = state.get("activity", (None, None, None))
-    hub: Hub = scope["app"].state.hub
+    hub: Hub = scope["app"].state["hub"]  # by key, as `hub.scim.routes._hub` says
     hub.activity.add(
         activity.Entry(
             workspace_pk=caller.workspace_pk,
