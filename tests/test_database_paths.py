@@ -97,6 +97,17 @@ def _wal_progress(db_file: Path) -> tuple[int, int]:
     return struct.unpack_from("=I", header, 16)[0], struct.unpack_from("=I", header, 96)[0]
 
 
+async def _checkpointed(db_file: Path) -> tuple[int, int]:
+    """`_wal_progress` once the WAL is copied back, or after 4 s: (frames, frames copied)."""
+    frames, copied = _wal_progress(db_file)
+    for _ in range(40):
+        frames, copied = _wal_progress(db_file)
+        if frames and copied == frames:
+            break
+        await asyncio.sleep(0.1)
+    return frames, copied
+
+
 @ONLY_SQLITE
 async def test_a_serving_hub_checkpoints_the_wal_in_the_background(
     scim: ScimClient, sqlite_file: Path
@@ -107,12 +118,7 @@ async def test_a_serving_hub_checkpoints_the_wal_in_the_background(
         response = await scim.post("/Users", user_body(f"wal-{i}@example.com"))
         assert response.status_code == 201
     # 8 users write far fewer than 1,000 WAL pages: only the background checkpoint copies them.
-    frames, copied = _wal_progress(sqlite_file)
-    for _ in range(40):
-        frames, copied = _wal_progress(sqlite_file)
-        if frames and copied == frames:
-            break
-        await asyncio.sleep(0.1)
+    frames, copied = await _checkpointed(sqlite_file)
     assert frames > 0
     assert copied == frames
 
@@ -502,12 +508,7 @@ async def test_a_database_named_by_uri_is_served_from_its_own_file(
 
     try:
         await db.write(write)
-        frames, copied = _wal_progress(db_file)
-        for _ in range(40):
-            frames, copied = _wal_progress(db_file)
-            if frames and copied == frames:
-                break
-            await asyncio.sleep(0.1)
+        frames, copied = await _checkpointed(db_file)
     finally:
         await db.close()
     assert frames > 0
