@@ -340,8 +340,14 @@ def _groups_of(conn: Connection, user_pks: Iterable[int]) -> dict[int, list[tupl
     return result
 
 
-def _load(conn: Connection, caller: Caller, user_id: str, *, lock: bool = False) -> Any:
-    statement = _LOAD_FOR_UPDATE if lock else _LOAD
+def _load(
+    conn: Connection, caller: Caller, user_id: str, *, lock: bool = False, write: bool = False
+) -> Any:
+    """The user's row; `write` (a PUT or PATCH, locked): on SQLite with its groups in it too."""
+    if write and conn.dialect.name == "sqlite":
+        statement = _LOAD_FOR_WRITE_WITH_GROUPS
+    else:
+        statement = _LOAD_FOR_UPDATE if lock or write else _LOAD
     row = statement.first(conn, b_ws=caller.workspace_pk, b_id=user_id)
     if row is None:
         raise NotFound(f"no User with id {user_id!r}")
@@ -352,18 +358,8 @@ def _groups_of_one(conn: Connection, pk: int) -> list[tuple[str, str]]:
     return [(gid, name) for gid, name in _GROUPS_OF_ONE.all(conn, b_pk=pk)]
 
 
-def _load_for_write(conn: Connection, caller: Caller, user_id: str) -> Any:
-    """`_load(lock=True)` for a PUT or PATCH; on SQLite its row holds the user's groups too."""
-    if conn.dialect.name != "sqlite":
-        return _load(conn, caller, user_id, lock=True)
-    row = _LOAD_FOR_WRITE_WITH_GROUPS.first(conn, b_ws=caller.workspace_pk, b_id=user_id)
-    if row is None:
-        raise NotFound(f"no User with id {user_id!r}")
-    return row
-
-
 def _groups_of_loaded(conn: Connection, row: Any) -> list[tuple[str, str]]:
-    """The groups of a row `_load_for_write` read: from the row itself on SQLite."""
+    """The groups of a row `_load(write=True)` read: from the row itself on SQLite."""
     if conn.dialect.name != "sqlite":
         return _groups_of_one(conn, row.pk)
     return _member_of(row)
@@ -1064,7 +1060,7 @@ def replace(
     Raises:
         NotFound, PreconditionFailed, Uniqueness, InvalidValue, Mutability.
     """
-    row = _load_for_write(conn, caller, user_id)
+    row = _load(conn, caller, user_id, write=True)
     check_if_match(row.version, if_match)
     unknown: list[str] = []
     incoming = canonicalise(body, USER_TYPE, unknown=unknown)
@@ -1093,7 +1089,7 @@ def patch(
     Raises:
         NotFound, PreconditionFailed, Uniqueness, InvalidValue, InvalidPath, NoTarget, Mutability.
     """
-    row = _load_for_write(conn, caller, user_id)
+    row = _load(conn, caller, user_id, write=True)
     check_if_match(row.version, if_match)
     current = dict(row.data)
     if row.active is not None:
