@@ -406,8 +406,9 @@ def _canonical_extension(
 #: One attribute of an object, as `_canonical_object` needs it: its canonical name, its
 #: definition, and the class every value of which is valid as it is (`_taken_as_is`), or None.
 _Slot = tuple[str, Attribute, type | None]
-#: An object's attributes by lower-cased name: a `_Slot`, or `_DROPPED` for one the hub never
-#: stores (readOnly, `_NEVER_STORED`). Built once per complex attribute or extension schema.
+#: An object's attributes by lower-cased name, and by canonical name too: a `_Slot`, or
+#: `_DROPPED` for one the hub never stores (readOnly, `_NEVER_STORED`). Built once per complex
+#: attribute, extension schema or resource type.
 _Shape = dict[str, _Slot | None]
 _DROPPED: Final = None
 #: what `_Shape.get` gives for a name not in the schema (a slot of its own, for the type checker)
@@ -448,6 +449,8 @@ def _shape_of(owner: Attribute | Schema | ResourceType) -> _Shape:
         name: (sub.name, sub, _taken_as_is(sub)) if _is_stored(sub) else _DROPPED
         for name, sub in found.items()
     }
+    # Each also under its canonical spelling, the one clients send: found without lowering.
+    shape.update({sub.name: shape[name] for name, sub in found.items()})
     if isinstance(owner, Schema):
         shape["schemas"] = _DROPPED  # an extension object's, no attribute (`is_extension_schemas`)
     _SHAPES[id(owner)] = (owner, shape)
@@ -465,7 +468,9 @@ def _canonical_object(
     """
     result: dict[str, Any] = {}
     for key, item in value.items():
-        slot = shape.get(key.lower(), _UNKNOWN)
+        slot = shape.get(key, _UNKNOWN)
+        if slot is _UNKNOWN:
+            slot = shape.get(key.lower(), _UNKNOWN)
         if slot is _UNKNOWN:
             _store(result, key, json_copy(item))
             if unknown is not None:
