@@ -130,6 +130,27 @@ async def test_the_user_filter_folds_case_as_the_database_stores_it(
     assert other.json()["records"] == []
 
 
+async def test_a_refused_request_is_named_by_its_body_in_any_spelling(
+    scim: ScimClient, client: httpx.AsyncClient, db_url: str, tenant: InitResult
+) -> None:
+    """Attribute names are case-insensitive (RFC 7643 §2.1): a refused create that spells
+    `USERNAME`, or a group's `DISPLAYNAME`, is still logged under the name it sent."""
+    admin = Admin(client, tenant.workspace, await make_admin_key(db_url, tenant))
+    assert (await scim.post("/Users", user_body("shout@example.com"))).status_code == 201
+    loud = {"schemas": [user_body()["schemas"][0]], "USERNAME": "Shout@example.com"}
+    assert (await scim.post("/Users", loud)).status_code == 409
+    group = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "DISPLAYNAME": "Ops"}
+    group["members"] = [{"value": "no-such-user"}]
+    refused = await scim.post("/Groups", group)
+    assert refused.status_code == 400, refused.text
+
+    failed = await wait_for(admin, 2, outcome="error")
+    assert {(r["operation"], r["user_name"]) for r in failed} == {
+        ("create", "Shout@example.com"),
+        ("create", "Ops"),
+    }
+
+
 @pytest.mark.parametrize(
     ("filters", "indexes"),
     [

@@ -390,8 +390,11 @@ def _note(
     """Tell the provisioning log which resource a request is about."""
     name = None
     if doc is not None:
-        key = "username" if rt is USER_TYPE else "displayname"
-        name = next((v for k, v in doc.items() if k.lower() == key), None)
+        canonical = "userName" if rt is USER_TYPE else "displayName"
+        name = doc.get(canonical)  # as clients spell it; else looked for case-insensitively
+        if name is None:
+            key = canonical.lower()
+            name = next((v for k, v in doc.items() if k.lower() == key), None)
     _state(request)["activity"] = (
         rt.name,
         resource_id if isinstance(resource_id, str) else None,
