@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from plugins.azure_ad import _BARE_ENTERPRISE, _names_enterprise_bare
 from tests.conftest import ScimClient, assert_scim_error, create_workspace
 from tests.conftest import patch_op as patch
 
@@ -576,6 +577,27 @@ async def test_the_manager_query_with_quoted_values(entra: ScimClient) -> None:
     # Only conjunctions are read so (Entra sends no other form): RFC 7644 still decides the rest.
     response = await entra.get("/Users", params={"filter": f'manager eq "{boss}" or id eq "x"'})
     assert_scim_error(response, 400, "invalidFilter")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'userName eq "given1.family1@contoso.example"',
+        'Manager eq "x"',
+        'MANAGER.value eq "x" and active eq true',
+        'urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:manager eq "x"',
+        'title eq "manager"',
+        'costCenterX eq "1"',
+        'displayName eq "Åsa" and department eq "Ops"',
+        'divi\u017fion eq "x"',  # the pattern folds U+017F to s; the quick test must not miss it
+        'organ\u0131zation eq "x"',  # and U+0131 to i
+        'externalId eq "Ünal"',
+    ],
+)
+def test_the_quick_test_for_a_bare_enterprise_name_agrees_with_the_pattern(text: str) -> None:
+    """`normalise_query` skips the pattern's search for a filter naming no Enterprise
+    attribute; it must say what the search would have said, for every filter."""
+    assert _names_enterprise_bare(text) is (_BARE_ENTERPRISE.search(text) is not None)
 
 
 async def test_the_tutorials_manager_path_without_its_urn(entra: ScimClient) -> None:

@@ -409,6 +409,22 @@ _BARE_ENTERPRISE = re.compile(
 )
 
 
+def _names_enterprise_bare(text: str) -> bool:
+    """Say whether `text` names an Enterprise attribute without its URN (`_BARE_ENTERPRISE`).
+
+    A filter holding none of `_ENTERPRISE_NAMES` is not searched with the pattern, whose
+    look-behind at every position cost ~18,000 instructions a `userName eq` look-up.
+    """
+    if not text.isascii():
+        # The pattern's case folding also takes U+017F for s and U+0131 for i: searched.
+        return _BARE_ENTERPRISE.search(text) is not None
+    lowered = text.lower()
+    for name in _ENTERPRISE_NAMES:
+        if name in lowered:
+            return _BARE_ENTERPRISE.search(text) is not None
+    return False
+
+
 def _conjunction(text: str) -> list[re.Match[str]] | None:
     """The comparisons of `text` if it is comparisons joined by ``and``, else None.
 
@@ -460,9 +476,9 @@ def normalise_query(query: dict[str, str], context: RequestContext) -> dict[str,
     quoted, and an Enterprise attribute's name is qualified as `_qualified` qualifies a PATCH
     path. No core User attribute has such a name, so no filter the RFC reads is changed.
     """
-    key = next((k for k in query if k.lower() == "filter"), None)
+    key = "filter" if "filter" in query else next((k for k in query if k.lower() == "filter"), None)
     text = query.get(key) if key is not None else None
-    if not text or ('"' in text and _BARE_ENTERPRISE.search(text) is None):
+    if not text or ('"' in text and not _names_enterprise_bare(text)):
         return query
     comparisons = _conjunction(text)
     if comparisons is None:
