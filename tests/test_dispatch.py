@@ -12,11 +12,13 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 from litestar import Litestar
 from litestar.types import Receive, Scope, Send
 
 from hub.app import HubApp
 from hub.scim.dispatch import Dispatch
+from hub.scim.routes import _is_group_lookup, _is_user_lookup
 from tests.conftest import TEST_BASE_URL, ScimClient, group_body, user_body
 
 PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -162,3 +164,44 @@ def test_every_resource_route_is_served_directly(app: Litestar) -> None:
     assert isinstance(app, HubApp)
     assert app.dispatch is not None
     assert len(app.dispatch) == 12  # Users and Groups: list, create, get, put, patch, delete
+
+
+@pytest.mark.parametrize(
+    ("text", "lookup"),
+    [
+        ('userName eq "a@example.com"', True),
+        ('  USERNAME   EQ "a\\"b"  ', True),  # an escaped quote inside the value
+        ('userName eq "a\\\\"', True),  # an escaped backslash, then the closing quote
+        ('userName eq "a\\"', False),  # the closing quote is escaped: unterminated
+        ('externalId eq "x-1"', True),
+        ('emails[type eq "work"].value eq "a@example.com"', True),
+        ('emails[type eq "w\\"k"].value eq "a@example.com"', True),
+        ('emails[type eq "work"].value eq "' + "a" * 161 + '"', False),  # past the email bound
+        ('userName eq "a" or userName eq "b"', False),
+        ('userName eq "a" and userName eq "b"', False),
+        ('userName ne "a"', False),
+        ('name.givenName eq "a"', False),
+    ],
+)
+def test_which_user_filters_are_answered_as_one_index_look_up(text: str, lookup: bool) -> None:
+    """The look-up every IdP sends before a create is answered on the loop; anything else,
+    however close, goes to the general filter path."""
+    assert _is_user_lookup({"filter": text}) is lookup
+    assert _is_user_lookup({"filter": text, "startIndex": "2"}) is False
+
+
+@pytest.mark.parametrize(
+    ("text", "excluded", "lookup"),
+    [
+        ('displayName eq "Ops"', "members", True),
+        ('DisplayName eq "O\\"ps"', "members,meta", True),
+        ('displayName eq "Ops"', "", False),  # members wanted: not a few indexed reads
+        ('displayName eq "Ops" or displayName eq "Dev"', "members", False),
+        ('displayName co "Ops"', "members", False),
+    ],
+)
+def test_which_group_filters_are_answered_as_one_index_look_up(
+    text: str, excluded: str, lookup: bool
+) -> None:
+    values = {"filter": text, "excludedAttributes": excluded}
+    assert _is_group_lookup(values) is lookup
