@@ -89,7 +89,7 @@ def _reader(path_text: str) -> _Reader:
 
 def _plain_reader(urn: str | None, name: str, sub: str | None) -> _Reader:
     extension = None if _is_core(urn) else urn  # core attributes are top-level keys
-    get: Callable[[Any, str], Any] = _lookup
+    get: Callable[[Any, str], Any] = attribute_value
     spelled = _spelled(urn, name, sub)
     if spelled is not None:
         extension, name, sub = spelled
@@ -112,7 +112,7 @@ def _filtered_reader(
     primary_only: bool,
 ) -> _Reader:
     extension = None if _is_core(urn) else urn  # core attributes are top-level keys
-    get: Callable[[Any, str], Any] = _lookup
+    get: Callable[[Any, str], Any] = attribute_value
     spelled = _spelled(urn, name, sub)
     if spelled is not None:
         extension, name, sub = spelled[0], spelled[1], spelled[2] or sub
@@ -183,12 +183,15 @@ def _spelled(
 
 
 def _exact(obj: Any, key: str) -> Any:
-    """`obj[key]`, None when absent or `obj` is no object: `_lookup` for canonical spellings."""
+    """`obj[key]`, None when absent or `obj` is no object: `attribute_value` for canonical names."""
     return obj.get(key) if isinstance(obj, dict) else None
 
 
-def _lookup(obj: Any, key: str) -> Any:
-    """Case-insensitive `obj[key]` (RFC 7643 §2.1), None when absent or `obj` is no object."""
+def attribute_value(obj: Any, key: str) -> Any:
+    """Case-insensitive `obj[key]` (RFC 7643 §2.1), None when absent or `obj` is no object.
+
+    `key` as clients usually spell it (its canonical form) is tried first, with no scan.
+    """
     if not isinstance(obj, dict):
         return None
     if key in obj:

@@ -37,6 +37,7 @@ from hub.core.errors import (
     ScimError,
     Unauthorized,
 )
+from hub.core.profile import attribute_value
 from hub.core.projection import plan
 from hub.core.provisioning import Provisioning
 from hub.core.ratelimit import Limiter
@@ -390,11 +391,7 @@ def _note(
     """Tell the provisioning log which resource a request is about."""
     name = None
     if doc is not None:
-        canonical = "userName" if rt is USER_TYPE else "displayName"
-        name = doc.get(canonical)  # as clients spell it; else looked for case-insensitively
-        if name is None:
-            key = canonical.lower()
-            name = next((v for k, v in doc.items() if k.lower() == key), None)
+        name = attribute_value(doc, "userName" if rt is USER_TYPE else "displayName")
     _state(request)["activity"] = (
         rt.name,
         resource_id if isinstance(resource_id, str) else None,
