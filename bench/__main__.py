@@ -86,7 +86,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="warning",
         help="the hub's log level (info: its default, a JSON line per request, to a file)",
     )
+    parser.add_argument(
+        "--hub-setting",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a hub setting for this run (repeatable; e.g. mail_batch_size=50): the harness"
+        " drops its caller's SCIM_HUB_* variables",
+    )
     args = parser.parse_args(argv)
+    args.hub_settings = common.hub_settings(parser, args.hub_setting)
     default_users = 100 if args.smoke else (300 if args.instructions else 2000)
     args.users = args.users if args.users is not None else default_users
     args.concurrency = (
@@ -214,7 +222,9 @@ def bench_server(
         file_us = quiet_file_creation(workdir / "outbox", args.fs_wait, label)
     started = time.perf_counter()
     wrapper = callgrind.command(workdir, name) if args.instructions else []
-    server = servers.start(name, workdir, database_url, workers, args.hub_log_level, wrapper)
+    server = servers.start(
+        name, workdir, database_url, workers, args.hub_log_level, wrapper, args.hub_settings
+    )
     print(f"[{label}] up in {time.perf_counter() - started:.1f}s at {server.base_url}", flush=True)
     out: dict[str, Any] = {"base_url": server.base_url, "notes": server.notes, "phases": {}}
     counter = callgrind.Counter(server.pid, workdir, name) if args.instructions else None
@@ -370,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             "smoke": args.smoke,
             "workers": args.worker_list,
             "hub_log_level": args.hub_log_level,
+            "hub_settings": args.hub_settings,
             "instructions": args.instructions,
             "database": "postgresql"
             if args.postgres or (args.database_url or "").startswith("postgres")

@@ -272,6 +272,33 @@ def worker_counts(parser: argparse.ArgumentParser, text: str) -> list[int]:
     return counts
 
 
+#: Hub settings the harness sets itself (`servers.hub_env`): not for `--hub-setting`.
+HARNESS_SETTINGS = frozenset({"database_url", "base_url", "log_level", "log_format", "outbox_dir"})
+
+
+def hub_settings(parser: argparse.ArgumentParser, pairs: list[str] | None) -> dict[str, str]:
+    """`--hub-setting NAME=VALUE` pairs as {name: value}; a parser error names a bad one.
+
+    The harness drops its caller's `SCIM_HUB_*` variables (a developer's own settings must not
+    leak into a benchmark), so this is how a run sets one; the hub checks the value at start-up.
+    """
+    from hub.settings import Settings
+
+    known = set(Settings.__struct_fields__)
+    chosen: dict[str, str] = {}
+    for pair in pairs or ():
+        name, equals, value = pair.partition("=")
+        name = name.strip().lower().removeprefix("scim_hub_")
+        if not equals or not name:
+            parser.error(f"--hub-setting takes NAME=VALUE, not {pair!r}")
+        if name not in known:
+            parser.error(f"--hub-setting: the hub has no setting {name!r}")
+        if name in HARNESS_SETTINGS:
+            parser.error(f"--hub-setting: the harness sets {name!r} itself")
+        chosen[name] = value
+    return chosen
+
+
 def base_result(kind: str, argv: list[str] | None, args: dict[str, Any]) -> dict[str, Any]:
     import shlex
     from datetime import UTC, datetime

@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -328,8 +328,13 @@ def _create_tenants(database_url: str, names: list[str], idp: str, base_url: str
 
 
 def hub_env(
-    workdir: Path, database_url: str | None, port: int, log_level: str = "warning"
+    workdir: Path,
+    database_url: str | None,
+    port: int,
+    log_level: str = "warning",
+    settings: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
+    """The hub's environment: the harness's settings, then `settings` (`--hub-setting`)."""
     # A developer's own SCIM_HUB_* settings must not leak into the benchmark.
     env = {k: v for k, v in _base_env().items() if not k.startswith("SCIM_HUB_")}
     env["SCIM_HUB_DATABASE_URL"] = database_url or f"sqlite+aiosqlite:///{workdir / 'hub.db'}"
@@ -337,6 +342,8 @@ def hub_env(
     env["SCIM_HUB_LOG_LEVEL"] = log_level
     env["SCIM_HUB_LOG_FORMAT"] = "json"
     env["SCIM_HUB_OUTBOX_DIR"] = str(workdir / "outbox")  # activation emails as .eml files
+    for name, value in (settings or {}).items():
+        env[f"SCIM_HUB_{name.upper()}"] = value
     return env
 
 
@@ -363,16 +370,18 @@ def start_hub(
     seed_timeout_s: float = 1800,
     log_level: str = "warning",
     wrapper: Sequence[str] = (),
+    settings: Mapping[str, str] | None = None,
 ) -> Server:
     """Migrate a fresh database, create workspace(s) + token(s), optionally seed, then serve.
 
     Migration and workspaces (`hub.migrate.upgrade`, `tenants.init_workspace`, as `scim-hub db
     upgrade` and `scim-hub init` do) run in this process; with `seed_users`, `scim-hub seed` loads
     that many users into the first workspace (`server.seed` holds its report). `wrapper` goes
-    before the serving command (`bench.callgrind.command`).
+    before the serving command (`bench.callgrind.command`); `settings` are hub settings by name
+    (`--hub-setting`).
     """
     port = free_port()
-    env = hub_env(workdir, database_url, port, log_level)
+    env = hub_env(workdir, database_url, port, log_level, settings)
     # A workspace of its own, so that a reused database (PostgreSQL) can be benched again.
     stamp = f"bench-{int(time.time())}-{os.getpid()}"
     # Migrate and create the workspaces in this process: two `scim-hub` starts fewer per run.
@@ -421,9 +430,17 @@ def start(
     workers: int = 1,
     hub_log_level: str = "warning",
     wrapper: Sequence[str] = (),
+    hub_settings: Mapping[str, str] | None = None,
 ) -> Server:
     if name == "hub":
-        return start_hub(workdir, database_url, workers, log_level=hub_log_level, wrapper=wrapper)
+        return start_hub(
+            workdir,
+            database_url,
+            workers,
+            log_level=hub_log_level,
+            wrapper=wrapper,
+            settings=hub_settings,
+        )
     if name == "peer":
         return start_peer(workdir, wrapper)
     if name == "floor":

@@ -258,3 +258,36 @@ def test_fs_wait_probes_again_until_its_time_is_up_then_reports_the_last_probe(
     quick = quiet_file_creation(tmp_path / "quick", 60.0, "hub", slow_us=1e9, pause_s=30.0)
     assert quick > 0
     assert [p.name for p in (tmp_path / "quick").iterdir()] == ["probe-0"]
+
+
+def test_hub_settings_are_taken_by_name_and_checked() -> None:
+    """`--hub-setting NAME=VALUE`: any case, with or without the variable's prefix; a name the
+    hub lacks, one the harness sets itself or a pair without `=` stops the run before it starts."""
+    from bench.__main__ import parse_args
+
+    args = parse_args(["--hub-setting", "MAIL_BATCH_SIZE=50", "--hub-setting", "scim_hub_port=1"])
+    assert args.hub_settings == {"mail_batch_size": "50", "port": "1"}
+    assert parse_args([]).hub_settings == {}
+    for bad in ("mail_batch=50", "database_url=sqlite://", "mail_batch_size"):
+        with pytest.raises(SystemExit):
+            parse_args(["--hub-setting", bad])
+
+
+@pytest.mark.server
+def test_a_hub_setting_reaches_the_served_hub(tmp_path: Path) -> None:
+    """The harness drops its caller's SCIM_HUB_* variables, so a run's own setting must arrive
+    by `--hub-setting`: the served ServiceProviderConfig shows it."""
+    import urllib.request
+
+    from bench import servers
+
+    server = servers.start_hub(tmp_path, settings={"max_results": "500"})
+    with server:
+        origin = server.base_url.rsplit("/scim/v2", 1)[0]
+        request = urllib.request.Request(
+            f"{origin}/scim/v2/ServiceProviderConfig",
+            headers={"Authorization": f"Bearer {server.token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            config = json.load(answer)
+    assert config["filter"]["maxResults"] == 500
