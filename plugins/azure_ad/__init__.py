@@ -98,7 +98,8 @@ def _fix_object(value: dict[str, Any]) -> None:
                 names = known.get(key)
                 if names is None:
                     names = _key_names_boolean(key)
-                if names:  # the same key: the dict keeps its size
+                if names:
+                    # `_boolean`, inline; the same key: the dict keeps its size
                     value[key] = _STRING_BOOLEANS.get(item.lower(), item)
         elif kind is dict or kind is list:
             names = known.get(key)
