@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from hub.hookspecs import Dialect, JSONObject, RequestContext, hookimpl, with_extensions_listed
 
@@ -55,6 +55,8 @@ ENTRA_MAPPING = {
 #: PUT keeps the stored value, so an Entra update can never erase an uploaded photo.
 ENTRA_UNMANAGED = ("photos",)
 
+#: what a bounded key cache (`_kept`) remembers
+_Answer = TypeVar("_Answer")
 _BOOLEAN_NAMES = frozenset({"active", "primary"})
 _STRING_BOOLEANS = {"true": True, "false": False}
 _LONGEST_BOOLEAN = len("false")
@@ -127,10 +129,19 @@ def _fix_array(value: list[Any]) -> None:
 def _key_names_boolean(key: str) -> bool:
     known = _BOOLEAN_KEYS.get(key)
     if known is None:
-        known = _names_boolean(key)
-        if len(_BOOLEAN_KEYS) < _KEYS_KEPT:
-            _BOOLEAN_KEYS[key] = known
+        known = _kept(_BOOLEAN_KEYS, key, _names_boolean(key))
     return known
+
+
+def _kept(answers: dict[str, _Answer], key: str, answer: _Answer) -> _Answer:
+    """`answer`, remembered under `key` while `answers` holds fewer than `_KEYS_KEPT` keys.
+
+    The bound: keys are what clients send, and a cache of every key ever sent would grow
+    without end.
+    """
+    if len(answers) < _KEYS_KEPT:
+        answers[key] = answer
+    return answer
 
 
 _CONTAINERS = (dict, list)
@@ -220,9 +231,8 @@ def _names_enterprise(key: str) -> bool:
     """Does this key name an Enterprise attribute without its URN (``department``)?"""
     known = _ENTERPRISE_KEYS.get(key)
     if known is None:
-        known = re.split(r"[.\[]", key, maxsplit=1)[0].lower() in _ENTERPRISE_NAMES
-        if len(_ENTERPRISE_KEYS) < _KEYS_KEPT:
-            _ENTERPRISE_KEYS[key] = known
+        head = re.split(r"[.\[]", key, maxsplit=1)[0]
+        known = _kept(_ENTERPRISE_KEYS, key, head.lower() in _ENTERPRISE_NAMES)
     return known
 
 
@@ -292,9 +302,7 @@ def _body_key(key: str) -> str:
         if lowered in _ENTERPRISE_NAMES
         else _NEITHER
     )
-    if len(_BODY_KEYS) < _KEYS_KEPT:
-        _BODY_KEYS[key] = kind
-    return kind
+    return _kept(_BODY_KEYS, key, kind)
 
 
 _EXTENSION_KEY = "extension"
