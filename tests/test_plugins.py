@@ -308,50 +308,59 @@ def _installed() -> bool:
 
 
 @pytest.fixture(scope="module")
-def partner_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """`pip install` the partner distribution (a copy, so the source tree stays clean)."""
-    already = _installed()
-    if not already:
-        import shutil
+def partner_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The partner distribution, installed for this test process alone; the environment a
+    `scim-hub` command needs to find it too.
 
-        source = tmp_path_factory.mktemp("partner") / "partner_plugin"
-        shutil.copytree(PARTNER, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--no-deps",
-                "--no-build-isolation",
-                "-q",
-                str(source),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        importlib.invalidate_caches()
+    `pip install --target` puts it in a directory of its own, on `sys.path` while the module's
+    tests run. Installed into the shared venv, it was there for every test worker, and the first
+    worker done uninstalled it under another's tests (a plugin setting then named no plugin).
+    """
+    if _installed():  # a developer's own install: used as it is
+        yield {}
+        return
+    import shutil
+
+    work = tmp_path_factory.mktemp("partner")
+    source, target = work / "partner_plugin", work / "site"
+    shutil.copytree(PARTNER, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    sys.path.insert(0, str(target))
+    importlib.invalidate_caches()
     try:
-        yield
+        yield {"PYTHONPATH": str(target)}
     finally:
-        if not already:
-            subprocess.run(
-                [sys.executable, "-m", "pip", "uninstall", "-y", "-q", PARTNER_DIST],
-                check=False,
-                capture_output=True,
-            )
-            sys.modules.pop("scim_hub_humble_hr", None)
-            importlib.invalidate_caches()
+        sys.path.remove(str(target))
+        sys.modules.pop("scim_hub_humble_hr", None)
+        importlib.invalidate_caches()
 
 
-@pytest.mark.usefixtures("partner_plugin")
-def test_partner_plugin_appears_in_scim_hub_plugins() -> None:
+def test_partner_plugin_appears_in_scim_hub_plugins(partner_plugin: dict[str, str]) -> None:
     result = subprocess.run(
         [str(Path(sys.executable).parent / "scim-hub"), "plugins"],
         capture_output=True,
         text=True,
         check=True,
-        env={"PATH": "/usr/bin:/bin", "SCIM_HUB_DATABASE_URL": "sqlite+aiosqlite:///:memory:"},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "SCIM_HUB_DATABASE_URL": "sqlite+aiosqlite:///:memory:",
+            **partner_plugin,
+        },
     )
     out = result.stdout
     assert "humble_hr 1.2.0 [ok]" in out, out
@@ -361,14 +370,16 @@ def test_partner_plugin_appears_in_scim_hub_plugins() -> None:
         assert "register_idps" in out
 
 
-@pytest.mark.usefixtures("partner_plugin")
-def test_a_misspelt_plugin_setting_is_reported_naming_the_one_it_resembles() -> None:
+def test_a_misspelt_plugin_setting_is_reported_naming_the_one_it_resembles(
+    partner_plugin: dict[str, str],
+) -> None:
     """SCIM_HUB_PLUGIN_HUMBLE_HR_LOGIN_ATRIBUTE=uid was ignored without a word, Humble HR kept
     reading "login", while a misspelt core variable was reported on stderr."""
     env = {
         "PATH": "/usr/bin:/bin",
         "SCIM_HUB_DATABASE_URL": "sqlite+aiosqlite:///:memory:",
         "SCIM_HUB_PLUGIN_HUMBLE_HR_LOGIN_ATRIBUTE": "uid",
+        **partner_plugin,
     }
     script = str(Path(sys.executable).parent / "scim-hub")
     result = subprocess.run([script, "plugins"], capture_output=True, text=True, env=env)
