@@ -254,9 +254,33 @@ def test_extension_must_be_listed_and_known() -> None:
         canonicalise(body, USER_TYPE)
 
 
-def test_duplicate_spellings_rejected() -> None:
+@pytest.mark.parametrize(
+    "members",
+    [
+        {"userName": "a", "USERNAME": "b"},
+        {"username": "a", "userName": "b"},  # the odd spelling first
+        {"username": "a", "USERNAME": "b"},
+        {"id": "1", "ID": "2"},  # dropped (readOnly), yet given twice all the same
+        {"nickName": "a", "NICKNAME": None},  # the second one unassigned
+        {ENTERPRISE_SCHEMA: {"department": "x"}, ENTERPRISE_SCHEMA.upper(): {"division": "y"}},
+        {"X-Custom": 1, "x-custom": 2},  # an attribute the schema does not define
+    ],
+)
+def test_duplicate_spellings_rejected(members: dict[str, Any]) -> None:
+    body = {"schemas": [USER_SCHEMA, ENTERPRISE_SCHEMA], **members}
     with pytest.raises(InvalidValue, match="twice"):
-        canonicalise(user(USERNAME="other"), USER_TYPE)
+        canonicalise(body, USER_TYPE)
+
+
+def test_schemas_answer_is_a_new_list_each_time() -> None:
+    """A PATCH appends to the canonical document's `schemas`; the next body must not see it."""
+    first = canonicalise(user(), USER_TYPE)
+    first["schemas"].append(ENTERPRISE_SCHEMA)
+    assert canonicalise(user(), USER_TYPE)["schemas"] == [USER_SCHEMA]
+    spelled = user()
+    spelled["schemas"] = [USER_SCHEMA.upper()]
+    assert canonicalise(spelled, USER_TYPE)["schemas"] == [USER_SCHEMA]
+    assert canonicalise(spelled, USER_TYPE)["schemas"] == [USER_SCHEMA]
 
 
 def test_duplicate_schemas_collapsed() -> None:

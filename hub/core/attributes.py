@@ -175,58 +175,95 @@ def canonicalise(
     """
     if not isinstance(body, Mapping):
         raise InvalidValue(f"a {resource_type.name} must be a JSON object")
-    schemas = _canonical_schemas(body, resource_type, stored)
-    listed = {urn.lower() for urn in schemas}
+    schemas, listed = _canonical_schemas(body, resource_type, stored)
     top = _shape_of(resource_type)
     result: dict[str, Any] = {"schemas": schemas}
+    # Each member's lower-cased key, or an attribute's canonical name: what a second spelling
+    # of it would find (`_shape_of` gives both spellings one slot, so no key is lower-cased
+    # when it is spelled as the schema spells it).
     seen: set[str] = {"schemas"}
     for key, value in body.items():
-        lowered = key.lower()
-        if lowered == "schemas":
-            continue
-        if lowered in seen:
-            raise _given_twice(key)
-        seen.add(lowered)
-        if lowered.startswith(_URN_PREFIX):
-            refused = misplaced_schema(key, resource_type)
-            if refused is not None:
-                if not _unchanged(key, value, stored):
-                    raise InvalidValue(refused)
-                _store(result, key, value)  # stored before the hub refused it (`_kept_listed`)
-                continue
-            if value is None or value == {}:
-                continue  # no extension (RFC 7643 §2.5), whether `schemas` lists it or not
-            if lowered not in listed and _unassigned(_assigned(value)):
-                continue  # nothing but unassigned values ({"department": null}): none either
-            if resource_type.extension(key) is None and lowered in listed:
-                _store(result, key, _custom_extension(key, value))
-                continue
-            extension = _listed_extension(key, resource_type, listed)
-            if key == extension.id and _unchanged(key, value, stored):
-                _store(result, key, value)
-            else:
-                _store(result, extension.id, _canonical_extension(extension, value, unknown))
-            continue
-        slot = top.get(lowered, _UNKNOWN)
+        slot = top.get(key, _UNKNOWN)
         if slot is _UNKNOWN:
-            _store(result, key, json_copy(value))
-            if unknown is not None:
-                unknown.append(key)
-        elif slot is not _DROPPED:
-            name, attribute, taken = slot
-            if value.__class__ is taken:
-                if taken is not str or value or name != "externalId":
-                    result[name] = value  # never unassigned, and `seen` made it the only one
-                # else: an empty externalId identifies nothing: unassigned, as null is (an IdP
-                # may send "" for a mapping whose source is empty). Stored, a create sending it
-                # brought back a deleted user holding it, and `externalId eq ""` found them all.
-            elif key == name and _unchanged(key, value, stored):
-                _store(result, key, value)
-            else:
-                _store(result, name, canonical_value(attribute, value, name, unknown))
-    if len(schemas) > 1:
+            lowered = key.lower()
+            slot = top.get(lowered, _UNKNOWN)
+            if slot is _UNKNOWN:
+                if lowered == "schemas":
+                    continue
+                if lowered in seen:
+                    raise _given_twice(key)
+                seen.add(lowered)
+                if lowered.startswith(_URN_PREFIX):
+                    _put_extension(
+                        result, key, lowered, value, resource_type, listed, stored, unknown
+                    )
+                    continue
+                _store(result, key, json_copy(value))
+                if unknown is not None:
+                    unknown.append(key)
+                continue
+        if slot is _DROPPED:
+            lowered = key.lower()
+            if lowered in seen:
+                raise _given_twice(key)
+            seen.add(lowered)
+            continue
+        name, attribute, taken = slot
+        if name in seen:
+            raise _given_twice(key)
+        seen.add(name)
+        if value.__class__ is taken:
+            if taken is not str or value or name != "externalId":
+                result[name] = value  # never unassigned, and `seen` made it the only one
+            # else: an empty externalId identifies nothing: unassigned, as null is (an IdP
+            # may send "" for a mapping whose source is empty). Stored, a create sending it
+            # brought back a deleted user holding it, and `externalId eq ""` found them all.
+        elif key == name and _unchanged(key, value, stored):
+            _store(result, key, value)
+        else:
+            _store(result, name, canonical_value(attribute, value, name, unknown))
+    if not listed.own:
         result["schemas"] = _without_empty_unknown(schemas, result, resource_type)
     return result
+
+
+def _put_extension(
+    result: dict[str, Any],
+    key: str,
+    lowered: str,
+    value: Any,
+    resource_type: ResourceType,
+    listed: _Listed,
+    stored: Mapping[str, Any] | None,
+    unknown: list[str] | None,
+) -> None:
+    """Store the member `key` (a URN, `lowered` lower-cased) of a body in `result`, canonical.
+
+    See `canonicalise`: one of the type's extensions, a custom one, or one of the hub's
+    schemas where it does not belong.
+    """
+    extension = resource_type.extension_by_key.get(lowered)
+    if extension is None:  # the type's own extensions are never misplaced
+        refused = misplaced_schema(key, resource_type)
+        if refused is not None:
+            if not _unchanged(key, value, stored):
+                raise InvalidValue(refused)
+            _store(result, key, value)  # stored before the hub refused it (`_kept_listed`)
+            return
+    if value is None or value == {}:
+        return  # no extension (RFC 7643 §2.5), whether `schemas` lists it or not
+    if lowered not in listed and _unassigned(_assigned(value)):
+        return  # nothing but unassigned values ({"department": null}): none either
+    if extension is None:
+        if lowered not in listed:
+            raise InvalidValue(f"{key!r} is not an extension of {resource_type.name}")
+        _store(result, key, _custom_extension(key, value))
+    elif lowered not in listed:
+        raise InvalidValue(f"extension {extension.id!r} is present but not listed in 'schemas'")
+    elif key == extension.id and _unchanged(key, value, stored):
+        _store(result, key, value)
+    else:
+        _store(result, extension.id, _canonical_extension(extension, value, unknown))
 
 
 def _without_empty_unknown(
@@ -240,9 +277,6 @@ def _without_empty_unknown(
     refuse every page holding that group, as a schema neither /Schemas nor /ResourceTypes
     shows. A custom extension that holds attributes stays listed, as RFC 7643 §3 requires.
     """
-    known = resource_type.schema_id_by_key
-    if all(known.get(urn.lower()) == urn for urn in schemas):
-        return schemas  # each is the type's own, as spelled: no URN to take out
     keys = {key.lower() for key in doc}
     return [
         urn
@@ -267,12 +301,32 @@ def _unchanged(key: str, value: Any, stored: Mapping[str, Any] | None) -> bool:
     return type(kept) is type(value) and _encode(kept) == _encode(value)
 
 
+class _Listed(frozenset[str]):
+    """The URNs a body's ``schemas`` lists, lower-cased; `own`: each is one of the type's."""
+
+    own: bool = False
+
+
+#: `_canonical_schemas`'s answers for lists of the type's own URNs, by the type's id and the
+#: list as sent: nearly every body sends one of two or three such lists.
+_SCHEMA_LISTS: dict[tuple[int, tuple[str, ...]], tuple[ResourceType, tuple[str, ...], _Listed]] = {}
+_SCHEMA_LISTS_KEPT: Final = 256
+
+
 def _canonical_schemas(
     body: Mapping[str, Any], resource_type: ResourceType, stored: Mapping[str, Any] | None
-) -> list[str]:
+) -> tuple[list[str], _Listed]:
+    """A body's ``schemas``, checked and canonically spelled, and its URNs lower-cased."""
     schemas = body.get("schemas")
     if schemas is None:  # names are case-insensitive (RFC 7643 §2.1): "Schemas" is the same
         schemas = next((v for k, v in body.items() if k.lower() == "schemas"), None)
+    if schemas.__class__ is list:
+        try:
+            cached = _SCHEMA_LISTS.get((id(resource_type), tuple(schemas)))
+        except TypeError:  # an unhashable element: refused below
+            cached = None
+        if cached is not None and cached[0] is resource_type:
+            return list(cached[1]), cached[2]
     if schemas is None:
         raise InvalidValue(f"'schemas' is missing; it must include {resource_type.schema.id!r}")
     if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
@@ -293,7 +347,12 @@ def _canonical_schemas(
             canonical.append(spelled)
     if resource_type.schema.id not in canonical:
         raise InvalidValue(f"'schemas' must include {resource_type.schema.id!r}")
-    return canonical
+    listed = _Listed(urn.lower() for urn in canonical)
+    listed.own = all(known.get(urn.lower()) == urn for urn in canonical)
+    if listed.own and len(_SCHEMA_LISTS) < _SCHEMA_LISTS_KEPT:
+        # Own URNs only: the answer depends on nothing else (`stored` is read for others).
+        _SCHEMA_LISTS[id(resource_type), tuple(schemas)] = (resource_type, tuple(canonical), listed)
+    return canonical, listed
 
 
 def foreign_schema(urn: str, resource_type: ResourceType) -> str | None:
@@ -338,15 +397,6 @@ def _kept_listed(urn: str, stored: Mapping[str, Any] | None) -> bool:
         return False
     listed = stored.get("schemas")
     return isinstance(listed, list) and urn in listed
-
-
-def _listed_extension(key: str, resource_type: ResourceType, listed: set[str]) -> Schema:
-    extension = resource_type.extension(key)
-    if extension is None:
-        raise InvalidValue(f"{key!r} is not an extension of {resource_type.name}")
-    if key.lower() not in listed:
-        raise InvalidValue(f"extension {extension.id!r} is present but not listed in 'schemas'")
-    return extension
 
 
 def _custom_extension(urn: str, value: Any) -> dict[str, Any] | None:
@@ -541,13 +591,36 @@ def canonical_value(
         return _canonical_single(attribute, value, where, unknown)
     if not isinstance(value, list):
         raise InvalidValue(f"{where!r} is multi-valued and must be a list")
+    if attribute.type == "complex":
+        return _canonical_elements(value, _shape_of(attribute), where, unknown)
+    items = []
+    for element in value:
+        item = _canonical_single(attribute, element, where, unknown)
+        if item is not None:
+            items.append(item)
+    return items
+
+
+def _canonical_elements(
+    value: list[Any], shape: _Shape, where: str, unknown: list[str] | None
+) -> list[dict[str, Any]]:
+    """The elements of a multi-valued complex attribute, canonical, less the unassigned ones.
+
+    `_canonical_single` element by element, with the shape and the error path's prefix found
+    once for the list: emails, phone numbers and addresses are most of a User's values.
+    """
+    prefix = where + "."
     items = []
     primaries = 0
     for element in value:
-        item = _canonical_single(attribute, element, where, unknown)
-        if item is not None and item != {}:
+        if element is None:
+            continue
+        if element.__class__ is not dict and not isinstance(element, Mapping):
+            raise InvalidValue(f"{where!r} must be a JSON object")
+        item = _canonical_object(element, shape, prefix, unknown)
+        if item:
             items.append(item)
-            primaries += item.__class__ is dict and item.get("primary") is True
+            primaries += item.get("primary") is True
     if primaries > 1:
         raise InvalidValue(f"{where!r}: at most one value may be primary (RFC 7643 §2.4)")
     return items
