@@ -529,6 +529,8 @@ async def test_card_events_reach_plugins(
     assert created["workspace"] == tenant.workspace_id
     assert created["user"]["id"] == user_id
     assert created["card"]["fields"]["company_name"]["value"] == "Blinq Inc."
+    # The event's card is the card as stored: each field's value, source and flags.
+    assert created["card"]["fields"] == (await admin.ok("GET", f"/cards/{user_id}"))["fields"]
     assert applied["template"]["id"] == template["id"]
 
     await provision(scim, person("other@example.com", department="Ops"))

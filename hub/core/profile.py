@@ -201,6 +201,8 @@ def attribute_value(obj: Any, key: str) -> Any:
 
 
 def _text(value: Any) -> str | None:
+    if value.__class__ is str:  # nearly every value: a string, or "" for none
+        return value or None
     if value is None or value == "" or isinstance(value, _CONTAINERS):
         return None
     if isinstance(value, bool):
