@@ -522,13 +522,19 @@ async def test_card_events_reach_plugins(
     recorder, http = recorded
     admin = Admin(http, tenant.workspace, await make_admin_key(db_url, tenant))
     scim = ScimClient(http, tenant.token)
-    template = await create_template(admin, "Template A", RULE_A, company_name="Blinq Inc.")
+    # The connector ignores `title`: the template's job_title has no IdP value under it, and the
+    # card keeps a placeholder for it (a field the IdP maps keeps the IdP's value, no row).
+    await admin.ok("PUT", "/connectors/generic_scim/mapping", {"drop": ["title"]})
+    template = await create_template(
+        admin, "Template A", RULE_A, company_name="Blinq Inc.", job_title="Consultant"
+    )
     user_id = await provision(scim, person("ev@example.com", department="Sales"))
     assert [hook for hook, _ in recorder.calls] == ["card_created", "template_applied"]
     created, applied = recorder.calls[0][1], recorder.calls[1][1]
     assert created["workspace"] == tenant.workspace_id
     assert created["user"]["id"] == user_id
     assert created["card"]["fields"]["company_name"]["value"] == "Blinq Inc."
+    assert created["card"]["fields"]["job_title"]["value"] == "Consultant"
     # The event's card is the card as stored: each field's value, source and flags.
     assert created["card"]["fields"] == (await admin.ok("GET", f"/cards/{user_id}"))["fields"]
     assert applied["template"]["id"] == template["id"]
