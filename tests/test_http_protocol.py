@@ -139,6 +139,20 @@ def test_responses_arrive_whole_and_in_order_on_one_keep_alive_connection(
         client.close()
 
 
+def test_responses_carry_a_date_and_no_server_banner(live_server: LiveServer) -> None:
+    client = RawClient(live_server)
+    try:
+        for answer in (
+            client.call("POST", "/Users", _user("banner@example.com")),
+            client.call("GET", "/Users?count=1"),
+            client.call("GET", "/Users/nobody"),
+        ):
+            assert "server" not in answer.headers, answer.headers
+            assert answer.headers["date"].endswith(" GMT"), answer.headers  # RFC 9110 §6.6.1
+    finally:
+        client.close()
+
+
 def test_pipelined_requests_are_answered_in_order(live_server: LiveServer) -> None:
     client = RawClient(live_server)
     try:
