@@ -10,7 +10,7 @@ import base64
 import binascii
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 import msgspec
 
@@ -175,7 +175,8 @@ def canonicalise(
     """
     if not isinstance(body, Mapping):
         raise InvalidValue(f"a {resource_type.name} must be a JSON object")
-    schemas, listed = _canonical_schemas(body, resource_type, stored)
+    canonical, listed, own = _canonical_schemas(body, resource_type, stored)
+    schemas = list(canonical)
     top = _shape_of(resource_type)
     result: dict[str, Any] = {"schemas": schemas}
     # Each member's lower-cased key, or an attribute's canonical name: what a second spelling
@@ -222,7 +223,7 @@ def canonicalise(
             _store(result, key, value)
         else:
             _store(result, name, canonical_value(attribute, value, name, unknown))
-    if not listed.own:
+    if not own:
         result["schemas"] = _without_empty_unknown(schemas, result, resource_type)
     return result
 
@@ -233,7 +234,7 @@ def _put_extension(
     lowered: str,
     value: Any,
     resource_type: ResourceType,
-    listed: _Listed,
+    listed: frozenset[str],
     stored: Mapping[str, Any] | None,
     unknown: list[str] | None,
 ) -> None:
@@ -301,22 +302,27 @@ def _unchanged(key: str, value: Any, stored: Mapping[str, Any] | None) -> bool:
     return type(kept) is type(value) and _encode(kept) == _encode(value)
 
 
-class _Listed(frozenset[str]):
-    """The URNs a body's ``schemas`` lists, lower-cased; `own`: each is one of the type's."""
+class _Schemas(NamedTuple):
+    """A body's ``schemas``, checked (`_canonical_schemas`)."""
 
-    own: bool = False
+    #: the URNs as the hub spells them, each once
+    canonical: tuple[str, ...]
+    #: the same, lower-cased
+    listed: frozenset[str]
+    #: whether each is one of the type's own schemas (none an IdP's custom extension)
+    own: bool
 
 
 #: `_canonical_schemas`'s answers for lists of the type's own URNs, by the type's id and the
 #: list as sent: nearly every body sends one of two or three such lists.
-_SCHEMA_LISTS: dict[tuple[int, tuple[str, ...]], tuple[ResourceType, tuple[str, ...], _Listed]] = {}
+_SCHEMA_LISTS: dict[tuple[int, tuple[str, ...]], tuple[ResourceType, _Schemas]] = {}
 _SCHEMA_LISTS_KEPT: Final = 256
 
 
 def _canonical_schemas(
     body: Mapping[str, Any], resource_type: ResourceType, stored: Mapping[str, Any] | None
-) -> tuple[list[str], _Listed]:
-    """A body's ``schemas``, checked and canonically spelled, and its URNs lower-cased."""
+) -> _Schemas:
+    """A body's ``schemas``, checked (see `canonicalise`), as `_Schemas`."""
     schemas = body.get("schemas")
     if schemas is None:  # names are case-insensitive (RFC 7643 §2.1): "Schemas" is the same
         schemas = next((v for k, v in body.items() if k.lower() == "schemas"), None)
@@ -326,7 +332,7 @@ def _canonical_schemas(
         except TypeError:  # an unhashable element: refused below
             cached = None
         if cached is not None and cached[0] is resource_type:
-            return list(cached[1]), cached[2]
+            return cached[1]
     if schemas is None:
         raise InvalidValue(f"'schemas' is missing; it must include {resource_type.schema.id!r}")
     if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
@@ -347,12 +353,15 @@ def _canonical_schemas(
             canonical.append(spelled)
     if resource_type.schema.id not in canonical:
         raise InvalidValue(f"'schemas' must include {resource_type.schema.id!r}")
-    listed = _Listed(urn.lower() for urn in canonical)
-    listed.own = all(known.get(urn.lower()) == urn for urn in canonical)
-    if listed.own and len(_SCHEMA_LISTS) < _SCHEMA_LISTS_KEPT:
+    found = _Schemas(
+        tuple(canonical),
+        frozenset(urn.lower() for urn in canonical),
+        all(known.get(urn.lower()) == urn for urn in canonical),
+    )
+    if found.own and len(_SCHEMA_LISTS) < _SCHEMA_LISTS_KEPT:
         # Own URNs only: the answer depends on nothing else (`stored` is read for others).
-        _SCHEMA_LISTS[id(resource_type), tuple(schemas)] = (resource_type, tuple(canonical), listed)
-    return canonical, listed
+        _SCHEMA_LISTS[id(resource_type), tuple(schemas)] = (resource_type, found)
+    return found
 
 
 def foreign_schema(urn: str, resource_type: ResourceType) -> str | None:
